@@ -1,0 +1,1 @@
+//! The .pipit weight format.

@@ -1,0 +1,1 @@
+//! pipit runtime.
