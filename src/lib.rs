@@ -1,1 +1,13 @@
-//! pipit runtime.
+//! pipit: a small, fast, trustworthy runtime for quantized decoder-only language models.
+//!
+//! Layout: [`model`] opens and validates a `.pipit` file; [`tokenizer`] turns text into ids
+//! and back; [`kernels`] holds the dequantize-matmul kernels (scalar reference plus SIMD
+//! paths chosen at run time); [`forward`] is the transformer; [`session`] owns the state of
+//! one conversation; [`sampler`] picks the next token.
+
+pub mod error;
+pub mod kernels;
+pub mod model;
+pub mod tokenizer;
+
+pub use error::{Error, Result};

@@ -1,0 +1,1 @@
+//! Dequantize-matmul kernels.
