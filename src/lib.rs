@@ -8,6 +8,7 @@
 pub mod error;
 pub mod kernels;
 pub mod model;
+pub mod sampler;
 pub mod tokenizer;
 
 pub use error::{Error, Result};
