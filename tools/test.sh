@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Every test of the project, from a fresh clone: installs the Python oracles, fetches and
+# converts the reference models, checks the converter against the `gguf` package, then runs
+# the whole Rust test suite (optimized test profile, no LTO) and the aarch64 suite under qemu.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+step() { printf '\n== %s\n' "$*" >&2; }
+
+step "python oracles"
+python3 -m pip install --quiet --disable-pip-version-check -r tools/requirements-test.txt
+
+step "models: fetch, convert, check against the gguf package"
+tools/test-models.sh
+
+step "rust test suite (profile ci)"
+cargo test --profile ci --workspace
+
+if [ -x tools/test-aarch64.sh ]; then
+  step "aarch64 under qemu"
+  tools/test-aarch64.sh
+fi
