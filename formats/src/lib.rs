@@ -1,13 +1,123 @@
-//! The .pipit weight format.
+//! The `.pipit` weight file format: constants, data types, a validating reader and a writer.
+//!
+//! `SPEC.md` in this crate is the normative description of the bytes; this crate is its
+//! reference implementation. The reader ([`PipitFile::parse`]) is safe code with checked
+//! arithmetic throughout and never panics: every malformed input yields a [`FormatError`]
+//! naming the offending field and value.
 
-/// Placeholder until the reader lands.
-#[derive(Debug)]
-pub struct FormatError;
+pub mod blocks;
+pub mod crc32c;
+mod error;
+pub mod limits;
+mod metadata;
+mod reader;
+mod writer;
 
-impl std::fmt::Display for FormatError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("format error")
+pub use error::FormatError;
+pub use metadata::{Metadata, Value};
+pub use reader::{PipitFile, TensorInfo};
+pub use writer::Writer;
+
+/// The first 8 bytes of every `.pipit` file. The high-bit byte and the CR LF pair catch
+/// 7-bit and newline-translating transfers, as in PNG.
+pub const MAGIC: [u8; 8] = *b"\x89PIPIT\r\n";
+/// The format version this crate reads and writes.
+pub const VERSION: u32 = 1;
+/// Alignment, in bytes, of the data section and of every tensor within it.
+pub const ALIGN: u64 = 64;
+/// Size of the fixed header at the start of the file.
+pub const HEADER_LEN: u64 = 64;
+
+/// Element type of a tensor. The discriminant is the code stored in the file.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DType {
+    /// IEEE-754 binary32.
+    F32 = 0,
+    /// IEEE-754 binary16.
+    F16 = 1,
+    /// 32 weights: an f16 scale and 32 signed bytes (GGUF `Q8_0`).
+    Q8_0 = 2,
+    /// 32 weights: an f16 scale and 32 unsigned nibbles offset by 8 (GGUF `Q4_0`).
+    Q4_0 = 3,
+    /// 32 weights: an f16 scale, an f16 minimum and 32 unsigned nibbles (GGUF `Q4_1`).
+    Q4_1 = 4,
+}
+
+impl DType {
+    /// Every dtype, in code order.
+    pub const ALL: [DType; 5] = [DType::F32, DType::F16, DType::Q8_0, DType::Q4_0, DType::Q4_1];
+
+    /// The dtype stored under `code`, or `None` for an unknown code.
+    pub fn from_code(code: u32) -> Option<Self> {
+        match code {
+            0 => Some(DType::F32),
+            1 => Some(DType::F16),
+            2 => Some(DType::Q8_0),
+            3 => Some(DType::Q4_0),
+            4 => Some(DType::Q4_1),
+            _ => None,
+        }
+    }
+
+    /// The code stored in the file.
+    pub fn code(self) -> u32 {
+        self as u32
+    }
+
+    /// Name as written in SPEC.md (`F32`, `F16`, `Q8_0`, `Q4_0`, `Q4_1`).
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "F32",
+            DType::F16 => "F16",
+            DType::Q8_0 => "Q8_0",
+            DType::Q4_0 => "Q4_0",
+            DType::Q4_1 => "Q4_1",
+        }
+    }
+
+    /// Number of elements in one block (1 for the float types).
+    pub fn block_elems(self) -> usize {
+        match self {
+            DType::F32 | DType::F16 => 1,
+            DType::Q8_0 | DType::Q4_0 | DType::Q4_1 => 32,
+        }
+    }
+
+    /// Number of bytes one block occupies.
+    pub fn block_bytes(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F16 => 2,
+            DType::Q8_0 => size_of::<blocks::BlockQ8_0>(),
+            DType::Q4_0 => size_of::<blocks::BlockQ4_0>(),
+            DType::Q4_1 => size_of::<blocks::BlockQ4_1>(),
+        }
+    }
+
+    /// Bytes needed for `n_elems` elements; `None` when `n_elems` is not a whole number of
+    /// blocks or the size overflows `u64`.
+    pub fn bytes_for(self, n_elems: u64) -> Option<u64> {
+        let block = self.block_elems() as u64;
+        if n_elems % block != 0 {
+            return None;
+        }
+        (n_elems / block).checked_mul(self.block_bytes() as u64)
+    }
+
+    /// Whether values are stored in quantized blocks.
+    pub fn is_quantized(self) -> bool {
+        self.block_elems() > 1
     }
 }
 
-impl std::error::Error for FormatError {}
+impl std::fmt::Display for DType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// `n` rounded up to the next multiple of [`ALIGN`]; `None` on overflow.
+pub fn align_up(n: u64) -> Option<u64> {
+    Some(n.checked_add(ALIGN - 1)? / ALIGN * ALIGN)
+}
