@@ -9,6 +9,7 @@ pub mod error;
 pub mod kernels;
 pub mod model;
 pub mod sampler;
+pub mod threadpool;
 pub mod tokenizer;
 
 pub use error::{Error, Result};

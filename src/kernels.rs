@@ -1,1 +1,0 @@
-//! Dequantize-matmul kernels.

@@ -1,0 +1,511 @@
+//! Dequantize-matmul kernels: a scalar reference (the specification, compiled everywhere) and
+//! SIMD paths chosen once at run time through one dispatch table, [`Kernels`].
+//!
+//! # Numerics (every path follows these rules)
+//! - **Activation quantization** ([`Kernels::quantize_act`]): per block of 32,
+//!   `amax = max |x_i|`, `d = amax / 127` (one IEEE division). If `d` is not a normal f32
+//!   (zero, subnormal, infinite) the block is all zero (`d = s = 0`, `qs = 0`). Otherwise
+//!   `id = 1 / d` and `q_i = round_ties_even(x_i * id)` (one multiply, no FMA; ties to even is
+//!   what `cvtps2dq`/`fcvtns` do in the default rounding mode), which lies in `-127..=127`;
+//!   `s = d * (sum q_i as f32)`. Every path produces bit-identical blocks for finite input;
+//!   for NaN input the quantized values are unspecified (but memory safe).
+//! - **Integer block dot products**: `isum = sum_i w_i * a_i` over one block, exact in i32,
+//!   where `w_i` is the stored weight integer: `qs[i]` for Q8_0, `nibble - 8` for Q4_0, the raw
+//!   nibble `0..=15` for Q4_1. Identical on every path (tested through [`Kernels::block_isums`]).
+//!   Activation blocks must hold `qs` in `-127..=127` (as [`Kernels::quantize_act`] produces).
+//! - **f32 combination** (scalar reference): per output, `acc = 0.0`, then for each block in
+//!   order `acc += (d_w * d_a) * isum as f32`, plus `m_w * s_a` for Q4_1
+//!   (`acc += (d_w * d_a) * isum as f32 + m_w * s_a`). SIMD paths sum the same terms in another
+//!   order (and may fuse multiply-adds): they agree with the reference to within
+//!   `1e-5 * sum_b |term_b|` (the tests' stated tolerance).
+//! - **f32 activations** ([`Kernels::matmul_f32`], [`Kernels::dot_f32`]): reference is the
+//!   sequential sum `acc += w_i * x_i`; SIMD within `1e-5 * sum_i |w_i * x_i|`.
+//! - **Dequantization** ([`Kernels::dequant_row`]) is bit-identical on every path:
+//!   `d * q` (Q8_0), `d * (q - 8)` (Q4_0), `d * q + m` (Q4_1, no FMA), exact for F16/F32.
+//!
+//! Weights are plain `&[u8]` in the file layout of `formats/SPEC.md`, read unaligned: no
+//! kernel assumes any alignment of the weight bytes.
+//!
+//! # Adding a path
+//! Each architecture module builds `static` [`Kernels`] tables (`..scalar::KERNELS` fills what
+//! it does not vectorize) and a detection function; [`select`] and [`available`] list them.
+//! Every SIMD function is a `#[target_feature]` `unsafe fn`, reachable only through a table
+//! that [`select`]/[`kernels`] hand out after detecting the feature.
+
+use std::ops::Range;
+use std::sync::OnceLock;
+
+use bytemuck::{Pod, Zeroable};
+
+pub use pipit_format::DType;
+
+use crate::threadpool::ThreadPool;
+use crate::{Error, Result};
+
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
+pub mod scalar;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+#[cfg(test)]
+mod tests;
+
+/// Elements per quantization block (all quantized dtypes and [`BlockQ8A`]).
+pub const QK: usize = 32;
+
+/// One block of 32 activations quantized to i8 for integer dot products.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
+pub struct BlockQ8A {
+    /// Scale: value_i = d * qs[i].
+    pub d: f32,
+    /// `d * sum(qs)`, used by the Q4_1 minimum term.
+    pub s: f32,
+    /// Quantized values, in `-127..=127`.
+    pub qs: [i8; QK],
+}
+const _: () = assert!(size_of::<BlockQ8A>() == 40);
+
+/// A weight matrix in file layout: `rows` rows of `cols` elements, row-major, each row a whole
+/// number of blocks.
+#[derive(Clone, Copy, Debug)]
+pub struct QMatrix<'a> {
+    pub dtype: DType,
+    pub rows: usize,
+    pub cols: usize,
+    pub data: &'a [u8],
+}
+
+impl<'a> QMatrix<'a> {
+    /// Checks that `data` holds exactly `rows` rows of `cols` elements of `dtype`.
+    pub fn new(dtype: DType, rows: usize, cols: usize, data: &'a [u8]) -> Result<Self> {
+        let row_bytes = row_bytes(dtype, cols).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "matrix of {dtype}: cols = {cols} is not a whole number of blocks"
+            ))
+        })?;
+        let need = rows.checked_mul(row_bytes).ok_or_else(|| {
+            Error::InvalidArgument(format!("matrix of {rows} x {cols} {dtype}: size overflows"))
+        })?;
+        if data.len() != need {
+            return Err(Error::InvalidArgument(format!(
+                "matrix of {rows} x {cols} {dtype}: {} bytes given, {need} expected",
+                data.len()
+            )));
+        }
+        Ok(QMatrix {
+            dtype,
+            rows,
+            cols,
+            data,
+        })
+    }
+
+    /// Bytes of one row.
+    pub fn row_bytes(&self) -> usize {
+        row_bytes(self.dtype, self.cols).unwrap_or(0)
+    }
+
+    /// Panics unless the fields are consistent (what [`QMatrix::new`] checks); the SIMD
+    /// kernels rely on this before reading `data`.
+    fn validate(&self) -> usize {
+        let rb = row_bytes(self.dtype, self.cols).unwrap_or_else(|| {
+            panic!(
+                "QMatrix: cols = {} is not whole {} blocks",
+                self.cols, self.dtype
+            )
+        });
+        let need = self.rows.checked_mul(rb).expect("QMatrix: size overflows");
+        assert!(
+            self.data.len() >= need,
+            "QMatrix: {} bytes for {} x {} {}, need {need}",
+            self.data.len(),
+            self.rows,
+            self.cols,
+            self.dtype
+        );
+        rb
+    }
+}
+
+/// Bytes of one row of `cols` elements, `None` if `cols` is not a whole number of blocks.
+pub fn row_bytes(dtype: DType, cols: usize) -> Option<usize> {
+    if cols % dtype.block_elems() != 0 {
+        return None;
+    }
+    (cols / dtype.block_elems()).checked_mul(dtype.block_bytes())
+}
+
+/// `x.len() == 32 * out.len()`.
+pub(crate) type QuantizeFn = unsafe fn(x: &[f32], out: &mut [BlockQ8A]);
+/// `out[t * out_stride + r] = dot(W[r], x_t)`. Preconditions (checked by the safe wrappers):
+/// `w` holds at least `rows.end` rows of `cols` elements, `xq.len() >= n_tok * cols / 32`,
+/// and `out` is valid for writes at every `t * out_stride + r` (t < n_tok, r in rows) that
+/// no other thread accesses meanwhile.
+pub(crate) type MatmulQ8aFn = unsafe fn(
+    w: &[u8],
+    cols: usize,
+    rows: Range<usize>,
+    xq: &[BlockQ8A],
+    n_tok: usize,
+    out: *mut f32,
+    out_stride: usize,
+);
+/// As [`MatmulQ8aFn`] with f32 activations: `x.len() >= n_tok * cols`, token t at `x[t * cols..]`.
+pub(crate) type MatmulF32Fn = unsafe fn(
+    w: &[u8],
+    cols: usize,
+    rows: Range<usize>,
+    x: &[f32],
+    n_tok: usize,
+    out: *mut f32,
+    out_stride: usize,
+);
+/// Per-block integer sums of one row: `out.len() == xq.len()` blocks, `w_row` that many blocks.
+pub(crate) type IsumsFn = unsafe fn(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]);
+/// `a.len() == b.len()`.
+pub(crate) type DotFn = unsafe fn(a: &[f32], b: &[f32]) -> f32;
+/// One row: `w_row` holds exactly `out.len()` elements.
+pub(crate) type DequantFn = unsafe fn(w_row: &[u8], out: &mut [f32]);
+
+/// One set of kernels for one instruction-set level. Obtain it from [`kernels`], [`select`]
+/// or [`available`]; the table exists only for paths this CPU supports.
+pub struct Kernels {
+    /// Path name as accepted by `PIPIT_KERNELS` (`scalar`, `avx2`, `avx512`, ...).
+    pub name: &'static str,
+    pub(crate) quantize_act: QuantizeFn,
+    /// Indexed by [`qindex`]: Q8_0, Q4_0, Q4_1.
+    pub(crate) matmul_q8a: [MatmulQ8aFn; 3],
+    /// Indexed by [`qindex`].
+    pub(crate) isums: [IsumsFn; 3],
+    /// Indexed by `DType::code()`: F32, F16, Q8_0, Q4_0, Q4_1.
+    pub(crate) matmul_f32: [MatmulF32Fn; 5],
+    pub(crate) dot_f32: DotFn,
+    /// Indexed by `DType::code()`.
+    pub(crate) dequant_row: [DequantFn; 5],
+}
+
+impl std::fmt::Debug for Kernels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kernels")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Index of a quantized dtype in the `matmul_q8a`/`isums` tables; panics for float dtypes.
+fn qindex(dtype: DType) -> usize {
+    match dtype {
+        DType::Q8_0 => 0,
+        DType::Q4_0 => 1,
+        DType::Q4_1 => 2,
+        DType::F32 | DType::F16 => {
+            panic!("matmul_q8a: {dtype} weights need f32 activations (matmul_f32)")
+        }
+    }
+}
+
+fn dindex(dtype: DType) -> usize {
+    dtype.code() as usize
+}
+
+/// Panics unless `out` can hold `out[t * out_stride + r]` for every t < n_tok, r in rows,
+/// with distinct (t, r) at distinct positions.
+fn check_out(out_len: usize, n_tok: usize, out_stride: usize, rows: &Range<usize>) {
+    if n_tok == 0 || rows.is_empty() {
+        return;
+    }
+    assert!(
+        n_tok == 1 || out_stride >= rows.end,
+        "out_stride {out_stride} < rows.end {} with {n_tok} tokens",
+        rows.end
+    );
+    let need = (n_tok - 1)
+        .checked_mul(out_stride)
+        .and_then(|v| v.checked_add(rows.end))
+        .expect("output size overflows");
+    assert!(out_len >= need, "out has {out_len} elements, need {need}");
+}
+
+impl Kernels {
+    /// Quantizes activations to [`BlockQ8A`] (rounding rule in the module docs).
+    /// Panics unless `x.len() == 32 * out.len()`.
+    pub fn quantize_act(&self, x: &[f32], out: &mut [BlockQ8A]) {
+        assert_eq!(
+            x.len(),
+            QK * out.len(),
+            "quantize_act: x.len() != 32 * out.len()"
+        );
+        // SAFETY: lengths checked above; the table exists only when its CPU features were
+        // detected (see `select`).
+        unsafe { (self.quantize_act)(x, out) }
+    }
+
+    /// `out[t * out_stride + r] = dot(W[r], x_t)` for r in `rows`, t in `0..n_tok`, with
+    /// token t's activations at `xq[t * cols / 32..]`. Q8_0/Q4_0/Q4_1 weights.
+    /// Panics on inconsistent shapes or a float weight dtype.
+    pub fn matmul_q8a(
+        &self,
+        w: &QMatrix,
+        xq: &[BlockQ8A],
+        n_tok: usize,
+        out: &mut [f32],
+        out_stride: usize,
+        rows: Range<usize>,
+    ) {
+        let f = self.matmul_q8a[qindex(w.dtype)];
+        check_q8a(w, xq, n_tok, out.len(), out_stride, &rows);
+        // SAFETY: shapes checked by `check_q8a`; `out` is exclusively borrowed; the table's
+        // CPU features were detected before it was handed out.
+        unsafe {
+            f(
+                w.data,
+                w.cols,
+                rows,
+                xq,
+                n_tok,
+                out.as_mut_ptr(),
+                out_stride,
+            )
+        }
+    }
+
+    /// [`Kernels::matmul_q8a`] over all rows of `w`, split across `pool`'s threads by rows.
+    pub fn matmul_q8a_par(
+        &self,
+        pool: &ThreadPool,
+        w: &QMatrix,
+        xq: &[BlockQ8A],
+        n_tok: usize,
+        out: &mut [f32],
+        out_stride: usize,
+    ) {
+        let f = self.matmul_q8a[qindex(w.dtype)];
+        let all = 0..w.rows;
+        check_q8a(w, xq, n_tok, out.len(), out_stride, &all);
+        let out = SyncOut(out.as_mut_ptr());
+        split_rows(pool, w.rows, n_tok, |rows| {
+            // SAFETY: shapes checked above for all rows; each task gets a disjoint row range
+            // and `check_out` ensured distinct (t, r) map to distinct elements of `out`, which
+            // is exclusively borrowed for the duration of `pool.run`.
+            unsafe { f(w.data, w.cols, rows, xq, n_tok, out.get(), out_stride) }
+        });
+    }
+
+    /// Like [`Kernels::matmul_q8a`] with f32 activations, token t at `x[t * cols..]`; any
+    /// weight dtype (F32/F16 rows or quantized blocks dequantized on the fly).
+    pub fn matmul_f32(
+        &self,
+        w: &QMatrix,
+        x: &[f32],
+        n_tok: usize,
+        out: &mut [f32],
+        out_stride: usize,
+        rows: Range<usize>,
+    ) {
+        let f = self.matmul_f32[dindex(w.dtype)];
+        check_f32(w, x, n_tok, out.len(), out_stride, &rows);
+        // SAFETY: as in `matmul_q8a`.
+        unsafe { f(w.data, w.cols, rows, x, n_tok, out.as_mut_ptr(), out_stride) }
+    }
+
+    /// [`Kernels::matmul_f32`] over all rows of `w`, split across `pool`'s threads by rows.
+    pub fn matmul_f32_par(
+        &self,
+        pool: &ThreadPool,
+        w: &QMatrix,
+        x: &[f32],
+        n_tok: usize,
+        out: &mut [f32],
+        out_stride: usize,
+    ) {
+        let f = self.matmul_f32[dindex(w.dtype)];
+        let all = 0..w.rows;
+        check_f32(w, x, n_tok, out.len(), out_stride, &all);
+        let out = SyncOut(out.as_mut_ptr());
+        split_rows(pool, w.rows, n_tok, |rows| {
+            // SAFETY: as in `matmul_q8a_par`.
+            unsafe { f(w.data, w.cols, rows, x, n_tok, out.get(), out_stride) }
+        });
+    }
+
+    /// Dot product of two equal-length f32 slices. Panics if the lengths differ.
+    pub fn dot_f32(&self, a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len(), "dot_f32: lengths differ");
+        // SAFETY: lengths checked; CPU features detected.
+        unsafe { (self.dot_f32)(a, b) }
+    }
+
+    /// Row `row` of `w` dequantized to f32 (embedding lookup). Panics unless
+    /// `row < w.rows` and `out.len() == w.cols`.
+    pub fn dequant_row(&self, w: &QMatrix, row: usize, out: &mut [f32]) {
+        let rb = w.validate();
+        assert!(row < w.rows, "dequant_row: row {row} >= {}", w.rows);
+        assert_eq!(out.len(), w.cols, "dequant_row: out.len() != cols");
+        let bytes = &w.data[row * rb..(row + 1) * rb];
+        // SAFETY: `bytes` holds exactly `cols` elements; CPU features detected.
+        unsafe { (self.dequant_row[dindex(w.dtype)])(bytes, out) }
+    }
+
+    /// Test hook: the exact per-block integer sums of row `row` of `w` (Q8_0/Q4_0/Q4_1)
+    /// against `xq`, computed with the same integer primitive as this path's matmul.
+    #[doc(hidden)]
+    pub fn block_isums(&self, w: &QMatrix, row: usize, xq: &[BlockQ8A], out: &mut [i32]) {
+        let f = self.isums[qindex(w.dtype)];
+        let rb = w.validate();
+        assert!(row < w.rows);
+        assert_eq!(xq.len(), w.cols / QK);
+        assert_eq!(out.len(), xq.len());
+        // SAFETY: `w_row` holds `xq.len()` blocks; CPU features detected.
+        unsafe { f(&w.data[row * rb..(row + 1) * rb], xq, out) }
+    }
+}
+
+fn check_q8a(
+    w: &QMatrix,
+    xq: &[BlockQ8A],
+    n_tok: usize,
+    out_len: usize,
+    out_stride: usize,
+    rows: &Range<usize>,
+) {
+    w.validate();
+    assert!(
+        rows.start <= rows.end && rows.end <= w.rows,
+        "rows {rows:?} outside 0..{}",
+        w.rows
+    );
+    let need = n_tok
+        .checked_mul(w.cols / QK)
+        .expect("activation size overflows");
+    assert!(xq.len() >= need, "xq has {} blocks, need {need}", xq.len());
+    check_out(out_len, n_tok, out_stride, rows);
+}
+
+fn check_f32(
+    w: &QMatrix,
+    x: &[f32],
+    n_tok: usize,
+    out_len: usize,
+    out_stride: usize,
+    rows: &Range<usize>,
+) {
+    w.validate();
+    assert!(
+        rows.start <= rows.end && rows.end <= w.rows,
+        "rows {rows:?} outside 0..{}",
+        w.rows
+    );
+    let need = n_tok
+        .checked_mul(w.cols)
+        .expect("activation size overflows");
+    assert!(x.len() >= need, "x has {} elements, need {need}", x.len());
+    check_out(out_len, n_tok, out_stride, rows);
+}
+
+/// The output pointer shared by the tasks of one parallel matmul.
+#[derive(Clone, Copy)]
+struct SyncOut(*mut f32);
+// SAFETY: the tasks of one `split_rows` call write disjoint elements (disjoint rows, and
+// `check_out` makes distinct (token, row) pairs distinct elements), and the pointee is
+// exclusively borrowed by the caller until `ThreadPool::run` has joined every task.
+unsafe impl Sync for SyncOut {}
+unsafe impl Send for SyncOut {}
+impl SyncOut {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Rows per task are a multiple of this (the widest row tile of any kernel).
+const ROW_ALIGN: usize = 8;
+
+/// Runs `f` on disjoint row ranges covering `0..rows`, in parallel on `pool`.
+fn split_rows(pool: &ThreadPool, rows: usize, n_tok: usize, f: impl Fn(Range<usize>) + Sync) {
+    let n = pool.n_threads();
+    if n <= 1 || rows <= ROW_ALIGN || n_tok == 0 {
+        f(0..rows);
+        return;
+    }
+    // A few tasks per thread so a thread delayed by the OS does not hold up the rest.
+    let per_thread = if rows >= 64 * n { 2 } else { 1 };
+    let n_tasks = n * per_thread;
+    let chunk = rows.div_ceil(n_tasks).next_multiple_of(ROW_ALIGN);
+    let n_tasks = rows.div_ceil(chunk);
+    pool.run(n_tasks, &|i| {
+        let start = i * chunk;
+        f(start..(start + chunk).min(rows))
+    });
+}
+
+/// The scalar reference table, available on every CPU.
+pub fn scalar() -> &'static Kernels {
+    &scalar::KERNELS
+}
+
+/// Every path this CPU supports, the scalar reference first (for tests and benches).
+pub fn available() -> Vec<&'static Kernels> {
+    let mut v = vec![scalar()];
+    #[cfg(target_arch = "x86_64")]
+    v.extend(x86::available());
+    #[cfg(target_arch = "aarch64")]
+    v.extend(aarch64::available());
+    v
+}
+
+/// Names `PIPIT_KERNELS` accepts.
+pub const PATH_NAMES: [&str; 7] = [
+    "scalar",
+    "avx2",
+    "avx512",
+    "avx512vnni",
+    "neon",
+    "dotprod",
+    "i8mm",
+];
+
+/// The table for path `name`; an error if the name is unknown or this CPU (or build) lacks it.
+pub fn select(name: &str) -> Result<&'static Kernels> {
+    if !PATH_NAMES.contains(&name) {
+        return Err(Error::InvalidArgument(format!(
+            "unknown kernel path {name:?}; expected one of {}",
+            PATH_NAMES.join(", ")
+        )));
+    }
+    available()
+        .into_iter()
+        .find(|k| k.name == name)
+        .ok_or_else(|| {
+            Error::Unsupported(format!(
+                "kernel path {name:?} is not available on this CPU/build (available: {})",
+                available()
+                    .iter()
+                    .map(|k| k.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
+}
+
+/// The fastest path this CPU supports.
+pub fn best() -> &'static Kernels {
+    available().last().copied().unwrap_or(scalar())
+}
+
+/// The path named by `PIPIT_KERNELS`, or [`best`] when it is unset or empty; an error for an
+/// unknown name or a path this CPU lacks.
+pub fn kernels_from_env() -> Result<&'static Kernels> {
+    match std::env::var("PIPIT_KERNELS") {
+        Ok(name) if !name.is_empty() => select(&name),
+        _ => Ok(best()),
+    }
+}
+
+/// The process-wide kernels, chosen once: `PIPIT_KERNELS` if it names an available path,
+/// else [`best`]. An invalid `PIPIT_KERNELS` is ignored here; front ends call
+/// [`kernels_from_env`] first to report it.
+pub fn kernels() -> &'static Kernels {
+    static CHOSEN: OnceLock<&'static Kernels> = OnceLock::new();
+    CHOSEN.get_or_init(|| kernels_from_env().unwrap_or_else(|_| best()))
+}

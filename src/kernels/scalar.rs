@@ -1,0 +1,348 @@
+//! The reference kernels: plain Rust, compiled on every target. These functions *are* the
+//! specification the SIMD paths are tested against (rules in the parent module's docs).
+
+use std::ops::Range;
+
+use half::f16;
+
+use super::{BlockQ8A, Kernels, QK};
+
+/// The scalar table.
+pub(crate) const KERNELS: Kernels = Kernels {
+    name: "scalar",
+    quantize_act,
+    matmul_q8a: [matmul_q8a_q8_0, matmul_q8a_q4_0, matmul_q8a_q4_1],
+    isums: [isums_q8_0, isums_q4_0, isums_q4_1],
+    matmul_f32: [
+        matmul_f32_f32,
+        matmul_f32_f16,
+        matmul_f32_q8_0,
+        matmul_f32_q4_0,
+        matmul_f32_q4_1,
+    ],
+    dot_f32,
+    dequant_row: [
+        dequant_f32,
+        dequant_f16,
+        dequant_q8_0,
+        dequant_q4_0,
+        dequant_q4_1,
+    ],
+};
+
+/// Bytes of one Q8_0 / Q4_0 / Q4_1 block.
+pub(crate) const Q8_0_BYTES: usize = 34;
+pub(crate) const Q4_0_BYTES: usize = 18;
+pub(crate) const Q4_1_BYTES: usize = 20;
+
+/// The little-endian f16 at `b[off..off + 2]`, as f32.
+#[inline(always)]
+pub(crate) fn f16_at(b: &[u8], off: usize) -> f32 {
+    f16::from_le_bytes([b[off], b[off + 1]]).to_f32()
+}
+
+#[inline(always)]
+fn f32_at(b: &[u8], off: usize) -> f32 {
+    f32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
+}
+
+/// `(d, 1/d)` for a block whose largest magnitude is `amax`; `(0, 0)` when `d` is not a
+/// normal number. Shared by every path so the scale is bit-identical.
+#[inline(always)]
+pub(crate) fn act_scale(amax: f32) -> (f32, f32) {
+    let d = amax / 127.0;
+    if d.is_normal() {
+        (d, 1.0 / d)
+    } else {
+        (0.0, 0.0)
+    }
+}
+
+/// Quantizes one block given its `amax` (the rounding rule of the module docs).
+#[inline]
+pub(crate) fn quantize_block(x: &[f32], amax: f32) -> BlockQ8A {
+    let (d, id) = act_scale(amax);
+    let mut qs = [0i8; QK];
+    let mut sum = 0i32;
+    for (q, &v) in qs.iter_mut().zip(x) {
+        // `as` saturates (and maps NaN to 0), so this never overflows i8.
+        *q = (v * id).round_ties_even() as i8;
+        sum += i32::from(*q);
+    }
+    BlockQ8A {
+        d,
+        s: d * sum as f32,
+        qs,
+    }
+}
+
+/// Reference activation quantizer.
+pub fn quantize_act(x: &[f32], out: &mut [BlockQ8A]) {
+    for (xb, o) in x.chunks_exact(QK).zip(out.iter_mut()) {
+        let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+        *o = quantize_block(xb, amax);
+    }
+}
+
+/// Exact dot of one Q8_0 block with one activation block.
+#[inline]
+pub(crate) fn isum_q8_0(w: &[u8], a: &[i8; QK]) -> i32 {
+    w[2..2 + QK]
+        .iter()
+        .zip(a)
+        .map(|(&q, &x)| i32::from(q as i8) * i32::from(x))
+        .sum()
+}
+
+/// Exact dot of one Q4_0 block (nibble - 8) with one activation block.
+#[inline]
+pub(crate) fn isum_q4_0(w: &[u8], a: &[i8; QK]) -> i32 {
+    let qs = &w[2..18];
+    (0..16)
+        .map(|j| {
+            (i32::from(qs[j] & 15) - 8) * i32::from(a[j])
+                + (i32::from(qs[j] >> 4) - 8) * i32::from(a[j + 16])
+        })
+        .sum()
+}
+
+/// Exact dot of one Q4_1 block (raw nibble) with one activation block.
+#[inline]
+pub(crate) fn isum_q4_1(w: &[u8], a: &[i8; QK]) -> i32 {
+    let qs = &w[4..20];
+    (0..16)
+        .map(|j| {
+            i32::from(qs[j] & 15) * i32::from(a[j]) + i32::from(qs[j] >> 4) * i32::from(a[j + 16])
+        })
+        .sum()
+}
+
+/// The reference q8a matmul; `term(block_bytes, act)` is one block's f32 contribution.
+///
+/// # Safety
+/// The preconditions of [`super::MatmulQ8aFn`], with `bb` the block size of the weights.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul_q8a_with(
+    w: &[u8],
+    cols: usize,
+    rows: Range<usize>,
+    xq: &[BlockQ8A],
+    n_tok: usize,
+    out: *mut f32,
+    out_stride: usize,
+    bb: usize,
+    term: impl Fn(&[u8], &BlockQ8A) -> f32,
+) {
+    let nb = cols / QK;
+    for t in 0..n_tok {
+        let x = &xq[t * nb..(t + 1) * nb];
+        for r in rows.clone() {
+            let row = &w[r * nb * bb..(r + 1) * nb * bb];
+            let mut acc = 0f32;
+            for (wb, a) in row.chunks_exact(bb).zip(x) {
+                acc += term(wb, a);
+            }
+            // SAFETY: the caller guarantees `out` is writable at t * out_stride + r.
+            unsafe { *out.add(t * out_stride + r) = acc };
+        }
+    }
+}
+
+unsafe fn matmul_q8a_q8_0(
+    w: &[u8],
+    cols: usize,
+    rows: Range<usize>,
+    xq: &[BlockQ8A],
+    n_tok: usize,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    // SAFETY: forwarded preconditions.
+    unsafe {
+        matmul_q8a_with(
+            w,
+            cols,
+            rows,
+            xq,
+            n_tok,
+            out,
+            out_stride,
+            Q8_0_BYTES,
+            |wb, a| (f16_at(wb, 0) * a.d) * isum_q8_0(wb, &a.qs) as f32,
+        )
+    }
+}
+
+unsafe fn matmul_q8a_q4_0(
+    w: &[u8],
+    cols: usize,
+    rows: Range<usize>,
+    xq: &[BlockQ8A],
+    n_tok: usize,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    // SAFETY: forwarded preconditions.
+    unsafe {
+        matmul_q8a_with(
+            w,
+            cols,
+            rows,
+            xq,
+            n_tok,
+            out,
+            out_stride,
+            Q4_0_BYTES,
+            |wb, a| (f16_at(wb, 0) * a.d) * isum_q4_0(wb, &a.qs) as f32,
+        )
+    }
+}
+
+unsafe fn matmul_q8a_q4_1(
+    w: &[u8],
+    cols: usize,
+    rows: Range<usize>,
+    xq: &[BlockQ8A],
+    n_tok: usize,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    // SAFETY: forwarded preconditions.
+    unsafe {
+        matmul_q8a_with(
+            w,
+            cols,
+            rows,
+            xq,
+            n_tok,
+            out,
+            out_stride,
+            Q4_1_BYTES,
+            |wb, a| (f16_at(wb, 0) * a.d) * isum_q4_1(wb, &a.qs) as f32 + f16_at(wb, 2) * a.s,
+        )
+    }
+}
+
+fn isums_with(
+    w_row: &[u8],
+    xq: &[BlockQ8A],
+    out: &mut [i32],
+    bb: usize,
+    f: fn(&[u8], &[i8; QK]) -> i32,
+) {
+    for ((wb, a), o) in w_row.chunks_exact(bb).zip(xq).zip(out) {
+        *o = f(wb, &a.qs);
+    }
+}
+
+fn isums_q8_0(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
+    isums_with(w_row, xq, out, Q8_0_BYTES, isum_q8_0)
+}
+fn isums_q4_0(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
+    isums_with(w_row, xq, out, Q4_0_BYTES, isum_q4_0)
+}
+fn isums_q4_1(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
+    isums_with(w_row, xq, out, Q4_1_BYTES, isum_q4_1)
+}
+
+/// The reference f32-activation matmul: dequantizes each row into `row_buf` chunks of one
+/// block and sums `w_i * x_i` sequentially.
+///
+/// # Safety
+/// The preconditions of [`super::MatmulF32Fn`]; `eb` elements of `bb` bytes per block.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul_f32_with(
+    w: &[u8],
+    cols: usize,
+    rows: Range<usize>,
+    x: &[f32],
+    n_tok: usize,
+    out: *mut f32,
+    out_stride: usize,
+    eb: usize,
+    bb: usize,
+    deq: fn(&[u8], &mut [f32]),
+) {
+    let nb = cols / eb;
+    let mut buf = [0f32; QK];
+    for t in 0..n_tok {
+        let xt = &x[t * cols..(t + 1) * cols];
+        for r in rows.clone() {
+            let row = &w[r * nb * bb..(r + 1) * nb * bb];
+            let mut acc = 0f32;
+            for (wb, xb) in row.chunks_exact(bb).zip(xt.chunks_exact(eb)) {
+                deq(wb, &mut buf[..eb]);
+                for (&wv, &xv) in buf[..eb].iter().zip(xb) {
+                    acc += wv * xv;
+                }
+            }
+            // SAFETY: the caller guarantees `out` is writable at t * out_stride + r.
+            unsafe { *out.add(t * out_stride + r) = acc };
+        }
+    }
+}
+
+macro_rules! matmul_f32_fns {
+    ($($name:ident: $eb:expr, $bb:expr, $deq:ident;)*) => {$(
+        unsafe fn $name(w: &[u8], cols: usize, rows: Range<usize>, x: &[f32], n_tok: usize, out: *mut f32, out_stride: usize) {
+            // SAFETY: forwarded preconditions.
+            unsafe { matmul_f32_with(w, cols, rows, x, n_tok, out, out_stride, $eb, $bb, $deq) }
+        }
+    )*};
+}
+matmul_f32_fns! {
+    matmul_f32_f32: 1, 4, dequant_f32;
+    matmul_f32_f16: 1, 2, dequant_f16;
+    matmul_f32_q8_0: QK, Q8_0_BYTES, dequant_q8_0;
+    matmul_f32_q4_0: QK, Q4_0_BYTES, dequant_q4_0;
+    matmul_f32_q4_1: QK, Q4_1_BYTES, dequant_q4_1;
+}
+
+/// Reference dot product: sequential f32 sum.
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).fold(0f32, |acc, (&x, &y)| acc + x * y)
+}
+
+fn dequant_f32(w: &[u8], out: &mut [f32]) {
+    for (o, c) in out.iter_mut().zip(w.chunks_exact(4)) {
+        *o = f32_at(c, 0);
+    }
+}
+
+fn dequant_f16(w: &[u8], out: &mut [f32]) {
+    for (o, c) in out.iter_mut().zip(w.chunks_exact(2)) {
+        *o = f16_at(c, 0);
+    }
+}
+
+fn dequant_q8_0(w: &[u8], out: &mut [f32]) {
+    for (o, b) in out.chunks_exact_mut(QK).zip(w.chunks_exact(Q8_0_BYTES)) {
+        let d = f16_at(b, 0);
+        for (v, &q) in o.iter_mut().zip(&b[2..]) {
+            *v = d * f32::from(q as i8);
+        }
+    }
+}
+
+fn dequant_q4_0(w: &[u8], out: &mut [f32]) {
+    for (o, b) in out.chunks_exact_mut(QK).zip(w.chunks_exact(Q4_0_BYTES)) {
+        let d = f16_at(b, 0);
+        for j in 0..16 {
+            o[j] = d * (f32::from(b[2 + j] & 15) - 8.0);
+            o[j + 16] = d * (f32::from(b[2 + j] >> 4) - 8.0);
+        }
+    }
+}
+
+fn dequant_q4_1(w: &[u8], out: &mut [f32]) {
+    for (o, b) in out.chunks_exact_mut(QK).zip(w.chunks_exact(Q4_1_BYTES)) {
+        let d = f16_at(b, 0);
+        let m = f16_at(b, 2);
+        for j in 0..16 {
+            o[j] = d * f32::from(b[4 + j] & 15) + m;
+            o[j + 16] = d * f32::from(b[4 + j] >> 4) + m;
+        }
+    }
+}

@@ -1,0 +1,604 @@
+//! Unit tests: every path this CPU supports against the scalar reference (`cargo test -p
+//! pipit --lib` runs them, including under qemu for aarch64).
+//!
+//! Integer results and quantized activations must be identical; f32 outputs must agree
+//! within `TOL * sum of |terms|` (see the module docs of `kernels`).
+
+use super::scalar::{Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES};
+use super::*;
+use half::f16;
+
+const TOL: f64 = 1e-5;
+
+/// xorshift64*: deterministic, dependency-free.
+pub(crate) struct Rng(u64);
+impl Rng {
+    pub(crate) fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub(crate) fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    /// Uniform in [-1, 1).
+    pub(crate) fn f(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+}
+
+/// Scale styles for weights.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Scales {
+    Normal,
+    Zero,
+    Huge,
+    Subnormal,
+    Mixed,
+}
+
+fn scale(rng: &mut Rng, s: Scales) -> f16 {
+    match s {
+        Scales::Normal => f16::from_f32(rng.f() * 0.05),
+        Scales::Zero => f16::ZERO,
+        Scales::Huge => f16::from_f32(if rng.below(2) == 0 { 65504.0 } else { -60000.0 }),
+        Scales::Subnormal => f16::from_bits(1 + rng.below(0x3ff) as u16),
+        Scales::Mixed => match rng.below(5) {
+            0 => scale(rng, Scales::Zero),
+            1 => scale(rng, Scales::Huge),
+            2 => scale(rng, Scales::Subnormal),
+            3 => f16::from_f32(rng.f()),
+            _ => scale(rng, Scales::Normal),
+        },
+    }
+}
+
+/// Random weight bytes for `rows x cols` of `dtype`, with finite scales in style `s`.
+pub(crate) fn weights(rng: &mut Rng, dtype: DType, rows: usize, cols: usize, s: Scales) -> Vec<u8> {
+    let n = rows * row_bytes(dtype, cols).unwrap();
+    let mut v: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+    let bb = dtype.block_bytes();
+    match dtype {
+        DType::F32 => {
+            for c in v.chunks_exact_mut(4) {
+                c.copy_from_slice(&(rng.f() * 2.0).to_le_bytes());
+            }
+        }
+        DType::F16 => {
+            for c in v.chunks_exact_mut(2) {
+                let x = match s {
+                    Scales::Normal => f16::from_f32(rng.f() * 2.0),
+                    _ => scale(rng, s),
+                };
+                c.copy_from_slice(&x.to_le_bytes());
+            }
+        }
+        DType::Q8_0 | DType::Q4_0 => {
+            for b in v.chunks_exact_mut(bb) {
+                b[..2].copy_from_slice(&scale(rng, s).to_le_bytes());
+            }
+        }
+        DType::Q4_1 => {
+            for b in v.chunks_exact_mut(bb) {
+                b[..2].copy_from_slice(&scale(rng, s).to_le_bytes());
+                b[2..4].copy_from_slice(&scale(rng, s).to_le_bytes());
+            }
+        }
+    }
+    v
+}
+
+/// Activations of `n` elements in one of several styles.
+pub(crate) fn acts(rng: &mut Rng, n: usize, style: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| match style {
+            0 => rng.f() * 3.0,
+            1 => 0.0,
+            2 => 0.75,
+            3 => (rng.f() * 1e29).clamp(-1e29, 1e29),
+            4 => rng.f() * 1e-39,
+            5 => {
+                if i % 7 == 0 {
+                    rng.f() * 100.0
+                } else {
+                    rng.f() * 1e-3
+                }
+            }
+            // Exact ties of the rounding rule: multiples of d/2 with amax = 127 * d.
+            _ => {
+                if i % 32 == 0 {
+                    127.0
+                } else {
+                    (rng.below(255) as f32 - 127.0) + 0.5
+                }
+            }
+        })
+        .collect()
+}
+
+/// A copy of `bytes` placed at byte offset `off` of a fresh buffer, to test unaligned reads.
+fn at_offset(bytes: &[u8], off: usize) -> Vec<u8> {
+    let mut v = vec![0u8; off];
+    v.extend_from_slice(bytes);
+    v
+}
+
+/// Sum over blocks of |term| in f64 (the tolerance scale of q8a matmuls).
+fn q8a_magnitude(w: &QMatrix, row: usize, xq: &[BlockQ8A]) -> f64 {
+    let mut isums = vec![0i32; xq.len()];
+    scalar().block_isums(w, row, xq, &mut isums);
+    let rb = w.row_bytes();
+    let bb = w.dtype.block_bytes();
+    let wr = &w.data[row * rb..(row + 1) * rb];
+    let mut m = 0f64;
+    for ((b, a), &i) in wr.chunks_exact(bb).zip(xq).zip(&isums) {
+        let d = f64::from(scalar::f16_at(b, 0));
+        m += (d * f64::from(a.d) * f64::from(i)).abs();
+        if w.dtype == DType::Q4_1 {
+            m += (f64::from(scalar::f16_at(b, 2)) * f64::from(a.s)).abs();
+        }
+    }
+    m
+}
+
+fn f32_magnitude(w: &QMatrix, row: usize, x: &[f32]) -> f64 {
+    let mut wr = vec![0f32; w.cols];
+    scalar().dequant_row(w, row, &mut wr);
+    wr.iter()
+        .zip(x)
+        .map(|(&a, &b)| (f64::from(a) * f64::from(b)).abs())
+        .sum()
+}
+
+fn close(got: f32, want: f32, mag: f64) -> bool {
+    if !want.is_finite() || !got.is_finite() {
+        return got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan());
+    }
+    (f64::from(got) - f64::from(want)).abs() <= TOL * mag + 1e-35
+}
+
+const QTYPES: [DType; 3] = [DType::Q8_0, DType::Q4_0, DType::Q4_1];
+
+#[test]
+fn block_sizes_match_format() {
+    assert_eq!(DType::Q8_0.block_bytes(), Q8_0_BYTES);
+    assert_eq!(DType::Q4_0.block_bytes(), Q4_0_BYTES);
+    assert_eq!(DType::Q4_1.block_bytes(), Q4_1_BYTES);
+}
+
+#[test]
+fn scalar_quantize_rule() {
+    let mut x = [0f32; 32];
+    x[0] = 127.0;
+    x[1] = 2.5; // tie -> 2
+    x[2] = 3.5; // tie -> 4
+    x[3] = -2.5; // tie -> -2
+    x[4] = -127.0;
+    x[5] = 0.49;
+    let mut q = [BlockQ8A::default()];
+    scalar().quantize_act(&x, &mut q);
+    assert_eq!(q[0].d, 1.0);
+    assert_eq!(&q[0].qs[..6], &[127, 2, 4, -2, -127, 0]);
+    assert_eq!(q[0].s, 4.0);
+    // Zero and subnormal blocks quantize to all-zero blocks.
+    for v in [0.0, 1e-40, -1e-38] {
+        scalar().quantize_act(&[v; 32], &mut q);
+        assert_eq!(q[0], BlockQ8A::default(), "v = {v}");
+    }
+}
+
+#[test]
+fn scalar_matmul_matches_float_math() {
+    // The reference itself against f64 math on dequantized weights and activations.
+    let mut rng = Rng::new(1);
+    for dtype in QTYPES {
+        let (rows, cols) = (5, 96);
+        let wb = weights(&mut rng, dtype, rows, cols, Scales::Normal);
+        let w = QMatrix::new(dtype, rows, cols, &wb).unwrap();
+        let x = acts(&mut rng, cols, 0);
+        let mut xq = vec![BlockQ8A::default(); cols / 32];
+        scalar().quantize_act(&x, &mut xq);
+        let xd: Vec<f32> = xq
+            .iter()
+            .flat_map(|b| b.qs.map(|q| b.d * f32::from(q)))
+            .collect();
+        let mut out = vec![0f32; rows];
+        scalar().matmul_q8a(&w, &xq, 1, &mut out, rows, 0..rows);
+        let mut out_f = vec![0f32; rows];
+        scalar().matmul_f32(&w, &xd, 1, &mut out_f, rows, 0..rows);
+        let mut wr = vec![0f32; cols];
+        for r in 0..rows {
+            scalar().dequant_row(&w, r, &mut wr);
+            let exact: f64 = wr
+                .iter()
+                .zip(&xd)
+                .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                .sum();
+            let mag = f32_magnitude(&w, r, &xd);
+            assert!(
+                (f64::from(out[r]) - exact).abs() <= 1e-5 * mag,
+                "{dtype} q8a row {r}"
+            );
+            assert!(
+                (f64::from(out_f[r]) - exact).abs() <= 1e-5 * mag,
+                "{dtype} f32 row {r}"
+            );
+            // And the quantized activations are close to the originals.
+            let orig: f64 = wr
+                .iter()
+                .zip(&x)
+                .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                .sum();
+            assert!(
+                (orig - exact).abs() <= 0.02 * f32_magnitude(&w, r, &x) + 1e-6,
+                "{dtype} row {r}"
+            );
+        }
+    }
+}
+
+#[test]
+fn select_by_name() {
+    assert!(matches!(select("nope"), Err(Error::InvalidArgument(_))));
+    for k in available() {
+        assert_eq!(select(k.name).unwrap().name, k.name);
+    }
+    let names: Vec<_> = available().iter().map(|k| k.name).collect();
+    for n in PATH_NAMES {
+        if !names.contains(&n) {
+            assert!(matches!(select(n), Err(Error::Unsupported(_))), "{n}");
+        }
+    }
+    assert_eq!(scalar().name, "scalar");
+    assert!(names.contains(&kernels().name));
+}
+
+#[test]
+fn quantize_act_bit_identical() {
+    let mut rng = Rng::new(2);
+    for k in available() {
+        for nb in [0, 1, 2, 3, 5, 8, 17] {
+            for style in 0..7 {
+                for off in [0, 1, 3] {
+                    let x = acts(&mut rng, nb * 32 + off, style);
+                    let x = &x[off..];
+                    let mut want = vec![BlockQ8A::default(); nb];
+                    let mut got = vec![
+                        BlockQ8A {
+                            d: 9.0,
+                            s: 9.0,
+                            qs: [9; 32]
+                        };
+                        nb
+                    ];
+                    scalar().quantize_act(x, &mut want);
+                    k.quantize_act(x, &mut got);
+                    for (b, (g, w)) in got.iter().zip(&want).enumerate() {
+                        assert_eq!(
+                            g.d.to_bits(),
+                            w.d.to_bits(),
+                            "{} nb={nb} style={style} block {b}",
+                            k.name
+                        );
+                        assert_eq!(
+                            g.s.to_bits(),
+                            w.s.to_bits(),
+                            "{} nb={nb} style={style} block {b}",
+                            k.name
+                        );
+                        assert_eq!(g.qs, w.qs, "{} nb={nb} style={style} block {b}", k.name);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn block_isums_exact() {
+    let mut rng = Rng::new(3);
+    for k in available() {
+        for dtype in QTYPES {
+            for nb in [1, 2, 3, 4, 7, 16] {
+                let wb = weights(&mut rng, dtype, 2, nb * 32, Scales::Normal);
+                let mut wb2 = wb.clone();
+                if dtype == DType::Q8_0 {
+                    // Extreme weights: -128 and 127.
+                    for b in wb2.chunks_exact_mut(Q8_0_BYTES) {
+                        for (i, q) in b[2..].iter_mut().enumerate() {
+                            *q = if i % 2 == 0 { 0x80 } else { 0x7f };
+                        }
+                    }
+                } else {
+                    wb2.iter_mut().skip(4).for_each(|q| *q = 0xff);
+                }
+                for (bytes, style) in [(&wb, 0), (&wb2, 6), (&wb2, 0)] {
+                    let bytes = at_offset(bytes, 1);
+                    let w = QMatrix::new(dtype, 2, nb * 32, &bytes[1..]).unwrap();
+                    let mut xq = vec![BlockQ8A::default(); nb];
+                    scalar().quantize_act(&acts(&mut rng, nb * 32, style), &mut xq);
+                    for row in 0..2 {
+                        let mut want = vec![0; nb];
+                        let mut got = vec![7; nb];
+                        scalar().block_isums(&w, row, &xq, &mut want);
+                        k.block_isums(&w, row, &xq, &mut got);
+                        assert_eq!(got, want, "{} {dtype} nb={nb} row={row}", k.name);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Checks one q8a matmul shape on every path against the scalar reference.
+#[allow(clippy::too_many_arguments)]
+fn check_q8a_shape(
+    rng: &mut Rng,
+    dtype: DType,
+    rows: usize,
+    cols: usize,
+    n_tok: usize,
+    s: Scales,
+    style: usize,
+    off: usize,
+) {
+    let wb = at_offset(&weights(rng, dtype, rows, cols, s), off);
+    let w = QMatrix::new(dtype, rows, cols, &wb[off..]).unwrap();
+    let nb = cols / 32;
+    let x = acts(rng, n_tok * cols, style);
+    let mut xq = vec![BlockQ8A::default(); n_tok * nb];
+    scalar().quantize_act(&x, &mut xq);
+    let stride = rows + 3;
+    let mut want = vec![f32::NAN; n_tok * stride];
+    scalar().matmul_q8a(&w, &xq, n_tok, &mut want, stride, 0..rows);
+    for k in available() {
+        let mut got = vec![f32::NAN; n_tok * stride];
+        k.matmul_q8a(&w, &xq, n_tok, &mut got, stride, 0..rows);
+        for t in 0..n_tok {
+            for r in 0..rows {
+                let (g, e) = (got[t * stride + r], want[t * stride + r]);
+                let mag = q8a_magnitude(&w, r, &xq[t * nb..(t + 1) * nb]);
+                assert!(
+                    close(g, e, mag),
+                    "{} {dtype} rows={rows} cols={cols} n_tok={n_tok} {s:?} style={style}: out[{t}][{r}] = {g}, want {e} (mag {mag})",
+                    k.name
+                );
+            }
+            for r in rows..stride {
+                assert!(
+                    got[t * stride + r].is_nan(),
+                    "{} wrote outside rows",
+                    k.name
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_q8a_tails() {
+    let mut rng = Rng::new(4);
+    for dtype in QTYPES {
+        for rows in 1..=9 {
+            for n_tok in (1..=9).chain([17, 64]) {
+                let cols = 32 * (1 + rng.below(5));
+                let off = rng.below(3);
+                check_q8a_shape(&mut rng, dtype, rows, cols, n_tok, Scales::Normal, 0, off);
+            }
+        }
+        for nb in 1..=12 {
+            check_q8a_shape(&mut rng, dtype, 5, nb * 32, 3, Scales::Normal, 0, 1);
+        }
+    }
+}
+
+#[test]
+fn matmul_q8a_extremes() {
+    let mut rng = Rng::new(5);
+    for dtype in QTYPES {
+        for s in [Scales::Zero, Scales::Huge, Scales::Subnormal, Scales::Mixed] {
+            for style in 0..7 {
+                check_q8a_shape(&mut rng, dtype, 6, 128, 5, s, style, 1);
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_q8a_random_shapes() {
+    let mut rng = Rng::new(6);
+    for _ in 0..40 {
+        let dtype = QTYPES[rng.below(3)];
+        let rows = 1 + rng.below(40);
+        let cols = 32 * (1 + rng.below(20));
+        let n_tok = 1 + rng.below(20);
+        let off = rng.below(4);
+        check_q8a_shape(&mut rng, dtype, rows, cols, n_tok, Scales::Normal, 0, off);
+    }
+}
+
+#[test]
+fn matmul_q8a_row_subranges_and_zero_sizes() {
+    let mut rng = Rng::new(7);
+    for dtype in QTYPES {
+        let (rows, cols, n_tok) = (13, 64, 3);
+        let wb = weights(&mut rng, dtype, rows, cols, Scales::Normal);
+        let w = QMatrix::new(dtype, rows, cols, &wb).unwrap();
+        let mut xq = vec![BlockQ8A::default(); n_tok * 2];
+        scalar().quantize_act(&acts(&mut rng, n_tok * cols, 0), &mut xq);
+        let mut full = vec![0f32; n_tok * rows];
+        scalar().matmul_q8a(&w, &xq, n_tok, &mut full, rows, 0..rows);
+        for k in available() {
+            for range in [0..0, 0..1, 3..11, 12..13, 5..13] {
+                let mut got = vec![f32::NAN; n_tok * rows];
+                k.matmul_q8a(&w, &xq, n_tok, &mut got, rows, range.clone());
+                for t in 0..n_tok {
+                    for r in 0..rows {
+                        let g = got[t * rows + r];
+                        if range.contains(&r) {
+                            let mag = q8a_magnitude(&w, r, &xq[t * 2..t * 2 + 2]);
+                            assert!(
+                                close(g, full[t * rows + r], mag),
+                                "{} {dtype} {range:?}",
+                                k.name
+                            );
+                        } else {
+                            assert!(g.is_nan(), "{} {dtype} {range:?} wrote row {r}", k.name);
+                        }
+                    }
+                }
+            }
+            // No tokens, no rows, empty matrix: nothing written, no panic.
+            let mut none: Vec<f32> = Vec::new();
+            k.matmul_q8a(&w, &xq, 0, &mut none, rows, 0..rows);
+            let empty = QMatrix::new(dtype, 0, cols, &[]).unwrap();
+            k.matmul_q8a(&empty, &xq, 2, &mut none, 0, 0..0);
+        }
+    }
+}
+
+fn check_f32_shape(
+    rng: &mut Rng,
+    dtype: DType,
+    rows: usize,
+    cols: usize,
+    n_tok: usize,
+    s: Scales,
+    off: usize,
+) {
+    let wb = at_offset(&weights(rng, dtype, rows, cols, s), off);
+    let w = QMatrix::new(dtype, rows, cols, &wb[off..]).unwrap();
+    let x = acts(rng, n_tok * cols + 1, 0);
+    let x = &x[1..];
+    let stride = rows + 1;
+    let mut want = vec![f32::NAN; n_tok * stride];
+    scalar().matmul_f32(&w, x, n_tok, &mut want, stride, 0..rows);
+    for k in available() {
+        let mut got = vec![f32::NAN; n_tok * stride];
+        k.matmul_f32(&w, x, n_tok, &mut got, stride, 0..rows);
+        for t in 0..n_tok {
+            for r in 0..rows {
+                let (g, e) = (got[t * stride + r], want[t * stride + r]);
+                let mag = f32_magnitude(&w, r, &x[t * cols..(t + 1) * cols]);
+                assert!(
+                    close(g, e, mag),
+                    "{} f32 x {dtype} rows={rows} cols={cols} n_tok={n_tok} {s:?}: out[{t}][{r}] = {g}, want {e}",
+                    k.name
+                );
+            }
+            assert!(
+                got[t * stride + rows].is_nan(),
+                "{} wrote outside rows",
+                k.name
+            );
+        }
+    }
+}
+
+#[test]
+fn matmul_f32_all_dtypes() {
+    let mut rng = Rng::new(8);
+    for dtype in DType::ALL {
+        let unit = dtype.block_elems();
+        for rows in 1..=9 {
+            for n_tok in [1, 2, 3, 4, 5, 9, 17] {
+                let cols = if unit == 1 {
+                    1 + rng.below(80)
+                } else {
+                    32 * (1 + rng.below(4))
+                };
+                let off = rng.below(4);
+                check_f32_shape(&mut rng, dtype, rows, cols, n_tok, Scales::Normal, off);
+            }
+        }
+        for s in [Scales::Zero, Scales::Huge, Scales::Subnormal, Scales::Mixed] {
+            check_f32_shape(&mut rng, dtype, 5, 64, 3, s, 1);
+        }
+    }
+}
+
+#[test]
+fn dot_f32_lengths() {
+    let mut rng = Rng::new(9);
+    for k in available() {
+        for n in (0..=70).chain([127, 128, 129, 1000]) {
+            let a = acts(&mut rng, n + 1, 0);
+            let b = acts(&mut rng, n, 5);
+            let (a, b) = (&a[1..], &b[..]);
+            let want = scalar().dot_f32(a, b);
+            let got = k.dot_f32(a, b);
+            let mag: f64 = a
+                .iter()
+                .zip(b)
+                .map(|(&x, &y)| (f64::from(x) * f64::from(y)).abs())
+                .sum();
+            assert!(close(got, want, mag), "{} n={n}: {got} vs {want}", k.name);
+        }
+    }
+}
+
+#[test]
+fn dequant_row_bit_identical() {
+    let mut rng = Rng::new(10);
+    for k in available() {
+        for dtype in DType::ALL {
+            for s in [
+                Scales::Normal,
+                Scales::Zero,
+                Scales::Huge,
+                Scales::Subnormal,
+                Scales::Mixed,
+            ] {
+                for cols in [32, 64, 96, 160, 32 * 17] {
+                    let wb = at_offset(&weights(&mut rng, dtype, 3, cols, s), 1);
+                    let w = QMatrix::new(dtype, 3, cols, &wb[1..]).unwrap();
+                    for row in 0..3 {
+                        let mut want = vec![0f32; cols];
+                        let mut got = vec![f32::NAN; cols];
+                        scalar().dequant_row(&w, row, &mut want);
+                        k.dequant_row(&w, row, &mut got);
+                        let (wb, gb): (Vec<u32>, Vec<u32>) = (
+                            want.iter().map(|v| v.to_bits()).collect(),
+                            got.iter().map(|v| v.to_bits()).collect(),
+                        );
+                        assert_eq!(gb, wb, "{} {dtype} {s:?} cols={cols}", k.name);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn parallel_matmuls_equal_serial() {
+    let mut rng = Rng::new(11);
+    for n_threads in [1, 2, 3] {
+        let pool = ThreadPool::new(n_threads);
+        for k in available() {
+            for dtype in DType::ALL {
+                for (rows, n_tok) in [(1, 1), (7, 2), (100, 1), (257, 5)] {
+                    let cols = 96;
+                    let wb = weights(&mut rng, dtype, rows, cols, Scales::Normal);
+                    let w = QMatrix::new(dtype, rows, cols, &wb).unwrap();
+                    let x = acts(&mut rng, n_tok * cols, 0);
+                    let mut a = vec![0f32; n_tok * rows];
+                    let mut b = vec![1f32; n_tok * rows];
+                    k.matmul_f32(&w, &x, n_tok, &mut a, rows, 0..rows);
+                    k.matmul_f32_par(&pool, &w, &x, n_tok, &mut b, rows);
+                    assert_eq!(a, b, "{} f32 x {dtype} threads={n_threads}", k.name);
+                    if dtype.is_quantized() {
+                        let mut xq = vec![BlockQ8A::default(); n_tok * 3];
+                        k.quantize_act(&x, &mut xq);
+                        k.matmul_q8a(&w, &xq, n_tok, &mut a, rows, 0..rows);
+                        k.matmul_q8a_par(&pool, &w, &xq, n_tok, &mut b, rows);
+                        assert_eq!(a, b, "{} q8a x {dtype} threads={n_threads}", k.name);
+                    }
+                }
+            }
+        }
+    }
+}
