@@ -70,7 +70,11 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
 pub fn dequantize(dtype: DType, bytes: &[u8], out: &mut [f32]) -> Result<(), FormatError> {
     let n = u64::try_from(out.len()).ok();
     if n.and_then(|n| dtype.bytes_for(n)) != u64::try_from(bytes.len()).ok() {
-        return Err(FormatError::BufferSize { dtype, bytes: bytes.len(), elems: out.len() });
+        return Err(FormatError::BufferSize {
+            dtype,
+            bytes: bytes.len(),
+            elems: out.len(),
+        });
     }
     let bb = dtype.block_bytes();
     match dtype {
@@ -123,7 +127,10 @@ pub fn dequantize(dtype: DType, bytes: &[u8], out: &mut [f32]) -> Result<(), For
 /// scale and minimum must fit in f16 (`ScaleOverflow`).
 pub fn quantize(dtype: DType, x: &[f32]) -> Result<Vec<u8>, FormatError> {
     if x.len() % dtype.block_elems() != 0 {
-        return Err(FormatError::BlockMultiple { dtype, elems: x.len() });
+        return Err(FormatError::BlockMultiple {
+            dtype,
+            elems: x.len(),
+        });
     }
     if dtype.is_quantized() {
         if let Some((index, &value)) = x.iter().enumerate().find(|(_, v)| !v.is_finite()) {
@@ -133,8 +140,12 @@ pub fn quantize(dtype: DType, x: &[f32]) -> Result<Vec<u8>, FormatError> {
     let n_blocks = x.len() / dtype.block_elems();
     let mut out = Vec::with_capacity(n_blocks * dtype.block_bytes());
     match dtype {
-        DType::F32 => x.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
-        DType::F16 => x.iter().for_each(|v| out.extend_from_slice(&f16::from_f32(*v).to_le_bytes())),
+        DType::F32 => x
+            .iter()
+            .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+        DType::F16 => x
+            .iter()
+            .for_each(|v| out.extend_from_slice(&f16::from_f32(*v).to_le_bytes())),
         DType::Q8_0 => {
             for (b, xs) in x.chunks_exact(QK).enumerate() {
                 let amax = xs.iter().fold(0.0f32, |m, v| m.max(v.abs()));

@@ -85,12 +85,17 @@ mod tests {
         assert_eq!(crc32c(&[0xFFu8; 32]), 0x62A8_AB43);
         let inc: Vec<u8> = (0u8..32).collect();
         assert_eq!(crc32c(&inc), 0x46DD_794E);
-        assert_eq!(crc32c(b"The quick brown fox jumps over the lazy dog"), 0x2262_0404);
+        assert_eq!(
+            crc32c(b"The quick brown fox jumps over the lazy dog"),
+            0x2262_0404
+        );
     }
 
     #[test]
     fn matches_bitwise_for_every_length_and_alignment() {
-        let data: Vec<u8> = (0..300u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let data: Vec<u8> = (0..300u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
         for start in 0..9 {
             for len in 0..(data.len() - start) {
                 let s = &data[start..start + len];

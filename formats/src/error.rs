@@ -8,7 +8,11 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq)]
 pub enum FormatError {
     /// The file ends before `needed` bytes (`what` says which part was cut).
-    Truncated { what: &'static str, needed: u64, actual: u64 },
+    Truncated {
+        what: &'static str,
+        needed: u64,
+        actual: u64,
+    },
     /// Bytes follow the end the header's `file_len` announces.
     TrailingData { file_len: u64, actual: u64 },
     /// The first 8 bytes are not [`crate::MAGIC`].
@@ -20,17 +24,29 @@ pub enum FormatError {
     /// A reserved header byte is not zero.
     NonZeroReserved { offset: u64, value: u8 },
     /// A count or length read from the file is above its hard limit (see [`crate::limits`]).
-    LimitExceeded { field: String, value: u64, limit: u64 },
+    LimitExceeded {
+        field: String,
+        value: u64,
+        limit: u64,
+    },
     /// Header `data_offset` is not `64 + meta_len` rounded up to 64.
     BadDataOffset { found: u64, expected: u64 },
     /// Header `data_offset + data_len` is not `file_len` (or overflows).
-    BadDataLen { data_offset: u64, data_len: u64, file_len: u64 },
+    BadDataLen {
+        data_offset: u64,
+        data_len: u64,
+        file_len: u64,
+    },
     /// The CRC-32C of header and metadata/directory section does not match.
     HeaderChecksum { stored: u32, computed: u32 },
     /// A padding byte that must be zero is not.
     NonZeroPadding { offset: u64, value: u8 },
     /// A field of the metadata/directory section runs past the end of that section.
-    MetaTruncated { field: String, offset: u64, needed: u64 },
+    MetaTruncated {
+        field: String,
+        offset: u64,
+        needed: u64,
+    },
     /// The metadata/directory section has bytes left after the last directory entry.
     MetaTrailing { offset: u64, unused: u64 },
     /// A key, tensor name or string value is not valid UTF-8.
@@ -56,33 +72,76 @@ pub enum FormatError {
     /// The element count or byte size of a tensor overflows `u64`.
     SizeOverflow { tensor: String },
     /// A quantized tensor's innermost dimension is not a multiple of the block size.
-    NotWholeBlocks { tensor: String, dtype: DType, cols: u64 },
+    NotWholeBlocks {
+        tensor: String,
+        dtype: DType,
+        cols: u64,
+    },
     /// A tensor's byte size does not match its dtype and shape.
-    SizeMismatch { tensor: String, expected: u64, found: u64 },
+    SizeMismatch {
+        tensor: String,
+        expected: u64,
+        found: u64,
+    },
     /// A tensor's offset is not a multiple of 64.
     Misaligned { tensor: String, offset: u64 },
     /// A tensor reaches past the end of the data section.
-    OutOfBounds { tensor: String, offset: u64, size: u64, data_len: u64 },
+    OutOfBounds {
+        tensor: String,
+        offset: u64,
+        size: u64,
+        data_len: u64,
+    },
     /// A tensor's offset is below the previous tensor's.
-    Unsorted { tensor: String, offset: u64, prev: String, prev_offset: u64 },
+    Unsorted {
+        tensor: String,
+        offset: u64,
+        prev: String,
+        prev_offset: u64,
+    },
     /// A tensor starts inside the previous one.
-    Overlap { tensor: String, offset: u64, prev: String, prev_end: u64 },
+    Overlap {
+        tensor: String,
+        offset: u64,
+        prev: String,
+        prev_end: u64,
+    },
     /// A tensor does not start at the first 64-aligned offset after the previous one.
-    Gap { tensor: String, offset: u64, expected: u64 },
+    Gap {
+        tensor: String,
+        offset: u64,
+        expected: u64,
+    },
     /// The data section continues past the end of the last tensor.
     UncoveredTail { end: u64, data_len: u64 },
     /// A required metadata key is absent.
     MissingKey { key: String },
     /// A metadata value has another type than required.
-    WrongType { key: String, expected: &'static str, found: &'static str },
+    WrongType {
+        key: String,
+        expected: &'static str,
+        found: &'static str,
+    },
     /// A token id is outside `0..n_vocab` (and not the `-1` "absent" marker).
     BadTokenId { key: String, id: i64, n_vocab: u64 },
     /// A per-token array's length differs from the vocabulary size.
-    LengthMismatch { key: String, len: u64, expected: u64 },
+    LengthMismatch {
+        key: String,
+        len: u64,
+        expected: u64,
+    },
     /// A tensor's data does not match its stored CRC-32C.
-    TensorChecksum { tensor: String, stored: u32, computed: u32 },
+    TensorChecksum {
+        tensor: String,
+        stored: u32,
+        computed: u32,
+    },
     /// (De)quantization buffers disagree: `bytes` of `dtype` do not hold `elems` values.
-    BufferSize { dtype: DType, bytes: usize, elems: usize },
+    BufferSize {
+        dtype: DType,
+        bytes: usize,
+        elems: usize,
+    },
     /// A value to quantize is NaN or infinite.
     NonFinite { index: usize, value: f32 },
     /// The input length of a quantizer is not a whole number of blocks.

@@ -46,7 +46,13 @@ pub enum DType {
 
 impl DType {
     /// Every dtype, in code order.
-    pub const ALL: [DType; 5] = [DType::F32, DType::F16, DType::Q8_0, DType::Q4_0, DType::Q4_1];
+    pub const ALL: [DType; 5] = [
+        DType::F32,
+        DType::F16,
+        DType::Q8_0,
+        DType::Q4_0,
+        DType::Q4_1,
+    ];
 
     /// The dtype stored under `code`, or `None` for an unknown code.
     pub fn from_code(code: u32) -> Option<Self> {

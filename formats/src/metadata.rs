@@ -147,8 +147,12 @@ impl Metadata {
 }
 
 /// Keys of the tokenizer's special token ids (i32, -1 = absent).
-const SPECIAL_ID_KEYS: [&str; 4] =
-    ["tokenizer.bos_id", "tokenizer.eos_id", "tokenizer.unk_id", "tokenizer.pad_id"];
+const SPECIAL_ID_KEYS: [&str; 4] = [
+    "tokenizer.bos_id",
+    "tokenizer.eos_id",
+    "tokenizer.unk_id",
+    "tokenizer.pad_id",
+];
 
 /// Checks the tokenizer entries the format itself guarantees: vocabulary size within
 /// [`crate::limits::MAX_VOCAB`], per-token arrays as long as the vocabulary, and every
@@ -167,8 +171,14 @@ pub(crate) fn validate_tokenizer(meta: &Metadata) -> Result<(), FormatError> {
         });
     }
     let per_token = [
-        ("tokenizer.scores", meta.opt_arr_f32("tokenizer.scores")?.map(<[f32]>::len)),
-        ("tokenizer.token_types", meta.opt_arr_u8("tokenizer.token_types")?.map(<[u8]>::len)),
+        (
+            "tokenizer.scores",
+            meta.opt_arr_f32("tokenizer.scores")?.map(<[f32]>::len),
+        ),
+        (
+            "tokenizer.token_types",
+            meta.opt_arr_u8("tokenizer.token_types")?.map(<[u8]>::len),
+        ),
     ];
     let mut ids = Vec::new();
     for key in SPECIAL_ID_KEYS {
@@ -182,19 +192,29 @@ pub(crate) fn validate_tokenizer(meta: &Metadata) -> Result<(), FormatError> {
     ids.extend(eot.iter().map(|&id| ("tokenizer.eot_ids", id)));
     let needs_tokens = !ids.is_empty() || per_token.iter().any(|(_, len)| len.is_some());
     if tokens.is_none() && needs_tokens {
-        return Err(FormatError::MissingKey { key: "tokenizer.tokens".to_string() });
+        return Err(FormatError::MissingKey {
+            key: "tokenizer.tokens".to_string(),
+        });
     }
     for (key, len) in per_token {
         if let Some(len) = len {
             let len = u64::try_from(len).unwrap_or(u64::MAX);
             if len != n_vocab {
-                return Err(FormatError::LengthMismatch { key: key.to_string(), len, expected: n_vocab });
+                return Err(FormatError::LengthMismatch {
+                    key: key.to_string(),
+                    len,
+                    expected: n_vocab,
+                });
             }
         }
     }
     for (key, id) in ids {
         if u64::try_from(id).map_or(true, |id| id >= n_vocab) {
-            return Err(FormatError::BadTokenId { key: key.to_string(), id: i64::from(id), n_vocab });
+            return Err(FormatError::BadTokenId {
+                key: key.to_string(),
+                id: i64::from(id),
+                n_vocab,
+            });
         }
     }
     Ok(())

@@ -2,7 +2,9 @@
 
 use crate::limits::*;
 use crate::metadata::{tag, validate_tokenizer};
-use crate::{align_up, crc32c, DType, FormatError, Metadata, Value, ALIGN, HEADER_LEN, MAGIC, VERSION};
+use crate::{
+    align_up, crc32c, DType, FormatError, Metadata, Value, ALIGN, HEADER_LEN, MAGIC, VERSION,
+};
 use std::collections::HashSet;
 
 /// Byte offsets of the fixed header fields (SPEC.md, "Header").
@@ -39,7 +41,10 @@ impl TensorInfo {
     /// Number of elements (product of the shape; saturates at `u64::MAX`, which a parsed
     /// file never reaches).
     pub fn n_elems(&self) -> u64 {
-        self.shape.iter().try_fold(1u64, |n, &d| n.checked_mul(d)).unwrap_or(u64::MAX)
+        self.shape
+            .iter()
+            .try_fold(1u64, |n, &d| n.checked_mul(d))
+            .unwrap_or(u64::MAX)
     }
 
     /// This tensor's bytes within `file`, or `None` if `file` is too short.
@@ -96,11 +101,18 @@ impl<'a> Cursor<'a> {
                 self.pos += n;
                 Ok(s)
             }
-            None => Err(FormatError::MetaTruncated { field: field(), offset: self.abs(), needed: n }),
+            None => Err(FormatError::MetaTruncated {
+                field: field(),
+                offset: self.abs(),
+                needed: n,
+            }),
         }
     }
 
-    fn array<const N: usize>(&mut self, field: &dyn Fn() -> String) -> Result<[u8; N], FormatError> {
+    fn array<const N: usize>(
+        &mut self,
+        field: &dyn Fn() -> String,
+    ) -> Result<[u8; N], FormatError> {
         let s = self.take(N as u64, field)?;
         let mut a = [0u8; N];
         a.copy_from_slice(s);
@@ -123,7 +135,11 @@ impl<'a> Cursor<'a> {
     fn string(&mut self, max: u64, field: &dyn Fn() -> String) -> Result<String, FormatError> {
         let len = u64::from(self.u32(&|| format!("length of {}", field()))?);
         if len > max {
-            return Err(FormatError::LimitExceeded { field: format!("length of {}", field()), value: len, limit: max });
+            return Err(FormatError::LimitExceeded {
+                field: format!("length of {}", field()),
+                value: len,
+                limit: max,
+            });
         }
         let bytes = self.take(len, field)?;
         match std::str::from_utf8(bytes) {
@@ -170,14 +186,24 @@ impl<'a> Cursor<'a> {
             tag::BOOL => match self.u8(&f)? {
                 0 => Value::Bool(false),
                 1 => Value::Bool(true),
-                value => return Err(FormatError::BadBool { key: key.to_string(), value }),
+                value => {
+                    return Err(FormatError::BadBool {
+                        key: key.to_string(),
+                        value,
+                    })
+                }
             },
             tag::STR => Value::Str(self.string(MAX_STRING_LEN, &f)?),
             tag::ARRAY => {
                 let elem = self.u8(&|| format!("element type of '{key}'"))?;
                 self.array_value(key, elem)?
             }
-            tag => return Err(FormatError::UnknownValueType { key: key.to_string(), tag }),
+            tag => {
+                return Err(FormatError::UnknownValueType {
+                    key: key.to_string(),
+                    tag,
+                })
+            }
         })
     }
 
@@ -199,13 +225,20 @@ impl<'a> Cursor<'a> {
                 }
                 Value::ArrStr(v)
             }
-            tag => return Err(FormatError::BadArrayType { key: key.to_string(), tag }),
+            tag => {
+                return Err(FormatError::BadArrayType {
+                    key: key.to_string(),
+                    tag,
+                })
+            }
         })
     }
 }
 
 fn words<T>(b: &[u8], f: fn([u8; 4]) -> T) -> Vec<T> {
-    b.chunks_exact(4).map(|c| f([c[0], c[1], c[2], c[3]])).collect()
+    b.chunks_exact(4)
+        .map(|c| f([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 fn le_u32(b: &[u8], at: usize) -> u32 {
@@ -223,19 +256,37 @@ fn le_u64(b: &[u8], at: usize) -> u64 {
 pub(crate) fn expected_size(name: &str, dtype: DType, shape: &[u64]) -> Result<u64, FormatError> {
     let rank = u64::try_from(shape.len()).unwrap_or(u64::MAX);
     if rank == 0 {
-        return Err(FormatError::EmptyShape { tensor: name.to_string() });
+        return Err(FormatError::EmptyShape {
+            tensor: name.to_string(),
+        });
     }
     if rank > MAX_RANK {
-        return Err(FormatError::LimitExceeded { field: format!("rank of tensor '{name}'"), value: rank, limit: MAX_RANK });
+        return Err(FormatError::LimitExceeded {
+            field: format!("rank of tensor '{name}'"),
+            value: rank,
+            limit: MAX_RANK,
+        });
     }
     if let Some(axis) = shape.iter().position(|&d| d == 0) {
-        return Err(FormatError::ZeroDim { tensor: name.to_string(), axis });
+        return Err(FormatError::ZeroDim {
+            tensor: name.to_string(),
+            axis,
+        });
     }
-    let overflow = || FormatError::SizeOverflow { tensor: name.to_string() };
-    let n = shape.iter().try_fold(1u64, |n, &d| n.checked_mul(d)).ok_or_else(overflow)?;
+    let overflow = || FormatError::SizeOverflow {
+        tensor: name.to_string(),
+    };
+    let n = shape
+        .iter()
+        .try_fold(1u64, |n, &d| n.checked_mul(d))
+        .ok_or_else(overflow)?;
     let cols = shape.last().copied().unwrap_or(1);
     if cols % dtype.block_elems() as u64 != 0 {
-        return Err(FormatError::NotWholeBlocks { tensor: name.to_string(), dtype, cols });
+        return Err(FormatError::NotWholeBlocks {
+            tensor: name.to_string(),
+            dtype,
+            cols,
+        });
     }
     dtype.bytes_for(n).ok_or_else(overflow)
 }
@@ -257,7 +308,11 @@ impl PipitFile {
     pub fn parse(bytes: &[u8]) -> Result<PipitFile, FormatError> {
         let actual = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
         let Some(h) = bytes.get(..HEADER_LEN as usize) else {
-            return Err(FormatError::Truncated { what: "header", needed: HEADER_LEN, actual });
+            return Err(FormatError::Truncated {
+                what: "header",
+                needed: HEADER_LEN,
+                actual,
+            });
         };
         let mut magic = [0u8; 8];
         magic.copy_from_slice(&h[..8]);
@@ -273,7 +328,10 @@ impl PipitFile {
             return Err(FormatError::UnknownFlags { flags });
         }
         if let Some(i) = (hdr::RESERVED..hdr::CRC).find(|&i| h[i] != 0) {
-            return Err(FormatError::NonZeroReserved { offset: i as u64, value: h[i] });
+            return Err(FormatError::NonZeroReserved {
+                offset: i as u64,
+                value: h[i],
+            });
         }
         let meta_len = le_u64(h, hdr::META_LEN);
         let data_offset = le_u64(h, hdr::DATA_OFFSET);
@@ -284,22 +342,41 @@ impl PipitFile {
 
         let max_meta = MAX_HEADER_BYTES - HEADER_LEN;
         if meta_len > max_meta {
-            return Err(FormatError::LimitExceeded { field: "header meta_len".to_string(), value: meta_len, limit: max_meta });
+            return Err(FormatError::LimitExceeded {
+                field: "header meta_len".to_string(),
+                value: meta_len,
+                limit: max_meta,
+            });
         }
         if n_tensors > MAX_TENSORS {
-            return Err(FormatError::LimitExceeded { field: "header n_tensors".to_string(), value: n_tensors, limit: MAX_TENSORS });
+            return Err(FormatError::LimitExceeded {
+                field: "header n_tensors".to_string(),
+                value: n_tensors,
+                limit: MAX_TENSORS,
+            });
         }
         // meta_len <= MAX_HEADER_BYTES, so neither addition can overflow.
         let meta_end = HEADER_LEN + meta_len;
         let expected_data_offset = meta_end.div_ceil(ALIGN) * ALIGN;
         if data_offset != expected_data_offset {
-            return Err(FormatError::BadDataOffset { found: data_offset, expected: expected_data_offset });
+            return Err(FormatError::BadDataOffset {
+                found: data_offset,
+                expected: expected_data_offset,
+            });
         }
         if data_offset.checked_add(data_len) != Some(file_len) {
-            return Err(FormatError::BadDataLen { data_offset, data_len, file_len });
+            return Err(FormatError::BadDataLen {
+                data_offset,
+                data_len,
+                file_len,
+            });
         }
         if actual < file_len {
-            return Err(FormatError::Truncated { what: "file (header file_len)", needed: file_len, actual });
+            return Err(FormatError::Truncated {
+                what: "file (header file_len)",
+                needed: file_len,
+                actual,
+            });
         }
         if actual > file_len {
             return Err(FormatError::TrailingData { file_len, actual });
@@ -310,7 +387,10 @@ impl PipitFile {
         let meta = bytes.get(HEADER_LEN as usize..meta_end).unwrap_or(&[]);
         let computed = crc32c::update(crc32c::crc32c(&h[..hdr::CRC]), meta);
         if computed != stored_crc {
-            return Err(FormatError::HeaderChecksum { stored: stored_crc, computed });
+            return Err(FormatError::HeaderChecksum {
+                stored: stored_crc,
+                computed,
+            });
         }
         check_zero(bytes, meta_end, data_start)?;
 
@@ -318,19 +398,33 @@ impl PipitFile {
         let metadata = read_metadata(&mut cur)?;
         let raw = read_directory(&mut cur, n_tensors)?;
         if cur.remaining() != 0 {
-            return Err(FormatError::MetaTrailing { offset: cur.abs(), unused: cur.remaining() });
+            return Err(FormatError::MetaTrailing {
+                offset: cur.abs(),
+                unused: cur.remaining(),
+            });
         }
         let tensors = check_layout(bytes, raw, data_offset, data_len)?;
         validate_tokenizer(&metadata)?;
 
         let mut by_name: Vec<usize> = (0..tensors.len()).collect();
         by_name.sort_unstable_by(|&a, &b| tensors[a].name.cmp(&tensors[b].name));
-        Ok(PipitFile { version, metadata, tensors, data_offset, file_len, header_crc32c: stored_crc, by_name })
+        Ok(PipitFile {
+            version,
+            metadata,
+            tensors,
+            data_offset,
+            file_len,
+            header_crc32c: stored_crc,
+            by_name,
+        })
     }
 
     /// The tensor named `name`.
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
-        let i = self.by_name.binary_search_by(|&i| self.tensors[i].name.as_str().cmp(name)).ok()?;
+        let i = self
+            .by_name
+            .binary_search_by(|&i| self.tensors[i].name.as_str().cmp(name))
+            .ok()?;
         self.tensors.get(self.by_name[i])
     }
 
@@ -338,10 +432,17 @@ impl PipitFile {
     pub fn verify_data(&self, bytes: &[u8]) -> Result<(), FormatError> {
         let actual = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
         if actual < self.file_len {
-            return Err(FormatError::Truncated { what: "file (header file_len)", needed: self.file_len, actual });
+            return Err(FormatError::Truncated {
+                what: "file (header file_len)",
+                needed: self.file_len,
+                actual,
+            });
         }
         if actual > self.file_len {
-            return Err(FormatError::TrailingData { file_len: self.file_len, actual });
+            return Err(FormatError::TrailingData {
+                file_len: self.file_len,
+                actual,
+            });
         }
         for t in &self.tensors {
             let data = t.data(bytes).ok_or_else(|| FormatError::OutOfBounds {
@@ -352,7 +453,11 @@ impl PipitFile {
             })?;
             let computed = crc32c::crc32c(data);
             if computed != t.crc32c {
-                return Err(FormatError::TensorChecksum { tensor: t.name.clone(), stored: t.crc32c, computed });
+                return Err(FormatError::TensorChecksum {
+                    tensor: t.name.clone(),
+                    stored: t.crc32c,
+                    computed,
+                });
             }
         }
         Ok(())
@@ -370,21 +475,30 @@ fn check_zero(bytes: &[u8], start: usize, end: usize) -> Result<(), FormatError>
     let pad = bytes.get(start..end).unwrap_or(&[]);
     match pad.iter().position(|&b| b != 0) {
         None => Ok(()),
-        Some(i) => Err(FormatError::NonZeroPadding { offset: (start + i) as u64, value: pad[i] }),
+        Some(i) => Err(FormatError::NonZeroPadding {
+            offset: (start + i) as u64,
+            value: pad[i],
+        }),
     }
 }
 
 fn read_metadata(cur: &mut Cursor<'_>) -> Result<Metadata, FormatError> {
     let count = u64::from(cur.u32(&|| "metadata entry count".to_string())?);
     if count > MAX_META_ENTRIES {
-        return Err(FormatError::LimitExceeded { field: "metadata entry count".to_string(), value: count, limit: MAX_META_ENTRIES });
+        return Err(FormatError::LimitExceeded {
+            field: "metadata entry count".to_string(),
+            value: count,
+            limit: MAX_META_ENTRIES,
+        });
     }
     let mut meta = Metadata::new();
     let mut seen = HashSet::new();
     for i in 0..count {
         let key = cur.string(MAX_KEY_LEN, &|| format!("key of metadata entry {i}"))?;
         if key.is_empty() {
-            return Err(FormatError::EmptyString { field: format!("key of metadata entry {i}") });
+            return Err(FormatError::EmptyString {
+                field: format!("key of metadata entry {i}"),
+            });
         }
         if !seen.insert(key.clone()) {
             return Err(FormatError::DuplicateKey { key });
@@ -405,16 +519,25 @@ fn read_directory(cur: &mut Cursor<'_>, n_tensors: u64) -> Result<Vec<RawEntry>,
     for i in 0..n_tensors {
         let name = cur.string(MAX_NAME_LEN, &|| format!("name of tensor {i}"))?;
         if name.is_empty() {
-            return Err(FormatError::EmptyString { field: format!("name of tensor {i}") });
+            return Err(FormatError::EmptyString {
+                field: format!("name of tensor {i}"),
+            });
         }
         if !seen.insert(name.clone()) {
             return Err(FormatError::DuplicateTensor { name });
         }
         let code = cur.u32(&|| format!("dtype of tensor '{name}'"))?;
-        let dtype = DType::from_code(code).ok_or_else(|| FormatError::UnknownDType { tensor: name.clone(), code })?;
+        let dtype = DType::from_code(code).ok_or_else(|| FormatError::UnknownDType {
+            tensor: name.clone(),
+            code,
+        })?;
         let rank = u64::from(cur.u32(&|| format!("rank of tensor '{name}'"))?);
         if rank > MAX_RANK {
-            return Err(FormatError::LimitExceeded { field: format!("rank of tensor '{name}'"), value: rank, limit: MAX_RANK });
+            return Err(FormatError::LimitExceeded {
+                field: format!("rank of tensor '{name}'"),
+                value: rank,
+                limit: MAX_RANK,
+            });
         }
         let mut shape = Vec::with_capacity(rank as usize);
         for axis in 0..rank {
@@ -423,7 +546,14 @@ fn read_directory(cur: &mut Cursor<'_>, n_tensors: u64) -> Result<Vec<RawEntry>,
         let rel_offset = cur.u64(&|| format!("offset of tensor '{name}'"))?;
         let size = cur.u64(&|| format!("size of tensor '{name}'"))?;
         let crc32c = cur.u32(&|| format!("checksum of tensor '{name}'"))?;
-        entries.push(RawEntry { name, dtype, shape, rel_offset, size, crc32c });
+        entries.push(RawEntry {
+            name,
+            dtype,
+            shape,
+            rel_offset,
+            size,
+            crc32c,
+        });
     }
     Ok(entries)
 }
@@ -431,36 +561,74 @@ fn read_directory(cur: &mut Cursor<'_>, n_tensors: u64) -> Result<Vec<RawEntry>,
 /// Checks every entry's shape and size, then the data layout: 64-aligned, in bounds,
 /// sorted, each tensor at the first aligned offset after the previous one, zero padding,
 /// and the last tensor ending exactly at the end of the data section.
-fn check_layout(bytes: &[u8], raw: Vec<RawEntry>, data_offset: u64, data_len: u64) -> Result<Vec<TensorInfo>, FormatError> {
+fn check_layout(
+    bytes: &[u8],
+    raw: Vec<RawEntry>,
+    data_offset: u64,
+    data_len: u64,
+) -> Result<Vec<TensorInfo>, FormatError> {
     let mut tensors: Vec<TensorInfo> = Vec::with_capacity(raw.len());
     let mut end = 0u64;
     for e in raw {
         let expected = expected_size(&e.name, e.dtype, &e.shape)?;
         if e.size != expected {
-            return Err(FormatError::SizeMismatch { tensor: e.name, expected, found: e.size });
+            return Err(FormatError::SizeMismatch {
+                tensor: e.name,
+                expected,
+                found: e.size,
+            });
         }
         if e.rel_offset % ALIGN != 0 {
-            return Err(FormatError::Misaligned { tensor: e.name, offset: e.rel_offset });
+            return Err(FormatError::Misaligned {
+                tensor: e.name,
+                offset: e.rel_offset,
+            });
         }
-        if e.rel_offset.checked_add(e.size).is_none_or(|tensor_end| tensor_end > data_len) {
-            return Err(FormatError::OutOfBounds { tensor: e.name, offset: e.rel_offset, size: e.size, data_len });
+        if e.rel_offset
+            .checked_add(e.size)
+            .is_none_or(|tensor_end| tensor_end > data_len)
+        {
+            return Err(FormatError::OutOfBounds {
+                tensor: e.name,
+                offset: e.rel_offset,
+                size: e.size,
+                data_len,
+            });
         }
         if let Some(prev) = tensors.last() {
             let prev_offset = prev.offset - data_offset;
             if e.rel_offset < prev_offset {
-                return Err(FormatError::Unsorted { tensor: e.name, offset: e.rel_offset, prev: prev.name.clone(), prev_offset });
+                return Err(FormatError::Unsorted {
+                    tensor: e.name,
+                    offset: e.rel_offset,
+                    prev: prev.name.clone(),
+                    prev_offset,
+                });
             }
             if e.rel_offset < end {
-                return Err(FormatError::Overlap { tensor: e.name, offset: e.rel_offset, prev: prev.name.clone(), prev_end: end });
+                return Err(FormatError::Overlap {
+                    tensor: e.name,
+                    offset: e.rel_offset,
+                    prev: prev.name.clone(),
+                    prev_end: end,
+                });
             }
         }
         // end <= data_len, which is far from u64::MAX.
         let expected_offset = align_up(end).unwrap_or(u64::MAX);
         if e.rel_offset != expected_offset {
-            return Err(FormatError::Gap { tensor: e.name, offset: e.rel_offset, expected: expected_offset });
+            return Err(FormatError::Gap {
+                tensor: e.name,
+                offset: e.rel_offset,
+                expected: expected_offset,
+            });
         }
         // In bounds: data_offset + data_len == bytes.len().
-        check_zero(bytes, index(data_offset + end), index(data_offset + e.rel_offset))?;
+        check_zero(
+            bytes,
+            index(data_offset + end),
+            index(data_offset + e.rel_offset),
+        )?;
         end = e.rel_offset + e.size;
         tensors.push(TensorInfo {
             name: e.name,

@@ -3,7 +3,9 @@
 use crate::limits::*;
 use crate::metadata::{tag, validate_tokenizer};
 use crate::reader::{expected_size, hdr};
-use crate::{align_up, crc32c, DType, FormatError, Metadata, Value, ALIGN, HEADER_LEN, MAGIC, VERSION};
+use crate::{
+    align_up, crc32c, DType, FormatError, Metadata, Value, ALIGN, HEADER_LEN, MAGIC, VERSION,
+};
 use std::convert::Infallible;
 use std::io::{self, Write};
 use std::path::Path;
@@ -42,29 +44,55 @@ impl Writer {
     }
 
     /// Appends a tensor. `data` must be exactly the bytes `dtype` and `shape` need.
-    pub fn add_tensor(&mut self, name: &str, dtype: DType, shape: &[u64], data: Vec<u8>) -> Result<(), FormatError> {
+    pub fn add_tensor(
+        &mut self,
+        name: &str,
+        dtype: DType,
+        shape: &[u64],
+        data: Vec<u8>,
+    ) -> Result<(), FormatError> {
         if name.is_empty() {
-            return Err(FormatError::EmptyString { field: "tensor name".to_string() });
+            return Err(FormatError::EmptyString {
+                field: "tensor name".to_string(),
+            });
         }
-        check_len(&format!("length of name of tensor '{name}'"), name.len(), MAX_NAME_LEN)?;
+        check_len(
+            &format!("length of name of tensor '{name}'"),
+            name.len(),
+            MAX_NAME_LEN,
+        )?;
         if self.tensors.iter().any(|t| t.name == name) {
-            return Err(FormatError::DuplicateTensor { name: name.to_string() });
+            return Err(FormatError::DuplicateTensor {
+                name: name.to_string(),
+            });
         }
         check_len("tensor count", self.tensors.len() + 1, MAX_TENSORS)?;
         let expected = expected_size(name, dtype, shape)?;
         let found = u64::try_from(data.len()).unwrap_or(u64::MAX);
         if found != expected {
-            return Err(FormatError::SizeMismatch { tensor: name.to_string(), expected, found });
+            return Err(FormatError::SizeMismatch {
+                tensor: name.to_string(),
+                expected,
+                found,
+            });
         }
         let crc32c = crc32c::crc32c(&data);
-        self.tensors.push(PendingTensor { name: name.to_string(), dtype, shape: shape.to_vec(), data, crc32c });
+        self.tensors.push(PendingTensor {
+            name: name.to_string(),
+            dtype,
+            shape: shape.to_vec(),
+            data,
+            crc32c,
+        });
         Ok(())
     }
 
     /// The whole file.
     pub fn to_bytes(&self) -> Result<Vec<u8>, FormatError> {
         let (head, data_len) = self.head()?;
-        let total = usize::try_from(data_len).ok().and_then(|n| n.checked_add(head.len()));
+        let total = usize::try_from(data_len)
+            .ok()
+            .and_then(|n| n.checked_add(head.len()));
         let mut out = Vec::with_capacity(total.unwrap_or(0));
         out.extend_from_slice(&head);
         let Ok(()) = self.each_data_chunk(|chunk| {
@@ -76,7 +104,9 @@ impl Writer {
 
     /// Writes the whole file to `w`, streaming the tensor data (no copy of it is made).
     pub fn write_to(&self, w: &mut impl Write) -> io::Result<()> {
-        let (head, _) = self.head().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let (head, _) = self
+            .head()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         w.write_all(&head)?;
         self.each_data_chunk(|chunk| w.write_all(chunk))
     }
@@ -87,14 +117,20 @@ impl Writer {
     pub fn write_file(&self, path: impl AsRef<Path>) -> io::Result<()> {
         let path = path.as_ref();
         let file_name = path.file_name().ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, format!("{}: not a file path", path.display()))
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{}: not a file path", path.display()),
+            )
         })?;
         let mut tmp_name = std::ffi::OsString::from(".");
         tmp_name.push(file_name);
         tmp_name.push(format!(".tmp{}", std::process::id()));
         let tmp = path.with_file_name(tmp_name);
         let result = (|| {
-            let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)?;
             let mut buf = io::BufWriter::with_capacity(1 << 20, &mut file);
             self.write_to(&mut buf)?;
             buf.flush()?;
@@ -111,31 +147,47 @@ impl Writer {
     /// Header, metadata/directory section and padding up to the data section, plus the
     /// length of the data section.
     fn head(&self) -> Result<(Vec<u8>, u64), FormatError> {
-        check_len("metadata entry count", self.metadata.len(), MAX_META_ENTRIES)?;
+        check_len(
+            "metadata entry count",
+            self.metadata.len(),
+            MAX_META_ENTRIES,
+        )?;
         let mut meta = Vec::new();
         meta.extend_from_slice(&(self.metadata.len() as u32).to_le_bytes());
         for (key, value) in self.metadata.iter() {
             if key.is_empty() {
-                return Err(FormatError::EmptyString { field: "metadata key".to_string() });
+                return Err(FormatError::EmptyString {
+                    field: "metadata key".to_string(),
+                });
             }
-            check_len(&format!("length of metadata key '{key}'"), key.len(), MAX_KEY_LEN)?;
+            check_len(
+                &format!("length of metadata key '{key}'"),
+                key.len(),
+                MAX_KEY_LEN,
+            )?;
             put_str(&mut meta, key);
             put_value(&mut meta, key, value)?;
         }
         validate_tokenizer(&self.metadata)?;
         let mut end = 0u64;
         for t in &self.tensors {
-            let offset = align_up(end).ok_or_else(|| FormatError::SizeOverflow { tensor: t.name.clone() })?;
+            let offset = align_up(end).ok_or_else(|| FormatError::SizeOverflow {
+                tensor: t.name.clone(),
+            })?;
             put_str(&mut meta, &t.name);
             meta.extend_from_slice(&t.dtype.code().to_le_bytes());
             meta.extend_from_slice(&(t.shape.len() as u32).to_le_bytes());
-            t.shape.iter().for_each(|d| meta.extend_from_slice(&d.to_le_bytes()));
+            t.shape
+                .iter()
+                .for_each(|d| meta.extend_from_slice(&d.to_le_bytes()));
             meta.extend_from_slice(&offset.to_le_bytes());
             meta.extend_from_slice(&(t.data.len() as u64).to_le_bytes());
             meta.extend_from_slice(&t.crc32c.to_le_bytes());
-            end = offset
-                .checked_add(t.data.len() as u64)
-                .ok_or_else(|| FormatError::SizeOverflow { tensor: t.name.clone() })?;
+            end = offset.checked_add(t.data.len() as u64).ok_or_else(|| {
+                FormatError::SizeOverflow {
+                    tensor: t.name.clone(),
+                }
+            })?;
         }
         let meta_len = meta.len() as u64;
         let head_len = HEADER_LEN + meta_len;
@@ -149,7 +201,9 @@ impl Writer {
         let data_offset = head_len.div_ceil(ALIGN) * ALIGN;
         let file_len = data_offset
             .checked_add(end)
-            .ok_or_else(|| FormatError::SizeOverflow { tensor: "<data section>".to_string() })?;
+            .ok_or_else(|| FormatError::SizeOverflow {
+                tensor: "<data section>".to_string(),
+            })?;
 
         let mut head = Vec::with_capacity(data_offset as usize);
         head.extend_from_slice(&MAGIC);
@@ -186,7 +240,11 @@ impl Writer {
 fn check_len(field: &str, len: usize, limit: u64) -> Result<(), FormatError> {
     let value = u64::try_from(len).unwrap_or(u64::MAX);
     if value > limit {
-        return Err(FormatError::LimitExceeded { field: field.to_string(), value, limit });
+        return Err(FormatError::LimitExceeded {
+            field: field.to_string(),
+            value,
+            limit,
+        });
     }
     Ok(())
 }
@@ -236,15 +294,18 @@ fn put_value(out: &mut Vec<u8>, key: &str, value: &Value) -> Result<(), FormatEr
         }
         Value::ArrU32(v) => {
             array(out, tag::U32, v.len())?;
-            v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
+            v.iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
         }
         Value::ArrI32(v) => {
             array(out, tag::I32, v.len())?;
-            v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
+            v.iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
         }
         Value::ArrF32(v) => {
             array(out, tag::F32, v.len())?;
-            v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
+            v.iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
         }
         Value::ArrStr(v) => {
             array(out, tag::STR, v.len())?;
