@@ -1,0 +1,199 @@
+//! What every input reader produces: the `.pipit` metadata and the source tensors under
+//! their pipit names, plus the checks and helpers shared by the GGUF and Hugging Face paths.
+
+use crate::error::{ConvertError, Result};
+use crate::gguf::GgmlType;
+use pipit_format::{Metadata, Value};
+use std::borrow::Cow;
+
+/// One tensor of the input, renamed to its pipit name.
+#[derive(Debug)]
+pub struct SrcTensor<'a> {
+    /// Pipit name (`blk.0.attn_q`).
+    pub name: String,
+    /// Name in the input (`blk.0.attn_q.weight`, `model.layers.0.self_attn.q_proj.weight`).
+    pub source_name: String,
+    /// Shape, outermost first.
+    pub shape: Vec<u64>,
+    /// Element type of `data` (Hugging Face F32/F16/BF16 map to the ggml types of the same name).
+    pub ggml_type: GgmlType,
+    /// Raw little-endian data, rows already in the order the output uses.
+    pub data: Cow<'a, [u8]>,
+}
+
+/// A model read from the input, ready to convert.
+#[derive(Debug)]
+pub struct Source<'a> {
+    /// Every `.pipit` metadata key (SPEC.md), in the order they are written.
+    pub meta: Metadata,
+    /// Input tensors, in input order.
+    pub tensors: Vec<SrcTensor<'a>>,
+}
+
+/// Token texts that end a turn in the chat formats pipit knows.
+pub const EOT_TOKENS: [&str; 4] = ["<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|endoftext|>"];
+
+/// `tokenizer.eot_ids`: `explicit` ids followed by the ids of [`EOT_TOKENS`] present in
+/// `tokens`, without `eos` and without repeats.
+pub fn eot_ids(tokens: &[String], eos: i32, explicit: &[i32]) -> Vec<i32> {
+    let mut out: Vec<i32> = Vec::new();
+    let named = EOT_TOKENS
+        .iter()
+        .filter_map(|t| tokens.iter().position(|s| s == t))
+        .filter_map(|i| i32::try_from(i).ok());
+    for id in explicit.iter().copied().chain(named) {
+        if id != eos && id >= 0 && !out.contains(&id) {
+            out.push(id);
+        }
+    }
+    out
+}
+
+/// Gemma 3's layer pattern: every `period`-th layer is global, the others slide.
+pub fn gemma3_layer_sliding(n_layer: u32, period: u32) -> Vec<u8> {
+    (0..n_layer).map(|i| u8::from(period == 0 || (i + 1) % period != 0)).collect()
+}
+
+/// A special token id as stored: `-1` when absent, else checked against the vocabulary.
+pub fn special_id(key: &str, id: Option<i64>, n_vocab: usize) -> Result<i32> {
+    match id {
+        None => Ok(-1),
+        Some(id) => match i32::try_from(id) {
+            Ok(v) if id >= 0 && (id as u64) < n_vocab as u64 => Ok(v),
+            _ => Err(ConvertError::BadValue {
+                key: key.to_string(),
+                value: id.to_string(),
+                reason: format!("token id outside the vocabulary of {n_vocab} tokens"),
+            }),
+        },
+    }
+}
+
+fn u32_key(meta: &Metadata, key: &str) -> Result<u64> {
+    meta.get_u32(key).map(u64::from).map_err(|e| ConvertError::Format { context: "metadata".into(), source: e })
+}
+
+/// Expected tensors of the model `meta` describes: (name, shape, required), in the order
+/// the output file stores them.
+pub fn expected_tensors(meta: &Metadata) -> Result<Vec<(String, Vec<u64>, bool)>> {
+    let arch = meta.get_str("general.architecture").map_err(|e| ConvertError::Format { context: "metadata".into(), source: e })?;
+    let gemma = arch == "gemma3";
+    let n_layer = u32_key(meta, "model.n_layer")?;
+    let d = u32_key(meta, "model.d_model")?;
+    let hd = u32_key(meta, "model.head_dim")?;
+    let q = u32_key(meta, "model.n_head")? * hd;
+    let kv = u32_key(meta, "model.n_kv_head")? * hd;
+    let ff = u32_key(meta, "model.d_ff")?;
+    let vocab = u32_key(meta, "model.n_vocab")?;
+    let mut v = vec![("token_embd".to_string(), vec![vocab, d], true)];
+    for l in 0..n_layer {
+        let p = |n: &str| format!("blk.{l}.{n}");
+        v.push((p("attn_norm"), vec![d], true));
+        v.push((p("attn_q"), vec![q, d], true));
+        v.push((p("attn_k"), vec![kv, d], true));
+        v.push((p("attn_v"), vec![kv, d], true));
+        if !gemma {
+            v.push((p("attn_q_bias"), vec![q], false));
+            v.push((p("attn_k_bias"), vec![kv], false));
+            v.push((p("attn_v_bias"), vec![kv], false));
+        } else {
+            v.push((p("attn_q_norm"), vec![hd], true));
+            v.push((p("attn_k_norm"), vec![hd], true));
+        }
+        v.push((p("attn_output"), vec![d, q], true));
+        if gemma {
+            v.push((p("post_attention_norm"), vec![d], true));
+        }
+        v.push((p("ffn_norm"), vec![d], true));
+        v.push((p("ffn_gate"), vec![ff, d], true));
+        v.push((p("ffn_up"), vec![ff, d], true));
+        v.push((p("ffn_down"), vec![d, ff], true));
+        if gemma {
+            v.push((p("post_ffw_norm"), vec![d], true));
+        }
+    }
+    v.push(("output_norm".to_string(), vec![d], true));
+    let tied = meta.get_bool("model.tied_embeddings").map_err(|e| ConvertError::Format { context: "metadata".into(), source: e })?;
+    v.push(("output".to_string(), vec![vocab, d], !tied));
+    Ok(v)
+}
+
+/// Checks `src` against [`expected_tensors`] (every tensor known, every required one
+/// present, every shape right, the output head present exactly when not tied) and returns
+/// the tensors in output order.
+pub fn order_and_check<'a>(src: Source<'a>) -> Result<(Metadata, Vec<SrcTensor<'a>>)> {
+    let expected = expected_tensors(&src.meta)?;
+    let tied = matches!(src.meta.get("model.tied_embeddings"), Some(Value::Bool(true)));
+    let mut by_name: std::collections::HashMap<String, SrcTensor<'a>> = std::collections::HashMap::new();
+    for t in src.tensors {
+        if !expected.iter().any(|(n, _, _)| *n == t.name) || (tied && t.name == "output") {
+            return Err(ConvertError::UnexpectedTensor { tensor: t.source_name });
+        }
+        by_name.insert(t.name.clone(), t);
+    }
+    let mut out = Vec::with_capacity(by_name.len());
+    for (name, shape, required) in expected {
+        match by_name.remove(&name) {
+            Some(t) if t.shape != shape => {
+                return Err(ConvertError::ShapeMismatch { tensor: t.source_name, expected: shape, found: t.shape })
+            }
+            Some(t) => out.push(t),
+            None if required => return Err(ConvertError::MissingTensor { tensor: name }),
+            None => {}
+        }
+    }
+    Ok((src.meta, out))
+}
+
+/// Permutes the rows of a `[rows, row_bytes]` buffer from the split-half RoPE layout
+/// (Hugging Face: pair (i, i + hd/2) of each head) to the adjacent-pair layout (GGUF:
+/// pair (2i, 2i+1)), for `n_heads` heads of `rows / n_heads` rows each:
+/// new row `h*hd + 2i + j` = old row `h*hd + j*hd/2 + i`.
+pub fn half_to_adjacent(data: &[u8], rows: usize, n_heads: usize, tensor: &str) -> Result<Vec<u8>> {
+    let bad = || ConvertError::BadValue {
+        key: format!("rows of {tensor}"),
+        value: rows.to_string(),
+        reason: format!("not a multiple of 2 * {n_heads} heads"),
+    };
+    if n_heads == 0 || rows % n_heads != 0 || (rows / n_heads) % 2 != 0 || rows == 0 || data.len() % rows != 0 {
+        return Err(bad());
+    }
+    let hd = rows / n_heads;
+    let rb = data.len() / rows;
+    let mut out = Vec::with_capacity(data.len());
+    for h in 0..n_heads {
+        for i in 0..hd / 2 {
+            for j in 0..2 {
+                let old = h * hd + j * (hd / 2) + i;
+                out.extend_from_slice(&data[old * rb..(old + 1) * rb]);
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permutation_interleaves_halves_per_head() {
+        // 2 heads of 4 rows, one byte per row: head rows [a0 a1 b0 b1] -> [a0 b0 a1 b1].
+        let out = half_to_adjacent(&[0, 1, 2, 3, 4, 5, 6, 7], 8, 2, "t").unwrap();
+        assert_eq!(out, [0, 2, 1, 3, 4, 6, 5, 7]);
+        assert!(half_to_adjacent(&[0, 1, 2], 3, 1, "t").is_err());
+        assert!(half_to_adjacent(&[], 0, 1, "t").is_err());
+    }
+
+    #[test]
+    fn gemma_pattern_every_sixth_layer_global() {
+        assert_eq!(gemma3_layer_sliding(7, 6), [1, 1, 1, 1, 1, 0, 1]);
+    }
+
+    #[test]
+    fn eot_ids_skip_eos_and_repeats() {
+        let toks: Vec<String> = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(eot_ids(&toks, 2, &[]), [0]);
+        assert_eq!(eot_ids(&toks, -1, &[0]), [0, 2]);
+    }
+}
