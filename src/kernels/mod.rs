@@ -16,8 +16,9 @@
 //! - **f32 combination** (scalar reference): per output, `acc = 0.0`, then for each block in
 //!   order `acc += (d_w * d_a) * isum as f32`, plus `m_w * s_a` for Q4_1
 //!   (`acc += (d_w * d_a) * isum as f32 + m_w * s_a`). SIMD paths sum the same terms in another
-//!   order (and may fuse multiply-adds): they agree with the reference to within
-//!   `1e-5 * sum_b |term_b|` (the tests' stated tolerance).
+//!   order (partial sums within a block, fused multiply-adds): they agree with the reference
+//!   to within `1e-5 * sum_b |d_w * d_a| * sum_i |w_i * a_i|` (+ `|m_w * s_a|` for Q4_1),
+//!   the scale of the rounding error of any summation order (the tests' stated tolerance).
 //! - **f32 activations** ([`Kernels::matmul_f32`], [`Kernels::dot_f32`]): reference is the
 //!   sequential sum `acc += w_i * x_i`; SIMD within `1e-5 * sum_i |w_i * x_i|`.
 //! - **Dequantization** ([`Kernels::dequant_row`]) is bit-identical on every path:

@@ -127,17 +127,42 @@ fn at_offset(bytes: &[u8], off: usize) -> Vec<u8> {
     v
 }
 
-/// Sum over blocks of |term| in f64 (the tolerance scale of q8a matmuls).
+/// The integer weights of one block (Q8_0: qs, Q4_0: nibble - 8, Q4_1: nibble).
+fn int_weights(dtype: DType, b: &[u8]) -> [i32; 32] {
+    let mut q = [0i32; 32];
+    for (i, v) in q.iter_mut().enumerate() {
+        *v = match dtype {
+            DType::Q8_0 => i32::from(b[2 + i] as i8),
+            DType::Q4_0 | DType::Q4_1 => {
+                let qs = &b[if dtype == DType::Q4_0 { 2 } else { 4 }..];
+                let n = i32::from(if i < 16 { qs[i] & 15 } else { qs[i - 16] >> 4 });
+                if dtype == DType::Q4_0 {
+                    n - 8
+                } else {
+                    n
+                }
+            }
+            _ => unreachable!(),
+        };
+    }
+    q
+}
+
+/// Sum of |elementwise terms| in f64, `sum_b |d_w d_a| sum_i |w_i a_i|` (+ `|m_w s_a|`):
+/// the scale of the rounding error of any summation order.
 fn q8a_magnitude(w: &QMatrix, row: usize, xq: &[BlockQ8A]) -> f64 {
-    let mut isums = vec![0i32; xq.len()];
-    scalar().block_isums(w, row, xq, &mut isums);
     let rb = w.row_bytes();
     let bb = w.dtype.block_bytes();
     let wr = &w.data[row * rb..(row + 1) * rb];
     let mut m = 0f64;
-    for ((b, a), &i) in wr.chunks_exact(bb).zip(xq).zip(&isums) {
+    for (b, a) in wr.chunks_exact(bb).zip(xq) {
         let d = f64::from(scalar::f16_at(b, 0));
-        m += (d * f64::from(a.d) * f64::from(i)).abs();
+        let abs: i64 = int_weights(w.dtype, b)
+            .iter()
+            .zip(&a.qs)
+            .map(|(&q, &x)| i64::from(q * i32::from(x)).abs())
+            .sum();
+        m += (d * f64::from(a.d)).abs() * abs as f64;
         if w.dtype == DType::Q4_1 {
             m += (f64::from(scalar::f16_at(b, 2)) * f64::from(a.s)).abs();
         }

@@ -1,8 +1,28 @@
-//! x86-64 paths: AVX2+FMA+F16C, AVX-512 (F/BW/VL), AVX-512 VNNI.
+//! x86-64 paths: AVX2+FMA+F16C ([`avx2`]), AVX-512 F/BW/VL ([`avx512`]), AVX-512 VNNI
+//! ([`avx512vnni`]). Each table is handed out only after its features are detected here.
 
 use super::Kernels;
 
+mod avx512;
+mod avx512vnni;
+
+fn has_avx512() -> bool {
+    is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
+}
+
 /// The x86 tables this CPU supports, slowest first.
 pub(crate) fn available() -> Vec<&'static Kernels> {
-    Vec::new()
+    let mut v = Vec::new();
+    if has_avx512() {
+        v.push(&avx512::KERNELS);
+        if is_x86_feature_detected!("avx512vnni") {
+            v.push(&avx512vnni::KERNELS);
+        }
+    }
+    v
 }

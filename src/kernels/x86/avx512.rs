@@ -1,0 +1,577 @@
+//! AVX-512 (F, BW, VL) kernels, and the generic code the VNNI path instantiates.
+//!
+//! Integer dot products work on pairs of blocks: one 512-bit register holds two blocks of
+//! 32 bytes (lanes 0-7: block b, lanes 8-15: block b+1). Weights are turned into unsigned
+//! bytes `u` and the activations stay signed, so the product is `vpdpbusd` (VNNI) or
+//! `vpmaddubsw` + `vpmaddwd` (BW); the offset this introduces (Q8_0: `u = w + 128`, Q4_0:
+//! `u = nibble = w + 8`) is removed exactly by starting the i32 accumulator at
+//! `-offset * a` summed the same way. Without VNNI, Q8_0 uses the sign trick instead
+//! (`|w| * sign(a, w)`), because `(w + 128) * a` pairs would saturate `vpmaddubsw`.
+//! Per pair, the i32 lanes are converted to f32, scaled by `d_w * d_a` and accumulated;
+//! each output's 16 lanes are summed once at the end.
+//!
+//! # Safety
+//! Every `unsafe fn` here requires AVX-512F/BW/VL (and AVX-512 VNNI when `VNNI = true`),
+//! which the callers' `#[target_feature]` entry points guarantee, plus the slice-size
+//! preconditions of the table types in `kernels/mod.rs`. Reads past a row's end use masked
+//! loads, which never touch masked-out bytes.
+
+use std::arch::x86_64::*;
+use std::ops::Range;
+
+use super::super::scalar::{self, Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES};
+use super::super::{BlockQ8A, Kernels, QK};
+
+/// Weight dtype selectors for the const-generic kernels.
+pub(super) const Q8_0: u8 = 0;
+pub(super) const Q4_0: u8 = 1;
+pub(super) const Q4_1: u8 = 2;
+
+const fn block_bytes(dt: u8) -> usize {
+    match dt {
+        Q8_0 => Q8_0_BYTES,
+        Q4_0 => Q4_0_BYTES,
+        _ => Q4_1_BYTES,
+    }
+}
+
+/// Word-permute indices. `[qs, qs, qs', qs']` for the nibbles of a pair (then shifted by
+/// 0/4/0/4 per 128-bit lane), `[d x8, d' x8]` for scales, `m`/`m'` into lanes 0 and 8.
+#[repr(align(64))]
+struct Idx([u16; 32]);
+static Q4_0_NIB: Idx = Idx([
+    1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4, 5, 6, 7, 8, //
+    10, 11, 12, 13, 14, 15, 16, 17, 10, 11, 12, 13, 14, 15, 16, 17,
+]);
+static Q4_1_NIB: Idx = Idx([
+    2, 3, 4, 5, 6, 7, 8, 9, 2, 3, 4, 5, 6, 7, 8, 9, //
+    12, 13, 14, 15, 16, 17, 18, 19, 12, 13, 14, 15, 16, 17, 18, 19,
+]);
+static NIB_SHIFT: Idx = Idx([
+    0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4, //
+    0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4,
+]);
+static Q8_0_D: Idx = Idx([
+    0, 0, 0, 0, 0, 0, 0, 0, 17, 17, 17, 17, 17, 17, 17, 17, //
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+]);
+static Q4_0_D: Idx = Idx([
+    0, 0, 0, 0, 0, 0, 0, 0, 9, 9, 9, 9, 9, 9, 9, 9, //
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+]);
+static Q4_1_D: Idx = Idx([
+    0, 0, 0, 0, 0, 0, 0, 0, 10, 10, 10, 10, 10, 10, 10, 10, //
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+]);
+static Q4_1_M: Idx = Idx([
+    1, 0, 0, 0, 0, 0, 0, 0, 11, 0, 0, 0, 0, 0, 0, 0, //
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+]);
+
+#[inline(always)]
+unsafe fn idx(i: &Idx) -> __m512i {
+    _mm512_load_si512(i.0.as_ptr().cast())
+}
+
+/// Mask of the first `n` bytes.
+#[inline(always)]
+fn bytes_mask(n: usize) -> __mmask64 {
+    if n >= 64 {
+        !0
+    } else {
+        (1u64 << n) - 1
+    }
+}
+
+/// One pair of weight blocks of one row, ready for the integer product.
+#[derive(Clone, Copy)]
+struct WPair {
+    /// Unsigned bytes (VNNI, or Q4 on BW), or `|w|` (Q8_0 on BW).
+    u: __m512i,
+    /// Q8_0 on BW: lanes where `w < 0`.
+    neg: __mmask64,
+    /// `[d x8, d' x8]`.
+    d: __m512,
+    /// Q4_1: `[m, 0 x7, m', 0 x7]`.
+    m: __m512,
+}
+
+/// Loads the pair of blocks at `p` (the second only when `two`).
+#[inline(always)]
+unsafe fn load_w<const DT: u8, const VNNI: bool>(p: *const u8, two: bool) -> WPair {
+    let bb = block_bytes(DT);
+    let n = if two { 2 * bb } else { bb };
+    match DT {
+        Q8_0 => {
+            let lo = _mm256_loadu_si256(p.add(2).cast());
+            let hi = if two {
+                _mm256_loadu_si256(p.add(2 + bb).cast())
+            } else {
+                _mm256_setzero_si256()
+            };
+            let w = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+            let z = _mm512_maskz_loadu_epi8(bytes_mask(n.min(36)), p.cast());
+            let d = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(
+                idx(&Q8_0_D),
+                z,
+            )));
+            if VNNI {
+                let u = _mm512_xor_si512(w, _mm512_set1_epi8(-128));
+                WPair {
+                    u,
+                    neg: 0,
+                    d,
+                    m: _mm512_setzero_ps(),
+                }
+            } else {
+                let neg = _mm512_movepi8_mask(w);
+                WPair {
+                    u: _mm512_abs_epi8(w),
+                    neg,
+                    d,
+                    m: _mm512_setzero_ps(),
+                }
+            }
+        }
+        _ => {
+            let z = _mm512_maskz_loadu_epi8(bytes_mask(n), p.cast());
+            let (nib, di) = if DT == Q4_0 {
+                (&Q4_0_NIB, &Q4_0_D)
+            } else {
+                (&Q4_1_NIB, &Q4_1_D)
+            };
+            let q = _mm512_permutexvar_epi16(idx(nib), z);
+            let q = _mm512_srlv_epi16(q, idx(&NIB_SHIFT));
+            let u = _mm512_and_si512(q, _mm512_set1_epi8(0x0f));
+            let d = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(idx(di), z)));
+            let m = if DT == Q4_1 {
+                let mi = _mm512_maskz_permutexvar_epi16(0x0101, idx(&Q4_1_M), z);
+                _mm512_cvtph_ps(_mm512_castsi512_si256(mi))
+            } else {
+                _mm512_setzero_ps()
+            };
+            WPair { u, neg: 0, d, m }
+        }
+    }
+}
+
+/// One pair of activation blocks of one token.
+#[derive(Clone, Copy)]
+struct APair {
+    a: __m512i,
+    /// `[d x8, d' x8]`.
+    d: __m512,
+    /// Q4_1: `[s, 0 x7, s', 0 x7]`.
+    s: __m512,
+    /// Initial i32 accumulator removing the weight offset (VNNI Q8_0, Q4_0).
+    init: __m512i,
+}
+
+#[inline(always)]
+unsafe fn load_a<const DT: u8, const VNNI: bool>(x: *const BlockQ8A, two: bool) -> APair {
+    let x0 = &*x;
+    let lo = _mm256_loadu_si256(x0.qs.as_ptr().cast());
+    let (hi, d1, s1) = if two {
+        let x1 = &*x.add(1);
+        (_mm256_loadu_si256(x1.qs.as_ptr().cast()), x1.d, x1.s)
+    } else {
+        (_mm256_setzero_si256(), 0.0, 0.0)
+    };
+    let a = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+    let d = _mm512_insertf32x8::<1>(_mm512_set1_ps(x0.d), _mm256_set1_ps(d1));
+    let s = if DT == Q4_1 {
+        let s = _mm512_insertf32x8::<1>(_mm512_set1_ps(x0.s), _mm256_set1_ps(s1));
+        _mm512_maskz_mov_ps(0x0101, s)
+    } else {
+        _mm512_setzero_ps()
+    };
+    let off = match (DT, VNNI) {
+        (Q8_0, true) => Some(-128i8),
+        (Q4_0, _) => Some(8),
+        _ => None,
+    };
+    let init = match off {
+        Some(o) => _mm512_sub_epi32(
+            _mm512_setzero_si512(),
+            dpbusd::<VNNI>(_mm512_setzero_si512(), _mm512_set1_epi8(o), a),
+        ),
+        None => _mm512_setzero_si512(),
+    };
+    APair { a, d, s, init }
+}
+
+/// `acc + sum of 4 adjacent u8*i8 products` per i32 lane. Without VNNI the i16 pair sums must
+/// not saturate: `|u| * |a|` pairs stay below 2^15 for the operands used here.
+#[inline(always)]
+unsafe fn dpbusd<const VNNI: bool>(acc: __m512i, u: __m512i, a: __m512i) -> __m512i {
+    if VNNI {
+        _mm512_dpbusd_epi32(acc, u, a)
+    } else {
+        let p16 = _mm512_maddubs_epi16(u, a);
+        _mm512_add_epi32(acc, _mm512_madd_epi16(p16, _mm512_set1_epi16(1)))
+    }
+}
+
+/// Exact i32 lanes of one (row pair, token pair) product; block b in lanes 0-7, b+1 in 8-15.
+#[inline(always)]
+unsafe fn isum_lanes<const DT: u8, const VNNI: bool>(w: &WPair, a: &APair) -> __m512i {
+    if DT == Q8_0 && !VNNI {
+        let sa = _mm512_mask_sub_epi8(a.a, w.neg, _mm512_setzero_si512(), a.a);
+        dpbusd::<false>(_mm512_setzero_si512(), w.u, sa)
+    } else {
+        dpbusd::<VNNI>(a.init, w.u, a.a)
+    }
+}
+
+/// `R` rows x `T` tokens: `w` points at row 0 (rows `rb` bytes apart), `x` at token 0's
+/// blocks (tokens `nb` blocks apart), `out` at (token 0, row 0).
+#[inline(always)]
+unsafe fn tile<const DT: u8, const VNNI: bool, const R: usize, const T: usize>(
+    w: *const u8,
+    rb: usize,
+    nb: usize,
+    x: *const BlockQ8A,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    let bb = block_bytes(DT);
+    let mut acc = [[_mm512_setzero_ps(); T]; R];
+    let step = |b: usize, two: bool, acc: &mut [[__m512; T]; R]| {
+        let mut ap = [APair {
+            a: _mm512_setzero_si512(),
+            d: _mm512_setzero_ps(),
+            s: _mm512_setzero_ps(),
+            init: _mm512_setzero_si512(),
+        }; T];
+        for (t, a) in ap.iter_mut().enumerate() {
+            *a = load_a::<DT, VNNI>(x.add(t * nb + b), two);
+        }
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            let wp = load_w::<DT, VNNI>(w.add(r * rb + b * bb), two);
+            for (a, acc_rt) in ap.iter().zip(acc_r.iter_mut()) {
+                let i = isum_lanes::<DT, VNNI>(&wp, a);
+                let scale = _mm512_mul_ps(wp.d, a.d);
+                *acc_rt = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), scale, *acc_rt);
+                if DT == Q4_1 {
+                    *acc_rt = _mm512_fmadd_ps(wp.m, a.s, *acc_rt);
+                }
+            }
+        }
+    };
+    let mut b = 0;
+    while b + 2 <= nb {
+        step(b, true, &mut acc);
+        b += 2;
+    }
+    if b < nb {
+        step(b, false, &mut acc);
+    }
+    for (r, acc_r) in acc.iter().enumerate() {
+        for (t, acc_rt) in acc_r.iter().enumerate() {
+            *out.add(t * out_stride + r) = _mm512_reduce_add_ps(*acc_rt);
+        }
+    }
+}
+
+/// All tokens for rows `r..r + R`, in token tiles of 4.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn row_tile<const DT: u8, const VNNI: bool, const R: usize>(
+    w: *const u8,
+    rb: usize,
+    nb: usize,
+    xq: *const BlockQ8A,
+    n_tok: usize,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    let mut t = 0;
+    while t + 4 <= n_tok {
+        tile::<DT, VNNI, R, 4>(
+            w,
+            rb,
+            nb,
+            xq.add(t * nb),
+            out.add(t * out_stride),
+            out_stride,
+        );
+        t += 4;
+    }
+    let (x, o) = (xq.add(t * nb), out.add(t * out_stride));
+    match n_tok - t {
+        3 => tile::<DT, VNNI, R, 3>(w, rb, nb, x, o, out_stride),
+        2 => tile::<DT, VNNI, R, 2>(w, rb, nb, x, o, out_stride),
+        1 => tile::<DT, VNNI, R, 1>(w, rb, nb, x, o, out_stride),
+        _ => {}
+    }
+}
+
+/// The q8a matmul (see `MatmulQ8aFn`): row tiles of 4, each over all tokens.
+#[inline(always)]
+pub(super) unsafe fn matmul_q8a<const DT: u8, const VNNI: bool>(
+    w: &[u8],
+    cols: usize,
+    rows: Range<usize>,
+    xq: &[BlockQ8A],
+    n_tok: usize,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    let nb = cols / QK;
+    let rb = nb * block_bytes(DT);
+    let (w, x) = (w.as_ptr(), xq.as_ptr());
+    let mut r = rows.start;
+    while r + 4 <= rows.end {
+        row_tile::<DT, VNNI, 4>(w.add(r * rb), rb, nb, x, n_tok, out.add(r), out_stride);
+        r += 4;
+    }
+    while r < rows.end {
+        row_tile::<DT, VNNI, 1>(w.add(r * rb), rb, nb, x, n_tok, out.add(r), out_stride);
+        r += 1;
+    }
+}
+
+/// Per-block exact sums of one row (test hook), with the matmul's own primitives.
+#[inline(always)]
+pub(super) unsafe fn isums<const DT: u8, const VNNI: bool>(
+    w_row: &[u8],
+    xq: &[BlockQ8A],
+    out: &mut [i32],
+) {
+    let nb = xq.len();
+    let bb = block_bytes(DT);
+    let mut b = 0;
+    while b < nb {
+        let two = b + 1 < nb;
+        let wp = load_w::<DT, VNNI>(w_row.as_ptr().add(b * bb), two);
+        let ap = load_a::<DT, VNNI>(xq.as_ptr().add(b), two);
+        let i = isum_lanes::<DT, VNNI>(&wp, &ap);
+        out[b] = _mm512_mask_reduce_add_epi32(0x00ff, i);
+        if two {
+            out[b + 1] = _mm512_mask_reduce_add_epi32(0xff00, i);
+        }
+        b += 2;
+    }
+}
+
+const FEATURES: &str = "avx512f,avx512bw,avx512vl,avx2,fma,f16c";
+const _: () = assert!(!FEATURES.is_empty());
+
+/// Quantizes activations; bit-identical to the scalar rule (`vcvtps2dq` with embedded
+/// round-to-nearest-even, independent of MXCSR).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub(super) unsafe fn quantize_act(x: &[f32], out: &mut [BlockQ8A]) {
+    let abs_mask = _mm512_set1_epi32(0x7fff_ffff);
+    for (xb, o) in x.chunks_exact(QK).zip(out.iter_mut()) {
+        let v0 = _mm512_loadu_ps(xb.as_ptr());
+        let v1 = _mm512_loadu_ps(xb.as_ptr().add(16));
+        let a0 = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v0), abs_mask));
+        let a1 = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v1), abs_mask));
+        let amax = _mm512_reduce_max_ps(_mm512_max_ps(a0, a1));
+        let (d, id) = scalar::act_scale(amax);
+        let idv = _mm512_set1_ps(id);
+        let q0 = _mm512_cvt_roundps_epi32::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm512_mul_ps(v0, idv),
+        );
+        let q1 = _mm512_cvt_roundps_epi32::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm512_mul_ps(v1, idv),
+        );
+        let sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+        _mm_storeu_si128(o.qs.as_mut_ptr().cast(), _mm512_cvtsepi32_epi8(q0));
+        _mm_storeu_si128(o.qs.as_mut_ptr().add(16).cast(), _mm512_cvtsepi32_epi8(q1));
+        o.d = d;
+        o.s = d * sum as f32;
+    }
+}
+
+/// Dot product with four independent 16-lane accumulators; masked tail.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub(super) unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len();
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 64 <= n {
+        for (k, acc_k) in acc.iter_mut().enumerate() {
+            *acc_k = _mm512_fmadd_ps(
+                _mm512_loadu_ps(pa.add(i + 16 * k)),
+                _mm512_loadu_ps(pb.add(i + 16 * k)),
+                *acc_k,
+            );
+        }
+        i += 64;
+    }
+    while i < n {
+        let m: __mmask16 = if n - i >= 16 {
+            !0
+        } else {
+            (1u16 << (n - i)) - 1
+        };
+        acc[0] = _mm512_fmadd_ps(
+            _mm512_maskz_loadu_ps(m, pa.add(i)),
+            _mm512_maskz_loadu_ps(m, pb.add(i)),
+            acc[0],
+        );
+        i += 16;
+    }
+    let s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+    _mm512_reduce_add_ps(s)
+}
+
+/// Loads 16 weights (F32 or F16 bytes) at element `i`, the first `m` lanes only.
+#[inline(always)]
+unsafe fn load_wf<const F16: bool>(p: *const u8, i: usize, m: __mmask16) -> __m512 {
+    if F16 {
+        _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p.add(2 * i).cast()))
+    } else {
+        _mm512_maskz_loadu_ps(m, p.add(4 * i).cast())
+    }
+}
+
+/// `R` rows x `T` tokens of an F32/F16-weight matmul with f32 activations.
+#[inline(always)]
+unsafe fn tile_f<const F16: bool, const R: usize, const T: usize>(
+    w: *const u8,
+    rb: usize,
+    cols: usize,
+    x: *const f32,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    let mut acc = [[_mm512_setzero_ps(); T]; R];
+    let mut i = 0;
+    while i < cols {
+        let m: __mmask16 = if cols - i >= 16 {
+            !0
+        } else {
+            (1u16 << (cols - i)) - 1
+        };
+        let mut xv = [_mm512_setzero_ps(); T];
+        for (t, v) in xv.iter_mut().enumerate() {
+            *v = _mm512_maskz_loadu_ps(m, x.add(t * cols + i));
+        }
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            let wv = load_wf::<F16>(w.add(r * rb), i, m);
+            for (v, acc_rt) in xv.iter().zip(acc_r.iter_mut()) {
+                *acc_rt = _mm512_fmadd_ps(wv, *v, *acc_rt);
+            }
+        }
+        i += 16;
+    }
+    for (r, acc_r) in acc.iter().enumerate() {
+        for (t, acc_rt) in acc_r.iter().enumerate() {
+            *out.add(t * out_stride + r) = _mm512_reduce_add_ps(*acc_rt);
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn matmul_f<const F16: bool>(
+    w: &[u8],
+    cols: usize,
+    rows: Range<usize>,
+    x: &[f32],
+    n_tok: usize,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    let rb = cols * if F16 { 2 } else { 4 };
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    let mut r = rows.start;
+    while r < rows.end {
+        let four = r + 4 <= rows.end;
+        let wr = wp.add(r * rb);
+        let mut t = 0;
+        while t < n_tok {
+            let tn = (n_tok - t).min(4);
+            let (xt, o) = (xp.add(t * cols), out.add(t * out_stride + r));
+            match (four, tn) {
+                (true, 4) => tile_f::<F16, 4, 4>(wr, rb, cols, xt, o, out_stride),
+                (true, 3) => tile_f::<F16, 4, 3>(wr, rb, cols, xt, o, out_stride),
+                (true, 2) => tile_f::<F16, 4, 2>(wr, rb, cols, xt, o, out_stride),
+                (true, _) => tile_f::<F16, 4, 1>(wr, rb, cols, xt, o, out_stride),
+                (false, 4) => tile_f::<F16, 1, 4>(wr, rb, cols, xt, o, out_stride),
+                (false, 3) => tile_f::<F16, 1, 3>(wr, rb, cols, xt, o, out_stride),
+                (false, 2) => tile_f::<F16, 1, 2>(wr, rb, cols, xt, o, out_stride),
+                (false, _) => tile_f::<F16, 1, 1>(wr, rb, cols, xt, o, out_stride),
+            }
+            t += tn;
+        }
+        r += if four { 4 } else { 1 };
+    }
+}
+
+macro_rules! entry_points {
+    ($features:literal, $vnni:literal) => {
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn matmul_q8a_q8_0(w: &[u8], cols: usize, rows: Range<usize>, xq: &[BlockQ8A], n_tok: usize, out: *mut f32, out_stride: usize) {
+            $crate::kernels::x86::avx512::matmul_q8a::<{ $crate::kernels::x86::avx512::Q8_0 }, $vnni>(w, cols, rows, xq, n_tok, out, out_stride)
+        }
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn matmul_q8a_q4_0(w: &[u8], cols: usize, rows: Range<usize>, xq: &[BlockQ8A], n_tok: usize, out: *mut f32, out_stride: usize) {
+            $crate::kernels::x86::avx512::matmul_q8a::<{ $crate::kernels::x86::avx512::Q4_0 }, $vnni>(w, cols, rows, xq, n_tok, out, out_stride)
+        }
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn matmul_q8a_q4_1(w: &[u8], cols: usize, rows: Range<usize>, xq: &[BlockQ8A], n_tok: usize, out: *mut f32, out_stride: usize) {
+            $crate::kernels::x86::avx512::matmul_q8a::<{ $crate::kernels::x86::avx512::Q4_1 }, $vnni>(w, cols, rows, xq, n_tok, out, out_stride)
+        }
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn isums_q8_0(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
+            $crate::kernels::x86::avx512::isums::<{ $crate::kernels::x86::avx512::Q8_0 }, $vnni>(w_row, xq, out)
+        }
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn isums_q4_0(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
+            $crate::kernels::x86::avx512::isums::<{ $crate::kernels::x86::avx512::Q4_0 }, $vnni>(w_row, xq, out)
+        }
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn isums_q4_1(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
+            $crate::kernels::x86::avx512::isums::<{ $crate::kernels::x86::avx512::Q4_1 }, $vnni>(w_row, xq, out)
+        }
+    };
+}
+pub(super) use entry_points;
+
+entry_points!("avx512f,avx512bw,avx512vl,avx2,fma,f16c", false);
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn matmul_f32_f32(
+    w: &[u8],
+    cols: usize,
+    rows: Range<usize>,
+    x: &[f32],
+    n_tok: usize,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    matmul_f::<false>(w, cols, rows, x, n_tok, out, out_stride)
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn matmul_f32_f16(
+    w: &[u8],
+    cols: usize,
+    rows: Range<usize>,
+    x: &[f32],
+    n_tok: usize,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    matmul_f::<true>(w, cols, rows, x, n_tok, out, out_stride)
+}
+
+/// The AVX-512 (F/BW/VL) table.
+pub(super) static KERNELS: Kernels = Kernels {
+    name: "avx512",
+    quantize_act,
+    matmul_q8a: [matmul_q8a_q8_0, matmul_q8a_q4_0, matmul_q8a_q4_1],
+    isums: [isums_q8_0, isums_q4_0, isums_q4_1],
+    matmul_f32: [
+        matmul_f32_f32,
+        matmul_f32_f16,
+        scalar::KERNELS.matmul_f32[2],
+        scalar::KERNELS.matmul_f32[3],
+        scalar::KERNELS.matmul_f32[4],
+    ],
+    dot_f32,
+    dequant_row: scalar::KERNELS.dequant_row,
+};
