@@ -73,8 +73,9 @@ impl Report {
         let copied = self.tensors.iter().filter(|t| t.copied).count();
         let worst = self.tensors.iter().max_by(|a, b| a.rel_rmse.total_cmp(&b.rel_rmse));
         writeln!(w, "{} tensors ({copied} copied unchanged, marked =)", self.tensors.len())?;
-        if let Some(t) = worst {
-            writeln!(w, "largest rel RMSE: {:.4e} ({})", t.rel_rmse, t.name)?;
+        match worst {
+            Some(t) if t.rel_rmse > 0.0 => writeln!(w, "largest rel RMSE: {:.4e} ({})", t.rel_rmse, t.name)?,
+            _ => writeln!(w, "every value equals the source's")?,
         }
         let ratio = if self.input_bytes > 0 { self.output_bytes as f64 / self.input_bytes as f64 * 100.0 } else { 0.0 };
         writeln!(

@@ -1,0 +1,199 @@
+#!/usr/bin/env python3
+"""Dequantizes a llama-architecture GGUF with a GPT-2 byte-level BPE vocabulary (e.g.
+SmolLM2-135M-Instruct) into a Hugging Face model directory: the realistic HF test input of
+pipit-convert.
+
+Writes config.json, tokenizer.json, tokenizer_config.json and model.safetensors (bf16 or
+f16). Values come from the `gguf` package's reference dequantizers, then are rounded to the
+chosen dtype (round to nearest even). The q/k projection rows, which GGUF stores permuted
+for adjacent-pair RoPE, are put back in Hugging Face's split-half order.
+
+usage: gguf_to_hf.py MODEL.gguf OUT_DIR [--dtype bf16|f16]
+"""
+import argparse
+import json
+import os
+import struct
+import sys
+
+import numpy as np
+from gguf import GGUFReader
+from gguf import quants
+
+LAYER_NAMES = {
+    "attn_norm": "input_layernorm.weight",
+    "attn_q": "self_attn.q_proj.weight",
+    "attn_k": "self_attn.k_proj.weight",
+    "attn_v": "self_attn.v_proj.weight",
+    "attn_output": "self_attn.o_proj.weight",
+    "ffn_norm": "post_attention_layernorm.weight",
+    "ffn_gate": "mlp.gate_proj.weight",
+    "ffn_up": "mlp.up_proj.weight",
+    "ffn_down": "mlp.down_proj.weight",
+}
+
+
+def field(r: GGUFReader, key: str, default=None):
+    f = r.fields.get(key)
+    return default if f is None else f.contents()
+
+
+def hf_name(gguf_name: str) -> str:
+    base = gguf_name.removesuffix(".weight")
+    if base == "token_embd":
+        return "model.embed_tokens.weight"
+    if base == "output_norm":
+        return "model.norm.weight"
+    if base == "output":
+        return "lm_head.weight"
+    parts = base.split(".")
+    if len(parts) == 3 and parts[0] == "blk" and parts[2] in LAYER_NAMES:
+        return f"model.layers.{parts[1]}.{LAYER_NAMES[parts[2]]}"
+    raise SystemExit(f"gguf_to_hf: unexpected tensor {gguf_name!r}")
+
+
+def adjacent_to_half(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """GGUF row h*hd + 2i + j  ->  Hugging Face row h*hd + j*hd/2 + i."""
+    rows = w.shape[0]
+    hd = rows // n_heads
+    return w.reshape(n_heads, hd // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def to_bf16_bits(x: np.ndarray) -> np.ndarray:
+    bits = x.astype(np.float32).view(np.uint32).astype(np.uint64)
+    return ((bits + (0x7FFF + ((bits >> 16) & 1))) >> 16).astype(np.uint16)
+
+
+def write_safetensors(path: str, tensors: dict, dtype: str) -> None:
+    header = {"__metadata__": {"format": "pt"}}
+    blobs = []
+    offset = 0
+    for name in sorted(tensors):
+        x = tensors[name]
+        raw = (to_bf16_bits(x) if dtype == "bf16" else x.astype(np.float16)).tobytes()
+        header[name] = {"dtype": dtype.upper(), "shape": list(x.shape), "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path + ".part", "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
+    os.replace(path + ".part", path)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("gguf")
+    ap.add_argument("out_dir")
+    ap.add_argument("--dtype", choices=["bf16", "f16"], default="bf16")
+    a = ap.parse_args()
+
+    r = GGUFReader(a.gguf)
+    arch = field(r, "general.architecture")
+    if arch != "llama":
+        raise SystemExit(f"gguf_to_hf: architecture {arch!r}: only llama is supported")
+    if field(r, "tokenizer.ggml.model") != "gpt2":
+        raise SystemExit("gguf_to_hf: only GPT-2 style (byte-level BPE) vocabularies are supported")
+    k = lambda s, d=None: field(r, f"llama.{s}", d)
+    n_head = k("attention.head_count")
+    n_kv = k("attention.head_count_kv", n_head)
+    d_model = k("embedding_length")
+
+    tensors = {}
+    for t in r.tensors:
+        x = quants.dequantize(t.data, t.tensor_type).astype(np.float32)
+        x = x.reshape([int(d) for d in reversed(t.shape)])
+        base = t.name.removesuffix(".weight")
+        if base.endswith(".attn_q"):
+            x = adjacent_to_half(x, n_head)
+        elif base.endswith(".attn_k"):
+            x = adjacent_to_half(x, n_kv)
+        tensors[hf_name(t.name)] = x
+    tied = "lm_head.weight" not in tensors
+    n_vocab = tensors["model.embed_tokens.weight"].shape[0]
+
+    tokens = field(r, "tokenizer.ggml.tokens")
+    types = field(r, "tokenizer.ggml.token_type")
+    merges = field(r, "tokenizer.ggml.merges")
+    ids = {n: field(r, f"tokenizer.ggml.{n}_token_id") for n in ("bos", "eos", "unknown", "padding")}
+    os.makedirs(a.out_dir, exist_ok=True)
+
+    config = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": d_model,
+        "intermediate_size": k("feed_forward_length"),
+        "num_hidden_layers": k("block_count"),
+        "num_attention_heads": n_head,
+        "num_key_value_heads": n_kv,
+        "head_dim": k("attention.key_length", d_model // n_head),
+        "max_position_embeddings": k("context_length"),
+        "rms_norm_eps": float(np.float32(k("attention.layer_norm_rms_epsilon"))),
+        "rope_theta": float(k("rope.freq_base", 10000.0)),
+        "rope_scaling": None,
+        "hidden_act": "silu",
+        "tie_word_embeddings": tied,
+        "vocab_size": n_vocab,
+        "attention_bias": False,
+        "mlp_bias": False,
+        "torch_dtype": {"bf16": "bfloat16", "f16": "float16"}[a.dtype],
+        "bos_token_id": ids["bos"],
+        "eos_token_id": ids["eos"],
+        "pad_token_id": ids["padding"],
+    }
+    added = [
+        {"id": i, "content": tokens[i], "single_word": False, "lstrip": False, "rstrip": False,
+         "normalized": False, "special": types[i] == 3}
+        for i in range(len(tokens)) if types[i] in (3, 4)
+    ]
+    pre = field(r, "tokenizer.ggml.pre", "default")
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    pre_tokenizer = byte_level if pre != "smollm" else {
+        "type": "Sequence",
+        "pretokenizers": [{"type": "Digits", "individual_digits": True}, byte_level],
+    }
+    tokenizer = {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": added,
+        "normalizer": None,
+        "pre_tokenizer": pre_tokenizer,
+        "post_processor": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True},
+        "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+        "model": {
+            "type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+            "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
+            "vocab": {t: i for i, t in enumerate(tokens)},
+            "merges": list(merges),
+        },
+    }
+    name = lambda key: None if ids[key] is None else tokens[ids[key]]
+    tok_config = {
+        "add_bos_token": bool(field(r, "tokenizer.ggml.add_bos_token", False)),
+        "add_prefix_space": False,
+        "added_tokens_decoder": {str(t["id"]): {kk: v for kk, v in t.items() if kk != "id"} for t in added},
+        "bos_token": name("bos"),
+        "eos_token": name("eos"),
+        "unk_token": name("unknown"),
+        "pad_token": name("padding"),
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": k("context_length"),
+        "tokenizer_class": "GPT2Tokenizer",
+    }
+    template = field(r, "tokenizer.chat_template")
+    if template is not None:
+        tok_config["chat_template"] = template
+
+    for fname, obj in (("config.json", config), ("tokenizer.json", tokenizer), ("tokenizer_config.json", tok_config)):
+        with open(os.path.join(a.out_dir, fname), "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=1, ensure_ascii=False)
+    write_safetensors(os.path.join(a.out_dir, "model.safetensors"), tensors, a.dtype)
+    print(f"wrote {a.out_dir} ({len(tensors)} tensors, {a.dtype})", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

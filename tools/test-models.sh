@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Converter tests on the real models: fetches them, builds pipit-convert (--profile ci),
+# converts SmolLM2-135M-Instruct Q4_1 and Gemma 3 270M Q4_K_M, exports SmolLM2 as Hugging
+# Face directories (bf16 and f16) and converts those, then checks everything against the
+# `gguf` Python package (tools/check_oracle.py). Outputs go to models/ (git-ignored); a
+# conversion is skipped when its output is newer than both its input and the converter.
+# Any failure stops the script with a non-zero exit and a message.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+models="$root/models"
+target="${CARGO_TARGET_DIR:-$root/target}"
+conv="$target/ci/pipit-convert"
+trap 'echo "test-models.sh: FAILED (line $LINENO)" >&2' ERR
+
+"$root/tools/fetch-models.sh" all >/dev/null
+(cd "$root" && cargo build --quiet -p pipit-convert --profile ci)
+
+fresh() { # fresh OUT INPUT...: OUT exists and is newer than every INPUT
+  local out=$1; shift
+  [ -e "$out" ] || return 1
+  for dep in "$@"; do [ "$out" -nt "$dep" ] || return 1; done
+}
+
+# convert INPUT OUT [DEP...]: runs pipit-convert, keeping its table in OUT.convert.txt.
+convert() {
+  local in=$1 out=$2; shift 2
+  if fresh "$out" "$in" "$conv" "$@"; then
+    echo "up to date: $out"
+    return 0
+  fi
+  echo "converting $in -> $out"
+  "$conv" "$in" -o "$out" >"$out.convert.txt" 2>"$out.convert.log" \
+    || { cat "$out.convert.log" >&2; return 1; }
+  tail -n 3 "$out.convert.txt"
+}
+
+convert "$models/SmolLM2-135M-Instruct.Q4_1.gguf" "$models/SmolLM2-135M-Instruct.pipit"
+convert "$models/gemma-3-270m-q4_k_m.gguf" "$models/gemma-3-270m.pipit"
+echo "Gemma 3 270M per-tensor relative RMSE: $models/gemma-3-270m.pipit.convert.txt"
+
+for dt in bf16 f16; do
+  dir="$models/hf-smollm2-$dt"
+  if ! fresh "$dir/model.safetensors" "$models/SmolLM2-135M-Instruct.Q4_1.gguf" "$root/tools/gguf_to_hf.py"; then
+    python3 "$root/tools/gguf_to_hf.py" "$models/SmolLM2-135M-Instruct.Q4_1.gguf" "$dir" --dtype "$dt"
+  fi
+  convert "$dir" "$models/hf-smollm2-$dt.pipit" "$dir/model.safetensors" "$dir/tokenizer.json" "$dir/config.json"
+done
+
+python3 "$root/tools/check_oracle.py"
+echo "test-models.sh: all model conversions checked"
