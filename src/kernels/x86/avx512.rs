@@ -223,6 +223,42 @@ unsafe fn isum_lanes<const DT: u8, const VNNI: bool>(w: &WPair, a: &APair) -> __
     }
 }
 
+/// One pair of blocks (`b`, and `b + 1` when `two`) of an `R` x `T` tile.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn step<const DT: u8, const VNNI: bool, const R: usize, const T: usize>(
+    w: *const u8,
+    rb: usize,
+    nb: usize,
+    x: *const BlockQ8A,
+    b: usize,
+    two: bool,
+    acc: &mut [[__m512; T]; R],
+) {
+    let bb = block_bytes(DT);
+    let zero = APair {
+        a: _mm512_setzero_si512(),
+        d: _mm512_setzero_ps(),
+        s: _mm512_setzero_ps(),
+        init: _mm512_setzero_si512(),
+    };
+    let mut ap = [zero; T];
+    for (t, a) in ap.iter_mut().enumerate() {
+        *a = load_a::<DT, VNNI>(x.add(t * nb + b), two);
+    }
+    for (r, acc_r) in acc.iter_mut().enumerate() {
+        let wp = load_w::<DT, VNNI>(w.add(r * rb + b * bb), two);
+        for (a, acc_rt) in ap.iter().zip(acc_r.iter_mut()) {
+            let i = isum_lanes::<DT, VNNI>(&wp, a);
+            let scale = _mm512_mul_ps(wp.d, a.d);
+            *acc_rt = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), scale, *acc_rt);
+            if DT == Q4_1 {
+                *acc_rt = _mm512_fmadd_ps(wp.m, a.s, *acc_rt);
+            }
+        }
+    }
+}
+
 /// `R` rows x `T` tokens: `w` points at row 0 (rows `rb` bytes apart), `x` at token 0's
 /// blocks (tokens `nb` blocks apart), `out` at (token 0, row 0).
 #[inline(always)]
@@ -234,37 +270,14 @@ unsafe fn tile<const DT: u8, const VNNI: bool, const R: usize, const T: usize>(
     out: *mut f32,
     out_stride: usize,
 ) {
-    let bb = block_bytes(DT);
     let mut acc = [[_mm512_setzero_ps(); T]; R];
-    let step = |b: usize, two: bool, acc: &mut [[__m512; T]; R]| {
-        let mut ap = [APair {
-            a: _mm512_setzero_si512(),
-            d: _mm512_setzero_ps(),
-            s: _mm512_setzero_ps(),
-            init: _mm512_setzero_si512(),
-        }; T];
-        for (t, a) in ap.iter_mut().enumerate() {
-            *a = load_a::<DT, VNNI>(x.add(t * nb + b), two);
-        }
-        for (r, acc_r) in acc.iter_mut().enumerate() {
-            let wp = load_w::<DT, VNNI>(w.add(r * rb + b * bb), two);
-            for (a, acc_rt) in ap.iter().zip(acc_r.iter_mut()) {
-                let i = isum_lanes::<DT, VNNI>(&wp, a);
-                let scale = _mm512_mul_ps(wp.d, a.d);
-                *acc_rt = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), scale, *acc_rt);
-                if DT == Q4_1 {
-                    *acc_rt = _mm512_fmadd_ps(wp.m, a.s, *acc_rt);
-                }
-            }
-        }
-    };
     let mut b = 0;
     while b + 2 <= nb {
-        step(b, true, &mut acc);
+        step::<DT, VNNI, R, T>(w, rb, nb, x, b, true, &mut acc);
         b += 2;
     }
     if b < nb {
-        step(b, false, &mut acc);
+        step::<DT, VNNI, R, T>(w, rb, nb, x, b, false, &mut acc);
     }
     for (r, acc_r) in acc.iter().enumerate() {
         for (t, acc_rt) in acc_r.iter().enumerate() {
