@@ -1,0 +1,115 @@
+//! Token texts in one arena and a text -> id hash table over them.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+
+const EMPTY: u32 = u32::MAX;
+
+/// The vocabulary: token texts by id, and lookup of an id by text.
+#[derive(Debug)]
+pub(crate) struct Vocab {
+    text: String,
+    /// `offs[i]..offs[i + 1]` is token `i` in `text`.
+    offs: Vec<usize>,
+    /// Open addressing, linear probing; slots hold ids or `EMPTY`.
+    slots: Vec<u32>,
+    hasher: RandomState,
+}
+
+impl Vocab {
+    /// Builds the vocabulary. With duplicate texts, lookup finds the highest id (as
+    /// llama.cpp's `token_to_id` map, filled in id order). `tokens.len()` must be below
+    /// `u32::MAX`.
+    pub(crate) fn new(tokens: &[String]) -> Self {
+        let total: usize = tokens.iter().map(String::len).sum();
+        let mut text = String::with_capacity(total);
+        let mut offs = Vec::with_capacity(tokens.len() + 1);
+        offs.push(0);
+        for t in tokens {
+            text.push_str(t);
+            offs.push(text.len());
+        }
+        let cap = (tokens.len() * 2).next_power_of_two().max(16);
+        let mut v = Self {
+            text,
+            offs,
+            slots: vec![EMPTY; cap],
+            hasher: RandomState::new(),
+        };
+        for id in 0..tokens.len() as u32 {
+            v.insert(id);
+        }
+        v
+    }
+
+    fn insert(&mut self, id: u32) {
+        let key = self.get(id).as_bytes();
+        let mask = self.slots.len() - 1;
+        let mut i = (self.hasher.hash_one(key) as usize) & mask;
+        loop {
+            let s = self.slots[i];
+            if s == EMPTY {
+                self.slots[i] = id;
+                return;
+            }
+            if self.get(s).as_bytes() == key {
+                self.slots[i] = id;
+                return;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Number of tokens.
+    pub(crate) fn len(&self) -> usize {
+        self.offs.len() - 1
+    }
+
+    /// Text of token `id` ("" when out of range).
+    pub(crate) fn get(&self, id: u32) -> &str {
+        let i = id as usize;
+        match (self.offs.get(i), self.offs.get(i.wrapping_add(1))) {
+            (Some(&a), Some(&b)) => self.text.get(a..b).unwrap_or(""),
+            _ => "",
+        }
+    }
+
+    /// The id of the token whose text is `key`.
+    pub(crate) fn find(&self, key: &[u8]) -> Option<u32> {
+        let mask = self.slots.len() - 1;
+        let mut i = (self.hasher.hash_one(key) as usize) & mask;
+        loop {
+            let s = self.slots[i];
+            if s == EMPTY {
+                return None;
+            }
+            if self.get(s).as_bytes() == key {
+                return Some(s);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup() {
+        let toks: Vec<String> = ["a", "b", "ab", "", "a"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let v = Vocab::new(&toks);
+        assert_eq!(v.len(), 5);
+        assert_eq!(v.find(b"a"), Some(4));
+        assert_eq!(v.find(b"ab"), Some(2));
+        assert_eq!(v.find(b""), Some(3));
+        assert_eq!(v.find(b"abc"), None);
+        assert_eq!(v.get(2), "ab");
+        assert_eq!(v.get(99), "");
+        let empty = Vocab::new(&[]);
+        assert_eq!(empty.find(b"x"), None);
+    }
+}
