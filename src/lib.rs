@@ -6,9 +6,11 @@
 //! one conversation; [`sampler`] picks the next token.
 
 pub mod error;
+pub mod forward;
 pub mod kernels;
 pub mod model;
 pub mod sampler;
+pub mod session;
 pub mod threadpool;
 pub mod tokenizer;
 
