@@ -3,8 +3,15 @@
 
 use super::Kernels;
 
+mod avx2;
 mod avx512;
 mod avx512vnni;
+
+fn has_avx2() -> bool {
+    is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
+}
 
 fn has_avx512() -> bool {
     is_x86_feature_detected!("avx512f")
@@ -18,6 +25,9 @@ fn has_avx512() -> bool {
 /// The x86 tables this CPU supports, slowest first.
 pub(crate) fn available() -> Vec<&'static Kernels> {
     let mut v = Vec::new();
+    if has_avx2() {
+        v.push(&avx2::KERNELS);
+    }
     if has_avx512() {
         v.push(&avx512::KERNELS);
         if is_x86_feature_detected!("avx512vnni") {

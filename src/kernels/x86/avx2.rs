@@ -1,0 +1,440 @@
+//! AVX2 + FMA + F16C kernels: one block of 32 per 256-bit register.
+//!
+//! Integer products use `vpmaddubsw` (u8 x i8 -> i16 pairs) + `vpmaddwd` (-> i32 lanes).
+//! Q8_0 uses the sign trick (`|w| * sign(a, w)`; `|w| <= 128`, `|a| <= 127`, so pairs stay
+//! below 2^15); Q4 nibbles are already unsigned, and Q4_0's `-8` offset is removed exactly by
+//! subtracting `8 * a` summed the same way. Per block, the 8 i32 lanes are converted to f32
+//! and scaled by `d_w * d_a`; Q4_1's `m_w * s_a` goes to a scalar accumulator.
+//!
+//! # Safety
+//! Every `unsafe fn` here requires AVX2, FMA and F16C (guaranteed by the `#[target_feature]`
+//! entry points) and the slice-size preconditions of the table types in `kernels/mod.rs`.
+
+use std::arch::x86_64::*;
+use std::ops::Range;
+
+use super::super::scalar::{self, Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES};
+use super::super::{BlockQ8A, Kernels, QK};
+
+const Q8_0: u8 = 0;
+const Q4_0: u8 = 1;
+const Q4_1: u8 = 2;
+
+const fn block_bytes(dt: u8) -> usize {
+    match dt {
+        Q8_0 => Q8_0_BYTES,
+        Q4_0 => Q4_0_BYTES,
+        _ => Q4_1_BYTES,
+    }
+}
+
+/// The f16 at `p` (unaligned) as f32.
+#[inline(always)]
+unsafe fn f16_at(p: *const u8) -> f32 {
+    let bits = u16::from_le_bytes([*p, *p.add(1)]);
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
+}
+
+/// One weight block of one row.
+#[derive(Clone, Copy)]
+struct WBlock {
+    /// Unsigned bytes: `|w|` (Q8_0) or nibbles (Q4).
+    u: __m256i,
+    /// Q8_0: the signed weights (for the sign of the activations).
+    w: __m256i,
+    d: f32,
+    m: f32,
+}
+
+#[inline(always)]
+unsafe fn load_w<const DT: u8>(p: *const u8) -> WBlock {
+    let d = f16_at(p);
+    match DT {
+        Q8_0 => {
+            let w = _mm256_loadu_si256(p.add(2).cast());
+            WBlock {
+                u: _mm256_sign_epi8(w, w),
+                w,
+                d,
+                m: 0.0,
+            }
+        }
+        _ => {
+            let off = if DT == Q4_0 { 2 } else { 4 };
+            let q = _mm_loadu_si128(p.add(off).cast());
+            let lo = _mm_and_si128(q, _mm_set1_epi8(0x0f));
+            let hi = _mm_and_si128(_mm_srli_epi16::<4>(q), _mm_set1_epi8(0x0f));
+            let u = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), hi);
+            let m = if DT == Q4_1 { f16_at(p.add(2)) } else { 0.0 };
+            WBlock {
+                u,
+                w: _mm256_setzero_si256(),
+                d,
+                m,
+            }
+        }
+    }
+}
+
+/// One activation block of one token.
+#[derive(Clone, Copy)]
+struct ABlock {
+    a: __m256i,
+    d: f32,
+    s: f32,
+    /// Q4_0: `8 * a` summed as in `isum_lanes`, to subtract.
+    corr: __m256i,
+}
+
+#[inline(always)]
+unsafe fn load_a<const DT: u8>(x: *const BlockQ8A) -> ABlock {
+    let x = &*x;
+    let a = _mm256_loadu_si256(x.qs.as_ptr().cast());
+    let corr = if DT == Q4_0 {
+        dot_u8_i8(_mm256_set1_epi8(8), a)
+    } else {
+        _mm256_setzero_si256()
+    };
+    ABlock {
+        a,
+        d: x.d,
+        s: x.s,
+        corr,
+    }
+}
+
+/// i32 lanes of `u * a` over groups of 4 bytes (`vpmaddubsw` pairs cannot saturate for the
+/// operands used here).
+#[inline(always)]
+unsafe fn dot_u8_i8(u: __m256i, a: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(u, a), _mm256_set1_epi16(1))
+}
+
+/// Exact i32 lanes of one weight block times one activation block.
+#[inline(always)]
+unsafe fn isum_lanes<const DT: u8>(w: &WBlock, a: &ABlock) -> __m256i {
+    match DT {
+        Q8_0 => dot_u8_i8(w.u, _mm256_sign_epi8(a.a, w.w)),
+        Q4_0 => _mm256_sub_epi32(dot_u8_i8(w.u, a.a), a.corr),
+        _ => dot_u8_i8(w.u, a.a),
+    }
+}
+
+/// `R` rows x `T` tokens; pointers as in the AVX-512 `tile`.
+#[inline(always)]
+unsafe fn tile<const DT: u8, const R: usize, const T: usize>(
+    w: *const u8,
+    rb: usize,
+    nb: usize,
+    x: *const BlockQ8A,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    let bb = block_bytes(DT);
+    let mut acc = [[_mm256_setzero_ps(); T]; R];
+    let mut accm = [[0f32; T]; R];
+    for b in 0..nb {
+        let zero = ABlock {
+            a: _mm256_setzero_si256(),
+            d: 0.0,
+            s: 0.0,
+            corr: _mm256_setzero_si256(),
+        };
+        let mut ab = [zero; T];
+        for (t, a) in ab.iter_mut().enumerate() {
+            *a = load_a::<DT>(x.add(t * nb + b));
+        }
+        for r in 0..R {
+            let wb = load_w::<DT>(w.add(r * rb + b * bb));
+            for t in 0..T {
+                let i = isum_lanes::<DT>(&wb, &ab[t]);
+                let scale = _mm256_set1_ps(wb.d * ab[t].d);
+                acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), scale, acc[r][t]);
+                if DT == Q4_1 {
+                    accm[r][t] += wb.m * ab[t].s;
+                }
+            }
+        }
+    }
+    for r in 0..R {
+        for t in 0..T {
+            *out.add(t * out_stride + r) = hsum(acc[r][t]) + accm[r][t];
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+#[inline(always)]
+unsafe fn matmul_q8a<const DT: u8>(
+    w: &[u8],
+    cols: usize,
+    rows: Range<usize>,
+    xq: &[BlockQ8A],
+    n_tok: usize,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    let nb = cols / QK;
+    let rb = nb * block_bytes(DT);
+    let (wp, xp) = (w.as_ptr(), xq.as_ptr());
+    let mut r = rows.start;
+    while r < rows.end {
+        let four = r + 4 <= rows.end;
+        let wr = wp.add(r * rb);
+        let mut t = 0;
+        while t < n_tok {
+            let tn = (n_tok - t).min(2);
+            let (x, o) = (xp.add(t * nb), out.add(t * out_stride + r));
+            match (four, tn) {
+                (true, 2) => tile::<DT, 4, 2>(wr, rb, nb, x, o, out_stride),
+                (true, _) => tile::<DT, 4, 1>(wr, rb, nb, x, o, out_stride),
+                (false, 2) => tile::<DT, 1, 2>(wr, rb, nb, x, o, out_stride),
+                (false, _) => tile::<DT, 1, 1>(wr, rb, nb, x, o, out_stride),
+            }
+            t += tn;
+        }
+        r += if four { 4 } else { 1 };
+    }
+}
+
+#[inline(always)]
+unsafe fn isums<const DT: u8>(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
+    let bb = block_bytes(DT);
+    for (b, o) in out.iter_mut().enumerate() {
+        let i = isum_lanes::<DT>(
+            &load_w::<DT>(w_row.as_ptr().add(b * bb)),
+            &load_a::<DT>(xq.as_ptr().add(b)),
+        );
+        let s = _mm_add_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256::<1>(i));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+        *o = _mm_cvtsi128_si32(s);
+    }
+}
+
+/// Quantizes activations, bit-identical to the scalar rule (`vroundps` to nearest-even, then
+/// an exact conversion of the integral value).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_act(x: &[f32], out: &mut [BlockQ8A]) {
+    let sign = _mm256_set1_ps(-0.0);
+    for (xb, o) in x.chunks_exact(QK).zip(out.iter_mut()) {
+        let p = xb.as_ptr();
+        let v = [
+            _mm256_loadu_ps(p),
+            _mm256_loadu_ps(p.add(8)),
+            _mm256_loadu_ps(p.add(16)),
+            _mm256_loadu_ps(p.add(24)),
+        ];
+        let m01 = _mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1]));
+        let m23 = _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3]));
+        let m = _mm256_max_ps(m01, m23);
+        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let m = _mm_max_ss(m, _mm_movehdup_ps(m));
+        let (d, id) = scalar::act_scale(_mm_cvtss_f32(m));
+        let idv = _mm256_set1_ps(id);
+        let mut q = [_mm256_setzero_si256(); 4];
+        for (qk, &vk) in q.iter_mut().zip(&v) {
+            let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                _mm256_mul_ps(vk, idv),
+            );
+            *qk = _mm256_cvtps_epi32(r);
+        }
+        let sum = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+        let s = _mm_add_epi32(
+            _mm256_castsi256_si128(sum),
+            _mm256_extracti128_si256::<1>(sum),
+        );
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+        let p01 = _mm256_packs_epi32(q[0], q[1]);
+        let p23 = _mm256_packs_epi32(q[2], q[3]);
+        let p = _mm256_packs_epi16(p01, p23);
+        let p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256(o.qs.as_mut_ptr().cast(), p);
+        o.d = d;
+        o.s = d * _mm_cvtsi128_si32(s) as f32;
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len();
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (k, acc_k) in acc.iter_mut().enumerate() {
+            *acc_k = _mm256_fmadd_ps(
+                _mm256_loadu_ps(pa.add(i + 8 * k)),
+                _mm256_loadu_ps(pb.add(i + 8 * k)),
+                *acc_k,
+            );
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        acc[0] = _mm256_fmadd_ps(
+            _mm256_loadu_ps(pa.add(i)),
+            _mm256_loadu_ps(pb.add(i)),
+            acc[0],
+        );
+        i += 8;
+    }
+    let mut tail = 0f32;
+    while i < n {
+        tail += *pa.add(i) * *pb.add(i);
+        i += 1;
+    }
+    hsum(_mm256_add_ps(
+        _mm256_add_ps(acc[0], acc[1]),
+        _mm256_add_ps(acc[2], acc[3]),
+    )) + tail
+}
+
+/// `R` rows x `T` tokens of an F32/F16-weight matmul; 8 columns per step, scalar tail.
+#[inline(always)]
+unsafe fn tile_f<const F16: bool, const R: usize, const T: usize>(
+    w: *const u8,
+    rb: usize,
+    cols: usize,
+    x: *const f32,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    let mut acc = [[_mm256_setzero_ps(); T]; R];
+    let mut i = 0;
+    while i + 8 <= cols {
+        let mut xv = [_mm256_setzero_ps(); T];
+        for (t, v) in xv.iter_mut().enumerate() {
+            *v = _mm256_loadu_ps(x.add(t * cols + i));
+        }
+        for r in 0..R {
+            let p = w.add(r * rb);
+            let wv = if F16 {
+                _mm256_cvtph_ps(_mm_loadu_si128(p.add(2 * i).cast()))
+            } else {
+                _mm256_loadu_ps(p.add(4 * i).cast())
+            };
+            for t in 0..T {
+                acc[r][t] = _mm256_fmadd_ps(wv, xv[t], acc[r][t]);
+            }
+        }
+        i += 8;
+    }
+    for r in 0..R {
+        let p = w.add(r * rb);
+        for t in 0..T {
+            let mut tail = 0f32;
+            for j in i..cols {
+                let wj = if F16 {
+                    f16_at(p.add(2 * j))
+                } else {
+                    f32::from_le_bytes(std::ptr::read_unaligned(p.add(4 * j).cast::<[u8; 4]>()))
+                };
+                tail += wj * *x.add(t * cols + j);
+            }
+            *out.add(t * out_stride + r) = hsum(acc[r][t]) + tail;
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn matmul_f<const F16: bool>(
+    w: &[u8],
+    cols: usize,
+    rows: Range<usize>,
+    x: &[f32],
+    n_tok: usize,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    let rb = cols * if F16 { 2 } else { 4 };
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    let mut r = rows.start;
+    while r < rows.end {
+        let four = r + 4 <= rows.end;
+        let wr = wp.add(r * rb);
+        let mut t = 0;
+        while t < n_tok {
+            let tn = (n_tok - t).min(2);
+            let (xt, o) = (xp.add(t * cols), out.add(t * out_stride + r));
+            match (four, tn) {
+                (true, 2) => tile_f::<F16, 4, 2>(wr, rb, cols, xt, o, out_stride),
+                (true, _) => tile_f::<F16, 4, 1>(wr, rb, cols, xt, o, out_stride),
+                (false, 2) => tile_f::<F16, 1, 2>(wr, rb, cols, xt, o, out_stride),
+                (false, _) => tile_f::<F16, 1, 1>(wr, rb, cols, xt, o, out_stride),
+            }
+            t += tn;
+        }
+        r += if four { 4 } else { 1 };
+    }
+}
+
+macro_rules! avx2_fns {
+    ($($mm:ident, $is:ident, $dt:ident;)*) => {$(
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $mm(w: &[u8], cols: usize, rows: Range<usize>, xq: &[BlockQ8A], n_tok: usize, out: *mut f32, out_stride: usize) {
+            matmul_q8a::<$dt>(w, cols, rows, xq, n_tok, out, out_stride)
+        }
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $is(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
+            isums::<$dt>(w_row, xq, out)
+        }
+    )*};
+}
+avx2_fns! {
+    matmul_q8a_q8_0, isums_q8_0, Q8_0;
+    matmul_q8a_q4_0, isums_q4_0, Q4_0;
+    matmul_q8a_q4_1, isums_q4_1, Q4_1;
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn matmul_f32_f32(
+    w: &[u8],
+    cols: usize,
+    rows: Range<usize>,
+    x: &[f32],
+    n_tok: usize,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    matmul_f::<false>(w, cols, rows, x, n_tok, out, out_stride)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn matmul_f32_f16(
+    w: &[u8],
+    cols: usize,
+    rows: Range<usize>,
+    x: &[f32],
+    n_tok: usize,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    matmul_f::<true>(w, cols, rows, x, n_tok, out, out_stride)
+}
+
+/// The AVX2 table.
+pub(super) static KERNELS: Kernels = Kernels {
+    name: "avx2",
+    quantize_act,
+    matmul_q8a: [matmul_q8a_q8_0, matmul_q8a_q4_0, matmul_q8a_q4_1],
+    isums: [isums_q8_0, isums_q4_0, isums_q4_1],
+    matmul_f32: [
+        matmul_f32_f32,
+        matmul_f32_f16,
+        scalar::KERNELS.matmul_f32[2],
+        scalar::KERNELS.matmul_f32[3],
+        scalar::KERNELS.matmul_f32[4],
+    ],
+    dot_f32,
+    dequant_row: scalar::KERNELS.dequant_row,
+};
