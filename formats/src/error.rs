@@ -148,6 +148,17 @@ pub enum FormatError {
     BlockMultiple { dtype: DType, elems: usize },
     /// A block's scale (or minimum) does not fit in f16.
     ScaleOverflow { block: usize, value: f32 },
+    /// A metadata value breaks a rule of SPEC.md (used by consumers such as the runtime
+    /// loader, which validates hyper-parameters).
+    BadValue { key: String, value: String, rule: String },
+    /// A tensor the model needs is absent.
+    MissingTensor { name: String },
+    /// A tensor the model does not use is present (e.g. a layer beyond `n_layer`).
+    UnexpectedTensor { name: String, reason: String },
+    /// A tensor's shape differs from what the hyper-parameters imply.
+    ShapeMismatch { tensor: String, expected: Vec<u64>, found: Vec<u64> },
+    /// A tensor has a dtype its role does not allow (e.g. a norm that is not F32).
+    WrongDType { tensor: String, found: DType, expected: &'static str },
 }
 
 impl fmt::Display for FormatError {
@@ -269,6 +280,16 @@ impl fmt::Display for FormatError {
             ),
             ScaleOverflow { block, value } => {
                 write!(f, "block {block}: scale or minimum {value} does not fit in f16")
+            }
+            BadValue { key, value, rule } => write!(f, "metadata '{key}' = {value}: {rule}"),
+            MissingTensor { name } => write!(f, "tensor '{name}' is missing"),
+            UnexpectedTensor { name, reason } => write!(f, "unexpected tensor '{name}': {reason}"),
+            ShapeMismatch { tensor, expected, found } => write!(
+                f,
+                "tensor '{tensor}' has shape {found:?}, expected {expected:?}"
+            ),
+            WrongDType { tensor, found, expected } => {
+                write!(f, "tensor '{tensor}' has dtype {found}, expected {expected}")
             }
         }
     }
