@@ -73,7 +73,7 @@ pub fn dequantize(t: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<(), Dequ
     let (be, bb) = t.block();
     let (be, bb) = (be as usize, bb as usize);
     let len_err = || DequantError::Length { ggml_type: t, bytes: bytes.len(), elems: out.len() };
-    if out.len() % be != 0 || bytes.len() % bb != 0 || bytes.len() / bb != out.len() / be {
+    if !out.len().is_multiple_of(be) || !bytes.len().is_multiple_of(bb) || bytes.len() / bb != out.len() / be {
         return Err(len_err());
     }
     let blocks = bytes.chunks_exact(bb).zip(out.chunks_exact_mut(be));

@@ -304,7 +304,7 @@ impl GgmlType {
     /// Bytes needed for `n_elems` elements; `None` if not whole blocks or on overflow.
     pub fn bytes_for(self, n_elems: u64) -> Option<u64> {
         let (be, bb) = self.block();
-        if n_elems % be != 0 {
+        if !n_elems.is_multiple_of(be) {
             return None;
         }
         (n_elems / be).checked_mul(bb)

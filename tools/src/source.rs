@@ -155,7 +155,7 @@ pub fn half_to_adjacent(data: &[u8], rows: usize, n_heads: usize, tensor: &str) 
         value: rows.to_string(),
         reason: format!("not a multiple of 2 * {n_heads} heads"),
     };
-    if n_heads == 0 || rows % n_heads != 0 || (rows / n_heads) % 2 != 0 || rows == 0 || data.len() % rows != 0 {
+    if n_heads == 0 || rows == 0 || !rows.is_multiple_of(n_heads) || !(rows / n_heads).is_multiple_of(2) || !data.len().is_multiple_of(rows) {
         return Err(bad());
     }
     let hd = rows / n_heads;
