@@ -155,6 +155,13 @@ unsafe fn load_w<const DT: u8, const VNNI: bool>(p: *const u8, two: bool) -> WPa
     }
 }
 
+/// `[lo x8, hi x8]` (AVX-512F only; `vinsertf32x8` would need DQ).
+#[inline(always)]
+unsafe fn halves(lo: f32, hi: f32) -> __m512 {
+    let l = _mm512_castps_pd(_mm512_set1_ps(lo));
+    _mm512_castpd_ps(_mm512_insertf64x4::<1>(l, _mm256_castps_pd(_mm256_set1_ps(hi))))
+}
+
 /// One pair of activation blocks of one token.
 #[derive(Clone, Copy)]
 struct APair {
@@ -178,10 +185,9 @@ unsafe fn load_a<const DT: u8, const VNNI: bool>(x: *const BlockQ8A, two: bool) 
         (_mm256_setzero_si256(), 0.0, 0.0)
     };
     let a = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
-    let d = _mm512_insertf32x8::<1>(_mm512_set1_ps(x0.d), _mm256_set1_ps(d1));
+    let d = halves(x0.d, d1);
     let s = if DT == Q4_1 {
-        let s = _mm512_insertf32x8::<1>(_mm512_set1_ps(x0.s), _mm256_set1_ps(s1));
-        _mm512_maskz_mov_ps(0x0101, s)
+        _mm512_maskz_mov_ps(0x0101, halves(x0.s, s1))
     } else {
         _mm512_setzero_ps()
     };
