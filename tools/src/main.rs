@@ -26,7 +26,9 @@ enum QuantArg {
 /// llama, mistral or qwen2), tokenizer.json, optional tokenizer_config.json and *.safetensors
 /// in F32/F16/BF16.
 ///
-/// Norms and biases are always stored as F32. Hugging Face q/k rows are permuted to the
+/// Norms and biases are always stored as F32; a matrix whose source type is already the
+/// target type is copied bit for bit; a matrix whose rows are not whole 32-element blocks
+/// stays F16/F32. Hugging Face q/k rows are permuted to the
 /// adjacent-pair RoPE layout GGUF uses (model.rope_pairs = adjacent), so both inputs of the
 /// same checkpoint give the same tensors.
 ///
