@@ -258,24 +258,7 @@ impl Model {
     }
 
     fn from_storage(storage: Storage, verify: bool, source: String) -> Result<Model> {
-        let bytes = storage.bytes();
-        let file = PipitFile::parse(bytes)?;
-        if verify {
-            file.verify_data(bytes)?;
-        }
-        let hparams = HParams::from_metadata(&file.metadata)?;
-        let tokenizer = Tokenizer::from_metadata(&file.metadata)?;
-        if tokenizer.n_vocab() != hparams.n_vocab {
-            return Err(bad_value(
-                "model.n_vocab",
-                hparams.n_vocab,
-                format!(
-                    "must equal the number of tokenizer.tokens ({})",
-                    tokenizer.n_vocab()
-                ),
-            ));
-        }
-        let weights = resolve_weights(&file, &hparams, bytes.len())?;
+        let (file, hparams, tokenizer, weights) = load(storage.bytes(), verify)?;
         Ok(Model {
             storage,
             file,
@@ -284,6 +267,12 @@ impl Model {
             tokenizer,
             source,
         })
+    }
+
+    /// Runs every check opening does (tensor checksums excluded) on `bytes`, without
+    /// keeping them: for tools and for tests that try many corrupted variants of a file.
+    pub fn validate(bytes: &[u8]) -> Result<()> {
+        load(bytes, false).map(|_| ())
     }
 
     /// Hyper-parameters.
@@ -332,6 +321,28 @@ impl Model {
         assert_eq!(t.dtype, DType::F32, "Model::f32s on a {} tensor", t.dtype);
         bytemuck::cast_slice(self.data(t))
     }
+}
+
+/// Parses and validates a whole model file: format, hyper-parameters, tokenizer, weights.
+fn load(bytes: &[u8], verify: bool) -> Result<(PipitFile, HParams, Tokenizer, Weights)> {
+    let file = PipitFile::parse(bytes)?;
+    if verify {
+        file.verify_data(bytes)?;
+    }
+    let hparams = HParams::from_metadata(&file.metadata)?;
+    let tokenizer = Tokenizer::from_metadata(&file.metadata)?;
+    if tokenizer.n_vocab() != hparams.n_vocab {
+        return Err(bad_value(
+            "model.n_vocab",
+            hparams.n_vocab,
+            format!(
+                "must equal the number of tokenizer.tokens ({})",
+                tokenizer.n_vocab()
+            ),
+        ));
+    }
+    let weights = resolve_weights(&file, &hparams, bytes.len())?;
+    Ok((file, hparams, tokenizer, weights))
 }
 
 fn bad_value(key: &str, value: impl std::fmt::Display, rule: impl Into<String>) -> Error {
