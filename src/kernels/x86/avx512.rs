@@ -110,7 +110,12 @@ unsafe fn load_w<const DT: u8, const VNNI: bool>(p: *const u8, two: bool) -> WPa
                 _mm256_setzero_si256()
             };
             let w = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
-            let z = _mm512_maskz_loadu_epi8(bytes_mask(n.min(36)), p.cast());
+            // A full pair is 68 bytes, so a plain 64-byte load stays inside it.
+            let z = if two {
+                _mm512_loadu_si512(p.cast())
+            } else {
+                _mm512_maskz_loadu_epi8(bytes_mask(n), p.cast())
+            };
             let d = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(
                 idx(&Q8_0_D),
                 z,
@@ -159,7 +164,10 @@ unsafe fn load_w<const DT: u8, const VNNI: bool>(p: *const u8, two: bool) -> WPa
 #[inline(always)]
 unsafe fn halves(lo: f32, hi: f32) -> __m512 {
     let l = _mm512_castps_pd(_mm512_set1_ps(lo));
-    _mm512_castpd_ps(_mm512_insertf64x4::<1>(l, _mm256_castps_pd(_mm256_set1_ps(hi))))
+    _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+        l,
+        _mm256_castps_pd(_mm256_set1_ps(hi)),
+    ))
 }
 
 /// One pair of activation blocks of one token.
@@ -229,6 +237,174 @@ unsafe fn isum_lanes<const DT: u8, const VNNI: bool>(w: &WPair, a: &APair) -> __
     }
 }
 
+/// Word indices for quads of Q4 blocks: the 4 x 16 nibble bytes (second source = the 16
+/// bytes at `QUAD_TAIL_OFF`), and the scale / minimum of block k into lanes 4k..4k+3 / 4k.
+static Q4_0_QUAD_NIB: Idx = Idx([
+    1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 15, 16, 17, //
+    19, 20, 21, 22, 23, 24, 25, 26, 32, 33, 34, 35, 36, 37, 38, 39,
+]);
+static Q4_1_QUAD_NIB: Idx = Idx([
+    2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 14, 15, 16, 17, 18, 19, //
+    22, 23, 24, 25, 26, 27, 28, 29, 32, 33, 34, 35, 36, 37, 38, 39,
+]);
+static Q4_0_QUAD_D: Idx = Idx([
+    0, 0, 0, 0, 9, 9, 9, 9, 18, 18, 18, 18, 27, 27, 27, 27, //
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+]);
+static Q4_1_QUAD_D: Idx = Idx([
+    0, 0, 0, 0, 10, 10, 10, 10, 20, 20, 20, 20, 30, 30, 30, 30, //
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+]);
+static Q4_1_QUAD_M: Idx = Idx([
+    1, 0, 0, 0, 11, 0, 0, 0, 21, 0, 0, 0, 31, 0, 0, 0, //
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+]);
+/// Lane k*4 (k = 0..3) of a 16-lane f32 vector built from 4 scalars in lanes 0..3.
+#[repr(align(64))]
+struct IdxD([u32; 16]);
+static SPREAD4: IdxD = IdxD([0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3]);
+
+/// Byte offset of the 16 bytes that complete a quad beyond its first 64 (word 32 onwards in
+/// the permute indices above): Q4_0 quads are 72 bytes (words 28..35 at offset 56, so index
+/// 32 + j is word 28 + j), Q4_1 quads 80 (words 32..39 at offset 64).
+const fn quad_tail_off(dt: u8) -> usize {
+    if dt == Q4_0 {
+        56
+    } else {
+        64
+    }
+}
+
+/// Four Q4 weight blocks of one row: `lo`/`hi` hold nibbles 0..15 / 16..31 of block k in
+/// bytes 16k..16k+15, so a block's products land in i32 lanes 4k..4k+3.
+#[derive(Clone, Copy)]
+struct WQuad {
+    lo: __m512i,
+    hi: __m512i,
+    d: __m512,
+    m: __m512,
+}
+
+#[inline(always)]
+unsafe fn load_w4<const DT: u8>(p: *const u8) -> WQuad {
+    // Both loads lie inside the quad (72 or 80 bytes).
+    let z0 = _mm512_loadu_si512(p.cast());
+    let t = _mm512_castsi128_si512(_mm_loadu_si128(p.add(quad_tail_off(DT)).cast()));
+    let (nib, di) = if DT == Q4_0 {
+        (&Q4_0_QUAD_NIB, &Q4_0_QUAD_D)
+    } else {
+        (&Q4_1_QUAD_NIB, &Q4_1_QUAD_D)
+    };
+    let q = _mm512_permutex2var_epi16(z0, idx(nib), t);
+    let mask = _mm512_set1_epi8(0x0f);
+    let lo = _mm512_and_si512(q, mask);
+    let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(q), mask);
+    let d = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(
+        idx(di),
+        z0,
+    )));
+    let m = if DT == Q4_1 {
+        _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_maskz_permutexvar_epi16(
+            0x1111,
+            idx(&Q4_1_QUAD_M),
+            z0,
+        )))
+    } else {
+        _mm512_setzero_ps()
+    };
+    WQuad { lo, hi, d, m }
+}
+
+/// Four activation blocks of one token, arranged like [`WQuad`].
+#[derive(Clone, Copy)]
+struct AQuad {
+    lo: __m512i,
+    hi: __m512i,
+    d: __m512,
+    s: __m512,
+    init: __m512i,
+}
+
+#[inline(always)]
+unsafe fn load_a4<const DT: u8, const VNNI: bool>(x: *const BlockQ8A) -> AQuad {
+    let (x0, x1, x2, x3) = (&*x, &*x.add(1), &*x.add(2), &*x.add(3));
+    let y = [x0, x1, x2, x3].map(|b| b.qs.as_ptr());
+    let u01 = _mm512_inserti64x4::<1>(
+        _mm512_castsi256_si512(_mm256_loadu_si256(y[0].cast())),
+        _mm256_loadu_si256(y[1].cast()),
+    );
+    let u23 = _mm512_inserti64x4::<1>(
+        _mm512_castsi256_si512(_mm256_loadu_si256(y[2].cast())),
+        _mm256_loadu_si256(y[3].cast()),
+    );
+    let lo = _mm512_shuffle_i64x2::<0b10_00_10_00>(u01, u23);
+    let hi = _mm512_shuffle_i64x2::<0b11_01_11_01>(u01, u23);
+    let dv = _mm_setr_ps(x0.d, x1.d, x2.d, x3.d);
+    let d = _mm512_permutexvar_ps(
+        _mm512_load_si512(SPREAD4.0.as_ptr().cast()),
+        _mm512_castps128_ps512(dv),
+    );
+    let s = if DT == Q4_1 {
+        let sv = _mm_setr_ps(x0.s, x1.s, x2.s, x3.s);
+        _mm512_maskz_permutexvar_ps(
+            0x1111,
+            _mm512_load_si512(SPREAD4.0.as_ptr().cast()),
+            _mm512_castps128_ps512(sv),
+        )
+    } else {
+        _mm512_setzero_ps()
+    };
+    let init = if DT == Q4_0 {
+        let e = _mm512_set1_epi8(8);
+        let c = dpbusd::<VNNI>(dpbusd::<VNNI>(_mm512_setzero_si512(), e, lo), e, hi);
+        _mm512_sub_epi32(_mm512_setzero_si512(), c)
+    } else {
+        _mm512_setzero_si512()
+    };
+    AQuad { lo, hi, d, s, init }
+}
+
+/// Exact i32 lanes of one quad product: block k in lanes 4k..4k+3.
+#[inline(always)]
+unsafe fn isum_lanes4<const VNNI: bool>(w: &WQuad, a: &AQuad) -> __m512i {
+    dpbusd::<VNNI>(dpbusd::<VNNI>(a.init, w.lo, a.lo), w.hi, a.hi)
+}
+
+/// Four blocks (`b..b + 4`) of an `R` x `T` tile (Q4_0/Q4_1).
+#[inline(always)]
+unsafe fn step4<const DT: u8, const VNNI: bool, const R: usize, const T: usize>(
+    w: *const u8,
+    rb: usize,
+    nb: usize,
+    x: *const BlockQ8A,
+    b: usize,
+    acc: &mut [[__m512; T]; R],
+) {
+    let bb = block_bytes(DT);
+    let z = _mm512_setzero_si512();
+    let zf = _mm512_setzero_ps();
+    let mut aq = [AQuad {
+        lo: z,
+        hi: z,
+        d: zf,
+        s: zf,
+        init: z,
+    }; T];
+    for (t, a) in aq.iter_mut().enumerate() {
+        *a = load_a4::<DT, VNNI>(x.add(t * nb + b));
+    }
+    for (r, acc_r) in acc.iter_mut().enumerate() {
+        let wq = load_w4::<DT>(w.add(r * rb + b * bb));
+        for (a, acc_rt) in aq.iter().zip(acc_r.iter_mut()) {
+            let i = isum_lanes4::<VNNI>(&wq, a);
+            *acc_rt = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(wq.d, a.d), *acc_rt);
+            if DT == Q4_1 {
+                *acc_rt = _mm512_fmadd_ps(wq.m, a.s, *acc_rt);
+            }
+        }
+    }
+}
+
 /// One pair of blocks (`b`, and `b + 1` when `two`) of an `R` x `T` tile.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
@@ -278,6 +454,12 @@ unsafe fn tile<const DT: u8, const VNNI: bool, const R: usize, const T: usize>(
 ) {
     let mut acc = [[_mm512_setzero_ps(); T]; R];
     let mut b = 0;
+    if DT != Q8_0 {
+        while b + 4 <= nb {
+            step4::<DT, VNNI, R, T>(w, rb, nb, x, b, &mut acc);
+            b += 4;
+        }
+    }
     while b + 2 <= nb {
         step::<DT, VNNI, R, T>(w, rb, nb, x, b, true, &mut acc);
         b += 2;
@@ -360,6 +542,17 @@ pub(super) unsafe fn isums<const DT: u8, const VNNI: bool>(
     let nb = xq.len();
     let bb = block_bytes(DT);
     let mut b = 0;
+    if DT != Q8_0 {
+        while b + 4 <= nb {
+            let wq = load_w4::<DT>(w_row.as_ptr().add(b * bb));
+            let aq = load_a4::<DT, VNNI>(xq.as_ptr().add(b));
+            let i = isum_lanes4::<VNNI>(&wq, &aq);
+            for k in 0..4 {
+                out[b + k] = _mm512_mask_reduce_add_epi32(0xf << (4 * k), i);
+            }
+            b += 4;
+        }
+    }
     while b < nb {
         let two = b + 1 < nb;
         let wp = load_w::<DT, VNNI>(w_row.as_ptr().add(b * bb), two);
