@@ -132,7 +132,7 @@ impl<'a> QMatrix<'a> {
 
 /// Bytes of one row of `cols` elements, `None` if `cols` is not a whole number of blocks.
 pub fn row_bytes(dtype: DType, cols: usize) -> Option<usize> {
-    if cols % dtype.block_elems() != 0 {
+    if !cols.is_multiple_of(dtype.block_elems()) {
         return None;
     }
     (cols / dtype.block_elems()).checked_mul(dtype.block_bytes())

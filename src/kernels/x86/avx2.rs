@@ -10,6 +10,8 @@
 //! Every `unsafe fn` here requires AVX2, FMA and F16C (guaranteed by the `#[target_feature]`
 //! entry points) and the slice-size preconditions of the table types in `kernels/mod.rs`.
 
+#![allow(clippy::needless_range_loop)] // tiles index rows and tokens in lockstep
+
 use std::arch::x86_64::*;
 use std::ops::Range;
 
@@ -378,6 +380,117 @@ unsafe fn matmul_f<const F16: bool>(
     }
 }
 
+/// One quantized block dequantized to four 8-lane f32 vectors.
+#[inline(always)]
+unsafe fn deq_block<const DT: u8>(p: *const u8) -> [__m256; 4] {
+    let d = _mm256_set1_ps(f16_at(p));
+    let mut v = [_mm256_setzero_ps(); 4];
+    match DT {
+        Q8_0 => {
+            for (k, vk) in v.iter_mut().enumerate() {
+                let q = _mm_loadl_epi64(p.add(2 + 8 * k).cast());
+                *vk = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)));
+            }
+        }
+        _ => {
+            let q = _mm_loadu_si128(p.add(if DT == Q4_0 { 2 } else { 4 }).cast());
+            let lo = _mm_and_si128(q, _mm_set1_epi8(0x0f));
+            let hi = _mm_and_si128(_mm_srli_epi16::<4>(q), _mm_set1_epi8(0x0f));
+            let parts = [lo, _mm_srli_si128::<8>(lo), hi, _mm_srli_si128::<8>(hi)];
+            let m = if DT == Q4_1 {
+                _mm256_set1_ps(f16_at(p.add(2)))
+            } else {
+                _mm256_setzero_ps()
+            };
+            for (vk, &part) in v.iter_mut().zip(&parts) {
+                let qf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(part));
+                *vk = if DT == Q4_0 {
+                    _mm256_mul_ps(d, _mm256_sub_ps(qf, _mm256_set1_ps(8.0)))
+                } else {
+                    _mm256_fmadd_ps(d, qf, m)
+                };
+            }
+        }
+    }
+    v
+}
+
+/// `R` rows x `T` tokens of a quantized-weight matmul with f32 activations.
+#[inline(always)]
+unsafe fn tile_fq<const DT: u8, const R: usize, const T: usize>(
+    w: *const u8,
+    rb: usize,
+    cols: usize,
+    x: *const f32,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    let bb = block_bytes(DT);
+    let mut acc = [[_mm256_setzero_ps(); T]; R];
+    for b in 0..cols / QK {
+        for r in 0..R {
+            let wv = deq_block::<DT>(w.add(r * rb + b * bb));
+            for t in 0..T {
+                let p = x.add(t * cols + b * QK);
+                for (k, &wk) in wv.iter().enumerate() {
+                    acc[r][t] = _mm256_fmadd_ps(wk, _mm256_loadu_ps(p.add(8 * k)), acc[r][t]);
+                }
+            }
+        }
+    }
+    for r in 0..R {
+        for t in 0..T {
+            *out.add(t * out_stride + r) = hsum(acc[r][t]);
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn matmul_fq<const DT: u8>(
+    w: &[u8],
+    cols: usize,
+    rows: Range<usize>,
+    x: &[f32],
+    n_tok: usize,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    let rb = cols / QK * block_bytes(DT);
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    let mut r = rows.start;
+    while r < rows.end {
+        let four = r + 4 <= rows.end;
+        let wr = wp.add(r * rb);
+        let mut t = 0;
+        while t < n_tok {
+            let tn = (n_tok - t).min(2);
+            let (xt, o) = (xp.add(t * cols), out.add(t * out_stride + r));
+            match (four, tn) {
+                (true, 2) => tile_fq::<DT, 4, 2>(wr, rb, cols, xt, o, out_stride),
+                (true, _) => tile_fq::<DT, 4, 1>(wr, rb, cols, xt, o, out_stride),
+                (false, 2) => tile_fq::<DT, 1, 2>(wr, rb, cols, xt, o, out_stride),
+                (false, _) => tile_fq::<DT, 1, 1>(wr, rb, cols, xt, o, out_stride),
+            }
+            t += tn;
+        }
+        r += if four { 4 } else { 1 };
+    }
+}
+
+macro_rules! fq_fns {
+    ($($name:ident, $dt:ident;)*) => {$(
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $name(w: &[u8], cols: usize, rows: Range<usize>, x: &[f32], n_tok: usize, out: *mut f32, out_stride: usize) {
+            matmul_fq::<$dt>(w, cols, rows, x, n_tok, out, out_stride)
+        }
+    )*};
+}
+fq_fns! {
+    matmul_f32_q8_0, Q8_0;
+    matmul_f32_q4_0, Q4_0;
+    matmul_f32_q4_1, Q4_1;
+}
+
 macro_rules! avx2_fns {
     ($($mm:ident, $is:ident, $dt:ident;)*) => {$(
         #[target_feature(enable = "avx2,fma,f16c")]
@@ -431,9 +544,9 @@ pub(super) static KERNELS: Kernels = Kernels {
     matmul_f32: [
         matmul_f32_f32,
         matmul_f32_f16,
-        scalar::KERNELS.matmul_f32[2],
-        scalar::KERNELS.matmul_f32[3],
-        scalar::KERNELS.matmul_f32[4],
+        matmul_f32_q8_0,
+        matmul_f32_q4_0,
+        matmul_f32_q4_1,
     ],
     dot_f32,
     dequant_row: scalar::KERNELS.dequant_row,

@@ -713,6 +713,125 @@ unsafe fn matmul_f<const F16: bool>(
     }
 }
 
+/// The f16 at `p` (unaligned) as f32.
+#[inline(always)]
+unsafe fn f16_at(p: *const u8) -> f32 {
+    let bits = u16::from_le_bytes([*p, *p.add(1)]);
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
+}
+
+/// One quantized block dequantized to two 16-lane f32 vectors (elements 0..15, 16..31).
+#[inline(always)]
+unsafe fn deq_block<const DT: u8>(p: *const u8) -> (__m512, __m512) {
+    let d = _mm512_set1_ps(f16_at(p));
+    match DT {
+        Q8_0 => {
+            let q0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(2).cast())));
+            let q1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(18).cast())));
+            (_mm512_mul_ps(d, q0), _mm512_mul_ps(d, q1))
+        }
+        _ => {
+            let q = _mm_loadu_si128(p.add(if DT == Q4_0 { 2 } else { 4 }).cast());
+            let lo = _mm_and_si128(q, _mm_set1_epi8(0x0f));
+            let hi = _mm_and_si128(_mm_srli_epi16::<4>(q), _mm_set1_epi8(0x0f));
+            let q0 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(lo));
+            let q1 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(hi));
+            if DT == Q4_0 {
+                let e = _mm512_set1_ps(8.0);
+                (
+                    _mm512_mul_ps(d, _mm512_sub_ps(q0, e)),
+                    _mm512_mul_ps(d, _mm512_sub_ps(q1, e)),
+                )
+            } else {
+                let m = _mm512_set1_ps(f16_at(p.add(2)));
+                (_mm512_fmadd_ps(d, q0, m), _mm512_fmadd_ps(d, q1, m))
+            }
+        }
+    }
+}
+
+/// `R` rows x `T` tokens of a quantized-weight matmul with f32 activations.
+#[inline(always)]
+unsafe fn tile_fq<const DT: u8, const R: usize, const T: usize>(
+    w: *const u8,
+    rb: usize,
+    cols: usize,
+    x: *const f32,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    let bb = block_bytes(DT);
+    let mut acc = [[_mm512_setzero_ps(); T]; R];
+    for b in 0..cols / QK {
+        let mut xv = [(_mm512_setzero_ps(), _mm512_setzero_ps()); T];
+        for (t, v) in xv.iter_mut().enumerate() {
+            let p = x.add(t * cols + b * QK);
+            *v = (_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16)));
+        }
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            let (w0, w1) = deq_block::<DT>(w.add(r * rb + b * bb));
+            for (v, acc_rt) in xv.iter().zip(acc_r.iter_mut()) {
+                *acc_rt = _mm512_fmadd_ps(w1, v.1, _mm512_fmadd_ps(w0, v.0, *acc_rt));
+            }
+        }
+    }
+    for (r, acc_r) in acc.iter().enumerate() {
+        for (t, acc_rt) in acc_r.iter().enumerate() {
+            *out.add(t * out_stride + r) = _mm512_reduce_add_ps(*acc_rt);
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn matmul_fq<const DT: u8>(
+    w: &[u8],
+    cols: usize,
+    rows: Range<usize>,
+    x: &[f32],
+    n_tok: usize,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    let rb = cols / QK * block_bytes(DT);
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    let mut r = rows.start;
+    while r < rows.end {
+        let four = r + 4 <= rows.end;
+        let wr = wp.add(r * rb);
+        let mut t = 0;
+        while t < n_tok {
+            let tn = (n_tok - t).min(4);
+            let (xt, o) = (xp.add(t * cols), out.add(t * out_stride + r));
+            match (four, tn) {
+                (true, 4) => tile_fq::<DT, 4, 4>(wr, rb, cols, xt, o, out_stride),
+                (true, 3) => tile_fq::<DT, 4, 3>(wr, rb, cols, xt, o, out_stride),
+                (true, 2) => tile_fq::<DT, 4, 2>(wr, rb, cols, xt, o, out_stride),
+                (true, _) => tile_fq::<DT, 4, 1>(wr, rb, cols, xt, o, out_stride),
+                (false, 4) => tile_fq::<DT, 1, 4>(wr, rb, cols, xt, o, out_stride),
+                (false, 3) => tile_fq::<DT, 1, 3>(wr, rb, cols, xt, o, out_stride),
+                (false, 2) => tile_fq::<DT, 1, 2>(wr, rb, cols, xt, o, out_stride),
+                (false, _) => tile_fq::<DT, 1, 1>(wr, rb, cols, xt, o, out_stride),
+            }
+            t += tn;
+        }
+        r += if four { 4 } else { 1 };
+    }
+}
+
+macro_rules! fq_fns {
+    ($($name:ident, $dt:ident;)*) => {$(
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+        unsafe fn $name(w: &[u8], cols: usize, rows: Range<usize>, x: &[f32], n_tok: usize, out: *mut f32, out_stride: usize) {
+            matmul_fq::<$dt>(w, cols, rows, x, n_tok, out, out_stride)
+        }
+    )*};
+}
+fq_fns! {
+    matmul_f32_q8_0, Q8_0;
+    matmul_f32_q4_0, Q4_0;
+    matmul_f32_q4_1, Q4_1;
+}
+
 macro_rules! entry_points {
     ($features:literal, $vnni:literal) => {
         #[target_feature(enable = $features)]
@@ -780,9 +899,9 @@ pub(super) static KERNELS: Kernels = Kernels {
     matmul_f32: [
         matmul_f32_f32,
         matmul_f32_f16,
-        scalar::KERNELS.matmul_f32[2],
-        scalar::KERNELS.matmul_f32[3],
-        scalar::KERNELS.matmul_f32[4],
+        matmul_f32_q8_0,
+        matmul_f32_q4_0,
+        matmul_f32_q4_1,
     ],
     dot_f32,
     dequant_row: scalar::KERNELS.dequant_row,
