@@ -126,7 +126,7 @@ pub fn dequantize(dtype: DType, bytes: &[u8], out: &mut [f32]) -> Result<(), For
 /// multiple of 32 (`BlockMultiple`), every value finite (`NonFinite`), and each block's
 /// scale and minimum must fit in f16 (`ScaleOverflow`).
 pub fn quantize(dtype: DType, x: &[f32]) -> Result<Vec<u8>, FormatError> {
-    if x.len() % dtype.block_elems() != 0 {
+    if !x.len().is_multiple_of(dtype.block_elems()) {
         return Err(FormatError::BlockMultiple {
             dtype,
             elems: x.len(),
