@@ -19,7 +19,7 @@ pub(crate) struct Bpe {
     /// Symbol id of the text GPT-2's byte mapping gives each byte, or `NONE`.
     byte_sym: [u32; 256],
     /// `(left, right)` -> `(rank, merged)`.
-    merges: HashMap<(u32, u32), (u32, u32)>,
+    merges: PairMap,
     n_vocab: u32,
 }
 
@@ -30,16 +30,22 @@ struct Sym {
     len: u32,
     prev: u32,
     next: u32,
+    /// Merge rank of the pair (this, next), `NONE` if it has none.
+    rank: u32,
+    /// The symbol that pair merges into.
+    merged: u32,
 }
 
-/// A candidate merge: ordered by rank, then left position (a max-heap of `Reverse`).
-type Bigram = Reverse<(u32, u32, u32, u32, u32)>; // (rank, left, right, len, merged)
+/// Heap key of a candidate merge: `rank << 32 | left`, smallest first. An entry is current
+/// while its left symbol is alive and still has that rank with its right neighbour; older
+/// entries are skipped when they come up, as llama.cpp skips outdated bigrams.
+type Key = Reverse<u64>;
 
 /// Buffers reused across words.
 #[derive(Debug, Default)]
 pub(crate) struct Scratch {
     syms: Vec<Sym>,
-    heap: BinaryHeap<Bigram>,
+    heap: Vec<Key>,
     mapped: String,
 }
 
@@ -57,7 +63,7 @@ impl Bpe {
             let next = n_vocab.saturating_add(extra.len() as u32);
             *extra.entry(s.to_string()).or_insert(next)
         };
-        let mut table = HashMap::with_capacity(merges.len());
+        let mut table = PairMap::with_capacity(merges.len());
         let mut buf = String::new();
         for (rank, m) in merges.iter().enumerate() {
             // The first space after the first byte (llama.cpp: `find(' ', 1)`): a space is
@@ -74,7 +80,10 @@ impl Bpe {
             buf.push_str(left);
             buf.push_str(right);
             let merged = intern(&buf);
-            table.entry((l, r)).or_insert((rank as u32, merged));
+            let Some(rank) = u32::try_from(rank).ok().filter(|&r| r != NONE) else {
+                break;
+            };
+            table.insert_first(l, r, rank, merged);
         }
         let mut byte_sym = [NONE; 256];
         let mut tmp = [0u8; 4];
@@ -127,32 +136,38 @@ impl Bpe {
                 len: 1,
                 prev: if i == 0 { NONE } else { i - 1 },
                 next: if i + 1 == n { NONE } else { i + 1 },
+                rank: NONE,
+                merged: NONE,
             });
         }
-        let heap = &mut s.heap;
-        heap.clear();
-        for i in 1..n {
-            self.push_bigram(syms, heap, i - 1, i);
+        let mut keys = std::mem::take(&mut s.heap);
+        keys.clear();
+        for i in 0..n - 1 {
+            if let Some(k) = self.set_pair(syms, i) {
+                keys.push(k);
+            }
         }
-        while let Some(Reverse((_, left, right, len, merged))) = heap.pop() {
-            let (l, r) = (syms[left as usize], syms[right as usize]);
-            if l.len == 0 || r.len == 0 || l.len + r.len != len {
+        let mut heap = BinaryHeap::from(keys);
+        while let Some(Reverse(key)) = heap.pop() {
+            let (rank, left) = ((key >> 32) as u32, key as u32);
+            let l = syms[left as usize];
+            if l.len == 0 || l.rank != rank {
                 continue; // outdated
             }
-            syms[left as usize].len = len;
-            syms[left as usize].id = merged;
+            let r = syms[l.next as usize];
+            syms[left as usize].len = l.len + r.len;
+            syms[left as usize].id = l.merged;
             syms[left as usize].next = r.next;
-            syms[right as usize].len = 0;
+            syms[l.next as usize].len = 0;
             if r.next != NONE {
                 syms[r.next as usize].prev = left;
             }
             if l.prev != NONE {
-                self.push_bigram(syms, heap, l.prev, left);
+                heap.extend(self.set_pair(syms, l.prev));
             }
-            if r.next != NONE {
-                self.push_bigram(syms, heap, left, r.next);
-            }
+            heap.extend(self.set_pair(syms, left));
         }
+        s.heap = heap.into_vec();
         let mut i = 0;
         while i != NONE {
             let sym = syms[i as usize];
@@ -162,14 +177,17 @@ impl Bpe {
         }
     }
 
-    fn push_bigram(&self, syms: &[Sym], heap: &mut BinaryHeap<Bigram>, left: u32, right: u32) {
-        let (l, r) = (syms[left as usize], syms[right as usize]);
-        if l.id == NONE || r.id == NONE {
-            return;
-        }
-        if let Some(&(rank, merged)) = self.merges.get(&(l.id, r.id)) {
-            heap.push(Reverse((rank, left, right, l.len + r.len, merged)));
-        }
+    /// Records the merge of `left` with its right neighbour, returning its heap key.
+    fn set_pair(&self, syms: &mut [Sym], left: u32) -> Option<Key> {
+        let l = syms[left as usize];
+        let pair = match syms.get(l.next as usize) {
+            Some(r) if l.id != NONE && r.id != NONE => self.merges.get(l.id, r.id),
+            _ => None,
+        };
+        let (rank, merged) = pair.unwrap_or((NONE, NONE));
+        syms[left as usize].rank = rank;
+        syms[left as usize].merged = merged;
+        pair.map(|_| Reverse(u64::from(rank) << 32 | u64::from(left)))
     }
 
     /// Appends symbol `id` standing for `bytes`. A text that is no token falls back, as in
@@ -186,6 +204,75 @@ impl Bpe {
                     out.push(t);
                 }
             }
+        }
+    }
+}
+
+/// Open-addressing map `(left, right)` -> `(rank, merged)`: the merge lookup is the hot
+/// path of BPE. Multiply-shift hashing with a per-process random multiplier, so that no
+/// file can choose colliding pairs.
+#[derive(Debug)]
+struct PairMap {
+    /// `(left << 32 | right, rank, merged)`; key `EMPTY_PAIR` marks a free slot.
+    slots: Vec<(u64, u32, u32)>,
+    shift: u32,
+    mult: u64,
+}
+
+const EMPTY_PAIR: u64 = u64::MAX;
+
+impl PairMap {
+    fn with_capacity(n: usize) -> Self {
+        let cap = (n.saturating_mul(2)).next_power_of_two().max(16);
+        let mult =
+            std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u64)
+                | 1;
+        Self {
+            slots: vec![(EMPTY_PAIR, 0, 0); cap],
+            shift: 64 - cap.trailing_zeros(),
+            mult,
+        }
+    }
+
+    #[inline]
+    fn slot(&self, key: u64) -> usize {
+        (key.wrapping_mul(self.mult) >> self.shift) as usize
+    }
+
+    /// Inserts unless the pair is present (the first, best rank counts).
+    fn insert_first(&mut self, left: u32, right: u32, rank: u32, merged: u32) {
+        let key = u64::from(left) << 32 | u64::from(right);
+        if key == EMPTY_PAIR {
+            return;
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = self.slot(key);
+        loop {
+            match self.slots[i].0 {
+                EMPTY_PAIR => {
+                    self.slots[i] = (key, rank, merged);
+                    return;
+                }
+                k if k == key => return,
+                _ => i = (i + 1) & mask,
+            }
+        }
+    }
+
+    #[inline]
+    fn get(&self, left: u32, right: u32) -> Option<(u32, u32)> {
+        let key = u64::from(left) << 32 | u64::from(right);
+        let mask = self.slots.len() - 1;
+        let mut i = self.slot(key);
+        loop {
+            let (k, rank, merged) = self.slots[i];
+            if k == key {
+                return Some((rank, merged));
+            }
+            if k == EMPTY_PAIR {
+                return None;
+            }
+            i = (i + 1) & mask;
         }
     }
 }

@@ -54,21 +54,21 @@ pub enum TokenizerKind {
     Spm,
 }
 
-/// Everything a tokenizer is built from: the `tokenizer.*` metadata, decoded.
-#[derive(Debug, Clone)]
-pub struct TokenizerParts {
+/// Everything a tokenizer is built from: the `tokenizer.*` metadata, decoded and borrowed.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenizerParts<'a> {
     /// Algorithm.
     pub kind: TokenizerKind,
     /// Pre-tokenizer name (BPE only; e.g. `smollm`, `llama3`, `gpt2`, `default`).
-    pub pre: String,
+    pub pre: &'a str,
     /// Token texts; the id of a token is its index.
-    pub tokens: Vec<String>,
+    pub tokens: &'a [String],
     /// Scores, one per token (SPM); may be empty for BPE.
-    pub scores: Vec<f32>,
+    pub scores: &'a [f32],
     /// Types, one per token (see [`token_type`]).
-    pub token_types: Vec<u8>,
+    pub token_types: &'a [u8],
     /// BPE merges `"left right"`, highest priority first.
-    pub merges: Vec<String>,
+    pub merges: &'a [String],
     /// Beginning-of-sequence token.
     pub bos: Option<u32>,
     /// End-of-sequence token.
@@ -76,7 +76,7 @@ pub struct TokenizerParts {
     /// Unknown token (SPM fallback for bytes without a byte token).
     pub unk: Option<u32>,
     /// Extra end-of-generation tokens (e.g. `<|im_end|>`, `<end_of_turn>`).
-    pub eot_ids: Vec<u32>,
+    pub eot_ids: &'a [u32],
     /// Whether prompts start with BOS.
     pub add_bos: bool,
     /// SPM: prepend a space to text at the start and after each special token.
@@ -136,18 +136,15 @@ impl Tokenizer {
                 )))
             }
         };
-        let tokens = meta.get_arr_str("tokenizer.tokens")?.to_vec();
-        let token_types = meta.get_arr_u8("tokenizer.token_types")?.to_vec();
+        let tokens = meta.get_arr_str("tokenizer.tokens")?;
+        let token_types = meta.get_arr_u8("tokenizer.token_types")?;
         let scores = match kind {
-            TokenizerKind::Spm => meta.get_arr_f32("tokenizer.scores")?.to_vec(),
-            TokenizerKind::Bpe => meta
-                .opt_arr_f32("tokenizer.scores")?
-                .unwrap_or(&[])
-                .to_vec(),
+            TokenizerKind::Spm => meta.get_arr_f32("tokenizer.scores")?,
+            TokenizerKind::Bpe => meta.opt_arr_f32("tokenizer.scores")?.unwrap_or(&[]),
         };
         let merges = match kind {
-            TokenizerKind::Bpe => meta.get_arr_str("tokenizer.merges")?.to_vec(),
-            TokenizerKind::Spm => Vec::new(),
+            TokenizerKind::Bpe => meta.get_arr_str("tokenizer.merges")?,
+            TokenizerKind::Spm => &[],
         };
         let mut eot_ids = Vec::new();
         for &id in meta.opt_arr_i32("tokenizer.eot_ids")?.unwrap_or(&[]) {
@@ -163,12 +160,9 @@ impl Tokenizer {
                 }
             }
         }
-        Self::from_parts(TokenizerParts {
+        Self::from_parts(&TokenizerParts {
             kind,
-            pre: meta
-                .opt_str("tokenizer.pre")?
-                .unwrap_or("default")
-                .to_string(),
+            pre: meta.opt_str("tokenizer.pre")?.unwrap_or("default"),
             tokens,
             scores,
             token_types,
@@ -176,7 +170,7 @@ impl Tokenizer {
             bos: id_from_meta(meta, "tokenizer.bos_id")?,
             eos: id_from_meta(meta, "tokenizer.eos_id")?,
             unk: id_from_meta(meta, "tokenizer.unk_id")?,
-            eot_ids,
+            eot_ids: &eot_ids,
             add_bos: meta.opt_bool("tokenizer.add_bos")?.unwrap_or(false),
             add_space_prefix: meta
                 .opt_bool("tokenizer.add_space_prefix")?
@@ -185,7 +179,7 @@ impl Tokenizer {
     }
 
     /// Builds the tokenizer from decoded parts, checking every length and id.
-    pub fn from_parts(p: TokenizerParts) -> Result<Tokenizer> {
+    pub fn from_parts(p: &TokenizerParts) -> Result<Tokenizer> {
         let n = p.tokens.len();
         let n_u64 = n as u64;
         if n == 0 {
@@ -240,14 +234,14 @@ impl Tokenizer {
         check("tokenizer.bos_id", p.bos)?;
         check("tokenizer.eos_id", p.eos)?;
         check("tokenizer.unk_id", p.unk)?;
-        for &id in &p.eot_ids {
+        for &id in p.eot_ids {
             check("tokenizer.eot_ids", Some(id))?;
         }
 
-        let vocab = Vocab::new(&p.tokens);
+        let vocab = Vocab::new(p.tokens);
         let algo = match p.kind {
             TokenizerKind::Bpe => {
-                let pre = PreTokenizer::from_name(&p.pre).ok_or_else(|| {
+                let pre = PreTokenizer::from_name(p.pre).ok_or_else(|| {
                     Error::Unsupported(format!(
                         "tokenizer.pre '{}' (known: smollm, gpt2, llama3, default and their aliases)",
                         p.pre
@@ -255,15 +249,15 @@ impl Tokenizer {
                 })?;
                 Algo::Bpe {
                     pre,
-                    bpe: bpe::Bpe::new(&vocab, &p.merges),
+                    bpe: bpe::Bpe::new(&vocab, p.merges),
                 }
             }
-            TokenizerKind::Spm => Algo::Spm(spm::Spm::new(&vocab, p.scores, p.unk)),
+            TokenizerKind::Spm => Algo::Spm(spm::Spm::new(&vocab, p.scores.to_vec(), p.unk)),
         };
         let specials = SpecialMatcher::new(
             p.token_types
                 .iter()
-                .zip(&p.tokens)
+                .zip(p.tokens)
                 .enumerate()
                 .filter(|(_, (&t, _))| {
                     matches!(
@@ -281,13 +275,13 @@ impl Tokenizer {
             decode_token(p.kind, p.token_types[i], text, &mut pieces);
             piece_offs.push(pieces.len());
         }
-        let mut eot = p.eot_ids;
+        let mut eot = p.eot_ids.to_vec();
         eot.extend(p.eos);
         eot.sort_unstable();
         eot.dedup();
         Ok(Tokenizer {
             vocab,
-            types: p.token_types,
+            types: p.token_types.to_vec(),
             pieces,
             piece_offs,
             specials,

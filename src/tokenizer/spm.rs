@@ -4,7 +4,7 @@
 //! are no token as byte tokens `<0xNN>`.
 
 use super::vocab::Vocab;
-use std::cmp::Ordering;
+use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 const NONE: u32 = u32::MAX;
@@ -25,41 +25,31 @@ struct Sym {
     len: u32,
     prev: u32,
     next: u32,
+    /// Heap key of the pair (this, next) if it is a token, else `NO_KEY`.
+    key: u64,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Bigram {
-    score: f32,
-    left: u32,
-    right: u32,
-    len: u32,
-}
+const NO_KEY: u64 = u64::MAX;
 
-impl PartialEq for Bigram {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-impl Eq for Bigram {}
-impl PartialOrd for Bigram {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Bigram {
-    /// Highest score first, then leftmost.
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.score
-            .total_cmp(&other.score)
-            .then(other.left.cmp(&self.left))
-    }
+/// Heap key of a candidate merge, smallest first: higher score, then leftmost. An entry is
+/// current while its left symbol is alive and still has that key; older entries are
+/// skipped when they come up, as llama.cpp skips outdated bigrams.
+fn key(score: f32, left: u32) -> u64 {
+    let bits = score.to_bits();
+    // Map f32 to u32 preserving order (as `f32::total_cmp`), then invert: high score first.
+    let ordered = if bits & 0x8000_0000 != 0 {
+        !bits
+    } else {
+        bits | 0x8000_0000
+    };
+    u64::from(!ordered) << 32 | u64::from(left)
 }
 
 /// Buffers reused across fragments.
 #[derive(Debug, Default)]
 pub(crate) struct Scratch {
     syms: Vec<Sym>,
-    heap: BinaryHeap<Bigram>,
+    heap: Vec<Reverse<u64>>,
     pub(crate) text: String,
 }
 
@@ -99,7 +89,6 @@ impl Spm {
         let Scratch { syms, heap, text } = s;
         let bytes = text.as_bytes();
         syms.clear();
-        heap.clear();
         let n = text.chars().count() as u32;
         for (i, (start, c)) in text.char_indices().enumerate() {
             let i = i as u32;
@@ -108,29 +97,34 @@ impl Spm {
                 len: c.len_utf8() as u32,
                 prev: if i == 0 { NONE } else { i - 1 },
                 next: if i + 1 == n { NONE } else { i + 1 },
+                key: NO_KEY,
             });
         }
+        let mut keys = std::mem::take(heap);
+        keys.clear();
         for i in 1..n {
-            self.push_bigram(vocab, bytes, syms, heap, i - 1, i);
+            keys.extend(self.set_pair(vocab, bytes, syms, i - 1));
         }
-        while let Some(b) = heap.pop() {
-            let (l, r) = (syms[b.left as usize], syms[b.right as usize]);
-            if l.len == 0 || r.len == 0 || l.len + r.len != b.len {
+        let mut queue = BinaryHeap::from(keys);
+        while let Some(Reverse(k)) = queue.pop() {
+            let left = k as u32;
+            let l = syms[left as usize];
+            if l.len == 0 || l.key != k {
                 continue; // outdated
             }
-            syms[b.left as usize].len = b.len;
-            syms[b.left as usize].next = r.next;
-            syms[b.right as usize].len = 0;
+            let r = syms[l.next as usize];
+            syms[left as usize].len = l.len + r.len;
+            syms[left as usize].next = r.next;
+            syms[l.next as usize].len = 0;
             if r.next != NONE {
-                syms[r.next as usize].prev = b.left;
+                syms[r.next as usize].prev = left;
             }
             if l.prev != NONE {
-                self.push_bigram(vocab, bytes, syms, heap, l.prev, b.left);
+                queue.extend(self.set_pair(vocab, bytes, syms, l.prev));
             }
-            if r.next != NONE {
-                self.push_bigram(vocab, bytes, syms, heap, b.left, r.next);
-            }
+            queue.extend(self.set_pair(vocab, bytes, syms, left));
         }
+        *heap = queue.into_vec();
         let mut i = if n == 0 { NONE } else { 0 };
         while i != NONE {
             let sym = syms[i as usize];
@@ -150,29 +144,27 @@ impl Spm {
         }
     }
 
-    fn push_bigram(
+    /// Records the merge of `left` with its right neighbour, returning its heap key.
+    fn set_pair(
         &self,
         vocab: &Vocab,
         bytes: &[u8],
-        syms: &[Sym],
-        heap: &mut BinaryHeap<Bigram>,
+        syms: &mut [Sym],
         left: u32,
-        right: u32,
-    ) {
-        let (l, r) = (syms[left as usize], syms[right as usize]);
-        let len = l.len + r.len;
-        if len as usize > self.max_token_len {
-            return;
-        }
-        let text = &bytes[l.start as usize..(l.start + len) as usize];
-        if let Some(id) = vocab.find(text) {
-            let score = self.scores.get(id as usize).copied().unwrap_or(0.0);
-            heap.push(Bigram {
-                score,
+    ) -> Option<Reverse<u64>> {
+        let l = syms[left as usize];
+        let found = syms.get(l.next as usize).and_then(|r| {
+            let len = (l.len + r.len) as usize;
+            if len > self.max_token_len {
+                return None;
+            }
+            let id = vocab.find(&bytes[l.start as usize..l.start as usize + len])?;
+            Some(key(
+                self.scores.get(id as usize).copied().unwrap_or(0.0),
                 left,
-                right,
-                len,
-            });
-        }
+            ))
+        });
+        syms[left as usize].key = found.unwrap_or(NO_KEY);
+        found.map(Reverse)
     }
 }

@@ -7,8 +7,43 @@ fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
+/// Owned [`TokenizerParts`], for tests to modify.
+struct Parts {
+    kind: TokenizerKind,
+    pre: String,
+    tokens: Vec<String>,
+    scores: Vec<f32>,
+    token_types: Vec<u8>,
+    merges: Vec<String>,
+    bos: Option<u32>,
+    eos: Option<u32>,
+    unk: Option<u32>,
+    eot_ids: Vec<u32>,
+    add_bos: bool,
+    add_space_prefix: bool,
+}
+
+impl Parts {
+    fn build(&self) -> Result<Tokenizer> {
+        Tokenizer::from_parts(&TokenizerParts {
+            kind: self.kind,
+            pre: &self.pre,
+            tokens: &self.tokens,
+            scores: &self.scores,
+            token_types: &self.token_types,
+            merges: &self.merges,
+            bos: self.bos,
+            eos: self.eos,
+            unk: self.unk,
+            eot_ids: &self.eot_ids,
+            add_bos: self.add_bos,
+            add_space_prefix: self.add_space_prefix,
+        })
+    }
+}
+
 /// A byte-level BPE vocabulary: the 256 byte symbols, then `extra` tokens.
-fn bpe_parts(extra: &[(&str, u8)], merges: &[&str]) -> TokenizerParts {
+fn bpe_parts(extra: &[(&str, u8)], merges: &[&str]) -> Parts {
     let mut tokens: Vec<String> = (0..=255u8)
         .map(|b| unicode::byte_to_char(b).to_string())
         .collect();
@@ -17,7 +52,7 @@ fn bpe_parts(extra: &[(&str, u8)], merges: &[&str]) -> TokenizerParts {
         tokens.push(t.to_string());
         types.push(ty);
     }
-    TokenizerParts {
+    Parts {
         kind: TokenizerKind::Bpe,
         pre: "smollm".into(),
         tokens,
@@ -46,10 +81,11 @@ fn texts(t: &Tokenizer, ids: &[u32]) -> Vec<String> {
 #[test]
 fn bpe_merges_by_rank() {
     // ids: 256 "ab", 257 "bc", 258 "abc", 259 "Ġa", 260 "<s>"
-    let t = Tokenizer::from_parts(bpe_parts(
+    let t = bpe_parts(
         &[("ab", 1), ("bc", 1), ("abc", 1), ("Ġa", 1), ("<s>", 3)],
         &["b c", "a b", "a bc", "Ġ a"],
-    ))
+    )
+    .build()
     .unwrap();
     // "b c" has the better rank: a + bc -> abc.
     assert_eq!(texts(&t, &enc(&t, "abc")), ["abc"]);
@@ -74,7 +110,7 @@ fn bpe_merges_by_rank() {
 #[test]
 fn bpe_merge_through_non_token_text() {
     // "x y" makes "xy", which is no token, but "xy z" makes the token "xyz".
-    let t = Tokenizer::from_parts(bpe_parts(&[("xyz", 1)], &["x y", "xy z"])).unwrap();
+    let t = bpe_parts(&[("xyz", 1)], &["x y", "xy z"]).build().unwrap();
     assert_eq!(texts(&t, &enc(&t, "xyz")), ["xyz"]);
     // A final symbol that is no token falls back to single-byte tokens of its text.
     assert_eq!(texts(&t, &enc(&t, "xy")), ["x", "y"]);
@@ -82,10 +118,11 @@ fn bpe_merge_through_non_token_text() {
 
 #[test]
 fn bpe_long_word_is_fast() {
-    let t = Tokenizer::from_parts(bpe_parts(
+    let t = bpe_parts(
         &[("aa", 1), ("aaaa", 1), ("ĠĠ", 1)],
         &["a a", "aa aa", "Ġ Ġ"],
-    ))
+    )
+    .build()
     .unwrap();
     let text = "a".repeat(200_001);
     let start = std::time::Instant::now();
@@ -102,7 +139,7 @@ fn bpe_add_bos() {
     let mut p = bpe_parts(&[("<s>", 3)], &[]);
     p.bos = Some(256);
     p.add_bos = true;
-    let t = Tokenizer::from_parts(p).unwrap();
+    let t = p.build().unwrap();
     assert!(t.add_bos());
     let mut out = vec![7];
     t.encode("a", true, &mut out);
@@ -113,8 +150,8 @@ fn bpe_add_bos() {
     assert_eq!(out, [256]);
 }
 
-fn spm_parts(vocab: &[(&str, f32, u8)]) -> TokenizerParts {
-    TokenizerParts {
+fn spm_parts(vocab: &[(&str, f32, u8)]) -> Parts {
+    Parts {
         kind: TokenizerKind::Spm,
         pre: "default".into(),
         tokens: vocab.iter().map(|v| v.0.to_string()).collect(),
@@ -155,7 +192,7 @@ fn spm_vocab() -> Vec<(&'static str, f32, u8)> {
 
 #[test]
 fn spm_merges_by_score() {
-    let t = Tokenizer::from_parts(spm_parts(&spm_vocab())).unwrap();
+    let t = spm_parts(&spm_vocab()).build().unwrap();
     // "bc" (-1.5) beats "ab" (-2), then "a"+"bc" -> "abc".
     assert_eq!(texts(&t, &enc(&t, "abc")), ["abc"]);
     assert_eq!(texts(&t, &enc(&t, "ab")), ["ab"]);
@@ -174,7 +211,7 @@ fn spm_merges_by_score() {
 
 #[test]
 fn spm_pieces() {
-    let t = Tokenizer::from_parts(spm_parts(&spm_vocab())).unwrap();
+    let t = spm_parts(&spm_vocab()).build().unwrap();
     let id = |s: &str| t.token_id(s).unwrap();
     assert_eq!(t.piece(id("▁a")), b" a");
     assert_eq!(t.piece(id("<0xC3>")), [0xC3]);
@@ -189,7 +226,7 @@ fn spm_pieces() {
 fn spm_space_prefix() {
     let mut p = spm_parts(&spm_vocab());
     p.add_space_prefix = true;
-    let t = Tokenizer::from_parts(p).unwrap();
+    let t = p.build().unwrap();
     assert_eq!(texts(&t, &enc(&t, "a")), ["▁a"]);
     assert_eq!(texts(&t, &enc(&t, "a<s>a")), ["▁a", "<s>", "▁a"]);
     assert_eq!(texts(&t, &enc(&t, "a\na")), ["▁a", "\n", "▁a"]);
@@ -201,34 +238,34 @@ fn bad_parts_are_errors() {
     let mut p = base();
     p.scores.pop();
     assert!(matches!(
-        Tokenizer::from_parts(p),
+        p.build(),
         Err(Error::Format(FormatError::LengthMismatch { .. }))
     ));
     let mut p = base();
     p.token_types.push(1);
     assert!(matches!(
-        Tokenizer::from_parts(p),
+        p.build(),
         Err(Error::Format(FormatError::LengthMismatch { .. }))
     ));
     let mut p = base();
     p.token_types[5] = 9;
-    let e = Tokenizer::from_parts(p).unwrap_err().to_string();
+    let e = p.build().unwrap_err().to_string();
     assert!(e.contains("tokenizer.token_types[5] = 9"), "{e}");
     let mut p = base();
     p.bos = Some(1000);
-    let e = Tokenizer::from_parts(p).unwrap_err().to_string();
+    let e = p.build().unwrap_err().to_string();
     assert!(e.contains("tokenizer.bos_id") && e.contains("1000"), "{e}");
     let mut p = base();
     p.eot_ids = vec![17];
-    assert!(Tokenizer::from_parts(p).is_err());
+    assert!(p.build().is_err());
     let mut p = base();
     p.tokens.clear();
     p.scores.clear();
     p.token_types.clear();
-    assert!(Tokenizer::from_parts(p).is_err());
+    assert!(p.build().is_err());
     let mut p = bpe_parts(&[], &[]);
     p.pre = "mystery".into();
-    let e = Tokenizer::from_parts(p).unwrap_err();
+    let e = p.build().unwrap_err();
     assert!(
         matches!(&e, Error::Unsupported(m) if m.contains("mystery")),
         "{e}"
@@ -237,7 +274,9 @@ fn bad_parts_are_errors() {
 
 #[test]
 fn odd_merges_are_ignored() {
-    let t = Tokenizer::from_parts(bpe_parts(&[], &["", "x", " x", "a b c", "a b"])).unwrap();
+    let t = bpe_parts(&[], &["", "x", " x", "a b c", "a b"])
+        .build()
+        .unwrap();
     assert_eq!(enc(&t, "ab").len(), 2);
 }
 

@@ -3,7 +3,7 @@
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 
-const EMPTY: u32 = u32::MAX;
+const EMPTY: u64 = u64::MAX;
 
 /// The vocabulary: token texts by id, and lookup of an id by text.
 #[derive(Debug)]
@@ -11,8 +11,10 @@ pub(crate) struct Vocab {
     text: String,
     /// `offs[i]..offs[i + 1]` is token `i` in `text`.
     offs: Vec<usize>,
-    /// Open addressing, linear probing; slots hold ids or `EMPTY`.
-    slots: Vec<u32>,
+    /// Open addressing, linear probing; a slot holds `hash >> 32 << 32 | id`, or `EMPTY`.
+    /// Comparing the stored hash half first keeps failed lookups (most SPM pair lookups)
+    /// away from the token texts.
+    slots: Vec<u64>,
     hasher: RandomState,
 }
 
@@ -44,16 +46,14 @@ impl Vocab {
 
     fn insert(&mut self, id: u32) {
         let key = self.get(id).as_bytes();
+        let h = self.hasher.hash_one(key);
+        let tag = h & !0xFFFF_FFFF;
         let mask = self.slots.len() - 1;
-        let mut i = (self.hasher.hash_one(key) as usize) & mask;
+        let mut i = (h as usize) & mask;
         loop {
             let s = self.slots[i];
-            if s == EMPTY {
-                self.slots[i] = id;
-                return;
-            }
-            if self.get(s).as_bytes() == key {
-                self.slots[i] = id;
+            if s == EMPTY || (s & !0xFFFF_FFFF == tag && self.get(s as u32).as_bytes() == key) {
+                self.slots[i] = tag | u64::from(id);
                 return;
             }
             i = (i + 1) & mask;
@@ -76,15 +76,17 @@ impl Vocab {
 
     /// The id of the token whose text is `key`.
     pub(crate) fn find(&self, key: &[u8]) -> Option<u32> {
+        let h = self.hasher.hash_one(key);
+        let tag = h & !0xFFFF_FFFF;
         let mask = self.slots.len() - 1;
-        let mut i = (self.hasher.hash_one(key) as usize) & mask;
+        let mut i = (h as usize) & mask;
         loop {
             let s = self.slots[i];
             if s == EMPTY {
                 return None;
             }
-            if self.get(s).as_bytes() == key {
-                return Some(s);
+            if s & !0xFFFF_FFFF == tag && self.get(s as u32).as_bytes() == key {
+                return Some(s as u32);
             }
             i = (i + 1) & mask;
         }
