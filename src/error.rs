@@ -7,7 +7,10 @@ use std::fmt;
 #[derive(Debug)]
 pub enum Error {
     /// A file could not be opened, read or mapped.
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     /// The model file is malformed or corrupt.
     Format(pipit_format::FormatError),
     /// A well-formed file asks for something this build does not support.
@@ -17,7 +20,11 @@ pub enum Error {
     /// An allocation would exceed the caller's memory limit, or failed.
     OutOfMemory(String),
     /// The context window cannot hold the tokens; nothing was changed.
-    ContextFull { n_past: usize, n_new: usize, n_ctx: usize },
+    ContextFull {
+        n_past: usize,
+        n_new: usize,
+        n_ctx: usize,
+    },
     /// The session is used by another thread.
     Busy,
     /// A cancel request stopped the call.
