@@ -63,24 +63,37 @@ pub enum Activation {
 /// Validated hyper-parameters (formats/SPEC.md, "Metadata keys").
 #[derive(Debug, Clone, PartialEq)]
 pub struct HParams {
+    /// Architecture.
     pub arch: Arch,
+    /// Transformer blocks.
     pub n_layer: usize,
+    /// Residual width.
     pub d_model: usize,
+    /// Query heads.
     pub n_head: usize,
+    /// Key/value heads; divides `n_head`.
     pub n_kv_head: usize,
+    /// Width of one head of q, k and v.
     pub head_dim: usize,
+    /// FFN hidden width.
     pub d_ff: usize,
+    /// Vocabulary size (rows of `token_embd`, tokens of the tokenizer).
     pub n_vocab: usize,
+    /// Context length the model was trained for.
     pub n_ctx_train: usize,
     /// Rotated dimensions per head: even, `2..=head_dim`.
     pub rope_dim: usize,
+    /// RMSNorm epsilon.
     pub norm_eps: f32,
+    /// RoPE base (global layers).
     pub rope_theta: f32,
     /// RoPE base of sliding-window layers (`rope_theta` when the file has none).
     pub rope_theta_local: f32,
     /// Positions are divided by this (1 without scaling).
     pub rope_scale: f32,
+    /// Which elements RoPE rotates together.
     pub rope_pairs: RopePairs,
+    /// FFN gate activation.
     pub activation: Activation,
     /// The output head is `token_embd`.
     pub tied: bool,
@@ -88,16 +101,22 @@ pub struct HParams {
     pub sliding_window: usize,
     /// `n_layer` entries: whether the layer attends within the sliding window.
     pub layer_sliding: Vec<bool>,
+    /// Embeddings are multiplied by this (1 unless the file says otherwise).
     pub embed_scale: f32,
+    /// Attention scores are multiplied by this (`1/sqrt(head_dim)` unless the file says).
     pub attn_scale: f32,
+    /// Logits become `c * tanh(logit / c)` when set.
     pub final_logit_softcap: Option<f32>,
 }
 
 /// A validated view of one tensor inside the model bytes (2-D: rows x cols; 1-D: rows = 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tensor {
+    /// Element type.
     pub dtype: DType,
+    /// Outer dimension (1 for vectors).
     pub rows: usize,
+    /// Inner dimension; a whole number of blocks for quantized dtypes.
     pub cols: usize,
     /// Absolute byte offset in [`Model::bytes`] (a multiple of 64).
     pub offset: usize,
@@ -108,35 +127,50 @@ pub struct Tensor {
 /// The tensors of one transformer block.
 #[derive(Debug, Clone)]
 pub struct LayerWeights {
+    /// `blk.L.attn_norm` [d_model], F32.
     pub attn_norm: Tensor,
+    /// `blk.L.attn_q` [q_dim, d_model].
     pub wq: Tensor,
+    /// `blk.L.attn_k` [kv_dim, d_model].
     pub wk: Tensor,
+    /// `blk.L.attn_v` [kv_dim, d_model].
     pub wv: Tensor,
+    /// `blk.L.attn_output` [d_model, q_dim].
     pub wo: Tensor,
+    /// `blk.L.attn_q_bias` [q_dim], F32, when present.
     pub bq: Option<Tensor>,
+    /// `blk.L.attn_k_bias` [kv_dim], F32, when present.
     pub bk: Option<Tensor>,
+    /// `blk.L.attn_v_bias` [kv_dim], F32, when present.
     pub bv: Option<Tensor>,
-    /// Gemma 3.
+    /// `blk.L.attn_q_norm` [head_dim], F32 (Gemma 3).
     pub q_norm: Option<Tensor>,
-    /// Gemma 3.
+    /// `blk.L.attn_k_norm` [head_dim], F32 (Gemma 3).
     pub k_norm: Option<Tensor>,
-    /// Gemma 3.
+    /// `blk.L.post_attention_norm` [d_model], F32 (Gemma 3).
     pub post_attn_norm: Option<Tensor>,
+    /// `blk.L.ffn_norm` [d_model], F32.
     pub ffn_norm: Tensor,
+    /// `blk.L.ffn_gate` [d_ff, d_model].
     pub w_gate: Tensor,
+    /// `blk.L.ffn_up` [d_ff, d_model].
     pub w_up: Tensor,
+    /// `blk.L.ffn_down` [d_model, d_ff].
     pub w_down: Tensor,
-    /// Gemma 3.
+    /// `blk.L.post_ffw_norm` [d_model], F32 (Gemma 3).
     pub post_ffw_norm: Option<Tensor>,
 }
 
 /// Every tensor the forward pass reads.
 #[derive(Debug, Clone)]
 pub struct Weights {
+    /// `token_embd` [n_vocab, d_model].
     pub token_embd: Tensor,
+    /// `output_norm` [d_model], F32.
     pub output_norm: Tensor,
-    /// Equal to `token_embd` when the embeddings are tied.
+    /// `output` [n_vocab, d_model]; equal to `token_embd` when the embeddings are tied.
     pub output: Tensor,
+    /// One entry per layer.
     pub layers: Vec<LayerWeights>,
 }
 
