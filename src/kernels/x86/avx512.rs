@@ -36,16 +36,17 @@ const fn block_bytes(dt: u8) -> usize {
 }
 
 /// Word-permute indices. `[qs, qs, qs', qs']` for the nibbles of a pair (then shifted by
-/// 0/4/0/4 per 128-bit lane), `[d x8, d' x8]` for scales, `m`/`m'` into lanes 0 and 8.
+/// 0/4/0/4 per 128-bit lane; `qs'` comes from the second source, see `load_w`),
+/// `[d x8, d' x8]` for scales, `m`/`m'` into lanes 0 and 8.
 #[repr(align(64))]
 struct Idx([u16; 32]);
 static Q4_0_NIB: Idx = Idx([
     1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4, 5, 6, 7, 8, //
-    10, 11, 12, 13, 14, 15, 16, 17, 10, 11, 12, 13, 14, 15, 16, 17,
+    32, 33, 34, 35, 36, 37, 38, 39, 32, 33, 34, 35, 36, 37, 38, 39,
 ]);
 static Q4_1_NIB: Idx = Idx([
     2, 3, 4, 5, 6, 7, 8, 9, 2, 3, 4, 5, 6, 7, 8, 9, //
-    12, 13, 14, 15, 16, 17, 18, 19, 12, 13, 14, 15, 16, 17, 18, 19,
+    32, 33, 34, 35, 36, 37, 38, 39, 32, 33, 34, 35, 36, 37, 38, 39,
 ]);
 static NIB_SHIFT: Idx = Idx([
     0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4, //
@@ -139,13 +140,27 @@ unsafe fn load_w<const DT: u8, const VNNI: bool>(p: *const u8, two: bool) -> WPa
             }
         }
         _ => {
-            let z = _mm512_maskz_loadu_epi8(bytes_mask(n), p.cast());
+            // A full pair (36 / 40 bytes): its first 32 bytes, and its last 16 as the second
+            // permute source (index 32 + j = word j of those = the second block's nibbles).
+            // Only a lone tail block needs a masked load.
+            let (z, t) = if two {
+                let t = _mm_loadu_si128(p.add(2 * bb - 16).cast());
+                (
+                    _mm512_zextsi256_si512(_mm256_loadu_si256(p.cast())),
+                    _mm512_zextsi128_si512(t),
+                )
+            } else {
+                (
+                    _mm512_maskz_loadu_epi8(bytes_mask(n), p.cast()),
+                    _mm512_setzero_si512(),
+                )
+            };
             let (nib, di) = if DT == Q4_0 {
                 (&Q4_0_NIB, &Q4_0_D)
             } else {
                 (&Q4_1_NIB, &Q4_1_D)
             };
-            let q = _mm512_permutexvar_epi16(idx(nib), z);
+            let q = _mm512_permutex2var_epi16(z, idx(nib), t);
             let q = _mm512_srlv_epi16(q, idx(&NIB_SHIFT));
             let u = _mm512_and_si512(q, _mm512_set1_epi8(0x0f));
             let d = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(idx(di), z)));
@@ -630,13 +645,48 @@ pub(super) unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     _mm512_reduce_add_ps(s)
 }
 
-/// Loads 16 weights (F32 or F16 bytes) at element `i`, the first `m` lanes only.
+/// Loads 16 weights (F32 or F16 bytes) at element `i`: all 16 when `FULL` (a plain load:
+/// masked loads that cross a page are slow on some CPUs), else the lanes in `m`.
 #[inline(always)]
-unsafe fn load_wf<const F16: bool>(p: *const u8, i: usize, m: __mmask16) -> __m512 {
-    if F16 {
-        _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p.add(2 * i).cast()))
-    } else {
-        _mm512_maskz_loadu_ps(m, p.add(4 * i).cast())
+unsafe fn load_wf<const F16: bool, const FULL: bool>(
+    p: *const u8,
+    i: usize,
+    m: __mmask16,
+) -> __m512 {
+    match (F16, FULL) {
+        (true, true) => _mm512_cvtph_ps(_mm256_loadu_si256(p.add(2 * i).cast())),
+        (true, false) => _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p.add(2 * i).cast())),
+        (false, true) => _mm512_loadu_ps(p.add(4 * i).cast()),
+        (false, false) => _mm512_maskz_loadu_ps(m, p.add(4 * i).cast()),
+    }
+}
+
+/// Columns `i..i + 16` (the lanes in `m` unless `FULL`) of an F32/F16 tile.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn f_chunk<const F16: bool, const FULL: bool, const R: usize, const T: usize>(
+    w: *const u8,
+    rb: usize,
+    cols: usize,
+    x: *const f32,
+    i: usize,
+    m: __mmask16,
+    acc: &mut [[__m512; T]; R],
+) {
+    let mut xv = [_mm512_setzero_ps(); T];
+    for (t, v) in xv.iter_mut().enumerate() {
+        let p = x.add(t * cols + i);
+        *v = if FULL {
+            _mm512_loadu_ps(p)
+        } else {
+            _mm512_maskz_loadu_ps(m, p)
+        };
+    }
+    for (r, acc_r) in acc.iter_mut().enumerate() {
+        let wv = load_wf::<F16, FULL>(w.add(r * rb), i, m);
+        for (v, acc_rt) in xv.iter().zip(acc_r.iter_mut()) {
+            *acc_rt = _mm512_fmadd_ps(wv, *v, *acc_rt);
+        }
     }
 }
 
@@ -652,23 +702,12 @@ unsafe fn tile_f<const F16: bool, const R: usize, const T: usize>(
 ) {
     let mut acc = [[_mm512_setzero_ps(); T]; R];
     let mut i = 0;
-    while i < cols {
-        let m: __mmask16 = if cols - i >= 16 {
-            !0
-        } else {
-            (1u16 << (cols - i)) - 1
-        };
-        let mut xv = [_mm512_setzero_ps(); T];
-        for (t, v) in xv.iter_mut().enumerate() {
-            *v = _mm512_maskz_loadu_ps(m, x.add(t * cols + i));
-        }
-        for (r, acc_r) in acc.iter_mut().enumerate() {
-            let wv = load_wf::<F16>(w.add(r * rb), i, m);
-            for (v, acc_rt) in xv.iter().zip(acc_r.iter_mut()) {
-                *acc_rt = _mm512_fmadd_ps(wv, *v, *acc_rt);
-            }
-        }
+    while i + 16 <= cols {
+        f_chunk::<F16, true, R, T>(w, rb, cols, x, i, !0, &mut acc);
         i += 16;
+    }
+    if i < cols {
+        f_chunk::<F16, false, R, T>(w, rb, cols, x, i, (1u16 << (cols - i)) - 1, &mut acc);
     }
     for (r, acc_r) in acc.iter().enumerate() {
         for (t, acc_rt) in acc_r.iter().enumerate() {
