@@ -1,12 +1,13 @@
 //! Corruption sweep over a real converted model (SmolLM2-135M-Instruct): truncation at
-//! hundreds of offsets and thousands of single-bit flips in the header, the tensor directory
+//! over 200 offsets and 1,500 single-bit flips in the header, the tensor directory
 //! and the tokenizer metadata. Every case must end in an error or in a model that passes
 //! every check; nothing may panic. Flips are tried twice: as they are (the header checksum
 //! catches them) and with the checksum recomputed, so they reach the deeper checks.
 //!
-//! Needs `models/SmolLM2-135M-Instruct.pipit`: run `tools/fetch-models.sh smollm2` and then
-//! `cargo run --profile ci -p pipit-convert -- models/SmolLM2-135M-Instruct.Q4_1.gguf -o
-//! models/SmolLM2-135M-Instruct.pipit` (tools/test.sh does both).
+//! Needs `models/SmolLM2-135M-Instruct.pipit`, which `tools/test-models.sh` (run by
+//! `tools/test.sh` and CI) fetches and converts; by hand: `tools/fetch-models.sh smollm2`,
+//! then `cargo run --profile ci -p pipit-convert -- models/SmolLM2-135M-Instruct.Q4_1.gguf
+//! -o models/SmolLM2-135M-Instruct.pipit`. Without it the tests fail; they never skip.
 
 use pipit::model::Model;
 use pipit::Error;
@@ -24,9 +25,9 @@ const MODEL: &str = concat!(
 fn model_bytes() -> Vec<u8> {
     if !Path::new(MODEL).exists() {
         panic!(
-            "{MODEL} is missing: run tools/fetch-models.sh smollm2, then \
-             `cargo run --profile ci -p pipit-convert -- models/SmolLM2-135M-Instruct.Q4_1.gguf \
-             -o models/SmolLM2-135M-Instruct.pipit` (tools/test.sh does both)"
+            "{MODEL} is missing: run tools/test-models.sh, or tools/fetch-models.sh smollm2 \
+             and then `cargo run --profile ci -p pipit-convert -- \
+             models/SmolLM2-135M-Instruct.Q4_1.gguf -o models/SmolLM2-135M-Instruct.pipit`"
         );
     }
     std::fs::read(MODEL).unwrap()
