@@ -37,6 +37,9 @@ enum Command {
     Inspect(FileArgs),
     /// Recompute every checksum of a model file.
     Verify(FileArgs),
+    /// Chat with an instruct model: its chat template, replies streamed, the conversation
+    /// kept in the KV cache; one message per line from a pipe.
+    Chat(pipit::chat::ChatArgs),
 }
 
 /// How to load the model and size the session.
@@ -184,6 +187,7 @@ fn main() -> ExitCode {
         Command::Perplexity(a) => perplexity(a),
         Command::Inspect(a) => inspect(a),
         Command::Verify(a) => verify(a),
+        Command::Chat(a) => pipit::chat::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
