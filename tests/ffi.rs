@@ -1,0 +1,166 @@
+//! The C ABI, exercised from C: the programs in tests/c are compiled with the system `cc`,
+//! linked once against libpipit.so and once against libpipit.a, and run on a tiny synthetic
+//! model and on the real SmolLM2 model (models/SmolLM2-135M-Instruct.pipit, made by
+//! tools/test-models.sh; missing is a failure).
+
+mod clib;
+mod common;
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use clib::{assert_linkage, compile, compile_in, real_model, run_ok, run_program, tmp_dir, Link};
+
+/// A prompt SmolLM2 answers at length, in plain ASCII.
+const REAL_PROMPT: &str = "<|im_start|>user\nWrite a short story about a robot who learns to paint.<|im_end|>\n<|im_start|>assistant\n";
+
+/// The tiny model, a malformed file and a path that does not exist.
+struct Files {
+    model: PathBuf,
+    malformed: PathBuf,
+    missing: PathBuf,
+}
+
+/// Written once per test process.
+fn synthetic_files() -> &'static Files {
+    static FILES: OnceLock<Files> = OnceLock::new();
+    FILES.get_or_init(write_synthetic_files)
+}
+
+fn write_synthetic_files() -> Files {
+    let dir = tmp_dir();
+    let bytes = common::tiny_llama(7);
+    let model = dir.join("tiny-llama.pipit");
+    std::fs::write(&model, &bytes).unwrap();
+    // Cut inside the tensor data: the header promises more bytes than the file has.
+    let malformed = dir.join("truncated.pipit");
+    std::fs::write(&malformed, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    Files { model, malformed, missing: dir.join("no-such-model.pipit") }
+}
+
+fn os<P: AsRef<OsStr> + ?Sized>(p: &P) -> &OsStr {
+    p.as_ref()
+}
+
+fn api_on(model: &Path, text: &str) {
+    let f = synthetic_files();
+    for link in Link::BOTH {
+        let exe = compile("api", link);
+        assert_linkage(&exe, link);
+        let out = run_program(&exe, &[os(model), os(&f.malformed), os(&f.missing), os(text)]);
+        assert!(String::from_utf8_lossy(&out.stdout).contains("all checks passed"));
+    }
+}
+
+#[test]
+fn c_api_on_the_synthetic_model() {
+    let f = synthetic_files();
+    api_on(&f.model, "the cat and the hat sat on the mat");
+}
+
+#[test]
+fn c_api_on_smollm2() {
+    api_on(&real_model(), "Hello, world! The capital of France is Paris.");
+}
+
+#[test]
+fn other_malformed_files_are_format_errors_from_c() {
+    // api.c opens its malformed file with and without mmap; run it on two more kinds.
+    let f = synthetic_files();
+    let dir = tmp_dir();
+    let garbage = dir.join("garbage.pipit");
+    std::fs::write(&garbage, b"this is not a model file at all, just some text padding it out").unwrap();
+    let mut bad_magic = std::fs::read(&f.model).unwrap();
+    bad_magic[1] ^= 0x20;
+    let bad_magic_path = dir.join("bad-magic.pipit");
+    std::fs::write(&bad_magic_path, &bad_magic).unwrap();
+    let exe = compile("api", Link::Shared);
+    for bad in [&garbage, &bad_magic_path] {
+        run_program(&exe, &[os(&f.model), os(bad), os(&f.missing), os("the cat")]);
+    }
+}
+
+/// `pipit run --temp 0` output for a prompt.
+fn pipit_run(model: &Path, prompt: &str, n: u32, ctx: u32) -> Vec<u8> {
+    let out = run_ok(Command::new(env!("CARGO_BIN_EXE_pipit")).args([
+        os("run"),
+        os("-m"),
+        os(model),
+        os("-p"),
+        os(prompt),
+        os("-n"),
+        os(&n.to_string()),
+        os("--temp"),
+        os("0"),
+        os("--ctx"),
+        os(&ctx.to_string()),
+    ]));
+    out.stdout
+}
+
+/// example.c clamps the default context of 2048 to what the model was trained for.
+fn greedy_matches_run(model: &Path, prompt: &str, n: u32, n_ctx_train: u32) {
+    let expected = pipit_run(model, prompt, n, n_ctx_train.min(2048));
+    assert!(expected.len() > 1, "pipit run wrote nothing");
+    for link in Link::BOTH {
+        let exe = compile("example", link);
+        let out = run_program(&exe, &[os(model), os(prompt), os(&n.to_string())]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&expected),
+            "pipit_generate ({}) and pipit run --temp 0 differ",
+            link.name()
+        );
+    }
+}
+
+#[test]
+fn greedy_generate_equals_pipit_run_on_smollm2() {
+    greedy_matches_run(&real_model(), REAL_PROMPT, 48, 8192);
+}
+
+#[test]
+fn greedy_generate_equals_pipit_run_on_the_synthetic_model() {
+    greedy_matches_run(&synthetic_files().model, "the cat", 40, 256);
+}
+
+#[test]
+fn threads_busy_and_cancel_on_smollm2() {
+    let model = real_model();
+    for link in Link::BOTH {
+        let exe = compile("threads", link);
+        let out = run_program(&exe, &[os(&model), os(REAL_PROMPT), os("24")]);
+        assert!(String::from_utf8_lossy(&out.stdout).contains("all checks passed"));
+    }
+}
+
+/// The library built with the `ffi-test-panic` feature: this build when it has it,
+/// otherwise a separate debug build.
+fn panic_lib_dir() -> PathBuf {
+    if cfg!(feature = "ffi-test-panic") {
+        return clib::lib_dir();
+    }
+    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ffi-test-panic");
+    run_ok(
+        Command::new(env!("CARGO"))
+            .current_dir(clib::root())
+            .args(["build", "--offline", "--lib", "-p", "pipit", "--features", "ffi-test-panic", "--target-dir"])
+            .arg(&target),
+    );
+    target.join("debug")
+}
+
+#[test]
+fn a_panic_inside_the_library_is_an_internal_error_and_the_process_lives() {
+    let f = synthetic_files();
+    let dir = panic_lib_dir();
+    for link in Link::BOTH {
+        let exe = compile_in("panic", link, &dir, "panic");
+        let out = run_program(&exe, &[os(&f.model)]);
+        assert!(String::from_utf8_lossy(&out.stdout).contains("the process lives"));
+        // The panic message reaches stderr through the default hook; nothing aborted.
+        assert!(String::from_utf8_lossy(&out.stderr).contains("forced by the ffi-test-panic feature"));
+    }
+}
