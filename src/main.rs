@@ -37,6 +37,8 @@ enum Command {
     Inspect(FileArgs),
     /// Recompute every checksum of a model file.
     Verify(FileArgs),
+    /// Measure prompt processing and generation speed (llama-bench's method).
+    Bench(BenchArgs),
     /// Chat with an instruct model: its chat template, replies streamed, the conversation
     /// kept in the KV cache; one message per line from a pipe.
     Chat(pipit::chat::ChatArgs),
@@ -173,6 +175,28 @@ struct PerplexityArgs {
 }
 
 #[derive(Args)]
+struct BenchArgs {
+    /// The .pipit model file.
+    #[arg(short, long)]
+    model: PathBuf,
+    /// Prompt tokens processed as one batch (pp test; 0 skips it).
+    #[arg(short = 'p', long = "n-prompt", default_value_t = 128)]
+    n_prompt: usize,
+    /// Tokens generated one at a time (tg test; 0 skips it).
+    #[arg(short = 'n', long = "n-gen", default_value_t = 64)]
+    n_gen: usize,
+    /// Repetitions of each test; the median is reported.
+    #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
+    reps: usize,
+    /// Threads (default: all cores).
+    #[arg(short, long, default_value_t = 0)]
+    threads: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
 struct FileArgs {
     /// The .pipit model file.
     file: PathBuf,
@@ -187,6 +211,7 @@ fn main() -> ExitCode {
         Command::Perplexity(a) => perplexity(a),
         Command::Inspect(a) => inspect(a),
         Command::Verify(a) => verify(a),
+        Command::Bench(a) => bench(a),
         Command::Chat(a) => pipit::chat::run(a),
     };
     match result {
@@ -363,5 +388,100 @@ fn verify(a: FileArgs) -> Result<()> {
     let opts = OpenOptions { verify: true, ..OpenOptions::default() };
     let model = Model::open_with(&a.file, &opts)?;
     println!("{}: OK, {} tensors, all checksums match", a.file.display(), model.file().tensors.len());
+    Ok(())
+}
+
+/// Median of some timings, in seconds.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+fn bench(a: BenchArgs) -> Result<()> {
+    if a.reps == 0 {
+        return Err(Error::InvalidArgument("--repetitions must be at least 1".into()));
+    }
+    let model = Arc::new(Model::open(&a.model)?);
+    let hp = model.hparams();
+    let n_ctx = (a.n_prompt.max(a.n_gen + 1)).max(1);
+    let params = SessionParams {
+        n_ctx,
+        n_threads: a.threads,
+        n_batch: a.n_prompt.clamp(1, 4096),
+        ..SessionParams::default()
+    };
+    let mut session = Session::new(Arc::clone(&model), params)?;
+    // Fixed, spread-out token ids: the speed does not depend on which tokens they are.
+    let tokens: Vec<u32> = (0..n_ctx).map(|i| ((i * 7919 + 13) % hp.n_vocab) as u32).collect();
+
+    // One untimed warm-up of each test (page faults, caches, thread start-up).
+    let mut time_pp = |session: &mut Session| -> Result<f64> {
+        session.reset();
+        let t = Instant::now();
+        session.eval(&tokens[..a.n_prompt])?;
+        Ok(t.elapsed().as_secs_f64())
+    };
+    let mut pp = Vec::new();
+    if a.n_prompt > 0 {
+        time_pp(&mut session)?;
+        for _ in 0..a.reps {
+            pp.push(time_pp(&mut session)?);
+        }
+    }
+    let time_tg = |session: &mut Session| -> Result<f64> {
+        session.reset();
+        let t = Instant::now();
+        for &tok in &tokens[..a.n_gen] {
+            session.eval(&[tok])?;
+        }
+        Ok(t.elapsed().as_secs_f64())
+    };
+    let mut tg = Vec::new();
+    if a.n_gen > 0 {
+        time_tg(&mut session)?;
+        for _ in 0..a.reps {
+            tg.push(time_tg(&mut session)?);
+        }
+    }
+
+    let pp_tps = if pp.is_empty() { 0.0 } else { a.n_prompt as f64 / median(pp) };
+    let tg_tps = if tg.is_empty() { 0.0 } else { a.n_gen as f64 / median(tg) };
+    // Every matrix is read once per generated token (the embedding table only one row).
+    let w = model.weights();
+    let embd_row = w.token_embd.len / w.token_embd.rows;
+    let per_token: usize = w
+        .layers
+        .iter()
+        .flat_map(|l| [l.wq, l.wk, l.wv, l.wo, l.w_gate, l.w_up, l.w_down])
+        .map(|t| t.len)
+        .sum::<usize>()
+        + w.output.len
+        + embd_row;
+    let gbps = tg_tps * per_token as f64 / 1e9;
+    let name = a.model.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    if a.json {
+        println!(
+            "{{\"model\": \"{}\", \"kernel\": \"{}\", \"threads\": {}, \"n_prompt\": {}, \"n_gen\": {}, \"repetitions\": {}, \"pp_tps\": {:.2}, \"tg_tps\": {:.2}, \"tg_weight_gbps\": {:.3}}}",
+            name.replace('\\', "\\\\").replace('"', "\\\""),
+            session.kernel_name(),
+            session.n_threads(),
+            a.n_prompt,
+            a.n_gen,
+            a.reps,
+            pp_tps,
+            tg_tps,
+            gbps
+        );
+    } else {
+        println!("| model | kernel | threads | test | t/s | weights GB/s |");
+        println!("|---|---|---|---|---|---|");
+        if a.n_prompt > 0 {
+            println!("| {name} | {} | {} | pp{} | {pp_tps:.2} | |", session.kernel_name(), session.n_threads(), a.n_prompt);
+        }
+        if a.n_gen > 0 {
+            println!("| {name} | {} | {} | tg{} | {tg_tps:.2} | {gbps:.2} |", session.kernel_name(), session.n_threads(), a.n_gen);
+        }
+    }
     Ok(())
 }
