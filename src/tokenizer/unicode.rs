@@ -105,6 +105,11 @@ mod tests {
         assert_eq!(flags('\u{0301}'), ANY);
         assert_eq!(flags('\u{10FFFF}'), ANY);
         assert_eq!(flags('\u{20000}'), LETTER | ANY);
+        // New in Unicode 15.0/15.1 (llama.cpp's tables are 15.1): CJK extensions H and I, Kawi digits.
+        assert_eq!(flags('\u{31350}'), LETTER | ANY);
+        assert_eq!(flags('\u{2EBF0}'), LETTER | ANY);
+        assert_eq!(flags('\u{11F50}'), NUMBER | ANY);
+        assert_eq!(flags('\u{0378}'), ANY);
     }
 
     #[test]
