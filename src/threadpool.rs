@@ -49,7 +49,7 @@ unsafe impl Send for Shared {}
 pub struct ThreadPool {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
-    /// Serializes `run` calls from different threads.
+    /// Held by the one dispatch that owns the workers.
     run_lock: Mutex<()>,
 }
 
@@ -104,7 +104,8 @@ impl ThreadPool {
 
     /// Calls `f(i)` once for every `i` in `0..n_tasks`, spread over the pool's threads (the
     /// caller included), and returns when all calls are done. A panic in any task is
-    /// re-raised here after every thread has stopped using `f`.
+    /// re-raised here after every thread has stopped using `f`. A `run` from inside a task,
+    /// or while another thread's `run` is in progress, calls its tasks on the calling thread.
     pub fn run(&self, n_tasks: usize, f: &(dyn Fn(usize) + Sync)) {
         if self.workers.is_empty() || n_tasks <= 1 {
             for i in 0..n_tasks {
@@ -112,7 +113,18 @@ impl ThreadPool {
             }
             return;
         }
-        let _serial = self.run_lock.lock().unwrap_or_else(|e| e.into_inner());
+        // A call from inside a task, or concurrent with another dispatch, runs inline: the
+        // workers belong to one dispatch at a time.
+        let _serial = match self.run_lock.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                for i in 0..n_tasks {
+                    f(i);
+                }
+                return;
+            }
+        };
         let s = &*self.shared;
         // SAFETY: erasing the lifetime is sound because this function does not return (nor
         // unwind) before `active` is back to 0, i.e. before every worker is done with `f`;
@@ -258,6 +270,30 @@ mod tests {
             count.fetch_add(1, Ordering::Relaxed);
         });
         assert_eq!(count.load(Ordering::Relaxed), 10);
+    }
+
+    #[test]
+    fn nested_and_concurrent_runs_complete() {
+        let pool = ThreadPool::new(2);
+        let count = AtomicUsize::new(0);
+        pool.run(4, &|_| {
+            pool.run(3, &|_| {
+                count.fetch_add(1, Ordering::Relaxed);
+            });
+        });
+        assert_eq!(count.load(Ordering::Relaxed), 12);
+        std::thread::scope(|sc| {
+            for _ in 0..3 {
+                sc.spawn(|| {
+                    for _ in 0..200 {
+                        pool.run(5, &|_| {
+                            count.fetch_add(1, Ordering::Relaxed);
+                        });
+                    }
+                });
+            }
+        });
+        assert_eq!(count.load(Ordering::Relaxed), 12 + 3 * 200 * 5);
     }
 
     #[test]
