@@ -7,6 +7,10 @@
 //! Every buffer lives in [`Scratch`] and [`KvCache`], sized when the session is created, so a
 //! call allocates nothing.
 
+use half::slice::HalfFloatSliceExt;
+use half::f16;
+use pipit_format::blocks::BlockQ8_0;
+
 use crate::kernels::{BlockQ8A, Kernels, QMatrix};
 use crate::model::{Activation, HParams, Model, RopePairs, Tensor};
 use crate::threadpool::ThreadPool;
@@ -21,11 +25,11 @@ pub(crate) fn checked_len(dims: &[usize]) -> Result<usize> {
 }
 
 /// A zero-filled buffer of `len` elements; allocation failure is an error, not an abort.
-pub(crate) fn zeroed<T: Clone + Default>(len: usize) -> Result<Vec<T>> {
+pub(crate) fn zeroed<T: Clone + bytemuck::Zeroable>(len: usize) -> Result<Vec<T>> {
     let mut v = Vec::new();
     v.try_reserve_exact(len)
         .map_err(|_| Error::OutOfMemory(format!("cannot allocate {len} x {} bytes", std::mem::size_of::<T>())))?;
-    v.resize(len, T::default());
+    v.resize(len, T::zeroed());
     Ok(v)
 }
 
@@ -39,36 +43,132 @@ pub enum Precision {
     F32,
 }
 
-/// Keys and values of every position so far, for every layer.
+/// How the KV cache stores keys and values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KvType {
+    /// IEEE half precision (the default: half the memory of f32, no visible accuracy loss).
+    #[default]
+    F16,
+    /// Full precision.
+    F32,
+    /// Q8_0 blocks of 32 (a quarter of f32's memory); needs head_dim divisible by 32.
+    Int8,
+}
+
+/// The storage of one of the two caches (keys or values).
+#[derive(Debug)]
+enum KvStore {
+    F16(Vec<f16>),
+    F32(Vec<f32>),
+    Int8(Vec<BlockQ8_0>),
+}
+
+/// Keys and values of every position so far, for every layer. Each (layer, kv head) owns
+/// `n_ctx` consecutive rows of `head_dim` elements, so the keys one head attends to form a
+/// matrix the matmul kernels take directly.
 #[derive(Debug)]
 pub struct KvCache {
     /// Positions the cache can hold.
     pub n_ctx: usize,
-    /// Width of one position's keys (n_kv_head * head_dim); values have the same width.
-    pub kv_dim: usize,
-    /// Keys: [n_layer][n_ctx][kv_dim].
-    k: Vec<f32>,
-    /// Values: [n_layer][n_ctx][kv_dim].
-    v: Vec<f32>,
+    /// Element type.
+    pub kv_type: KvType,
+    n_kv_head: usize,
+    head_dim: usize,
+    /// Keys: [n_layer][n_kv_head][n_ctx][head_dim].
+    k: KvStore,
+    /// Values: [n_layer][n_kv_head][n_ctx][head_dim].
+    v: KvStore,
+}
+
+impl KvType {
+    /// Bytes of one cached row of `head_dim` elements.
+    fn row_bytes(self, head_dim: usize) -> usize {
+        match self {
+            KvType::F16 => 2 * head_dim,
+            KvType::F32 => 4 * head_dim,
+            KvType::Int8 => head_dim / 32 * std::mem::size_of::<BlockQ8_0>(),
+        }
+    }
+
+    fn dtype(self) -> DType {
+        match self {
+            KvType::F16 => DType::F16,
+            KvType::F32 => DType::F32,
+            KvType::Int8 => DType::Q8_0,
+        }
+    }
+}
+
+impl KvStore {
+    fn new(kv_type: KvType, rows: usize, head_dim: usize) -> Result<Self> {
+        Ok(match kv_type {
+            KvType::F16 => KvStore::F16(zeroed(checked_len(&[rows, head_dim])?)?),
+            KvType::F32 => KvStore::F32(zeroed(checked_len(&[rows, head_dim])?)?),
+            KvType::Int8 => KvStore::Int8(zeroed(checked_len(&[rows, head_dim / 32])?)?),
+        })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            KvStore::F16(v) => bytemuck::cast_slice(v),
+            KvStore::F32(v) => bytemuck::cast_slice(v),
+            KvStore::Int8(v) => bytemuck::cast_slice(v),
+        }
+    }
+
+    /// Stores `x` (one head vector) as row `row`; `tmp` holds head_dim/32 blocks for Int8.
+    fn put(&mut self, kern: &Kernels, row: usize, x: &[f32], tmp: &mut [BlockQ8A]) {
+        let hd = x.len();
+        match self {
+            KvStore::F16(v) => v[row * hd..(row + 1) * hd].convert_from_f32_slice(x),
+            KvStore::F32(v) => v[row * hd..(row + 1) * hd].copy_from_slice(x),
+            KvStore::Int8(v) => {
+                let nb = hd / 32;
+                kern.quantize_act(x, &mut tmp[..nb]);
+                for (o, a) in v[row * nb..(row + 1) * nb].iter_mut().zip(&tmp[..nb]) {
+                    *o = BlockQ8_0 { d: f16::from_f32(a.d), qs: a.qs };
+                }
+            }
+        }
+    }
 }
 
 impl KvCache {
     /// Bytes a cache of `n_ctx` positions takes for these hyper-parameters.
-    pub fn bytes_for(hp: &HParams, n_ctx: usize) -> Option<usize> {
-        let per_layer = n_ctx.checked_mul(hp.n_kv_head)?.checked_mul(hp.head_dim)?;
-        per_layer.checked_mul(hp.n_layer)?.checked_mul(2 * std::mem::size_of::<f32>())
+    pub fn bytes_for(hp: &HParams, n_ctx: usize, kv_type: KvType) -> Option<usize> {
+        let rows = hp.n_layer.checked_mul(hp.n_kv_head)?.checked_mul(n_ctx)?;
+        rows.checked_mul(kv_type.row_bytes(hp.head_dim))?.checked_mul(2)
     }
 
     /// An empty cache of `n_ctx` positions.
-    pub fn new(hp: &HParams, n_ctx: usize) -> Result<Self> {
-        let kv_dim = hp.n_kv_head * hp.head_dim;
-        let len = checked_len(&[hp.n_layer, n_ctx, kv_dim])?;
-        Ok(KvCache { n_ctx, kv_dim, k: zeroed(len)?, v: zeroed(len)? })
+    pub fn new(hp: &HParams, n_ctx: usize, kv_type: KvType) -> Result<Self> {
+        if kv_type == KvType::Int8 && hp.head_dim % 32 != 0 {
+            return Err(Error::Unsupported(format!(
+                "an int8 KV cache needs head_dim divisible by 32; this model has {}",
+                hp.head_dim
+            )));
+        }
+        let rows = checked_len(&[hp.n_layer, hp.n_kv_head, n_ctx])?;
+        Ok(KvCache {
+            n_ctx,
+            kv_type,
+            n_kv_head: hp.n_kv_head,
+            head_dim: hp.head_dim,
+            k: KvStore::new(kv_type, rows, hp.head_dim)?,
+            v: KvStore::new(kv_type, rows, hp.head_dim)?,
+        })
     }
 
-    fn range(&self, layer: usize, pos: usize) -> std::ops::Range<usize> {
-        let start = (layer * self.n_ctx + pos) * self.kv_dim;
-        start..start + self.kv_dim
+    /// Row index of (layer, kv head, position).
+    fn row(&self, layer: usize, kv_head: usize, pos: usize) -> usize {
+        (layer * self.n_kv_head + kv_head) * self.n_ctx + pos
+    }
+
+    /// Rows `first..first + n` of one (layer, kv head) of `store`, as a matrix.
+    fn matrix<'a>(&self, store: &'a KvStore, layer: usize, kv_head: usize, first: usize, n: usize) -> QMatrix<'a> {
+        let rb = self.kv_type.row_bytes(self.head_dim);
+        let start = self.row(layer, kv_head, first) * rb;
+        QMatrix { dtype: self.kv_type.dtype(), rows: n, cols: self.head_dim, data: &store.bytes()[start..start + n * rb] }
     }
 }
 
@@ -90,8 +190,13 @@ pub struct Scratch {
     v: Vec<f32>,
     /// Attention output, before the output projection: [n_batch, n_head * head_dim].
     att_out: Vec<f32>,
-    /// Attention scores of one head over the context: [n_ctx].
+    /// Attention work space, one slab per thread: scores of a kv head's query heads
+    /// [n_slabs][heads_per_kv][n_ctx], their quantized queries (int8 KV)
+    /// [n_slabs][heads_per_kv * head_dim / 32], and one value row [n_slabs][head_dim].
+    n_slabs: usize,
     att: Vec<f32>,
+    att_q: Vec<BlockQ8A>,
+    att_v: Vec<f32>,
     /// FFN gate and up projections: [n_batch, d_ff].
     gate: Vec<f32>,
     up: Vec<f32>,
@@ -104,18 +209,24 @@ pub struct Scratch {
 }
 
 impl Scratch {
-    /// Bytes the scratch of a batch of `n_batch` tokens and a context of `n_ctx` takes.
-    pub fn bytes_for(hp: &HParams, n_batch: usize, n_ctx: usize) -> Option<usize> {
+    /// Bytes the scratch of a batch of `n_batch` tokens and a context of `n_ctx` takes, with
+    /// attention work space for `n_slabs` threads.
+    pub fn bytes_for(hp: &HParams, n_batch: usize, n_ctx: usize, n_slabs: usize) -> Option<usize> {
         let q_dim = hp.n_head.checked_mul(hp.head_dim)?;
         let kv_dim = hp.n_kv_head.checked_mul(hp.head_dim)?;
         let widest = hp.d_model.max(q_dim).max(hp.d_ff);
         let per_token = (2 * hp.d_model + 2 * q_dim + 2 * kv_dim + 2 * hp.d_ff + 2 * hp.rope_dim) * 4
             + widest / 32 * std::mem::size_of::<BlockQ8A>();
-        per_token.checked_mul(n_batch)?.checked_add(n_ctx.checked_mul(4)?)
+        let hpk = hp.n_head / hp.n_kv_head.max(1);
+        let slab = (hpk.checked_mul(n_ctx)?.checked_add(hp.head_dim)?) * 4
+            + hpk * hp.head_dim / 32 * std::mem::size_of::<BlockQ8A>();
+        per_token.checked_mul(n_batch)?.checked_add(slab.checked_mul(n_slabs)?)
     }
 
-    /// Buffers for batches of up to `n_batch` tokens over a context of `n_ctx`.
-    pub fn new(hp: &HParams, n_batch: usize, n_ctx: usize) -> Result<Self> {
+    /// Buffers for batches of up to `n_batch` tokens over a context of `n_ctx`, with
+    /// attention work space for `n_slabs` threads.
+    pub fn new(hp: &HParams, n_batch: usize, n_ctx: usize, n_slabs: usize) -> Result<Self> {
+        let hpk = hp.n_head / hp.n_kv_head;
         let q_dim = hp.n_head * hp.head_dim;
         let kv_dim = hp.n_kv_head * hp.head_dim;
         let widest = hp.d_model.max(q_dim).max(hp.d_ff);
@@ -134,7 +245,10 @@ impl Scratch {
             k: zeroed(checked_len(&[n_batch, kv_dim])?)?,
             v: zeroed(checked_len(&[n_batch, kv_dim])?)?,
             att_out: zeroed(checked_len(&[n_batch, q_dim])?)?,
-            att: zeroed(n_ctx)?,
+            n_slabs,
+            att: zeroed(checked_len(&[n_slabs, hpk, n_ctx])?)?,
+            att_q: zeroed(checked_len(&[n_slabs, hpk * hp.head_dim / 32])?)?,
+            att_v: zeroed(checked_len(&[n_slabs, hp.head_dim])?)?,
             gate: zeroed(checked_len(&[n_batch, hp.d_ff])?)?,
             up: zeroed(checked_len(&[n_batch, hp.d_ff])?)?,
             rope_cos: zeroed(checked_len(&[2, n_batch, half])?)?,
@@ -246,6 +360,90 @@ fn softmax(x: &mut [f32]) {
     x.iter_mut().for_each(|v| *v *= inv);
 }
 
+/// A raw pointer shared by the tasks of one parallel attention call.
+#[derive(Clone, Copy)]
+struct SharedMut<T>(*mut T);
+// SAFETY: `attention` hands each task disjoint parts of the pointee (its own slab and the
+// output rows of its own (token, kv head) pairs), and the pointee outlives `pool.run`.
+unsafe impl<T> Sync for SharedMut<T> {}
+unsafe impl<T> Send for SharedMut<T> {}
+
+impl<T> SharedMut<T> {
+    /// The pointer (a method, so closures capture the whole `Sync` wrapper).
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
+
+/// Attention of the `n` batch tokens at layer `l`: for every (token, kv head) pair, the
+/// scores of its query heads over the cached keys (one matmul: the keys of a kv head are a
+/// matrix), softmax, then the weighted sum of the cached values into `s.att_out`. The pairs
+/// are split across the thread pool, each thread with its own work space slab.
+fn attention(ex: &Exec, kv: &KvCache, s: &mut Scratch, l: usize, sliding: bool, n: usize, pos0: usize) {
+    let hp = ex.model.hparams();
+    let hd = hp.head_dim;
+    let hpk = hp.n_head / hp.n_kv_head;
+    let q_dim = hp.n_head * hd;
+    let stride = kv.n_ctx;
+    let window = if sliding { hp.sliding_window } else { 0 };
+    let n_pairs = n * hp.n_kv_head;
+    let n_tasks = s.n_slabs.min(n_pairs);
+    let per_task = n_pairs.div_ceil(n_tasks);
+    let (att_len, q_len) = (hpk * stride, hpk * hd / 32);
+    let att = SharedMut(s.att.as_mut_ptr());
+    let att_q = SharedMut(s.att_q.as_mut_ptr());
+    let att_v = SharedMut(s.att_v.as_mut_ptr());
+    let att_out = SharedMut(s.att_out.as_mut_ptr());
+    let q = &s.q[..n * q_dim];
+
+    let task = |i: usize| {
+        // SAFETY: task i alone uses slab i of `att`, `att_q` and `att_v` (i < n_tasks <=
+        // n_slabs, each sized n_slabs slabs), and `s` is exclusively borrowed for the call.
+        let (scores, xq, vrow) = unsafe {
+            (
+                std::slice::from_raw_parts_mut(att.get().add(i * att_len), att_len),
+                std::slice::from_raw_parts_mut(att_q.get().add(i * q_len), q_len),
+                std::slice::from_raw_parts_mut(att_v.get().add(i * hd), hd),
+            )
+        };
+        for pair in i * per_task..((i + 1) * per_task).min(n_pairs) {
+            let (t, kvh) = (pair / hp.n_kv_head, pair % hp.n_kv_head);
+            let pos = pos0 + t;
+            let first = if window > 0 { (pos + 1).saturating_sub(window) } else { 0 };
+            let n_pos = pos + 1 - first;
+            let group = t * q_dim + kvh * hpk * hd..t * q_dim + (kvh + 1) * hpk * hd;
+
+            // Scores of the group's query heads against the keys in the window.
+            let keys = kv.matrix(&kv.k, l, kvh, first, n_pos);
+            if kv.kv_type == KvType::Int8 {
+                ex.kern.quantize_act(&q[group.clone()], xq);
+                ex.kern.matmul_q8a(&keys, xq, hpk, scores, stride, 0..n_pos);
+            } else {
+                ex.kern.matmul_f32(&keys, &q[group.clone()], hpk, scores, stride, 0..n_pos);
+            }
+            for h in 0..hpk {
+                let a = &mut scores[h * stride..h * stride + n_pos];
+                a.iter_mut().for_each(|v| *v *= hp.attn_scale);
+                softmax(a);
+            }
+
+            // SAFETY: the output rows of pair (t, kvh) belong to this pair alone, and pairs
+            // are split into disjoint ranges across tasks.
+            let out = unsafe { std::slice::from_raw_parts_mut(att_out.get().add(group.start), hpk * hd) };
+            out.fill(0.0);
+            let values = kv.matrix(&kv.v, l, kvh, first, n_pos);
+            for j in 0..n_pos {
+                ex.kern.dequant_row(&values, j, vrow);
+                for (h, o) in out.chunks_exact_mut(hd).enumerate() {
+                    let a = scores[h * stride + j];
+                    o.iter_mut().zip(&*vrow).for_each(|(o, &v)| *o += a * v);
+                }
+            }
+        }
+    };
+    ex.pool.run(n_tasks, &task);
+}
+
 /// Runs `tokens` (ids already checked < n_vocab), which sit at positions `pos0..`, through
 /// the model; their keys and values land in `kv`. `tokens.len()` is at most
 /// `s.n_batch`, and `pos0 + tokens.len()` at most `kv.n_ctx` (the session checks both).
@@ -259,8 +457,7 @@ pub fn forward(ex: &Exec, kv: &mut KvCache, s: &mut Scratch, tokens: &[u32], pos
     let d = hp.d_model;
     let hd = hp.head_dim;
     let q_dim = hp.n_head * hd;
-    let kv_dim = kv.kv_dim;
-    let heads_per_kv = hp.n_head / hp.n_kv_head;
+    let kv_dim = hp.n_kv_head * hd;
     let half = hp.rope_dim / 2;
 
     // Token embeddings, scaled as the architecture asks.
@@ -317,33 +514,17 @@ pub fn forward(ex: &Exec, kv: &mut KvCache, s: &mut Scratch, tokens: &[u32], pos
             for head in s.k[t * kv_dim..(t + 1) * kv_dim].chunks_exact_mut(hd) {
                 rope(head, cos, sin, hp.rope_pairs);
             }
-            let slot = kv.range(l, pos0 + t);
-            kv.k[slot.clone()].copy_from_slice(&s.k[t * kv_dim..(t + 1) * kv_dim]);
-            kv.v[slot].copy_from_slice(&s.v[t * kv_dim..(t + 1) * kv_dim]);
+            for kvh in 0..hp.n_kv_head {
+                let head = t * kv_dim + kvh * hd..t * kv_dim + (kvh + 1) * hd;
+                let row = kv.row(l, kvh, pos0 + t);
+                kv.k.put(ex.kern, row, &s.k[head.clone()], &mut s.xq);
+                kv.v.put(ex.kern, row, &s.v[head], &mut s.xq);
+            }
         }
 
         // Grouped-query causal attention: each head attends to the positions up to its own
         // (the last `sliding_window` of them on sliding layers).
-        for t in 0..n {
-            let pos = pos0 + t;
-            let first = if sliding && hp.sliding_window > 0 { (pos + 1).saturating_sub(hp.sliding_window) } else { 0 };
-            for h in 0..hp.n_head {
-                let q = &s.q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
-                let kv_off = (h / heads_per_kv) * hd;
-                let att = &mut s.att[first..=pos];
-                for (j, a) in att.iter_mut().enumerate() {
-                    let k = &kv.k[kv.range(l, first + j)][kv_off..kv_off + hd];
-                    *a = ex.kern.dot_f32(q, k) * hp.attn_scale;
-                }
-                softmax(att);
-                let out = &mut s.att_out[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
-                out.fill(0.0);
-                for (j, &a) in att.iter().enumerate() {
-                    let v = &kv.v[kv.range(l, first + j)][kv_off..kv_off + hd];
-                    out.iter_mut().zip(v).for_each(|(o, &v)| *o += a * v);
-                }
-            }
-        }
+        attention(ex, kv, s, l, sliding, n, pos0);
 
         // Output projection, optional post-attention norm (Gemma 3), residual.
         ex.matmul(&lw.wo, &s.att_out, n, &mut s.xb, &mut s.xq);

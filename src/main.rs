@@ -416,7 +416,7 @@ fn bench(a: BenchArgs) -> Result<()> {
     let tokens: Vec<u32> = (0..n_ctx).map(|i| ((i * 7919 + 13) % hp.n_vocab) as u32).collect();
 
     // One untimed warm-up of each test (page faults, caches, thread start-up).
-    let mut time_pp = |session: &mut Session| -> Result<f64> {
+    let time_pp = |session: &mut Session| -> Result<f64> {
         session.reset();
         let t = Instant::now();
         session.eval(&tokens[..a.n_prompt])?;

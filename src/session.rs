@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::forward::{self, checked_len, zeroed, Exec, KvCache, Logits, Precision, Scratch};
+use crate::forward::{self, checked_len, zeroed, Exec, KvCache, KvType, Logits, Precision, Scratch};
 use crate::kernels::{self, Kernels};
 use crate::model::Model;
 use crate::sampler::Sampler;
@@ -27,13 +27,15 @@ pub struct SessionParams {
     pub n_batch: usize,
     /// Integer (fast) or f32 (reference) activations.
     pub precision: Precision,
+    /// Element type of the KV cache.
+    pub kv_type: KvType,
     /// Bytes allowed for the KV cache plus scratch; 0 means no limit.
     pub memory_limit: u64,
 }
 
 impl Default for SessionParams {
     fn default() -> Self {
-        SessionParams { n_ctx: 2048, n_threads: 0, n_batch: 64, precision: Precision::Int8, memory_limit: 0 }
+        SessionParams { n_ctx: 2048, n_threads: 0, n_batch: 64, precision: Precision::Int8, kv_type: KvType::F16, memory_limit: 0 }
     }
 }
 
@@ -55,8 +57,9 @@ impl MemoryReport {
     pub fn estimate(model: &Model, params: &SessionParams) -> Result<Self> {
         let hp = model.hparams();
         let overflow = || Error::OutOfMemory("memory estimate overflows".into());
-        let kv = KvCache::bytes_for(hp, params.n_ctx).ok_or_else(overflow)?;
-        let scratch = Scratch::bytes_for(hp, params.n_batch, params.n_ctx).ok_or_else(overflow)?;
+        let kv = KvCache::bytes_for(hp, params.n_ctx, params.kv_type).ok_or_else(overflow)?;
+        let scratch = Scratch::bytes_for(hp, params.n_batch, params.n_ctx, resolve_threads(params.n_threads))
+            .ok_or_else(overflow)?;
         // Two logit rows (current and next) and one row per batch token for scoring.
         let logits = checked_len(&[hp.n_vocab, params.n_batch + 2, 4])?;
         let scratch = scratch.checked_add(logits).ok_or_else(overflow)?;
@@ -114,13 +117,10 @@ impl Session {
                 params.memory_limit
             )));
         }
-        let n_threads = match params.n_threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        };
+        let n_threads = resolve_threads(params.n_threads);
         let kern = kernels::kernels_from_env()?;
-        let kv = KvCache::new(hp, params.n_ctx)?;
-        let scratch = Scratch::new(hp, params.n_batch, params.n_ctx)?;
+        let kv = KvCache::new(hp, params.n_ctx, params.kv_type)?;
+        let scratch = Scratch::new(hp, params.n_batch, params.n_ctx, n_threads)?;
         let mut tokens = Vec::new();
         tokens
             .try_reserve_exact(params.n_ctx)
@@ -282,6 +282,14 @@ impl Session {
             .logits()
             .ok_or_else(|| Error::InvalidArgument("nothing evaluated yet: no logits to sample from".into()))?;
         sampler.sample(logits, &self.tokens)
+    }
+}
+
+/// The thread count `n` stands for: itself, or all cores for 0.
+fn resolve_threads(n: usize) -> usize {
+    match n {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
     }
 }
 
