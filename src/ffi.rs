@@ -14,6 +14,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use crate::forward::KvType;
 use crate::model::{Model, OpenOptions};
 use crate::sampler::{Sampler, SamplerParams};
 use crate::session::{MemoryReport, Session, SessionParams};
@@ -548,11 +549,16 @@ fn session_params(p: &pipit_session_params) -> Result<SessionParams> {
         return Err(Error::InvalidArgument(format!("session flags are reserved and must be 0, got {:#x}", p.flags)));
     }
     let usize_of = |v: u32| usize::try_from(v).map_err(|_| Error::InvalidArgument(format!("{v} does not fit in size_t")));
-    // Every kv_type is served by the f32 cache for now.
+    let kv_type = match p.kv_type {
+        PIPIT_KV_F32 => KvType::F32,
+        PIPIT_KV_INT8 => KvType::Int8,
+        _ => KvType::F16,
+    };
     Ok(SessionParams {
         n_ctx: usize_of(p.n_ctx)?,
         n_threads: usize_of(p.n_threads)?,
         memory_limit: p.memory_limit,
+        kv_type,
         ..SessionParams::default()
     })
 }
