@@ -176,9 +176,9 @@ pub struct ChatArgs {
     /// Chat template, when the file has none or an unknown one.
     #[arg(long, value_enum)]
     pub template: Option<TemplateName>,
-    /// Context window in tokens.
-    #[arg(long = "ctx", default_value_t = 2048)]
-    pub ctx: usize,
+    /// Context window in tokens (default: 2048, or less if the model was trained for less).
+    #[arg(long = "ctx")]
+    pub ctx: Option<usize>,
     /// Threads for the matrix work (default: all cores).
     #[arg(short, long, default_value_t = 0)]
     pub threads: usize,
@@ -481,7 +481,8 @@ pub fn run(args: ChatArgs) -> Result<()> {
     };
     let sampler = args.sampler_params();
     sampler.validate()?;
-    let params = SessionParams { n_ctx: args.ctx, n_threads: args.threads, ..SessionParams::default() };
+    let n_ctx = args.ctx.unwrap_or(SessionParams::default().n_ctx.min(model.hparams().n_ctx_train));
+    let params = SessionParams { n_ctx, n_threads: args.threads, ..SessionParams::default() };
     let session = Session::new(Arc::clone(&model), params)?;
     let sigint = sigint::Handler::install(session.cancel_handle());
     let mut chat = Chat { session, template, args: &args, sampler, turns: Vec::new(), broken: false, sigint };
