@@ -90,7 +90,7 @@ pub struct Tokenizer {
     types: Vec<u8>,
     /// Decoded bytes of every token: `pieces[piece_offs[i]..piece_offs[i + 1]]`.
     pieces: Vec<u8>,
-    piece_offs: Vec<usize>,
+    piece_offs: Vec<u32>,
     specials: SpecialMatcher,
     algo: Algo,
     bos: Option<u32>,
@@ -196,6 +196,16 @@ impl Tokenizer {
             }
             .into());
         }
+        // Token texts and decoded pieces (at most 3 bytes more per token) use u32 offsets.
+        let text_bytes = p.tokens.iter().map(|t| t.len() as u64).sum::<u64>();
+        if text_bytes.saturating_add(3 * n_u64) > u64::from(u32::MAX) {
+            return Err(FormatError::LimitExceeded {
+                field: "total bytes of tokenizer.tokens".to_string(),
+                value: text_bytes,
+                limit: u64::from(u32::MAX).saturating_sub(3 * n_u64),
+            }
+            .into());
+        }
         let mismatch = |key: &str, len: usize| -> Error {
             FormatError::LengthMismatch {
                 key: key.to_string(),
@@ -273,7 +283,7 @@ impl Tokenizer {
         piece_offs.push(0);
         for (i, text) in p.tokens.iter().enumerate() {
             decode_token(p.kind, p.token_types[i], text, &mut pieces);
-            piece_offs.push(pieces.len());
+            piece_offs.push(u32::try_from(pieces.len()).unwrap_or(u32::MAX));
         }
         let mut eot = p.eot_ids.to_vec();
         eot.extend(p.eos);
@@ -392,7 +402,7 @@ impl Tokenizer {
             self.piece_offs.get(i),
             self.piece_offs.get(i.wrapping_add(1)),
         ) {
-            (Some(&a), Some(&b)) => &self.pieces[a..b],
+            (Some(&a), Some(&b)) => self.pieces.get(a as usize..b as usize).unwrap_or(&[]),
             _ => &[],
         }
     }

@@ -10,7 +10,7 @@ const EMPTY: u64 = u64::MAX;
 pub(crate) struct Vocab {
     text: String,
     /// `offs[i]..offs[i + 1]` is token `i` in `text`.
-    offs: Vec<usize>,
+    offs: Vec<u32>,
     /// Open addressing, linear probing; a slot holds `hash >> 32 << 32 | id`, or `EMPTY`.
     /// Comparing the stored hash half first keeps failed lookups (most SPM pair lookups)
     /// away from the token texts.
@@ -20,8 +20,8 @@ pub(crate) struct Vocab {
 
 impl Vocab {
     /// Builds the vocabulary. With duplicate texts, lookup finds the highest id (as
-    /// llama.cpp's `token_to_id` map, filled in id order). `tokens.len()` must be below
-    /// `u32::MAX`.
+    /// llama.cpp's `token_to_id` map, filled in id order). The caller checks that there are
+    /// fewer than `u32::MAX` tokens of at most `u32::MAX` bytes in all.
     pub(crate) fn new(tokens: &[String]) -> Self {
         let total: usize = tokens.iter().map(String::len).sum();
         let mut text = String::with_capacity(total);
@@ -29,7 +29,7 @@ impl Vocab {
         offs.push(0);
         for t in tokens {
             text.push_str(t);
-            offs.push(text.len());
+            offs.push(u32::try_from(text.len()).unwrap_or(u32::MAX));
         }
         let cap = (tokens.len() * 2).next_power_of_two().max(16);
         let mut v = Self {
@@ -69,7 +69,7 @@ impl Vocab {
     pub(crate) fn get(&self, id: u32) -> &str {
         let i = id as usize;
         match (self.offs.get(i), self.offs.get(i.wrapping_add(1))) {
-            (Some(&a), Some(&b)) => self.text.get(a..b).unwrap_or(""),
+            (Some(&a), Some(&b)) => self.text.get(a as usize..b as usize).unwrap_or(""),
             _ => "",
         }
     }
