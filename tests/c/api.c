@@ -220,12 +220,29 @@ int main(int argc, char **argv) {
   EXPECT(pipit_session_new(m, &bad, &s), PIPIT_ERR_OUT_OF_MEMORY);
   CHECK(s == NULL && strstr(pipit_last_error(), "limit") != NULL);
   EXPECT(pipit_memory_estimate(m, &bad, &rep2), PIPIT_OK); /* the estimate itself is fine */
-  bad.memory_limit = rep.kv_cache + rep.scratch;
+  /* Each KV cache type: the limit is checked against its own estimate, exactly. */
+  uint64_t kv_bytes[3] = {0, 0, 0};
   for (uint32_t kv = PIPIT_KV_F16; kv <= PIPIT_KV_INT8; kv++) {
-    bad.kv_type = kv;
-    OK(pipit_session_new(m, &bad, &s));
+    pipit_session_params p = sp;
+    pipit_memory_report r;
+    p.kv_type = kv;
+    OK(pipit_memory_estimate(m, &p, &r));
+    kv_bytes[kv] = r.kv_cache;
+    p.memory_limit = r.kv_cache + r.scratch - 1;
+    EXPECT(pipit_session_new(m, &p, &s), PIPIT_ERR_OUT_OF_MEMORY);
+    p.memory_limit = r.kv_cache + r.scratch;
+    pipit_status st = pipit_session_new(m, &p, &s);
+    if (kv == PIPIT_KV_INT8 && st == PIPIT_ERR_UNSUPPORTED) { /* head_dim not a multiple of 32 */
+      CHECK(strstr(pipit_last_error(), "head_dim") != NULL);
+      continue;
+    }
+    EXPECT(st, PIPIT_OK);
+    OK(pipit_session_eval(s, toks, n_text));
     pipit_session_free(s);
   }
+  CHECK(kv_bytes[PIPIT_KV_F16] == rep.kv_cache); /* F16 is the default */
+  CHECK(kv_bytes[PIPIT_KV_F32] == 2 * kv_bytes[PIPIT_KV_F16]);
+  CHECK(kv_bytes[PIPIT_KV_INT8] < kv_bytes[PIPIT_KV_F16]);
 
   /* ---- eval, logits, sample ---- */
   OK(pipit_session_new(m, &sp, &s));
