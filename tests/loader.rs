@@ -114,7 +114,7 @@ fn hyper_parameters_and_weights_of_tiny_llama() {
     );
     assert_eq!(
         (hp.d_ff, hp.n_vocab, hp.n_ctx_train, hp.rope_dim),
-        (128, N_VOCAB, 256, 16)
+        (128, N_VOCAB, 2048, 16)
     );
     assert_eq!((hp.q_dim(), hp.kv_dim()), (64, 32));
     assert_eq!(

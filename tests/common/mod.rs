@@ -123,7 +123,8 @@ impl Rng {
 }
 
 impl Tiny {
-    /// 2 layers, d_model 64, 4 heads of 16, 2 kv heads, d_ff 128, untied, no biases.
+    /// 2 layers, d_model 64, 4 heads of 16, 2 kv heads, d_ff 128, untied, no biases;
+    /// trained context 2048, so the CLI defaults apply.
     pub fn llama(dtype: DType, seed: u64) -> Self {
         Tiny {
             arch: "llama",
@@ -133,7 +134,7 @@ impl Tiny {
             n_kv_head: 2,
             head_dim: 16,
             d_ff: 128,
-            n_ctx_train: 256,
+            n_ctx_train: 2048,
             dtype,
             tied: false,
             biases: false,
