@@ -164,3 +164,40 @@ fn a_panic_inside_the_library_is_an_internal_error_and_the_process_lives() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("forced by the ffi-test-panic feature"));
     }
 }
+
+#[test]
+fn pipit_pc_builds_the_example() {
+    // Install into a prefix as pipit.pc.in describes, then build example.c with
+    // `cc example.c $(pkg-config --cflags --libs pipit)`.
+    let prefix = tmp_dir().join("prefix");
+    let (inc, lib, pc_dir) = (prefix.join("include"), prefix.join("lib"), prefix.join("lib/pkgconfig"));
+    for d in [&inc, &lib, &pc_dir] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::copy(clib::root().join("include/pipit.h"), inc.join("pipit.h")).unwrap();
+    for l in ["libpipit.so", "libpipit.a"] {
+        std::fs::copy(clib::lib_dir().join(l), lib.join(l)).unwrap();
+    }
+    let template = std::fs::read_to_string(clib::root().join("pipit.pc.in")).unwrap();
+    let pc = template.replace("@PREFIX@", prefix.to_str().unwrap()).replace("@VERSION@", env!("CARGO_PKG_VERSION"));
+    std::fs::write(pc_dir.join("pipit.pc"), pc).unwrap();
+
+    let pkg_config = |args: &[&str]| -> String {
+        let out = run_ok(Command::new("pkg-config").args(args).arg("pipit").env("PKG_CONFIG_PATH", &pc_dir));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    assert_eq!(pkg_config(&["--modversion"]), env!("CARGO_PKG_VERSION"));
+    assert!(pkg_config(&["--static", "--libs"]).ends_with(&clib::NATIVE_STATIC_LIBS.join(" ")));
+    let flags = pkg_config(&["--cflags", "--libs"]);
+    let exe = tmp_dir().join("example-pkg-config");
+    run_ok(
+        Command::new("cc")
+            .arg(clib::root().join("tests/c/example.c"))
+            .args(flags.split_whitespace())
+            .arg(format!("-Wl,-rpath,{}", lib.display()))
+            .arg("-o")
+            .arg(&exe),
+    );
+    let out = run_program(&exe, &[os(&synthetic_files().model), os("the cat"), os("8")]);
+    assert_eq!(out.stdout, pipit_run(&synthetic_files().model, "the cat", 8, 256));
+}
