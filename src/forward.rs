@@ -592,7 +592,7 @@ mod tests {
     fn rmsnorm_normalises_rows() {
         let x = [3.0f32, 4.0, 0.0, 0.0];
         let mut out = [0.0f32; 4];
-        rmsnorm(&mut out, &x, &[1.0, 2.0], 0.0);
+        rmsnorm(&mut out, &x, &[1.0, 2.0], 1e-12);
         let rms = (12.5f32).sqrt();
         assert!((out[0] - 3.0 / rms).abs() < 1e-6 && (out[1] - 8.0 / rms).abs() < 1e-6);
         assert_eq!(&out[2..], &[0.0, 0.0]);

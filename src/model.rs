@@ -873,23 +873,24 @@ pub fn inspect_report(model: &Model, kernels: &str) -> String {
         .collect();
     line(format!("           totals: {}", totals.join("; ")));
 
-    // f16 K and V for every layer and kv head; scratch: the f32 activations of one token
-    // (residual, norm output, q, k, v, attention output, gate, up), attention scores over
-    // a 1k context, and the logits.
-    let kv_per_1k = 2 * hp.n_layer as u64 * hp.kv_dim() as u64 * 2 * 1024;
-    let scratch = 4
-        * (3 * hp.d_model as u64
-            + 2 * hp.q_dim() as u64
-            + 2 * hp.kv_dim() as u64
-            + 2 * hp.d_ff as u64
-            + hp.n_head as u64 * 1024
-            + hp.n_vocab as u64);
-    line(format!(
-        "memory     weights {} {how}; KV cache (f16) {} per 1k tokens of context; scratch ~{:.1} KiB per token in flight",
-        mib(f.file_len),
-        mib(kv_per_1k),
-        scratch as f64 / 1024.0
-    ));
+    // What a session with the default parameters (the CLI's and the C ABI's) would take.
+    let params = crate::session::SessionParams::default();
+    let kv_per_1k = crate::forward::KvCache::bytes_for(hp, 1024, params.kv_type).unwrap_or(0) as u64;
+    match crate::session::MemoryReport::estimate(model, &params) {
+        Ok(m) => line(format!(
+            "memory     weights {} {how}; KV cache ({:?}) {} per 1k tokens of context; a session \
+             with n_ctx {} and batches of {}: KV cache {} + scratch {} = {}",
+            mib(f.file_len),
+            params.kv_type,
+            mib(kv_per_1k),
+            params.n_ctx,
+            params.n_batch,
+            mib(m.kv_cache),
+            mib(m.scratch),
+            mib(m.kv_cache + m.scratch)
+        )),
+        Err(e) => line(format!("memory     weights {} {how}; session estimate: {e}", mib(f.file_len))),
+    }
     line(format!("kernels    {kernels}"));
     out
 }
