@@ -1,0 +1,219 @@
+//! i8mm kernels (Armv8.6 SMMLA: recent phone cores): matrix-matrix products for `n_tok >= 2`
+//! (prefill). SMMLA multiplies a 2x8 i8 matrix by the transpose of another, adding a 2x2 i32
+//! tile: with the 64-bit halves of two rows' blocks interleaved (`[row0 k, row1 k]`) and
+//! likewise two tokens', four SMMLAs give the exact integer sums of 2 rows x 2 tokens for one
+//! block, lanes `[r0 t0, r0 t1, r1 t0, r1 t1]`; these are scaled by `d_w * d_a` lane-wise
+//! (`[dw0, dw0, dw1, dw1] * [da0, da1, da0, da1]`) and accumulated with FMLA. Tiles are 4
+//! rows x 4 tokens (2 x 2 SMMLA tiles); a lone token, the decode case `n_tok = 1` and rows
+//! left over below 4 use the dotprod kernels. Every other entry is NEON's.
+//!
+//! # Safety
+//! Every `unsafe fn` here requires NEON, dotprod and i8mm, which `available` checks before
+//! handing out [`KERNELS`], plus the preconditions of the table types in `kernels/mod.rs`.
+
+#![allow(clippy::needless_range_loop)] // tiles index rows and tokens in lockstep
+
+use std::arch::aarch64::*;
+use std::arch::asm;
+use std::ops::Range;
+
+use super::super::{BlockQ8A, Kernels, QK};
+use super::dotprod::{self, Sdot};
+use super::neon::{self, block_bytes, f16x4_at, load_a, load_w, Q4_1};
+
+/// `acc` plus SMMLA of `a` (2x8, row-major) and `b` (2x8): lane `2i + j` gains
+/// `sum_k a[8i + k] * b[8j + k]`.
+#[target_feature(enable = "neon,i8mm")]
+#[inline]
+unsafe fn smmla(mut acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    // SAFETY: the caller guarantees the CPU has i8mm (this fn is reachable only from tables
+    // handed out after detecting it); SMMLA touches only the named registers.
+    unsafe {
+        asm!(
+            "smmla {acc:v}.4s, {a:v}.16b, {b:v}.16b",
+            acc = inout(vreg) acc,
+            a = in(vreg) a,
+            b = in(vreg) b,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    acc
+}
+
+/// Two blocks (x, y) interleaved by 64-bit halves: `[x0.lo, y0.lo], [x0.hi, y0.hi],
+/// [x1.lo, y1.lo], [x1.hi, y1.hi]` (SMMLA operands with x as row 0, y as row 1).
+#[inline(always)]
+unsafe fn pair(x: &[int8x16_t; 2], y: &[int8x16_t; 2]) -> [int8x16_t; 4] {
+    let z = |a: int8x16_t, b: int8x16_t, hi: bool| {
+        let (a, b) = (vreinterpretq_s64_s8(a), vreinterpretq_s64_s8(b));
+        vreinterpretq_s8_s64(if hi { vzip2q_s64(a, b) } else { vzip1q_s64(a, b) })
+    };
+    [
+        z(x[0], y[0], false),
+        z(x[0], y[0], true),
+        z(x[1], y[1], false),
+        z(x[1], y[1], true),
+    ]
+}
+
+/// The exact 2x2 integer sums of one block: `w` = pair(row0, row1), `a` = pair(tok0, tok1).
+#[inline(always)]
+unsafe fn mm(w: &[int8x16_t; 4], a: &[int8x16_t; 4]) -> int32x4_t {
+    let mut acc = vdupq_n_s32(0);
+    for k in 0..4 {
+        acc = smmla(acc, w[k], a[k]);
+    }
+    acc
+}
+
+/// `[a, b, a, b]`.
+#[inline(always)]
+unsafe fn lanes(a: f32, b: f32) -> float32x4_t {
+    vld1q_f32([a, b, a, b].as_ptr())
+}
+
+/// `2 * RP` rows x `2 * TP` tokens; pointers as in `neon::tile4`.
+#[inline(always)]
+unsafe fn mm_tile<const DT: u8, const RP: usize, const TP: usize>(
+    w: *const u8,
+    rb: usize,
+    nb: usize,
+    x: *const BlockQ8A,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    let bb = block_bytes(DT);
+    let mut acc = [[vdupq_n_f32(0.0); TP]; RP];
+    for b in 0..nb {
+        let mut ai = [[vdupq_n_s8(0); 4]; TP];
+        let mut da = [vdupq_n_f32(0.0); TP];
+        let mut sa = [vdupq_n_f32(0.0); TP];
+        for tp in 0..TP {
+            let x0 = &*x.add(2 * tp * nb + b);
+            let x1 = &*x.add((2 * tp + 1) * nb + b);
+            ai[tp] = pair(&load_a(x0), &load_a(x1));
+            da[tp] = lanes(x0.d, x1.d);
+            if DT == Q4_1 {
+                sa[tp] = lanes(x0.s, x1.s);
+            }
+        }
+        for rp in 0..RP {
+            let p0 = w.add(2 * rp * rb + b * bb);
+            let p1 = p0.add(rb);
+            let wi = pair(&load_w::<DT>(p0), &load_w::<DT>(p1));
+            let dw = f16x4_at([p0, p0, p1, p1], 0);
+            let mw = if DT == Q4_1 {
+                f16x4_at([p0, p0, p1, p1], 2)
+            } else {
+                vdupq_n_f32(0.0)
+            };
+            for tp in 0..TP {
+                let i = vcvtq_f32_s32(mm(&wi, &ai[tp]));
+                acc[rp][tp] = vfmaq_f32(acc[rp][tp], i, vmulq_f32(dw, da[tp]));
+                if DT == Q4_1 {
+                    acc[rp][tp] = vfmaq_f32(acc[rp][tp], mw, sa[tp]);
+                }
+            }
+        }
+    }
+    for rp in 0..RP {
+        for tp in 0..TP {
+            let o = out.add(2 * tp * out_stride + 2 * rp);
+            let v = acc[rp][tp];
+            *o = vgetq_lane_f32::<0>(v);
+            *o.add(out_stride) = vgetq_lane_f32::<1>(v);
+            *o.add(1) = vgetq_lane_f32::<2>(v);
+            *o.add(out_stride + 1) = vgetq_lane_f32::<3>(v);
+        }
+    }
+}
+
+/// The q8a matmul: 4x4 SMMLA tiles, a 4x2 tile for a token pair, dotprod for the rest.
+#[inline(always)]
+unsafe fn matmul_q8a_mm<const DT: u8>(
+    w: &[u8],
+    cols: usize,
+    rows: Range<usize>,
+    xq: &[BlockQ8A],
+    n_tok: usize,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    if n_tok < 2 {
+        return neon::matmul_q8a::<Sdot, DT>(w, cols, rows, xq, n_tok, out, out_stride);
+    }
+    let nb = cols / QK;
+    let rb = nb * block_bytes(DT);
+    let (wp, xp) = (w.as_ptr(), xq.as_ptr());
+    let mut r = rows.start;
+    while r + 4 <= rows.end {
+        let wr = wp.add(r * rb);
+        let mut t = 0;
+        while t + 4 <= n_tok {
+            let (x, o) = (xp.add(t * nb), out.add(t * out_stride + r));
+            mm_tile::<DT, 2, 2>(wr, rb, nb, x, o, out_stride);
+            t += 4;
+        }
+        if t + 2 <= n_tok {
+            let (x, o) = (xp.add(t * nb), out.add(t * out_stride + r));
+            mm_tile::<DT, 2, 1>(wr, rb, nb, x, o, out_stride);
+            t += 2;
+        }
+        if t < n_tok {
+            let (x, o) = (xp.add(t * nb), out.add(t * out_stride + r));
+            neon::tile4::<Sdot, DT, 1>(wr, rb, nb, x, o, out_stride);
+        }
+        r += 4;
+    }
+    if r < rows.end {
+        neon::matmul_q8a::<Sdot, DT>(w, cols, r..rows.end, xq, n_tok, out, out_stride);
+    }
+}
+
+/// Per-block sums through SMMLA (each block paired with itself; lane 0 is `w . a`).
+#[inline(always)]
+unsafe fn isums_mm<const DT: u8>(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
+    let bb = block_bytes(DT);
+    for (b, o) in out.iter_mut().enumerate() {
+        let wv = load_w::<DT>(w_row.as_ptr().add(b * bb));
+        let a = load_a(&xq[b]);
+        *o = vgetq_lane_s32::<0>(mm(&pair(&wv, &wv), &pair(&a, &a)));
+    }
+}
+
+neon::q8a_entry_points!("neon,dotprod,i8mm", matmul_q8a_mm, isums_mm);
+
+/// Test hook: the 2x2 SMMLA tile of one block of rows 0 and 1 of `w` (one block per row)
+/// with tokens `x0`, `x1`, lanes `[r0 t0, r0 t1, r1 t0, r1 t1]`.
+#[cfg(test)]
+#[target_feature(enable = "neon,dotprod,i8mm")]
+pub(super) unsafe fn tile_isums(
+    w: &[u8],
+    dtype: super::super::DType,
+    x0: &BlockQ8A,
+    x1: &BlockQ8A,
+) -> [i32; 4] {
+    use super::super::DType;
+    unsafe fn go<const DT: u8>(w: &[u8], x0: &BlockQ8A, x1: &BlockQ8A) -> [i32; 4] {
+        let bb = block_bytes(DT);
+        assert!(w.len() >= 2 * bb);
+        let wi = pair(&load_w::<DT>(w.as_ptr()), &load_w::<DT>(w.as_ptr().add(bb)));
+        let i = mm(&wi, &pair(&load_a(x0), &load_a(x1)));
+        let mut o = [0i32; 4];
+        vst1q_s32(o.as_mut_ptr(), i);
+        o
+    }
+    match dtype {
+        DType::Q8_0 => go::<{ neon::Q8_0 }>(w, x0, x1),
+        DType::Q4_0 => go::<{ neon::Q4_0 }>(w, x0, x1),
+        _ => go::<{ neon::Q4_1 }>(w, x0, x1),
+    }
+}
+
+/// The i8mm table: SMMLA for `n_tok >= 2`, dotprod for decode, the rest from NEON.
+pub(super) static KERNELS: Kernels = Kernels {
+    name: "i8mm",
+    matmul_q8a: [matmul_q8a_q8_0, matmul_q8a_q4_0, matmul_q8a_q4_1],
+    isums: [isums_q8_0, isums_q4_0, isums_q4_1],
+    ..dotprod::KERNELS
+};
