@@ -84,7 +84,6 @@ pub struct TokenizerParts<'a> {
 }
 
 /// A loaded tokenizer. Immutable, `Send + Sync`; encoding allocates only scratch space.
-#[derive(Debug)]
 pub struct Tokenizer {
     vocab: Vocab,
     types: Vec<u8>,
@@ -104,6 +103,19 @@ pub struct Tokenizer {
 enum Algo {
     Bpe { pre: PreTokenizer, bpe: bpe::Bpe },
     Spm(spm::Spm),
+}
+
+impl std::fmt::Debug for Tokenizer {
+    /// A summary: the vocabulary itself is too large to print.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("kind", &self.kind())
+            .field("n_vocab", &self.n_vocab())
+            .field("bos", &self.bos)
+            .field("eos", &self.eos)
+            .field("add_bos", &self.add_bos)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Words longer than this are cut before BPE, keeping symbol indices within `u32`.
