@@ -21,12 +21,19 @@ struct Files {
     model: PathBuf,
     malformed: PathBuf,
     missing: PathBuf,
+    /// Well-formed, but one tensor's data does not match its checksum.
+    bad_crc: PathBuf,
 }
 
 /// Written once per test process.
 fn synthetic_files() -> &'static Files {
     static FILES: OnceLock<Files> = OnceLock::new();
     FILES.get_or_init(write_synthetic_files)
+}
+
+/// The context the tiny model was trained for.
+fn tiny_n_ctx_train() -> u32 {
+    common::Tiny::llama(pipit_format::DType::Q8_0, 7).n_ctx_train as u32
 }
 
 fn write_synthetic_files() -> Files {
@@ -37,7 +44,12 @@ fn write_synthetic_files() -> Files {
     // Cut inside the tensor data: the header promises more bytes than the file has.
     let malformed = dir.join("truncated.pipit");
     std::fs::write(&malformed, &bytes[..bytes.len() * 2 / 3]).unwrap();
-    Files { model, malformed, missing: dir.join("no-such-model.pipit") }
+    let mut corrupt = bytes.clone();
+    let file = pipit_format::PipitFile::parse(&bytes).unwrap();
+    corrupt[usize::try_from(file.tensors[0].offset).unwrap()] ^= 0x01;
+    let bad_crc = dir.join("bad-crc.pipit");
+    std::fs::write(&bad_crc, &corrupt).unwrap();
+    Files { model, malformed, missing: dir.join("no-such-model.pipit"), bad_crc }
 }
 
 fn os<P: AsRef<OsStr> + ?Sized>(p: &P) -> &OsStr {
@@ -49,7 +61,7 @@ fn api_on(model: &Path, text: &str) {
     for link in Link::BOTH {
         let exe = compile("api", link);
         assert_linkage(&exe, link);
-        let out = run_program(&exe, &[os(model), os(&f.malformed), os(&f.missing), os(text)]);
+        let out = run_program(&exe, &[os(model), os(&f.malformed), os(&f.missing), os(text), os(&f.bad_crc)]);
         assert!(String::from_utf8_lossy(&out.stdout).contains("all checks passed"));
     }
 }
@@ -123,7 +135,7 @@ fn greedy_generate_equals_pipit_run_on_smollm2() {
 
 #[test]
 fn greedy_generate_equals_pipit_run_on_the_synthetic_model() {
-    greedy_matches_run(&synthetic_files().model, "the cat", 40, 256);
+    greedy_matches_run(&synthetic_files().model, "the cat", 40, tiny_n_ctx_train());
 }
 
 #[test]
@@ -199,5 +211,5 @@ fn pipit_pc_builds_the_example() {
             .arg(&exe),
     );
     let out = run_program(&exe, &[os(&synthetic_files().model), os("the cat"), os("8")]);
-    assert_eq!(out.stdout, pipit_run(&synthetic_files().model, "the cat", 8, 256));
+    assert_eq!(out.stdout, pipit_run(&synthetic_files().model, "the cat", 8, tiny_n_ctx_train()));
 }

@@ -1,6 +1,7 @@
 /* The whole C API on one model, single-threaded: every function, its success path and its
- * error paths. Usage: api MODEL MALFORMED_FILE MISSING_FILE TEXT
- * TEXT must tokenize to at least 3 tokens and round-trip through the token pieces. */
+ * error paths. Usage: api MODEL MALFORMED_FILE MISSING_FILE TEXT [BAD_CHECKSUM_FILE]
+ * TEXT must tokenize to at least 3 tokens and round-trip through the token pieces;
+ * BAD_CHECKSUM_FILE is a well-formed model whose tensor data does not match its CRC. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -51,8 +52,8 @@ static pipit_session_params params_ctx(uint32_t n_ctx) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 5) {
-    fprintf(stderr, "usage: %s MODEL MALFORMED_FILE MISSING_FILE TEXT\n", argv[0]);
+  if (argc != 5 && argc != 6) {
+    fprintf(stderr, "usage: %s MODEL MALFORMED_FILE MISSING_FILE TEXT [BAD_CHECKSUM_FILE]\n", argv[0]);
     return 2;
   }
   const char *path = argv[1], *malformed = argv[2], *missing = argv[3], *text = argv[4];
@@ -91,6 +92,12 @@ int main(int argc, char **argv) {
   EXPECT(pipit_model_open_ex(malformed, PIPIT_OPEN_NO_MMAP, &m), PIPIT_ERR_FORMAT);
   EXPECT(pipit_model_open_ex(path, 4u, &m), PIPIT_ERR_INVALID_ARGUMENT);
   CHECK(m == NULL);
+  if (argc == 6) { /* checksums are only read with PIPIT_OPEN_VERIFY */
+    OK(pipit_model_open_ex(argv[5], PIPIT_OPEN_NO_MMAP, &m));
+    pipit_model_free(m);
+    EXPECT(pipit_model_open_ex(argv[5], PIPIT_OPEN_VERIFY, &m), PIPIT_ERR_FORMAT);
+    CHECK(m == NULL && strstr(pipit_last_error(), "checksum") != NULL);
+  }
 
   pipit_model_info info, info2;
   OK(pipit_model_open_ex(path, PIPIT_OPEN_NO_MMAP | PIPIT_OPEN_VERIFY, &m));
