@@ -23,9 +23,11 @@ use crate::{Error, Result};
 /// A chat template family, rendered natively.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Template {
-    /// `<|im_start|>role\n...<|im_end|>\n` (SmolLM2, Qwen). `default_system` is the system
-    /// message the template inserts when the conversation has none.
-    ChatMl { default_system: Option<String> },
+    /// `<|im_start|>role\n...<|im_end|>\n` (SmolLM2, Qwen).
+    ChatMl {
+        /// The system message the template inserts when the conversation has none.
+        default_system: Option<String>,
+    },
     /// `<start_of_turn>user\n...<end_of_turn>\n<start_of_turn>model\n`; a system message
     /// opens the first user turn.
     Gemma,
@@ -36,8 +38,11 @@ pub enum Template {
 /// Template names for `--template`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TemplateName {
+    /// ChatML (SmolLM2, Qwen).
     Chatml,
+    /// Gemma's turns.
     Gemma,
+    /// Llama 3's headers.
     Llama3,
 }
 

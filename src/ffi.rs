@@ -24,19 +24,32 @@ use crate::{Error, Result};
 /// A status code; one of the `PIPIT_*` constants below.
 pub type pipit_status = i32;
 
+/// The ABI version of include/pipit.h that this library implements.
 pub const PIPIT_ABI_VERSION: u32 = 1;
 
+/// Success.
 pub const PIPIT_OK: pipit_status = 0;
+/// NULL pointer, value out of range.
 pub const PIPIT_ERR_INVALID_ARGUMENT: pipit_status = 1;
+/// Missing or unreadable file.
 pub const PIPIT_ERR_IO: pipit_status = 2;
+/// Malformed or corrupt model file.
 pub const PIPIT_ERR_FORMAT: pipit_status = 3;
+/// Valid file, feature not supported here.
 pub const PIPIT_ERR_UNSUPPORTED: pipit_status = 4;
+/// Allocation failed, or `memory_limit` would be exceeded.
 pub const PIPIT_ERR_OUT_OF_MEMORY: pipit_status = 5;
+/// The context cannot take the tokens; nothing was changed.
 pub const PIPIT_ERR_CONTEXT_FULL: pipit_status = 6;
+/// The size out-parameter says what is needed.
 pub const PIPIT_ERR_BUFFER_TOO_SMALL: pipit_status = 7;
+/// The session is in use by another thread.
 pub const PIPIT_ERR_BUSY: pipit_status = 8;
+/// `pipit_session_cancel` stopped the call.
 pub const PIPIT_ERR_CANCELLED: pipit_status = 9;
+/// NaN or infinity reached the logits.
 pub const PIPIT_ERR_NUMERIC: pipit_status = 10;
+/// A bug, including a caught panic.
 pub const PIPIT_ERR_INTERNAL: pipit_status = 11;
 
 /// `pipit_model_open_ex` flag: read the file into memory instead of mapping it.
@@ -44,22 +57,34 @@ pub const PIPIT_OPEN_NO_MMAP: u32 = 1;
 /// `pipit_model_open_ex` flag: check every tensor checksum while opening.
 pub const PIPIT_OPEN_VERIFY: u32 = 2;
 
+/// KV cache in IEEE half precision (the default).
 pub const PIPIT_KV_F16: u32 = 0;
+/// KV cache in f32.
 pub const PIPIT_KV_F32: u32 = 1;
+/// KV cache in Q8_0 blocks (head_dim must be a multiple of 32).
 pub const PIPIT_KV_INT8: u32 = 2;
 
 /// What `pipit_model_get_info` reports.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct pipit_model_info {
+    /// Vocabulary size.
     pub n_vocab: u32,
+    /// Context length the model was trained for.
     pub n_ctx_train: u32,
+    /// Transformer blocks.
     pub n_layer: u32,
+    /// Residual width.
     pub d_model: u32,
+    /// BOS token id, -1 when absent.
     pub bos_token: i32,
+    /// EOS token id, -1 when absent.
     pub eos_token: i32,
+    /// Bytes of tensor data in the file.
     pub weights_bytes: u64,
+    /// `general.architecture`, NUL-terminated; lives as long as the model.
     pub architecture: *const c_char,
+    /// `general.name` (may be empty), NUL-terminated; lives as long as the model.
     pub name: *const c_char,
 }
 
@@ -67,10 +92,15 @@ pub struct pipit_model_info {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct pipit_session_params {
+    /// Context window in tokens; default 2048.
     pub n_ctx: u32,
+    /// Threads for the matrix work; 0: all cores.
     pub n_threads: u32,
+    /// One of `PIPIT_KV_*`; default `PIPIT_KV_F16`.
     pub kv_type: u32,
+    /// Reserved, 0.
     pub flags: u32,
+    /// Bytes for KV cache plus scratch; 0: no limit.
     pub memory_limit: u64,
 }
 
@@ -78,12 +108,19 @@ pub struct pipit_session_params {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct pipit_sampler_params {
+    /// 0: greedy; default 0.8.
     pub temperature: f32,
+    /// 0: off; default 40.
     pub top_k: u32,
+    /// 1: off; default 0.95.
     pub top_p: f32,
+    /// 0: off; default 0.05.
     pub min_p: f32,
+    /// 1: off; default 1.1.
     pub repeat_penalty: f32,
+    /// Default 64.
     pub repeat_last_n: u32,
+    /// Default 0.
     pub seed: u64,
 }
 
@@ -91,9 +128,13 @@ pub struct pipit_sampler_params {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct pipit_memory_report {
+    /// Model weights (mapped or read; shared by all sessions of the model).
     pub weights_mapped: u64,
+    /// The KV cache.
     pub kv_cache: u64,
+    /// Activations, logits and the other per-session buffers.
     pub scratch: u64,
+    /// The sum of the three.
     pub total: u64,
 }
 
@@ -863,8 +904,8 @@ pub unsafe extern "C" fn pipit_session_sample(
     })
 }
 
-/// The sum of log P(tokens[i] | context, tokens[..i]), appending the tokens; on an empty
-/// context tokens[0] is given, not scored.
+/// The sum of log P(`tokens[i]` | context, `tokens[..i]`), appending the tokens; on an
+/// empty context `tokens[0]` is given, not scored.
 ///
 /// # Safety
 /// Each pointer is NULL or valid; `tokens` holds `n` ids.
