@@ -1,9 +1,12 @@
 //! A persistent thread pool for splitting one kernel call across cores.
 //!
 //! `n - 1` worker threads live as long as the pool; the calling thread is the n-th worker.
-//! A dispatch ([`ThreadPool::run`]) allocates nothing: the job is published through a
-//! generation counter, workers spin briefly and then park on a condvar, tasks are claimed from
-//! an atomic counter, and `run` returns only after every worker has finished with the job.
+//! A dispatch ([`ThreadPool::run`]) allocates nothing. The job is published in a slot, then
+//! one atomic word packing `(generation, n_tasks, next task)` is stored; every thread (the
+//! caller first) claims tasks by compare-and-swap on that word, and `run` returns once all
+//! tasks are *done* — it never waits for a worker that has not woken up, so a descheduled
+//! worker costs nothing (the caller simply runs its share). A late worker's claim fails
+//! because the generation has moved on. Idle workers spin briefly, then park on a condvar.
 //! With one thread `run` just calls the job in a loop.
 
 use std::any::Any;
@@ -13,22 +16,38 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-/// Spin iterations before a waiting worker parks (roughly 50-100 µs).
+/// Spin iterations before an idle worker parks (tens of microseconds).
 const SPIN: u32 = 20_000;
+/// Spin iterations before a waiting caller starts yielding its time slice.
+const CALLER_SPIN: u32 = 2_000;
+/// Most tasks one dispatch can carry (the claim word has 16 bits for each index).
+const MAX_TASKS: usize = u16::MAX as usize;
 
 /// The job of one dispatch, erased to `'static` (see the SAFETY notes in `run`).
 type Job = *const (dyn Fn(usize) + Sync);
 
+/// `generation << 32 | n_tasks << 16 | next`.
+fn pack(generation: u32, n_tasks: usize, next: usize) -> u64 {
+    (u64::from(generation) << 32) | ((n_tasks as u64) << 16) | next as u64
+}
+
+fn unpack(c: u64) -> (u32, usize, usize) {
+    (
+        (c >> 32) as u32,
+        ((c >> 16) & 0xffff) as usize,
+        (c & 0xffff) as usize,
+    )
+}
+
 struct Shared {
-    /// Bumped (SeqCst) once per dispatch and once at shutdown.
-    generation: AtomicU64,
-    /// Written by `run` only while no worker is between seeing a generation and finishing
-    /// it (`active == 0`); read by each worker once per generation after seeing it.
-    job: UnsafeCell<(Job, usize)>,
-    /// Next task index to claim.
-    next: AtomicUsize,
-    /// Workers that have not yet finished the current generation.
-    active: AtomicUsize,
+    /// The claim word (see `pack`). Stored with SeqCst when a dispatch is published.
+    claim: AtomicU64,
+    /// The current job. Written by `run` only while no task of the previous dispatch is
+    /// unclaimed or running; read by a thread only right after it claimed a task of the
+    /// current dispatch (so `run` is still waiting for that task and the job is alive).
+    job: UnsafeCell<Job>,
+    /// Tasks of the current dispatch that have finished (or panicked).
+    done: AtomicUsize,
     /// Workers parked (or about to park) on `wake`.
     sleepers: AtomicUsize,
     lock: Mutex<()>,
@@ -38,19 +57,58 @@ struct Shared {
     panic: Mutex<Option<Box<dyn Any + Send>>>,
 }
 
-// SAFETY: `job` is the only non-Sync field; the protocol above makes every access to it
-// happen-before or happen-after each other access (publish via SeqCst `generation`, finish
-// via AcqRel `active`), and the job itself is `Sync`.
+// SAFETY: `job` is the only non-Sync field; by the protocol documented on it, every read
+// happens after the write it observes (Release store of `claim` -> AcqRel claim CAS) and
+// before the next write (the task's `done` increment -> `run`'s Acquire wait), and the job
+// itself is `Sync`.
 unsafe impl Sync for Shared {}
 // SAFETY: the raw job pointer is only dereferenced under the protocol above.
 unsafe impl Send for Shared {}
+
+impl Shared {
+    /// Claims the next task of the current dispatch: its index and the job.
+    fn claim(&self) -> Option<(usize, Job)> {
+        let mut c = self.claim.load(Ordering::Acquire);
+        loop {
+            let (_, n, i) = unpack(c);
+            if i >= n {
+                return None;
+            }
+            match self
+                .claim
+                .compare_exchange_weak(c, c + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                // SAFETY: we own unfinished task `i` of the dispatch whose job is in the slot
+                // (see `job`), so the slot holds that dispatch's job and is not being written.
+                Ok(_) => return Some((i, unsafe { *self.job.get() })),
+                Err(now) => c = now,
+            }
+        }
+    }
+
+    /// Claims and runs tasks until none are left, recording panics.
+    fn work(&self) {
+        while let Some((i, job)) = self.claim() {
+            // SAFETY: the job outlives its dispatch's `run` call, which cannot return before
+            // this task's `done` increment below.
+            let f = unsafe { &*job };
+            if let Err(p) = panic::catch_unwind(AssertUnwindSafe(|| f(i))) {
+                let mut slot = self.panic.lock().unwrap_or_else(|e| e.into_inner());
+                if slot.is_none() {
+                    *slot = Some(p);
+                }
+            }
+            self.done.fetch_add(1, Ordering::Release);
+        }
+    }
+}
 
 /// A fixed set of threads that run the tasks of one call in parallel.
 pub struct ThreadPool {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
     /// Held by the one dispatch that owns the workers.
-    run_lock: Mutex<()>,
+    run_lock: Mutex<u32>,
 }
 
 impl std::fmt::Debug for ThreadPool {
@@ -69,10 +127,9 @@ impl ThreadPool {
     pub fn new(n: usize) -> ThreadPool {
         let noop_job: &'static (dyn Fn(usize) + Sync) = &noop;
         let shared = Arc::new(Shared {
-            generation: AtomicU64::new(0),
-            job: UnsafeCell::new((noop_job as Job, 0)),
-            next: AtomicUsize::new(0),
-            active: AtomicUsize::new(0),
+            claim: AtomicU64::new(0),
+            job: UnsafeCell::new(noop_job as Job),
+            done: AtomicUsize::new(0),
             sleepers: AtomicUsize::new(0),
             lock: Mutex::new(()),
             wake: Condvar::new(),
@@ -93,7 +150,7 @@ impl ThreadPool {
         ThreadPool {
             shared,
             workers,
-            run_lock: Mutex::new(()),
+            run_lock: Mutex::new(0),
         }
     }
 
@@ -104,8 +161,8 @@ impl ThreadPool {
 
     /// Calls `f(i)` once for every `i` in `0..n_tasks`, spread over the pool's threads (the
     /// caller included), and returns when all calls are done. A panic in any task is
-    /// re-raised here after every thread has stopped using `f`. A `run` from inside a task,
-    /// or while another thread's `run` is in progress, calls its tasks on the calling thread.
+    /// re-raised here after every task has finished. A `run` from inside a task, or while
+    /// another thread's `run` is in progress, calls its tasks on the calling thread.
     pub fn run(&self, n_tasks: usize, f: &(dyn Fn(usize) + Sync)) {
         if self.workers.is_empty() || n_tasks <= 1 {
             for i in 0..n_tasks {
@@ -113,9 +170,7 @@ impl ThreadPool {
             }
             return;
         }
-        // A call from inside a task, or concurrent with another dispatch, runs inline: the
-        // workers belong to one dispatch at a time.
-        let _serial = match self.run_lock.try_lock() {
+        let mut generation = match self.run_lock.try_lock() {
             Ok(g) => g,
             Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => {
@@ -125,58 +180,56 @@ impl ThreadPool {
                 return;
             }
         };
+        let mut base = 0;
+        while base < n_tasks {
+            let n = (n_tasks - base).min(MAX_TASKS);
+            *generation = generation.wrapping_add(1);
+            self.dispatch(*generation, n, &|i| f(base + i));
+            base += n;
+        }
+    }
+
+    fn dispatch(&self, generation: u32, n_tasks: usize, f: &(dyn Fn(usize) + Sync)) {
         let s = &*self.shared;
         // SAFETY: erasing the lifetime is sound because this function does not return (nor
-        // unwind) before `active` is back to 0, i.e. before every worker is done with `f`;
-        // workers never touch the job of a generation after decrementing `active`.
+        // unwind) before `done == n_tasks`, i.e. before every claimed call of `f` finished,
+        // and no thread can claim a task of this dispatch after that.
         let job: Job = unsafe { std::mem::transmute::<*const (dyn Fn(usize) + Sync + '_), Job>(f) };
-        // SAFETY: `active == 0` (the previous `run` waited for it, and the run lock excludes
-        // concurrent dispatches), so no worker is reading `job`.
-        unsafe { *s.job.get() = (job, n_tasks) };
-        s.next.store(0, Ordering::Relaxed);
-        s.active.store(self.workers.len(), Ordering::Relaxed);
-        s.generation.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: every task of the previous dispatch is done (its `run` waited for that) and
+        // its claim word is exhausted, so no thread is reading the slot.
+        unsafe { *s.job.get() = job };
+        s.done.store(0, Ordering::Relaxed);
+        s.claim
+            .store(pack(generation, n_tasks, 0), Ordering::SeqCst);
         if s.sleepers.load(Ordering::SeqCst) > 0 {
             let _g = s.lock.lock().unwrap_or_else(|e| e.into_inner());
             s.wake.notify_all();
         }
-        let mine = panic::catch_unwind(AssertUnwindSafe(|| work(s, f, n_tasks)));
+        s.work();
         let mut spins = 0u32;
-        while s.active.load(Ordering::Acquire) != 0 {
-            if spins < SPIN {
+        while s.done.load(Ordering::Acquire) < n_tasks {
+            if spins < CALLER_SPIN {
                 std::hint::spin_loop();
                 spins += 1;
             } else {
                 std::thread::yield_now();
             }
         }
-        if let Err(p) = mine {
+        let payload = s.panic.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(p) = payload {
             panic::resume_unwind(p);
         }
-        let theirs = s.panic.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(p) = theirs {
-            panic::resume_unwind(p);
-        }
-    }
-}
-
-/// Claims and runs tasks until none are left.
-fn work(s: &Shared, f: &(dyn Fn(usize) + Sync), n_tasks: usize) {
-    loop {
-        let i = s.next.fetch_add(1, Ordering::Relaxed);
-        if i >= n_tasks {
-            return;
-        }
-        f(i);
     }
 }
 
 fn worker(s: &Shared) {
-    let mut seen = 0u64;
+    let mut seen = 0u32;
     loop {
         let mut spins = 0u32;
         loop {
-            if s.generation.load(Ordering::SeqCst) != seen {
+            if unpack(s.claim.load(Ordering::SeqCst)).0 != seen
+                || s.shutdown.load(Ordering::Relaxed)
+            {
                 break;
             }
             if spins < SPIN {
@@ -186,30 +239,19 @@ fn worker(s: &Shared) {
             }
             let mut g = s.lock.lock().unwrap_or_else(|e| e.into_inner());
             s.sleepers.fetch_add(1, Ordering::SeqCst);
-            while s.generation.load(Ordering::SeqCst) == seen {
+            while unpack(s.claim.load(Ordering::SeqCst)).0 == seen
+                && !s.shutdown.load(Ordering::SeqCst)
+            {
                 g = s.wake.wait(g).unwrap_or_else(|e| e.into_inner());
             }
             s.sleepers.fetch_sub(1, Ordering::SeqCst);
             break;
         }
-        seen = s.generation.load(Ordering::SeqCst);
         if s.shutdown.load(Ordering::SeqCst) {
             return;
         }
-        // SAFETY: `run` wrote `job` before the SeqCst generation bump we observed and will
-        // not write it again until we decrement `active` below.
-        let (job, n_tasks) = unsafe { *s.job.get() };
-        // SAFETY: the pointee outlives this generation (`run` waits for `active == 0`).
-        let f = unsafe { &*job };
-        if let Err(p) = panic::catch_unwind(AssertUnwindSafe(|| work(s, f, n_tasks))) {
-            let mut slot = s.panic.lock().unwrap_or_else(|e| e.into_inner());
-            if slot.is_none() {
-                *slot = Some(p);
-            }
-            // Stop the other threads from starting further tasks of a failed dispatch.
-            s.next.store(usize::MAX / 2, Ordering::Relaxed);
-        }
-        s.active.fetch_sub(1, Ordering::AcqRel);
+        seen = unpack(s.claim.load(Ordering::SeqCst)).0;
+        s.work();
     }
 }
 
@@ -217,7 +259,6 @@ impl Drop for ThreadPool {
     fn drop(&mut self) {
         let s = &*self.shared;
         s.shutdown.store(true, Ordering::SeqCst);
-        s.generation.fetch_add(1, Ordering::SeqCst);
         {
             let _g = s.lock.lock().unwrap_or_else(|e| e.into_inner());
             s.wake.notify_all();
@@ -294,6 +335,17 @@ mod tests {
             }
         });
         assert_eq!(count.load(Ordering::Relaxed), 12 + 3 * 200 * 5);
+    }
+
+    #[test]
+    fn more_tasks_than_one_claim_word_holds() {
+        let pool = ThreadPool::new(2);
+        let count = AtomicUsize::new(0);
+        pool.run(MAX_TASKS * 2 + 3, &|i| {
+            count.fetch_add(i, Ordering::Relaxed);
+        });
+        let n = MAX_TASKS * 2 + 3;
+        assert_eq!(count.load(Ordering::Relaxed), n * (n - 1) / 2);
     }
 
     #[test]

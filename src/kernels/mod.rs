@@ -429,9 +429,9 @@ fn split_rows(pool: &ThreadPool, rows: usize, n_tok: usize, f: impl Fn(Range<usi
         f(0..rows);
         return;
     }
-    // A few tasks per thread so a thread delayed by the OS does not hold up the rest.
-    let per_thread = if rows >= 64 * n { 2 } else { 1 };
-    let n_tasks = n * per_thread;
+    // Up to 4 tasks per thread (of at least 16 rows), claimed dynamically: a thread the OS
+    // delays holds up only a small share while the others take the rest.
+    let n_tasks = (4 * n).min(rows / 16).max(n);
     let chunk = rows.div_ceil(n_tasks).next_multiple_of(ROW_ALIGN);
     let n_tasks = rows.div_ceil(chunk);
     pool.run(n_tasks, &|i| {

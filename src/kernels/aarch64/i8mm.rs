@@ -46,7 +46,11 @@ unsafe fn smmla(mut acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
 unsafe fn pair(x: &[int8x16_t; 2], y: &[int8x16_t; 2]) -> [int8x16_t; 4] {
     let z = |a: int8x16_t, b: int8x16_t, hi: bool| {
         let (a, b) = (vreinterpretq_s64_s8(a), vreinterpretq_s64_s8(b));
-        vreinterpretq_s8_s64(if hi { vzip2q_s64(a, b) } else { vzip1q_s64(a, b) })
+        vreinterpretq_s8_s64(if hi {
+            vzip2q_s64(a, b)
+        } else {
+            vzip1q_s64(a, b)
+        })
     };
     [
         z(x[0], y[0], false),

@@ -133,7 +133,11 @@ mod tests {
         assert_eq!(names.contains(&"dotprod"), has_dotprod());
         assert_eq!(names.contains(&"i8mm"), has_i8mm());
         if let Ok(want) = std::env::var("PIPIT_EXPECT_KERNELS") {
-            assert_eq!(names.join(","), want, "paths differ from PIPIT_EXPECT_KERNELS");
+            assert_eq!(
+                names.join(","),
+                want,
+                "paths differ from PIPIT_EXPECT_KERNELS"
+            );
         }
         for n in ["dotprod", "i8mm"] {
             if !names.contains(&n) {
@@ -177,7 +181,11 @@ mod tests {
                 vst1q_f32(got8.as_mut_ptr().add(4), hi);
             }
             for g in [&got[..], &got4[..], &got8[..]] {
-                let g: Vec<u32> = g.iter().filter(|v| !v.is_nan()).map(|v| v.to_bits()).collect();
+                let g: Vec<u32> = g
+                    .iter()
+                    .filter(|v| !v.is_nan())
+                    .map(|v| v.to_bits())
+                    .collect();
                 assert_eq!(g, want, "{chunk:x?}");
             }
         }

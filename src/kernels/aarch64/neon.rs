@@ -60,7 +60,11 @@ impl Idot for Smull {
             let p1 = vmlal_high_s8(vmull_s8(vget_low_s8(w[1]), vget_low_s8(a[1])), w[1], a[1]);
             vpadalq_s16(vpaddlq_s16(p0), p1)
         } else {
-            let p = vmlal_high_s8(vmlal_s8(p0, vget_low_s8(w[1]), vget_low_s8(a[1])), w[1], a[1]);
+            let p = vmlal_high_s8(
+                vmlal_s8(p0, vget_low_s8(w[1]), vget_low_s8(a[1])),
+                w[1],
+                a[1],
+            );
             vpaddlq_s16(p)
         }
     }
@@ -251,16 +255,46 @@ pub(super) unsafe fn isums<D: Idot, const DT: u8>(w_row: &[u8], xq: &[BlockQ8A],
 macro_rules! q8a_entry_points {
     ($features:literal, $matmul:ident, $isums:ident) => {
         #[target_feature(enable = $features)]
-        unsafe fn matmul_q8a_q8_0(w: &[u8], cols: usize, rows: Range<usize>, xq: &[BlockQ8A], n_tok: usize, out: *mut f32, out_stride: usize) {
-            $matmul::<{ $crate::kernels::aarch64::neon::Q8_0 }>(w, cols, rows, xq, n_tok, out, out_stride)
+        unsafe fn matmul_q8a_q8_0(
+            w: &[u8],
+            cols: usize,
+            rows: Range<usize>,
+            xq: &[BlockQ8A],
+            n_tok: usize,
+            out: *mut f32,
+            out_stride: usize,
+        ) {
+            $matmul::<{ $crate::kernels::aarch64::neon::Q8_0 }>(
+                w, cols, rows, xq, n_tok, out, out_stride,
+            )
         }
         #[target_feature(enable = $features)]
-        unsafe fn matmul_q8a_q4_0(w: &[u8], cols: usize, rows: Range<usize>, xq: &[BlockQ8A], n_tok: usize, out: *mut f32, out_stride: usize) {
-            $matmul::<{ $crate::kernels::aarch64::neon::Q4_0 }>(w, cols, rows, xq, n_tok, out, out_stride)
+        unsafe fn matmul_q8a_q4_0(
+            w: &[u8],
+            cols: usize,
+            rows: Range<usize>,
+            xq: &[BlockQ8A],
+            n_tok: usize,
+            out: *mut f32,
+            out_stride: usize,
+        ) {
+            $matmul::<{ $crate::kernels::aarch64::neon::Q4_0 }>(
+                w, cols, rows, xq, n_tok, out, out_stride,
+            )
         }
         #[target_feature(enable = $features)]
-        unsafe fn matmul_q8a_q4_1(w: &[u8], cols: usize, rows: Range<usize>, xq: &[BlockQ8A], n_tok: usize, out: *mut f32, out_stride: usize) {
-            $matmul::<{ $crate::kernels::aarch64::neon::Q4_1 }>(w, cols, rows, xq, n_tok, out, out_stride)
+        unsafe fn matmul_q8a_q4_1(
+            w: &[u8],
+            cols: usize,
+            rows: Range<usize>,
+            xq: &[BlockQ8A],
+            n_tok: usize,
+            out: *mut f32,
+            out_stride: usize,
+        ) {
+            $matmul::<{ $crate::kernels::aarch64::neon::Q4_1 }>(
+                w, cols, rows, xq, n_tok, out, out_stride,
+            )
         }
         #[target_feature(enable = $features)]
         unsafe fn isums_q8_0(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
@@ -312,7 +346,10 @@ unsafe fn quantize_act(x: &[f32], out: &mut [BlockQ8A]) {
         for k in 0..4 {
             m[k] = vmaxnmq_f32(vabsq_f32(v[k]), vabsq_f32(v[k + 4]));
         }
-        let amax = vmaxnmvq_f32(vmaxnmq_f32(vmaxnmq_f32(m[0], m[1]), vmaxnmq_f32(m[2], m[3])));
+        let amax = vmaxnmvq_f32(vmaxnmq_f32(
+            vmaxnmq_f32(m[0], m[1]),
+            vmaxnmq_f32(m[2], m[3]),
+        ));
         let (d, id) = scalar::act_scale(amax);
         let mut q = [vdup_n_s16(0); 8];
         for k in 0..8 {
@@ -342,7 +379,11 @@ unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     let mut i = 0;
     while i + 16 <= n {
         for (k, acc_k) in acc.iter_mut().enumerate() {
-            *acc_k = vfmaq_f32(*acc_k, vld1q_f32(pa.add(i + 4 * k)), vld1q_f32(pb.add(i + 4 * k)));
+            *acc_k = vfmaq_f32(
+                *acc_k,
+                vld1q_f32(pa.add(i + 4 * k)),
+                vld1q_f32(pb.add(i + 4 * k)),
+            );
         }
         i += 16;
     }
@@ -355,7 +396,10 @@ unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
         tail += *pa.add(i) * *pb.add(i);
         i += 1;
     }
-    vaddvq_f32(vaddq_f32(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3]))) + tail
+    vaddvq_f32(vaddq_f32(
+        vaddq_f32(acc[0], acc[1]),
+        vaddq_f32(acc[2], acc[3]),
+    )) + tail
 }
 
 /// Eight F32 (`F16 = false`) or F16 weights at `p` (unaligned) as f32.
@@ -397,7 +441,10 @@ unsafe fn tile_f<const F16: bool, const R: usize, const T: usize>(
     while i + 8 <= cols {
         let mut xv = [[vdupq_n_f32(0.0); 2]; T];
         for (t, v) in xv.iter_mut().enumerate() {
-            *v = [vld1q_f32(x.add(t * cols + i)), vld1q_f32(x.add(t * cols + i + 4))];
+            *v = [
+                vld1q_f32(x.add(t * cols + i)),
+                vld1q_f32(x.add(t * cols + i + 4)),
+            ];
         }
         for r in 0..R {
             let wv = load_f8::<F16>(w.add(r * rb + eb * i));
