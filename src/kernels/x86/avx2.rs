@@ -491,6 +491,83 @@ fq_fns! {
     matmul_f32_q4_1, Q4_1;
 }
 
+/// Dequantizes one row; bit-identical to the scalar rule (no FMA; exact F16 conversion).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dequant_f16(w: &[u8], out: &mut [f32]) {
+    let n = out.len();
+    let (p, o) = (w.as_ptr(), out.as_mut_ptr());
+    let mut i = 0;
+    while i + 8 <= n {
+        _mm256_storeu_ps(
+            o.add(i),
+            _mm256_cvtph_ps(_mm_loadu_si128(p.add(2 * i).cast())),
+        );
+        i += 8;
+    }
+    while i < n {
+        *o.add(i) = f16_at(p.add(2 * i));
+        i += 1;
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dequant_f32(w: &[u8], out: &mut [f32]) {
+    std::ptr::copy_nonoverlapping(w.as_ptr(), out.as_mut_ptr().cast::<u8>(), 4 * out.len());
+}
+
+#[inline(always)]
+unsafe fn dequant_q<const DT: u8>(w: &[u8], out: &mut [f32]) {
+    let bb = block_bytes(DT);
+    for b in 0..out.len() / QK {
+        let p = w.as_ptr().add(b * bb);
+        let d = _mm256_set1_ps(f16_at(p));
+        let o = out.as_mut_ptr().add(b * QK);
+        let mut q = [_mm256_setzero_ps(); 4];
+        if DT == Q8_0 {
+            for (k, qk) in q.iter_mut().enumerate() {
+                *qk = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
+                    p.add(2 + 8 * k).cast(),
+                )));
+            }
+        } else {
+            let v = _mm_loadu_si128(p.add(if DT == Q4_0 { 2 } else { 4 }).cast());
+            let lo = _mm_and_si128(v, _mm_set1_epi8(0x0f));
+            let hi = _mm_and_si128(_mm_srli_epi16::<4>(v), _mm_set1_epi8(0x0f));
+            let parts = [lo, _mm_srli_si128::<8>(lo), hi, _mm_srli_si128::<8>(hi)];
+            for (qk, &part) in q.iter_mut().zip(&parts) {
+                *qk = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(part));
+            }
+        }
+        let m = if DT == Q4_1 {
+            _mm256_set1_ps(f16_at(p.add(2)))
+        } else {
+            _mm256_setzero_ps()
+        };
+        for (k, &qk) in q.iter().enumerate() {
+            let v = match DT {
+                Q8_0 => _mm256_mul_ps(d, qk),
+                Q4_0 => _mm256_mul_ps(d, _mm256_sub_ps(qk, _mm256_set1_ps(8.0))),
+                _ => _mm256_add_ps(_mm256_mul_ps(d, qk), m),
+            };
+            _mm256_storeu_ps(o.add(8 * k), v);
+        }
+    }
+}
+
+macro_rules! dequant_fns {
+    ($($name:ident, $dt:ident;)*) => {$(
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $name(w: &[u8], out: &mut [f32]) {
+            dequant_q::<$dt>(w, out)
+        }
+    )*};
+}
+dequant_fns! {
+    dequant_q8_0, Q8_0;
+    dequant_q4_0, Q4_0;
+    dequant_q4_1, Q4_1;
+}
+
 macro_rules! avx2_fns {
     ($($mm:ident, $is:ident, $dt:ident;)*) => {$(
         #[target_feature(enable = "avx2,fma,f16c")]
@@ -549,5 +626,11 @@ pub(super) static KERNELS: Kernels = Kernels {
         matmul_f32_q4_1,
     ],
     dot_f32,
-    dequant_row: scalar::KERNELS.dequant_row,
+    dequant_row: [
+        dequant_f32,
+        dequant_f16,
+        dequant_q8_0,
+        dequant_q4_0,
+        dequant_q4_1,
+    ],
 };

@@ -871,6 +871,90 @@ fq_fns! {
     matmul_f32_q4_1, Q4_1;
 }
 
+/// Dequantizes one row; bit-identical to the scalar rule (`d * q`, `d * (q - 8)`, `d * q + m`
+/// without FMA; exact conversions for F16).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn dequant_f16(w: &[u8], out: &mut [f32]) {
+    let n = out.len();
+    let (p, o) = (w.as_ptr(), out.as_mut_ptr());
+    let mut i = 0;
+    while i + 16 <= n {
+        _mm512_storeu_ps(
+            o.add(i),
+            _mm512_cvtph_ps(_mm256_loadu_si256(p.add(2 * i).cast())),
+        );
+        i += 16;
+    }
+    if i < n {
+        let m: __mmask16 = (1u16 << (n - i)) - 1;
+        let v = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p.add(2 * i).cast()));
+        _mm512_mask_storeu_ps(o.add(i), m, v);
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn dequant_f32(w: &[u8], out: &mut [f32]) {
+    std::ptr::copy_nonoverlapping(w.as_ptr(), out.as_mut_ptr().cast::<u8>(), 4 * out.len());
+}
+
+#[inline(always)]
+unsafe fn dequant_q<const DT: u8>(w: &[u8], out: &mut [f32]) {
+    let bb = block_bytes(DT);
+    for b in 0..out.len() / QK {
+        let p = w.as_ptr().add(b * bb);
+        let d = _mm512_set1_ps(f16_at(p));
+        let (q0, q1) = match DT {
+            Q8_0 => (
+                _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(2).cast()))),
+                _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(18).cast()))),
+            ),
+            _ => {
+                let q = _mm_loadu_si128(p.add(if DT == Q4_0 { 2 } else { 4 }).cast());
+                let lo = _mm_and_si128(q, _mm_set1_epi8(0x0f));
+                let hi = _mm_and_si128(_mm_srli_epi16::<4>(q), _mm_set1_epi8(0x0f));
+                (
+                    _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(lo)),
+                    _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(hi)),
+                )
+            }
+        };
+        let (v0, v1) = match DT {
+            Q8_0 => (_mm512_mul_ps(d, q0), _mm512_mul_ps(d, q1)),
+            Q4_0 => {
+                let e = _mm512_set1_ps(8.0);
+                (
+                    _mm512_mul_ps(d, _mm512_sub_ps(q0, e)),
+                    _mm512_mul_ps(d, _mm512_sub_ps(q1, e)),
+                )
+            }
+            _ => {
+                let m = _mm512_set1_ps(f16_at(p.add(2)));
+                (
+                    _mm512_add_ps(_mm512_mul_ps(d, q0), m),
+                    _mm512_add_ps(_mm512_mul_ps(d, q1), m),
+                )
+            }
+        };
+        let o = out.as_mut_ptr().add(b * QK);
+        _mm512_storeu_ps(o, v0);
+        _mm512_storeu_ps(o.add(16), v1);
+    }
+}
+
+macro_rules! dequant_fns {
+    ($($name:ident, $dt:ident;)*) => {$(
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+        unsafe fn $name(w: &[u8], out: &mut [f32]) {
+            dequant_q::<$dt>(w, out)
+        }
+    )*};
+}
+dequant_fns! {
+    dequant_q8_0, Q8_0;
+    dequant_q4_0, Q4_0;
+    dequant_q4_1, Q4_1;
+}
+
 macro_rules! entry_points {
     ($features:literal, $vnni:literal) => {
         #[target_feature(enable = $features)]
@@ -943,5 +1027,11 @@ pub(super) static KERNELS: Kernels = Kernels {
         matmul_f32_q4_1,
     ],
     dot_f32,
-    dequant_row: scalar::KERNELS.dequant_row,
+    dequant_row: [
+        dequant_f32,
+        dequant_f16,
+        dequant_q8_0,
+        dequant_q4_0,
+        dequant_q4_1,
+    ],
 };
