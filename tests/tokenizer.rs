@@ -2,6 +2,10 @@
 //! `.pipit` files), decoding round trips, streaming UTF-8 reassembly, pathological inputs,
 //! and the generated Unicode tables.
 
+#[path = "support/json.rs"]
+mod json;
+
+use json::Json;
 use pipit::tokenizer::{Tokenizer, Utf8Stream};
 use pipit_format::PipitFile;
 use std::path::PathBuf;
@@ -61,195 +65,8 @@ fn decode(t: &Tokenizer, ids: &[u32]) -> Vec<u8> {
         .collect()
 }
 
-// ---- a small JSON reader for tests/data/tokenizer_reference.json ----
-
-#[derive(Debug)]
-enum Json {
-    Null,
-    Bool(bool),
-    Num(f64),
-    Str(String),
-    Arr(Vec<Json>),
-    Obj(Vec<(String, Json)>),
-}
-
-impl Json {
-    fn get(&self, key: &str) -> &Json {
-        match self {
-            Json::Obj(kv) => {
-                &kv.iter()
-                    .find(|(k, _)| k == key)
-                    .unwrap_or_else(|| panic!("no key {key}"))
-                    .1
-            }
-            _ => panic!("not an object"),
-        }
-    }
-    fn arr(&self) -> &[Json] {
-        match self {
-            Json::Arr(a) => a,
-            _ => panic!("not an array"),
-        }
-    }
-    fn str(&self) -> &str {
-        match self {
-            Json::Str(s) => s,
-            _ => panic!("not a string"),
-        }
-    }
-    fn bool(&self) -> bool {
-        match self {
-            Json::Bool(b) => *b,
-            _ => panic!("not a bool"),
-        }
-    }
-    fn ids(&self) -> Vec<u32> {
-        self.arr()
-            .iter()
-            .map(|v| match v {
-                Json::Num(n) => *n as u32,
-                _ => panic!("not a number"),
-            })
-            .collect()
-    }
-}
-
-struct Parser<'a> {
-    s: &'a [u8],
-    i: usize,
-}
-
-impl Parser<'_> {
-    fn ws(&mut self) {
-        while self.i < self.s.len() && self.s[self.i].is_ascii_whitespace() {
-            self.i += 1;
-        }
-    }
-    fn eat(&mut self, c: u8) {
-        self.ws();
-        assert_eq!(
-            self.s[self.i], c,
-            "JSON: expected {} at {}",
-            c as char, self.i
-        );
-        self.i += 1;
-    }
-    fn value(&mut self) -> Json {
-        self.ws();
-        match self.s[self.i] {
-            b'{' => {
-                self.i += 1;
-                let mut kv = Vec::new();
-                self.ws();
-                if self.s[self.i] == b'}' {
-                    self.i += 1;
-                    return Json::Obj(kv);
-                }
-                loop {
-                    self.ws();
-                    let k = self.string();
-                    self.eat(b':');
-                    kv.push((k, self.value()));
-                    self.ws();
-                    self.i += 1;
-                    if self.s[self.i - 1] == b'}' {
-                        return Json::Obj(kv);
-                    }
-                }
-            }
-            b'[' => {
-                self.i += 1;
-                let mut a = Vec::new();
-                self.ws();
-                if self.s[self.i] == b']' {
-                    self.i += 1;
-                    return Json::Arr(a);
-                }
-                loop {
-                    a.push(self.value());
-                    self.ws();
-                    self.i += 1;
-                    if self.s[self.i - 1] == b']' {
-                        return Json::Arr(a);
-                    }
-                }
-            }
-            b'"' => Json::Str(self.string()),
-            b't' => {
-                self.i += 4;
-                Json::Bool(true)
-            }
-            b'f' => {
-                self.i += 5;
-                Json::Bool(false)
-            }
-            b'n' => {
-                self.i += 4;
-                Json::Null
-            }
-            _ => {
-                let start = self.i;
-                while self.i < self.s.len() && b"+-0123456789.eE".contains(&self.s[self.i]) {
-                    self.i += 1;
-                }
-                Json::Num(
-                    std::str::from_utf8(&self.s[start..self.i])
-                        .unwrap()
-                        .parse()
-                        .unwrap(),
-                )
-            }
-        }
-    }
-    fn hex4(&mut self) -> u32 {
-        let h = std::str::from_utf8(&self.s[self.i..self.i + 4]).unwrap();
-        self.i += 4;
-        u32::from_str_radix(h, 16).unwrap()
-    }
-    fn string(&mut self) -> String {
-        self.eat(b'"');
-        let mut out = Vec::new();
-        loop {
-            let c = self.s[self.i];
-            self.i += 1;
-            match c {
-                b'"' => return String::from_utf8(out).unwrap(),
-                b'\\' => {
-                    let e = self.s[self.i];
-                    self.i += 1;
-                    let ch = match e {
-                        b'n' => '\n',
-                        b't' => '\t',
-                        b'r' => '\r',
-                        b'b' => '\u{8}',
-                        b'f' => '\u{c}',
-                        b'u' => {
-                            let mut cp = self.hex4();
-                            if (0xD800..0xDC00).contains(&cp) {
-                                assert_eq!(&self.s[self.i..self.i + 2], b"\\u");
-                                self.i += 2;
-                                let lo = self.hex4();
-                                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                            }
-                            char::from_u32(cp).unwrap()
-                        }
-                        other => other as char,
-                    };
-                    out.extend_from_slice(ch.encode_utf8(&mut [0; 4]).as_bytes());
-                }
-                _ => out.push(c),
-            }
-        }
-    }
-}
-
 fn reference() -> Json {
-    let text = std::fs::read_to_string(root().join("tests/data/tokenizer_reference.json")).unwrap();
-    Parser {
-        s: text.as_bytes(),
-        i: 0,
-    }
-    .value()
+    Json::load("tokenizer_reference.json")
 }
 
 // ---- reference ids ----
@@ -268,7 +85,10 @@ fn check_reference(file: &str) {
     let mut failures = Vec::new();
     for case in cases {
         let text = case.get("text").str();
-        let add_bos = case.get("add_bos").bool();
+        let add_bos = match case.get("add_bos") {
+            Json::Bool(b) => *b,
+            other => panic!("add_bos is not a bool: {other:?}"),
+        };
         let want = case.get("ids").ids();
         let got = encode(t, text, add_bos);
         if got != want {
