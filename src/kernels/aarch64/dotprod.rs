@@ -35,6 +35,7 @@ unsafe fn sdot(mut acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
 pub(super) struct Sdot;
 
 impl Idot for Sdot {
+    const Q8_0_TOKENS: usize = 4;
     #[inline(always)]
     unsafe fn dot<const DT: u8>(w: &[int8x16_t; 2], a: &[int8x16_t; 2]) -> int32x4_t {
         sdot(sdot(vdupq_n_s32(0), w[0], a[0]), w[1], a[1])

@@ -42,6 +42,8 @@ pub(super) const fn block_bytes(dt: u8) -> usize {
 
 /// An exact integer product of one weight block and one activation block.
 pub(super) trait Idot {
+    /// Most tokens per 4-row Q8_0 tile that fit the 32 vector registers without spills.
+    const Q8_0_TOKENS: usize;
     /// Four i32 lanes whose sum is `sum_i w_i * a_i`.
     ///
     /// # Safety
@@ -53,6 +55,7 @@ pub(super) trait Idot {
 pub(super) struct Smull;
 
 impl Idot for Smull {
+    const Q8_0_TOKENS: usize = 2;
     #[inline(always)]
     unsafe fn dot<const DT: u8>(w: &[int8x16_t; 2], a: &[int8x16_t; 2]) -> int32x4_t {
         let p0 = vmlal_high_s8(vmull_s8(vget_low_s8(w[0]), vget_low_s8(a[0])), w[0], a[0]);
@@ -204,12 +207,13 @@ pub(super) unsafe fn matmul_q8a<D: Idot, const DT: u8>(
     let nb = cols / QK;
     let rb = nb * block_bytes(DT);
     let (wp, xp) = (w.as_ptr(), xq.as_ptr());
+    let max_t = if DT == Q8_0 { D::Q8_0_TOKENS } else { 4 };
     let mut r = rows.start;
     while r + 4 <= rows.end {
         let wr = wp.add(r * rb);
         let mut t = 0;
         while t < n_tok {
-            let tn = (n_tok - t).min(4);
+            let tn = (n_tok - t).min(max_t);
             let (x, o) = (xp.add(t * nb), out.add(t * out_stride + r));
             match tn {
                 4 => tile4::<D, DT, 4>(wr, rb, nb, x, o, out_stride),
