@@ -42,7 +42,7 @@ build_start=$(date +%s)
 json=$(cargo test -p pipit --lib --target aarch64-unknown-linux-gnu --profile ci --no-run \
   --message-format=json-render-diagnostics)
 bin=$(printf '%s\n' "$json" | grep '"executable":"' | grep '"test":true' \
-  | sed -e 's/.*"executable":"\([^"]*\)".*/\1/' | head -n1)
+  | sed -e 's/.*"executable":"\([^"]*\)".*/\1/' | head -n1 || true)
 [ -x "$bin" ] || { echo "aarch64: test binary not found" >&2; exit 1; }
 echo "aarch64: built $(basename "$bin") in $(( $(date +%s) - build_start )) s"
 
