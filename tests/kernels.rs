@@ -71,6 +71,10 @@ fn detection_lists_scalar_first_and_best_last() {
             is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
         );
         assert_eq!(
+            names.contains(&"avxvnni"),
+            is_x86_feature_detected!("avx2") && is_x86_feature_detected!("avxvnni")
+        );
+        assert_eq!(
             names.contains(&"avx512vnni"),
             is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512bw")
         );

@@ -456,9 +456,10 @@ pub fn available() -> Vec<&'static Kernels> {
 }
 
 /// Names `PIPIT_KERNELS` accepts.
-pub const PATH_NAMES: [&str; 7] = [
+pub const PATH_NAMES: [&str; 8] = [
     "scalar",
     "avx2",
+    "avxvnni",
     "avx512",
     "avx512vnni",
     "neon",

@@ -1,14 +1,15 @@
-//! AVX2 + FMA + F16C kernels: one block of 32 per 256-bit register.
+//! AVX2 + FMA + F16C kernels: one block of 32 per 256-bit register; the same with AVX-VNNI
+//! (`vpdpbusd` in VEX form, for CPUs without AVX-512) as the `avxvnni` table.
 //!
 //! Integer products use `vpmaddubsw` (u8 x i8 -> i16 pairs) + `vpmaddwd` (-> i32 lanes).
 //! Q8_0 uses the sign trick (`|w| * sign(a, w)`; `|w| <= 128`, `|a| <= 127`, so pairs stay
 //! below 2^15); Q4 nibbles are already unsigned, and Q4_0's `-8` offset is removed exactly by
 //! subtracting `8 * a` summed the same way. Per block, the 8 i32 lanes are converted to f32
-//! and scaled by `d_w * d_a`; Q4_1's `m_w * s_a` goes to a scalar accumulator.
+//! and scaled by `d_w * d_a`; Q4_1's `m_w * s_a` is added in lane 0.
 //!
 //! # Safety
-//! Every `unsafe fn` here requires AVX2, FMA and F16C (guaranteed by the `#[target_feature]`
-//! entry points) and the slice-size preconditions of the table types in `kernels/mod.rs`.
+//! Every `unsafe fn` here requires AVX2, FMA and F16C, and AVX-VNNI when `VNNI = true`
+//! (guaranteed by the `#[target_feature]` entry points) and the slice-size preconditions of the table types in `kernels/mod.rs`.
 
 #![allow(clippy::needless_range_loop)] // tiles index rows and tokens in lockstep
 
@@ -40,25 +41,41 @@ unsafe fn f16_at(p: *const u8) -> f32 {
 /// One weight block of one row.
 #[derive(Clone, Copy)]
 struct WBlock {
-    /// Unsigned bytes: `|w|` (Q8_0) or nibbles (Q4).
+    /// Unsigned bytes: `|w|` (Q8_0) or `w + 128` (Q8_0 with VNNI) or nibbles (Q4).
     u: __m256i,
     /// Q8_0: the signed weights (for the sign of the activations).
     w: __m256i,
-    d: f32,
-    m: f32,
+    /// `d` in every lane.
+    d: __m256,
+    /// Q4_1: `m` in lane 0, zero elsewhere (one term per block, in the vector accumulator).
+    m: __m256,
+}
+
+/// The f16 at `p` (unaligned) in lane 0 of an f32 vector, zero elsewhere.
+#[inline(always)]
+unsafe fn f16_lane0(p: *const u8) -> __m128 {
+    let bits = u16::from_le_bytes([*p, *p.add(1)]);
+    _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits)))
 }
 
 #[inline(always)]
-unsafe fn load_w<const DT: u8>(p: *const u8) -> WBlock {
-    let d = f16_at(p);
+unsafe fn load_w<const DT: u8, const VNNI: bool>(p: *const u8) -> WBlock {
+    let d = _mm256_broadcastss_ps(f16_lane0(p));
     match DT {
         Q8_0 => {
             let w = _mm256_loadu_si256(p.add(2).cast());
+            // VNNI: `w + 128` (unsigned; the offset is removed by `ABlock::init`);
+            // otherwise `|w|` for the sign trick.
+            let u = if VNNI {
+                _mm256_xor_si256(w, _mm256_set1_epi8(-128))
+            } else {
+                _mm256_sign_epi8(w, w)
+            };
             WBlock {
-                u: _mm256_sign_epi8(w, w),
+                u,
                 w,
                 d,
-                m: 0.0,
+                m: _mm256_setzero_ps(),
             }
         }
         _ => {
@@ -67,7 +84,11 @@ unsafe fn load_w<const DT: u8>(p: *const u8) -> WBlock {
             let lo = _mm_and_si128(q, _mm_set1_epi8(0x0f));
             let hi = _mm_and_si128(_mm_srli_epi16::<4>(q), _mm_set1_epi8(0x0f));
             let u = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), hi);
-            let m = if DT == Q4_1 { f16_at(p.add(2)) } else { 0.0 };
+            let m = if DT == Q4_1 {
+                _mm256_zextps128_ps256(f16_lane0(p.add(2)))
+            } else {
+                _mm256_setzero_ps()
+            };
             WBlock {
                 u,
                 w: _mm256_setzero_si256(),
@@ -82,49 +103,59 @@ unsafe fn load_w<const DT: u8>(p: *const u8) -> WBlock {
 #[derive(Clone, Copy)]
 struct ABlock {
     a: __m256i,
-    d: f32,
-    s: f32,
-    /// Q4_0: `8 * a` summed as in `isum_lanes`, to subtract.
-    corr: __m256i,
+    /// `d` and `s` in every lane.
+    d: __m256,
+    s: __m256,
+    /// Initial i32 lanes: minus the weight offset times `a` (Q4_0: 8; Q8_0 with VNNI: 128),
+    /// summed as in `isum_lanes`, so the result is exact.
+    init: __m256i,
 }
 
 #[inline(always)]
-unsafe fn load_a<const DT: u8>(x: *const BlockQ8A) -> ABlock {
+unsafe fn load_a<const DT: u8, const VNNI: bool>(x: *const BlockQ8A) -> ABlock {
     let x = &*x;
     let a = _mm256_loadu_si256(x.qs.as_ptr().cast());
-    let corr = if DT == Q4_0 {
-        dot_u8_i8(_mm256_set1_epi8(8), a)
-    } else {
-        _mm256_setzero_si256()
+    let zero = _mm256_setzero_si256();
+    let init = match (DT, VNNI) {
+        (Q4_0, _) => _mm256_sub_epi32(zero, dot_acc::<VNNI>(zero, _mm256_set1_epi8(8), a)),
+        (Q8_0, true) => _mm256_sub_epi32(zero, dot_acc::<VNNI>(zero, _mm256_set1_epi8(-128), a)),
+        _ => zero,
     };
     ABlock {
         a,
-        d: x.d,
-        s: x.s,
-        corr,
+        d: _mm256_set1_ps(x.d),
+        s: _mm256_set1_ps(x.s),
+        init,
     }
 }
 
-/// i32 lanes of `u * a` over groups of 4 bytes (`vpmaddubsw` pairs cannot saturate for the
-/// operands used here).
+/// `acc` + i32 lanes of `u * a` over groups of 4 bytes: `vpdpbusd` (AVX-VNNI) or
+/// `vpmaddubsw` + `vpmaddwd`, whose i16 pairs cannot saturate for the operands used here.
 #[inline(always)]
-unsafe fn dot_u8_i8(u: __m256i, a: __m256i) -> __m256i {
-    _mm256_madd_epi16(_mm256_maddubs_epi16(u, a), _mm256_set1_epi16(1))
+unsafe fn dot_acc<const VNNI: bool>(acc: __m256i, u: __m256i, a: __m256i) -> __m256i {
+    if VNNI {
+        _mm256_dpbusd_avx_epi32(acc, u, a)
+    } else {
+        _mm256_add_epi32(
+            acc,
+            _mm256_madd_epi16(_mm256_maddubs_epi16(u, a), _mm256_set1_epi16(1)),
+        )
+    }
 }
 
 /// Exact i32 lanes of one weight block times one activation block.
 #[inline(always)]
-unsafe fn isum_lanes<const DT: u8>(w: &WBlock, a: &ABlock) -> __m256i {
-    match DT {
-        Q8_0 => dot_u8_i8(w.u, _mm256_sign_epi8(a.a, w.w)),
-        Q4_0 => _mm256_sub_epi32(dot_u8_i8(w.u, a.a), a.corr),
-        _ => dot_u8_i8(w.u, a.a),
+unsafe fn isum_lanes<const DT: u8, const VNNI: bool>(w: &WBlock, a: &ABlock) -> __m256i {
+    if DT == Q8_0 && !VNNI {
+        dot_acc::<false>(_mm256_setzero_si256(), w.u, _mm256_sign_epi8(a.a, w.w))
+    } else {
+        dot_acc::<VNNI>(a.init, w.u, a.a)
     }
 }
 
 /// `R` rows x `T` tokens; pointers as in the AVX-512 `tile`.
 #[inline(always)]
-unsafe fn tile<const DT: u8, const R: usize, const T: usize>(
+unsafe fn tile<const DT: u8, const VNNI: bool, const R: usize, const T: usize>(
     w: *const u8,
     rb: usize,
     nb: usize,
@@ -134,33 +165,32 @@ unsafe fn tile<const DT: u8, const R: usize, const T: usize>(
 ) {
     let bb = block_bytes(DT);
     let mut acc = [[_mm256_setzero_ps(); T]; R];
-    let mut accm = [[0f32; T]; R];
     for b in 0..nb {
         let zero = ABlock {
             a: _mm256_setzero_si256(),
-            d: 0.0,
-            s: 0.0,
-            corr: _mm256_setzero_si256(),
+            d: _mm256_setzero_ps(),
+            s: _mm256_setzero_ps(),
+            init: _mm256_setzero_si256(),
         };
         let mut ab = [zero; T];
         for (t, a) in ab.iter_mut().enumerate() {
-            *a = load_a::<DT>(x.add(t * nb + b));
+            *a = load_a::<DT, VNNI>(x.add(t * nb + b));
         }
         for r in 0..R {
-            let wb = load_w::<DT>(w.add(r * rb + b * bb));
+            let wb = load_w::<DT, VNNI>(w.add(r * rb + b * bb));
             for t in 0..T {
-                let i = isum_lanes::<DT>(&wb, &ab[t]);
-                let scale = _mm256_set1_ps(wb.d * ab[t].d);
+                let i = isum_lanes::<DT, VNNI>(&wb, &ab[t]);
+                let scale = _mm256_mul_ps(wb.d, ab[t].d);
                 acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), scale, acc[r][t]);
                 if DT == Q4_1 {
-                    accm[r][t] += wb.m * ab[t].s;
+                    acc[r][t] = _mm256_fmadd_ps(wb.m, ab[t].s, acc[r][t]);
                 }
             }
         }
     }
     for r in 0..R {
         for t in 0..T {
-            *out.add(t * out_stride + r) = hsum(acc[r][t]) + accm[r][t];
+            *out.add(t * out_stride + r) = hsum(acc[r][t]);
         }
     }
 }
@@ -174,7 +204,7 @@ unsafe fn hsum(v: __m256) -> f32 {
 }
 
 #[inline(always)]
-unsafe fn matmul_q8a<const DT: u8>(
+unsafe fn matmul_q8a<const DT: u8, const VNNI: bool>(
     w: &[u8],
     cols: usize,
     rows: Range<usize>,
@@ -195,10 +225,10 @@ unsafe fn matmul_q8a<const DT: u8>(
             let tn = (n_tok - t).min(2);
             let (x, o) = (xp.add(t * nb), out.add(t * out_stride + r));
             match (four, tn) {
-                (true, 2) => tile::<DT, 4, 2>(wr, rb, nb, x, o, out_stride),
-                (true, _) => tile::<DT, 4, 1>(wr, rb, nb, x, o, out_stride),
-                (false, 2) => tile::<DT, 1, 2>(wr, rb, nb, x, o, out_stride),
-                (false, _) => tile::<DT, 1, 1>(wr, rb, nb, x, o, out_stride),
+                (true, 2) => tile::<DT, VNNI, 4, 2>(wr, rb, nb, x, o, out_stride),
+                (true, _) => tile::<DT, VNNI, 4, 1>(wr, rb, nb, x, o, out_stride),
+                (false, 2) => tile::<DT, VNNI, 1, 2>(wr, rb, nb, x, o, out_stride),
+                (false, _) => tile::<DT, VNNI, 1, 1>(wr, rb, nb, x, o, out_stride),
             }
             t += tn;
         }
@@ -207,12 +237,12 @@ unsafe fn matmul_q8a<const DT: u8>(
 }
 
 #[inline(always)]
-unsafe fn isums<const DT: u8>(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
+unsafe fn isums<const DT: u8, const VNNI: bool>(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
     let bb = block_bytes(DT);
     for (b, o) in out.iter_mut().enumerate() {
-        let i = isum_lanes::<DT>(
-            &load_w::<DT>(w_row.as_ptr().add(b * bb)),
-            &load_a::<DT>(xq.as_ptr().add(b)),
+        let i = isum_lanes::<DT, VNNI>(
+            &load_w::<DT, VNNI>(w_row.as_ptr().add(b * bb)),
+            &load_a::<DT, VNNI>(xq.as_ptr().add(b)),
         );
         let s = _mm_add_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256::<1>(i));
         let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
@@ -568,22 +598,29 @@ dequant_fns! {
     dequant_q4_1, Q4_1;
 }
 
-macro_rules! avx2_fns {
-    ($($mm:ident, $is:ident, $dt:ident;)*) => {$(
-        #[target_feature(enable = "avx2,fma,f16c")]
+macro_rules! q8a_fns {
+    ($features:literal, $vnni:literal; $($mm:ident, $is:ident, $dt:ident;)*) => {$(
+        #[target_feature(enable = $features)]
         unsafe fn $mm(w: &[u8], cols: usize, rows: Range<usize>, xq: &[BlockQ8A], n_tok: usize, out: *mut f32, out_stride: usize) {
-            matmul_q8a::<$dt>(w, cols, rows, xq, n_tok, out, out_stride)
+            matmul_q8a::<$dt, $vnni>(w, cols, rows, xq, n_tok, out, out_stride)
         }
-        #[target_feature(enable = "avx2,fma,f16c")]
+        #[target_feature(enable = $features)]
         unsafe fn $is(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
-            isums::<$dt>(w_row, xq, out)
+            isums::<$dt, $vnni>(w_row, xq, out)
         }
     )*};
 }
-avx2_fns! {
+q8a_fns! {
+    "avx2,fma,f16c", false;
     matmul_q8a_q8_0, isums_q8_0, Q8_0;
     matmul_q8a_q4_0, isums_q4_0, Q4_0;
     matmul_q8a_q4_1, isums_q4_1, Q4_1;
+}
+q8a_fns! {
+    "avx2,fma,f16c,avxvnni", true;
+    vnni_matmul_q8a_q8_0, vnni_isums_q8_0, Q8_0;
+    vnni_matmul_q8a_q4_0, vnni_isums_q4_0, Q4_0;
+    vnni_matmul_q8a_q4_1, vnni_isums_q4_1, Q4_1;
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -633,4 +670,17 @@ pub(super) static KERNELS: Kernels = Kernels {
         dequant_q4_0,
         dequant_q4_1,
     ],
+};
+
+/// The AVX-VNNI table (VEX `vpdpbusd`, CPUs without AVX-512): the AVX2 table with VNNI
+/// integer products.
+pub(super) static KERNELS_VNNI: Kernels = Kernels {
+    name: "avxvnni",
+    matmul_q8a: [
+        vnni_matmul_q8a_q8_0,
+        vnni_matmul_q8a_q4_0,
+        vnni_matmul_q8a_q4_1,
+    ],
+    isums: [vnni_isums_q8_0, vnni_isums_q4_0, vnni_isums_q4_1],
+    ..KERNELS
 };

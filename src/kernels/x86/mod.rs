@@ -1,4 +1,4 @@
-//! x86-64 paths: AVX2+FMA+F16C ([`avx2`]), AVX-512 F/BW/VL ([`avx512`]), AVX-512 VNNI
+//! x86-64 paths: AVX2+FMA+F16C and AVX-VNNI ([`avx2`]), AVX-512 F/BW/VL ([`avx512`]), AVX-512 VNNI
 //! ([`avx512vnni`]). Each table is handed out only after its features are detected here.
 
 use super::Kernels;
@@ -27,6 +27,9 @@ pub(crate) fn available() -> Vec<&'static Kernels> {
     let mut v = Vec::new();
     if has_avx2() {
         v.push(&avx2::KERNELS);
+        if is_x86_feature_detected!("avxvnni") {
+            v.push(&avx2::KERNELS_VNNI);
+        }
     }
     if has_avx512() {
         v.push(&avx512::KERNELS);
