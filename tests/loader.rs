@@ -636,7 +636,8 @@ fn inspect_report_summarizes_the_model() {
         "blk.1.post_ffw_norm",
         "Q4_1 15 tensors",
         // 2 (K, V) x 2 layers x 1 kv head x 32 x 2 bytes x 1024 = 256 KiB.
-        "KV cache (f16) 0.2 MiB per 1k tokens",
+        "KV cache (F16) 0.2 MiB per 1k tokens",
+        "a session with n_ctx 2048",
         "kernels    scalar",
     ] {
         assert!(r.contains(needle), "missing {needle:?} in\n{r}");

@@ -15,7 +15,7 @@ step "models: fetch, convert, check against the gguf package"
 tools/test-models.sh
 
 step "rust test suite (profile ci)"
-cargo test --profile ci --workspace
+cargo test --profile ci --workspace --no-fail-fast
 
 if [ -x tools/test-aarch64.sh ]; then
   step "aarch64 under qemu"
