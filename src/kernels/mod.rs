@@ -167,6 +167,8 @@ pub(crate) type MatmulF32Fn = unsafe fn(
 pub(crate) type IsumsFn = unsafe fn(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]);
 /// `a.len() == b.len()`.
 pub(crate) type DotFn = unsafe fn(a: &[f32], b: &[f32]) -> f32;
+/// `y[i] += a * x[i]`; `x.len() == y.len()`.
+pub(crate) type AxpyFn = unsafe fn(a: f32, x: &[f32], y: &mut [f32]);
 /// One row: `w_row` holds exactly `out.len()` elements.
 pub(crate) type DequantFn = unsafe fn(w_row: &[u8], out: &mut [f32]);
 
@@ -183,6 +185,7 @@ pub struct Kernels {
     /// Indexed by `DType::code()`: F32, F16, Q8_0, Q4_0, Q4_1.
     pub(crate) matmul_f32: [MatmulF32Fn; 5],
     pub(crate) dot_f32: DotFn,
+    pub(crate) axpy: AxpyFn,
     /// Indexed by `DType::code()`.
     pub(crate) dequant_row: [DequantFn; 5],
 }
@@ -336,6 +339,14 @@ impl Kernels {
         assert_eq!(a.len(), b.len(), "dot_f32: lengths differ");
         // SAFETY: lengths checked; CPU features detected.
         unsafe { (self.dot_f32)(a, b) }
+    }
+
+    /// `y[i] += a * x[i]` (attention's weighted sum of value rows). Panics if the lengths
+    /// differ. SIMD paths may fuse the multiply-add.
+    pub fn axpy(&self, a: f32, x: &[f32], y: &mut [f32]) {
+        assert_eq!(x.len(), y.len(), "axpy: lengths differ");
+        // SAFETY: lengths checked; CPU features detected.
+        unsafe { (self.axpy)(a, x, y) }
     }
 
     /// Row `row` of `w` dequantized to f32 (embedding lookup). Panics unless

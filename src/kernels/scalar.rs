@@ -21,6 +21,7 @@ pub(crate) const KERNELS: Kernels = Kernels {
         matmul_f32_q4_1,
     ],
     dot_f32,
+    axpy,
     dequant_row: [
         dequant_f32,
         dequant_f16,
@@ -303,6 +304,13 @@ matmul_f32_fns! {
 /// Reference dot product: sequential f32 sum.
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).fold(0f32, |acc, (&x, &y)| acc + x * y)
+}
+
+/// Reference `y += a * x`: `y[i] + a * x[i]`, two roundings.
+pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y += a * x;
+    }
 }
 
 fn dequant_f32(w: &[u8], out: &mut [f32]) {

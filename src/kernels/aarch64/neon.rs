@@ -665,6 +665,7 @@ pub(super) static KERNELS: Kernels = Kernels {
         matmul_f32_q4_1,
     ],
     dot_f32,
+    axpy: scalar::KERNELS.axpy,
     dequant_row: [
         scalar::KERNELS.dequant_row[0],
         dequant_f16,

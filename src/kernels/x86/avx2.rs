@@ -331,6 +331,25 @@ unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     )) + tail
 }
 
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    let n = y.len();
+    let (px, py) = (x.as_ptr(), y.as_mut_ptr());
+    let av = _mm256_set1_ps(a);
+    let mut i = 0;
+    while i + 8 <= n {
+        _mm256_storeu_ps(
+            py.add(i),
+            _mm256_fmadd_ps(av, _mm256_loadu_ps(px.add(i)), _mm256_loadu_ps(py.add(i))),
+        );
+        i += 8;
+    }
+    while i < n {
+        *py.add(i) += a * *px.add(i);
+        i += 1;
+    }
+}
+
 /// `R` rows x `T` tokens of an F32/F16-weight matmul; 8 columns per step, scalar tail.
 #[inline(always)]
 unsafe fn tile_f<const F16: bool, const R: usize, const T: usize>(
@@ -663,6 +682,7 @@ pub(super) static KERNELS: Kernels = Kernels {
         matmul_f32_q4_1,
     ],
     dot_f32,
+    axpy,
     dequant_row: [
         dequant_f32,
         dequant_f16,

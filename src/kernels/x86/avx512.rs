@@ -645,6 +645,30 @@ pub(super) unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     _mm512_reduce_add_ps(s)
 }
 
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    let n = y.len();
+    let (px, py) = (x.as_ptr(), y.as_mut_ptr());
+    let av = _mm512_set1_ps(a);
+    let mut i = 0;
+    while i + 16 <= n {
+        _mm512_storeu_ps(
+            py.add(i),
+            _mm512_fmadd_ps(av, _mm512_loadu_ps(px.add(i)), _mm512_loadu_ps(py.add(i))),
+        );
+        i += 16;
+    }
+    if i < n {
+        let m: __mmask16 = (1u16 << (n - i)) - 1;
+        let v = _mm512_fmadd_ps(
+            av,
+            _mm512_maskz_loadu_ps(m, px.add(i)),
+            _mm512_maskz_loadu_ps(m, py.add(i)),
+        );
+        _mm512_mask_storeu_ps(py.add(i), m, v);
+    }
+}
+
 /// Loads 16 weights (F32 or F16 bytes) at element `i`: all 16 when `FULL` (a plain load:
 /// masked loads that cross a page are slow on some CPUs), else the lanes in `m`.
 #[inline(always)]
@@ -1027,6 +1051,7 @@ pub(super) static KERNELS: Kernels = Kernels {
         matmul_f32_q4_1,
     ],
     dot_f32,
+    axpy,
     dequant_row: [
         dequant_f32,
         dequant_f16,
