@@ -537,6 +537,13 @@ pub(super) unsafe fn matmul_q8a<const DT: u8, const VNNI: bool>(
     let rb = nb * block_bytes(DT);
     let (w, x) = (w.as_ptr(), xq.as_ptr());
     let mut r = rows.start;
+    if n_tok == 1 {
+        // Decode: 8 rows share each activation load.
+        while r + 8 <= rows.end {
+            tile::<DT, VNNI, 8, 1>(w.add(r * rb), rb, nb, x, out.add(r), out_stride);
+            r += 8;
+        }
+    }
     while r + 4 <= rows.end {
         row_tile::<DT, VNNI, 4>(w.add(r * rb), rb, nb, x, n_tok, out.add(r), out_stride);
         r += 4;
