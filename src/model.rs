@@ -365,6 +365,11 @@ fn load(bytes: &[u8], verify: bool) -> Result<(PipitFile, HParams, Tokenizer, We
     }
     let hparams = HParams::from_metadata(&file.metadata)?;
     let tokenizer = Tokenizer::from_metadata(&file.metadata)?;
+    // Known text keys that loading itself does not read must still have their type
+    // (SPEC.md, "Metadata keys"), so that readers of them later cannot fail.
+    for key in ["general.name", "general.source", "tokenizer.chat_template"] {
+        file.metadata.opt_str(key)?;
+    }
     if tokenizer.n_vocab() != hparams.n_vocab {
         return Err(bad_value(
             "model.n_vocab",

@@ -532,6 +532,60 @@ fn tokenizer_problems_are_reported() {
     assert!(msg.contains("klingon"), "{msg}");
 }
 
+/// Every key of SPEC.md's "Metadata keys" table that the format itself does not check: a
+/// known key of another type than the table lists makes the runtime refuse the file, naming
+/// the key, whether or not loading uses it. (`tokenizer.tokens`, `token_types`, `scores`,
+/// the special ids and `eot_ids` are the format's rules: formats/tests.)
+#[test]
+fn known_keys_of_the_wrong_type_are_refused() {
+    const KEYS: [(&str, &str); 31] = [
+        ("general.architecture", "str"),
+        ("general.name", "str"),
+        ("general.source", "str"),
+        ("model.n_layer", "u32"),
+        ("model.d_model", "u32"),
+        ("model.n_head", "u32"),
+        ("model.n_kv_head", "u32"),
+        ("model.head_dim", "u32"),
+        ("model.d_ff", "u32"),
+        ("model.n_vocab", "u32"),
+        ("model.n_ctx_train", "u32"),
+        ("model.norm_eps", "f32"),
+        ("model.rope_theta", "f32"),
+        ("model.rope_theta_local", "f32"),
+        ("model.rope_dim", "u32"),
+        ("model.rope_scaling", "str"),
+        ("model.rope_scale", "f32"),
+        ("model.rope_pairs", "str"),
+        ("model.activation", "str"),
+        ("model.tied_embeddings", "bool"),
+        ("model.sliding_window", "u32"),
+        ("model.layer_sliding", "[u8]"),
+        ("model.embed_scale", "f32"),
+        ("model.attn_scale", "f32"),
+        ("model.final_logit_softcap", "f32"),
+        ("tokenizer.kind", "str"),
+        ("tokenizer.pre", "str"),
+        ("tokenizer.merges", "[str]"),
+        ("tokenizer.add_bos", "bool"),
+        ("tokenizer.add_space_prefix", "bool"),
+        ("tokenizer.chat_template", "str"),
+    ];
+    for (key, expected) in KEYS {
+        // No key of the table is a u64.
+        let err = format_err(Model::from_bytes(with_meta(key, Some(Value::U64(7)))));
+        assert_eq!(
+            err,
+            FormatError::WrongType {
+                key: key.into(),
+                expected,
+                found: "u64"
+            },
+            "{key}"
+        );
+    }
+}
+
 #[test]
 fn checksums_verified_on_request() {
     let mut bytes = Tiny::llama(DType::Q8_0, 4).bytes();
