@@ -266,9 +266,12 @@ pub fn convert(input: &Path, output: &Path, quant: Quant, log: &mut dyn Write) -
         return Err(ConvertError::Input { path: input.to_path_buf(), reason: "neither a file nor a directory".into() });
     }
     let file = std::fs::File::open(input).map_err(|e| ConvertError::Io { path: input.to_path_buf(), source: e })?;
-    // SAFETY: the map is read-only and private to this process; the converter never writes
-    // through it. Another process truncating the input while we read it could fault, as for
-    // any mapped input; the data is otherwise only read through bounds-checked slices.
+    // SAFETY: `Mmap::map` is a read-only *shared* mapping: the `&[u8]` it gives aliases the
+    // file, so another process writing the input while we convert changes bytes behind an
+    // immutable borrow, and truncating it makes a later read fault (SIGBUS). The converter
+    // never writes the input and, like every mmap-based reader, requires that nobody else
+    // does during the conversion; every read goes through slices bounds-checked by
+    // `Gguf::parse` against the length mapped.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| ConvertError::Io { path: input.to_path_buf(), source: e })?;
     let g = Gguf::parse(&map)?;
     let name = input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();

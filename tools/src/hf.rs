@@ -96,8 +96,11 @@ impl HfDir {
         let mut weights = Vec::with_capacity(files.len());
         for p in files {
             let f = std::fs::File::open(&p).map_err(|e| ConvertError::Io { path: p.clone(), source: e })?;
-            // SAFETY: read-only private map of a file this process never writes; all access
-            // goes through bounds-checked slices after safetensors validated the header.
+            // SAFETY: a read-only *shared* map: its bytes alias the file, so another process
+            // writing or truncating it during the conversion would change bytes behind an
+            // immutable borrow or fault. The converter never writes its input and requires
+            // that nobody else does meanwhile (as every mmap-based reader); all access goes
+            // through bounds-checked slices after safetensors validated the header.
             let m = unsafe { Mmap::map(&f) }.map_err(|e| ConvertError::Io { path: p.clone(), source: e })?;
             weights.push((p, m));
         }
