@@ -569,16 +569,18 @@ pub unsafe extern "C" fn pipit_token_to_piece(
 /// `out` is NULL or writable.
 #[no_mangle]
 pub unsafe extern "C" fn pipit_session_params_default(out: *mut pipit_session_params) {
-    let d = SessionParams::default();
-    let p = pipit_session_params {
-        n_ctx: u32::try_from(d.n_ctx).unwrap_or(2048),
-        n_threads: 0,
-        kv_type: PIPIT_KV_F16,
-        flags: 0,
-        memory_limit: 0,
-    };
-    // SAFETY: the caller's contract; a NULL or misaligned pointer is ignored.
-    let _ = unsafe { put(out, "out", p) };
+    call_quiet((), || {
+        let d = SessionParams::default();
+        let p = pipit_session_params {
+            n_ctx: u32::try_from(d.n_ctx).unwrap_or(2048),
+            n_threads: 0,
+            kv_type: PIPIT_KV_F16,
+            flags: 0,
+            memory_limit: 0,
+        };
+        // SAFETY: the caller's contract; a NULL or misaligned pointer is ignored.
+        let _ = unsafe { put(out, "out", p) };
+    });
 }
 
 /// The runtime's parameters for the C ones, checking the fields the runtime does not.
@@ -842,18 +844,20 @@ pub unsafe extern "C" fn pipit_session_logits(
 /// `out` is NULL or writable.
 #[no_mangle]
 pub unsafe extern "C" fn pipit_sampler_params_default(out: *mut pipit_sampler_params) {
-    let d = SamplerParams::default();
-    let p = pipit_sampler_params {
-        temperature: d.temperature,
-        top_k: d.top_k,
-        top_p: d.top_p,
-        min_p: d.min_p,
-        repeat_penalty: d.repeat_penalty,
-        repeat_last_n: d.repeat_last_n,
-        seed: d.seed,
-    };
-    // SAFETY: the caller's contract; a NULL or misaligned pointer is ignored.
-    let _ = unsafe { put(out, "out", p) };
+    call_quiet((), || {
+        let d = SamplerParams::default();
+        let p = pipit_sampler_params {
+            temperature: d.temperature,
+            top_k: d.top_k,
+            top_p: d.top_p,
+            min_p: d.min_p,
+            repeat_penalty: d.repeat_penalty,
+            repeat_last_n: d.repeat_last_n,
+            seed: d.seed,
+        };
+        // SAFETY: the caller's contract; a NULL or misaligned pointer is ignored.
+        let _ = unsafe { put(out, "out", p) };
+    });
 }
 
 fn sampler_params(p: &pipit_sampler_params) -> SamplerParams {
