@@ -1013,12 +1013,22 @@ pub fn generate(
     let mut stop = false;
     let mut last = 0u32;
     for _ in 0..max_tokens {
-        let next = session.sample(&mut sampler)?;
+        // On an error, the held-back bytes of tokens already in the context still go out.
+        let next = match session.sample(&mut sampler) {
+            Ok(next) => next,
+            Err(e) => {
+                stream.finish(|piece| stop = stop || emit(piece, last));
+                return Err(e);
+            }
+        };
         if tok.is_eog(next) {
             stream.finish(|piece| stop = stop || emit(piece, last));
             return Ok(Stop::EndOfText);
         }
-        session.eval(&[next])?;
+        if let Err(e) = session.eval(&[next]) {
+            stream.finish(|piece| stop = stop || emit(piece, last));
+            return Err(e);
+        }
         last = next;
         stream.push(tok.piece(next), |piece| stop = stop || emit(piece, next));
         if stop {

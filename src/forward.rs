@@ -142,7 +142,7 @@ impl KvCache {
 
     /// An empty cache of `n_ctx` positions.
     pub fn new(hp: &HParams, n_ctx: usize, kv_type: KvType) -> Result<Self> {
-        if kv_type == KvType::Int8 && hp.head_dim % 32 != 0 {
+        if kv_type == KvType::Int8 && !hp.head_dim.is_multiple_of(32) {
             return Err(Error::Unsupported(format!(
                 "an int8 KV cache needs head_dim divisible by 32; this model has {}",
                 hp.head_dim

@@ -125,7 +125,7 @@ fn exp_neg(x: f64) -> f64 {
         return 0.0;
     }
     // x = k*ln2 + r with |r| <= ln2/2; exp(x) = 2^k * exp(r).
-    const LN2_HI: f64 = 6.931_471_803_691_238_2e-1;
+    const LN2_HI: f64 = 6.931_471_803_691_238e-1;
     const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
     let k = (x * std::f64::consts::LOG2_E).round();
     let r = (x - k * LN2_HI) - k * LN2_LO;

@@ -15,6 +15,9 @@ use crate::sampler::Sampler;
 use crate::threadpool::ThreadPool;
 use crate::{Error, Result};
 
+/// Most threads a session may ask for.
+pub const MAX_THREADS: usize = 256;
+
 /// How a session is set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionParams {
@@ -102,6 +105,12 @@ impl Session {
             return Err(Error::InvalidArgument(format!(
                 "n_ctx = {} exceeds the {} tokens this model was trained for",
                 params.n_ctx, hp.n_ctx_train
+            )));
+        }
+        if params.n_threads > MAX_THREADS {
+            return Err(Error::InvalidArgument(format!(
+                "n_threads must be at most {MAX_THREADS} (0 means all cores), got {}",
+                params.n_threads
             )));
         }
         if params.n_batch == 0 || params.n_batch > 4096 {
