@@ -447,6 +447,17 @@ fn matmul_q8a_random_shapes() {
 }
 
 #[test]
+fn matmul_q8a_large_shapes() {
+    // Row chunks of the prefill paths (more than 64 rows) and rows wider than 4096 columns.
+    let mut rng = Rng::new(13);
+    for dtype in QTYPES {
+        check_q8a_shape(&mut rng, dtype, 150, 256, 6, Scales::Normal, 0, 1);
+        check_q8a_shape(&mut rng, dtype, 9, 4096 + 160, 5, Scales::Normal, 0, 0);
+        check_q8a_shape(&mut rng, dtype, 5, 4096, 2, Scales::Normal, 0, 0);
+    }
+}
+
+#[test]
 fn matmul_q8a_row_subranges_and_zero_sizes() {
     let mut rng = Rng::new(7);
     for dtype in QTYPES {

@@ -489,6 +489,126 @@ unsafe fn tile<const DT: u8, const VNNI: bool, const R: usize, const T: usize>(
     }
 }
 
+/// Prefill with Q4 weights arranges each 4-token tile's activation quads once per chunk of
+/// `ARR_ROWS` rows (instead of once per 4-row tile), in a stack buffer of `ARR_QUADS` quads
+/// per token (4096 columns); wider rows take the plain path. The per-output arithmetic is the
+/// same as [`tile`]'s, so results are identical either way.
+const ARR_ROWS: usize = 64;
+const ARR_QUADS: usize = 32;
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul_q4_arranged<const DT: u8, const VNNI: bool>(
+    w: *const u8,
+    rb: usize,
+    nb: usize,
+    rows: Range<usize>,
+    x: *const BlockQ8A,
+    n_tok: usize,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    let nq = nb / 4;
+    let z = _mm512_setzero_si512();
+    let zf = _mm512_setzero_ps();
+    let mut buf = [AQuad {
+        lo: z,
+        hi: z,
+        d: zf,
+        s: zf,
+        init: z,
+    }; 4 * ARR_QUADS];
+    let mut r0 = rows.start;
+    while r0 < rows.end {
+        let r1 = (r0 + ARR_ROWS).min(rows.end);
+        let mut t = 0;
+        while t < n_tok {
+            let tn = (n_tok - t).min(4);
+            for tt in 0..tn {
+                for q in 0..nq {
+                    buf[tt * nq + q] = load_a4::<DT, VNNI>(x.add((t + tt) * nb + 4 * q));
+                }
+            }
+            let (xt, ot, bp) = (x.add(t * nb), out.add(t * out_stride), buf.as_ptr());
+            match tn {
+                4 => rows_arranged::<DT, VNNI, 4>(w, rb, nb, r0..r1, xt, bp, ot, out_stride),
+                3 => rows_arranged::<DT, VNNI, 3>(w, rb, nb, r0..r1, xt, bp, ot, out_stride),
+                2 => rows_arranged::<DT, VNNI, 2>(w, rb, nb, r0..r1, xt, bp, ot, out_stride),
+                _ => rows_arranged::<DT, VNNI, 1>(w, rb, nb, r0..r1, xt, bp, ot, out_stride),
+            }
+            t += tn;
+        }
+        r0 = r1;
+    }
+}
+
+/// Rows `rows` of one token tile with arranged quads `aq` (token t's quad q at `t * nq + q`).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn rows_arranged<const DT: u8, const VNNI: bool, const T: usize>(
+    w: *const u8,
+    rb: usize,
+    nb: usize,
+    rows: Range<usize>,
+    x: *const BlockQ8A,
+    aq: *const AQuad,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    let mut r = rows.start;
+    while r + 4 <= rows.end {
+        tile_arranged::<DT, VNNI, 4, T>(w.add(r * rb), rb, nb, x, aq, out.add(r), out_stride);
+        r += 4;
+    }
+    while r < rows.end {
+        tile_arranged::<DT, VNNI, 1, T>(w.add(r * rb), rb, nb, x, aq, out.add(r), out_stride);
+        r += 1;
+    }
+}
+
+/// [`tile`] with the quads' activations taken from `aq`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_arranged<const DT: u8, const VNNI: bool, const R: usize, const T: usize>(
+    w: *const u8,
+    rb: usize,
+    nb: usize,
+    x: *const BlockQ8A,
+    aq: *const AQuad,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    let bb = block_bytes(DT);
+    let nq = nb / 4;
+    let mut acc = [[_mm512_setzero_ps(); T]; R];
+    for q in 0..nq {
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            let wq = load_w4::<DT>(w.add(r * rb + 4 * q * bb));
+            for (t, acc_rt) in acc_r.iter_mut().enumerate() {
+                let a = &*aq.add(t * nq + q);
+                let i = isum_lanes4::<VNNI>(&wq, a);
+                *acc_rt = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(wq.d, a.d), *acc_rt);
+                if DT == Q4_1 {
+                    *acc_rt = _mm512_fmadd_ps(wq.m, a.s, *acc_rt);
+                }
+            }
+        }
+    }
+    let mut b = 4 * nq;
+    while b + 2 <= nb {
+        step::<DT, VNNI, R, T>(w, rb, nb, x, b, true, &mut acc);
+        b += 2;
+    }
+    if b < nb {
+        step::<DT, VNNI, R, T>(w, rb, nb, x, b, false, &mut acc);
+    }
+    for (r, acc_r) in acc.iter().enumerate() {
+        for (t, acc_rt) in acc_r.iter().enumerate() {
+            *out.add(t * out_stride + r) = _mm512_reduce_add_ps(*acc_rt);
+        }
+    }
+}
+
 /// All tokens for rows `r..r + R`, in token tiles of 4.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
@@ -536,6 +656,10 @@ pub(super) unsafe fn matmul_q8a<const DT: u8, const VNNI: bool>(
     let nb = cols / QK;
     let rb = nb * block_bytes(DT);
     let (w, x) = (w.as_ptr(), xq.as_ptr());
+    if DT != Q8_0 && n_tok >= 2 && nb >= 4 && nb / 4 <= ARR_QUADS {
+        matmul_q4_arranged::<DT, VNNI>(w, rb, nb, rows, x, n_tok, out, out_stride);
+        return;
+    }
     let mut r = rows.start;
     if n_tok == 1 {
         // Decode: 8 rows share each activation load.
