@@ -440,9 +440,11 @@ fn split_rows(pool: &ThreadPool, rows: usize, n_tok: usize, f: impl Fn(Range<usi
         f(0..rows);
         return;
     }
-    // Up to 4 tasks per thread (of at least 16 rows), claimed dynamically: a thread the OS
-    // delays holds up only a small share while the others take the rest.
-    let n_tasks = (4 * n).min(rows / 16).max(n);
+    // Decode: up to 4 tasks per thread (of at least 16 rows), claimed dynamically, so a thread
+    // the OS delays holds up only a small share. Prefill: one task per thread, as each task
+    // prepares the activations once (and the work per task is large).
+    let per_thread = if n_tok == 1 { 4 } else { 1 };
+    let n_tasks = (per_thread * n).min(rows / 16).max(n);
     let chunk = rows.div_ceil(n_tasks).next_multiple_of(ROW_ALIGN);
     let n_tasks = rows.div_ceil(chunk);
     pool.run(n_tasks, &|i| {
