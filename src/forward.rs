@@ -7,8 +7,8 @@
 //! Every buffer lives in [`Scratch`] and [`KvCache`], sized when the session is created, so a
 //! call allocates nothing.
 
-use half::slice::HalfFloatSliceExt;
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 use pipit_format::blocks::BlockQ8_0;
 
 use crate::kernels::{BlockQ8A, Kernels, QMatrix};
@@ -27,8 +27,12 @@ pub(crate) fn checked_len(dims: &[usize]) -> Result<usize> {
 /// A zero-filled buffer of `len` elements; allocation failure is an error, not an abort.
 pub(crate) fn zeroed<T: Clone + bytemuck::Zeroable>(len: usize) -> Result<Vec<T>> {
     let mut v = Vec::new();
-    v.try_reserve_exact(len)
-        .map_err(|_| Error::OutOfMemory(format!("cannot allocate {len} x {} bytes", std::mem::size_of::<T>())))?;
+    v.try_reserve_exact(len).map_err(|_| {
+        Error::OutOfMemory(format!(
+            "cannot allocate {len} x {} bytes",
+            std::mem::size_of::<T>()
+        ))
+    })?;
     v.resize(len, T::zeroed());
     Ok(v)
 }
@@ -126,7 +130,10 @@ impl KvStore {
                 let nb = hd / 32;
                 kern.quantize_act(x, &mut tmp[..nb]);
                 for (o, a) in v[row * nb..(row + 1) * nb].iter_mut().zip(&tmp[..nb]) {
-                    *o = BlockQ8_0 { d: f16::from_f32(a.d), qs: a.qs };
+                    *o = BlockQ8_0 {
+                        d: f16::from_f32(a.d),
+                        qs: a.qs,
+                    };
                 }
             }
         }
@@ -137,7 +144,8 @@ impl KvCache {
     /// Bytes a cache of `n_ctx` positions takes for these hyper-parameters.
     pub fn bytes_for(hp: &HParams, n_ctx: usize, kv_type: KvType) -> Option<usize> {
         let rows = hp.n_layer.checked_mul(hp.n_kv_head)?.checked_mul(n_ctx)?;
-        rows.checked_mul(kv_type.row_bytes(hp.head_dim))?.checked_mul(2)
+        rows.checked_mul(kv_type.row_bytes(hp.head_dim))?
+            .checked_mul(2)
     }
 
     /// An empty cache of `n_ctx` positions.
@@ -165,10 +173,22 @@ impl KvCache {
     }
 
     /// Rows `first..first + n` of one (layer, kv head) of `store`, as a matrix.
-    fn matrix<'a>(&self, store: &'a KvStore, layer: usize, kv_head: usize, first: usize, n: usize) -> QMatrix<'a> {
+    fn matrix<'a>(
+        &self,
+        store: &'a KvStore,
+        layer: usize,
+        kv_head: usize,
+        first: usize,
+        n: usize,
+    ) -> QMatrix<'a> {
         let rb = self.kv_type.row_bytes(self.head_dim);
         let start = self.row(layer, kv_head, first) * rb;
-        QMatrix { dtype: self.kv_type.dtype(), rows: n, cols: self.head_dim, data: &store.bytes()[start..start + n * rb] }
+        QMatrix {
+            dtype: self.kv_type.dtype(),
+            rows: n,
+            cols: self.head_dim,
+            data: &store.bytes()[start..start + n * rb],
+        }
     }
 }
 
@@ -190,13 +210,13 @@ pub struct Scratch {
     v: Vec<f32>,
     /// Attention output, before the output projection: [n_batch, n_head * head_dim].
     att_out: Vec<f32>,
-    /// Attention work space, one slab per thread: scores of a kv head's query heads
-    /// [n_slabs][heads_per_kv][n_ctx], their quantized queries (int8 KV)
-    /// [n_slabs][heads_per_kv * head_dim / 32], and one value row [n_slabs][head_dim].
+    /// Attention work space, one slab per thread ([`attention`] says what a slab holds):
+    /// [n_slabs][att_slab_len] floats and [n_slabs][att_slab_q8] quantized query blocks.
     n_slabs: usize,
+    att_slab_len: usize,
+    att_slab_q8: usize,
     att: Vec<f32>,
     att_q: Vec<BlockQ8A>,
-    att_v: Vec<f32>,
     /// FFN gate and up projections: [n_batch, d_ff].
     gate: Vec<f32>,
     up: Vec<f32>,
@@ -215,18 +235,27 @@ impl Scratch {
         let q_dim = hp.n_head.checked_mul(hp.head_dim)?;
         let kv_dim = hp.n_kv_head.checked_mul(hp.head_dim)?;
         let widest = hp.d_model.max(q_dim).max(hp.d_ff);
-        let per_token = (2 * hp.d_model + 2 * q_dim + 2 * kv_dim + 2 * hp.d_ff + 2 * hp.rope_dim) * 4
+        let per_token = (2 * hp.d_model + 2 * q_dim + 2 * kv_dim + 2 * hp.d_ff + 2 * hp.rope_dim)
+            * 4
             + widest / 32 * std::mem::size_of::<BlockQ8A>();
-        let hpk = hp.n_head / hp.n_kv_head.max(1);
-        let slab = (hpk.checked_mul(n_ctx)?.checked_add(hp.head_dim)?) * 4
-            + hpk * hp.head_dim / 32 * std::mem::size_of::<BlockQ8A>();
-        per_token.checked_mul(n_batch)?.checked_add(slab.checked_mul(n_slabs)?)
+        let (f32s, q8s) = att_slab(hp, n_ctx)?;
+        let slab = f32s
+            .checked_mul(4)?
+            .checked_add(q8s.checked_mul(std::mem::size_of::<BlockQ8A>())?)?;
+        per_token
+            .checked_mul(n_batch)?
+            .checked_add(slab.checked_mul(n_slabs)?)
     }
 
     /// Buffers for batches of up to `n_batch` tokens over a context of `n_ctx`, with
     /// attention work space for `n_slabs` threads.
     pub fn new(hp: &HParams, n_batch: usize, n_ctx: usize, n_slabs: usize) -> Result<Self> {
-        let hpk = hp.n_head / hp.n_kv_head;
+        let overflow = || {
+            Error::OutOfMemory(format!(
+                "attention work space for n_ctx = {n_ctx} overflows"
+            ))
+        };
+        let (att_slab_len, att_slab_q8) = att_slab(hp, n_ctx).ok_or_else(overflow)?;
         let q_dim = hp.n_head * hp.head_dim;
         let kv_dim = hp.n_kv_head * hp.head_dim;
         let widest = hp.d_model.max(q_dim).max(hp.d_ff);
@@ -246,9 +275,10 @@ impl Scratch {
             v: zeroed(checked_len(&[n_batch, kv_dim])?)?,
             att_out: zeroed(checked_len(&[n_batch, q_dim])?)?,
             n_slabs,
-            att: zeroed(checked_len(&[n_slabs, hpk, n_ctx])?)?,
-            att_q: zeroed(checked_len(&[n_slabs, hpk * hp.head_dim / 32])?)?,
-            att_v: zeroed(checked_len(&[n_slabs, hp.head_dim])?)?,
+            att_slab_len,
+            att_slab_q8,
+            att: zeroed(checked_len(&[n_slabs, att_slab_len])?)?,
+            att_q: zeroed(checked_len(&[n_slabs, att_slab_q8])?)?,
             gate: zeroed(checked_len(&[n_batch, hp.d_ff])?)?,
             up: zeroed(checked_len(&[n_batch, hp.d_ff])?)?,
             rope_cos: zeroed(checked_len(&[2, n_batch, half])?)?,
@@ -280,7 +310,12 @@ pub struct Exec<'a> {
 impl Exec<'_> {
     /// out[t, r] = W[r] . x[t] for the `n` rows of x ([n, cols]); out is [n, rows].
     fn matmul(&self, w: &Tensor, x: &[f32], n: usize, out: &mut [f32], xq: &mut [BlockQ8A]) {
-        let qm = QMatrix { dtype: w.dtype, rows: w.rows, cols: w.cols, data: self.model.data(w) };
+        let qm = QMatrix {
+            dtype: w.dtype,
+            rows: w.rows,
+            cols: w.cols,
+            data: self.model.data(w),
+        };
         let x = &x[..n * w.cols];
         let out = &mut out[..n * w.rows];
         let quantized = matches!(w.dtype, DType::Q4_0 | DType::Q4_1 | DType::Q8_0);
@@ -319,7 +354,9 @@ fn rmsnorm_inplace(x: &mut [f32], w: &[f32], eps: f32) {
     for row in x.chunks_exact_mut(w.len()) {
         let ss: f64 = row.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
         let scale = (1.0 / (ss / row.len() as f64 + f64::from(eps)).sqrt()) as f32;
-        row.iter_mut().zip(w).for_each(|(x, &w)| *x = *x * scale * w);
+        row.iter_mut()
+            .zip(w)
+            .for_each(|(x, &w)| *x = *x * scale * w);
     }
 }
 
@@ -350,7 +387,12 @@ fn exp(x: f32) -> f32 {
     let k = (xc * LOG2_E + ROUND) - ROUND;
     let r = (xc - k * LN2_HI) - k * LN2_LO;
     // exp(r) for |r| <= ln2/2 by its Taylor series to degree 7.
-    let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0
+                    + r * (1.0 / 24.0
+                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
     let scale = f32::from_bits(((k as i32 + 127) as u32) << 23);
     if x < -87.0 {
         0.0
@@ -398,68 +440,137 @@ impl<T> SharedMut<T> {
     }
 }
 
-/// Attention of the `n` batch tokens at layer `l`: for every (token, kv head) pair, the
-/// scores of its query heads over the cached keys (one matmul: the keys of a kv head are a
-/// matrix), softmax, then the weighted sum of the cached values into `s.att_out`. The pairs
-/// are split across the thread pool, each thread with its own work space slab.
-fn attention(ex: &Exec, kv: &KvCache, s: &mut Scratch, l: usize, sliding: bool, n: usize, pos0: usize) {
+/// Batch tokens one attention work item takes at most (bounds the scores in a slab).
+const ATT_TOKENS: usize = 16;
+
+/// Sizes of one thread's attention slab for a context of `n_ctx`: (f32s, quantized query
+/// blocks). The f32s hold, in order: queries and outputs of a work item
+/// ([ATT_TOKENS * heads_per_kv][head_dim] each), one value row [head_dim], the values of
+/// the window transposed [head_dim][n_ctx] and the scores [ATT_TOKENS * heads_per_kv][n_ctx].
+fn att_slab(hp: &HParams, n_ctx: usize) -> Option<(usize, usize)> {
+    let rows = ATT_TOKENS.checked_mul(hp.n_head / hp.n_kv_head.max(1))?;
+    let io = rows.checked_mul(hp.head_dim)?;
+    let f32s = io
+        .checked_mul(2)?
+        .checked_add(hp.head_dim)?
+        .checked_add(hp.head_dim.checked_mul(n_ctx)?)?
+        .checked_add(rows.checked_mul(n_ctx)?)?;
+    Some((f32s, io / 32))
+}
+
+/// Attention of the `n` batch tokens at layer `l`. A work item is one kv head and up to
+/// [`ATT_TOKENS`] consecutive tokens: the scores of their query heads against the keys of
+/// the item's window are one matmul (the keys of a kv head are a matrix), then causal (and
+/// sliding-window) masking and softmax per row, then the values of the window, transposed,
+/// make a second matmul that writes the weighted sums. Items are split across the thread
+/// pool, each thread with its own work space slab.
+fn attention(
+    ex: &Exec,
+    kv: &KvCache,
+    s: &mut Scratch,
+    l: usize,
+    sliding: bool,
+    n: usize,
+    pos0: usize,
+) {
     let hp = ex.model.hparams();
     let hd = hp.head_dim;
     let hpk = hp.n_head / hp.n_kv_head;
     let q_dim = hp.n_head * hd;
-    let stride = kv.n_ctx;
     let window = if sliding { hp.sliding_window } else { 0 };
-    let n_pairs = n * hp.n_kv_head;
-    let n_tasks = s.n_slabs.min(n_pairs);
-    let per_task = n_pairs.div_ceil(n_tasks);
-    let (att_len, q_len) = (hpk * stride, hpk * hd / 32);
-    let att = SharedMut(s.att.as_mut_ptr());
-    let att_q = SharedMut(s.att_q.as_mut_ptr());
-    let att_v = SharedMut(s.att_v.as_mut_ptr());
+    let first_of = |pos: usize| {
+        if window > 0 {
+            (pos + 1).saturating_sub(window)
+        } else {
+            0
+        }
+    };
+    let n_chunks = n.div_ceil(ATT_TOKENS);
+    let n_items = hp.n_kv_head * n_chunks;
+    let n_tasks = s.n_slabs.min(n_items);
+    let per_task = n_items.div_ceil(n_tasks);
+    let (f_len, q_len) = (s.att_slab_len, s.att_slab_q8);
+    let slab_f = SharedMut(s.att.as_mut_ptr());
+    let slab_q = SharedMut(s.att_q.as_mut_ptr());
     let att_out = SharedMut(s.att_out.as_mut_ptr());
     let q = &s.q[..n * q_dim];
+    let io = ATT_TOKENS * hpk * hd;
 
     let task = |i: usize| {
-        // SAFETY: task i alone uses slab i of `att`, `att_q` and `att_v` (i < n_tasks <=
-        // n_slabs, each sized n_slabs slabs), and `s` is exclusively borrowed for the call.
-        let (scores, xq, vrow) = unsafe {
+        // SAFETY: task i alone uses slab i of `att` and `att_q` (i < n_tasks <= n_slabs, and
+        // each holds n_slabs slabs), and `s` is exclusively borrowed for the call.
+        let (f, xq) = unsafe {
             (
-                std::slice::from_raw_parts_mut(att.get().add(i * att_len), att_len),
-                std::slice::from_raw_parts_mut(att_q.get().add(i * q_len), q_len),
-                std::slice::from_raw_parts_mut(att_v.get().add(i * hd), hd),
+                std::slice::from_raw_parts_mut(slab_f.get().add(i * f_len), f_len),
+                std::slice::from_raw_parts_mut(slab_q.get().add(i * q_len), q_len),
             )
         };
-        for pair in i * per_task..((i + 1) * per_task).min(n_pairs) {
-            let (t, kvh) = (pair / hp.n_kv_head, pair % hp.n_kv_head);
-            let pos = pos0 + t;
-            let first = if window > 0 { (pos + 1).saturating_sub(window) } else { 0 };
-            let n_pos = pos + 1 - first;
-            let group = t * q_dim + kvh * hpk * hd..t * q_dim + (kvh + 1) * hpk * hd;
+        let (qs, rest) = f.split_at_mut(io);
+        let (o, rest) = rest.split_at_mut(io);
+        let (vrow, rest) = rest.split_at_mut(hd);
+        let (vt, scores) = rest.split_at_mut(hd * kv.n_ctx);
+        for item in i * per_task..((i + 1) * per_task).min(n_items) {
+            let (kvh, c) = (item / n_chunks, item % n_chunks);
+            let (t0, t1) = (c * ATT_TOKENS, ((c + 1) * ATT_TOKENS).min(n));
+            let rows = (t1 - t0) * hpk;
+            let first = first_of(pos0 + t0);
+            let w = pos0 + t1 - first;
 
-            // Scores of the group's query heads against the keys in the window.
-            let keys = kv.matrix(&kv.k, l, kvh, first, n_pos);
-            if kv.kv_type == KvType::Int8 {
-                ex.kern.quantize_act(&q[group.clone()], xq);
-                ex.kern.matmul_q8a(&keys, xq, hpk, scores, stride, 0..n_pos);
-            } else {
-                ex.kern.matmul_f32(&keys, &q[group.clone()], hpk, scores, stride, 0..n_pos);
+            // The item's queries, one row per (token, head).
+            for t in t0..t1 {
+                let g = t * q_dim + kvh * hpk * hd;
+                qs[(t - t0) * hpk * hd..(t - t0 + 1) * hpk * hd]
+                    .copy_from_slice(&q[g..g + hpk * hd]);
             }
-            for h in 0..hpk {
-                let a = &mut scores[h * stride..h * stride + n_pos];
+            let (qs, scores) = (&qs[..rows * hd], &mut scores[..rows * w]);
+
+            // Scores against every key of the window.
+            let keys = kv.matrix(&kv.k, l, kvh, first, w);
+            if kv.kv_type == KvType::Int8 {
+                let xq = &mut xq[..rows * hd / 32];
+                ex.kern.quantize_act(qs, xq);
+                ex.kern.matmul_q8a(&keys, xq, rows, scores, w, 0..w);
+            } else {
+                ex.kern.matmul_f32(&keys, qs, rows, scores, w, 0..w);
+            }
+
+            // Each row keeps the positions its token may see, scaled and normalized.
+            for (r, row) in scores.chunks_exact_mut(w).enumerate() {
+                let pos = pos0 + t0 + r / hpk;
+                let (lo, hi) = (first_of(pos) - first, pos + 1 - first);
+                row[..lo].fill(0.0);
+                row[hi..].fill(0.0);
+                let a = &mut row[lo..hi];
                 a.iter_mut().for_each(|v| *v *= hp.attn_scale);
                 softmax(a);
             }
 
-            // SAFETY: the output rows of pair (t, kvh) belong to this pair alone, and pairs
-            // are split into disjoint ranges across tasks.
-            let out = unsafe { std::slice::from_raw_parts_mut(att_out.get().add(group.start), hpk * hd) };
-            out.fill(0.0);
-            let values = kv.matrix(&kv.v, l, kvh, first, n_pos);
-            for j in 0..n_pos {
+            // Weighted sums of the values: the transposed values times the probabilities.
+            let values = kv.matrix(&kv.v, l, kvh, first, w);
+            for j in 0..w {
                 ex.kern.dequant_row(&values, j, vrow);
-                for (h, o) in out.chunks_exact_mut(hd).enumerate() {
-                    ex.kern.axpy(scores[h * stride + j], vrow, o);
+                for (ch, &v) in vrow.iter().enumerate() {
+                    vt[ch * w + j] = v;
                 }
+            }
+            let vt = QMatrix {
+                dtype: DType::F32,
+                rows: hd,
+                cols: w,
+                data: bytemuck::cast_slice(&vt[..hd * w]),
+            };
+            let o = &mut o[..rows * hd];
+            ex.kern.matmul_f32(&vt, scores, rows, o, hd, 0..hd);
+            for t in t0..t1 {
+                // SAFETY: the output of (token t, kv head kvh) belongs to this item alone, and
+                // items are split into disjoint ranges across tasks.
+                let out = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        att_out.get().add(t * q_dim + kvh * hpk * hd),
+                        hpk * hd,
+                    )
+                };
+                out.copy_from_slice(&o[(t - t0) * hpk * hd..(t - t0 + 1) * hpk * hd]);
             }
         }
     };
@@ -471,7 +582,15 @@ fn attention(ex: &Exec, kv: &KvCache, s: &mut Scratch, l: usize, sliding: bool, 
 /// `s.n_batch`, and `pos0 + tokens.len()` at most `kv.n_ctx` (the session checks both).
 /// `logits` must hold n_vocab floats for [`Logits::Last`], n_vocab per token for
 /// [`Logits::All`].
-pub fn forward(ex: &Exec, kv: &mut KvCache, s: &mut Scratch, tokens: &[u32], pos0: usize, want: Logits, logits: &mut [f32]) {
+pub fn forward(
+    ex: &Exec,
+    kv: &mut KvCache,
+    s: &mut Scratch,
+    tokens: &[u32],
+    pos0: usize,
+    want: Logits,
+    logits: &mut [f32],
+) {
     let model = ex.model;
     let hp = model.hparams();
     let w = model.weights();
@@ -483,7 +602,12 @@ pub fn forward(ex: &Exec, kv: &mut KvCache, s: &mut Scratch, tokens: &[u32], pos
     let half = hp.rope_dim / 2;
 
     // Token embeddings, scaled as the architecture asks.
-    let embd = QMatrix { dtype: w.token_embd.dtype, rows: w.token_embd.rows, cols: d, data: model.data(&w.token_embd) };
+    let embd = QMatrix {
+        dtype: w.token_embd.dtype,
+        rows: w.token_embd.rows,
+        cols: d,
+        data: model.data(&w.token_embd),
+    };
     for (t, &tok) in tokens.iter().enumerate() {
         let x = &mut s.x[t * d..(t + 1) * d];
         ex.kern.dequant_row(&embd, tok as usize, x);
@@ -509,7 +633,12 @@ pub fn forward(ex: &Exec, kv: &mut KvCache, s: &mut Scratch, tokens: &[u32], pos
         let sliding = hp.layer_sliding[l];
 
         // Attention block: norm, then q, k, v projections (with biases when the model has them).
-        rmsnorm(&mut s.xb[..n * d], &s.x[..n * d], model.f32s(&lw.attn_norm), hp.norm_eps);
+        rmsnorm(
+            &mut s.xb[..n * d],
+            &s.x[..n * d],
+            model.f32s(&lw.attn_norm),
+            hp.norm_eps,
+        );
         ex.matmul(&lw.wq, &s.xb, n, &mut s.q, &mut s.xq);
         ex.matmul(&lw.wk, &s.xb, n, &mut s.k, &mut s.xq);
         ex.matmul(&lw.wv, &s.xb, n, &mut s.v, &mut s.xq);
@@ -553,16 +682,30 @@ pub fn forward(ex: &Exec, kv: &mut KvCache, s: &mut Scratch, tokens: &[u32], pos
         if let Some(pn) = &lw.post_attn_norm {
             rmsnorm_inplace(&mut s.xb[..n * d], model.f32s(pn), hp.norm_eps);
         }
-        s.x[..n * d].iter_mut().zip(&s.xb).for_each(|(x, &b)| *x += b);
+        s.x[..n * d]
+            .iter_mut()
+            .zip(&s.xb)
+            .for_each(|(x, &b)| *x += b);
 
         // Feed-forward block: norm, gated activation (SwiGLU or GeGLU), down projection.
-        rmsnorm(&mut s.xb[..n * d], &s.x[..n * d], model.f32s(&lw.ffn_norm), hp.norm_eps);
+        rmsnorm(
+            &mut s.xb[..n * d],
+            &s.x[..n * d],
+            model.f32s(&lw.ffn_norm),
+            hp.norm_eps,
+        );
         ex.matmul(&lw.w_gate, &s.xb, n, &mut s.gate, &mut s.xq);
         ex.matmul(&lw.w_up, &s.xb, n, &mut s.up, &mut s.xq);
         let (gate, up) = (&mut s.gate[..n * hp.d_ff], &s.up[..n * hp.d_ff]);
         match hp.activation {
-            Activation::Silu => gate.iter_mut().zip(up).for_each(|(g, &u)| *g = silu(*g) * u),
-            Activation::GeluTanh => gate.iter_mut().zip(up).for_each(|(g, &u)| *g = gelu_tanh(*g) * u),
+            Activation::Silu => gate
+                .iter_mut()
+                .zip(up)
+                .for_each(|(g, &u)| *g = silu(*g) * u),
+            Activation::GeluTanh => gate
+                .iter_mut()
+                .zip(up)
+                .for_each(|(g, &u)| *g = gelu_tanh(*g) * u),
         }
         ex.matmul(&lw.w_down, &s.gate, n, &mut s.xb, &mut s.xq);
 
@@ -570,7 +713,10 @@ pub fn forward(ex: &Exec, kv: &mut KvCache, s: &mut Scratch, tokens: &[u32], pos
         if let Some(pn) = &lw.post_ffw_norm {
             rmsnorm_inplace(&mut s.xb[..n * d], model.f32s(pn), hp.norm_eps);
         }
-        s.x[..n * d].iter_mut().zip(&s.xb).for_each(|(x, &b)| *x += b);
+        s.x[..n * d]
+            .iter_mut()
+            .zip(&s.xb)
+            .for_each(|(x, &b)| *x += b);
     }
 
     // Final norm and output head for the tokens whose logits are wanted.
@@ -580,7 +726,12 @@ pub fn forward(ex: &Exec, kv: &mut KvCache, s: &mut Scratch, tokens: &[u32], pos
         Logits::All => (0, n),
     };
     let rows = first * d..(first + count) * d;
-    rmsnorm(&mut s.xb[..count * d], &s.x[rows], model.f32s(&w.output_norm), hp.norm_eps);
+    rmsnorm(
+        &mut s.xb[..count * d],
+        &s.x[rows],
+        model.f32s(&w.output_norm),
+        hp.norm_eps,
+    );
     ex.matmul(&w.output, &s.xb, count, logits, &mut s.xq);
 
     // Soft-capping of the logits, where the model asks for it.
@@ -634,7 +785,10 @@ mod tests {
             if x < -87.0 {
                 assert_eq!(got, 0.0);
             } else {
-                assert!((f64::from(got) - want).abs() <= want * 2e-7, "exp({x}) = {got}, want {want}");
+                assert!(
+                    (f64::from(got) - want).abs() <= want * 2e-7,
+                    "exp({x}) = {got}, want {want}"
+                );
             }
             x += 0.013;
         }
