@@ -53,6 +53,8 @@ struct Shared {
     lock: Mutex<()>,
     wake: Condvar,
     shutdown: AtomicBool,
+    /// Workers that have started running (`new` waits for all of them).
+    started: AtomicUsize,
     /// The first panic payload of the current dispatch.
     panic: Mutex<Option<Box<dyn Any + Send>>>,
 }
@@ -134,6 +136,7 @@ impl ThreadPool {
             lock: Mutex::new(()),
             wake: Condvar::new(),
             shutdown: AtomicBool::new(false),
+            started: AtomicUsize::new(0),
             panic: Mutex::new(None),
         });
         let mut workers = Vec::new();
@@ -146,6 +149,11 @@ impl ThreadPool {
                 Ok(h) => workers.push(h),
                 Err(_) => break,
             }
+        }
+        // Ready means ready: thread start-up (and its allocations) happens here, not during
+        // the first dispatches.
+        while shared.started.load(Ordering::Acquire) < workers.len() {
+            std::thread::yield_now();
         }
         ThreadPool {
             shared,
@@ -223,6 +231,7 @@ impl ThreadPool {
 }
 
 fn worker(s: &Shared) {
+    s.started.fetch_add(1, Ordering::Release);
     let mut seen = 0u32;
     loop {
         let mut spins = 0u32;
