@@ -11,19 +11,33 @@ use pipit::model::Model;
 use pipit::session::{Session, SessionParams};
 
 fn model() -> Arc<Model> {
-    let path = std::env::var("PIPIT_BENCH_MODEL")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/models/SmolLM2-135M-Instruct.pipit").into());
-    Arc::new(Model::open(&path).unwrap_or_else(|e| panic!("{path}: {e}; run tools/test-models.sh first")))
+    let path = std::env::var("PIPIT_BENCH_MODEL").unwrap_or_else(|_| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/models/SmolLM2-135M-Instruct.pipit"
+        )
+        .into()
+    });
+    Arc::new(
+        Model::open(&path)
+            .unwrap_or_else(|e| panic!("{path}: {e}; run tools/test-models.sh first")),
+    )
 }
 
 fn bench(c: &mut Criterion) {
     let model = model();
     let n_vocab = model.hparams().n_vocab;
-    let tokens: Vec<u32> = (0..64).map(|i| ((i * 7919 + 13) % n_vocab) as u32).collect();
+    let tokens: Vec<u32> = (0..64)
+        .map(|i| ((i * 7919 + 13) % n_vocab) as u32)
+        .collect();
     let mut g = c.benchmark_group("smollm2");
     g.measurement_time(Duration::from_secs(5)).sample_size(20);
     for threads in [1, 2] {
-        let params = SessionParams { n_ctx: 512, n_threads: threads, ..SessionParams::default() };
+        let params = SessionParams {
+            n_ctx: 512,
+            n_threads: threads,
+            ..SessionParams::default()
+        };
         let mut s = Session::new(Arc::clone(&model), params).unwrap();
         g.throughput(Throughput::Elements(1));
         g.bench_function(format!("decode_step/{threads}t"), |b| {

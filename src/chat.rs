@@ -54,7 +54,9 @@ impl Template {
         } else if jinja.contains("<start_of_turn>") {
             Some(Template::Gemma)
         } else if jinja.contains("<|im_start|>") {
-            Some(Template::ChatMl { default_system: chatml_default_system(jinja) })
+            Some(Template::ChatMl {
+                default_system: chatml_default_system(jinja),
+            })
         } else {
             None
         }
@@ -63,7 +65,9 @@ impl Template {
     /// The template a name asks for.
     pub fn named(name: TemplateName) -> Template {
         match name {
-            TemplateName::Chatml => Template::ChatMl { default_system: None },
+            TemplateName::Chatml => Template::ChatMl {
+                default_system: None,
+            },
             TemplateName::Gemma => Template::Gemma,
             TemplateName::Llama3 => Template::Llama3,
         }
@@ -107,13 +111,19 @@ impl Template {
                 s + &format!("<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n")
             }
             Template::Gemma => match system.filter(|_| first) {
-                Some(sys) => format!("<start_of_turn>user\n{}\n\n{user}<end_of_turn>\n<start_of_turn>model\n", sys.trim()),
+                Some(sys) => format!(
+                    "<start_of_turn>user\n{}\n\n{user}<end_of_turn>\n<start_of_turn>model\n",
+                    sys.trim()
+                ),
                 None => format!("<start_of_turn>user\n{user}<end_of_turn>\n<start_of_turn>model\n"),
             },
             Template::Llama3 => {
                 let mut s = String::new();
                 if let Some(sys) = system.filter(|_| first) {
-                    s += &format!("<|start_header_id|>system<|end_header_id|>\n\n{}<|eot_id|>", sys.trim());
+                    s += &format!(
+                        "<|start_header_id|>system<|end_header_id|>\n\n{}<|eot_id|>",
+                        sys.trim()
+                    );
                 }
                 s + &format!(
                     "<|start_header_id|>user<|end_header_id|>\n\n{user}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
@@ -150,11 +160,18 @@ fn chatml_default_system(jinja: &str) -> Option<String> {
     let at = jinja.find(start)? + start.len();
     let rest = &jinja[at..];
     // The role line ends with a newline, written either as a real one or as `\n`.
-    let rest = rest.strip_prefix('\n').or_else(|| rest.strip_prefix("\\n"))?;
+    let rest = rest
+        .strip_prefix('\n')
+        .or_else(|| rest.strip_prefix("\\n"))?;
     let end = rest.find("<|im_end|>")?;
     let text = rest[..end].replace("\\n", "\n");
     // Template code (a variable, a tag) is not a literal message.
-    if text.is_empty() || text.contains("{{") || text.contains("{%") || text.contains('\'') || text.contains('"') {
+    if text.is_empty()
+        || text.contains("{{")
+        || text.contains("{%")
+        || text.contains('\'')
+        || text.contains('"')
+    {
         return None;
     }
     Some(text)
@@ -334,7 +351,12 @@ struct Chat<'a> {
 
 /// Writes and flushes, naming stdout on failure.
 fn out(w: &mut impl Write, bytes: &[u8]) -> Result<()> {
-    w.write_all(bytes).and_then(|()| w.flush()).map_err(|e| Error::Io { path: "stdout".into(), source: e })
+    w.write_all(bytes)
+        .and_then(|()| w.flush())
+        .map_err(|e| Error::Io {
+            path: "stdout".into(),
+            source: e,
+        })
 }
 
 impl Chat<'_> {
@@ -391,7 +413,12 @@ impl Chat<'_> {
                 })
                 .unwrap_or(self.turns.len()),
         };
-        let ids = self.encode(&self.template.render(self.system(), &self.turns[keep_from..], user), true);
+        let ids = self.encode(
+            &self
+                .template
+                .render(self.system(), &self.turns[keep_from..], user),
+            true,
+        );
         if ids.len() >= n_ctx {
             eprintln!(
                 "[the message needs {} tokens with the system message; the context holds {n_ctx}: not sent]",
@@ -414,7 +441,9 @@ impl Chat<'_> {
 
     /// One exchange: the user's message in, the streamed reply out.
     fn turn(&mut self, user: &str, stdout: &mut impl Write) -> Result<()> {
-        let Some(ids) = self.prepare(user) else { return Ok(()) };
+        let Some(ids) = self.prepare(user) else {
+            return Ok(());
+        };
         let t0 = Instant::now();
         let sigint = &self.sigint;
         let session = &mut self.session;
@@ -464,7 +493,10 @@ impl Chat<'_> {
             self.session.n_past(),
             self.n_ctx()
         );
-        self.turns.push((user.trim().to_string(), String::from_utf8_lossy(&reply).into_owned()));
+        self.turns.push((
+            user.trim().to_string(),
+            String::from_utf8_lossy(&reply).into_owned(),
+        ));
         let end = self.encode(self.template.end_of_reply(), false);
         match self.session.eval(&end) {
             Ok(()) => {}
@@ -478,7 +510,10 @@ impl Chat<'_> {
 /// Runs `pipit chat`: reads messages from stdin (a prompt is shown on a terminal), streams
 /// replies to stdout and statistics to stderr.
 pub fn run(args: ChatArgs) -> Result<()> {
-    let opts = OpenOptions { mmap: !args.no_mmap, ..OpenOptions::default() };
+    let opts = OpenOptions {
+        mmap: !args.no_mmap,
+        ..OpenOptions::default()
+    };
     let model = Arc::new(Model::open_with(&args.model, &opts)?);
     let template = match args.template {
         Some(name) => Template::named(name),
@@ -486,11 +521,27 @@ pub fn run(args: ChatArgs) -> Result<()> {
     };
     let sampler = args.sampler_params();
     sampler.validate()?;
-    let n_ctx = args.ctx.unwrap_or(SessionParams::default().n_ctx.min(model.hparams().n_ctx_train));
-    let params = SessionParams { n_ctx, n_threads: args.threads, ..SessionParams::default() };
+    let n_ctx = args.ctx.unwrap_or(
+        SessionParams::default()
+            .n_ctx
+            .min(model.hparams().n_ctx_train),
+    );
+    let params = SessionParams {
+        n_ctx,
+        n_threads: args.threads,
+        ..SessionParams::default()
+    };
     let session = Session::new(Arc::clone(&model), params)?;
     let sigint = sigint::Handler::install(session.cancel_handle());
-    let mut chat = Chat { session, template, args: &args, sampler, turns: Vec::new(), broken: false, sigint };
+    let mut chat = Chat {
+        session,
+        template,
+        args: &args,
+        sampler,
+        turns: Vec::new(),
+        broken: false,
+        sigint,
+    };
 
     let stdin = std::io::stdin();
     let interactive = stdin.is_terminal();
@@ -499,7 +550,11 @@ pub fn run(args: ChatArgs) -> Result<()> {
         chat.template.name(),
         chat.n_ctx(),
         chat.session.n_threads(),
-        if interactive { ", Ctrl-C stops a reply" } else { "" }
+        if interactive {
+            ", Ctrl-C stops a reply"
+        } else {
+            ""
+        }
     );
     let stdout = std::io::stdout();
     let mut stdout = stdout.lock();
@@ -510,7 +565,10 @@ pub fn run(args: ChatArgs) -> Result<()> {
             eprint!("> ");
         }
         line.clear();
-        let n = stdin.read_line(&mut line).map_err(|e| Error::Io { path: "stdin".into(), source: e })?;
+        let n = stdin.read_line(&mut line).map_err(|e| Error::Io {
+            path: "stdin".into(),
+            source: e,
+        })?;
         if n == 0 {
             break;
         }
@@ -537,7 +595,12 @@ mod tests {
     fn smollm2_template_renders_as_its_jinja_does() {
         let t = Template::detect(SMOLLM2).unwrap();
         let sys = "You are a helpful AI assistant named SmolLM, trained by Hugging Face";
-        assert_eq!(t, Template::ChatMl { default_system: Some(sys.into()) });
+        assert_eq!(
+            t,
+            Template::ChatMl {
+                default_system: Some(sys.into())
+            }
+        );
         let turns = vec![("Hi".to_string(), "Hello!".to_string())];
         assert_eq!(
             t.render(None, &turns, "And you?"),
@@ -551,17 +614,36 @@ mod tests {
             t.user_turn(Some("Be brief."), true, " Hi \n"),
             "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
         );
-        assert_eq!(t.user_turn(Some("Be brief."), false, "Hi"), "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+        assert_eq!(
+            t.user_turn(Some("Be brief."), false, "Hi"),
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+        );
     }
 
     #[test]
     fn escaped_newlines_and_non_literal_system_messages() {
         let escaped = r"{{ '<|im_start|>system\nBe nice.<|im_end|>\n' }}";
-        assert_eq!(Template::detect(escaped), Some(Template::ChatMl { default_system: Some("Be nice.".into()) }));
+        assert_eq!(
+            Template::detect(escaped),
+            Some(Template::ChatMl {
+                default_system: Some("Be nice.".into())
+            })
+        );
         let variable = "{{ '<|im_start|>system\n' + message['content'] + '<|im_end|>' }}";
-        assert_eq!(Template::detect(variable), Some(Template::ChatMl { default_system: None }));
-        let qwen_like = "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>'}}";
-        assert_eq!(Template::detect(qwen_like), Some(Template::ChatMl { default_system: None }));
+        assert_eq!(
+            Template::detect(variable),
+            Some(Template::ChatMl {
+                default_system: None
+            })
+        );
+        let qwen_like =
+            "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>'}}";
+        assert_eq!(
+            Template::detect(qwen_like),
+            Some(Template::ChatMl {
+                default_system: None
+            })
+        );
         assert_eq!(Template::detect("{{ messages }}"), None);
         assert_eq!(Template::detect(""), None);
     }
@@ -575,13 +657,19 @@ mod tests {
             "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello<end_of_turn>\n\
              <start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n"
         );
-        let l = Template::detect("{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' }}").unwrap();
+        let l = Template::detect(
+            "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' }}",
+        )
+        .unwrap();
         assert_eq!(l, Template::Llama3);
         assert_eq!(
             l.render(Some("Be brief."), &[], "Hi"),
             "<|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>\
              <|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
         );
-        assert_eq!(l.user_turn(None, true, "Hi"), l.user_turn(Some("x"), false, "Hi"));
+        assert_eq!(
+            l.user_turn(None, true, "Hi"),
+            l.user_turn(Some("x"), false, "Hi")
+        );
     }
 }

@@ -139,8 +139,9 @@ pub struct pipit_memory_report {
 }
 
 /// Receives each piece of generated text; nonzero stops the generation.
-pub type pipit_token_callback =
-    Option<unsafe extern "C" fn(piece: *const c_char, len: usize, token: i32, user: *mut c_void) -> c_int>;
+pub type pipit_token_callback = Option<
+    unsafe extern "C" fn(piece: *const c_char, len: usize, token: i32, user: *mut c_void) -> c_int,
+>;
 
 const _: () = {
     assert!(std::mem::size_of::<pipit_session_params>() == 24);
@@ -223,7 +224,10 @@ fn call(body: impl FnOnce() -> std::result::Result<(), Failure>) -> pipit_status
             PIPIT_ERR_BUFFER_TOO_SMALL
         }
         Err(payload) => {
-            set_last_error(&format!("internal error: panic: {}", panic_message(payload.as_ref())));
+            set_last_error(&format!(
+                "internal error: panic: {}",
+                panic_message(payload.as_ref())
+            ));
             PIPIT_ERR_INTERNAL
         }
     }
@@ -233,7 +237,10 @@ fn call(body: impl FnOnce() -> std::result::Result<(), Failure>) -> pipit_status
 /// a panic only leaves its message for `pipit_last_error`.
 fn call_quiet<T>(fallback: T, body: impl FnOnce() -> T) -> T {
     catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|payload| {
-        set_last_error(&format!("internal error: panic: {}", panic_message(payload.as_ref())));
+        set_last_error(&format!(
+            "internal error: panic: {}",
+            panic_message(payload.as_ref())
+        ));
         fallback
     })
 }
@@ -278,13 +285,19 @@ unsafe fn slice<'a, T>(ptr: *const T, n: usize, name: &str) -> Result<&'a [T]> {
         return Ok(&[]);
     }
     if ptr.is_null() {
-        return Err(Error::InvalidArgument(format!("{name} is NULL but its length is {n}")));
+        return Err(Error::InvalidArgument(format!(
+            "{name} is NULL but its length is {n}"
+        )));
     }
     if !ptr.is_aligned() {
         return Err(Error::InvalidArgument(format!("{name} is not aligned")));
     }
-    if n.checked_mul(std::mem::size_of::<T>()).is_none_or(|b| b > isize::MAX as usize) {
-        return Err(Error::InvalidArgument(format!("{name}: length {n} is too large")));
+    if n.checked_mul(std::mem::size_of::<T>())
+        .is_none_or(|b| b > isize::MAX as usize)
+    {
+        return Err(Error::InvalidArgument(format!(
+            "{name}: length {n} is too large"
+        )));
     }
     // SAFETY: non-NULL, aligned, the byte length fits isize; the caller promises `n`
     // readable elements for 'a.
@@ -294,7 +307,10 @@ unsafe fn slice<'a, T>(ptr: *const T, n: usize, name: &str) -> Result<&'a [T]> {
 /// Token ids from C (`int32_t`) as the runtime's `u32`, without copying.
 fn token_ids(tokens: &[i32]) -> Result<&[u32]> {
     if let Some(i) = tokens.iter().position(|&t| t < 0) {
-        return Err(Error::InvalidArgument(format!("tokens[{i}] = {} is negative", tokens[i])));
+        return Err(Error::InvalidArgument(format!(
+            "tokens[{i}] = {} is negative",
+            tokens[i]
+        )));
     }
     Ok(bytemuck::cast_slice(tokens))
 }
@@ -356,7 +372,11 @@ impl pipit_model {
             let end = s.find('\0').unwrap_or(s.len());
             Ok(CString::new(&s[..end]).unwrap_or_default())
         };
-        Ok(pipit_model { architecture: text("general.architecture")?, name: text("general.name")?, model })
+        Ok(pipit_model {
+            architecture: text("general.architecture")?,
+            name: text("general.name")?,
+            model,
+        })
     }
 }
 
@@ -385,7 +405,10 @@ fn c_path(path: *const c_char) -> Result<std::path::PathBuf> {
 /// # Safety
 /// `path` is NULL or a NUL-terminated string; `out` is NULL or writable.
 #[no_mangle]
-pub unsafe extern "C" fn pipit_model_open(path: *const c_char, out: *mut *mut pipit_model) -> pipit_status {
+pub unsafe extern "C" fn pipit_model_open(
+    path: *const c_char,
+    out: *mut *mut pipit_model,
+) -> pipit_status {
     // SAFETY: forwarded under the same contract.
     unsafe { pipit_model_open_ex(path, 0, out) }
 }
@@ -395,16 +418,27 @@ pub unsafe extern "C" fn pipit_model_open(path: *const c_char, out: *mut *mut pi
 /// # Safety
 /// `path` is NULL or a NUL-terminated string; `out` is NULL or writable.
 #[no_mangle]
-pub unsafe extern "C" fn pipit_model_open_ex(path: *const c_char, flags: u32, out: *mut *mut pipit_model) -> pipit_status {
+pub unsafe extern "C" fn pipit_model_open_ex(
+    path: *const c_char,
+    flags: u32,
+    out: *mut *mut pipit_model,
+) -> pipit_status {
     call(|| {
         // SAFETY: the caller's contract on `out`.
         unsafe { put(out, "out", std::ptr::null_mut())? };
         let path = c_path(path)?;
         let known = PIPIT_OPEN_NO_MMAP | PIPIT_OPEN_VERIFY;
         if flags & !known != 0 {
-            return Err(Error::InvalidArgument(format!("unknown open flags {:#x}", flags & !known)).into());
+            return Err(Error::InvalidArgument(format!(
+                "unknown open flags {:#x}",
+                flags & !known
+            ))
+            .into());
         }
-        let opts = OpenOptions { mmap: flags & PIPIT_OPEN_NO_MMAP == 0, verify: flags & PIPIT_OPEN_VERIFY != 0 };
+        let opts = OpenOptions {
+            mmap: flags & PIPIT_OPEN_NO_MMAP == 0,
+            verify: flags & PIPIT_OPEN_VERIFY != 0,
+        };
         let model = pipit_model::new(Arc::new(Model::open_with(&path, &opts)?))?;
         // SAFETY: checked writable above.
         unsafe { out.write(Box::into_raw(Box::new(model))) };
@@ -432,7 +466,10 @@ pub unsafe extern "C" fn pipit_model_free(model: *mut pipit_model) {
 /// # Safety
 /// `model` is NULL or a live model; `out` is NULL or writable.
 #[no_mangle]
-pub unsafe extern "C" fn pipit_model_get_info(model: *const pipit_model, out: *mut pipit_model_info) -> pipit_status {
+pub unsafe extern "C" fn pipit_model_get_info(
+    model: *const pipit_model,
+    out: *mut pipit_model_info,
+) -> pipit_status {
     call(|| {
         // SAFETY: the caller's contract.
         let m = unsafe { arg(model, "model")? };
@@ -442,10 +479,17 @@ pub unsafe extern "C" fn pipit_model_get_info(model: *const pipit_model, out: *m
         let hp = m.model.hparams();
         let tok = m.model.tokenizer();
         let u32_of = |what: &str, v: usize| {
-            u32::try_from(v).map_err(|_| Error::Internal(format!("{what} = {v} does not fit in 32 bits")))
+            u32::try_from(v)
+                .map_err(|_| Error::Internal(format!("{what} = {v} does not fit in 32 bits")))
         };
         let id = |t: Option<u32>| t.and_then(|t| i32::try_from(t).ok()).unwrap_or(-1);
-        let weights_bytes = m.model.file().tensors.iter().map(|t| t.size).fold(0u64, u64::saturating_add);
+        let weights_bytes = m
+            .model
+            .file()
+            .tensors
+            .iter()
+            .map(|t| t.size)
+            .fold(0u64, u64::saturating_add);
         let info = pipit_model_info {
             n_vocab: u32_of("n_vocab", hp.n_vocab)?,
             n_ctx_train: u32_of("n_ctx_train", hp.n_ctx_train)?,
@@ -491,7 +535,10 @@ pub unsafe extern "C" fn pipit_tokenize(
         // SAFETY: as above.
         let bytes = unsafe { slice(text.cast::<u8>(), len, "text")? };
         let text = std::str::from_utf8(bytes).map_err(|e| {
-            Error::InvalidArgument(format!("text is not valid UTF-8 (byte {})", e.valid_up_to()))
+            Error::InvalidArgument(format!(
+                "text is not valid UTF-8 (byte {})",
+                e.valid_up_to()
+            ))
         })?;
         #[cfg(feature = "ffi-test-panic")]
         if text == "pipit:test-panic" {
@@ -518,7 +565,8 @@ pub unsafe extern "C" fn pipit_tokenize(
             return Err(Error::InvalidArgument("tokens is not aligned".into()).into());
         }
         for (i, &id) in ids.iter().enumerate() {
-            let id = i32::try_from(id).map_err(|_| Error::Internal(format!("token id {id} exceeds int32")))?;
+            let id = i32::try_from(id)
+                .map_err(|_| Error::Internal(format!("token id {id} exceeds int32")))?;
             // SAFETY: i < ids.len() <= capacity, the caller's writable length.
             unsafe { tokens.add(i).write(id) };
         }
@@ -548,9 +596,18 @@ pub unsafe extern "C" fn pipit_token_to_piece(
         let id = u32::try_from(token)
             .ok()
             .filter(|&t| (t as usize) < tok.n_vocab())
-            .ok_or_else(|| Error::InvalidArgument(format!("token {token} is outside the vocabulary of {}", tok.n_vocab())))?;
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "token {token} is outside the vocabulary of {}",
+                    tok.n_vocab()
+                ))
+            })?;
         let bytes = tok.piece(id);
-        let ptr = if bytes.is_empty() { c"".as_ptr() } else { bytes.as_ptr().cast::<c_char>() };
+        let ptr = if bytes.is_empty() {
+            c"".as_ptr()
+        } else {
+            bytes.as_ptr().cast::<c_char>()
+        };
         // SAFETY: both checked non-NULL; the caller promises they are writable.
         unsafe {
             put(piece, "piece", ptr)?;
@@ -586,12 +643,21 @@ pub unsafe extern "C" fn pipit_session_params_default(out: *mut pipit_session_pa
 /// The runtime's parameters for the C ones, checking the fields the runtime does not.
 fn session_params(p: &pipit_session_params) -> Result<SessionParams> {
     if p.kv_type > PIPIT_KV_INT8 {
-        return Err(Error::InvalidArgument(format!("kv_type {} is not one of PIPIT_KV_*", p.kv_type)));
+        return Err(Error::InvalidArgument(format!(
+            "kv_type {} is not one of PIPIT_KV_*",
+            p.kv_type
+        )));
     }
     if p.flags != 0 {
-        return Err(Error::InvalidArgument(format!("session flags are reserved and must be 0, got {:#x}", p.flags)));
+        return Err(Error::InvalidArgument(format!(
+            "session flags are reserved and must be 0, got {:#x}",
+            p.flags
+        )));
     }
-    let usize_of = |v: u32| usize::try_from(v).map_err(|_| Error::InvalidArgument(format!("{v} does not fit in size_t")));
+    let usize_of = |v: u32| {
+        usize::try_from(v)
+            .map_err(|_| Error::InvalidArgument(format!("{v} does not fit in size_t")))
+    };
     let kv_type = match p.kv_type {
         PIPIT_KV_F32 => KvType::F32,
         PIPIT_KV_INT8 => KvType::Int8,
@@ -623,7 +689,12 @@ pub unsafe extern "C" fn pipit_memory_estimate(
             return Err(null_arg("out").into());
         }
         let r = MemoryReport::estimate(&m.model, &session_params(p)?)?;
-        let report = pipit_memory_report { weights_mapped: r.weights_mapped, kv_cache: r.kv_cache, scratch: r.scratch, total: r.total };
+        let report = pipit_memory_report {
+            weights_mapped: r.weights_mapped,
+            kv_cache: r.kv_cache,
+            scratch: r.scratch,
+            total: r.total,
+        };
         // SAFETY: the caller's contract.
         unsafe { put(out, "out", report)? };
         Ok(())
@@ -675,7 +746,9 @@ impl pipit_session {
     fn enter(&self) -> Result<Busy<'_>> {
         let mut l = self.lock();
         if l.poisoned {
-            return Err(Error::Internal("an earlier call on this session panicked; free the session".into()));
+            return Err(Error::Internal(
+                "an earlier call on this session panicked; free the session".into(),
+            ));
         }
         if l.busy {
             return Err(Error::Busy);
@@ -696,7 +769,9 @@ impl Busy<'_> {
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
         let n_past = self.inner().session.n_past();
-        self.s.n_past.store(u32::try_from(n_past).unwrap_or(u32::MAX), Ordering::Release);
+        self.s
+            .n_past
+            .store(u32::try_from(n_past).unwrap_or(u32::MAX), Ordering::Release);
         let mut l = self.s.lock();
         // A cancel that arrived too late for this call must not stop the next one.
         self.s.cancel.store(false, Ordering::Release);
@@ -734,7 +809,10 @@ pub unsafe extern "C" fn pipit_session_new(
             lock: Mutex::new(Lock::default()),
             cancel: session.cancel_handle(),
             n_past: AtomicU32::new(0),
-            inner: UnsafeCell::new(Inner { session, sampler: None }),
+            inner: UnsafeCell::new(Inner {
+                session,
+                sampler: None,
+            }),
         };
         // SAFETY: checked writable above.
         unsafe { out.write(Box::into_raw(Box::new(s))) };
@@ -757,7 +835,9 @@ pub unsafe extern "C" fn pipit_session_free(session: *mut pipit_session) {
         let s = unsafe { &*session };
         if s.lock().busy {
             s.cancel.store(true, Ordering::Release);
-            set_last_error("pipit_session_free: the session is in use by another thread; not freed");
+            set_last_error(
+                "pipit_session_free: the session is in use by another thread; not freed",
+            );
             return;
         }
         // SAFETY: the caller hands back ownership of a pointer from Box::into_raw, and no
@@ -789,7 +869,9 @@ pub unsafe extern "C" fn pipit_session_reset(session: *mut pipit_session) -> pip
 #[no_mangle]
 pub unsafe extern "C" fn pipit_session_n_past(session: *const pipit_session) -> u32 {
     // SAFETY: the caller's contract.
-    call_quiet(0, || unsafe { session.as_ref() }.map_or(0, |s| s.n_past.load(Ordering::Acquire)))
+    call_quiet(0, || {
+        unsafe { session.as_ref() }.map_or(0, |s| s.n_past.load(Ordering::Acquire))
+    })
 }
 
 /// Appends `n` tokens to the context and leaves the logits of the last one.
@@ -797,7 +879,11 @@ pub unsafe extern "C" fn pipit_session_n_past(session: *const pipit_session) -> 
 /// # Safety
 /// `session` is NULL or live; `tokens` is NULL or `n` readable ids.
 #[no_mangle]
-pub unsafe extern "C" fn pipit_session_eval(session: *mut pipit_session, tokens: *const i32, n: usize) -> pipit_status {
+pub unsafe extern "C" fn pipit_session_eval(
+    session: *mut pipit_session,
+    tokens: *const i32,
+    n: usize,
+) -> pipit_status {
     call(|| {
         // SAFETY: the caller's contract.
         let mut b = unsafe { session_arg(session)? }.enter()?;
@@ -822,13 +908,16 @@ pub unsafe extern "C" fn pipit_session_logits(
         // SAFETY: the caller's contract.
         let mut b = unsafe { session_arg(session)? }.enter()?;
         if logits.is_null() || n_vocab.is_null() {
-            return Err(null_arg(if logits.is_null() { "logits" } else { "n_vocab" }).into());
+            return Err(null_arg(if logits.is_null() {
+                "logits"
+            } else {
+                "n_vocab"
+            })
+            .into());
         }
-        let l = b
-            .inner()
-            .session
-            .logits()
-            .ok_or_else(|| Error::InvalidArgument("nothing evaluated yet: the session has no logits".into()))?;
+        let l = b.inner().session.logits().ok_or_else(|| {
+            Error::InvalidArgument("nothing evaluated yet: the session has no logits".into())
+        })?;
         // SAFETY: checked non-NULL; the caller promises they are writable.
         unsafe {
             put(logits, "logits", l.as_ptr())?;
@@ -901,7 +990,8 @@ pub unsafe extern "C" fn pipit_session_sample(
             return Err(Error::Internal("sampler missing".into()).into());
         };
         let id = inner.session.sample(sampler)?;
-        let id = i32::try_from(id).map_err(|_| Error::Internal(format!("token id {id} exceeds int32")))?;
+        let id = i32::try_from(id)
+            .map_err(|_| Error::Internal(format!("token id {id} exceeds int32")))?;
         // SAFETY: the caller's contract.
         unsafe { put(token, "token", id)? };
         Ok(())
@@ -958,8 +1048,12 @@ pub unsafe extern "C" fn pipit_generate(
         let p = sampler_params(unsafe { arg(params, "params")? });
         // SAFETY: the caller's contract.
         let bytes = unsafe { slice(prompt.cast::<u8>(), len, "prompt")? };
-        let prompt = std::str::from_utf8(bytes)
-            .map_err(|e| Error::InvalidArgument(format!("prompt is not valid UTF-8 (byte {})", e.valid_up_to())))?;
+        let prompt = std::str::from_utf8(bytes).map_err(|e| {
+            Error::InvalidArgument(format!(
+                "prompt is not valid UTF-8 (byte {})",
+                e.valid_up_to()
+            ))
+        })?;
         let session = &mut b.inner().session;
         let model = Arc::clone(session.model());
         let tok = model.tokenizer();
@@ -970,7 +1064,9 @@ pub unsafe extern "C" fn pipit_generate(
             match callback {
                 // SAFETY: the caller's contract on `callback` and `user`; the piece is
                 // valid for the duration of the call.
-                Some(f) => unsafe { f(piece.as_ptr().cast(), piece.len(), token as i32, user) != 0 },
+                Some(f) => unsafe {
+                    f(piece.as_ptr().cast(), piece.len(), token as i32, user) != 0
+                },
                 None => false,
             }
         };
@@ -1007,7 +1103,9 @@ pub fn generate(
     if !prompt.is_empty() {
         session.eval(prompt)?;
     } else if session.logits().is_none() {
-        return Err(Error::InvalidArgument("the prompt is empty and the session has no context to continue".into()));
+        return Err(Error::InvalidArgument(
+            "the prompt is empty and the session has no context to continue".into(),
+        ));
     }
     let mut stream = Utf8Stream::new();
     let mut stop = false;

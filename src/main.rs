@@ -15,9 +15,15 @@ use pipit::tokenizer::Utf8Stream;
 use pipit::{Error, Result};
 
 #[derive(Parser)]
-#[command(name = "pipit", version, about = "Run quantized language models (.pipit files) on small devices")]
-#[command(after_help = "Models: convert a GGUF file or a Hugging Face directory with `pipit-convert`.\n\
-Kernels: set PIPIT_KERNELS=scalar|avx2|avx512|avx512vnni|neon|dotprod|i8mm to force a path.")]
+#[command(
+    name = "pipit",
+    version,
+    about = "Run quantized language models (.pipit files) on small devices"
+)]
+#[command(
+    after_help = "Models: convert a GGUF file or a Hugging Face directory with `pipit-convert`.\n\
+Kernels: set PIPIT_KERNELS=scalar|avx2|avx512|avx512vnni|neon|dotprod|i8mm to force a path."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -66,13 +72,25 @@ struct ModelArgs {
 
 impl ModelArgs {
     fn open(&self) -> Result<Arc<Model>> {
-        let opts = OpenOptions { mmap: !self.no_mmap, ..OpenOptions::default() };
+        let opts = OpenOptions {
+            mmap: !self.no_mmap,
+            ..OpenOptions::default()
+        };
         Ok(Arc::new(Model::open_with(&self.model, &opts)?))
     }
 
     fn session(&self, model: &Arc<Model>, n_ctx: usize) -> Result<Session> {
-        let precision = if self.f32 { Precision::F32 } else { Precision::Int8 };
-        let params = SessionParams { n_ctx, n_threads: self.threads, precision, ..SessionParams::default() };
+        let precision = if self.f32 {
+            Precision::F32
+        } else {
+            Precision::Int8
+        };
+        let params = SessionParams {
+            n_ctx,
+            n_threads: self.threads,
+            precision,
+            ..SessionParams::default()
+        };
         Session::new(Arc::clone(model), params)
     }
 }
@@ -227,7 +245,10 @@ fn main() -> ExitCode {
 fn out(w: &mut impl Write, bytes: &[u8]) -> Result<()> {
     w.write_all(bytes)
         .and_then(|()| w.flush())
-        .map_err(|e| Error::Io { path: "stdout".into(), source: e })
+        .map_err(|e| Error::Io {
+            path: "stdout".into(),
+            source: e,
+        })
 }
 
 fn run(a: RunArgs) -> Result<()> {
@@ -236,7 +257,9 @@ fn run(a: RunArgs) -> Result<()> {
     let mut prompt = Vec::new();
     tok.encode(&a.prompt, tok.add_bos(), &mut prompt);
     if prompt.is_empty() {
-        return Err(Error::InvalidArgument("the prompt is empty and the model adds no BOS".into()));
+        return Err(Error::InvalidArgument(
+            "the prompt is empty and the model adds no BOS".into(),
+        ));
     }
     let mut session = a.model.session(&model, a.model.ctx)?;
     let mut sampler = Sampler::new(a.sampling.params(), model.hparams().n_vocab)?;
@@ -305,7 +328,10 @@ fn tokenize(a: TokenizeArgs) -> Result<()> {
 /// Reads a text argument or file.
 fn read_text(file: Option<&PathBuf>, text: Option<&String>) -> Result<String> {
     match (file, text) {
-        (Some(path), _) => std::fs::read_to_string(path).map_err(|e| Error::Io { path: path.display().to_string(), source: e }),
+        (Some(path), _) => std::fs::read_to_string(path).map_err(|e| Error::Io {
+            path: path.display().to_string(),
+            source: e,
+        }),
         (None, Some(t)) => Ok(t.clone()),
         (None, None) => Err(Error::InvalidArgument("give --file or --text".into())),
     }
@@ -318,12 +344,20 @@ fn score(a: ScoreArgs) -> Result<()> {
     let mut ids = Vec::new();
     tok.encode(&text, tok.add_bos(), &mut ids);
     if ids.len() < 2 {
-        return Err(Error::InvalidArgument(format!("the text has {} token(s); scoring needs at least 2", ids.len())));
+        return Err(Error::InvalidArgument(format!(
+            "the text has {} token(s); scoring needs at least 2",
+            ids.len()
+        )));
     }
     let mut session = a.model.session(&model, ids.len())?;
     let total_nll = -session.score(&ids)?;
     let scored = ids.len() - 1;
-    println!("tokens={} total_nll={:.6} mean_nll={:.6}", ids.len(), total_nll, total_nll / scored as f64);
+    println!(
+        "tokens={} total_nll={:.6} mean_nll={:.6}",
+        ids.len(),
+        total_nll,
+        total_nll / scored as f64
+    );
     Ok(())
 }
 
@@ -335,7 +369,9 @@ fn perplexity(a: PerplexityArgs) -> Result<()> {
     tok.encode(&text, tok.add_bos(), &mut ids);
     let ctx = a.ctx;
     if ctx < 4 {
-        return Err(Error::InvalidArgument(format!("--ctx must be at least 4, got {ctx}")));
+        return Err(Error::InvalidArgument(format!(
+            "--ctx must be at least 4, got {ctx}"
+        )));
     }
     let n_chunks = ids.len() / ctx;
     if n_chunks == 0 {
@@ -344,8 +380,17 @@ fn perplexity(a: PerplexityArgs) -> Result<()> {
             ids.len()
         )));
     }
-    let precision = if a.f32 { Precision::F32 } else { Precision::Int8 };
-    let params = SessionParams { n_ctx: ctx, n_threads: a.threads, precision, ..SessionParams::default() };
+    let precision = if a.f32 {
+        Precision::F32
+    } else {
+        Precision::Int8
+    };
+    let params = SessionParams {
+        n_ctx: ctx,
+        n_threads: a.threads,
+        precision,
+        ..SessionParams::default()
+    };
     let mut session = Session::new(Arc::clone(&model), params)?;
     eprintln!("pipit: {} tokens, {n_chunks} chunks of {ctx}", ids.len());
 
@@ -370,7 +415,11 @@ fn perplexity(a: PerplexityArgs) -> Result<()> {
         eprint!("[{}]{:.4},", c + 1, (nll / count as f64).exp());
     }
     eprintln!();
-    eprintln!("pipit: {:.1} s, {:.1} tokens/s", t0.elapsed().as_secs_f64(), (n_chunks * ctx) as f64 / t0.elapsed().as_secs_f64());
+    eprintln!(
+        "pipit: {:.1} s, {:.1} tokens/s",
+        t0.elapsed().as_secs_f64(),
+        (n_chunks * ctx) as f64 / t0.elapsed().as_secs_f64()
+    );
     println!("PPL = {:.4}", (nll / count as f64).exp());
     Ok(())
 }
@@ -380,14 +429,24 @@ fn inspect(a: FileArgs) -> Result<()> {
     let model = Model::open(&a.file)?;
     let report = pipit::model::inspect_report(&model, pipit::kernels::kernels().name);
     println!("{report}");
-    eprintln!("pipit: inspected in {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
+    eprintln!(
+        "pipit: inspected in {:.1} ms",
+        t0.elapsed().as_secs_f64() * 1e3
+    );
     Ok(())
 }
 
 fn verify(a: FileArgs) -> Result<()> {
-    let opts = OpenOptions { verify: true, ..OpenOptions::default() };
+    let opts = OpenOptions {
+        verify: true,
+        ..OpenOptions::default()
+    };
     let model = Model::open_with(&a.file, &opts)?;
-    println!("{}: OK, {} tensors, all checksums match", a.file.display(), model.file().tensors.len());
+    println!(
+        "{}: OK, {} tensors, all checksums match",
+        a.file.display(),
+        model.file().tensors.len()
+    );
     Ok(())
 }
 
@@ -395,12 +454,18 @@ fn verify(a: FileArgs) -> Result<()> {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 fn bench(a: BenchArgs) -> Result<()> {
     if a.reps == 0 {
-        return Err(Error::InvalidArgument("--repetitions must be at least 1".into()));
+        return Err(Error::InvalidArgument(
+            "--repetitions must be at least 1".into(),
+        ));
     }
     let model = Arc::new(Model::open(&a.model)?);
     let hp = model.hparams();
@@ -413,7 +478,9 @@ fn bench(a: BenchArgs) -> Result<()> {
     };
     let mut session = Session::new(Arc::clone(&model), params)?;
     // Fixed, spread-out token ids: the speed does not depend on which tokens they are.
-    let tokens: Vec<u32> = (0..n_ctx).map(|i| ((i * 7919 + 13) % hp.n_vocab) as u32).collect();
+    let tokens: Vec<u32> = (0..n_ctx)
+        .map(|i| ((i * 7919 + 13) % hp.n_vocab) as u32)
+        .collect();
 
     // One untimed warm-up of each test (page faults, caches, thread start-up).
     let time_pp = |session: &mut Session| -> Result<f64> {
@@ -445,8 +512,16 @@ fn bench(a: BenchArgs) -> Result<()> {
         }
     }
 
-    let pp_tps = if pp.is_empty() { 0.0 } else { a.n_prompt as f64 / median(pp) };
-    let tg_tps = if tg.is_empty() { 0.0 } else { a.n_gen as f64 / median(tg) };
+    let pp_tps = if pp.is_empty() {
+        0.0
+    } else {
+        a.n_prompt as f64 / median(pp)
+    };
+    let tg_tps = if tg.is_empty() {
+        0.0
+    } else {
+        a.n_gen as f64 / median(tg)
+    };
     // Every matrix is read once per generated token (the embedding table only one row).
     let w = model.weights();
     let embd_row = w.token_embd.len / w.token_embd.rows;
@@ -459,7 +534,10 @@ fn bench(a: BenchArgs) -> Result<()> {
         + w.output.len
         + embd_row;
     let gbps = tg_tps * per_token as f64 / 1e9;
-    let name = a.model.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let name = a
+        .model
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
     if a.json {
         println!(
             "{{\"model\": \"{}\", \"kernel\": \"{}\", \"threads\": {}, \"n_prompt\": {}, \"n_gen\": {}, \"repetitions\": {}, \"pp_tps\": {:.2}, \"tg_tps\": {:.2}, \"tg_weight_gbps\": {:.3}}}",
@@ -477,10 +555,20 @@ fn bench(a: BenchArgs) -> Result<()> {
         println!("| model | kernel | threads | test | t/s | weights GB/s |");
         println!("|---|---|---|---|---|---|");
         if a.n_prompt > 0 {
-            println!("| {name} | {} | {} | pp{} | {pp_tps:.2} | |", session.kernel_name(), session.n_threads(), a.n_prompt);
+            println!(
+                "| {name} | {} | {} | pp{} | {pp_tps:.2} | |",
+                session.kernel_name(),
+                session.n_threads(),
+                a.n_prompt
+            );
         }
         if a.n_gen > 0 {
-            println!("| {name} | {} | {} | tg{} | {tg_tps:.2} | {gbps:.2} |", session.kernel_name(), session.n_threads(), a.n_gen);
+            println!(
+                "| {name} | {} | {} | tg{} | {tg_tps:.2} | {gbps:.2} |",
+                session.kernel_name(),
+                session.n_threads(),
+                a.n_gen
+            );
         }
     }
     Ok(())

@@ -880,7 +880,8 @@ pub fn inspect_report(model: &Model, kernels: &str) -> String {
 
     // What a session with the default parameters (the CLI's and the C ABI's) would take.
     let params = crate::session::SessionParams::default();
-    let kv_per_1k = crate::forward::KvCache::bytes_for(hp, 1024, params.kv_type).unwrap_or(0) as u64;
+    let kv_per_1k =
+        crate::forward::KvCache::bytes_for(hp, 1024, params.kv_type).unwrap_or(0) as u64;
     match crate::session::MemoryReport::estimate(model, &params) {
         Ok(m) => line(format!(
             "memory     weights {} {how}; KV cache ({:?}) {} per 1k tokens of context; a session \
@@ -894,7 +895,10 @@ pub fn inspect_report(model: &Model, kernels: &str) -> String {
             mib(m.scratch),
             mib(m.kv_cache + m.scratch)
         )),
-        Err(e) => line(format!("memory     weights {} {how}; session estimate: {e}", mib(f.file_len))),
+        Err(e) => line(format!(
+            "memory     weights {} {how}; session estimate: {e}",
+            mib(f.file_len)
+        )),
     }
     line(format!("kernels    {kernels}"));
     out

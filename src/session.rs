@@ -8,7 +8,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::forward::{self, checked_len, zeroed, Exec, KvCache, KvType, Logits, Precision, Scratch};
+use crate::forward::{
+    self, checked_len, zeroed, Exec, KvCache, KvType, Logits, Precision, Scratch,
+};
 use crate::kernels::{self, Kernels};
 use crate::model::Model;
 use crate::sampler::Sampler;
@@ -38,7 +40,14 @@ pub struct SessionParams {
 
 impl Default for SessionParams {
     fn default() -> Self {
-        SessionParams { n_ctx: 2048, n_threads: 0, n_batch: 64, precision: Precision::Int8, kv_type: KvType::F16, memory_limit: 0 }
+        SessionParams {
+            n_ctx: 2048,
+            n_threads: 0,
+            n_batch: 64,
+            precision: Precision::Int8,
+            kv_type: KvType::F16,
+            memory_limit: 0,
+        }
     }
 }
 
@@ -61,14 +70,24 @@ impl MemoryReport {
         let hp = model.hparams();
         let overflow = || Error::OutOfMemory("memory estimate overflows".into());
         let kv = KvCache::bytes_for(hp, params.n_ctx, params.kv_type).ok_or_else(overflow)?;
-        let scratch = Scratch::bytes_for(hp, params.n_batch, params.n_ctx, resolve_threads(params.n_threads))
-            .ok_or_else(overflow)?;
+        let scratch = Scratch::bytes_for(
+            hp,
+            params.n_batch,
+            params.n_ctx,
+            resolve_threads(params.n_threads),
+        )
+        .ok_or_else(overflow)?;
         // Two logit rows (current and next) and one row per batch token for scoring.
         let logits = checked_len(&[hp.n_vocab, params.n_batch + 2, 4])?;
         let scratch = scratch.checked_add(logits).ok_or_else(overflow)?;
         let weights = model.bytes().len() as u64;
         let (kv, scratch) = (kv as u64, scratch as u64);
-        Ok(MemoryReport { weights_mapped: weights, kv_cache: kv, scratch, total: weights + kv + scratch })
+        Ok(MemoryReport {
+            weights_mapped: weights,
+            kv_cache: kv,
+            scratch,
+            total: weights + kv + scratch,
+        })
     }
 }
 
@@ -114,7 +133,10 @@ impl Session {
             )));
         }
         if params.n_batch == 0 || params.n_batch > 4096 {
-            return Err(Error::InvalidArgument(format!("n_batch must be in 1..=4096, got {}", params.n_batch)));
+            return Err(Error::InvalidArgument(format!(
+                "n_batch must be in 1..=4096, got {}",
+                params.n_batch
+            )));
         }
         let mem = MemoryReport::estimate(&model, &params)?;
         if params.memory_limit != 0 && mem.kv_cache + mem.scratch > params.memory_limit {
@@ -203,10 +225,16 @@ impl Session {
         }
         let n_vocab = self.model.hparams().n_vocab;
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
-            return Err(Error::InvalidArgument(format!("token id {bad} is outside the vocabulary of {n_vocab}")));
+            return Err(Error::InvalidArgument(format!(
+                "token id {bad} is outside the vocabulary of {n_vocab}"
+            )));
         }
         if self.tokens.len() + tokens.len() > self.params.n_ctx {
-            return Err(Error::ContextFull { n_past: self.tokens.len(), n_new: tokens.len(), n_ctx: self.params.n_ctx });
+            return Err(Error::ContextFull {
+                n_past: self.tokens.len(),
+                n_new: tokens.len(),
+                n_ctx: self.params.n_ctx,
+            });
         }
         Ok(())
     }
@@ -222,14 +250,31 @@ impl Session {
     /// Appends `tokens` to the context and leaves the logits of the last one.
     pub fn eval(&mut self, tokens: &[u32]) -> Result<()> {
         self.check_append(tokens)?;
-        let ex = Exec { model: &self.model, kern: self.kern, pool: &self.pool, precision: self.params.precision };
+        let ex = Exec {
+            model: &self.model,
+            kern: self.kern,
+            pool: &self.pool,
+            precision: self.params.precision,
+        };
         let n_past = self.tokens.len();
         let n_batches = tokens.len().div_ceil(self.params.n_batch);
         for (b, batch) in tokens.chunks(self.params.n_batch).enumerate() {
             self.check_cancel()?;
-            let want = if b + 1 == n_batches { Logits::Last } else { Logits::None };
+            let want = if b + 1 == n_batches {
+                Logits::Last
+            } else {
+                Logits::None
+            };
             let pos = n_past + b * self.params.n_batch;
-            forward::forward(&ex, &mut self.kv, &mut self.scratch, batch, pos, want, &mut self.next_logits);
+            forward::forward(
+                &ex,
+                &mut self.kv,
+                &mut self.scratch,
+                batch,
+                pos,
+                want,
+                &mut self.next_logits,
+            );
         }
         check_finite(&self.next_logits)?;
         std::mem::swap(&mut self.logits, &mut self.next_logits);
@@ -248,19 +293,33 @@ impl Session {
         }
         // The context only grows once every batch succeeded; `f` may have seen the logits of
         // earlier batches when a later one fails.
-        let ex = Exec { model: &self.model, kern: self.kern, pool: &self.pool, precision: self.params.precision };
+        let ex = Exec {
+            model: &self.model,
+            kern: self.kern,
+            pool: &self.pool,
+            precision: self.params.precision,
+        };
         let n_past = self.tokens.len();
         for (b, batch) in tokens.chunks(self.params.n_batch).enumerate() {
             self.check_cancel()?;
             let pos = n_past + b * self.params.n_batch;
-            forward::forward(&ex, &mut self.kv, &mut self.scratch, batch, pos, Logits::All, &mut self.all_logits);
+            forward::forward(
+                &ex,
+                &mut self.kv,
+                &mut self.scratch,
+                batch,
+                pos,
+                Logits::All,
+                &mut self.all_logits,
+            );
             let rows = &self.all_logits[..batch.len() * n_vocab];
             check_finite(rows)?;
             for (i, row) in rows.chunks_exact(n_vocab).enumerate() {
                 f(b * self.params.n_batch + i, row);
             }
             if b * self.params.n_batch + batch.len() == tokens.len() {
-                self.logits.copy_from_slice(&rows[(batch.len() - 1) * n_vocab..]);
+                self.logits
+                    .copy_from_slice(&rows[(batch.len() - 1) * n_vocab..]);
             }
         }
         self.tokens.extend_from_slice(tokens);
@@ -287,9 +346,9 @@ impl Session {
     /// Samples the next token from the current logits (penalties see the context); does not
     /// append it.
     pub fn sample(&self, sampler: &mut Sampler) -> Result<u32> {
-        let logits = self
-            .logits()
-            .ok_or_else(|| Error::InvalidArgument("nothing evaluated yet: no logits to sample from".into()))?;
+        let logits = self.logits().ok_or_else(|| {
+            Error::InvalidArgument("nothing evaluated yet: no logits to sample from".into())
+        })?;
         sampler.sample(logits, &self.tokens)
     }
 }
@@ -313,6 +372,9 @@ fn check_finite(logits: &[f32]) -> Result<()> {
 /// log softmax(logits)[token], computed in f64.
 pub fn log_softmax_at(logits: &[f32], token: u32) -> f64 {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = logits.iter().map(|&l| (f64::from(l) - f64::from(max)).exp()).sum();
+    let sum: f64 = logits
+        .iter()
+        .map(|&l| (f64::from(l) - f64::from(max)).exp())
+        .sum();
     f64::from(logits[token as usize]) - f64::from(max) - sum.ln()
 }

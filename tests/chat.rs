@@ -36,8 +36,15 @@ fn chat(model: &Path, args: &[&str], input: &str) -> Output {
 
 fn chat_ok(model: &Path, args: &[&str], input: &str) -> (String, String) {
     let out = chat(model, args, input);
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
-    assert!(out.status.success(), "pipit chat failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}", out.status);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(
+        out.status.success(),
+        "pipit chat failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        out.status
+    );
     (stdout, stderr)
 }
 
@@ -45,7 +52,12 @@ fn chat_ok(model: &Path, args: &[&str], input: &str) -> (String, String) {
 fn stats(stderr: &str) -> Vec<(usize, usize, usize)> {
     let num = |s: &str, key: &str| -> usize {
         let at = s.find(key).unwrap_or_else(|| panic!("no {key:?} in {s:?}")) + key.len();
-        s[at..].chars().take_while(char::is_ascii_digit).collect::<String>().parse().unwrap()
+        s[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .unwrap()
     };
     stderr
         .lines()
@@ -59,17 +71,28 @@ const SYSTEM: &str = "You are a helpful AI assistant named SmolLM, trained by Hu
 #[test]
 fn piped_conversation_keeps_earlier_turns_in_the_cache() {
     let model = real_model();
-    let (stdout, stderr) =
-        chat_ok(&model, &["--temp", "0", "-n", "24"], "What is the capital of France?\n\nName a color.\n/quit\nnot sent\n");
+    let (stdout, stderr) = chat_ok(
+        &model,
+        &["--temp", "0", "-n", "24"],
+        "What is the capital of France?\n\nName a color.\n/quit\nnot sent\n",
+    );
     let s = stats(&stderr);
     assert_eq!(s.len(), 2, "two messages, two replies:\n{stderr}");
     // The first reply is what `pipit run` writes for the prompt the template renders.
     let rendered = format!(
         "<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
     );
-    let run = run_ok(pipit().args(["run", "-m"]).arg(&model).args(["--temp", "0", "-n", "24", "-p", &rendered]));
+    let run = run_ok(
+        pipit()
+            .args(["run", "-m"])
+            .arg(&model)
+            .args(["--temp", "0", "-n", "24", "-p", &rendered]),
+    );
     let first = String::from_utf8(run.stdout).unwrap();
-    assert!(stdout.starts_with(&first), "chat wrote\n{stdout}\nrun wrote\n{first}");
+    assert!(
+        stdout.starts_with(&first),
+        "chat wrote\n{stdout}\nrun wrote\n{first}"
+    );
     // The second turn evaluates only its own tokens: the context grows by the end of the
     // first reply (`<|im_end|>\n`, 2 tokens), the new turn and its reply.
     let ((p1, r1, c1), (p2, r2, c2)) = (s[0], s[1]);
@@ -83,10 +106,17 @@ fn piped_conversation_keeps_earlier_turns_in_the_cache() {
 #[test]
 fn reset_starts_the_conversation_over() {
     let model = real_model();
-    let (stdout, stderr) = chat_ok(&model, &["--temp", "0", "-n", "12"], "Say hi.\n/reset\nSay hi.\n");
+    let (stdout, stderr) = chat_ok(
+        &model,
+        &["--temp", "0", "-n", "12"],
+        "Say hi.\n/reset\nSay hi.\n",
+    );
     let s = stats(&stderr);
     assert_eq!(s.len(), 2, "{stderr}");
-    assert_eq!(s[0], s[1], "the same message after /reset is the same first turn");
+    assert_eq!(
+        s[0], s[1],
+        "the same message after /reset is the same first turn"
+    );
     assert!(stderr.contains("[conversation cleared]"));
     let replies: Vec<&str> = stdout.lines().collect();
     assert!(replies.len() >= 2 && stdout.len() % 2 == 0, "{stdout:?}");
@@ -97,24 +127,58 @@ fn reset_starts_the_conversation_over() {
 #[test]
 fn a_full_context_drops_the_oldest_turns_or_resets() {
     let model = real_model();
-    let input = "Tell me about cats.\nTell me about dogs.\nTell me about birds.\nTell me about fish.\n";
+    let input =
+        "Tell me about cats.\nTell me about dogs.\nTell me about birds.\nTell me about fish.\n";
     let (_, stderr) = chat_ok(&model, &["--temp", "0", "-n", "40", "--ctx", "160"], input);
     let s = stats(&stderr);
     assert_eq!(s.len(), 4, "every message is answered:\n{stderr}");
-    assert!(stderr.contains("context full (160 tokens): dropped the 1 oldest turn(s), re-evaluating 1 kept"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "context full (160 tokens): dropped the 1 oldest turn(s), re-evaluating 1 kept"
+        ),
+        "{stderr}"
+    );
     assert!(s.iter().all(|&(_, _, c)| c <= 160), "{stderr}");
     // After a drop, the prompt holds the system message and the kept turn again
     // (re-evaluated), so it is longer than the first prompt.
-    let dropped_at = stderr.lines().filter(|l| l.starts_with("[prompt ") || l.contains("context full")).position(|l| l.contains("context full")).unwrap();
+    let dropped_at = stderr
+        .lines()
+        .filter(|l| l.starts_with("[prompt ") || l.contains("context full"))
+        .position(|l| l.contains("context full"))
+        .unwrap();
     assert!(s[dropped_at].0 > s[0].0, "{stderr}");
-    assert_eq!(s[dropped_at].2, s[dropped_at].0 + s[dropped_at].1, "{stderr}");
+    assert_eq!(
+        s[dropped_at].2,
+        s[dropped_at].0 + s[dropped_at].1,
+        "{stderr}"
+    );
 
-    let (_, stderr) = chat_ok(&model, &["--temp", "0", "-n", "40", "--ctx", "160", "--on-full", "reset"], input);
+    let (_, stderr) = chat_ok(
+        &model,
+        &[
+            "--temp",
+            "0",
+            "-n",
+            "40",
+            "--ctx",
+            "160",
+            "--on-full",
+            "reset",
+        ],
+        input,
+    );
     let s = stats(&stderr);
     assert_eq!(s.len(), 4, "{stderr}");
-    assert!(stderr.contains("context full (160 tokens): conversation reset"), "{stderr}");
+    assert!(
+        stderr.contains("context full (160 tokens): conversation reset"),
+        "{stderr}"
+    );
     // A reset turn is a first turn again: the system message and the message, nothing else.
-    let reset_at = stderr.lines().filter(|l| l.starts_with("[prompt ") || l.contains("context full")).position(|l| l.contains("context full")).unwrap();
+    let reset_at = stderr
+        .lines()
+        .filter(|l| l.starts_with("[prompt ") || l.contains("context full"))
+        .position(|l| l.contains("context full"))
+        .unwrap();
     assert_eq!(s[reset_at].2, s[reset_at].0 + s[reset_at].1);
 }
 
@@ -131,7 +195,9 @@ fn ctrl_c_stops_the_reply_not_the_program() {
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"Write a long story about a dragon and a knight.\n").unwrap();
+    stdin
+        .write_all(b"Write a long story about a dragon and a knight.\n")
+        .unwrap();
     stdin.flush().unwrap();
     // Collect stdout on a thread; interrupt once the reply has started.
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -155,13 +221,25 @@ fn ctrl_c_stops_the_reply_not_the_program() {
     stdin.write_all(b"Say hi.\n/quit\n").unwrap();
     drop(stdin);
     let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     let status = child.wait().unwrap();
     reader.join().unwrap();
     assert!(status.success(), "{status}\n{stderr}");
     let s = stats(&stderr);
     assert_eq!(s.len(), 2, "{stderr}");
-    assert!(stderr.lines().find(|l| l.starts_with("[prompt ")).unwrap().contains("stopped"), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .find(|l| l.starts_with("[prompt "))
+            .unwrap()
+            .contains("stopped"),
+        "{stderr}"
+    );
 }
 
 /// The tiny model, with or without its chat template.
@@ -182,7 +260,11 @@ fn a_model_without_a_template_needs_template_flag() {
     let out = chat(&model, &["--temp", "0", "-n", "4"], "hello\n");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--template"));
-    let (_, stderr) = chat_ok(&model, &["--temp", "0", "-n", "4", "--template", "chatml"], "hello\n");
+    let (_, stderr) = chat_ok(
+        &model,
+        &["--temp", "0", "-n", "4", "--template", "chatml"],
+        "hello\n",
+    );
     assert_eq!(stats(&stderr).len(), 1, "{stderr}");
 }
 
@@ -192,6 +274,9 @@ fn chat_on_the_synthetic_model_survives_odd_input() {
     let long = "the cat ".repeat(200);
     let input = format!("hello\n   \n\u{e9}t\u{e9} \u{1F600}\n{long}\n/reset\nhello\n");
     let (_, stderr) = chat_ok(&model, &["--temp", "0", "-n", "8", "--ctx", "128"], &input);
-    assert!(stderr.contains("not sent"), "a message longer than the context is refused:\n{stderr}");
+    assert!(
+        stderr.contains("not sent"),
+        "a message longer than the context is refused:\n{stderr}"
+    );
     assert_eq!(stats(&stderr).len(), 3, "{stderr}");
 }

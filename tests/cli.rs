@@ -8,13 +8,25 @@ use std::process::Command;
 
 use json::Json;
 
-const MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/SmolLM2-135M-Instruct.pipit");
+const MODEL: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/models/SmolLM2-135M-Instruct.pipit"
+);
 
 /// Runs `pipit ARGS`, asserting success; returns (stdout, stderr).
 fn pipit(args: &[&str]) -> (String, String) {
-    assert!(std::path::Path::new(MODEL).exists(), "{MODEL} is missing: run tools/test-models.sh first");
-    let out = Command::new(env!("CARGO_BIN_EXE_pipit")).args(args).output().expect("pipit starts");
-    let (stdout, stderr) = (String::from_utf8(out.stdout).unwrap(), String::from_utf8_lossy(&out.stderr).into_owned());
+    assert!(
+        std::path::Path::new(MODEL).exists(),
+        "{MODEL} is missing: run tools/test-models.sh first"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_pipit"))
+        .args(args)
+        .output()
+        .expect("pipit starts");
+    let (stdout, stderr) = (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
     assert!(out.status.success(), "pipit {args:?} failed:\n{stderr}");
     (stdout, stderr)
 }
@@ -25,7 +37,12 @@ fn tokenize_prints_llama_cpp_ids() {
     for case in r.get("tokenize_no_bos").arr() {
         let (out, _) = pipit(&["tokenize", "-m", MODEL, "--no-bos", case.get("text").str()]);
         let want: Vec<String> = case.get("ids").ids().iter().map(u32::to_string).collect();
-        assert_eq!(out.trim_end(), format!("[{}]", want.join(", ")), "text {:?}", case.get("text").str());
+        assert_eq!(
+            out.trim_end(),
+            format!("[{}]", want.join(", ")),
+            "text {:?}",
+            case.get("text").str()
+        );
     }
 }
 
@@ -38,24 +55,46 @@ fn run_streams_only_the_continuation() {
     // llama.cpp's greedy text starts with the same words ("Berlin. The capital of the").
     let llama = case.get("llama_cpp_text").str();
     let continuation = &llama[prompt.len()..];
-    assert!(continuation.starts_with(out.trim_end()), "pipit: {out:?}\nllama.cpp: {continuation:?}");
+    assert!(
+        continuation.starts_with(out.trim_end()),
+        "pipit: {out:?}\nllama.cpp: {continuation:?}"
+    );
     assert!(out.starts_with(" Berlin."), "{out:?}");
     assert!(err.contains("tok/s"), "stats line missing: {err}");
 
     // Same seed, same text; another seed, other text.
-    let sample = |seed: &str| pipit(&["run", "-m", MODEL, "-p", prompt, "-n", "24", "--temp", "1.0", "--seed", seed]).0;
+    let sample = |seed: &str| {
+        pipit(&[
+            "run", "-m", MODEL, "-p", prompt, "-n", "24", "--temp", "1.0", "--seed", seed,
+        ])
+        .0
+    };
     let a = sample("11");
     assert_eq!(a, sample("11"));
-    assert!((12..16).map(|s| sample(&s.to_string())).any(|o| o != a), "every seed gave the same text");
+    assert!(
+        (12..16).map(|s| sample(&s.to_string())).any(|o| o != a),
+        "every seed gave the same text"
+    );
 }
 
 #[test]
 fn score_prints_the_documented_line() {
-    let (out, _) = pipit(&["score", "-m", MODEL, "--text", "The capital of France is Paris."]);
+    let (out, _) = pipit(&[
+        "score",
+        "-m",
+        MODEL,
+        "--text",
+        "The capital of France is Paris.",
+    ]);
     let line = out.trim_end();
     let fields: Vec<&str> = line.split(' ').collect();
     assert_eq!(fields.len(), 3, "{line}");
-    assert!(fields[0].starts_with("tokens=") && fields[1].starts_with("total_nll=") && fields[2].starts_with("mean_nll="), "{line}");
+    assert!(
+        fields[0].starts_with("tokens=")
+            && fields[1].starts_with("total_nll=")
+            && fields[2].starts_with("mean_nll="),
+        "{line}"
+    );
     let n: f64 = fields[0][7..].parse().unwrap();
     let total: f64 = fields[1][10..].parse().unwrap();
     let mean: f64 = fields[2][9..].parse().unwrap();
@@ -71,13 +110,25 @@ fn perplexity_matches_llama_cpp() {
     let file = "/usr/share/common-licenses/GPL-3";
     let (out, _) = pipit(&["perplexity", "-m", MODEL, "-f", file, "--ctx", "512"]);
     let last = out.lines().last().unwrap();
-    let ppl: f64 = last.strip_prefix("PPL = ").unwrap_or_else(|| panic!("last line {last:?}")).parse().unwrap();
-    assert!((ppl - LLAMA_CPP).abs() / LLAMA_CPP < 0.01, "PPL {ppl} vs llama.cpp {LLAMA_CPP}");
+    let ppl: f64 = last
+        .strip_prefix("PPL = ")
+        .unwrap_or_else(|| panic!("last line {last:?}"))
+        .parse()
+        .unwrap();
+    assert!(
+        (ppl - LLAMA_CPP).abs() / LLAMA_CPP < 0.01,
+        "PPL {ppl} vs llama.cpp {LLAMA_CPP}"
+    );
 }
 
 #[test]
 fn bad_arguments_are_errors_not_crashes() {
-    let run = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_pipit")).args(args).output().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_pipit"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
     let out = run(&["run", "-m", "/nonexistent.pipit", "-p", "x"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.pipit"));
@@ -89,14 +140,25 @@ fn bad_arguments_are_errors_not_crashes() {
     let out = run(&["bench", "-m", MODEL, "-r", "0"]);
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&run(&["--help"]).stdout).into_owned();
-    for cmd in ["run", "tokenize", "score", "perplexity", "inspect", "verify", "bench", "chat"] {
+    for cmd in [
+        "run",
+        "tokenize",
+        "score",
+        "perplexity",
+        "inspect",
+        "verify",
+        "bench",
+        "chat",
+    ] {
         assert!(text.contains(cmd), "--help does not mention {cmd}");
     }
 }
 
 #[test]
 fn bench_json_has_the_documented_fields() {
-    let (out, _) = pipit(&["bench", "-m", MODEL, "-p", "16", "-n", "4", "-r", "1", "-t", "1", "--json"]);
+    let (out, _) = pipit(&[
+        "bench", "-m", MODEL, "-p", "16", "-n", "4", "-r", "1", "-t", "1", "--json",
+    ]);
     for key in ["\"pp_tps\"", "\"tg_tps\"", "\"kernel\"", "\"threads\": 1"] {
         assert!(out.contains(key), "{key} missing from {out}");
     }

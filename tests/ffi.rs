@@ -49,7 +49,12 @@ fn write_synthetic_files() -> Files {
     corrupt[usize::try_from(file.tensors[0].offset).unwrap()] ^= 0x01;
     let bad_crc = dir.join("bad-crc.pipit");
     std::fs::write(&bad_crc, &corrupt).unwrap();
-    Files { model, malformed, missing: dir.join("no-such-model.pipit"), bad_crc }
+    Files {
+        model,
+        malformed,
+        missing: dir.join("no-such-model.pipit"),
+        bad_crc,
+    }
 }
 
 fn os<P: AsRef<OsStr> + ?Sized>(p: &P) -> &OsStr {
@@ -61,7 +66,16 @@ fn api_on(model: &Path, text: &str) {
     for link in Link::BOTH {
         let exe = compile("api", link);
         assert_linkage(&exe, link);
-        let out = run_program(&exe, &[os(model), os(&f.malformed), os(&f.missing), os(text), os(&f.bad_crc)]);
+        let out = run_program(
+            &exe,
+            &[
+                os(model),
+                os(&f.malformed),
+                os(&f.missing),
+                os(text),
+                os(&f.bad_crc),
+            ],
+        );
         assert!(String::from_utf8_lossy(&out.stdout).contains("all checks passed"));
     }
 }
@@ -74,7 +88,10 @@ fn c_api_on_the_synthetic_model() {
 
 #[test]
 fn c_api_on_smollm2() {
-    api_on(&real_model(), "Hello, world! The capital of France is Paris.");
+    api_on(
+        &real_model(),
+        "Hello, world! The capital of France is Paris.",
+    );
 }
 
 #[test]
@@ -83,14 +100,21 @@ fn other_malformed_files_are_format_errors_from_c() {
     let f = synthetic_files();
     let dir = tmp_dir();
     let garbage = dir.join("garbage.pipit");
-    std::fs::write(&garbage, b"this is not a model file at all, just some text padding it out").unwrap();
+    std::fs::write(
+        &garbage,
+        b"this is not a model file at all, just some text padding it out",
+    )
+    .unwrap();
     let mut bad_magic = std::fs::read(&f.model).unwrap();
     bad_magic[1] ^= 0x20;
     let bad_magic_path = dir.join("bad-magic.pipit");
     std::fs::write(&bad_magic_path, &bad_magic).unwrap();
     let exe = compile("api", Link::Shared);
     for bad in [&garbage, &bad_magic_path] {
-        run_program(&exe, &[os(&f.model), os(bad), os(&f.missing), os("the cat")]);
+        run_program(
+            &exe,
+            &[os(&f.model), os(bad), os(&f.missing), os("the cat")],
+        );
     }
 }
 
@@ -158,7 +182,16 @@ fn panic_lib_dir() -> PathBuf {
     run_ok(
         Command::new(env!("CARGO"))
             .current_dir(clib::root())
-            .args(["build", "--offline", "--lib", "-p", "pipit", "--features", "ffi-test-panic", "--target-dir"])
+            .args([
+                "build",
+                "--offline",
+                "--lib",
+                "-p",
+                "pipit",
+                "--features",
+                "ffi-test-panic",
+                "--target-dir",
+            ])
             .arg(&target),
     );
     target.join("debug")
@@ -173,7 +206,9 @@ fn a_panic_inside_the_library_is_an_internal_error_and_the_process_lives() {
         let out = run_program(&exe, &[os(&f.model)]);
         assert!(String::from_utf8_lossy(&out.stdout).contains("the process lives"));
         // The panic message reaches stderr through the default hook; nothing aborted.
-        assert!(String::from_utf8_lossy(&out.stderr).contains("forced by the ffi-test-panic feature"));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("forced by the ffi-test-panic feature")
+        );
     }
 }
 
@@ -182,7 +217,11 @@ fn pipit_pc_builds_the_example() {
     // Install into a prefix as pipit.pc.in describes, then build example.c with
     // `cc example.c $(pkg-config --cflags --libs pipit)`.
     let prefix = tmp_dir().join("prefix");
-    let (inc, lib, pc_dir) = (prefix.join("include"), prefix.join("lib"), prefix.join("lib/pkgconfig"));
+    let (inc, lib, pc_dir) = (
+        prefix.join("include"),
+        prefix.join("lib"),
+        prefix.join("lib/pkgconfig"),
+    );
     for d in [&inc, &lib, &pc_dir] {
         std::fs::create_dir_all(d).unwrap();
     }
@@ -191,11 +230,18 @@ fn pipit_pc_builds_the_example() {
         std::fs::copy(clib::lib_dir().join(l), lib.join(l)).unwrap();
     }
     let template = std::fs::read_to_string(clib::root().join("pipit.pc.in")).unwrap();
-    let pc = template.replace("@PREFIX@", prefix.to_str().unwrap()).replace("@VERSION@", env!("CARGO_PKG_VERSION"));
+    let pc = template
+        .replace("@PREFIX@", prefix.to_str().unwrap())
+        .replace("@VERSION@", env!("CARGO_PKG_VERSION"));
     std::fs::write(pc_dir.join("pipit.pc"), pc).unwrap();
 
     let pkg_config = |args: &[&str]| -> String {
-        let out = run_ok(Command::new("pkg-config").args(args).arg("pipit").env("PKG_CONFIG_PATH", &pc_dir));
+        let out = run_ok(
+            Command::new("pkg-config")
+                .args(args)
+                .arg("pipit")
+                .env("PKG_CONFIG_PATH", &pc_dir),
+        );
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     };
     assert_eq!(pkg_config(&["--modversion"]), env!("CARGO_PKG_VERSION"));
@@ -210,6 +256,12 @@ fn pipit_pc_builds_the_example() {
             .arg("-o")
             .arg(&exe),
     );
-    let out = run_program(&exe, &[os(&synthetic_files().model), os("the cat"), os("8")]);
-    assert_eq!(out.stdout, pipit_run(&synthetic_files().model, "the cat", 8, tiny_n_ctx_train()));
+    let out = run_program(
+        &exe,
+        &[os(&synthetic_files().model), os("the cat"), os("8")],
+    );
+    assert_eq!(
+        out.stdout,
+        pipit_run(&synthetic_files().model, "the cat", 8, tiny_n_ctx_train())
+    );
 }

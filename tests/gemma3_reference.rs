@@ -28,7 +28,12 @@ fn prompts_tokenize_with_bos_like_llama_cpp() {
     for case in r.get("greedy_llama_cpp").arr() {
         let mut ids = Vec::new();
         tok.encode(case.get("prompt").str(), tok.add_bos(), &mut ids);
-        assert_eq!(ids, case.get("prompt_ids_with_bos").ids(), "{:?}", case.get("prompt").str());
+        assert_eq!(
+            ids,
+            case.get("prompt_ids_with_bos").ids(),
+            "{:?}",
+            case.get("prompt").str()
+        );
     }
 }
 
@@ -42,7 +47,10 @@ fn greedy_text_follows_llama_cpp() {
     for case in cases {
         let prompt = case.get("prompt").str();
         let ids = case.get("prompt_ids_with_bos").ids();
-        let params = SessionParams { n_ctx: 256, ..SessionParams::default() };
+        let params = SessionParams {
+            n_ctx: 256,
+            ..SessionParams::default()
+        };
         let mut s = Session::new(Arc::clone(&model), params).unwrap();
         let mut sampler = Sampler::new(SamplerParams::greedy(), model.hparams().n_vocab).unwrap();
         s.eval(&ids).unwrap();
@@ -60,8 +68,16 @@ fn greedy_text_follows_llama_cpp() {
         let want = &want[want.find(prompt).expect("prompt in llama.cpp text") + prompt.len()..];
         let ok = want.starts_with(&text);
         matched += usize::from(ok);
-        eprintln!("{prompt:?}: {} {text:?}\n  llama.cpp: {:?}", if ok { "match" } else { "differs" }, &want[..want.len().min(text.len() + 10)]);
+        eprintln!(
+            "{prompt:?}: {} {text:?}\n  llama.cpp: {:?}",
+            if ok { "match" } else { "differs" },
+            &want[..want.len().min(text.len() + 10)]
+        );
     }
     // llama.cpp quantizes activations differently, so a near-tie may go the other way.
-    assert!(matched + 1 >= cases.len(), "{matched} of {} greedy continuations follow llama.cpp", cases.len());
+    assert!(
+        matched + 1 >= cases.len(),
+        "{matched} of {} greedy continuations follow llama.cpp",
+        cases.len()
+    );
 }

@@ -202,13 +202,19 @@ fn constants() -> Vec<(&'static str, i64)> {
     vec![
         ("PIPIT_ABI_VERSION", PIPIT_ABI_VERSION.into()),
         ("PIPIT_OK", PIPIT_OK.into()),
-        ("PIPIT_ERR_INVALID_ARGUMENT", PIPIT_ERR_INVALID_ARGUMENT.into()),
+        (
+            "PIPIT_ERR_INVALID_ARGUMENT",
+            PIPIT_ERR_INVALID_ARGUMENT.into(),
+        ),
         ("PIPIT_ERR_IO", PIPIT_ERR_IO.into()),
         ("PIPIT_ERR_FORMAT", PIPIT_ERR_FORMAT.into()),
         ("PIPIT_ERR_UNSUPPORTED", PIPIT_ERR_UNSUPPORTED.into()),
         ("PIPIT_ERR_OUT_OF_MEMORY", PIPIT_ERR_OUT_OF_MEMORY.into()),
         ("PIPIT_ERR_CONTEXT_FULL", PIPIT_ERR_CONTEXT_FULL.into()),
-        ("PIPIT_ERR_BUFFER_TOO_SMALL", PIPIT_ERR_BUFFER_TOO_SMALL.into()),
+        (
+            "PIPIT_ERR_BUFFER_TOO_SMALL",
+            PIPIT_ERR_BUFFER_TOO_SMALL.into(),
+        ),
         ("PIPIT_ERR_BUSY", PIPIT_ERR_BUSY.into()),
         ("PIPIT_ERR_CANCELLED", PIPIT_ERR_CANCELLED.into()),
         ("PIPIT_ERR_NUMERIC", PIPIT_ERR_NUMERIC.into()),
@@ -236,7 +242,8 @@ fn header_functions(h: &str) -> BTreeSet<String> {
         while end < b.len() && (b[end].is_ascii_alphanumeric() || b[end] == b'_') {
             end += 1;
         }
-        let word_start = start == 0 || !(b[start - 1].is_ascii_alphanumeric() || b[start - 1] == b'_');
+        let word_start =
+            start == 0 || !(b[start - 1].is_ascii_alphanumeric() || b[start - 1] == b'_');
         if word_start && b.get(end) == Some(&b'(') {
             out.insert(h[start..end].to_string());
         }
@@ -259,13 +266,19 @@ fn header_constants(h: &str) -> BTreeSet<String> {
 /// The C program: every function assigned to a pointer of the table's type, every layout
 /// and constant printed.
 fn c_program() -> String {
-    let mut c = String::from("#include <stddef.h>\n#include <stdio.h>\n#include \"pipit.h\"\n\nint main(void) {\n");
+    let mut c = String::from(
+        "#include <stddef.h>\n#include <stdio.h>\n#include \"pipit.h\"\n\nint main(void) {\n",
+    );
     for (name, decl) in functions() {
         writeln!(c, "  {decl} = {name};").unwrap();
         writeln!(c, "  printf(\"fn {name} %d\\n\", p_{name} != NULL);").unwrap();
     }
     writeln!(c, "  {} = (pipit_token_callback)0;", callback_decl()).unwrap();
-    writeln!(c, "  pipit_token_callback p_typedef = p_callback;\n  (void)p_typedef;").unwrap();
+    writeln!(
+        c,
+        "  pipit_token_callback p_typedef = p_callback;\n  (void)p_typedef;"
+    )
+    .unwrap();
     let (layout_c, _) = layouts();
     c += &layout_c;
     for (name, _) in constants() {
@@ -276,7 +289,10 @@ fn c_program() -> String {
 }
 
 fn expected_output() -> Vec<String> {
-    let mut lines: Vec<String> = functions().iter().map(|(n, _)| format!("fn {n} 1")).collect();
+    let mut lines: Vec<String> = functions()
+        .iter()
+        .map(|(n, _)| format!("fn {n} 1"))
+        .collect();
     lines.extend(layouts().1);
     lines.extend(constants().iter().map(|(n, v)| format!("const {n} {v}")));
     lines
@@ -296,11 +312,28 @@ fn the_table_covers_exactly_the_header() {
 fn the_header_compiles_as_c_and_cxx_without_warnings() {
     let dir = tmp_dir();
     let src = dir.join("header_only.c");
-    std::fs::write(&src, "#include \"pipit.h\"\n#include \"pipit.h\"\nint main(void) { return PIPIT_OK; }\n").unwrap();
+    std::fs::write(
+        &src,
+        "#include \"pipit.h\"\n#include \"pipit.h\"\nint main(void) { return PIPIT_OK; }\n",
+    )
+    .unwrap();
     let inc = root().join("include");
-    for (cc, std) in [("cc", "-std=c99"), ("cc", "-std=c11"), ("c++", "-std=c++11")] {
+    for (cc, std) in [
+        ("cc", "-std=c99"),
+        ("cc", "-std=c11"),
+        ("c++", "-std=c++11"),
+    ] {
         let mut cmd = Command::new(cc);
-        cmd.args([std, "-Wall", "-Wextra", "-Werror", "-pedantic", "-fsyntax-only"]).arg("-I").arg(&inc);
+        cmd.args([
+            std,
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pedantic",
+            "-fsyntax-only",
+        ])
+        .arg("-I")
+        .arg(&inc);
         if cc == "c++" {
             cmd.args(["-x", "c++"]);
         }
@@ -325,7 +358,10 @@ fn signatures_layouts_and_constants_agree_with_rust() {
             .arg(&exe);
         match link {
             Link::Shared => {
-                cmd.arg("-L").arg(&libs).arg("-lpipit").arg(format!("-Wl,-rpath,{}", libs.display()));
+                cmd.arg("-L")
+                    .arg(&libs)
+                    .arg("-lpipit")
+                    .arg(format!("-Wl,-rpath,{}", libs.display()));
             }
             Link::Static => {
                 cmd.arg(libs.join("libpipit.a")).args(NATIVE_STATIC_LIBS);
@@ -333,8 +369,17 @@ fn signatures_layouts_and_constants_agree_with_rust() {
         }
         run_ok(&mut cmd);
         let out = run_ok(Command::new(&exe).env_remove("LD_LIBRARY_PATH"));
-        let got: Vec<String> = String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect();
-        assert_eq!(got, expected_output(), "C ({}) and Rust disagree", link.name());
+        let got: Vec<String> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        assert_eq!(
+            got,
+            expected_output(),
+            "C ({}) and Rust disagree",
+            link.name()
+        );
     }
 }
 

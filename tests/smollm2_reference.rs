@@ -16,7 +16,10 @@ use pipit::session::{log_softmax_at, Session, SessionParams};
 const EOS: u32 = 2;
 
 fn model() -> Arc<Model> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/models/SmolLM2-135M-Instruct.pipit");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/models/SmolLM2-135M-Instruct.pipit"
+    );
     match Model::open(path) {
         Ok(m) => Arc::new(m),
         Err(e) => panic!("{path}: {e}\nrun tools/test-models.sh first (fetches and converts the reference models)"),
@@ -24,7 +27,11 @@ fn model() -> Arc<Model> {
 }
 
 fn session(model: &Arc<Model>, n_ctx: usize, precision: Precision) -> Session {
-    let params = SessionParams { n_ctx, precision, ..SessionParams::default() };
+    let params = SessionParams {
+        n_ctx,
+        precision,
+        ..SessionParams::default()
+    };
     Session::new(Arc::clone(model), params).unwrap()
 }
 
@@ -64,7 +71,11 @@ fn teacher_forced_score_matches_f32_reference() {
     let ids = score.get("ids").ids();
     let want_nll = score.get("mean_nll_f32").num();
     let want_argmax = score.get("argmax_f32").ids();
-    assert_eq!(want_argmax.len(), ids.len(), "one argmax per position, the last included");
+    assert_eq!(
+        want_argmax.len(),
+        ids.len(),
+        "one argmax per position, the last included"
+    );
     let model = model();
 
     for precision in [Precision::Int8, Precision::F32] {
@@ -82,16 +93,29 @@ fn teacher_forced_score_matches_f32_reference() {
         let rel = (mean - want_nll).abs() / want_nll;
         let agreement = agree as f64 / want_argmax.len() as f64;
         eprintln!("{precision:?}: mean NLL {mean:.5} (reference {want_nll:.5}, {:.3}% off), argmax agreement {:.1}%", rel * 100.0, agreement * 100.0);
-        assert!(rel < 0.01, "{precision:?}: mean NLL {mean} vs reference {want_nll}");
+        assert!(
+            rel < 0.01,
+            "{precision:?}: mean NLL {mean} vs reference {want_nll}"
+        );
         // The f32 path reproduces the reference; int8 activations (as llama.cpp uses) move
         // near-ties at the top, so their bar is lower.
-        let bar = if precision == Precision::F32 { 0.97 } else { 0.90 };
-        assert!(agreement >= bar, "{precision:?}: argmax agreement {agreement}, need {bar}");
+        let bar = if precision == Precision::F32 {
+            0.97
+        } else {
+            0.90
+        };
+        assert!(
+            agreement >= bar,
+            "{precision:?}: argmax agreement {agreement}, need {bar}"
+        );
 
         // Session::score gives the same sum as the per-position log-probabilities.
         let mut s = session(&model, ids.len(), precision);
         let total = s.score(&ids).unwrap();
-        assert!((-total - nll).abs() < 1e-6 * nll.abs(), "score {total} vs {nll}");
+        assert!(
+            (-total - nll).abs() < 1e-6 * nll.abs(),
+            "score {total} vs {nll}"
+        );
         assert_eq!(s.n_past(), ids.len());
     }
 }
@@ -108,12 +132,19 @@ fn greedy_continuations_match_f32_reference() {
             let got = greedy(&model, &prompt, 8, precision);
             let ok = got == want;
             matched += usize::from(ok);
-            eprintln!("{precision:?} {:?}: {}", case.get("prompt").str(), if ok { "match" } else { "differs" });
+            eprintln!(
+                "{precision:?} {:?}: {}",
+                case.get("prompt").str(),
+                if ok { "match" } else { "differs" }
+            );
             if !ok {
                 eprintln!("  got  {got:?}\n  want {want:?}");
             }
         }
-        assert!(matched >= need, "{precision:?}: {matched} of 5 prompts match, need {need}");
+        assert!(
+            matched >= need,
+            "{precision:?}: {matched} of 5 prompts match, need {need}"
+        );
     }
 }
 
@@ -135,16 +166,42 @@ fn greedy_equals_temperature_zero_and_top_k_one() {
         }
         out
     };
-    assert_eq!(run(SamplerParams { temperature: 0.0, ..SamplerParams::default() }), want);
+    assert_eq!(
+        run(SamplerParams {
+            temperature: 0.0,
+            ..SamplerParams::default()
+        }),
+        want
+    );
     // Top-k 1 is greedy once the repetition penalty (which reorders tokens) is off.
-    assert_eq!(run(SamplerParams { top_k: 1, seed: 99, repeat_penalty: 1.0, ..SamplerParams::default() }), want);
+    assert_eq!(
+        run(SamplerParams {
+            top_k: 1,
+            seed: 99,
+            repeat_penalty: 1.0,
+            ..SamplerParams::default()
+        }),
+        want
+    );
 
     // Seeded sampling: the same seed repeats itself; other seeds give other text.
-    let seeded = |seed| run(SamplerParams { seed, temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0, ..SamplerParams::default() });
+    let seeded = |seed| {
+        run(SamplerParams {
+            seed,
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            ..SamplerParams::default()
+        })
+    };
     let a = seeded(1);
     assert_eq!(a, seeded(1));
     let others: Vec<_> = (2..6).map(seeded).collect();
-    assert!(others.iter().any(|o| *o != a), "four other seeds all gave the text of seed 1");
+    assert!(
+        others.iter().any(|o| *o != a),
+        "four other seeds all gave the text of seed 1"
+    );
 }
 
 #[test]
@@ -154,10 +211,23 @@ fn context_full_is_an_error_and_changes_nothing() {
     s.eval(&[504, 3575, 282, 4649, 314]).unwrap();
     let before = s.logits().unwrap().to_vec();
     let err = s.eval(&[7042, 30, 378, 3575]).unwrap_err();
-    assert!(matches!(err, pipit::Error::ContextFull { n_past: 5, n_new: 4, n_ctx: 8 }), "{err}");
+    assert!(
+        matches!(
+            err,
+            pipit::Error::ContextFull {
+                n_past: 5,
+                n_new: 4,
+                n_ctx: 8
+            }
+        ),
+        "{err}"
+    );
     assert_eq!(s.n_past(), 5);
     assert_eq!(s.logits().unwrap(), &before[..]);
-    assert!(matches!(s.eval(&[u32::MAX]), Err(pipit::Error::InvalidArgument(_))));
+    assert!(matches!(
+        s.eval(&[u32::MAX]),
+        Err(pipit::Error::InvalidArgument(_))
+    ));
     s.eval(&[7042, 30, 378]).unwrap();
     assert_eq!(s.n_past(), 8);
 }
@@ -165,9 +235,16 @@ fn context_full_is_an_error_and_changes_nothing() {
 #[test]
 fn logits_are_identical_across_runs_and_thread_counts() {
     let model = model();
-    let prompt = [504, 3575, 282, 4649, 314, 7042, 30, 378, 3575, 282, 4521, 314];
+    let prompt = [
+        504, 3575, 282, 4649, 314, 7042, 30, 378, 3575, 282, 4521, 314,
+    ];
     let logits = |n_threads, n_batch| {
-        let params = SessionParams { n_ctx: 64, n_threads, n_batch, ..SessionParams::default() };
+        let params = SessionParams {
+            n_ctx: 64,
+            n_threads,
+            n_batch,
+            ..SessionParams::default()
+        };
         let mut s = Session::new(Arc::clone(&model), params).unwrap();
         s.eval(&prompt).unwrap();
         s.eval(&[11452]).unwrap();
@@ -175,7 +252,10 @@ fn logits_are_identical_across_runs_and_thread_counts() {
     };
     let want = logits(1, 64);
     for i in 0..10 {
-        assert!(logits(2, 64) == want, "run {i} with 2 threads differs from 1 thread");
+        assert!(
+            logits(2, 64) == want,
+            "run {i} with 2 threads differs from 1 thread"
+        );
     }
     assert!(logits(1, 5) == want, "batch split changed the logits");
 }

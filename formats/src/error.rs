@@ -150,15 +150,27 @@ pub enum FormatError {
     ScaleOverflow { block: usize, value: f32 },
     /// A metadata value breaks a rule of SPEC.md (used by consumers such as the runtime
     /// loader, which validates hyper-parameters).
-    BadValue { key: String, value: String, rule: String },
+    BadValue {
+        key: String,
+        value: String,
+        rule: String,
+    },
     /// A tensor the model needs is absent.
     MissingTensor { name: String },
     /// A tensor the model does not use is present (e.g. a layer beyond `n_layer`).
     UnexpectedTensor { name: String, reason: String },
     /// A tensor's shape differs from what the hyper-parameters imply.
-    ShapeMismatch { tensor: String, expected: Vec<u64>, found: Vec<u64> },
+    ShapeMismatch {
+        tensor: String,
+        expected: Vec<u64>,
+        found: Vec<u64>,
+    },
     /// A tensor has a dtype its role does not allow (e.g. a norm that is not F32).
-    WrongDType { tensor: String, found: DType, expected: &'static str },
+    WrongDType {
+        tensor: String,
+        found: DType,
+        expected: &'static str,
+    },
 }
 
 impl fmt::Display for FormatError {

@@ -4,8 +4,8 @@
 //! (target/<profile>/deps); every program is linked twice, once against each.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Mutex, PoisonError};
 
@@ -42,7 +42,10 @@ impl Link {
 /// The directory holding the libraries built with these tests.
 pub fn lib_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().expect("test executable directory").to_path_buf();
+    let dir = exe
+        .parent()
+        .expect("test executable directory")
+        .to_path_buf();
     for lib in ["libpipit.so", "libpipit.a"] {
         assert!(
             dir.join(lib).is_file(),
@@ -54,11 +57,21 @@ pub fn lib_dir() -> PathBuf {
 }
 
 /// System libraries the static library needs (as `rustc --print native-static-libs` lists).
-pub const NATIVE_STATIC_LIBS: &[&str] = &["-lgcc_s", "-lutil", "-lrt", "-lpthread", "-lm", "-ldl", "-lc"];
+pub const NATIVE_STATIC_LIBS: &[&str] = &[
+    "-lgcc_s",
+    "-lutil",
+    "-lrt",
+    "-lpthread",
+    "-lm",
+    "-ldl",
+    "-lc",
+];
 
 /// Runs a command, panicking with its output unless it succeeds.
 pub fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
@@ -81,15 +94,27 @@ pub fn compile_in(name: &str, link: Link, lib_dir: &Path, tag: &str) -> PathBuf 
     let src = root().join("tests/c").join(format!("{name}.c"));
     let exe = tmp_dir().join(format!("{name}-{tag}-{}", link.name()));
     let mut cmd = Command::new("cc");
-    cmd.args(["-std=c11", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-pedantic", "-pthread"])
-        .arg("-I")
-        .arg(root().join("include"))
-        .arg(&src)
-        .arg("-o")
-        .arg(&exe);
+    cmd.args([
+        "-std=c11",
+        "-O1",
+        "-g",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+        "-pedantic",
+        "-pthread",
+    ])
+    .arg("-I")
+    .arg(root().join("include"))
+    .arg(&src)
+    .arg("-o")
+    .arg(&exe);
     match link {
         Link::Shared => {
-            cmd.arg("-L").arg(lib_dir).arg("-lpipit").arg(format!("-Wl,-rpath,{}", lib_dir.display()));
+            cmd.arg("-L")
+                .arg(lib_dir)
+                .arg("-lpipit")
+                .arg(format!("-Wl,-rpath,{}", lib_dir.display()));
         }
         Link::Static => {
             cmd.arg(lib_dir.join("libpipit.a")).args(NATIVE_STATIC_LIBS);
@@ -112,7 +137,12 @@ pub fn assert_linkage(exe: &Path, link: Link) {
     let out = run_ok(Command::new("readelf").arg("-d").arg(exe));
     let dynamic = String::from_utf8_lossy(&out.stdout);
     let needs_so = dynamic.contains("[libpipit.so]");
-    assert_eq!(needs_so, link == Link::Shared, "{}: NEEDED entries:\n{dynamic}", exe.display());
+    assert_eq!(
+        needs_so,
+        link == Link::Shared,
+        "{}: NEEDED entries:\n{dynamic}",
+        exe.display()
+    );
 }
 
 /// Runs a test program; panics with its output unless it exits 0. The shared library is

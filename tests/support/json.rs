@@ -17,7 +17,10 @@ pub enum Json {
 impl Json {
     /// Parses a whole document.
     pub fn parse(text: &str) -> Json {
-        let mut p = Parser { b: text.as_bytes(), i: 0 };
+        let mut p = Parser {
+            b: text.as_bytes(),
+            i: 0,
+        };
         let v = p.value();
         p.ws();
         assert_eq!(p.i, p.b.len(), "trailing characters after JSON value");
@@ -82,7 +85,13 @@ impl Parser<'_> {
 
     fn eat(&mut self, c: u8) {
         self.ws();
-        assert_eq!(self.b.get(self.i), Some(&c), "expected {:?} at byte {}", c as char, self.i);
+        assert_eq!(
+            self.b.get(self.i),
+            Some(&c),
+            "expected {:?} at byte {}",
+            c as char,
+            self.i
+        );
         self.i += 1;
     }
 
@@ -146,7 +155,11 @@ impl Parser<'_> {
     }
 
     fn word(&mut self, w: &str, v: Json) -> Json {
-        assert!(self.b[self.i..].starts_with(w.as_bytes()), "bad literal at byte {}", self.i);
+        assert!(
+            self.b[self.i..].starts_with(w.as_bytes()),
+            "bad literal at byte {}",
+            self.i
+        );
         self.i += w.len();
         v
     }

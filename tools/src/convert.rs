@@ -59,25 +59,57 @@ pub struct Report {
 impl Report {
     /// Writes the per-tensor table and the totals.
     pub fn print(&self, w: &mut dyn Write) -> std::io::Result<()> {
-        let width = self.tensors.iter().map(|t| t.name.len()).max().unwrap_or(4).max(6);
-        writeln!(w, "{:<width$}  {:>6}  {:>5}  {:<14}  {:>12}  {:>10}", "tensor", "source", "out", "shape", "rel RMSE", "max |err|")?;
+        let width = self
+            .tensors
+            .iter()
+            .map(|t| t.name.len())
+            .max()
+            .unwrap_or(4)
+            .max(6);
+        writeln!(
+            w,
+            "{:<width$}  {:>6}  {:>5}  {:<14}  {:>12}  {:>10}",
+            "tensor", "source", "out", "shape", "rel RMSE", "max |err|"
+        )?;
         for t in &self.tensors {
             let shape = format!("{:?}", t.shape);
-            let out = if t.copied { format!("{}=", t.dtype) } else { t.dtype.to_string() };
+            let out = if t.copied {
+                format!("{}=", t.dtype)
+            } else {
+                t.dtype.to_string()
+            };
             writeln!(
                 w,
                 "{:<width$}  {:>6}  {:>5}  {:<14}  {:>12.4e}  {:>10.3e}",
-                t.name, t.source_type.name(), out, shape, t.rel_rmse, t.max_abs_err
+                t.name,
+                t.source_type.name(),
+                out,
+                shape,
+                t.rel_rmse,
+                t.max_abs_err
             )?;
         }
         let copied = self.tensors.iter().filter(|t| t.copied).count();
-        let worst = self.tensors.iter().max_by(|a, b| a.rel_rmse.total_cmp(&b.rel_rmse));
-        writeln!(w, "{} tensors ({copied} copied unchanged, marked =)", self.tensors.len())?;
+        let worst = self
+            .tensors
+            .iter()
+            .max_by(|a, b| a.rel_rmse.total_cmp(&b.rel_rmse));
+        writeln!(
+            w,
+            "{} tensors ({copied} copied unchanged, marked =)",
+            self.tensors.len()
+        )?;
         match worst {
-            Some(t) if t.rel_rmse > 0.0 => writeln!(w, "largest rel RMSE: {:.4e} ({})", t.rel_rmse, t.name)?,
+            Some(t) if t.rel_rmse > 0.0 => {
+                writeln!(w, "largest rel RMSE: {:.4e} ({})", t.rel_rmse, t.name)?
+            }
             _ => writeln!(w, "every value equals the source's")?,
         }
-        let ratio = if self.input_bytes > 0 { self.output_bytes as f64 / self.input_bytes as f64 * 100.0 } else { 0.0 };
+        let ratio = if self.input_bytes > 0 {
+            self.output_bytes as f64 / self.input_bytes as f64 * 100.0
+        } else {
+            0.0
+        };
         writeln!(
             w,
             "output size: {} bytes ({:.1} MiB, {ratio:.1}% of the input's {} bytes)",
@@ -117,43 +149,73 @@ pub fn target_dtype(src: GgmlType, shape: &[u64], quant: Quant) -> DType {
     let cols = shape.last().copied().unwrap_or(0);
     if wanted.is_quantized() && cols % wanted.block_elems() as u64 != 0 {
         // Rows that are not whole blocks cannot be quantized: keep floats.
-        return if src == GgmlType::F16 { DType::F16 } else { DType::F32 };
+        return if src == GgmlType::F16 {
+            DType::F16
+        } else {
+            DType::F32
+        };
     }
     wanted
 }
 
 fn fmt_err(tensor: &str, e: pipit_format::FormatError) -> ConvertError {
-    ConvertError::Format { context: format!("tensor {tensor:?}"), source: e }
+    ConvertError::Format {
+        context: format!("tensor {tensor:?}"),
+        source: e,
+    }
 }
 
 /// Converts one tensor to `dtype`: returns the output bytes and the report entry.
 pub fn convert_tensor(t: &SrcTensor, dtype: DType) -> Result<(Vec<u8>, TensorReport)> {
     if !dequant::supported(t.ggml_type) {
-        return Err(ConvertError::UnsupportedDtype { tensor: t.source_name.clone(), dtype: t.ggml_type.name().into() });
+        return Err(ConvertError::UnsupportedDtype {
+            tensor: t.source_name.clone(),
+            dtype: t.ggml_type.name().into(),
+        });
     }
     let too_big = || ConvertError::BadValue {
         key: format!("shape of {}", t.source_name),
         value: format!("{:?}", t.shape),
         reason: "too large for this machine".into(),
     };
-    let n_elems = t.shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).ok_or_else(too_big)?;
+    let n_elems = t
+        .shape
+        .iter()
+        .try_fold(1u64, |a, &d| a.checked_mul(d))
+        .ok_or_else(too_big)?;
     let cols = t.shape.last().copied().unwrap_or(1).max(1);
     let rows = usize::try_from(n_elems / cols).map_err(|_| too_big())?;
     let cols_us = usize::try_from(cols).map_err(|_| too_big())?;
-    let src_row = t.ggml_type.bytes_for(cols).and_then(|b| usize::try_from(b).ok());
+    let src_row = t
+        .ggml_type
+        .bytes_for(cols)
+        .and_then(|b| usize::try_from(b).ok());
     let out_row = dtype.bytes_for(cols).and_then(|b| usize::try_from(b).ok());
     let (Some(src_row), Some(out_row)) = (src_row, out_row) else {
-        return Err(ConvertError::ShapeMismatch { tensor: t.source_name.clone(), expected: vec![], found: t.shape.clone() });
+        return Err(ConvertError::ShapeMismatch {
+            tensor: t.source_name.clone(),
+            expected: vec![],
+            found: t.shape.clone(),
+        });
     };
     if src_row.checked_mul(rows) != Some(t.data.len()) {
         return Err(ConvertError::BadValue {
             key: format!("data of {}", t.source_name),
             value: format!("{} bytes", t.data.len()),
-            reason: format!("{} {:?} needs {} bytes", t.ggml_type, t.shape, src_row.saturating_mul(rows)),
+            reason: format!(
+                "{} {:?} needs {} bytes",
+                t.ggml_type,
+                t.shape,
+                src_row.saturating_mul(rows)
+            ),
         });
     }
     let copy = same_bytes(t.ggml_type) == Some(dtype);
-    let mut out: Vec<u8> = if copy { t.data.to_vec() } else { Vec::with_capacity(out_row.saturating_mul(rows)) };
+    let mut out: Vec<u8> = if copy {
+        t.data.to_vec()
+    } else {
+        Vec::with_capacity(out_row.saturating_mul(rows))
+    };
 
     let chunk_rows = (65536 / cols_us).max(1);
     let mut src_vals = Vec::new();
@@ -165,12 +227,22 @@ pub fn convert_tensor(t: &SrcTensor, dtype: DType) -> Result<(Vec<u8>, TensorRep
         let n = (r1 - r0) * cols_us;
         src_vals.resize(n, 0.0);
         out_vals.resize(n, 0.0);
-        dequant::dequantize(t.ggml_type, &t.data[r0 * src_row..r1 * src_row], &mut src_vals)
-            .map_err(|e| ConvertError::Dequant { tensor: t.source_name.clone(), source: e })?;
+        dequant::dequantize(
+            t.ggml_type,
+            &t.data[r0 * src_row..r1 * src_row],
+            &mut src_vals,
+        )
+        .map_err(|e| ConvertError::Dequant {
+            tensor: t.source_name.clone(),
+            source: e,
+        })?;
         if !copy {
-            out.extend_from_slice(&blocks::quantize(dtype, &src_vals).map_err(|e| fmt_err(&t.source_name, e))?);
+            out.extend_from_slice(
+                &blocks::quantize(dtype, &src_vals).map_err(|e| fmt_err(&t.source_name, e))?,
+            );
         }
-        blocks::dequantize(dtype, &out[r0 * out_row..r1 * out_row], &mut out_vals).map_err(|e| fmt_err(&t.name, e))?;
+        blocks::dequantize(dtype, &out[r0 * out_row..r1 * out_row], &mut out_vals)
+            .map_err(|e| fmt_err(&t.name, e))?;
         for (&a, &b) in src_vals.iter().zip(&out_vals) {
             if a.to_bits() == b.to_bits() {
                 ref2 += f64::from(a) * f64::from(a);
@@ -183,7 +255,13 @@ pub fn convert_tensor(t: &SrcTensor, dtype: DType) -> Result<(Vec<u8>, TensorRep
         }
         r0 = r1;
     }
-    let rel_rmse = if err2 == 0.0 { 0.0 } else if ref2 > 0.0 { (err2 / ref2).sqrt() } else { f64::INFINITY };
+    let rel_rmse = if err2 == 0.0 {
+        0.0
+    } else if ref2 > 0.0 {
+        (err2 / ref2).sqrt()
+    } else {
+        f64::INFINITY
+    };
     let bytes = out.len() as u64;
     let report = TensorReport {
         name: t.name.clone(),
@@ -201,11 +279,16 @@ pub fn convert_tensor(t: &SrcTensor, dtype: DType) -> Result<(Vec<u8>, TensorRep
 /// Fails early (before any work) when `output` cannot be created: its directory must exist
 /// and accept a new file, and `output` must not be a directory.
 pub fn check_output(output: &Path) -> Result<()> {
-    let bad = |reason: String| ConvertError::OutputNotWritable { path: output.to_path_buf(), reason };
+    let bad = |reason: String| ConvertError::OutputNotWritable {
+        path: output.to_path_buf(),
+        reason,
+    };
     if output.is_dir() {
         return Err(bad("it is a directory".into()));
     }
-    let name = output.file_name().ok_or_else(|| bad("it has no file name".into()))?;
+    let name = output
+        .file_name()
+        .ok_or_else(|| bad("it has no file name".into()))?;
     let dir = match output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -217,18 +300,31 @@ pub fn check_output(output: &Path) -> Result<()> {
     probe_name.push(name);
     probe_name.push(format!(".probe{}", std::process::id()));
     let probe = dir.join(probe_name);
-    match std::fs::OpenOptions::new().write(true).create_new(true).open(&probe) {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
         Ok(_) => {
             let _ = std::fs::remove_file(&probe);
             Ok(())
         }
-        Err(e) => Err(bad(format!("cannot create a file in {}: {e}", dir.display()))),
+        Err(e) => Err(bad(format!(
+            "cannot create a file in {}: {e}",
+            dir.display()
+        ))),
     }
 }
 
 /// Converts the model in `source` and writes it to `output` (temporary file + rename).
 /// One progress line per tensor goes to `log`.
-pub fn write_model(source: Source, output: &Path, quant: Quant, input_bytes: u64, log: &mut dyn Write) -> Result<Report> {
+pub fn write_model(
+    source: Source,
+    output: &Path,
+    quant: Quant,
+    input_bytes: u64,
+    log: &mut dyn Write,
+) -> Result<Report> {
     let (meta, tensors) = order_and_check(source)?;
     let mut w = Writer::new();
     for (k, v) in meta.iter() {
@@ -239,22 +335,49 @@ pub fn write_model(source: Source, output: &Path, quant: Quant, input_bytes: u64
     for (i, t) in tensors.iter().enumerate() {
         let dtype = target_dtype(t.ggml_type, &t.shape, quant);
         let (data, r) = convert_tensor(t, dtype)?;
-        let how = if r.copied { "copied".to_string() } else { format!("rel RMSE {:.3e}", r.rel_rmse) };
+        let how = if r.copied {
+            "copied".to_string()
+        } else {
+            format!("rel RMSE {:.3e}", r.rel_rmse)
+        };
         // Progress output is best effort: a closed stderr must not stop the conversion.
-        let _ = writeln!(log, "[{:>4}/{n}] {:<28} {:>5} {:<14} -> {:<5} {how}", i + 1, t.name, t.ggml_type.name(), format!("{:?}", t.shape), dtype.name());
-        w.add_tensor(&t.name, dtype, &t.shape, data).map_err(|e| fmt_err(&t.name, e))?;
+        let _ = writeln!(
+            log,
+            "[{:>4}/{n}] {:<28} {:>5} {:<14} -> {:<5} {how}",
+            i + 1,
+            t.name,
+            t.ggml_type.name(),
+            format!("{:?}", t.shape),
+            dtype.name()
+        );
+        w.add_tensor(&t.name, dtype, &t.shape, data)
+            .map_err(|e| fmt_err(&t.name, e))?;
         reports.push(r);
     }
-    w.write_file(output).map_err(|e| ConvertError::OutputNotWritable { path: output.to_path_buf(), reason: e.to_string() })?;
+    w.write_file(output)
+        .map_err(|e| ConvertError::OutputNotWritable {
+            path: output.to_path_buf(),
+            reason: e.to_string(),
+        })?;
     let output_bytes = std::fs::metadata(output)
-        .map_err(|e| ConvertError::OutputNotWritable { path: output.to_path_buf(), reason: e.to_string() })?
+        .map_err(|e| ConvertError::OutputNotWritable {
+            path: output.to_path_buf(),
+            reason: e.to_string(),
+        })?
         .len();
-    Ok(Report { tensors: reports, input_bytes, output_bytes })
+    Ok(Report {
+        tensors: reports,
+        input_bytes,
+        output_bytes,
+    })
 }
 
 /// Converts INPUT (a GGUF file or a Hugging Face model directory) to `output`.
 pub fn convert(input: &Path, output: &Path, quant: Quant, log: &mut dyn Write) -> Result<Report> {
-    let md = std::fs::metadata(input).map_err(|e| ConvertError::Input { path: input.to_path_buf(), reason: e.to_string() })?;
+    let md = std::fs::metadata(input).map_err(|e| ConvertError::Input {
+        path: input.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     check_output(output)?;
     if md.is_dir() {
         let dir = hf::HfDir::open(input)?;
@@ -263,18 +386,30 @@ pub fn convert(input: &Path, output: &Path, quant: Quant, log: &mut dyn Write) -
         return write_model(source, output, quant, input_bytes, log);
     }
     if !md.is_file() {
-        return Err(ConvertError::Input { path: input.to_path_buf(), reason: "neither a file nor a directory".into() });
+        return Err(ConvertError::Input {
+            path: input.to_path_buf(),
+            reason: "neither a file nor a directory".into(),
+        });
     }
-    let file = std::fs::File::open(input).map_err(|e| ConvertError::Io { path: input.to_path_buf(), source: e })?;
+    let file = std::fs::File::open(input).map_err(|e| ConvertError::Io {
+        path: input.to_path_buf(),
+        source: e,
+    })?;
     // SAFETY: `Mmap::map` is a read-only *shared* mapping: the `&[u8]` it gives aliases the
     // file, so another process writing the input while we convert changes bytes behind an
     // immutable borrow, and truncating it makes a later read fault (SIGBUS). The converter
     // never writes the input and, like every mmap-based reader, requires that nobody else
     // does during the conversion; every read goes through slices bounds-checked by
     // `Gguf::parse` against the length mapped.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| ConvertError::Io { path: input.to_path_buf(), source: e })?;
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| ConvertError::Io {
+        path: input.to_path_buf(),
+        source: e,
+    })?;
     let g = Gguf::parse(&map)?;
-    let name = input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = input
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let source = gguf_source::build(&g, &name)?;
     write_model(source, output, quant, md.len(), log)
 }

@@ -39,15 +39,26 @@ pub enum DequantError {
     /// The converter has no dequantizer for this type.
     Unsupported(GgmlType),
     /// Input bytes and output length do not agree.
-    Length { ggml_type: GgmlType, bytes: usize, elems: usize },
+    Length {
+        ggml_type: GgmlType,
+        bytes: usize,
+        elems: usize,
+    },
 }
 
 impl std::fmt::Display for DequantError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             DequantError::Unsupported(t) => write!(f, "no dequantizer for ggml type {t}"),
-            DequantError::Length { ggml_type, bytes, elems } => {
-                write!(f, "{bytes} bytes of {ggml_type} do not hold exactly {elems} elements")
+            DequantError::Length {
+                ggml_type,
+                bytes,
+                elems,
+            } => {
+                write!(
+                    f,
+                    "{bytes} bytes of {ggml_type} do not hold exactly {elems} elements"
+                )
             }
         }
     }
@@ -58,7 +69,10 @@ impl std::error::Error for DequantError {}
 /// True when [`dequantize`] handles `t`.
 pub fn supported(t: GgmlType) -> bool {
     use GgmlType::*;
-    matches!(t, F32 | F16 | Bf16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2K | Q3K | Q4K | Q5K | Q6K | Q8K)
+    matches!(
+        t,
+        F32 | F16 | Bf16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2K | Q3K | Q4K | Q5K | Q6K | Q8K
+    )
 }
 
 fn h(b: &[u8], i: usize) -> f32 {
@@ -72,15 +86,26 @@ pub fn dequantize(t: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<(), Dequ
     }
     let (be, bb) = t.block();
     let (be, bb) = (be as usize, bb as usize);
-    let len_err = || DequantError::Length { ggml_type: t, bytes: bytes.len(), elems: out.len() };
-    if !out.len().is_multiple_of(be) || !bytes.len().is_multiple_of(bb) || bytes.len() / bb != out.len() / be {
+    let len_err = || DequantError::Length {
+        ggml_type: t,
+        bytes: bytes.len(),
+        elems: out.len(),
+    };
+    if !out.len().is_multiple_of(be)
+        || !bytes.len().is_multiple_of(bb)
+        || bytes.len() / bb != out.len() / be
+    {
         return Err(len_err());
     }
     let blocks = bytes.chunks_exact(bb).zip(out.chunks_exact_mut(be));
     match t {
-        GgmlType::F32 => blocks.for_each(|(b, o)| o[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        GgmlType::F32 => {
+            blocks.for_each(|(b, o)| o[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        }
         GgmlType::F16 => blocks.for_each(|(b, o)| o[0] = h(b, 0)),
-        GgmlType::Bf16 => blocks.for_each(|(b, o)| o[0] = f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16)),
+        GgmlType::Bf16 => blocks.for_each(|(b, o)| {
+            o[0] = f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16)
+        }),
         GgmlType::Q4_0 => blocks.for_each(|(b, o)| q4_0(b, o)),
         GgmlType::Q4_1 => blocks.for_each(|(b, o)| q4_1(b, o)),
         GgmlType::Q5_0 => blocks.for_each(|(b, o)| q5_0(b, o)),
@@ -252,11 +277,23 @@ mod tests {
     #[test]
     fn length_mismatch_is_an_error() {
         let mut o = [0f32; 32];
-        assert!(matches!(dequantize(GgmlType::Q4_0, &[0u8; 17], &mut o), Err(DequantError::Length { .. })));
-        assert!(matches!(dequantize(GgmlType::Q4_0, &[0u8; 36], &mut o), Err(DequantError::Length { .. })));
-        assert!(matches!(dequantize(GgmlType::Q4K, &[0u8; 144], &mut o), Err(DequantError::Length { .. })));
+        assert!(matches!(
+            dequantize(GgmlType::Q4_0, &[0u8; 17], &mut o),
+            Err(DequantError::Length { .. })
+        ));
+        assert!(matches!(
+            dequantize(GgmlType::Q4_0, &[0u8; 36], &mut o),
+            Err(DequantError::Length { .. })
+        ));
+        assert!(matches!(
+            dequantize(GgmlType::Q4K, &[0u8; 144], &mut o),
+            Err(DequantError::Length { .. })
+        ));
         assert!(dequantize(GgmlType::Q4_0, &[], &mut []).is_ok());
-        assert_eq!(dequantize(GgmlType::Iq2Xxs, &[0u8; 66], &mut [0f32; 256]), Err(DequantError::Unsupported(GgmlType::Iq2Xxs)));
+        assert_eq!(
+            dequantize(GgmlType::Iq2Xxs, &[0u8; 66], &mut [0f32; 256]),
+            Err(DequantError::Unsupported(GgmlType::Iq2Xxs))
+        );
     }
 
     #[test]

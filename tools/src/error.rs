@@ -12,7 +12,10 @@ pub enum ConvertError {
     /// INPUT does not exist or is neither a file nor a directory.
     Input { path: PathBuf, reason: String },
     /// Reading an input file failed.
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The GGUF file is malformed.
     Gguf(GgufError),
     /// A JSON file of a Hugging Face directory is malformed or lacks a field.
@@ -24,7 +27,11 @@ pub enum ConvertError {
     /// A tensor's element type cannot be converted.
     UnsupportedDtype { tensor: String, dtype: String },
     /// A tensor's shape is not what the hyper-parameters require.
-    ShapeMismatch { tensor: String, expected: Vec<u64>, found: Vec<u64> },
+    ShapeMismatch {
+        tensor: String,
+        expected: Vec<u64>,
+        found: Vec<u64>,
+    },
     /// A required tensor is absent.
     MissingTensor { tensor: String },
     /// A tensor that pipit does not know (it would be silently ignored at run time).
@@ -34,15 +41,25 @@ pub enum ConvertError {
     /// A required metadata key is absent.
     MissingKey { key: String },
     /// A metadata value is out of range or inconsistent.
-    BadValue { key: String, value: String, reason: String },
+    BadValue {
+        key: String,
+        value: String,
+        reason: String,
+    },
     /// A feature of the input that pipit does not support.
     Unsupported { what: String },
     /// The output path cannot be written.
     OutputNotWritable { path: PathBuf, reason: String },
     /// The format crate rejected a tensor or the file (context says which).
-    Format { context: String, source: FormatError },
+    Format {
+        context: String,
+        source: FormatError,
+    },
     /// A tensor's data could not be dequantized.
-    Dequant { tensor: String, source: DequantError },
+    Dequant {
+        tensor: String,
+        source: DequantError,
+    },
 }
 
 impl fmt::Display for ConvertError {

@@ -50,17 +50,34 @@ pub enum GgufError {
     /// The same tensor name appears twice.
     DuplicateTensor(String),
     /// A key with a value of the wrong type for its meaning.
-    WrongType { key: String, expected: &'static str, found: String },
+    WrongType {
+        key: String,
+        expected: &'static str,
+        found: String,
+    },
     /// `general.alignment` is zero, not a power of two, or too large.
     BadAlignment(u64),
     /// A tensor type code that ggml does not define.
     UnknownTensorType { tensor: String, code: u32 },
     /// A tensor with a bad shape (zero dims, zero extent, rows not whole blocks).
-    BadShape { tensor: String, dims: Vec<u64>, reason: String },
+    BadShape {
+        tensor: String,
+        dims: Vec<u64>,
+        reason: String,
+    },
     /// A tensor whose data offset is not aligned.
-    Misaligned { tensor: String, offset: u64, alignment: u64 },
+    Misaligned {
+        tensor: String,
+        offset: u64,
+        alignment: u64,
+    },
     /// A tensor whose data lies (partly) outside the file.
-    OutOfBounds { tensor: String, offset: u64, size: u64, file_len: u64 },
+    OutOfBounds {
+        tensor: String,
+        offset: u64,
+        size: u64,
+        file_len: u64,
+    },
     /// Two tensors whose data overlap.
     Overlap { first: String, second: String },
     /// Size arithmetic overflowed while computing `what`.
@@ -388,7 +405,10 @@ impl Array {
             Array::I16(v) => v.iter().map(|&x| i64::from(x)).collect(),
             Array::U32(v) => v.iter().map(|&x| i64::from(x)).collect(),
             Array::I32(v) => v.iter().map(|&x| i64::from(x)).collect(),
-            Array::U64(v) => v.iter().map(|&x| i64::try_from(x).ok()).collect::<Option<_>>()?,
+            Array::U64(v) => v
+                .iter()
+                .map(|&x| i64::try_from(x).ok())
+                .collect::<Option<_>>()?,
             Array::I64(v) => v.clone(),
             Array::Bool(v) => v.iter().map(|&x| i64::from(x)).collect(),
             _ => return None,
@@ -500,7 +520,10 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn take(&mut self, n: u64, what: &dyn Fn() -> String) -> Result<&'a [u8], GgufError> {
-        let truncated = || GgufError::Truncated { what: what(), offset: self.pos as u64 };
+        let truncated = || GgufError::Truncated {
+            what: what(),
+            offset: self.pos as u64,
+        };
         let n = usize::try_from(n).map_err(|_| truncated())?;
         let end = self.pos.checked_add(n).ok_or_else(truncated)?;
         let s = self.b.get(self.pos..end).ok_or_else(truncated)?;
@@ -536,12 +559,26 @@ impl<'a> Cursor<'a> {
 
 /// Checks an element count read from the file against the bytes left (each element needs
 /// at least `min_bytes`), so that a huge count fails before any allocation.
-fn check_count(c: &Cursor, field: &dyn Fn() -> String, count: u64, min_bytes: u64) -> Result<usize, GgufError> {
-    let need = count.checked_mul(min_bytes).ok_or_else(|| GgufError::Overflow { what: field() })?;
+fn check_count(
+    c: &Cursor,
+    field: &dyn Fn() -> String,
+    count: u64,
+    min_bytes: u64,
+) -> Result<usize, GgufError> {
+    let need = count
+        .checked_mul(min_bytes)
+        .ok_or_else(|| GgufError::Overflow { what: field() })?;
     if need > c.remaining() {
-        return Err(GgufError::Truncated { what: format!("{} ({count} elements)", field()), offset: c.pos as u64 });
+        return Err(GgufError::Truncated {
+            what: format!("{} ({count} elements)", field()),
+            offset: c.pos as u64,
+        });
     }
-    usize::try_from(count).map_err(|_| GgufError::TooLarge { field: field(), value: count, max: usize::MAX as u64 })
+    usize::try_from(count).map_err(|_| GgufError::TooLarge {
+        field: field(),
+        value: count,
+        max: usize::MAX as u64,
+    })
 }
 
 macro_rules! read_prims {
@@ -584,7 +621,12 @@ fn read_value(c: &mut Cursor, key: &str, code: u32, depth: u32) -> Result<Value,
         10 => Value::U64(u64::from_le_bytes(c.arr(&what)?)),
         11 => Value::I64(i64::from_le_bytes(c.arr(&what)?)),
         12 => Value::F64(f64::from_le_bytes(c.arr(&what)?)),
-        _ => return Err(GgufError::BadValueType { key: key.to_string(), code }),
+        _ => {
+            return Err(GgufError::BadValueType {
+                key: key.to_string(),
+                code,
+            })
+        }
     })
 }
 
@@ -592,7 +634,10 @@ fn read_bool(c: &mut Cursor, key: &str) -> Result<bool, GgufError> {
     match c.arr::<1>(&|| format!("value of key {key:?}"))?[0] {
         0 => Ok(false),
         1 => Ok(true),
-        v => Err(GgufError::BadBool { key: key.to_string(), value: v }),
+        v => Err(GgufError::BadBool {
+            key: key.to_string(),
+            value: v,
+        }),
     }
 }
 
@@ -606,7 +651,10 @@ fn read_array(c: &mut Cursor, key: &str, depth: u32) -> Result<Array, GgufError>
     }
     let et = c.u32(&|| format!("array element type of key {key:?}"))?;
     let n = c.u64(&|| format!("array length of key {key:?}"))?;
-    let min = value_size(et).ok_or_else(|| GgufError::BadValueType { key: key.to_string(), code: et })?;
+    let min = value_size(et).ok_or_else(|| GgufError::BadValueType {
+        key: key.to_string(),
+        code: et,
+    })?;
     let field = || format!("array of key {key:?}");
     let n = check_count(c, &field, n, min)?;
     Ok(match et {
@@ -617,7 +665,11 @@ fn read_array(c: &mut Cursor, key: &str, depth: u32) -> Result<Array, GgufError>
         4 => Array::U32(read_prims!(c, n, &field, u32, 4)),
         5 => Array::I32(read_prims!(c, n, &field, i32, 4)),
         6 => Array::F32(read_prims!(c, n, &field, f32, 4)),
-        7 => Array::Bool((0..n).map(|_| read_bool(c, key)).collect::<Result<_, _>>()?),
+        7 => Array::Bool(
+            (0..n)
+                .map(|_| read_bool(c, key))
+                .collect::<Result<_, _>>()?,
+        ),
         8 => {
             let mut v = Vec::with_capacity(n);
             for i in 0..n {
@@ -635,7 +687,12 @@ fn read_array(c: &mut Cursor, key: &str, depth: u32) -> Result<Array, GgufError>
         10 => Array::U64(read_prims!(c, n, &field, u64, 8)),
         11 => Array::I64(read_prims!(c, n, &field, i64, 8)),
         12 => Array::F64(read_prims!(c, n, &field, f64, 8)),
-        _ => return Err(GgufError::BadValueType { key: key.to_string(), code: et }),
+        _ => {
+            return Err(GgufError::BadValueType {
+                key: key.to_string(),
+                code: et,
+            })
+        }
     })
 }
 
@@ -655,10 +712,18 @@ impl<'a> Gguf<'a> {
         let n_tensors = c.u64(&|| "tensor count".into())?;
         let n_kv = c.u64(&|| "key/value count".into())?;
         if n_tensors > MAX_TENSORS {
-            return Err(GgufError::TooLarge { field: "tensor count".into(), value: n_tensors, max: MAX_TENSORS });
+            return Err(GgufError::TooLarge {
+                field: "tensor count".into(),
+                value: n_tensors,
+                max: MAX_TENSORS,
+            });
         }
         if n_kv > MAX_KV {
-            return Err(GgufError::TooLarge { field: "key/value count".into(), value: n_kv, max: MAX_KV });
+            return Err(GgufError::TooLarge {
+                field: "key/value count".into(),
+                value: n_kv,
+                max: MAX_KV,
+            });
         }
         // A key/value pair needs at least 8 (key length) + 4 (type) + 1 bytes.
         let n_kv = check_count(&c, &|| "key/value pairs".into(), n_kv, 13)?;
@@ -678,7 +743,11 @@ impl<'a> Gguf<'a> {
             None => DEFAULT_ALIGNMENT,
             Some((_, Value::U32(a))) => u64::from(*a),
             Some((k, v)) => {
-                return Err(GgufError::WrongType { key: k.clone(), expected: "u32", found: v.type_name() })
+                return Err(GgufError::WrongType {
+                    key: k.clone(),
+                    expected: "u32",
+                    found: v.type_name(),
+                })
             }
         };
         if alignment == 0 || !alignment.is_power_of_two() || alignment > MAX_ALIGNMENT {
@@ -711,42 +780,74 @@ impl<'a> Gguf<'a> {
         let end_of_infos = c.pos as u64;
         let data_offset = end_of_infos
             .checked_next_multiple_of(alignment)
-            .ok_or_else(|| GgufError::Overflow { what: "data section offset".into() })?;
+            .ok_or_else(|| GgufError::Overflow {
+                what: "data section offset".into(),
+            })?;
         let file_len = bytes.len() as u64;
         let mut tensors = Vec::with_capacity(raw.len());
         for (name, dims, code, rel) in raw {
-            let ggml_type = GgmlType::from_code(code).ok_or(GgufError::UnknownTensorType { tensor: name.clone(), code })?;
+            let ggml_type = GgmlType::from_code(code).ok_or(GgufError::UnknownTensorType {
+                tensor: name.clone(),
+                code,
+            })?;
             if dims.contains(&0) {
-                return Err(GgufError::BadShape { tensor: name, dims, reason: "a dimension is 0".into() });
+                return Err(GgufError::BadShape {
+                    tensor: name,
+                    dims,
+                    reason: "a dimension is 0".into(),
+                });
             }
             let mut n_elems: u64 = 1;
             for &d in &dims {
-                n_elems = n_elems
-                    .checked_mul(d)
-                    .ok_or_else(|| GgufError::Overflow { what: format!("element count of tensor {name:?}") })?;
+                n_elems = n_elems.checked_mul(d).ok_or_else(|| GgufError::Overflow {
+                    what: format!("element count of tensor {name:?}"),
+                })?;
             }
             let (be, _) = ggml_type.block();
             if dims[0] % be != 0 {
                 return Err(GgufError::BadShape {
                     tensor: name,
                     dims,
-                    reason: format!("innermost dimension is not a multiple of the {ggml_type} block size {be}"),
+                    reason: format!(
+                        "innermost dimension is not a multiple of the {ggml_type} block size {be}"
+                    ),
                 });
             }
             let size = ggml_type
                 .bytes_for(n_elems)
-                .ok_or_else(|| GgufError::Overflow { what: format!("byte size of tensor {name:?}") })?;
+                .ok_or_else(|| GgufError::Overflow {
+                    what: format!("byte size of tensor {name:?}"),
+                })?;
             if rel % alignment != 0 {
-                return Err(GgufError::Misaligned { tensor: name, offset: rel, alignment });
+                return Err(GgufError::Misaligned {
+                    tensor: name,
+                    offset: rel,
+                    alignment,
+                });
             }
             let offset = data_offset
                 .checked_add(rel)
-                .ok_or_else(|| GgufError::Overflow { what: format!("offset of tensor {name:?}") })?;
+                .ok_or_else(|| GgufError::Overflow {
+                    what: format!("offset of tensor {name:?}"),
+                })?;
             match offset.checked_add(size) {
                 Some(end) if end <= file_len => {}
-                _ => return Err(GgufError::OutOfBounds { tensor: name, offset, size, file_len }),
+                _ => {
+                    return Err(GgufError::OutOfBounds {
+                        tensor: name,
+                        offset,
+                        size,
+                        file_len,
+                    })
+                }
             }
-            tensors.push(TensorInfo { name, dims, ggml_type, offset, size });
+            tensors.push(TensorInfo {
+                name,
+                dims,
+                ggml_type,
+                offset,
+                size,
+            });
         }
 
         let mut order: Vec<usize> = (0..tensors.len()).collect();
@@ -755,11 +856,21 @@ impl<'a> Gguf<'a> {
             let (a, b) = (&tensors[w[0]], &tensors[w[1]]);
             // a.offset + a.size was checked above not to overflow.
             if a.offset + a.size > b.offset {
-                return Err(GgufError::Overlap { first: a.name.clone(), second: b.name.clone() });
+                return Err(GgufError::Overlap {
+                    first: a.name.clone(),
+                    second: b.name.clone(),
+                });
             }
         }
 
-        Ok(Gguf { version, kv, tensors, alignment, data_offset, bytes })
+        Ok(Gguf {
+            version,
+            kv,
+            tensors,
+            alignment,
+            data_offset,
+            bytes,
+        })
     }
 
     /// The value of `key`, if present.
@@ -781,7 +892,11 @@ impl<'a> Gguf<'a> {
     }
 
     fn wrong(&self, key: &str, expected: &'static str, v: &Value) -> GgufError {
-        GgufError::WrongType { key: key.to_string(), expected, found: v.type_name() }
+        GgufError::WrongType {
+            key: key.to_string(),
+            expected,
+            found: v.type_name(),
+        }
     }
 
     /// An unsigned integer key (any integer type whose value fits in u32).

@@ -33,12 +33,18 @@ fn arch_map(arch: &str) -> Option<(&'static str, &'static str)> {
 }
 
 fn req<T>(v: std::result::Result<Option<T>, GgufError>, key: &str) -> Result<T> {
-    v?.ok_or_else(|| ConvertError::MissingKey { key: key.to_string() })
+    v?.ok_or_else(|| ConvertError::MissingKey {
+        key: key.to_string(),
+    })
 }
 
 fn positive(key: &str, v: u32) -> Result<u32> {
     if v == 0 {
-        return Err(ConvertError::BadValue { key: key.into(), value: "0".into(), reason: "must be positive".into() });
+        return Err(ConvertError::BadValue {
+            key: key.into(),
+            value: "0".into(),
+            reason: "must be positive".into(),
+        });
     }
     Ok(v)
 }
@@ -47,7 +53,9 @@ fn positive(key: &str, v: u32) -> Result<u32> {
 pub fn build<'a>(g: &Gguf<'a>, file_name: &str) -> Result<Source<'a>> {
     let arch = req(g.get_str("general.architecture"), "general.architecture")?;
     let (pipit_arch, rope_pairs) =
-        arch_map(arch).ok_or_else(|| ConvertError::UnknownArchitecture { found: arch.to_string() })?;
+        arch_map(arch).ok_or_else(|| ConvertError::UnknownArchitecture {
+            found: arch.to_string(),
+        })?;
     let gemma = pipit_arch == "gemma3";
     let k = |s: &str| format!("{arch}.{s}");
     let u = |s: &str| -> Result<u32> { positive(&k(s), req(g.get_u32(&k(s)), &k(s))?) };
@@ -63,7 +71,10 @@ pub fn build<'a>(g: &Gguf<'a>, file_name: &str) -> Result<Source<'a>> {
     }
     let d_model = u("embedding_length")?;
     let n_head = u("attention.head_count")?;
-    let n_kv_head = positive(&k("attention.head_count_kv"), g.get_u32(&k("attention.head_count_kv"))?.unwrap_or(n_head))?;
+    let n_kv_head = positive(
+        &k("attention.head_count_kv"),
+        g.get_u32(&k("attention.head_count_kv"))?.unwrap_or(n_head),
+    )?;
     let head_dim = match g.get_u32(&k("attention.key_length"))? {
         Some(hd) => positive(&k("attention.key_length"), hd)?,
         None if d_model % n_head == 0 => d_model / n_head,
@@ -78,7 +89,10 @@ pub fn build<'a>(g: &Gguf<'a>, file_name: &str) -> Result<Source<'a>> {
     if let Some(vl) = g.get_u32(&k("attention.value_length"))? {
         if vl != head_dim {
             return Err(ConvertError::Unsupported {
-                what: format!("{} = {vl} differs from the key length {head_dim}", k("attention.value_length")),
+                what: format!(
+                    "{} = {vl} differs from the key length {head_dim}",
+                    k("attention.value_length")
+                ),
             });
         }
     }
@@ -91,7 +105,10 @@ pub fn build<'a>(g: &Gguf<'a>, file_name: &str) -> Result<Source<'a>> {
     }
     let d_ff = u("feed_forward_length")?;
     let n_ctx = u("context_length")?;
-    let norm_eps = req(g.get_f32(&k("attention.layer_norm_rms_epsilon")), &k("attention.layer_norm_rms_epsilon"))?;
+    let norm_eps = req(
+        g.get_f32(&k("attention.layer_norm_rms_epsilon")),
+        &k("attention.layer_norm_rms_epsilon"),
+    )?;
     let rope_theta = g.get_f32(&k("rope.freq_base"))?.unwrap_or(10000.0);
     let rope_dim = g.get_u32(&k("rope.dimension_count"))?.unwrap_or(head_dim);
     if rope_dim > head_dim || rope_dim % 2 != 0 {
@@ -103,7 +120,11 @@ pub fn build<'a>(g: &Gguf<'a>, file_name: &str) -> Result<Source<'a>> {
     }
     let (rope_scaling, rope_scale) = rope_scaling(g, &k)?;
 
-    let token_embd = g.tensor("token_embd.weight").ok_or(ConvertError::MissingTensor { tensor: "token_embd.weight".into() })?;
+    let token_embd = g
+        .tensor("token_embd.weight")
+        .ok_or(ConvertError::MissingTensor {
+            tensor: "token_embd.weight".into(),
+        })?;
     let n_vocab = match token_embd.dims.as_slice() {
         [_, rows] => u32::try_from(*rows).map_err(|_| ConvertError::BadValue {
             key: "rows of token_embd.weight".into(),
@@ -122,7 +143,10 @@ pub fn build<'a>(g: &Gguf<'a>, file_name: &str) -> Result<Source<'a>> {
 
     let mut m = Metadata::new();
     m.set("general.architecture", Value::Str(pipit_arch.into()));
-    m.set("general.name", Value::Str(g.get_str("general.name")?.unwrap_or("").to_string()));
+    m.set(
+        "general.name",
+        Value::Str(g.get_str("general.name")?.unwrap_or("").to_string()),
+    );
     m.set("general.source", Value::Str(format!("gguf:{file_name}")));
     m.set("model.n_layer", Value::U32(n_layer));
     m.set("model.d_model", Value::U32(d_model));
@@ -142,9 +166,16 @@ pub fn build<'a>(g: &Gguf<'a>, file_name: &str) -> Result<Source<'a>> {
     if gemma {
         let window = u("attention.sliding_window")?;
         let layers = gemma3_sliding(g, &k, n_layer)?;
-        let qpas = if n_layer == 62 { d_model / n_head } else { head_dim };
+        let qpas = if n_layer == 62 {
+            d_model / n_head
+        } else {
+            head_dim
+        };
         m.set("model.activation", Value::Str("gelu_tanh".into()));
-        m.set("model.rope_theta_local", Value::F32(g.get_f32(&k("rope.freq_base_swa"))?.unwrap_or(10000.0)));
+        m.set(
+            "model.rope_theta_local",
+            Value::F32(g.get_f32(&k("rope.freq_base_swa"))?.unwrap_or(10000.0)),
+        );
         m.set("model.sliding_window", Value::U32(window));
         m.set("model.layer_sliding", Value::ArrU8(layers));
         m.set("model.embed_scale", Value::F32((d_model as f32).sqrt()));
@@ -152,9 +183,15 @@ pub fn build<'a>(g: &Gguf<'a>, file_name: &str) -> Result<Source<'a>> {
     } else {
         m.set("model.activation", Value::Str("silu".into()));
         m.set("model.sliding_window", Value::U32(0));
-        m.set("model.layer_sliding", Value::ArrU8(vec![0; n_layer as usize]));
+        m.set(
+            "model.layer_sliding",
+            Value::ArrU8(vec![0; n_layer as usize]),
+        );
         m.set("model.embed_scale", Value::F32(1.0));
-        m.set("model.attn_scale", Value::F32(1.0 / (head_dim as f32).sqrt()));
+        m.set(
+            "model.attn_scale",
+            Value::F32(1.0 / (head_dim as f32).sqrt()),
+        );
     }
     if let Some(c) = g.get_f32(&k("final_logit_softcapping"))? {
         if c != 0.0 {
@@ -167,7 +204,8 @@ pub fn build<'a>(g: &Gguf<'a>, file_name: &str) -> Result<Source<'a>> {
     for t in &g.tensors {
         if t.name == "rope_freqs.weight" {
             return Err(ConvertError::Unsupported {
-                what: "tensor \"rope_freqs.weight\" (Llama 3.1-style RoPE frequency scaling)".into(),
+                what: "tensor \"rope_freqs.weight\" (Llama 3.1-style RoPE frequency scaling)"
+                    .into(),
             });
         }
         let name = if let Some(base) = t.name.strip_suffix(".weight") {
@@ -175,7 +213,9 @@ pub fn build<'a>(g: &Gguf<'a>, file_name: &str) -> Result<Source<'a>> {
         } else if let Some(base) = t.name.strip_suffix(".bias") {
             format!("{base}_bias")
         } else {
-            return Err(ConvertError::UnexpectedTensor { tensor: t.name.clone() });
+            return Err(ConvertError::UnexpectedTensor {
+                tensor: t.name.clone(),
+            });
         };
         tensors.push(SrcTensor {
             name,
@@ -199,7 +239,12 @@ fn rope_scaling(g: &Gguf, k: &dyn Fn(&str) -> String) -> Result<(&'static str, f
         Some("none") => false,
         Some("linear") => true,
         Some(other) => {
-            return Err(ConvertError::Unsupported { what: format!("{} = {other:?} (only none and linear)", k("rope.scaling.type")) })
+            return Err(ConvertError::Unsupported {
+                what: format!(
+                    "{} = {other:?} (only none and linear)",
+                    k("rope.scaling.type")
+                ),
+            })
         }
     };
     if !linear {
@@ -220,20 +265,27 @@ fn gemma3_sliding(g: &Gguf, k: &dyn Fn(&str) -> String, n_layer: u32) -> Result<
     match g.get(&key) {
         None => Ok(gemma3_layer_sliding(n_layer, 6)),
         Some(crate::gguf::Value::Array(a)) => {
-            let v = a.to_i64s().filter(|v| v.len() == n_layer as usize && v.iter().all(|&x| x == 0 || x == 1));
-            v.map(|v| v.into_iter().map(|x| u8::from(x == 1)).collect()).ok_or_else(|| ConvertError::BadValue {
-                key,
-                value: format!("array of {} {}", a.len(), a.elem_type_name()),
-                reason: format!("expected {n_layer} flags of 0 or 1"),
-            })
+            let v = a
+                .to_i64s()
+                .filter(|v| v.len() == n_layer as usize && v.iter().all(|&x| x == 0 || x == 1));
+            v.map(|v| v.into_iter().map(|x| u8::from(x == 1)).collect())
+                .ok_or_else(|| ConvertError::BadValue {
+                    key,
+                    value: format!("array of {} {}", a.len(), a.elem_type_name()),
+                    reason: format!("expected {n_layer} flags of 0 or 1"),
+                })
         }
         Some(_) => Ok(gemma3_layer_sliding(n_layer, g.get_u32(&key)?.unwrap_or(6))),
     }
 }
 
 fn tokenizer(g: &Gguf, m: &mut Metadata, n_vocab: usize) -> Result<()> {
-    let missing = |what: &str| ConvertError::MissingTokenizer { what: what.to_string() };
-    let model = g.get_str("tokenizer.ggml.model")?.ok_or_else(|| missing("GGUF key tokenizer.ggml.model is absent"))?;
+    let missing = |what: &str| ConvertError::MissingTokenizer {
+        what: what.to_string(),
+    };
+    let model = g
+        .get_str("tokenizer.ggml.model")?
+        .ok_or_else(|| missing("GGUF key tokenizer.ggml.model is absent"))?;
     let kind = match model {
         "gpt2" => "bpe",
         "llama" => "spm",
@@ -264,50 +316,70 @@ fn tokenizer(g: &Gguf, m: &mut Metadata, n_vocab: usize) -> Result<()> {
     let types: Vec<u8> = match g.get_array("tokenizer.ggml.token_type")? {
         None => vec![1; n_vocab],
         Some(a) => {
-            let v = a.to_i64s().filter(|v| v.len() == n_vocab).ok_or_else(|| ConvertError::BadValue {
-                key: "tokenizer.ggml.token_type".into(),
-                value: format!("array of {} {}", a.len(), a.elem_type_name()),
-                reason: format!("expected {n_vocab} integers"),
+            let v = a.to_i64s().filter(|v| v.len() == n_vocab).ok_or_else(|| {
+                ConvertError::BadValue {
+                    key: "tokenizer.ggml.token_type".into(),
+                    value: format!("array of {} {}", a.len(), a.elem_type_name()),
+                    reason: format!("expected {n_vocab} integers"),
+                }
             })?;
             v.iter()
                 .enumerate()
                 .map(|(i, &t)| {
-                    u8::try_from(t).ok().filter(|&t| t <= 6).ok_or_else(|| ConvertError::BadValue {
-                        key: format!("tokenizer.ggml.token_type[{i}]"),
-                        value: t.to_string(),
-                        reason: "token types are 0..=6".into(),
-                    })
+                    u8::try_from(t)
+                        .ok()
+                        .filter(|&t| t <= 6)
+                        .ok_or_else(|| ConvertError::BadValue {
+                            key: format!("tokenizer.ggml.token_type[{i}]"),
+                            value: t.to_string(),
+                            reason: "token types are 0..=6".into(),
+                        })
                 })
                 .collect::<Result<_>>()?
         }
     };
     let id = |key: &str| -> Result<i32> {
-        let v = match g.get(key) {
-            None => None,
-            Some(v) => Some(v.as_i128().and_then(|x| i64::try_from(x).ok()).ok_or_else(|| ConvertError::BadValue {
-                key: key.into(),
-                value: v.type_name(),
-                reason: "expected an integer token id".into(),
-            })?),
-        };
+        let v =
+            match g.get(key) {
+                None => None,
+                Some(v) => Some(v.as_i128().and_then(|x| i64::try_from(x).ok()).ok_or_else(
+                    || ConvertError::BadValue {
+                        key: key.into(),
+                        value: v.type_name(),
+                        reason: "expected an integer token id".into(),
+                    },
+                )?),
+            };
         special_id(key, v, n_vocab)
     };
     let bos = id("tokenizer.ggml.bos_token_id")?;
     let eos = id("tokenizer.ggml.eos_token_id")?;
     let unk = id("tokenizer.ggml.unknown_token_id")?;
     let pad = id("tokenizer.ggml.padding_token_id")?;
-    let explicit: Vec<i32> = [id("tokenizer.ggml.eot_token_id")?, id("tokenizer.ggml.eom_token_id")?]
-        .into_iter()
-        .filter(|&i| i >= 0)
-        .collect();
+    let explicit: Vec<i32> = [
+        id("tokenizer.ggml.eot_token_id")?,
+        id("tokenizer.ggml.eom_token_id")?,
+    ]
+    .into_iter()
+    .filter(|&i| i >= 0)
+    .collect();
     let spm = kind == "spm";
 
     m.set("tokenizer.kind", Value::Str(kind.into()));
-    m.set("tokenizer.pre", Value::Str(g.get_str("tokenizer.ggml.pre")?.unwrap_or("default").to_string()));
+    m.set(
+        "tokenizer.pre",
+        Value::Str(
+            g.get_str("tokenizer.ggml.pre")?
+                .unwrap_or("default")
+                .to_string(),
+        ),
+    );
     m.set("tokenizer.tokens", Value::ArrStr(tokens.clone()));
     if spm {
         match g.get_array("tokenizer.ggml.scores")? {
-            Some(Array::F32(s)) if s.len() == n_vocab => m.set("tokenizer.scores", Value::ArrF32(s.clone())),
+            Some(Array::F32(s)) if s.len() == n_vocab => {
+                m.set("tokenizer.scores", Value::ArrF32(s.clone()))
+            }
             Some(a) => {
                 return Err(ConvertError::BadValue {
                     key: "tokenizer.ggml.scores".into(),
@@ -315,7 +387,9 @@ fn tokenizer(g: &Gguf, m: &mut Metadata, n_vocab: usize) -> Result<()> {
                     reason: format!("expected {n_vocab} f32"),
                 })
             }
-            None => return Err(missing("GGUF key tokenizer.ggml.scores is absent (needed by a SentencePiece vocabulary)")),
+            None => return Err(missing(
+                "GGUF key tokenizer.ggml.scores is absent (needed by a SentencePiece vocabulary)",
+            )),
         }
     }
     m.set("tokenizer.token_types", Value::ArrU8(types));
@@ -329,16 +403,32 @@ fn tokenizer(g: &Gguf, m: &mut Metadata, n_vocab: usize) -> Result<()> {
                     reason: "expected strings".into(),
                 })
             }
-            None => return Err(missing("GGUF key tokenizer.ggml.merges is absent (needed by a BPE vocabulary)")),
+            None => {
+                return Err(missing(
+                    "GGUF key tokenizer.ggml.merges is absent (needed by a BPE vocabulary)",
+                ))
+            }
         }
     }
     m.set("tokenizer.bos_id", Value::I32(bos));
     m.set("tokenizer.eos_id", Value::I32(eos));
     m.set("tokenizer.unk_id", Value::I32(unk));
     m.set("tokenizer.pad_id", Value::I32(pad));
-    m.set("tokenizer.eot_ids", Value::ArrI32(eot_ids(tokens, eos, &explicit)));
-    m.set("tokenizer.add_bos", Value::Bool(g.get_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(spm)));
-    m.set("tokenizer.add_space_prefix", Value::Bool(g.get_bool("tokenizer.ggml.add_space_prefix")?.unwrap_or(spm)));
+    m.set(
+        "tokenizer.eot_ids",
+        Value::ArrI32(eot_ids(tokens, eos, &explicit)),
+    );
+    m.set(
+        "tokenizer.add_bos",
+        Value::Bool(g.get_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(spm)),
+    );
+    m.set(
+        "tokenizer.add_space_prefix",
+        Value::Bool(
+            g.get_bool("tokenizer.ggml.add_space_prefix")?
+                .unwrap_or(spm),
+        ),
+    );
     if let Some(t) = g.get_str("tokenizer.chat_template")? {
         m.set("tokenizer.chat_template", Value::Str(t.to_string()));
     }

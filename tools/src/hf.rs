@@ -49,8 +49,14 @@ pub struct HfDir {
 }
 
 fn read_json(path: &Path) -> Result<J> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConvertError::Io { path: path.to_path_buf(), source: e })?;
-    serde_json::from_str(&text).map_err(|e| ConvertError::Json { file: path.to_path_buf(), reason: format!("invalid JSON: {e}") })
+    let text = std::fs::read_to_string(path).map_err(|e| ConvertError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    serde_json::from_str(&text).map_err(|e| ConvertError::Json {
+        file: path.to_path_buf(),
+        reason: format!("invalid JSON: {e}"),
+    })
 }
 
 impl HfDir {
@@ -60,7 +66,8 @@ impl HfDir {
         if !config_path.is_file() {
             return Err(ConvertError::Input {
                 path: dir.to_path_buf(),
-                reason: "a directory without config.json (expected a Hugging Face model directory)".into(),
+                reason: "a directory without config.json (expected a Hugging Face model directory)"
+                    .into(),
             });
         }
         let config = read_json(&config_path)?;
@@ -73,38 +80,68 @@ impl HfDir {
             } else {
                 ""
             };
-            return Err(ConvertError::MissingTokenizer { what: format!("{} not found{hint}", tok_path.display()) });
+            return Err(ConvertError::MissingTokenizer {
+                what: format!("{} not found{hint}", tok_path.display()),
+            });
         }
         let tokenizer = read_json(&tok_path)?;
         let tc_path = dir.join("tokenizer_config.json");
-        let tokenizer_config = if tc_path.is_file() { Some(read_json(&tc_path)?) } else { None };
+        let tokenizer_config = if tc_path.is_file() {
+            Some(read_json(&tc_path)?)
+        } else {
+            None
+        };
         let jinja = dir.join("chat_template.jinja");
         let chat_template_file = if jinja.is_file() {
-            Some(std::fs::read_to_string(&jinja).map_err(|e| ConvertError::Io { path: jinja.clone(), source: e })?)
+            Some(
+                std::fs::read_to_string(&jinja).map_err(|e| ConvertError::Io {
+                    path: jinja.clone(),
+                    source: e,
+                })?,
+            )
         } else {
             None
         };
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| ConvertError::Io { path: dir.to_path_buf(), source: e })?
+            .map_err(|e| ConvertError::Io {
+                path: dir.to_path_buf(),
+                source: e,
+            })?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "safetensors") && p.is_file())
             .collect();
         files.sort();
         if files.is_empty() {
-            return Err(ConvertError::Input { path: dir.to_path_buf(), reason: "no *.safetensors files".into() });
+            return Err(ConvertError::Input {
+                path: dir.to_path_buf(),
+                reason: "no *.safetensors files".into(),
+            });
         }
         let mut weights = Vec::with_capacity(files.len());
         for p in files {
-            let f = std::fs::File::open(&p).map_err(|e| ConvertError::Io { path: p.clone(), source: e })?;
+            let f = std::fs::File::open(&p).map_err(|e| ConvertError::Io {
+                path: p.clone(),
+                source: e,
+            })?;
             // SAFETY: a read-only *shared* map: its bytes alias the file, so another process
             // writing or truncating it during the conversion would change bytes behind an
             // immutable borrow or fault. The converter never writes its input and requires
             // that nobody else does meanwhile (as every mmap-based reader); all access goes
             // through bounds-checked slices after safetensors validated the header.
-            let m = unsafe { Mmap::map(&f) }.map_err(|e| ConvertError::Io { path: p.clone(), source: e })?;
+            let m = unsafe { Mmap::map(&f) }.map_err(|e| ConvertError::Io {
+                path: p.clone(),
+                source: e,
+            })?;
             weights.push((p, m));
         }
-        Ok(HfDir { dir: dir.to_path_buf(), config, tokenizer, tokenizer_config, chat_template_file, weights })
+        Ok(HfDir {
+            dir: dir.to_path_buf(),
+            config,
+            tokenizer,
+            tokenizer_config,
+            chat_template_file,
+            weights,
+        })
     }
 
     /// Total size of the safetensors files.
@@ -115,7 +152,10 @@ impl HfDir {
     /// Reads metadata, tokenizer and tensors.
     pub fn source(&self) -> Result<Source<'_>> {
         let cfg_path = self.dir.join("config.json");
-        let cfg = Cfg { j: &self.config, file: &cfg_path };
+        let cfg = Cfg {
+            j: &self.config,
+            file: &cfg_path,
+        };
         let model_type = arch_of(&self.config, &cfg_path)?;
 
         let n_layer = cfg.u32("num_hidden_layers")?;
@@ -125,26 +165,44 @@ impl HfDir {
         let head_dim = match cfg.opt_u32("head_dim")? {
             Some(h) => h,
             None if d_model % n_head == 0 => d_model / n_head,
-            None => return Err(cfg.bad("hidden_size", d_model, "not divisible by num_attention_heads")),
+            None => {
+                return Err(cfg.bad(
+                    "hidden_size",
+                    d_model,
+                    "not divisible by num_attention_heads",
+                ))
+            }
         };
         if n_kv_head == 0 || n_head % n_kv_head != 0 {
-            return Err(cfg.bad("num_key_value_heads", n_kv_head, "must divide num_attention_heads"));
+            return Err(cfg.bad(
+                "num_key_value_heads",
+                n_kv_head,
+                "must divide num_attention_heads",
+            ));
         }
         if head_dim % 2 != 0 {
             return Err(cfg.bad("head_dim", head_dim, "must be even for RoPE"));
         }
         let act = cfg.opt_str("hidden_act")?.unwrap_or("silu");
         if act != "silu" {
-            return Err(ConvertError::Unsupported { what: format!("{}: hidden_act = {act:?} (only silu)", cfg_path.display()) });
+            return Err(ConvertError::Unsupported {
+                what: format!("{}: hidden_act = {act:?} (only silu)", cfg_path.display()),
+            });
         }
         let (rope_scaling, rope_scale) = hf_rope_scaling(&cfg)?;
 
         // Tensors: the embedding's rows give n_vocab.
         let mut raw: HashMap<String, SrcTensor<'_>> = HashMap::new();
         for (path, map) in &self.weights {
-            let bad = |reason: String| ConvertError::Safetensors { file: path.clone(), reason };
-            let (n, st) = safetensors::SafeTensors::read_metadata(map).map_err(|e| bad(format!("invalid safetensors: {e:?}")))?;
-            let base = n.checked_add(8).ok_or_else(|| bad("header length overflows".into()))?;
+            let bad = |reason: String| ConvertError::Safetensors {
+                file: path.clone(),
+                reason,
+            };
+            let (n, st) = safetensors::SafeTensors::read_metadata(map)
+                .map_err(|e| bad(format!("invalid safetensors: {e:?}")))?;
+            let base = n
+                .checked_add(8)
+                .ok_or_else(|| bad("header length overflows".into()))?;
             for (name, info) in st.tensors() {
                 if name.ends_with("rotary_emb.inv_freq") {
                     continue;
@@ -153,38 +211,66 @@ impl HfDir {
                     safetensors::Dtype::F32 => GgmlType::F32,
                     safetensors::Dtype::F16 => GgmlType::F16,
                     safetensors::Dtype::BF16 => GgmlType::Bf16,
-                    d => return Err(ConvertError::UnsupportedDtype { tensor: name, dtype: format!("{d:?} (safetensors)") }),
+                    d => {
+                        return Err(ConvertError::UnsupportedDtype {
+                            tensor: name,
+                            dtype: format!("{d:?} (safetensors)"),
+                        })
+                    }
                 };
                 let (a, b) = info.data_offsets;
                 let data = base
                     .checked_add(a)
                     .zip(base.checked_add(b))
                     .and_then(|(a, b)| map.get(a..b))
-                    .ok_or_else(|| bad(format!("tensor {name:?}: data offsets {a}..{b} outside the file")))?;
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "tensor {name:?}: data offsets {a}..{b} outside the file"
+                        ))
+                    })?;
                 let shape: Vec<u64> = info.shape.iter().map(|&d| d as u64).collect();
                 let Some(pipit) = hf_name(&name) else {
                     return Err(ConvertError::UnexpectedTensor { tensor: name });
                 };
-                let t = SrcTensor { name: pipit.clone(), source_name: name.clone(), shape, ggml_type: ty, data: Cow::Borrowed(data) };
+                let t = SrcTensor {
+                    name: pipit.clone(),
+                    source_name: name.clone(),
+                    shape,
+                    ggml_type: ty,
+                    data: Cow::Borrowed(data),
+                };
                 if raw.insert(pipit, t).is_some() {
-                    return Err(bad(format!("tensor {name:?} appears in more than one file")));
+                    return Err(bad(format!(
+                        "tensor {name:?} appears in more than one file"
+                    )));
                 }
             }
         }
-        let embd = raw.get("token_embd").ok_or(ConvertError::MissingTensor { tensor: "model.embed_tokens.weight".into() })?;
+        let embd = raw.get("token_embd").ok_or(ConvertError::MissingTensor {
+            tensor: "model.embed_tokens.weight".into(),
+        })?;
         let n_vocab = match embd.shape.as_slice() {
-            [rows, _] => u32::try_from(*rows).map_err(|_| cfg.bad("vocab_size", rows, "too large"))?,
+            [rows, _] => {
+                u32::try_from(*rows).map_err(|_| cfg.bad("vocab_size", rows, "too large"))?
+            }
             s => {
                 return Err(ConvertError::ShapeMismatch {
                     tensor: embd.source_name.clone(),
-                    expected: vec![u64::from(cfg.opt_u32("vocab_size")?.unwrap_or(0)), u64::from(d_model)],
+                    expected: vec![
+                        u64::from(cfg.opt_u32("vocab_size")?.unwrap_or(0)),
+                        u64::from(d_model),
+                    ],
                     found: s.to_vec(),
                 })
             }
         };
         if let Some(v) = cfg.opt_u32("vocab_size")? {
             if v != n_vocab {
-                return Err(cfg.bad("vocab_size", v, &format!("model.embed_tokens.weight has {n_vocab} rows")));
+                return Err(cfg.bad(
+                    "vocab_size",
+                    v,
+                    &format!("model.embed_tokens.weight has {n_vocab} rows"),
+                ));
             }
         }
         let tied = match cfg.opt_bool("tie_word_embeddings")? {
@@ -193,14 +279,20 @@ impl HfDir {
                 true
             }
             Some(false) if !raw.contains_key("output") => {
-                return Err(ConvertError::MissingTensor { tensor: "lm_head.weight (tie_word_embeddings is false)".into() })
+                return Err(ConvertError::MissingTensor {
+                    tensor: "lm_head.weight (tie_word_embeddings is false)".into(),
+                })
             }
             _ => !raw.contains_key("output"),
         };
         let (window, layers) = sliding(&cfg, model_type, n_layer)?;
 
         let mut m = Metadata::new();
-        let name = self.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = self
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         m.set("general.architecture", Value::Str("llama".into()));
         m.set("general.name", Value::Str(name.clone()));
         m.set("general.source", Value::Str(format!("hf:{name}")));
@@ -211,9 +303,15 @@ impl HfDir {
         m.set("model.head_dim", Value::U32(head_dim));
         m.set("model.d_ff", Value::U32(cfg.u32("intermediate_size")?));
         m.set("model.n_vocab", Value::U32(n_vocab));
-        m.set("model.n_ctx_train", Value::U32(cfg.u32("max_position_embeddings")?));
+        m.set(
+            "model.n_ctx_train",
+            Value::U32(cfg.u32("max_position_embeddings")?),
+        );
         m.set("model.norm_eps", Value::F32(cfg.f32("rms_norm_eps")?));
-        m.set("model.rope_theta", Value::F32(cfg.opt_f32("rope_theta")?.unwrap_or(10000.0)));
+        m.set(
+            "model.rope_theta",
+            Value::F32(cfg.opt_f32("rope_theta")?.unwrap_or(10000.0)),
+        );
         m.set("model.rope_dim", Value::U32(head_dim));
         m.set("model.rope_scaling", Value::Str(rope_scaling.into()));
         m.set("model.rope_scale", Value::F32(rope_scale));
@@ -223,14 +321,19 @@ impl HfDir {
         m.set("model.sliding_window", Value::U32(window));
         m.set("model.layer_sliding", Value::ArrU8(layers));
         m.set("model.embed_scale", Value::F32(1.0));
-        m.set("model.attn_scale", Value::F32(1.0 / (head_dim as f32).sqrt()));
+        m.set(
+            "model.attn_scale",
+            Value::F32(1.0 / (head_dim as f32).sqrt()),
+        );
         self.tokenizer_meta(&mut m, &cfg, model_type, n_vocab as usize)?;
 
         let mut names: Vec<String> = raw.keys().cloned().collect();
         names.sort();
         let mut tensors = Vec::with_capacity(names.len());
         for pipit in names {
-            let Some(mut t) = raw.remove(&pipit) else { continue };
+            let Some(mut t) = raw.remove(&pipit) else {
+                continue;
+            };
             let heads = match pipit.rsplit('.').next() {
                 Some("attn_q" | "attn_q_bias") => Some(n_head),
                 Some("attn_k" | "attn_k_bias") => Some(n_kv_head),
@@ -245,36 +348,62 @@ impl HfDir {
         Ok(Source { meta: m, tensors })
     }
 
-    fn tokenizer_meta(&self, m: &mut Metadata, cfg: &Cfg, model_type: &str, n_vocab: usize) -> Result<()> {
+    fn tokenizer_meta(
+        &self,
+        m: &mut Metadata,
+        cfg: &Cfg,
+        model_type: &str,
+        n_vocab: usize,
+    ) -> Result<()> {
         let tok_path = self.dir.join("tokenizer.json");
-        let tj = Cfg { j: &self.tokenizer, file: &tok_path };
-        let model = self.tokenizer.get("model").filter(|v| v.is_object()).ok_or_else(|| tj.missing("model"))?;
+        let tj = Cfg {
+            j: &self.tokenizer,
+            file: &tok_path,
+        };
+        let model = self
+            .tokenizer
+            .get("model")
+            .filter(|v| v.is_object())
+            .ok_or_else(|| tj.missing("model"))?;
         let mtype = model.get("type").and_then(J::as_str).unwrap_or("");
         if mtype != "BPE" {
-            return Err(ConvertError::Unsupported { what: format!("{}: model type {mtype:?} (only BPE)", tok_path.display()) });
+            return Err(ConvertError::Unsupported {
+                what: format!("{}: model type {mtype:?} (only BPE)", tok_path.display()),
+            });
         }
         let byte_level = has_type(self.tokenizer.get("pre_tokenizer"), "ByteLevel")
             || has_type(self.tokenizer.get("decoder"), "ByteLevel");
-        let byte_fallback = model.get("byte_fallback").and_then(J::as_bool).unwrap_or(false);
+        let byte_fallback = model
+            .get("byte_fallback")
+            .and_then(J::as_bool)
+            .unwrap_or(false);
         let spm = !byte_level && byte_fallback;
         if !byte_level && !byte_fallback {
             return Err(ConvertError::Unsupported {
-                what: format!("{}: a BPE tokenizer that is neither byte-level nor byte-fallback", tok_path.display()),
+                what: format!(
+                    "{}: a BPE tokenizer that is neither byte-level nor byte-fallback",
+                    tok_path.display()
+                ),
             });
         }
 
         // Vocabulary: model.vocab plus added_tokens, dense up to n_vocab.
-        let vocab = model.get("vocab").and_then(J::as_object).ok_or_else(|| tj.missing("model.vocab"))?;
+        let vocab = model
+            .get("vocab")
+            .and_then(J::as_object)
+            .ok_or_else(|| tj.missing("model.vocab"))?;
         let mut tokens: Vec<Option<String>> = vec![None; n_vocab];
         let mut types = vec![1u8; n_vocab];
         let put = |text: &str, id: &J, tokens: &mut Vec<Option<String>>| -> Result<usize> {
-            let id = id.as_u64().and_then(|i| usize::try_from(i).ok()).filter(|&i| i < n_vocab).ok_or_else(|| {
-                ConvertError::BadValue {
+            let id = id
+                .as_u64()
+                .and_then(|i| usize::try_from(i).ok())
+                .filter(|&i| i < n_vocab)
+                .ok_or_else(|| ConvertError::BadValue {
                     key: format!("{}: id of token {text:?}", tok_path.display()),
                     value: id.to_string(),
                     reason: format!("outside the embedding's {n_vocab} rows"),
-                }
-            })?;
+                })?;
             match &tokens[id] {
                 Some(t) if t != text => Err(ConvertError::BadValue {
                     key: format!("{}: id {id}", tok_path.display()),
@@ -290,11 +419,23 @@ impl HfDir {
         for (text, id) in vocab {
             put(text, id, &mut tokens)?;
         }
-        let added = self.tokenizer.get("added_tokens").and_then(J::as_array).cloned().unwrap_or_default();
+        let added = self
+            .tokenizer
+            .get("added_tokens")
+            .and_then(J::as_array)
+            .cloned()
+            .unwrap_or_default();
         for a in &added {
-            let text = a.get("content").and_then(J::as_str).ok_or_else(|| tj.missing("added_tokens[].content"))?;
+            let text = a
+                .get("content")
+                .and_then(J::as_str)
+                .ok_or_else(|| tj.missing("added_tokens[].content"))?;
             let id = put(text, a.get("id").unwrap_or(&J::Null), &mut tokens)?;
-            types[id] = if a.get("special").and_then(J::as_bool).unwrap_or(false) { 3 } else { 4 };
+            types[id] = if a.get("special").and_then(J::as_bool).unwrap_or(false) {
+                3
+            } else {
+                4
+            };
         }
         let tokens: Vec<String> = tokens
             .into_iter()
@@ -306,7 +447,11 @@ impl HfDir {
                 })
             })
             .collect();
-        let id_of: HashMap<&str, usize> = tokens.iter().enumerate().map(|(i, t)| (t.as_str(), i)).collect();
+        let id_of: HashMap<&str, usize> = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.as_str(), i))
+            .collect();
         let model_unk = model.get("unk_token").and_then(J::as_str);
         if spm {
             for (i, t) in tokens.iter().enumerate() {
@@ -325,11 +470,13 @@ impl HfDir {
         let tc = self.tokenizer_config.as_ref();
         let lookup = |field: &str, id_key: &str| -> Result<Option<i64>> {
             if let Some(text) = tc.and_then(|c| token_text(c.get(field))) {
-                let id = id_of.get(text.as_str()).ok_or_else(|| ConvertError::BadValue {
-                    key: format!("tokenizer_config.json: {field}"),
-                    value: format!("{text:?}"),
-                    reason: "not a token of tokenizer.json".into(),
-                })?;
+                let id = id_of
+                    .get(text.as_str())
+                    .ok_or_else(|| ConvertError::BadValue {
+                        key: format!("tokenizer_config.json: {field}"),
+                        value: format!("{text:?}"),
+                        reason: "not a token of tokenizer.json".into(),
+                    })?;
                 return Ok(Some(*id as i64));
             }
             Ok(match cfg.j.get(id_key) {
@@ -342,7 +489,11 @@ impl HfDir {
         let eos = special_id("eos_id", lookup("eos_token", "eos_token_id")?, n_vocab)?;
         let unk = match lookup("unk_token", "unk_token_id")? {
             Some(u) => special_id("unk_id", Some(u), n_vocab)?,
-            None => special_id("unk_id", model_unk.and_then(|u| id_of.get(u)).map(|&i| i as i64), n_vocab)?,
+            None => special_id(
+                "unk_id",
+                model_unk.and_then(|u| id_of.get(u)).map(|&i| i as i64),
+                n_vocab,
+            )?,
         };
         let pad = special_id("pad_id", lookup("pad_token", "pad_token_id")?, n_vocab)?;
         let mut explicit = Vec::new();
@@ -356,17 +507,31 @@ impl HfDir {
             Some(b) => b,
             None => template_adds_special(self.tokenizer.get("post_processor")).unwrap_or(spm),
         };
-        let pre = if spm { "default" } else { bpe_pre(&self.tokenizer, model_type) };
+        let pre = if spm {
+            "default"
+        } else {
+            bpe_pre(&self.tokenizer, model_type)
+        };
         let chat_template = match tc.and_then(|c| c.get("chat_template")) {
             Some(J::String(s)) => Some(s.clone()),
             Some(J::Array(list)) => {
-                let named = |n: &str| list.iter().find(|t| t.get("name").and_then(J::as_str) == Some(n));
-                named("default").or(list.first()).and_then(|t| t.get("template")).and_then(J::as_str).map(str::to_string)
+                let named = |n: &str| {
+                    list.iter()
+                        .find(|t| t.get("name").and_then(J::as_str) == Some(n))
+                };
+                named("default")
+                    .or(list.first())
+                    .and_then(|t| t.get("template"))
+                    .and_then(J::as_str)
+                    .map(str::to_string)
             }
             _ => self.chat_template_file.clone(),
         };
 
-        m.set("tokenizer.kind", Value::Str(if spm { "spm" } else { "bpe" }.into()));
+        m.set(
+            "tokenizer.kind",
+            Value::Str(if spm { "spm" } else { "bpe" }.into()),
+        );
         m.set("tokenizer.pre", Value::Str(pre.into()));
         if spm {
             let mut scores = vec![-1e9f32; n_vocab];
@@ -390,9 +555,15 @@ impl HfDir {
         m.set("tokenizer.eos_id", Value::I32(eos));
         m.set("tokenizer.unk_id", Value::I32(unk));
         m.set("tokenizer.pad_id", Value::I32(pad));
-        m.set("tokenizer.eot_ids", Value::ArrI32(eot_ids(&tokens, eos, &explicit)));
+        m.set(
+            "tokenizer.eot_ids",
+            Value::ArrI32(eot_ids(&tokens, eos, &explicit)),
+        );
         m.set("tokenizer.add_bos", Value::Bool(add_bos));
-        m.set("tokenizer.add_space_prefix", Value::Bool(spm && adds_space_prefix(&self.tokenizer)));
+        m.set(
+            "tokenizer.add_space_prefix",
+            Value::Bool(spm && adds_space_prefix(&self.tokenizer)),
+        );
         if let Some(t) = chat_template {
             m.set("tokenizer.chat_template", Value::Str(t));
         }
@@ -415,7 +586,9 @@ fn arch_of<'j>(config: &'j J, path: &Path) -> Result<&'j str> {
     };
     match mt {
         Some(t @ ("llama" | "mistral" | "qwen2")) => Ok(t),
-        Some(_) | None => Err(ConvertError::UnknownArchitecture { found: format!("{found} (model_type in {})", path.display()) }),
+        Some(_) | None => Err(ConvertError::UnknownArchitecture {
+            found: format!("{found} (model_type in {})", path.display()),
+        }),
     }
 }
 
@@ -455,15 +628,26 @@ struct Cfg<'a> {
 
 impl Cfg<'_> {
     fn missing(&self, key: &str) -> ConvertError {
-        ConvertError::Json { file: self.file.to_path_buf(), reason: format!("required field {key:?} is missing") }
+        ConvertError::Json {
+            file: self.file.to_path_buf(),
+            reason: format!("required field {key:?} is missing"),
+        }
     }
     fn bad(&self, key: &str, v: impl std::fmt::Display, reason: &str) -> ConvertError {
-        ConvertError::BadValue { key: format!("{}: {key}", self.file.display()), value: v.to_string(), reason: reason.into() }
+        ConvertError::BadValue {
+            key: format!("{}: {key}", self.file.display()),
+            value: v.to_string(),
+            reason: reason.into(),
+        }
     }
     fn opt_u32(&self, key: &str) -> Result<Option<u32>> {
         match self.j.get(key) {
             None | Some(J::Null) => Ok(None),
-            Some(v) => match v.as_u64().and_then(|x| u32::try_from(x).ok()).filter(|&x| x > 0) {
+            Some(v) => match v
+                .as_u64()
+                .and_then(|x| u32::try_from(x).ok())
+                .filter(|&x| x > 0)
+            {
                 Some(x) => Ok(Some(x)),
                 None => Err(self.bad(key, v, "expected a positive integer")),
             },
@@ -475,7 +659,10 @@ impl Cfg<'_> {
     fn opt_f32(&self, key: &str) -> Result<Option<f32>> {
         match self.j.get(key) {
             None | Some(J::Null) => Ok(None),
-            Some(v) => v.as_f64().map(|x| Some(x as f32)).ok_or_else(|| self.bad(key, v, "expected a number")),
+            Some(v) => v
+                .as_f64()
+                .map(|x| Some(x as f32))
+                .ok_or_else(|| self.bad(key, v, "expected a number")),
         }
     }
     fn f32(&self, key: &str) -> Result<f32> {
@@ -484,13 +671,19 @@ impl Cfg<'_> {
     fn opt_bool(&self, key: &str) -> Result<Option<bool>> {
         match self.j.get(key) {
             None | Some(J::Null) => Ok(None),
-            Some(v) => v.as_bool().map(Some).ok_or_else(|| self.bad(key, v, "expected true or false")),
+            Some(v) => v
+                .as_bool()
+                .map(Some)
+                .ok_or_else(|| self.bad(key, v, "expected true or false")),
         }
     }
     fn opt_str(&self, key: &str) -> Result<Option<&str>> {
         match self.j.get(key) {
             None | Some(J::Null) => Ok(None),
-            Some(v) => v.as_str().map(Some).ok_or_else(|| self.bad(key, v, "expected a string")),
+            Some(v) => v
+                .as_str()
+                .map(Some)
+                .ok_or_else(|| self.bad(key, v, "expected a string")),
         }
     }
 }
@@ -500,15 +693,26 @@ fn hf_rope_scaling(cfg: &Cfg) -> Result<(&'static str, f32)> {
         None | Some(J::Null) => return Ok(("none", 1.0)),
         Some(rs) => rs,
     };
-    let kind = rs.get("rope_type").or_else(|| rs.get("type")).and_then(J::as_str).unwrap_or("");
+    let kind = rs
+        .get("rope_type")
+        .or_else(|| rs.get("type"))
+        .and_then(J::as_str)
+        .unwrap_or("");
     match kind {
         "default" => Ok(("none", 1.0)),
         "linear" => match rs.get("factor").and_then(J::as_f64) {
             Some(f) if f.is_finite() && f > 0.0 => Ok(("linear", f as f32)),
-            _ => Err(cfg.bad("rope_scaling.factor", rs, "linear RoPE scaling needs a positive factor")),
+            _ => Err(cfg.bad(
+                "rope_scaling.factor",
+                rs,
+                "linear RoPE scaling needs a positive factor",
+            )),
         },
         other => Err(ConvertError::Unsupported {
-            what: format!("{}: rope_scaling type {other:?} (only linear)", cfg.file.display()),
+            what: format!(
+                "{}: rope_scaling type {other:?} (only linear)",
+                cfg.file.display()
+            ),
         }),
     }
 }
@@ -540,17 +744,24 @@ fn token_text(v: Option<&J>) -> Option<String> {
 }
 
 fn is_byte_token(t: &str) -> bool {
-    t.len() == 6 && t.starts_with("<0x") && t.ends_with('>') && t[3..5].chars().all(|c| c.is_ascii_hexdigit())
+    t.len() == 6
+        && t.starts_with("<0x")
+        && t.ends_with('>')
+        && t[3..5].chars().all(|c| c.is_ascii_hexdigit())
 }
 
 /// True when `v` (a pre-tokenizer, decoder, ..) is or contains (in a Sequence) type `ty`.
 fn has_type(v: Option<&J>, ty: &str) -> bool {
-    find_all(v).iter().any(|x| x.get("type").and_then(J::as_str) == Some(ty))
+    find_all(v)
+        .iter()
+        .any(|x| x.get("type").and_then(J::as_str) == Some(ty))
 }
 
 /// `v` itself, or the members of a Sequence (`pretokenizers`, `decoders`, `normalizers`, ..).
 fn find_all(v: Option<&J>) -> Vec<&J> {
-    let Some(v) = v.filter(|v| v.is_object()) else { return vec![] };
+    let Some(v) = v.filter(|v| v.is_object()) else {
+        return vec![];
+    };
     if v.get("type").and_then(J::as_str) == Some("Sequence") {
         for key in ["pretokenizers", "decoders", "normalizers", "processors"] {
             if let Some(a) = v.get(key).and_then(J::as_array) {
@@ -562,14 +773,21 @@ fn find_all(v: Option<&J>) -> Vec<&J> {
 }
 
 fn parse_merges(v: Option<&J>, file: &Path) -> Result<Vec<String>> {
-    let bad = |i: usize| ConvertError::Json { file: file.to_path_buf(), reason: format!("model.merges[{i}] is neither \"a b\" nor [\"a\", \"b\"]") };
-    let Some(list) = v.and_then(J::as_array) else { return Ok(vec![]) };
+    let bad = |i: usize| ConvertError::Json {
+        file: file.to_path_buf(),
+        reason: format!("model.merges[{i}] is neither \"a b\" nor [\"a\", \"b\"]"),
+    };
+    let Some(list) = v.and_then(J::as_array) else {
+        return Ok(vec![]);
+    };
     list.iter()
         .enumerate()
         .map(|(i, m)| match m {
             J::String(s) if s.split(' ').count() == 2 => Ok(s.clone()),
             J::Array(p) if p.len() == 2 => match (p[0].as_str(), p[1].as_str()) {
-                (Some(a), Some(b)) if !a.contains(' ') && !b.contains(' ') => Ok(format!("{a} {b}")),
+                (Some(a), Some(b)) if !a.contains(' ') && !b.contains(' ') => {
+                    Ok(format!("{a} {b}"))
+                }
                 _ => Err(bad(i)),
             },
             _ => Err(bad(i)),
@@ -578,7 +796,9 @@ fn parse_merges(v: Option<&J>, file: &Path) -> Result<Vec<String>> {
 }
 
 fn template_adds_special(pp: Option<&J>) -> Option<bool> {
-    let tp = find_all(pp).into_iter().find(|x| x.get("type").and_then(J::as_str) == Some("TemplateProcessing"))?;
+    let tp = find_all(pp)
+        .into_iter()
+        .find(|x| x.get("type").and_then(J::as_str) == Some("TemplateProcessing"))?;
     let first = tp.get("single")?.as_array()?.first()?;
     Some(first.get("SpecialToken").is_some())
 }
@@ -592,30 +812,43 @@ fn bpe_pre(tok: &J, model_type: &str) -> &'static str {
     let regex = parts
         .iter()
         .filter(|x| ty(x) == "Split")
-        .filter_map(|x| x.get("pattern").and_then(|p| p.get("Regex")).and_then(J::as_str))
+        .filter_map(|x| {
+            x.get("pattern")
+                .and_then(|p| p.get("Regex"))
+                .and_then(J::as_str)
+        })
         .collect::<String>();
     if regex.contains("\\p{N}{1,3}") {
         return "llama3";
     }
-    let digits = parts.iter().any(|x| ty(x) == "Digits" && x.get("individual_digits").and_then(J::as_bool) == Some(true));
+    let digits = parts.iter().any(|x| {
+        ty(x) == "Digits" && x.get("individual_digits").and_then(J::as_bool) == Some(true)
+    });
     let byte_level = parts.iter().any(|x| ty(x) == "ByteLevel");
     if digits && byte_level {
         return "smollm";
     }
-    if byte_level && parts.len() == 1 && parts[0].get("use_regex").and_then(J::as_bool) != Some(false) {
+    if byte_level
+        && parts.len() == 1
+        && parts[0].get("use_regex").and_then(J::as_bool) != Some(false)
+    {
         return "gpt-2";
     }
     "default"
 }
 
 fn adds_space_prefix(tok: &J) -> bool {
-    let prepend = find_all(tok.get("normalizer"))
-        .iter()
-        .any(|x| x.get("type").and_then(J::as_str) == Some("Prepend") && x.get("prepend").and_then(J::as_str) == Some("\u{2581}"));
+    let prepend = find_all(tok.get("normalizer")).iter().any(|x| {
+        x.get("type").and_then(J::as_str) == Some("Prepend")
+            && x.get("prepend").and_then(J::as_str) == Some("\u{2581}")
+    });
     let meta = find_all(tok.get("pre_tokenizer")).iter().any(|x| {
         x.get("type").and_then(J::as_str) == Some("Metaspace")
             && (x.get("add_prefix_space").and_then(J::as_bool) == Some(true)
-                || matches!(x.get("prepend_scheme").and_then(J::as_str), Some("always" | "first")))
+                || matches!(
+                    x.get("prepend_scheme").and_then(J::as_str),
+                    Some("always" | "first")
+                ))
     });
     prepend || meta
 }

@@ -63,7 +63,11 @@ fn main() -> ExitCode {
             let mut out = std::io::stdout().lock();
             // The file is written; a closed stdout only loses the summary.
             let _ = report.print(&mut out);
-            eprintln!("wrote {} in {:.1} s", args.output.display(), t0.elapsed().as_secs_f64());
+            eprintln!(
+                "wrote {} in {:.1} s",
+                args.output.display(),
+                t0.elapsed().as_secs_f64()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

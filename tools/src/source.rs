@@ -51,7 +51,9 @@ pub fn eot_ids(tokens: &[String], eos: i32, explicit: &[i32]) -> Vec<i32> {
 
 /// Gemma 3's layer pattern: every `period`-th layer is global, the others slide.
 pub fn gemma3_layer_sliding(n_layer: u32, period: u32) -> Vec<u8> {
-    (0..n_layer).map(|i| u8::from(period == 0 || (i + 1) % period != 0)).collect()
+    (0..n_layer)
+        .map(|i| u8::from(period == 0 || (i + 1) % period != 0))
+        .collect()
 }
 
 /// A special token id as stored: `-1` when absent, else checked against the vocabulary.
@@ -70,13 +72,23 @@ pub fn special_id(key: &str, id: Option<i64>, n_vocab: usize) -> Result<i32> {
 }
 
 fn u32_key(meta: &Metadata, key: &str) -> Result<u64> {
-    meta.get_u32(key).map(u64::from).map_err(|e| ConvertError::Format { context: "metadata".into(), source: e })
+    meta.get_u32(key)
+        .map(u64::from)
+        .map_err(|e| ConvertError::Format {
+            context: "metadata".into(),
+            source: e,
+        })
 }
 
 /// Expected tensors of the model `meta` describes: (name, shape, required), in the order
 /// the output file stores them.
 pub fn expected_tensors(meta: &Metadata) -> Result<Vec<(String, Vec<u64>, bool)>> {
-    let arch = meta.get_str("general.architecture").map_err(|e| ConvertError::Format { context: "metadata".into(), source: e })?;
+    let arch = meta
+        .get_str("general.architecture")
+        .map_err(|e| ConvertError::Format {
+            context: "metadata".into(),
+            source: e,
+        })?;
     let gemma = arch == "gemma3";
     let n_layer = u32_key(meta, "model.n_layer")?;
     let d = u32_key(meta, "model.d_model")?;
@@ -113,7 +125,12 @@ pub fn expected_tensors(meta: &Metadata) -> Result<Vec<(String, Vec<u64>, bool)>
         }
     }
     v.push(("output_norm".to_string(), vec![d], true));
-    let tied = meta.get_bool("model.tied_embeddings").map_err(|e| ConvertError::Format { context: "metadata".into(), source: e })?;
+    let tied = meta
+        .get_bool("model.tied_embeddings")
+        .map_err(|e| ConvertError::Format {
+            context: "metadata".into(),
+            source: e,
+        })?;
     v.push(("output".to_string(), vec![vocab, d], !tied));
     Ok(v)
 }
@@ -123,11 +140,17 @@ pub fn expected_tensors(meta: &Metadata) -> Result<Vec<(String, Vec<u64>, bool)>
 /// the tensors in output order.
 pub fn order_and_check<'a>(src: Source<'a>) -> Result<(Metadata, Vec<SrcTensor<'a>>)> {
     let expected = expected_tensors(&src.meta)?;
-    let tied = matches!(src.meta.get("model.tied_embeddings"), Some(Value::Bool(true)));
-    let mut by_name: std::collections::HashMap<String, SrcTensor<'a>> = std::collections::HashMap::new();
+    let tied = matches!(
+        src.meta.get("model.tied_embeddings"),
+        Some(Value::Bool(true))
+    );
+    let mut by_name: std::collections::HashMap<String, SrcTensor<'a>> =
+        std::collections::HashMap::new();
     for t in src.tensors {
         if !expected.iter().any(|(n, _, _)| *n == t.name) || (tied && t.name == "output") {
-            return Err(ConvertError::UnexpectedTensor { tensor: t.source_name });
+            return Err(ConvertError::UnexpectedTensor {
+                tensor: t.source_name,
+            });
         }
         by_name.insert(t.name.clone(), t);
     }
@@ -135,7 +158,11 @@ pub fn order_and_check<'a>(src: Source<'a>) -> Result<(Metadata, Vec<SrcTensor<'
     for (name, shape, required) in expected {
         match by_name.remove(&name) {
             Some(t) if t.shape != shape => {
-                return Err(ConvertError::ShapeMismatch { tensor: t.source_name, expected: shape, found: t.shape })
+                return Err(ConvertError::ShapeMismatch {
+                    tensor: t.source_name,
+                    expected: shape,
+                    found: t.shape,
+                })
             }
             Some(t) => out.push(t),
             None if required => return Err(ConvertError::MissingTensor { tensor: name }),
@@ -155,7 +182,12 @@ pub fn half_to_adjacent(data: &[u8], rows: usize, n_heads: usize, tensor: &str) 
         value: rows.to_string(),
         reason: format!("not a multiple of 2 * {n_heads} heads"),
     };
-    if n_heads == 0 || rows == 0 || !rows.is_multiple_of(n_heads) || !(rows / n_heads).is_multiple_of(2) || !data.len().is_multiple_of(rows) {
+    if n_heads == 0
+        || rows == 0
+        || !rows.is_multiple_of(n_heads)
+        || !(rows / n_heads).is_multiple_of(2)
+        || !data.len().is_multiple_of(rows)
+    {
         return Err(bad());
     }
     let hd = rows / n_heads;
@@ -192,7 +224,10 @@ mod tests {
 
     #[test]
     fn eot_ids_skip_eos_and_repeats() {
-        let toks: Vec<String> = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"].iter().map(|s| s.to_string()).collect();
+        let toks: Vec<String> = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         assert_eq!(eot_ids(&toks, 2, &[]), [0]);
         assert_eq!(eot_ids(&toks, -1, &[0]), [0, 2]);
     }

@@ -14,7 +14,15 @@ fn help_documents_the_options() {
     let out = bin().arg("--help").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    for want in ["INPUT", "--output", "--quant", "keep", "q4_0", "q8", "rope_pairs = adjacent"] {
+    for want in [
+        "INPUT",
+        "--output",
+        "--quant",
+        "keep",
+        "q4_0",
+        "q8",
+        "rope_pairs = adjacent",
+    ] {
         assert!(text.contains(want), "--help lacks {want:?}:\n{text}");
     }
 }
@@ -23,16 +31,39 @@ fn help_documents_the_options() {
 fn converts_and_reports() {
     let dir = TempDir::new("cli");
     tiny_llama_gguf().write(&dir.join("m.gguf"));
-    let out = bin().arg(dir.join("m.gguf")).arg("-o").arg(dir.join("m.pipit")).args(["--quant", "q4_0"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = bin()
+        .arg(dir.join("m.gguf"))
+        .arg("-o")
+        .arg(dir.join("m.pipit"))
+        .args(["--quant", "q4_0"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     let stderr = String::from_utf8(out.stderr).unwrap();
     // 21 tensors (embedding, 2 x 9 per layer, output norm and head): one progress line each.
-    assert_eq!(stderr.lines().filter(|l| l.starts_with('[')).count(), 21, "{stderr}");
-    assert!(stderr.contains("blk.0.ffn_down") && stderr.contains("-> Q4_0"), "{stderr}");
-    assert!(stdout.contains("rel RMSE") && stdout.contains("blk.1.attn_k"), "{stdout}");
+    assert_eq!(
+        stderr.lines().filter(|l| l.starts_with('[')).count(),
+        21,
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("blk.0.ffn_down") && stderr.contains("-> Q4_0"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("rel RMSE") && stdout.contains("blk.1.attn_k"),
+        "{stdout}"
+    );
     let size = std::fs::metadata(dir.join("m.pipit")).unwrap().len();
-    assert!(stdout.contains(&format!("output size: {size} bytes")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("output size: {size} bytes")),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -41,19 +72,42 @@ fn errors_exit_nonzero_with_a_message() {
     let mut g = tiny_llama_gguf();
     g.kv("general.architecture", s("mamba"));
     g.write(&dir.join("m.gguf"));
-    let out = bin().arg(dir.join("m.gguf")).arg("-o").arg(dir.join("m.pipit")).output().unwrap();
+    let out = bin()
+        .arg(dir.join("m.gguf"))
+        .arg("-o")
+        .arg(dir.join("m.pipit"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.starts_with("pipit-convert: error: unknown architecture \"mamba\""), "{err}");
+    assert!(
+        err.starts_with("pipit-convert: error: unknown architecture \"mamba\""),
+        "{err}"
+    );
     assert!(!dir.join("m.pipit").exists());
 
     std::fs::write(dir.join("bad.gguf"), b"GGUF\x03\0\0\0").unwrap();
-    let out = bin().arg(dir.join("bad.gguf")).arg("-o").arg(dir.join("m.pipit")).output().unwrap();
+    let out = bin()
+        .arg(dir.join("bad.gguf"))
+        .arg("-o")
+        .arg(dir.join("m.pipit"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8(out.stderr).unwrap().contains("GGUF file truncated: tensor count at byte 8"));
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .contains("GGUF file truncated: tensor count at byte 8"));
 
     let out = bin().arg(dir.join("m.gguf")).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "missing -o is a usage error");
-    let out = bin().arg(dir.join("m.gguf")).args(["-o", "x.pipit", "--quant", "q3"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2), "unknown --quant value is a usage error");
+    let out = bin()
+        .arg(dir.join("m.gguf"))
+        .args(["-o", "x.pipit", "--quant", "q3"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "unknown --quant value is a usage error"
+    );
 }

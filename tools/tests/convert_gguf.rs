@@ -16,14 +16,18 @@ fn run(g: &GgufBuilder, quant: Quant) -> (Vec<u8>, PipitFile, TempDir) {
     g.write(&input);
     let out = dir.join("out.pipit");
     let mut log = Vec::new();
-    let report = convert(&input, &out, quant, &mut log).unwrap_or_else(|e| panic!("convert failed: {e}"));
+    let report =
+        convert(&input, &out, quant, &mut log).unwrap_or_else(|e| panic!("convert failed: {e}"));
     let bytes = std::fs::read(&out).unwrap();
     let f = PipitFile::parse(&bytes).unwrap();
     f.verify_data(&bytes).unwrap();
     assert_eq!(report.output_bytes, bytes.len() as u64);
     assert_eq!(report.tensors.len(), f.tensors.len());
     // One progress line per tensor.
-    assert_eq!(String::from_utf8(log).unwrap().lines().count(), f.tensors.len());
+    assert_eq!(
+        String::from_utf8(log).unwrap().lines().count(),
+        f.tensors.len()
+    );
     (bytes, f, dir)
 }
 
@@ -80,9 +84,18 @@ fn llama_keep_maps_every_type_to_its_nearest() {
     // Tokenizer.
     assert_eq!(m.get_str("tokenizer.kind").unwrap(), "bpe");
     assert_eq!(m.get_str("tokenizer.pre").unwrap(), "smollm");
-    assert_eq!(m.get_arr_str("tokenizer.tokens").unwrap(), &bpe_tokens()[..]);
-    assert_eq!(m.get_arr_u8("tokenizer.token_types").unwrap(), &[3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 4]);
-    assert_eq!(m.get_arr_str("tokenizer.merges").unwrap(), &strings(&["a b", "ab c", "Ġ a"])[..]);
+    assert_eq!(
+        m.get_arr_str("tokenizer.tokens").unwrap(),
+        &bpe_tokens()[..]
+    );
+    assert_eq!(
+        m.get_arr_u8("tokenizer.token_types").unwrap(),
+        &[3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 4]
+    );
+    assert_eq!(
+        m.get_arr_str("tokenizer.merges").unwrap(),
+        &strings(&["a b", "ab c", "Ġ a"])[..]
+    );
     assert_eq!(m.get("tokenizer.scores"), None);
     assert_eq!(m.get_i32("tokenizer.bos_id").unwrap(), 1);
     assert_eq!(m.get_i32("tokenizer.eos_id").unwrap(), 2);
@@ -91,11 +104,17 @@ fn llama_keep_maps_every_type_to_its_nearest() {
     assert_eq!(m.get_arr_i32("tokenizer.eot_ids").unwrap(), &[0]);
     assert!(!m.get_bool("tokenizer.add_bos").unwrap());
     assert!(!m.get_bool("tokenizer.add_space_prefix").unwrap());
-    assert_eq!(m.get_str("tokenizer.chat_template").unwrap(), "{{ messages }}");
+    assert_eq!(
+        m.get_str("tokenizer.chat_template").unwrap(),
+        "{{ messages }}"
+    );
 
     // Tensors: names without .weight, shapes outermost first, canonical order.
     let names: Vec<&str> = f.tensors.iter().map(|t| t.name.as_str()).collect();
-    assert_eq!(names[..3], ["token_embd", "blk.0.attn_norm", "blk.0.attn_q"]);
+    assert_eq!(
+        names[..3],
+        ["token_embd", "blk.0.attn_norm", "blk.0.attn_q"]
+    );
     assert_eq!(names[names.len() - 2..], ["output_norm", "output"]);
     assert_eq!(f.tensor("blk.0.attn_k").unwrap().shape, [32, 64]);
     assert_eq!(f.tensor("blk.0.ffn_down").unwrap().shape, [64, 256]);
@@ -118,13 +137,21 @@ fn llama_keep_maps_every_type_to_its_nearest() {
         let (ty, src, src_bytes) = source_values(&g, &format!("{name}.weight"));
         let out = values(&f, &bytes, name);
         if copied {
-            assert_eq!(t.data(&bytes).unwrap(), &src_bytes[..], "{name}: bytes not copied verbatim");
+            assert_eq!(
+                t.data(&bytes).unwrap(),
+                &src_bytes[..],
+                "{name}: bytes not copied verbatim"
+            );
             assert_eq!(out, src, "{name}");
         } else if ty == BF16 {
             assert_eq!(out, src, "{name}: BF16 -> F32 must be exact");
         } else {
             // Requantized with the one rounding rule, and close to the source.
-            assert_eq!(t.data(&bytes).unwrap(), &blocks::quantize(dtype, &src).unwrap()[..], "{name}");
+            assert_eq!(
+                t.data(&bytes).unwrap(),
+                &blocks::quantize(dtype, &src).unwrap()[..],
+                "{name}"
+            );
             let e = rel_rmse(&src, &out);
             assert!(e > 0.0 && e < 0.02, "{name}: rel RMSE {e}");
         }
@@ -134,7 +161,11 @@ fn llama_keep_maps_every_type_to_its_nearest() {
 #[test]
 fn quant_modes_requantize_every_matrix_and_keep_vectors_f32() {
     let g = tiny_llama_gguf();
-    for (quant, want) in [(Quant::Q4, DType::Q4_1), (Quant::Q4_0, DType::Q4_0), (Quant::Q8, DType::Q8_0)] {
+    for (quant, want) in [
+        (Quant::Q4, DType::Q4_1),
+        (Quant::Q4_0, DType::Q4_0),
+        (Quant::Q8, DType::Q8_0),
+    ] {
         let (bytes, f, _d) = run(&g, quant);
         for t in &f.tensors {
             let want = if t.shape.len() == 1 { DType::F32 } else { want };
@@ -145,7 +176,12 @@ fn quant_modes_requantize_every_matrix_and_keep_vectors_f32() {
                 // Same type in and out: copied, not requantized.
                 assert_eq!(t.data(&bytes).unwrap(), &src_bytes[..], "{}", t.name);
             } else {
-                assert_eq!(t.data(&bytes).unwrap(), &blocks::quantize(want, &src).unwrap()[..], "{}", t.name);
+                assert_eq!(
+                    t.data(&bytes).unwrap(),
+                    &blocks::quantize(want, &src).unwrap()[..],
+                    "{}",
+                    t.name
+                );
                 assert!(rel_rmse(&src, &out) < 0.2, "{}", t.name);
             }
         }
@@ -163,7 +199,10 @@ fn gemma3_rules() {
     assert_eq!(m.get_u32("model.head_dim").unwrap(), 32);
     assert_eq!(m.get_u32("model.rope_dim").unwrap(), 32);
     assert_eq!(m.get_u32("model.sliding_window").unwrap(), 16);
-    assert_eq!(m.get_arr_u8("model.layer_sliding").unwrap(), &[1, 1, 1, 1, 1, 0]);
+    assert_eq!(
+        m.get_arr_u8("model.layer_sliding").unwrap(),
+        &[1, 1, 1, 1, 1, 0]
+    );
     assert_eq!(m.get_f32("model.rope_theta").unwrap(), 1_000_000.0);
     assert_eq!(m.get_f32("model.rope_theta_local").unwrap(), 10000.0);
     assert_eq!(m.get_f32("model.embed_scale").unwrap(), 8.0);
@@ -172,10 +211,16 @@ fn gemma3_rules() {
     assert!(f.tensor("output").is_none());
     assert_eq!(m.get_str("tokenizer.kind").unwrap(), "spm");
     assert_eq!(m.get_arr_f32("tokenizer.scores").unwrap()[6], -3.5);
-    assert_eq!(m.get_arr_u8("tokenizer.token_types").unwrap(), &[3, 3, 3, 2, 3, 3, 1, 6]);
+    assert_eq!(
+        m.get_arr_u8("tokenizer.token_types").unwrap(),
+        &[3, 3, 3, 2, 3, 3, 1, 6]
+    );
     assert_eq!(m.get("tokenizer.merges"), None);
     assert_eq!(m.get_arr_i32("tokenizer.eot_ids").unwrap(), &[5]);
-    assert!(m.get_bool("tokenizer.add_bos").unwrap(), "spm default add_bos is true");
+    assert!(
+        m.get_bool("tokenizer.add_bos").unwrap(),
+        "spm default add_bos is true"
+    );
     assert!(!m.get_bool("tokenizer.add_space_prefix").unwrap());
     assert_eq!(m.get("tokenizer.chat_template"), None);
     assert_eq!(f.tensor("blk.0.attn_q").unwrap().dtype, DType::Q8_0);
@@ -221,7 +266,10 @@ fn optional_keys_take_their_defaults() {
     assert_eq!(m.get_u32("model.n_kv_head").unwrap(), 2);
     assert_eq!(m.get_str("model.rope_scaling").unwrap(), "linear");
     assert_eq!(m.get_f32("model.rope_scale").unwrap(), 4.0);
-    assert!(!m.get_bool("tokenizer.add_bos").unwrap(), "bpe default add_bos is false");
+    assert!(
+        !m.get_bool("tokenizer.add_bos").unwrap(),
+        "bpe default add_bos is false"
+    );
     assert_eq!(m.get_str("tokenizer.pre").unwrap(), "default");
 }
 
@@ -229,10 +277,16 @@ fn convert_err(g: &GgufBuilder, out_name: Option<&Path>) -> String {
     let dir = TempDir::new("gguf-err");
     let input = dir.join("in.gguf");
     g.write(&input);
-    let out = out_name.map(Path::to_path_buf).unwrap_or_else(|| dir.join("out.pipit"));
-    let err = convert(&input, &out, Quant::Keep, &mut std::io::sink()).expect_err("conversion should fail");
+    let out = out_name
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| dir.join("out.pipit"));
+    let err = convert(&input, &out, Quant::Keep, &mut std::io::sink())
+        .expect_err("conversion should fail");
     // A refused conversion leaves nothing behind: no output, no temporary file.
-    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(left, ["in.gguf"], "files left after a failed conversion");
     err.to_string()
 }
@@ -252,7 +306,10 @@ fn refuses_unsupported_dtype() {
     t.ggml_type = 16; // IQ2_XXS: 256 elements in 66 bytes
     t.data = vec![0; 64 * 66];
     let e = convert_err(&g, None);
-    assert!(e.contains("tensor \"blk.1.ffn_down.weight\": unsupported dtype IQ2_XXS"), "{e}");
+    assert!(
+        e.contains("tensor \"blk.1.ffn_down.weight\": unsupported dtype IQ2_XXS"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -260,7 +317,10 @@ fn refuses_missing_tokenizer() {
     let mut g = tiny_llama_gguf();
     g.remove_kv("tokenizer.ggml.tokens");
     let e = convert_err(&g, None);
-    assert!(e.contains("missing tokenizer: GGUF key tokenizer.ggml.tokens is absent"), "{e}");
+    assert!(
+        e.contains("missing tokenizer: GGUF key tokenizer.ggml.tokens is absent"),
+        "{e}"
+    );
     let mut g = tiny_llama_gguf();
     g.remove_kv("tokenizer.ggml.model");
     let e = convert_err(&g, None);
@@ -268,26 +328,42 @@ fn refuses_missing_tokenizer() {
     let mut g = tiny_llama_gguf();
     g.remove_kv("tokenizer.ggml.merges");
     let e = convert_err(&g, None);
-    assert!(e.contains("missing tokenizer: GGUF key tokenizer.ggml.merges"), "{e}");
+    assert!(
+        e.contains("missing tokenizer: GGUF key tokenizer.ggml.merges"),
+        "{e}"
+    );
 }
 
 #[test]
 fn refuses_shape_mismatch_and_missing_or_unknown_tensors() {
     let mut g = tiny_llama_gguf();
     g.get_tensor("blk.1.attn_q.weight").dims = vec![64, 32];
-    g.get_tensor("blk.1.attn_q.weight").data.truncate(32 * 64 / 32 * 18);
+    g.get_tensor("blk.1.attn_q.weight")
+        .data
+        .truncate(32 * 64 / 32 * 18);
     let e = convert_err(&g, None);
-    assert!(e.contains("tensor \"blk.1.attn_q.weight\": shape mismatch: expected [64, 64], found [32, 64]"), "{e}");
+    assert!(
+        e.contains(
+            "tensor \"blk.1.attn_q.weight\": shape mismatch: expected [64, 64], found [32, 64]"
+        ),
+        "{e}"
+    );
 
     let mut g = tiny_llama_gguf();
     g.tensors.retain(|t| t.name != "blk.1.ffn_up.weight");
     let e = convert_err(&g, None);
-    assert!(e.contains("required tensor \"blk.1.ffn_up\" is missing"), "{e}");
+    assert!(
+        e.contains("required tensor \"blk.1.ffn_up\" is missing"),
+        "{e}"
+    );
 
     let mut g = tiny_llama_gguf();
     g.tensor("blk.0.mystery.weight", &[64], F32, vec![0; 256]);
     let e = convert_err(&g, None);
-    assert!(e.contains("\"blk.0.mystery.weight\" is not part of any architecture"), "{e}");
+    assert!(
+        e.contains("\"blk.0.mystery.weight\" is not part of any architecture"),
+        "{e}"
+    );
 
     let mut g = tiny_llama_gguf();
     g.tensor("rope_freqs.weight", &[16], F32, vec![0; 64]);
@@ -300,7 +376,12 @@ fn refuses_bad_metadata_values() {
     let mut g = tiny_llama_gguf();
     g.kv("tokenizer.ggml.eos_token_id", GV::U32(12));
     let e = convert_err(&g, None);
-    assert!(e.contains("tokenizer.ggml.eos_token_id = 12: token id outside the vocabulary of 12 tokens"), "{e}");
+    assert!(
+        e.contains(
+            "tokenizer.ggml.eos_token_id = 12: token id outside the vocabulary of 12 tokens"
+        ),
+        "{e}"
+    );
 
     let mut g = tiny_llama_gguf();
     g.kv("llama.block_count", GV::U32(4_000_000_000));
@@ -310,12 +391,18 @@ fn refuses_bad_metadata_values() {
     let mut g = tiny_llama_gguf();
     g.kv("llama.attention.head_count", s("two"));
     let e = convert_err(&g, None);
-    assert!(e.contains("\"llama.attention.head_count\" has type string"), "{e}");
+    assert!(
+        e.contains("\"llama.attention.head_count\" has type string"),
+        "{e}"
+    );
 
     let mut g = tiny_llama_gguf();
     g.remove_kv("llama.context_length");
     let e = convert_err(&g, None);
-    assert!(e.contains("required key \"llama.context_length\" is missing"), "{e}");
+    assert!(
+        e.contains("required key \"llama.context_length\" is missing"),
+        "{e}"
+    );
 
     let mut g = tiny_llama_gguf();
     g.kv("tokenizer.ggml.token_type", GV::ArrI32(vec![1; 11]));
@@ -325,7 +412,10 @@ fn refuses_bad_metadata_values() {
     let mut g = tiny_llama_gguf();
     g.kv("llama.rope.scaling.type", s("yarn"));
     let e = convert_err(&g, None);
-    assert!(e.contains("unsupported: llama.rope.scaling.type = \"yarn\""), "{e}");
+    assert!(
+        e.contains("unsupported: llama.rope.scaling.type = \"yarn\""),
+        "{e}"
+    );
 }
 
 #[test]
@@ -333,7 +423,10 @@ fn refuses_unwritable_output() {
     let g = tiny_llama_gguf();
     let dir = TempDir::new("gguf-out");
     let e = convert_err(&g, Some(&dir.join("no/such/dir/out.pipit")));
-    assert!(e.contains("is not writable: directory") && e.contains("does not exist"), "{e}");
+    assert!(
+        e.contains("is not writable: directory") && e.contains("does not exist"),
+        "{e}"
+    );
     let e = convert_err(&g, Some(dir.path()));
     assert!(e.contains("is not writable: it is a directory"), "{e}");
 }
@@ -341,8 +434,17 @@ fn refuses_unwritable_output() {
 #[test]
 fn refuses_missing_input() {
     let dir = TempDir::new("gguf-missing");
-    let e = convert(&dir.join("nope.gguf"), &dir.join("o.pipit"), Quant::Keep, &mut std::io::sink()).unwrap_err();
-    assert!(e.to_string().starts_with("input ") && e.to_string().contains("nope.gguf"), "{e}");
+    let e = convert(
+        &dir.join("nope.gguf"),
+        &dir.join("o.pipit"),
+        Quant::Keep,
+        &mut std::io::sink(),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().starts_with("input ") && e.to_string().contains("nope.gguf"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -354,12 +456,20 @@ fn truncated_or_bit_flipped_inputs_never_panic() {
     let mut rng = Rng(77);
     let mut cases = 0;
     // Every header/metadata/directory length from 0 to the data section, then some in the data.
-    let data_start = good.len() - tiny_llama_gguf().tensors.iter().map(|t| t.data.len()).sum::<usize>();
+    let data_start = good.len()
+        - tiny_llama_gguf()
+            .tensors
+            .iter()
+            .map(|t| t.data.len())
+            .sum::<usize>();
     let mut cuts: Vec<usize> = (0..data_start.min(2000)).collect();
     cuts.extend((0..40).map(|_| (rng.next() as usize) % good.len()));
     for cut in cuts {
         std::fs::write(&input, &good[..cut]).unwrap();
-        assert!(convert(&input, &out, Quant::Keep, &mut std::io::sink()).is_err(), "truncated at {cut} accepted");
+        assert!(
+            convert(&input, &out, Quant::Keep, &mut std::io::sink()).is_err(),
+            "truncated at {cut} accepted"
+        );
         cases += 1;
     }
     for _ in 0..300 {

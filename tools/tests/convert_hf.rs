@@ -21,8 +21,14 @@ struct HfTensor {
 fn encode(dtype: Dtype, v: &[f32]) -> Vec<u8> {
     match dtype {
         Dtype::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        Dtype::F16 => v.iter().flat_map(|x| f16::from_f32(*x).to_le_bytes()).collect(),
-        Dtype::BF16 => v.iter().flat_map(|x| bf16::from_f32(*x).to_le_bytes()).collect(),
+        Dtype::F16 => v
+            .iter()
+            .flat_map(|x| f16::from_f32(*x).to_le_bytes())
+            .collect(),
+        Dtype::BF16 => v
+            .iter()
+            .flat_map(|x| bf16::from_f32(*x).to_le_bytes())
+            .collect(),
         Dtype::I32 => v.iter().flat_map(|x| (*x as i32).to_le_bytes()).collect(),
         _ => unreachable!(),
     }
@@ -38,11 +44,18 @@ fn stored(dtype: Dtype, v: &[f32]) -> Vec<f32> {
 }
 
 fn write_safetensors(path: &Path, tensors: &[HfTensor]) {
-    let data: Vec<(String, Vec<u8>, &HfTensor)> =
-        tensors.iter().map(|t| (t.name.clone(), encode(t.dtype, &t.values), t)).collect();
+    let data: Vec<(String, Vec<u8>, &HfTensor)> = tensors
+        .iter()
+        .map(|t| (t.name.clone(), encode(t.dtype, &t.values), t))
+        .collect();
     let views: Vec<(String, TensorView)> = data
         .iter()
-        .map(|(n, bytes, t)| (n.clone(), TensorView::new(t.dtype, t.shape.clone(), bytes).unwrap()))
+        .map(|(n, bytes, t)| {
+            (
+                n.clone(),
+                TensorView::new(t.dtype, t.shape.clone(), bytes).unwrap(),
+            )
+        })
         .collect();
     safetensors::serialize_to_file(views, &None, path).unwrap();
 }
@@ -91,8 +104,11 @@ const N_VOCAB: usize = 12;
 
 fn bpe_tokenizer() -> serde_json::Value {
     let tokens = bpe_tokens();
-    let vocab: serde_json::Map<String, serde_json::Value> =
-        tokens.iter().enumerate().map(|(i, t)| (t.clone(), json!(i))).collect();
+    let vocab: serde_json::Map<String, serde_json::Value> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), json!(i)))
+        .collect();
     let added = |id: usize, special: bool| json!({"id": id, "content": tokens[id], "special": special, "normalized": false});
     json!({
         "version": "1.0",
@@ -116,7 +132,12 @@ fn tiny_dir(qwen2: bool) -> Dir {
     let mut tensors = vec![];
     let mut t = |name: &str, shape: &[usize], dtype: Dtype| {
         let n = shape.iter().product();
-        tensors.push(HfTensor { name: name.into(), shape: shape.to_vec(), dtype, values: rng.vec(n) });
+        tensors.push(HfTensor {
+            name: name.into(),
+            shape: shape.to_vec(),
+            dtype,
+            values: rng.vec(n),
+        });
     };
     t("model.embed_tokens.weight", &[N_VOCAB, d], Dtype::F32);
     for l in 0..2 {
@@ -151,7 +172,13 @@ fn tiny_dir(qwen2: bool) -> Dir {
         "unk_token": "<|endoftext|>", "pad_token": null,
         "chat_template": [{"name": "tool_use", "template": "T2"}, {"name": "default", "template": "T1"}]
     });
-    Dir { tmp: TempDir::new("hf"), config, tokenizer: bpe_tokenizer(), tokenizer_config: Some(tokenizer_config), tensors }
+    Dir {
+        tmp: TempDir::new("hf"),
+        config,
+        tokenizer: bpe_tokenizer(),
+        tokenizer_config: Some(tokenizer_config),
+        tensors,
+    }
 }
 
 fn values(f: &PipitFile, bytes: &[u8], name: &str) -> Vec<f32> {
@@ -196,9 +223,18 @@ fn llama_dir_converts_with_adjacent_rope_rows_and_tokenizer() {
     assert_eq!(m.get_u32("model.sliding_window").unwrap(), 0);
     assert_eq!(m.get_str("tokenizer.kind").unwrap(), "bpe");
     assert_eq!(m.get_str("tokenizer.pre").unwrap(), "smollm");
-    assert_eq!(m.get_arr_str("tokenizer.tokens").unwrap(), &bpe_tokens()[..]);
-    assert_eq!(m.get_arr_u8("tokenizer.token_types").unwrap(), &[3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 4]);
-    assert_eq!(m.get_arr_str("tokenizer.merges").unwrap(), &strings(&["a b", "ab c", "Ġ a"])[..]);
+    assert_eq!(
+        m.get_arr_str("tokenizer.tokens").unwrap(),
+        &bpe_tokens()[..]
+    );
+    assert_eq!(
+        m.get_arr_u8("tokenizer.token_types").unwrap(),
+        &[3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 4]
+    );
+    assert_eq!(
+        m.get_arr_str("tokenizer.merges").unwrap(),
+        &strings(&["a b", "ab c", "Ġ a"])[..]
+    );
     assert_eq!(m.get_i32("tokenizer.bos_id").unwrap(), 1);
     assert_eq!(m.get_i32("tokenizer.eos_id").unwrap(), 2);
     assert_eq!(m.get_i32("tokenizer.unk_id").unwrap(), 0);
@@ -210,30 +246,72 @@ fn llama_dir_converts_with_adjacent_rope_rows_and_tokenizer() {
     // q: BF16 -> F32, rows permuted; k: F16 -> F16, rows permuted; others as stored.
     let q = dir.tensor("model.layers.1.self_attn.q_proj.weight");
     assert_eq!(f.tensor("blk.1.attn_q").unwrap().dtype, DType::F32);
-    assert_eq!(values(&f, &bytes, "blk.1.attn_q"), to_adjacent(&stored(q.dtype, &q.values), 64, 2));
+    assert_eq!(
+        values(&f, &bytes, "blk.1.attn_q"),
+        to_adjacent(&stored(q.dtype, &q.values), 64, 2)
+    );
     let k = dir.tensor("model.layers.0.self_attn.k_proj.weight");
     assert_eq!(f.tensor("blk.0.attn_k").unwrap().dtype, DType::F16);
-    assert_eq!(values(&f, &bytes, "blk.0.attn_k"), to_adjacent(&stored(k.dtype, &k.values), 32, 1));
+    assert_eq!(
+        values(&f, &bytes, "blk.0.attn_k"),
+        to_adjacent(&stored(k.dtype, &k.values), 32, 1)
+    );
     for (hf, pipit, dtype) in [
-        ("model.layers.0.self_attn.v_proj.weight", "blk.0.attn_v", DType::F32),
-        ("model.layers.0.self_attn.o_proj.weight", "blk.0.attn_output", DType::F32),
-        ("model.layers.1.mlp.gate_proj.weight", "blk.1.ffn_gate", DType::F16),
-        ("model.layers.1.mlp.down_proj.weight", "blk.1.ffn_down", DType::F32),
-        ("model.layers.1.post_attention_layernorm.weight", "blk.1.ffn_norm", DType::F32),
+        (
+            "model.layers.0.self_attn.v_proj.weight",
+            "blk.0.attn_v",
+            DType::F32,
+        ),
+        (
+            "model.layers.0.self_attn.o_proj.weight",
+            "blk.0.attn_output",
+            DType::F32,
+        ),
+        (
+            "model.layers.1.mlp.gate_proj.weight",
+            "blk.1.ffn_gate",
+            DType::F16,
+        ),
+        (
+            "model.layers.1.mlp.down_proj.weight",
+            "blk.1.ffn_down",
+            DType::F32,
+        ),
+        (
+            "model.layers.1.post_attention_layernorm.weight",
+            "blk.1.ffn_norm",
+            DType::F32,
+        ),
         ("model.norm.weight", "output_norm", DType::F32),
         ("model.embed_tokens.weight", "token_embd", DType::F32),
     ] {
         let t = dir.tensor(hf);
         assert_eq!(f.tensor(pipit).unwrap().dtype, dtype, "{pipit}");
-        assert_eq!(f.tensor(pipit).unwrap().shape, t.shape.iter().map(|&x| x as u64).collect::<Vec<_>>());
-        assert_eq!(values(&f, &bytes, pipit), stored(t.dtype, &t.values), "{pipit}");
+        assert_eq!(
+            f.tensor(pipit).unwrap().shape,
+            t.shape.iter().map(|&x| x as u64).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            values(&f, &bytes, pipit),
+            stored(t.dtype, &t.values),
+            "{pipit}"
+        );
     }
     assert!(f.tensor("output").is_none());
 
     // --quant q8: every matrix Q8_0 (64 and 96 columns are whole blocks), vectors F32.
     let (_, f8) = dir.convert(Quant::Q8).unwrap();
     for t in &f8.tensors {
-        assert_eq!(t.dtype, if t.shape.len() == 1 { DType::F32 } else { DType::Q8_0 }, "{}", t.name);
+        assert_eq!(
+            t.dtype,
+            if t.shape.len() == 1 {
+                DType::F32
+            } else {
+                DType::Q8_0
+            },
+            "{}",
+            t.name
+        );
     }
 }
 
@@ -242,15 +320,38 @@ fn qwen2_biases_are_permuted_with_their_rows() {
     let dir = tiny_dir(true);
     let (bytes, f) = dir.convert(Quant::Keep).unwrap();
     assert_eq!(f.metadata.get_str("tokenizer.pre").unwrap(), "qwen2");
-    assert_eq!(f.metadata.get_u32("model.sliding_window").unwrap(), 0, "use_sliding_window is false");
+    assert_eq!(
+        f.metadata.get_u32("model.sliding_window").unwrap(),
+        0,
+        "use_sliding_window is false"
+    );
     let qb = dir.tensor("model.layers.0.self_attn.q_proj.bias");
-    assert_eq!(values(&f, &bytes, "blk.0.attn_q_bias"), to_adjacent(&stored(qb.dtype, &qb.values), 64, 2));
+    assert_eq!(
+        values(&f, &bytes, "blk.0.attn_q_bias"),
+        to_adjacent(&stored(qb.dtype, &qb.values), 64, 2)
+    );
     let kb = dir.tensor("model.layers.1.self_attn.k_proj.bias");
-    assert_eq!(values(&f, &bytes, "blk.1.attn_k_bias"), to_adjacent(&stored(kb.dtype, &kb.values), 32, 1));
+    assert_eq!(
+        values(&f, &bytes, "blk.1.attn_k_bias"),
+        to_adjacent(&stored(kb.dtype, &kb.values), 32, 1)
+    );
     let vb = dir.tensor("model.layers.1.self_attn.v_proj.bias");
-    assert_eq!(values(&f, &bytes, "blk.1.attn_v_bias"), stored(vb.dtype, &vb.values));
+    assert_eq!(
+        values(&f, &bytes, "blk.1.attn_v_bias"),
+        stored(vb.dtype, &vb.values)
+    );
     let names: Vec<&str> = f.tensors.iter().map(|t| t.name.as_str()).collect();
-    assert_eq!(names[..6], ["token_embd", "blk.0.attn_norm", "blk.0.attn_q", "blk.0.attn_k", "blk.0.attn_v", "blk.0.attn_q_bias"]);
+    assert_eq!(
+        names[..6],
+        [
+            "token_embd",
+            "blk.0.attn_norm",
+            "blk.0.attn_q",
+            "blk.0.attn_k",
+            "blk.0.attn_v",
+            "blk.0.attn_q_bias"
+        ]
+    );
 }
 
 /// The same checkpoint as a GGUF (F32/F16 tensors, q/k rows in adjacent order, the same
@@ -272,8 +373,14 @@ fn hf_dir_and_equivalent_gguf_give_the_same_model() {
         .kv("tokenizer.ggml.model", s("gpt2"))
         .kv("tokenizer.ggml.pre", s("smollm"))
         .kv("tokenizer.ggml.tokens", GV::ArrStr(bpe_tokens()))
-        .kv("tokenizer.ggml.token_type", GV::ArrI32(vec![3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 4]))
-        .kv("tokenizer.ggml.merges", GV::ArrStr(strings(&["a b", "ab c", "Ġ a"])))
+        .kv(
+            "tokenizer.ggml.token_type",
+            GV::ArrI32(vec![3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 4]),
+        )
+        .kv(
+            "tokenizer.ggml.merges",
+            GV::ArrStr(strings(&["a b", "ab c", "Ġ a"])),
+        )
         .kv("tokenizer.ggml.bos_token_id", GV::U32(1))
         .kv("tokenizer.ggml.eos_token_id", GV::U32(2))
         .kv("tokenizer.ggml.unknown_token_id", GV::U32(0))
@@ -286,7 +393,11 @@ fn hf_dir_and_equivalent_gguf_give_the_same_model() {
         } else if name.ends_with("attn_k") {
             v = to_adjacent(&v, t.shape[0], 1);
         }
-        let (ty, data) = if t.dtype == Dtype::F16 { (F16, encode(Dtype::F16, &v)) } else { (F32, encode(Dtype::F32, &v)) };
+        let (ty, data) = if t.dtype == Dtype::F16 {
+            (F16, encode(Dtype::F16, &v))
+        } else {
+            (F32, encode(Dtype::F32, &v))
+        };
         let shape: Vec<u64> = t.shape.iter().map(|&x| x as u64).collect();
         g.tensor(&format!("{name}.weight"), &shape, ty, data);
     }
@@ -305,15 +416,37 @@ fn hf_dir_and_equivalent_gguf_give_the_same_model() {
     assert_eq!(gg.tensors.len(), hf.tensors.len());
     for (a, b) in gg.tensors.iter().zip(&hf.tensors) {
         assert_eq!((&a.name, a.dtype, &a.shape), (&b.name, b.dtype, &b.shape));
-        assert_eq!(a.data(&gg_bytes).unwrap(), b.data(&hf_bytes).unwrap(), "{}", a.name);
+        assert_eq!(
+            a.data(&gg_bytes).unwrap(),
+            b.data(&hf_bytes).unwrap(),
+            "{}",
+            a.name
+        );
     }
 }
 
 #[test]
 fn spm_byte_fallback_tokenizer() {
     let mut dir = tiny_dir(false);
-    let toks = ["<unk>", "<s>", "</s>", "<0x41>", "\u{2581}", "a", "b", "\u{2581}a", "ab", "\u{2581}ab", "<0x0A>", "x"];
-    let vocab: serde_json::Map<String, serde_json::Value> = toks.iter().enumerate().map(|(i, t)| (t.to_string(), json!(i))).collect();
+    let toks = [
+        "<unk>",
+        "<s>",
+        "</s>",
+        "<0x41>",
+        "\u{2581}",
+        "a",
+        "b",
+        "\u{2581}a",
+        "ab",
+        "\u{2581}ab",
+        "<0x0A>",
+        "x",
+    ];
+    let vocab: serde_json::Map<String, serde_json::Value> = toks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.to_string(), json!(i)))
+        .collect();
     let added = |id: usize| json!({"id": id, "content": toks[id], "special": true});
     dir.tokenizer = json!({
         "added_tokens": [added(0), added(1), added(2)],
@@ -330,15 +463,27 @@ fn spm_byte_fallback_tokenizer() {
     let m = &f.metadata;
     assert_eq!(m.get_str("tokenizer.kind").unwrap(), "spm");
     assert_eq!(m.get_str("tokenizer.pre").unwrap(), "default");
-    assert_eq!(m.get_arr_u8("tokenizer.token_types").unwrap(), &[2, 3, 3, 6, 1, 1, 1, 1, 1, 1, 6, 1]);
+    assert_eq!(
+        m.get_arr_u8("tokenizer.token_types").unwrap(),
+        &[2, 3, 3, 6, 1, 1, 1, 1, 1, 1, 6, 1]
+    );
     let sc = m.get_arr_f32("tokenizer.scores").unwrap();
     // Merge products score -rank (first merge producing them); others -1e9.
     assert_eq!((sc[7], sc[8], sc[9]), (0.0, -1.0, -2.0));
     assert_eq!((sc[4], sc[11]), (-1e9, -1e9));
     assert!(m.get("tokenizer.merges").is_none());
-    assert!(m.get_bool("tokenizer.add_bos").unwrap(), "template starts with a special token");
+    assert!(
+        m.get_bool("tokenizer.add_bos").unwrap(),
+        "template starts with a special token"
+    );
     assert!(m.get_bool("tokenizer.add_space_prefix").unwrap());
-    assert_eq!((m.get_i32("tokenizer.bos_id").unwrap(), m.get_i32("tokenizer.eos_id").unwrap()), (1, 2));
+    assert_eq!(
+        (
+            m.get_i32("tokenizer.bos_id").unwrap(),
+            m.get_i32("tokenizer.eos_id").unwrap()
+        ),
+        (1, 2)
+    );
     assert_eq!(m.get_i32("tokenizer.unk_id").unwrap(), 0);
     assert!(m.get_arr_i32("tokenizer.eot_ids").unwrap().is_empty());
 }
@@ -347,20 +492,29 @@ fn spm_byte_fallback_tokenizer() {
 fn vocabulary_padded_to_the_embedding_rows() {
     let mut dir = tiny_dir(false);
     dir.config["vocab_size"] = json!(14);
-    let e = dir.tensors.iter_mut().find(|t| t.name == "model.embed_tokens.weight").unwrap();
+    let e = dir
+        .tensors
+        .iter_mut()
+        .find(|t| t.name == "model.embed_tokens.weight")
+        .unwrap();
     e.shape = vec![14, 64];
     e.values = Rng(3).vec(14 * 64);
     let (_, f) = dir.convert(Quant::Keep).unwrap();
     let m = &f.metadata;
     assert_eq!(m.get_u32("model.n_vocab").unwrap(), 14);
-    assert_eq!(m.get_arr_str("tokenizer.tokens").unwrap()[12..], ["[PAD12]", "[PAD13]"]);
+    assert_eq!(
+        m.get_arr_str("tokenizer.tokens").unwrap()[12..],
+        ["[PAD12]", "[PAD13]"]
+    );
     assert_eq!(m.get_arr_u8("tokenizer.token_types").unwrap()[12..], [5, 5]);
 }
 
 #[test]
 fn refusals() {
     let check = |dir: &Dir, want: &str| {
-        let e = dir.convert(Quant::Keep).expect_err("conversion should fail");
+        let e = dir
+            .convert(Quant::Keep)
+            .expect_err("conversion should fail");
         assert!(e.contains(want), "expected {want:?} in {e:?}");
         assert!(!dir.tmp.join("out.pipit").exists());
     };
@@ -383,7 +537,10 @@ fn refusals() {
 
     let mut d = tiny_dir(false);
     d.tensors[2].name = "model.layers.0.self_attn.rotary.weight".into();
-    check(&d, "\"model.layers.0.self_attn.rotary.weight\" is not part of any architecture");
+    check(
+        &d,
+        "\"model.layers.0.self_attn.rotary.weight\" is not part of any architecture",
+    );
 
     let mut d = tiny_dir(false);
     d.tensors[2].shape = vec![32, 32];
@@ -392,7 +549,10 @@ fn refusals() {
 
     let mut d = tiny_dir(false);
     d.tokenizer_config = Some(json!({"eos_token": "<nope>"}));
-    check(&d, "tokenizer_config.json: eos_token = \"<nope>\": not a token of tokenizer.json");
+    check(
+        &d,
+        "tokenizer_config.json: eos_token = \"<nope>\": not a token of tokenizer.json",
+    );
 
     let mut d = tiny_dir(false);
     d.config["rope_scaling"] = json!({"rope_type": "llama3", "factor": 8.0});
@@ -401,19 +561,62 @@ fn refusals() {
     let d = tiny_dir(false);
     d.write();
     std::fs::remove_file(d.model_dir().join("tokenizer.json")).unwrap();
-    let e = convert(&d.model_dir(), &d.tmp.join("out.pipit"), Quant::Keep, &mut std::io::sink()).unwrap_err();
-    assert!(e.to_string().starts_with("missing tokenizer:") && e.to_string().contains("tokenizer.json not found"), "{e}");
+    let e = convert(
+        &d.model_dir(),
+        &d.tmp.join("out.pipit"),
+        Quant::Keep,
+        &mut std::io::sink(),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().starts_with("missing tokenizer:")
+            && e.to_string().contains("tokenizer.json not found"),
+        "{e}"
+    );
 
     std::fs::write(d.model_dir().join("tokenizer.json"), "{ not json").unwrap();
-    let e = convert(&d.model_dir(), &d.tmp.join("out.pipit"), Quant::Keep, &mut std::io::sink()).unwrap_err();
-    assert!(e.to_string().contains("tokenizer.json: invalid JSON"), "{e}");
+    let e = convert(
+        &d.model_dir(),
+        &d.tmp.join("out.pipit"),
+        Quant::Keep,
+        &mut std::io::sink(),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("tokenizer.json: invalid JSON"),
+        "{e}"
+    );
 
-    std::fs::write(d.model_dir().join("tokenizer.json"), bpe_tokenizer().to_string()).unwrap();
-    std::fs::write(d.model_dir().join("model-00001-of-00002.safetensors"), b"\x10\0\0\0\0\0\0\0{\"a\":").unwrap();
-    let e = convert(&d.model_dir(), &d.tmp.join("out.pipit"), Quant::Keep, &mut std::io::sink()).unwrap_err();
-    assert!(e.to_string().contains("model-00001-of-00002.safetensors: invalid safetensors"), "{e}");
+    std::fs::write(
+        d.model_dir().join("tokenizer.json"),
+        bpe_tokenizer().to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        d.model_dir().join("model-00001-of-00002.safetensors"),
+        b"\x10\0\0\0\0\0\0\0{\"a\":",
+    )
+    .unwrap();
+    let e = convert(
+        &d.model_dir(),
+        &d.tmp.join("out.pipit"),
+        Quant::Keep,
+        &mut std::io::sink(),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("model-00001-of-00002.safetensors: invalid safetensors"),
+        "{e}"
+    );
 
     let empty = TempDir::new("hf-empty");
-    let e = convert(empty.path(), &empty.join("o.pipit"), Quant::Keep, &mut std::io::sink()).unwrap_err();
+    let e = convert(
+        empty.path(),
+        &empty.join("o.pipit"),
+        Quant::Keep,
+        &mut std::io::sink(),
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("without config.json"), "{e}");
 }

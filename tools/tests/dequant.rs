@@ -10,7 +10,11 @@ fn u32_at(b: &[u8], at: usize) -> usize {
 
 #[test]
 fn matches_gguf_python_reference_bit_for_bit() {
-    let data = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/dequant_vectors.bin")).unwrap();
+    let data = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/dequant_vectors.bin"
+    ))
+    .unwrap();
     let mut pos = 0;
     let mut seen = Vec::new();
     while pos < data.len() {
@@ -28,7 +32,11 @@ fn matches_gguf_python_reference_bit_for_bit() {
         let mut out = vec![f32::NAN; n_elems];
         dequantize(t, bytes, &mut out).unwrap();
         for (i, (a, b)) in out.iter().zip(&expected).enumerate() {
-            assert_eq!(a.to_bits(), b.to_bits(), "{t} element {i}: got {a}, gguf gives {b}");
+            assert_eq!(
+                a.to_bits(),
+                b.to_bits(),
+                "{t} element {i}: got {a}, gguf gives {b}"
+            );
         }
         // A single block on its own (tail handling) gives the first block's values.
         let (be, bb) = t.block();
@@ -38,7 +46,9 @@ fn matches_gguf_python_reference_bit_for_bit() {
         seen.push(t);
     }
     use GgmlType::*;
-    for t in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2K, Q3K, Q4K, Q5K, Q6K, Bf16, F16] {
+    for t in [
+        Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2K, Q3K, Q4K, Q5K, Q6K, Bf16, F16,
+    ] {
         assert!(seen.contains(&t), "no vectors for {t}");
     }
 }

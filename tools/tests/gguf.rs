@@ -69,26 +69,44 @@ fn reads_every_value_type_and_nested_arrays() {
     assert_eq!(f.get("u64"), Some(&Value::U64(1 << 40)));
     assert_eq!(f.get("i64"), Some(&Value::I64(-7)));
     assert_eq!(f.get_f32("f64").unwrap(), Some(2.25));
-    assert_eq!(f.get_array("arr_str").unwrap(), Some(&Array::Str(strings(&["a", "", "c"]))));
-    assert_eq!(f.get_array("arr_f32").unwrap(), Some(&Array::F32(vec![0.5, -1.0])));
+    assert_eq!(
+        f.get_array("arr_str").unwrap(),
+        Some(&Array::Str(strings(&["a", "", "c"])))
+    );
+    assert_eq!(
+        f.get_array("arr_f32").unwrap(),
+        Some(&Array::F32(vec![0.5, -1.0]))
+    );
     assert_eq!(f.get_array("arr_empty").unwrap(), Some(&Array::I32(vec![])));
-    assert_eq!(f.get_array("arr_bool").unwrap(), Some(&Array::Bool(vec![true, false, true])));
+    assert_eq!(
+        f.get_array("arr_bool").unwrap(),
+        Some(&Array::Bool(vec![true, false, true]))
+    );
     assert_eq!(
         f.get_array("nested").unwrap(),
-        Some(&Array::Arr(vec![Array::U16(vec![1, 2]), Array::U16(vec![3])]))
+        Some(&Array::Arr(vec![
+            Array::U16(vec![1, 2]),
+            Array::U16(vec![3])
+        ]))
     );
     // Accessors convert between integer types only when the value fits.
-    assert_eq!(f.get_u32("u64").unwrap_err(), GgufError::WrongType {
-        key: "u64".into(),
-        expected: "an integer in 0..=u32::MAX",
-        found: "u64".into()
-    });
+    assert_eq!(
+        f.get_u32("u64").unwrap_err(),
+        GgufError::WrongType {
+            key: "u64".into(),
+            expected: "an integer in 0..=u32::MAX",
+            found: "u64".into()
+        }
+    );
     assert!(f.get_u32("i32").is_err());
     assert!(f.get_str("u8").is_err());
     assert_eq!(f.get_u32("absent").unwrap(), None);
 
     let t = &f.tensors[0];
-    assert_eq!((t.name.as_str(), t.ggml_type, t.dims.clone(), t.size), ("t.weight", GgmlType::Q8_0, vec![32, 2], 68));
+    assert_eq!(
+        (t.name.as_str(), t.ggml_type, t.dims.clone(), t.size),
+        ("t.weight", GgmlType::Q8_0, vec![32, 2], 68)
+    );
     assert_eq!(t.shape(), [2, 32]);
     assert_eq!(t.offset, f.data_offset);
     assert_eq!(f.data_offset % 32, 0);
@@ -127,25 +145,58 @@ fn one_malformed_file_per_rule() {
     assert!(matches!(parse_err(&b), GgufError::TooLarge { .. }));
     let mut b = good.clone();
     b[16..24].copy_from_slice(&1000u64.to_le_bytes());
-    assert!(matches!(parse_err(&b), GgufError::Truncated { .. }), "kv count beyond the file");
+    assert!(
+        matches!(parse_err(&b), GgufError::Truncated { .. }),
+        "kv count beyond the file"
+    );
 
     // A string length beyond the file, and one that overflows usize arithmetic.
     for len in [1u64 << 40, u64::MAX] {
         let mut b = good.clone();
         b[24..32].copy_from_slice(&len.to_le_bytes());
-        assert!(matches!(parse_err(&b), GgufError::Truncated { .. }), "len {len}");
+        assert!(
+            matches!(parse_err(&b), GgufError::Truncated { .. }),
+            "len {len}"
+        );
     }
 
     let e = parse_err(&small(&[("k", GV::Raw(13, vec![]))]).to_bytes());
-    assert_eq!(e, GgufError::BadValueType { key: "k".into(), code: 13 });
+    assert_eq!(
+        e,
+        GgufError::BadValueType {
+            key: "k".into(),
+            code: 13
+        }
+    );
     let e = parse_err(&small(&[("k", GV::Raw(7, vec![2]))]).to_bytes());
-    assert_eq!(e, GgufError::BadBool { key: "k".into(), value: 2 });
-    let e = parse_err(&small(&[("k", GV::Raw(8, [2u64.to_le_bytes().to_vec(), vec![0xC3, 0x28]].concat()))]).to_bytes());
+    assert_eq!(
+        e,
+        GgufError::BadBool {
+            key: "k".into(),
+            value: 2
+        }
+    );
+    let e = parse_err(
+        &small(&[(
+            "k",
+            GV::Raw(8, [2u64.to_le_bytes().to_vec(), vec![0xC3, 0x28]].concat()),
+        )])
+        .to_bytes(),
+    );
     assert!(matches!(e, GgufError::InvalidUtf8 { .. }), "{e}");
     let e = parse_err(&small(&[("k", GV::Raw(9, arr_raw(99, 1, &[0])))]).to_bytes());
-    assert_eq!(e, GgufError::BadValueType { key: "k".into(), code: 99 });
+    assert_eq!(
+        e,
+        GgufError::BadValueType {
+            key: "k".into(),
+            code: 99
+        }
+    );
     let e = parse_err(&small(&[("k", GV::Raw(9, arr_raw(4, u64::MAX / 2, &[])))]).to_bytes());
-    assert!(matches!(e, GgufError::Overflow { .. } | GgufError::Truncated { .. }), "{e}");
+    assert!(
+        matches!(e, GgufError::Overflow { .. } | GgufError::Truncated { .. }),
+        "{e}"
+    );
     let e = parse_err(&small(&[("k", GV::Raw(9, arr_raw(8, 1 << 50, &[])))]).to_bytes());
     assert!(matches!(e, GgufError::Truncated { .. }), "{e}");
     // Arrays nested deeper than the limit.
@@ -158,7 +209,10 @@ fn one_malformed_file_per_rule() {
 
     let mut g = small(&[]);
     g.kv.push(("general.architecture".into(), s("again")));
-    assert_eq!(parse_err(&g.to_bytes()), GgufError::DuplicateKey("general.architecture".into()));
+    assert_eq!(
+        parse_err(&g.to_bytes()),
+        GgufError::DuplicateKey("general.architecture".into())
+    );
 
     for a in [0u32, 3, 1 << 30] {
         let e = parse_err(&small(&[("general.alignment", GV::U32(a))]).to_bytes());
@@ -169,38 +223,69 @@ fn one_malformed_file_per_rule() {
 
     let mut g = small(&[]);
     g.tensor("t.weight", &[3], F32, vec![0; 12]);
-    assert_eq!(parse_err(&g.to_bytes()), GgufError::DuplicateTensor("t.weight".into()));
+    assert_eq!(
+        parse_err(&g.to_bytes()),
+        GgufError::DuplicateTensor("t.weight".into())
+    );
 
     let mut g = small(&[]);
     g.tensors[0].ggml_type = 5;
-    assert_eq!(parse_err(&g.to_bytes()), GgufError::UnknownTensorType { tensor: "t.weight".into(), code: 5 });
+    assert_eq!(
+        parse_err(&g.to_bytes()),
+        GgufError::UnknownTensorType {
+            tensor: "t.weight".into(),
+            code: 5
+        }
+    );
 
     let mut g = small(&[]);
     g.tensors[0].dims = vec![32, 0];
-    assert!(matches!(parse_err(&g.to_bytes()), GgufError::BadShape { .. }));
+    assert!(matches!(
+        parse_err(&g.to_bytes()),
+        GgufError::BadShape { .. }
+    ));
     let mut g = small(&[]);
     g.tensors[0].dims = vec![1, 1, 1, 1, 32];
-    assert!(matches!(parse_err(&g.to_bytes()), GgufError::BadShape { .. }));
+    assert!(matches!(
+        parse_err(&g.to_bytes()),
+        GgufError::BadShape { .. }
+    ));
     let mut g = small(&[]);
     g.tensors[0].dims = vec![16, 4];
-    assert!(matches!(parse_err(&g.to_bytes()), GgufError::BadShape { .. }), "rows not whole blocks");
+    assert!(
+        matches!(parse_err(&g.to_bytes()), GgufError::BadShape { .. }),
+        "rows not whole blocks"
+    );
     let mut g = small(&[]);
     g.tensors[0].dims = vec![1 << 32, 1 << 32, 1 << 32];
     g.tensors[0].ggml_type = F32;
-    assert!(matches!(parse_err(&g.to_bytes()), GgufError::Overflow { .. }));
+    assert!(matches!(
+        parse_err(&g.to_bytes()),
+        GgufError::Overflow { .. }
+    ));
 
     // Offsets: patch the offset field of the tensor info (after name, n_dims, 2 dims, type).
     let b = small(&[]).to_bytes();
     let info_end = b.windows(8).position(|w| w == b"t.weight").unwrap() + 8 + 4 + 16 + 4 + 8;
     let mut bad = b.clone();
     bad[info_end - 8..info_end].copy_from_slice(&16u64.to_le_bytes());
-    assert!(matches!(parse_err(&bad), GgufError::Misaligned { offset: 16, alignment: 32, .. }));
+    assert!(matches!(
+        parse_err(&bad),
+        GgufError::Misaligned {
+            offset: 16,
+            alignment: 32,
+            ..
+        }
+    ));
     let mut bad = b.clone();
     bad[info_end - 8..info_end].copy_from_slice(&(1u64 << 20).to_le_bytes());
     assert!(matches!(parse_err(&bad), GgufError::OutOfBounds { .. }));
     let mut bad = b.clone();
     bad[info_end - 8..info_end].copy_from_slice(&(u64::MAX - 31).to_le_bytes());
-    assert!(matches!(parse_err(&bad), GgufError::Overflow { .. } | GgufError::OutOfBounds { .. }));
+    assert!(matches!(
+        parse_err(&bad),
+        GgufError::Overflow { .. } | GgufError::OutOfBounds { .. }
+    ));
 
     let mut g = small(&[]);
     g.tensor("u.weight", &[64], Q8_0, vec![1; 68]);
@@ -208,7 +293,13 @@ fn one_malformed_file_per_rule() {
     // Point the second tensor at the first's data.
     let pos = b.windows(8).position(|w| w == b"u.weight").unwrap() + 8 + 4 + 8 + 4;
     b[pos..pos + 8].copy_from_slice(&0u64.to_le_bytes());
-    assert_eq!(parse_err(&b), GgufError::Overlap { first: "t.weight".into(), second: "u.weight".into() });
+    assert_eq!(
+        parse_err(&b),
+        GgufError::Overlap {
+            first: "t.weight".into(),
+            second: "u.weight".into()
+        }
+    );
 
     // Truncation anywhere before the end of the data is an error, never a panic.
     for cut in 0..good.len() {
@@ -219,7 +310,13 @@ fn one_malformed_file_per_rule() {
 #[test]
 fn errors_name_the_field() {
     let e = parse_err(&small(&[("my.key", GV::Raw(7, vec![9]))]).to_bytes());
-    assert_eq!(e.to_string(), "GGUF key \"my.key\": bool byte is 9, expected 0 or 1");
+    assert_eq!(
+        e.to_string(),
+        "GGUF key \"my.key\": bool byte is 9, expected 0 or 1"
+    );
     let e = parse_err(b"GGUF\x03\0\0\0\x01\0\0\0\0\0\0\0");
-    assert_eq!(e.to_string(), "GGUF file truncated: key/value count at byte 16 runs past the end");
+    assert_eq!(
+        e.to_string(),
+        "GGUF file truncated: key/value count at byte 16 runs past the end"
+    );
 }

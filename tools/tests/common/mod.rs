@@ -92,12 +92,14 @@ impl GV {
             GV::ArrI32(v) => {
                 out.extend_from_slice(&5u32.to_le_bytes());
                 out.extend_from_slice(&(v.len() as u64).to_le_bytes());
-                v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
+                v.iter()
+                    .for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
             }
             GV::ArrF32(v) => {
                 out.extend_from_slice(&6u32.to_le_bytes());
                 out.extend_from_slice(&(v.len() as u64).to_le_bytes());
-                v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
+                v.iter()
+                    .for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
             }
             GV::ArrU8(v) => {
                 out.extend_from_slice(&0u32.to_le_bytes());
@@ -129,7 +131,12 @@ pub struct GgufBuilder {
 
 impl GgufBuilder {
     pub fn new() -> Self {
-        GgufBuilder { version: 3, alignment: 32, kv: vec![], tensors: vec![] }
+        GgufBuilder {
+            version: 3,
+            alignment: 32,
+            kv: vec![],
+            tensors: vec![],
+        }
     }
     pub fn kv(&mut self, k: &str, v: GV) -> &mut Self {
         self.kv.retain(|(kk, _)| kk != k);
@@ -140,8 +147,19 @@ impl GgufBuilder {
         self.kv.retain(|(kk, _)| kk != k);
         self
     }
-    pub fn tensor(&mut self, name: &str, shape_outer_first: &[u64], ggml_type: u32, data: Vec<u8>) -> &mut Self {
-        self.tensors.push(GT { name: name.into(), dims: shape_outer_first.iter().rev().copied().collect(), ggml_type, data });
+    pub fn tensor(
+        &mut self,
+        name: &str,
+        shape_outer_first: &[u64],
+        ggml_type: u32,
+        data: Vec<u8>,
+    ) -> &mut Self {
+        self.tensors.push(GT {
+            name: name.into(),
+            dims: shape_outer_first.iter().rev().copied().collect(),
+            ggml_type,
+            data,
+        });
         self
     }
     pub fn get_tensor(&mut self, name: &str) -> &mut GT {
@@ -167,7 +185,9 @@ impl GgufBuilder {
         for (t, o) in self.tensors.iter().zip(&offsets) {
             put_str(&mut out, &t.name);
             out.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
-            t.dims.iter().for_each(|d| out.extend_from_slice(&d.to_le_bytes()));
+            t.dims
+                .iter()
+                .for_each(|d| out.extend_from_slice(&d.to_le_bytes()));
             out.extend_from_slice(&t.ggml_type.to_le_bytes());
             out.extend_from_slice(&o.to_le_bytes());
         }
@@ -235,7 +255,10 @@ pub fn gguf_data(rng: &mut Rng, ty: u32, n: usize) -> Vec<u8> {
         Q8_0 => quantize(DType::Q8_0, &x).unwrap(),
         Q4_0 => quantize(DType::Q4_0, &x).unwrap(),
         Q4_1 => quantize(DType::Q4_1, &x).unwrap(),
-        BF16 => x.iter().flat_map(|v| ((v.to_bits() >> 16) as u16).to_le_bytes()).collect(),
+        BF16 => x
+            .iter()
+            .flat_map(|v| ((v.to_bits() >> 16) as u16).to_le_bytes())
+            .collect(),
         Q5_0 => random_blocks(rng, 22, 32, &[0]),
         Q4_K => random_blocks(rng, 144, 256, &[0, 2]),
         Q6_K => random_blocks(rng, 210, 256, &[208]),
@@ -258,7 +281,20 @@ pub fn strings(v: &[&str]) -> Vec<String> {
 
 /// Tokens of the tiny BPE vocabulary (GPT-2 byte-level style).
 pub fn bpe_tokens() -> Vec<String> {
-    strings(&["<|endoftext|>", "<|im_start|>", "<|im_end|>", "a", "b", "c", "ab", "abc", "Ġ", "Ġa", "1", "<tool>"])
+    strings(&[
+        "<|endoftext|>",
+        "<|im_start|>",
+        "<|im_end|>",
+        "a",
+        "b",
+        "c",
+        "ab",
+        "abc",
+        "Ġ",
+        "Ġa",
+        "1",
+        "<tool>",
+    ])
 }
 
 /// A tiny llama GGUF with a mix of tensor types:
@@ -281,8 +317,14 @@ pub fn tiny_llama_gguf() -> GgufBuilder {
         .kv("tokenizer.ggml.model", s("gpt2"))
         .kv("tokenizer.ggml.pre", s("smollm"))
         .kv("tokenizer.ggml.tokens", GV::ArrStr(bpe_tokens()))
-        .kv("tokenizer.ggml.token_type", GV::ArrI32(vec![3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 4]))
-        .kv("tokenizer.ggml.merges", GV::ArrStr(strings(&["a b", "ab c", "Ġ a"])))
+        .kv(
+            "tokenizer.ggml.token_type",
+            GV::ArrI32(vec![3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 4]),
+        )
+        .kv(
+            "tokenizer.ggml.merges",
+            GV::ArrStr(strings(&["a b", "ab c", "Ġ a"])),
+        )
         .kv("tokenizer.ggml.bos_token_id", GV::U32(1))
         .kv("tokenizer.ggml.eos_token_id", GV::U32(2))
         .kv("tokenizer.ggml.unknown_token_id", GV::U32(0))
@@ -307,7 +349,12 @@ pub fn tiny_llama_gguf() -> GgufBuilder {
         t(&mut g, &p("ffn_norm"), &[L_D], F32);
         t(&mut g, &p("ffn_gate"), &[L_FF, L_D], Q5_0);
         t(&mut g, &p("ffn_up"), &[L_FF, L_D], F32);
-        t(&mut g, &p("ffn_down"), &[L_D, L_FF], if l == 0 { Q4_K } else { Q6_K });
+        t(
+            &mut g,
+            &p("ffn_down"),
+            &[L_D, L_FF],
+            if l == 0 { Q4_K } else { Q6_K },
+        );
     }
     t(&mut g, "output_norm.weight", &[L_D], F32);
     t(&mut g, "output.weight", &[L_VOCAB, L_D], Q8_0);
@@ -335,10 +382,27 @@ pub fn tiny_gemma_gguf() -> GgufBuilder {
         .kv("tokenizer.ggml.pre", s("default"))
         .kv(
             "tokenizer.ggml.tokens",
-            GV::ArrStr(strings(&["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>", "\u{2581}a", "<0x41>"])),
+            GV::ArrStr(strings(&[
+                "<pad>",
+                "<eos>",
+                "<bos>",
+                "<unk>",
+                "<start_of_turn>",
+                "<end_of_turn>",
+                "\u{2581}a",
+                "<0x41>",
+            ])),
         )
-        .kv("tokenizer.ggml.scores", GV::ArrF32(vec![-1000.0, -1000.0, -1000.0, -1000.0, -1000.0, -1000.0, -3.5, 0.0]))
-        .kv("tokenizer.ggml.token_type", GV::ArrI32(vec![3, 3, 3, 2, 3, 3, 1, 6]))
+        .kv(
+            "tokenizer.ggml.scores",
+            GV::ArrF32(vec![
+                -1000.0, -1000.0, -1000.0, -1000.0, -1000.0, -1000.0, -3.5, 0.0,
+            ]),
+        )
+        .kv(
+            "tokenizer.ggml.token_type",
+            GV::ArrI32(vec![3, 3, 3, 2, 3, 3, 1, 6]),
+        )
         .kv("tokenizer.ggml.bos_token_id", GV::U32(2))
         .kv("tokenizer.ggml.eos_token_id", GV::U32(1))
         .kv("tokenizer.ggml.unknown_token_id", GV::U32(3))
