@@ -479,10 +479,10 @@ impl Chat<'_> {
         out(stdout, b"\n")?;
         let note = match result {
             Ok(Stop::EndOfText) => "",
-            Ok(Stop::MaxTokens) => ", reply cut at --n-predict",
+            Ok(Stop::MaxTokens) => ", cut at --n-predict",
             Ok(Stop::Callback) => "",
             Err(Error::Cancelled) => ", stopped",
-            Err(Error::ContextFull { .. }) => ", context full: reply cut",
+            Err(Error::ContextFull { .. }) => ", cut: the context is full",
             Err(e) => return Err(e),
         };
         eprintln!(

@@ -188,7 +188,9 @@ fn ctrl_c_stops_the_reply_not_the_program() {
     let mut child = pipit()
         .args(["chat", "-m"])
         .arg(&model)
-        .args(["--temp", "0"])
+        // Bounded replies: after an early stop the second reply must not run into a full
+        // context, whatever point the first one was stopped at.
+        .args(["--temp", "0", "-n", "200"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
