@@ -328,6 +328,71 @@ impl Exec<'_> {
         }
     }
 
+    /// Several matmuls of the same input `x` ([n, cols]): `outs[i] = x . W_i^T`. The input is
+    /// quantized once; for one token (decode) the rows of all the matrices are split across
+    /// the pool in a single dispatch, so q/k/v (or gate/up) cost one synchronisation.
+    fn matmul_same_input<const K: usize>(
+        &self,
+        ws: [&Tensor; K],
+        x: &[f32],
+        n: usize,
+        outs: [&mut [f32]; K],
+        xq: &mut [BlockQ8A],
+    ) {
+        let quantized = ws
+            .iter()
+            .all(|w| matches!(w.dtype, DType::Q4_0 | DType::Q4_1 | DType::Q8_0));
+        let cols = ws[0].cols;
+        if !quantized || self.precision != Precision::Int8 || ws.iter().any(|w| w.cols != cols) {
+            for (w, out) in ws.into_iter().zip(outs) {
+                self.matmul(w, x, n, out, xq);
+            }
+            return;
+        }
+        let xq = &mut xq[..n * cols / 32];
+        self.kern.quantize_act(&x[..n * cols], xq);
+        let xq = &*xq;
+        let mats = ws.map(|w| QMatrix {
+            dtype: w.dtype,
+            rows: w.rows,
+            cols,
+            data: self.model.data(w),
+        });
+        if n > 1 {
+            for (m, out) in mats.iter().zip(outs) {
+                self.kern
+                    .matmul_q8a_par(self.pool, m, xq, n, &mut out[..n * m.rows], m.rows);
+            }
+            return;
+        }
+        // One token: out_i[r] for the rows of every matrix, in chunks of CHUNK rows.
+        const CHUNK: usize = 256;
+        let ptrs = outs.map(|o| SharedMut(o.as_mut_ptr()));
+        let chunks: [usize; K] = mats.map(|m| m.rows.div_ceil(CHUNK));
+        let n_tasks: usize = chunks.iter().sum();
+        let task = |mut i: usize| {
+            let mut k = 0;
+            while i >= chunks[k] {
+                i -= chunks[k];
+                k += 1;
+            }
+            let m = &mats[k];
+            let (a, b) = (i * CHUNK, ((i + 1) * CHUNK).min(m.rows));
+            let rb = m.row_bytes();
+            let sub = QMatrix {
+                dtype: m.dtype,
+                rows: b - a,
+                cols,
+                data: &m.data[a * rb..b * rb],
+            };
+            // SAFETY: rows a..b of matrix k belong to this task alone (chunks are disjoint),
+            // and out_k, exclusively borrowed for the call, holds at least m.rows floats.
+            let out = unsafe { std::slice::from_raw_parts_mut(ptrs[k].get().add(a), b - a) };
+            self.kern.matmul_q8a(&sub, xq, 1, out, b - a, 0..b - a);
+        };
+        self.pool.run(n_tasks, &task);
+    }
+
     /// Adds a bias row to each of the `n` rows of `y`.
     fn add_bias(&self, y: &mut [f32], bias: Option<&Tensor>, n: usize) {
         let Some(b) = bias else { return };
@@ -639,9 +704,13 @@ pub fn forward(
             model.f32s(&lw.attn_norm),
             hp.norm_eps,
         );
-        ex.matmul(&lw.wq, &s.xb, n, &mut s.q, &mut s.xq);
-        ex.matmul(&lw.wk, &s.xb, n, &mut s.k, &mut s.xq);
-        ex.matmul(&lw.wv, &s.xb, n, &mut s.v, &mut s.xq);
+        ex.matmul_same_input(
+            [&lw.wq, &lw.wk, &lw.wv],
+            &s.xb,
+            n,
+            [&mut s.q, &mut s.k, &mut s.v],
+            &mut s.xq,
+        );
         ex.add_bias(&mut s.q, lw.bq.as_ref(), n);
         ex.add_bias(&mut s.k, lw.bk.as_ref(), n);
         ex.add_bias(&mut s.v, lw.bv.as_ref(), n);
@@ -694,8 +763,13 @@ pub fn forward(
             model.f32s(&lw.ffn_norm),
             hp.norm_eps,
         );
-        ex.matmul(&lw.w_gate, &s.xb, n, &mut s.gate, &mut s.xq);
-        ex.matmul(&lw.w_up, &s.xb, n, &mut s.up, &mut s.xq);
+        ex.matmul_same_input(
+            [&lw.w_gate, &lw.w_up],
+            &s.xb,
+            n,
+            [&mut s.gate, &mut s.up],
+            &mut s.xq,
+        );
         let (gate, up) = (&mut s.gate[..n * hp.d_ff], &s.up[..n * hp.d_ff]);
         match hp.activation {
             Activation::Silu => gate
