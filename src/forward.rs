@@ -11,7 +11,8 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 use pipit_format::blocks::BlockQ8_0;
 
-use crate::kernels::{BlockQ8A, Kernels, QMatrix};
+use crate::kernels::scalar::exp;
+use crate::kernels::{BlockQ8A, Glu, Kernels, QMatrix};
 use crate::model::{Activation, HParams, Model, RopePairs, Tensor};
 use crate::threadpool::ThreadPool;
 use crate::{Error, Result};
@@ -394,6 +395,45 @@ impl Exec<'_> {
     }
 
     /// Adds a bias row to each of the `n` rows of `y`.
+    /// Calls `f(first_row, rows)` on `data` cut into whole rows of `row_len` floats, spread
+    /// over the pool when there are enough rows to pay for a dispatch (prefill), else inline.
+    fn par_rows(&self, data: &mut [f32], row_len: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+        const MIN_ROWS: usize = 4;
+        assert!(row_len > 0 && data.len().is_multiple_of(row_len));
+        let n_rows = data.len() / row_len;
+        let threads = self.pool.n_threads();
+        if threads <= 1 || n_rows < MIN_ROWS {
+            f(0, data);
+            return;
+        }
+        let per_task = n_rows.div_ceil(threads);
+        let n_tasks = n_rows.div_ceil(per_task);
+        let base = SharedMut(data.as_mut_ptr());
+        self.pool.run(n_tasks, &|i| {
+            let r0 = i * per_task;
+            let r1 = (r0 + per_task).min(n_rows);
+            // SAFETY: task i gets rows r0..r1 of `data`, disjoint from every other task's and
+            // inside `data` (r1 <= n_rows), which is exclusively borrowed until `run` returns.
+            let rows = unsafe {
+                std::slice::from_raw_parts_mut(base.get().add(r0 * row_len), (r1 - r0) * row_len)
+            };
+            f(r0, rows)
+        });
+    }
+
+    /// [`rmsnorm`] of the `n` rows of `x` into `out`, in parallel for batches.
+    fn rmsnorm(&self, out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
+        let d = w.len();
+        self.par_rows(out, d, |r0, o| {
+            rmsnorm(o, &x[r0 * d..r0 * d + o.len()], w, eps)
+        });
+    }
+
+    /// [`rmsnorm_inplace`] of the rows of `x`, in parallel for batches.
+    fn rmsnorm_inplace(&self, x: &mut [f32], w: &[f32], eps: f32) {
+        self.par_rows(x, w.len(), |_, rows| rmsnorm_inplace(rows, w, eps));
+    }
+
     fn add_bias(&self, y: &mut [f32], bias: Option<&Tensor>, n: usize) {
         let Some(b) = bias else { return };
         let b = self.model.f32s(b);
@@ -403,10 +443,27 @@ impl Exec<'_> {
     }
 }
 
+/// Sum of squares in f64, in 8 interleaved partial sums (so it vectorizes and is not one long
+/// dependency chain); each square is exact in f64.
+#[inline(always)]
+fn sum_sq(x: &[f32]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f64::from(v) * f64::from(v);
+        }
+    }
+    for (a, &v) in acc.iter_mut().zip(chunks.remainder()) {
+        *a += f64::from(v) * f64::from(v);
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+}
+
 /// RMSNorm of each `w.len()`-wide row of `x` into `out`: out = x / rms(x) * w.
 fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
     for (o, x) in out.chunks_exact_mut(w.len()).zip(x.chunks_exact(w.len())) {
-        let ss: f64 = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+        let ss = sum_sq(x);
         let scale = (1.0 / (ss / x.len() as f64 + f64::from(eps)).sqrt()) as f32;
         for ((o, &x), &w) in o.iter_mut().zip(x).zip(w) {
             *o = x * scale * w;
@@ -417,7 +474,7 @@ fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
 /// RMSNorm in place of each `w.len()`-wide row of `x`.
 fn rmsnorm_inplace(x: &mut [f32], w: &[f32], eps: f32) {
     for row in x.chunks_exact_mut(w.len()) {
-        let ss: f64 = row.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+        let ss = sum_sq(row);
         let scale = (1.0 / (ss / row.len() as f64 + f64::from(eps)).sqrt()) as f32;
         row.iter_mut()
             .zip(w)
@@ -437,48 +494,6 @@ fn rope(head: &mut [f32], cos: &[f32], sin: &[f32], pairs: RopePairs) {
         head[a] = x0 * cos[i] - x1 * sin[i];
         head[b] = x0 * sin[i] + x1 * cos[i];
     }
-}
-
-/// e^x from basic arithmetic only, so loops over slices vectorize (libm's expf is a call per
-/// element) and every platform gets the same bits. Relative error below 2e-7; 0 below -87.
-#[inline(always)]
-fn exp(x: f32) -> f32 {
-    const LOG2_E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    // Adding and subtracting 1.5 * 2^23 rounds to the nearest integer without a libm call.
-    const ROUND: f32 = 12_582_912.0;
-    let xc = x.clamp(-87.0, 88.0);
-    let k = (xc * LOG2_E + ROUND) - ROUND;
-    let r = (xc - k * LN2_HI) - k * LN2_LO;
-    // exp(r) for |r| <= ln2/2 by its Taylor series to degree 7.
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0
-                    + r * (1.0 / 24.0
-                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-    let scale = f32::from_bits(((k as i32 + 127) as u32) << 23);
-    if x < -87.0 {
-        0.0
-    } else {
-        p * scale
-    }
-}
-
-/// tanh approximation of GELU, as Gemma uses: tanh(y) = 1 - 2 / (e^(2y) + 1).
-#[inline(always)]
-fn gelu_tanh(x: f32) -> f32 {
-    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-    let y = SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x);
-    let tanh = 1.0 - 2.0 / (exp(2.0 * y) + 1.0);
-    0.5 * x * (1.0 + tanh)
-}
-
-/// x * sigmoid(x).
-#[inline(always)]
-fn silu(x: f32) -> f32 {
-    x / (1.0 + exp(-x))
 }
 
 /// Softmax in place.
@@ -698,7 +713,7 @@ pub fn forward(
         let sliding = hp.layer_sliding[l];
 
         // Attention block: norm, then q, k, v projections (with biases when the model has them).
-        rmsnorm(
+        ex.rmsnorm(
             &mut s.xb[..n * d],
             &s.x[..n * d],
             model.f32s(&lw.attn_norm),
@@ -717,10 +732,10 @@ pub fn forward(
 
         // Per-head norms of queries and keys (Gemma 3).
         if let Some(qn) = &lw.q_norm {
-            rmsnorm_inplace(&mut s.q[..n * q_dim], model.f32s(qn), hp.norm_eps);
+            ex.rmsnorm_inplace(&mut s.q[..n * q_dim], model.f32s(qn), hp.norm_eps);
         }
         if let Some(kn) = &lw.k_norm {
-            rmsnorm_inplace(&mut s.k[..n * kv_dim], model.f32s(kn), hp.norm_eps);
+            ex.rmsnorm_inplace(&mut s.k[..n * kv_dim], model.f32s(kn), hp.norm_eps);
         }
 
         // Rotary position embedding of queries and keys, then keys and values into the cache.
@@ -749,7 +764,7 @@ pub fn forward(
         // Output projection, optional post-attention norm (Gemma 3), residual.
         ex.matmul(&lw.wo, &s.att_out, n, &mut s.xb, &mut s.xq);
         if let Some(pn) = &lw.post_attn_norm {
-            rmsnorm_inplace(&mut s.xb[..n * d], model.f32s(pn), hp.norm_eps);
+            ex.rmsnorm_inplace(&mut s.xb[..n * d], model.f32s(pn), hp.norm_eps);
         }
         s.x[..n * d]
             .iter_mut()
@@ -757,7 +772,7 @@ pub fn forward(
             .for_each(|(x, &b)| *x += b);
 
         // Feed-forward block: norm, gated activation (SwiGLU or GeGLU), down projection.
-        rmsnorm(
+        ex.rmsnorm(
             &mut s.xb[..n * d],
             &s.x[..n * d],
             model.f32s(&lw.ffn_norm),
@@ -770,22 +785,19 @@ pub fn forward(
             [&mut s.gate, &mut s.up],
             &mut s.xq,
         );
-        let (gate, up) = (&mut s.gate[..n * hp.d_ff], &s.up[..n * hp.d_ff]);
-        match hp.activation {
-            Activation::Silu => gate
-                .iter_mut()
-                .zip(up)
-                .for_each(|(g, &u)| *g = silu(*g) * u),
-            Activation::GeluTanh => gate
-                .iter_mut()
-                .zip(up)
-                .for_each(|(g, &u)| *g = gelu_tanh(*g) * u),
-        }
+        let act = match hp.activation {
+            Activation::Silu => Glu::Silu,
+            Activation::GeluTanh => Glu::GeluTanh,
+        };
+        let (ff, up) = (hp.d_ff, &s.up[..n * hp.d_ff]);
+        ex.par_rows(&mut s.gate[..n * ff], ff, |r0, g| {
+            ex.kern.glu(act, g, &up[r0 * ff..r0 * ff + g.len()])
+        });
         ex.matmul(&lw.w_down, &s.gate, n, &mut s.xb, &mut s.xq);
 
         // Optional post-FFN norm (Gemma 3), residual.
         if let Some(pn) = &lw.post_ffw_norm {
-            rmsnorm_inplace(&mut s.xb[..n * d], model.f32s(pn), hp.norm_eps);
+            ex.rmsnorm_inplace(&mut s.xb[..n * d], model.f32s(pn), hp.norm_eps);
         }
         s.x[..n * d]
             .iter_mut()
@@ -800,7 +812,7 @@ pub fn forward(
         Logits::All => (0, n),
     };
     let rows = first * d..(first + count) * d;
-    rmsnorm(
+    ex.rmsnorm(
         &mut s.xb[..count * d],
         &s.x[rows],
         model.f32s(&w.output_norm),
@@ -819,6 +831,7 @@ pub fn forward(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::scalar::{gelu_tanh, silu};
 
     #[test]
     fn rope_conventions_rotate_the_right_pairs() {

@@ -171,6 +171,8 @@ pub(crate) type DotFn = unsafe fn(a: &[f32], b: &[f32]) -> f32;
 pub(crate) type AxpyFn = unsafe fn(a: f32, x: &[f32], y: &mut [f32]);
 /// One row: `w_row` holds exactly `out.len()` elements.
 pub(crate) type DequantFn = unsafe fn(w_row: &[u8], out: &mut [f32]);
+/// `gate[i] = act(gate[i]) * up[i]`; `gate.len() == up.len()`.
+pub(crate) type GluFn = unsafe fn(gate: &mut [f32], up: &[f32]);
 
 /// One set of kernels for one instruction-set level. Obtain it from [`kernels`], [`select`]
 /// or [`available`]; the table exists only for paths this CPU supports.
@@ -188,6 +190,17 @@ pub struct Kernels {
     pub(crate) axpy: AxpyFn,
     /// Indexed by `DType::code()`.
     pub(crate) dequant_row: [DequantFn; 5],
+    /// Indexed by [`Glu`]: the gated activations of the feed-forward block.
+    pub(crate) glu: [GluFn; 2],
+}
+
+/// The gated activation of a feed-forward block (see [`Kernels::glu`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Glu {
+    /// SwiGLU: `silu(gate) * up`.
+    Silu = 0,
+    /// GeGLU with the tanh approximation of GELU: `gelu_tanh(gate) * up`.
+    GeluTanh = 1,
 }
 
 impl std::fmt::Debug for Kernels {
@@ -358,6 +371,14 @@ impl Kernels {
         let bytes = &w.data[row * rb..(row + 1) * rb];
         // SAFETY: `bytes` holds exactly `cols` elements; CPU features detected.
         unsafe { (self.dequant_row[dindex(w.dtype)])(bytes, out) }
+    }
+
+    /// `gate[i] = act(gate[i]) * up[i]`, bit-identical on every path (the scalar reference's
+    /// operations, vectorized). Panics if the lengths differ.
+    pub fn glu(&self, act: Glu, gate: &mut [f32], up: &[f32]) {
+        assert_eq!(gate.len(), up.len(), "glu: lengths differ");
+        // SAFETY: lengths checked; CPU features detected.
+        unsafe { (self.glu[act as usize])(gate, up) }
     }
 
     /// Test hook: the exact per-block integer sums of row `row` of `w` (Q8_0/Q4_0/Q4_1)

@@ -664,3 +664,61 @@ fn parallel_matmuls_equal_serial() {
         }
     }
 }
+
+#[test]
+fn glu_bit_identical() {
+    let mut rng = Rng::new(21);
+    let special = [
+        0.0f32,
+        -0.0,
+        1.0,
+        -1.0,
+        86.9,
+        -86.9,
+        87.0,
+        -87.0,
+        88.5,
+        -88.5,
+        1e30,
+        -1e30,
+        f32::MAX,
+        f32::MIN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::MIN_POSITIVE,
+        1e-40,
+    ];
+    for k in available() {
+        for act in [Glu::Silu, Glu::GeluTanh] {
+            for n in (0..=40).chain([63, 64, 65, 200, 1537]) {
+                // Misaligned by one element; values across the whole range of exp's input.
+                let mut g0: Vec<f32> = (0..n + 1).map(|_| rng.f() * 30.0).collect();
+                for (i, v) in special.iter().enumerate().take(n + 1) {
+                    g0[(i * 7) % (n + 1)] = *v;
+                }
+                let up: Vec<f32> = (0..n + 1).map(|_| rng.f() * 4.0).collect();
+                let mut want = g0[1..].to_vec();
+                let mut got = g0[1..].to_vec();
+                scalar().glu(act, &mut want, &up[1..]);
+                k.glu(act, &mut got, &up[1..]);
+                for i in 0..n {
+                    assert!(
+                        got[i].to_bits() == want[i].to_bits()
+                            || (got[i].is_nan() && want[i].is_nan()),
+                        "{} {act:?} n={n} i={i} x={}: {} vs {}",
+                        k.name,
+                        g0[1 + i],
+                        got[i],
+                        want[i]
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+#[should_panic(expected = "glu: lengths differ")]
+fn glu_checks_lengths() {
+    scalar().glu(Glu::Silu, &mut [0.0; 3], &[0.0; 2]);
+}

@@ -673,4 +673,6 @@ pub(super) static KERNELS: Kernels = Kernels {
         dequant_q4_0,
         dequant_q4_1,
     ],
+    // Baseline aarch64 already vectorizes the reference with NEON.
+    glu: scalar::KERNELS.glu,
 };

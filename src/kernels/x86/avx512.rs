@@ -1168,6 +1168,18 @@ unsafe fn matmul_f32_f16(
     matmul_f::<true>(w, cols, rows, x, n_tok, out, out_stride)
 }
 
+/// The scalar reference's gated activations, vectorized by the compiler for this path's
+/// registers: the same IEEE operations in the same order, so the same bits.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn glu_silu(gate: &mut [f32], up: &[f32]) {
+    scalar::glu::<false>(gate, up)
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn glu_gelu_tanh(gate: &mut [f32], up: &[f32]) {
+    scalar::glu::<true>(gate, up)
+}
+
 /// The AVX-512 (F/BW/VL) table.
 pub(super) static KERNELS: Kernels = Kernels {
     name: "avx512",
@@ -1190,4 +1202,5 @@ pub(super) static KERNELS: Kernels = Kernels {
         dequant_q4_0,
         dequant_q4_1,
     ],
+    glu: [glu_silu, glu_gelu_tanh],
 };
