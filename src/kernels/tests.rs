@@ -427,7 +427,7 @@ fn matmul_q8a_extremes() {
     for dtype in QTYPES {
         for s in [Scales::Zero, Scales::Huge, Scales::Subnormal, Scales::Mixed] {
             for style in 0..7 {
-                check_q8a_shape(&mut rng, dtype, 6, 128, 5, s, style, 1);
+                check_q8a_shape(&mut rng, dtype, 6, 160, 11, s, style, 1);
             }
         }
     }
@@ -452,6 +452,7 @@ fn matmul_q8a_large_shapes() {
     let mut rng = Rng::new(13);
     for dtype in QTYPES {
         check_q8a_shape(&mut rng, dtype, 150, 256, 6, Scales::Normal, 0, 1);
+        check_q8a_shape(&mut rng, dtype, 131, 352, 23, Scales::Normal, 0, 3);
         check_q8a_shape(&mut rng, dtype, 9, 4096 + 160, 5, Scales::Normal, 0, 0);
         check_q8a_shape(&mut rng, dtype, 5, 4096, 2, Scales::Normal, 0, 0);
     }

@@ -489,12 +489,15 @@ unsafe fn tile<const DT: u8, const VNNI: bool, const R: usize, const T: usize>(
     }
 }
 
-/// Prefill with Q4 weights arranges each 4-token tile's activation quads once per chunk of
-/// `ARR_ROWS` rows (instead of once per 4-row tile), in a stack buffer of `ARR_QUADS` quads
-/// per token (4096 columns); wider rows take the plain path. The per-output arithmetic is the
-/// same as [`tile`]'s, so results are identical either way.
+/// Prefill with Q4 weights arranges each tile of up to `ARR_TOK` tokens' activation quads
+/// once per chunk of `ARR_ROWS` rows (instead of once per row tile), in a stack buffer of
+/// `ARR_QUADS` quads per token (4096 columns); wider rows take the plain path. Row tiles are
+/// 2 rows by 8 tokens: 16 accumulators, the two rows' weights and one token's activations
+/// stay in registers. The per-output arithmetic is the same as [`tile`]'s, so results are
+/// identical either way.
 const ARR_ROWS: usize = 64;
 const ARR_QUADS: usize = 32;
+const ARR_TOK: usize = 8;
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
@@ -517,13 +520,18 @@ unsafe fn matmul_q4_arranged<const DT: u8, const VNNI: bool>(
         d: zf,
         s: zf,
         init: z,
-    }; 4 * ARR_QUADS];
+    }; ARR_TOK * ARR_QUADS];
     let mut r0 = rows.start;
     while r0 < rows.end {
         let r1 = (r0 + ARR_ROWS).min(rows.end);
         let mut t = 0;
         while t < n_tok {
-            let tn = (n_tok - t).min(4);
+            let tn = match n_tok - t {
+                8.. => 8,
+                4..=7 => 4,
+                2..=3 => 2,
+                _ => 1,
+            };
             for tt in 0..tn {
                 for q in 0..nq {
                     buf[tt * nq + q] = load_a4::<DT, VNNI>(x.add((t + tt) * nb + 4 * q));
@@ -531,8 +539,8 @@ unsafe fn matmul_q4_arranged<const DT: u8, const VNNI: bool>(
             }
             let (xt, ot, bp) = (x.add(t * nb), out.add(t * out_stride), buf.as_ptr());
             match tn {
+                8 => rows_arranged::<DT, VNNI, 8>(w, rb, nb, r0..r1, xt, bp, ot, out_stride),
                 4 => rows_arranged::<DT, VNNI, 4>(w, rb, nb, r0..r1, xt, bp, ot, out_stride),
-                3 => rows_arranged::<DT, VNNI, 3>(w, rb, nb, r0..r1, xt, bp, ot, out_stride),
                 2 => rows_arranged::<DT, VNNI, 2>(w, rb, nb, r0..r1, xt, bp, ot, out_stride),
                 _ => rows_arranged::<DT, VNNI, 1>(w, rb, nb, r0..r1, xt, bp, ot, out_stride),
             }
@@ -556,17 +564,17 @@ unsafe fn rows_arranged<const DT: u8, const VNNI: bool, const T: usize>(
     out_stride: usize,
 ) {
     let mut r = rows.start;
-    while r + 4 <= rows.end {
-        tile_arranged::<DT, VNNI, 4, T>(w.add(r * rb), rb, nb, x, aq, out.add(r), out_stride);
-        r += 4;
+    while r + 2 <= rows.end {
+        tile_arranged::<DT, VNNI, 2, T>(w.add(r * rb), rb, nb, x, aq, out.add(r), out_stride);
+        r += 2;
     }
-    while r < rows.end {
+    if r < rows.end {
         tile_arranged::<DT, VNNI, 1, T>(w.add(r * rb), rb, nb, x, aq, out.add(r), out_stride);
-        r += 1;
     }
 }
 
-/// [`tile`] with the quads' activations taken from `aq`.
+/// [`tile`] with the quads' activations taken from `aq`: per quad, the `R` rows' weights are
+/// decoded once, then each token's activations meet every row.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile_arranged<const DT: u8, const VNNI: bool, const R: usize, const T: usize>(
@@ -582,14 +590,15 @@ unsafe fn tile_arranged<const DT: u8, const VNNI: bool, const R: usize, const T:
     let nq = nb / 4;
     let mut acc = [[_mm512_setzero_ps(); T]; R];
     for q in 0..nq {
-        for (r, acc_r) in acc.iter_mut().enumerate() {
-            let wq = load_w4::<DT>(w.add(r * rb + 4 * q * bb));
-            for (t, acc_rt) in acc_r.iter_mut().enumerate() {
-                let a = &*aq.add(t * nq + q);
-                let i = isum_lanes4::<VNNI>(&wq, a);
-                *acc_rt = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(wq.d, a.d), *acc_rt);
+        let wq: [WQuad; R] = std::array::from_fn(|r| load_w4::<DT>(w.add(r * rb + 4 * q * bb)));
+        for t in 0..T {
+            let a = &*aq.add(t * nq + q);
+            for (wr, acc_r) in wq.iter().zip(acc.iter_mut()) {
+                let i = isum_lanes4::<VNNI>(wr, a);
+                acc_r[t] =
+                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(wr.d, a.d), acc_r[t]);
                 if DT == Q4_1 {
-                    *acc_rt = _mm512_fmadd_ps(wq.m, a.s, *acc_rt);
+                    acc_r[t] = _mm512_fmadd_ps(wr.m, a.s, acc_r[t]);
                 }
             }
         }
