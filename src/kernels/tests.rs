@@ -328,7 +328,7 @@ fn block_isums_exact() {
     let mut rng = Rng::new(3);
     for k in available() {
         for dtype in QTYPES {
-            for nb in [1, 2, 3, 4, 7, 16] {
+            for nb in [1, 2, 3, 4, 7, 16, 17, 19, 22, 35] {
                 let wb = weights(&mut rng, dtype, 2, nb * 32, Scales::Normal);
                 let mut wb2 = wb.clone();
                 if dtype == DType::Q8_0 {
@@ -453,6 +453,23 @@ fn matmul_q8a_large_shapes() {
     for dtype in QTYPES {
         check_q8a_shape(&mut rng, dtype, 150, 256, 6, Scales::Normal, 0, 1);
         check_q8a_shape(&mut rng, dtype, 131, 352, 23, Scales::Normal, 0, 3);
+        // Rows of whole 16-block groups plus every tail (quads, a pair, a single block), with
+        // every token-tile size.
+        for (cols, n_tok) in [
+            (512, 8),
+            (544, 13),
+            (576, 23),
+            (608, 3),
+            (640, 2),
+            (1536, 17),
+        ] {
+            check_q8a_shape(&mut rng, dtype, 7, cols, n_tok, Scales::Normal, 0, 1);
+        }
+        for s in [Scales::Zero, Scales::Huge, Scales::Subnormal, Scales::Mixed] {
+            for style in 0..7 {
+                check_q8a_shape(&mut rng, dtype, 3, 544, 9, s, style, 2);
+            }
+        }
         check_q8a_shape(&mut rng, dtype, 9, 4096 + 160, 5, Scales::Normal, 0, 0);
         check_q8a_shape(&mut rng, dtype, 5, 4096, 2, Scales::Normal, 0, 0);
     }

@@ -618,6 +618,383 @@ unsafe fn tile_arranged<const DT: u8, const VNNI: bool, const R: usize, const T:
     }
 }
 
+/// Blocks per group of the transposed prefill layout: i32 lane j of a product vector holds
+/// block j of the group, so one float conversion and scale serve 16 blocks (instead of 4 in
+/// the quad layout), and 8 integer products cover the group.
+const GRP: usize = 16;
+/// Widest rows the grouped path takes (4096 columns); wider rows take the quad path.
+const GRP_MAX: usize = 8;
+/// Tokens per tile of the grouped path: one row's decoded group meets this many tokens.
+const GRP_TOK: usize = 8;
+
+/// Per-word selection from a group of 16 Q4 weight blocks (144 or 160 words, in registers
+/// `z0..z4` of 32 words each): words below 64 come from the pair `(z0, z1)` by `a`, words
+/// 64..127 from `(z2, z3)` by `b`, and the rest from `z4` by `c`; `mb`/`mc` mark which.
+#[repr(C, align(64))]
+struct GrpIdx {
+    a: [u16; 32],
+    b: [u16; 32],
+    c: [u16; 32],
+    mb: u32,
+    mc: u32,
+}
+
+/// The selection for output words whose source words are `src`.
+const fn grp_idx(src: [u16; 32]) -> GrpIdx {
+    let mut ix = GrpIdx {
+        a: [0; 32],
+        b: [0; 32],
+        c: [0; 32],
+        mb: 0,
+        mc: 0,
+    };
+    let mut p = 0;
+    while p < 32 {
+        let s = src[p];
+        if s < 64 {
+            ix.a[p] = s;
+        } else if s < 128 {
+            ix.b[p] = s - 64;
+            ix.mb |= 1 << p;
+        } else {
+            ix.c[p] = s - 128;
+            ix.mc |= 1 << p;
+        }
+        p += 1;
+    }
+    ix
+}
+
+/// Source words of dword `k` (nibble bytes `4k..4k + 3`) of each of the 16 blocks of a group
+/// (blocks `bw` words long, nibbles from word `first`): output words `2j, 2j + 1` for block j.
+const fn grp_nib_src(bw: u16, first: u16, k: u16) -> [u16; 32] {
+    let mut src = [0; 32];
+    let mut j = 0;
+    while j < 16 {
+        src[2 * j] = bw * j as u16 + first + 2 * k;
+        src[2 * j + 1] = bw * j as u16 + first + 2 * k + 1;
+        j += 1;
+    }
+    src
+}
+
+/// Source words of the f16 at word `off` of each block, into output words 0..15.
+const fn grp_half_src(bw: u16, off: u16) -> [u16; 32] {
+    let mut src = [0; 32];
+    let mut j = 0;
+    while j < 16 {
+        src[j] = bw * j as u16 + off;
+        j += 1;
+    }
+    src
+}
+
+static Q4_0_GRP_NIB: [GrpIdx; 4] = [
+    grp_idx(grp_nib_src(9, 1, 0)),
+    grp_idx(grp_nib_src(9, 1, 1)),
+    grp_idx(grp_nib_src(9, 1, 2)),
+    grp_idx(grp_nib_src(9, 1, 3)),
+];
+static Q4_0_GRP_D: GrpIdx = grp_idx(grp_half_src(9, 0));
+static Q4_1_GRP_NIB: [GrpIdx; 4] = [
+    grp_idx(grp_nib_src(10, 2, 0)),
+    grp_idx(grp_nib_src(10, 2, 1)),
+    grp_idx(grp_nib_src(10, 2, 2)),
+    grp_idx(grp_nib_src(10, 2, 3)),
+];
+static Q4_1_GRP_D: GrpIdx = grp_idx(grp_half_src(10, 0));
+static Q4_1_GRP_M: GrpIdx = grp_idx(grp_half_src(10, 1));
+
+/// 16 Q4 weight blocks of one row, transposed: `q[g]` lane j = weight bytes (unsigned
+/// nibbles) `4g..4g + 3` of block j; `d`/`m` lane j = block j's scale / minimum.
+#[derive(Clone, Copy)]
+struct WGroup {
+    q: [__m512i; 8],
+    d: __m512,
+    m: __m512,
+}
+
+/// The selected words of the group in `z` (see [`GrpIdx`]).
+#[inline(always)]
+unsafe fn grp_pick(z: &[__m512i; 5], ix: &GrpIdx) -> __m512i {
+    let a = _mm512_permutex2var_epi16(z[0], _mm512_load_si512(ix.a.as_ptr().cast()), z[1]);
+    let b = _mm512_permutex2var_epi16(z[2], _mm512_load_si512(ix.b.as_ptr().cast()), z[3]);
+    let c = _mm512_permutexvar_epi16(_mm512_load_si512(ix.c.as_ptr().cast()), z[4]);
+    _mm512_mask_blend_epi16(ix.mc, _mm512_mask_blend_epi16(ix.mb, a, b), c)
+}
+
+#[inline(always)]
+unsafe fn load_wg<const DT: u8>(p: *const u8) -> WGroup {
+    // A group is 288 (Q4_0) or 320 (Q4_1) bytes: four full loads and a last one that stays
+    // inside it.
+    let last = if DT == Q4_0 {
+        _mm512_zextsi256_si512(_mm256_loadu_si256(p.add(256).cast()))
+    } else {
+        _mm512_loadu_si512(p.add(256).cast())
+    };
+    let z = [
+        _mm512_loadu_si512(p.cast()),
+        _mm512_loadu_si512(p.add(64).cast()),
+        _mm512_loadu_si512(p.add(128).cast()),
+        _mm512_loadu_si512(p.add(192).cast()),
+        last,
+    ];
+    let (nib, di) = if DT == Q4_0 {
+        (&Q4_0_GRP_NIB, &Q4_0_GRP_D)
+    } else {
+        (&Q4_1_GRP_NIB, &Q4_1_GRP_D)
+    };
+    let mask = _mm512_set1_epi8(0x0f);
+    let mut q = [_mm512_setzero_si512(); 8];
+    for k in 0..4 {
+        let dk = grp_pick(&z, &nib[k]);
+        q[k] = _mm512_and_si512(dk, mask);
+        q[k + 4] = _mm512_and_si512(_mm512_srli_epi16::<4>(dk), mask);
+    }
+    let d = _mm512_cvtph_ps(_mm512_castsi512_si256(grp_pick(&z, di)));
+    let m = if DT == Q4_1 {
+        _mm512_cvtph_ps(_mm512_castsi512_si256(grp_pick(&z, &Q4_1_GRP_M)))
+    } else {
+        _mm512_setzero_ps()
+    };
+    WGroup { q, d, m }
+}
+
+/// 16 activation blocks of one token, transposed like [`WGroup`]; `init` removes the Q4_0
+/// weight offset (`-8 * sum` of each block).
+#[derive(Clone, Copy)]
+struct AGroup {
+    a: [__m512i; 8],
+    d: __m512,
+    s: __m512,
+    init: __m512i,
+}
+
+#[inline(always)]
+unsafe fn load_ag<const DT: u8, const VNNI: bool>(x: *const BlockQ8A) -> AGroup {
+    const _: () = assert!(size_of::<BlockQ8A>() == 40);
+    // Dword j * 10 + i of the 16 blocks is dword i of block j (d, s, then 8 dwords of qs).
+    let base = x.cast::<i32>();
+    let j10 = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32(10),
+    );
+    let mut a = [_mm512_setzero_si512(); 8];
+    for (g, ag) in a.iter_mut().enumerate() {
+        let ix = _mm512_add_epi32(j10, _mm512_set1_epi32(2 + g as i32));
+        *ag = _mm512_i32gather_epi32::<4>(ix, base.cast());
+    }
+    let d = _mm512_castsi512_ps(_mm512_i32gather_epi32::<4>(j10, base.cast()));
+    let s = if DT == Q4_1 {
+        let ix = _mm512_add_epi32(j10, _mm512_set1_epi32(1));
+        _mm512_castsi512_ps(_mm512_i32gather_epi32::<4>(ix, base.cast()))
+    } else {
+        _mm512_setzero_ps()
+    };
+    let init = if DT == Q4_0 {
+        let e = _mm512_set1_epi8(8);
+        let c = a
+            .iter()
+            .fold(_mm512_setzero_si512(), |c, &ag| dpbusd::<VNNI>(c, e, ag));
+        _mm512_sub_epi32(_mm512_setzero_si512(), c)
+    } else {
+        _mm512_setzero_si512()
+    };
+    AGroup { a, d, s, init }
+}
+
+/// Exact i32 lanes of one group product: block j in lane j.
+#[inline(always)]
+unsafe fn isum_group<const VNNI: bool>(w: &WGroup, a: &AGroup) -> __m512i {
+    let mut i = a.init;
+    for g in 0..8 {
+        i = dpbusd::<VNNI>(i, w.q[g], a.a[g]);
+    }
+    i
+}
+
+/// Prefill with Q4 weights and rows of at least one group: activations are transposed once
+/// per tile of up to [`GRP_TOK`] tokens (the blocks past the last whole group arranged as
+/// quads and pairs), then every row of `rows` meets the tile.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul_q4_grouped<const DT: u8, const VNNI: bool>(
+    w: *const u8,
+    rb: usize,
+    nb: usize,
+    rows: Range<usize>,
+    x: *const BlockQ8A,
+    n_tok: usize,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    let ng = nb / GRP;
+    let nq = (nb - GRP * ng) / 4;
+    let np = nb - GRP * ng - 4 * nq;
+    let z = _mm512_setzero_si512();
+    let zf = _mm512_setzero_ps();
+    let mut tiles = Tiles {
+        g: [AGroup {
+            a: [z; 8],
+            d: zf,
+            s: zf,
+            init: z,
+        }; GRP_TOK * GRP_MAX],
+        q: [AQuad {
+            lo: z,
+            hi: z,
+            d: zf,
+            s: zf,
+            init: z,
+        }; GRP_TOK * 3],
+        p: [APair {
+            a: z,
+            d: zf,
+            s: zf,
+            init: z,
+        }; GRP_TOK * 2],
+    };
+    let mut t = 0;
+    while t < n_tok {
+        let tn = match n_tok - t {
+            8.. => 8,
+            4..=7 => 4,
+            2..=3 => 2,
+            _ => 1,
+        };
+        for tt in 0..tn {
+            let xt = x.add((t + tt) * nb);
+            for gi in 0..ng {
+                tiles.g[tt * ng + gi] = load_ag::<DT, VNNI>(xt.add(GRP * gi));
+            }
+            for qi in 0..nq {
+                tiles.q[tt * 3 + qi] = load_a4::<DT, VNNI>(xt.add(GRP * ng + 4 * qi));
+            }
+            let b = GRP * ng + 4 * nq;
+            if np >= 2 {
+                tiles.p[tt * 2] = load_a::<DT, VNNI>(xt.add(b), true);
+            }
+            if np % 2 == 1 {
+                tiles.p[tt * 2 + 1] = load_a::<DT, VNNI>(xt.add(b + np - 1), false);
+            }
+        }
+        let ot = out.add(t * out_stride);
+        for r in rows.clone() {
+            let (wr, or) = (w.add(r * rb), ot.add(r));
+            match tn {
+                8 => tile_grouped::<DT, VNNI, 8>(wr, nb, &tiles, or, out_stride),
+                4 => tile_grouped::<DT, VNNI, 4>(wr, nb, &tiles, or, out_stride),
+                2 => tile_grouped::<DT, VNNI, 2>(wr, nb, &tiles, or, out_stride),
+                _ => tile_grouped::<DT, VNNI, 1>(wr, nb, &tiles, or, out_stride),
+            }
+        }
+        t += tn;
+    }
+}
+
+/// The arranged activations of one token tile: token t's group g at `g[t * ng + g]`, its
+/// tail quads at `q[t * 3..]`, its tail pair at `p[t * 2]` and single block at `p[t * 2 + 1]`.
+struct Tiles {
+    g: [AGroup; GRP_TOK * GRP_MAX],
+    q: [AQuad; GRP_TOK * 3],
+    p: [APair; GRP_TOK * 2],
+}
+
+/// One row (at `w`, `nb` blocks) against the first `T` tokens of `tl`.
+#[inline(always)]
+unsafe fn tile_grouped<const DT: u8, const VNNI: bool, const T: usize>(
+    w: *const u8,
+    nb: usize,
+    tl: &Tiles,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    let bb = block_bytes(DT);
+    let ng = nb / GRP;
+    let nq = (nb - GRP * ng) / 4;
+    let np = nb - GRP * ng - 4 * nq;
+    let mut acc = [_mm512_setzero_ps(); T];
+    for g in 0..ng {
+        let wg = load_wg::<DT>(w.add(GRP * g * bb));
+        for (t, acc_t) in acc.iter_mut().enumerate() {
+            let a = &tl.g[t * ng + g];
+            let i = isum_group::<VNNI>(&wg, a);
+            *acc_t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(wg.d, a.d), *acc_t);
+            if DT == Q4_1 {
+                *acc_t = _mm512_fmadd_ps(wg.m, a.s, *acc_t);
+            }
+        }
+    }
+    // Lanes are summed only at the end, so the tail blocks may use the other layouts.
+    let mut b = GRP * ng;
+    for qi in 0..nq {
+        let wq = load_w4::<DT>(w.add(b * bb));
+        for (t, acc_t) in acc.iter_mut().enumerate() {
+            let a = &tl.q[t * 3 + qi];
+            let i = isum_lanes4::<VNNI>(&wq, a);
+            *acc_t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(wq.d, a.d), *acc_t);
+            if DT == Q4_1 {
+                *acc_t = _mm512_fmadd_ps(wq.m, a.s, *acc_t);
+            }
+        }
+        b += 4;
+    }
+    for (k, two) in [(0, true), (1, false)] {
+        if (two && np >= 2) || (!two && np % 2 == 1) {
+            let wp = load_w::<DT, VNNI>(w.add(b * bb), two);
+            for (t, acc_t) in acc.iter_mut().enumerate() {
+                let a = &tl.p[t * 2 + k];
+                let i = isum_lanes::<DT, VNNI>(&wp, a);
+                *acc_t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(wp.d, a.d), *acc_t);
+                if DT == Q4_1 {
+                    *acc_t = _mm512_fmadd_ps(wp.m, a.s, *acc_t);
+                }
+            }
+            b += if two { 2 } else { 1 };
+        }
+    }
+    store_sums(&acc, out, out_stride);
+}
+
+/// `out[t * out_stride] = sum of the lanes of acc[t]`; eight accumulators are summed together
+/// by a transposing tree (22 vector operations instead of 8 separate reductions).
+#[inline(always)]
+unsafe fn store_sums<const T: usize>(acc: &[__m512; T], out: *mut f32, out_stride: usize) {
+    if T != 8 {
+        for (t, acc_t) in acc.iter().enumerate() {
+            *out.add(t * out_stride) = _mm512_reduce_add_ps(*acc_t);
+        }
+        return;
+    }
+    // Halve twice by 128-bit chunks: w[k] chunk c holds 4 partial sums of acc[4k + c].
+    let u: [__m512; 4] = std::array::from_fn(|i| {
+        let (a, b) = (acc[2 * i], acc[2 * i + 1]);
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0b01_00_01_00>(a, b),
+            _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b),
+        )
+    });
+    let w: [__m512; 2] = std::array::from_fn(|k| {
+        let (a, b) = (u[2 * k], u[2 * k + 1]);
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0b10_00_10_00>(a, b),
+            _mm512_shuffle_f32x4::<0b11_01_11_01>(a, b),
+        )
+    });
+    // Within each chunk c: lane 0 = total of acc[c], lane 1 = total of acc[4 + c].
+    let x = _mm512_add_ps(
+        _mm512_unpacklo_ps(w[0], w[1]),
+        _mm512_unpackhi_ps(w[0], w[1]),
+    );
+    let y = _mm512_add_ps(x, _mm512_permute_ps::<0b01_00_11_10>(x));
+    let mut sums = [0.0f32; 16];
+    _mm512_storeu_ps(sums.as_mut_ptr(), y);
+    for c in 0..4 {
+        *out.add(c * out_stride) = sums[4 * c];
+        *out.add((c + 4) * out_stride) = sums[4 * c + 1];
+    }
+}
+
 /// All tokens for rows `r..r + R`, in token tiles of 4.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
@@ -665,6 +1042,10 @@ pub(super) unsafe fn matmul_q8a<const DT: u8, const VNNI: bool>(
     let nb = cols / QK;
     let rb = nb * block_bytes(DT);
     let (w, x) = (w.as_ptr(), xq.as_ptr());
+    if DT != Q8_0 && n_tok >= 2 && nb >= GRP && nb / GRP <= GRP_MAX {
+        matmul_q4_grouped::<DT, VNNI>(w, rb, nb, rows, x, n_tok, out, out_stride);
+        return;
+    }
     if DT != Q8_0 && n_tok >= 2 && nb >= 4 && nb / 4 <= ARR_QUADS {
         matmul_q4_arranged::<DT, VNNI>(w, rb, nb, rows, x, n_tok, out, out_stride);
         return;
@@ -698,6 +1079,12 @@ pub(super) unsafe fn isums<const DT: u8, const VNNI: bool>(
     let bb = block_bytes(DT);
     let mut b = 0;
     if DT != Q8_0 {
+        while b + GRP <= nb {
+            let wg = load_wg::<DT>(w_row.as_ptr().add(b * bb));
+            let ag = load_ag::<DT, VNNI>(xq.as_ptr().add(b));
+            _mm512_storeu_si512(out.as_mut_ptr().add(b).cast(), isum_group::<VNNI>(&wg, &ag));
+            b += GRP;
+        }
         while b + 4 <= nb {
             let wq = load_w4::<DT>(w_row.as_ptr().add(b * bb));
             let aq = load_a4::<DT, VNNI>(xq.as_ptr().add(b));
