@@ -740,3 +740,75 @@ fn glu_bit_identical() {
 fn glu_checks_lengths() {
     scalar().glu(Glu::Silu, &mut [0.0; 3], &[0.0; 2]);
 }
+
+/// Each output depends only on its row and its token: a batch gives bit-for-bit the results
+/// of its tokens one at a time, and any row sub-range those of the whole (so scoring or
+/// prefilling in any chunks, and any thread split, gives the same logits).
+#[test]
+fn matmul_results_do_not_depend_on_batch_or_rows() {
+    let mut rng = Rng::new(31);
+    for k in available() {
+        for dtype in DType::ALL {
+            for (rows, cols, n_tok) in [
+                (19, 96, 13),
+                (11, 512, 9),
+                (9, 576, 23),
+                (5, 640, 17),
+                (3, 1536, 10),
+                (3, 4096 + 160, 5),
+            ] {
+                let wb = weights(&mut rng, dtype, rows, cols, Scales::Normal);
+                let w = QMatrix::new(dtype, rows, cols, &wb).unwrap();
+                let x = acts(&mut rng, n_tok * cols, 0);
+                let nb = cols / 32;
+                let mut xq = vec![BlockQ8A::default(); n_tok * nb];
+                k.quantize_act(&x, &mut xq);
+                let mut whole = vec![0f32; n_tok * rows];
+                let mut one = vec![1f32; rows];
+                let mut part = vec![2f32; n_tok * rows];
+                let mut ctx = format!("{} {dtype} {rows}x{cols}", k.name);
+                if dtype.is_quantized() {
+                    k.matmul_q8a(&w, &xq, n_tok, &mut whole, rows, 0..rows);
+                } else {
+                    k.matmul_f32(&w, &x, n_tok, &mut whole, rows, 0..rows);
+                }
+                for t in 0..n_tok {
+                    if dtype.is_quantized() {
+                        k.matmul_q8a(&w, &xq[t * nb..(t + 1) * nb], 1, &mut one, rows, 0..rows);
+                    } else {
+                        k.matmul_f32(&w, &x[t * cols..(t + 1) * cols], 1, &mut one, rows, 0..rows);
+                    }
+                    ctx = format!("{} {dtype} {rows}x{cols} token {t}", k.name);
+                    assert_eq!(
+                        one.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        whole[t * rows..(t + 1) * rows]
+                            .iter()
+                            .map(|v| v.to_bits())
+                            .collect::<Vec<_>>(),
+                        "{ctx}: one token vs batch"
+                    );
+                }
+                // Tokens 1.. as a batch of their own, rows in two ranges.
+                let m = rows / 2;
+                for r in [0..m, m..rows] {
+                    if dtype.is_quantized() {
+                        k.matmul_q8a(&w, &xq[nb..], n_tok - 1, &mut part, rows, r);
+                    } else {
+                        k.matmul_f32(&w, &x[cols..], n_tok - 1, &mut part, rows, r);
+                    }
+                }
+                assert_eq!(
+                    part[..(n_tok - 1) * rows]
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .collect::<Vec<_>>(),
+                    whole[rows..]
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .collect::<Vec<_>>(),
+                    "{ctx}: sub-batch in row ranges"
+                );
+            }
+        }
+    }
+}

@@ -8,7 +8,12 @@
 //! `-offset * a` summed the same way. Without VNNI, Q8_0 uses the sign trick instead
 //! (`|w| * sign(a, w)`), because `(w + 128) * a` pairs would saturate `vpmaddubsw`.
 //! Per pair, the i32 lanes are converted to f32, scaled by `d_w * d_a` and accumulated;
-//! each output's 16 lanes are summed once at the end.
+//! each output's 16 lanes are summed once at the end, in one fixed order ([`hsum`]).
+//!
+//! Q4 rows are cut into groups of 16 blocks (transposed so that lane L of the products is one
+//! block), then quads, a pair and a single block, the same way for decode and for every
+//! batch size; Q8_0 rows into pairs and a single block. So an output's bits depend only on
+//! its row and its token's activations, never on the batch, the tile or the thread split.
 //!
 //! # Safety
 //! Every `unsafe fn` here requires AVX-512F/BW/VL (and AVX-512 VNNI when `VNNI = true`),
@@ -17,6 +22,7 @@
 //! loads, which never touch masked-out bytes.
 
 use std::arch::x86_64::*;
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use super::super::scalar::{self, Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES};
@@ -300,17 +306,29 @@ struct WQuad {
     m: __m512,
 }
 
+/// The quad at `p`: its first 64 bytes, and its 4 x 16 nibble bytes (block k's in bytes
+/// 16k..16k + 15).
 #[inline(always)]
-unsafe fn load_w4<const DT: u8>(p: *const u8) -> WQuad {
+unsafe fn quad_raw<const DT: u8>(p: *const u8) -> (__m512i, __m512i) {
     // Both loads lie inside the quad (72 or 80 bytes).
     let z0 = _mm512_loadu_si512(p.cast());
     let t = _mm512_castsi128_si512(_mm_loadu_si128(p.add(quad_tail_off(DT)).cast()));
-    let (nib, di) = if DT == Q4_0 {
-        (&Q4_0_QUAD_NIB, &Q4_0_QUAD_D)
+    let nib = if DT == Q4_0 {
+        &Q4_0_QUAD_NIB
     } else {
-        (&Q4_1_QUAD_NIB, &Q4_1_QUAD_D)
+        &Q4_1_QUAD_NIB
     };
-    let q = _mm512_permutex2var_epi16(z0, idx(nib), t);
+    (z0, _mm512_permutex2var_epi16(z0, idx(nib), t))
+}
+
+#[inline(always)]
+unsafe fn load_w4<const DT: u8>(p: *const u8) -> WQuad {
+    let (z0, q) = quad_raw::<DT>(p);
+    let di = if DT == Q4_0 {
+        &Q4_0_QUAD_D
+    } else {
+        &Q4_1_QUAD_D
+    };
     let mask = _mm512_set1_epi8(0x0f);
     let lo = _mm512_and_si512(q, mask);
     let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(q), mask);
@@ -484,229 +502,41 @@ unsafe fn tile<const DT: u8, const VNNI: bool, const R: usize, const T: usize>(
     }
     for (r, acc_r) in acc.iter().enumerate() {
         for (t, acc_rt) in acc_r.iter().enumerate() {
-            *out.add(t * out_stride + r) = _mm512_reduce_add_ps(*acc_rt);
+            *out.add(t * out_stride + r) = hsum(*acc_rt);
         }
     }
 }
 
-/// Prefill with Q4 weights arranges each tile of up to `ARR_TOK` tokens' activation quads
-/// once per chunk of `ARR_ROWS` rows (instead of once per row tile), in a stack buffer of
-/// `ARR_QUADS` quads per token (4096 columns); wider rows take the plain path. Row tiles are
-/// 2 rows by 8 tokens: 16 accumulators, the two rows' weights and one token's activations
-/// stay in registers. The per-output arithmetic is the same as [`tile`]'s, so results are
-/// identical either way.
-const ARR_ROWS: usize = 64;
-const ARR_QUADS: usize = 32;
-const ARR_TOK: usize = 8;
-
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn matmul_q4_arranged<const DT: u8, const VNNI: bool>(
-    w: *const u8,
-    rb: usize,
-    nb: usize,
-    rows: Range<usize>,
-    x: *const BlockQ8A,
-    n_tok: usize,
-    out: *mut f32,
-    out_stride: usize,
-) {
-    let nq = nb / 4;
-    let z = _mm512_setzero_si512();
-    let zf = _mm512_setzero_ps();
-    let mut buf = [AQuad {
-        lo: z,
-        hi: z,
-        d: zf,
-        s: zf,
-        init: z,
-    }; ARR_TOK * ARR_QUADS];
-    let mut r0 = rows.start;
-    while r0 < rows.end {
-        let r1 = (r0 + ARR_ROWS).min(rows.end);
-        let mut t = 0;
-        while t < n_tok {
-            let tn = match n_tok - t {
-                8.. => 8,
-                4..=7 => 4,
-                2..=3 => 2,
-                _ => 1,
-            };
-            for tt in 0..tn {
-                for q in 0..nq {
-                    buf[tt * nq + q] = load_a4::<DT, VNNI>(x.add((t + tt) * nb + 4 * q));
-                }
-            }
-            let (xt, ot, bp) = (x.add(t * nb), out.add(t * out_stride), buf.as_ptr());
-            match tn {
-                8 => rows_arranged::<DT, VNNI, 8>(w, rb, nb, r0..r1, xt, bp, ot, out_stride),
-                4 => rows_arranged::<DT, VNNI, 4>(w, rb, nb, r0..r1, xt, bp, ot, out_stride),
-                2 => rows_arranged::<DT, VNNI, 2>(w, rb, nb, r0..r1, xt, bp, ot, out_stride),
-                _ => rows_arranged::<DT, VNNI, 1>(w, rb, nb, r0..r1, xt, bp, ot, out_stride),
-            }
-            t += tn;
-        }
-        r0 = r1;
-    }
-}
-
-/// Rows `rows` of one token tile with arranged quads `aq` (token t's quad q at `t * nq + q`).
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn rows_arranged<const DT: u8, const VNNI: bool, const T: usize>(
-    w: *const u8,
-    rb: usize,
-    nb: usize,
-    rows: Range<usize>,
-    x: *const BlockQ8A,
-    aq: *const AQuad,
-    out: *mut f32,
-    out_stride: usize,
-) {
-    let mut r = rows.start;
-    while r + 2 <= rows.end {
-        tile_arranged::<DT, VNNI, 2, T>(w.add(r * rb), rb, nb, x, aq, out.add(r), out_stride);
-        r += 2;
-    }
-    if r < rows.end {
-        tile_arranged::<DT, VNNI, 1, T>(w.add(r * rb), rb, nb, x, aq, out.add(r), out_stride);
-    }
-}
-
-/// [`tile`] with the quads' activations taken from `aq`: per quad, the `R` rows' weights are
-/// decoded once, then each token's activations meet every row.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile_arranged<const DT: u8, const VNNI: bool, const R: usize, const T: usize>(
-    w: *const u8,
-    rb: usize,
-    nb: usize,
-    x: *const BlockQ8A,
-    aq: *const AQuad,
-    out: *mut f32,
-    out_stride: usize,
-) {
-    let bb = block_bytes(DT);
-    let nq = nb / 4;
-    let mut acc = [[_mm512_setzero_ps(); T]; R];
-    for q in 0..nq {
-        let wq: [WQuad; R] = std::array::from_fn(|r| load_w4::<DT>(w.add(r * rb + 4 * q * bb)));
-        for t in 0..T {
-            let a = &*aq.add(t * nq + q);
-            for (wr, acc_r) in wq.iter().zip(acc.iter_mut()) {
-                let i = isum_lanes4::<VNNI>(wr, a);
-                acc_r[t] =
-                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(wr.d, a.d), acc_r[t]);
-                if DT == Q4_1 {
-                    acc_r[t] = _mm512_fmadd_ps(wr.m, a.s, acc_r[t]);
-                }
-            }
-        }
-    }
-    let mut b = 4 * nq;
-    while b + 2 <= nb {
-        step::<DT, VNNI, R, T>(w, rb, nb, x, b, true, &mut acc);
-        b += 2;
-    }
-    if b < nb {
-        step::<DT, VNNI, R, T>(w, rb, nb, x, b, false, &mut acc);
-    }
-    for (r, acc_r) in acc.iter().enumerate() {
-        for (t, acc_rt) in acc_r.iter().enumerate() {
-            *out.add(t * out_stride + r) = _mm512_reduce_add_ps(*acc_rt);
-        }
-    }
-}
-
-/// Blocks per group of the transposed prefill layout: i32 lane j of a product vector holds
-/// block j of the group, so one float conversion and scale serve 16 blocks (instead of 4 in
-/// the quad layout), and 8 integer products cover the group.
+/// Blocks per group of the transposed Q4 layout: i32 lane j of a product vector holds block j
+/// of the group, so one float conversion and scale serve 16 blocks (instead of 4 in the quad
+/// layout), and 8 integer products cover the group.
 const GRP: usize = 16;
 /// Widest rows the grouped path takes (4096 columns); wider rows take the quad path.
 const GRP_MAX: usize = 8;
 /// Tokens per tile of the grouped path: one row's decoded group meets this many tokens.
 const GRP_TOK: usize = 8;
 
-/// Per-word selection from a group of 16 Q4 weight blocks (144 or 160 words, in registers
-/// `z0..z4` of 32 words each): words below 64 come from the pair `(z0, z1)` by `a`, words
-/// 64..127 from `(z2, z3)` by `b`, and the rest from `z4` by `c`; `mb`/`mc` mark which.
-#[repr(C, align(64))]
-struct GrpIdx {
-    a: [u16; 32],
-    b: [u16; 32],
-    c: [u16; 32],
-    mb: u32,
-    mc: u32,
-}
+/// Word-permute indices that put the f16 at word `9b` (Q4_0) / `10b` (`10b + 1`: Q4_1's
+/// minimum) of a quad's first 64 bytes into words `4b..4b + 3`; merged under the mask of
+/// words `4b + i` for quad i, they give lane `4b + i` block `4i + b`'s value.
+static Q4_0_GRP_D: Idx = Idx(grp_half_idx(9, 0));
+static Q4_1_GRP_D: Idx = Idx(grp_half_idx(10, 0));
+static Q4_1_GRP_M: Idx = Idx(grp_half_idx(10, 1));
 
-/// The selection for output words whose source words are `src`.
-const fn grp_idx(src: [u16; 32]) -> GrpIdx {
-    let mut ix = GrpIdx {
-        a: [0; 32],
-        b: [0; 32],
-        c: [0; 32],
-        mb: 0,
-        mc: 0,
-    };
-    let mut p = 0;
-    while p < 32 {
-        let s = src[p];
-        if s < 64 {
-            ix.a[p] = s;
-        } else if s < 128 {
-            ix.b[p] = s - 64;
-            ix.mb |= 1 << p;
-        } else {
-            ix.c[p] = s - 128;
-            ix.mc |= 1 << p;
-        }
-        p += 1;
+const fn grp_half_idx(bw: u16, off: u16) -> [u16; 32] {
+    let mut ix = [0; 32];
+    let mut l = 0;
+    while l < 16 {
+        ix[l] = bw * (l / 4) as u16 + off;
+        l += 1;
     }
     ix
 }
 
-/// Source words of dword `k` (nibble bytes `4k..4k + 3`) of each of the 16 blocks of a group
-/// (blocks `bw` words long, nibbles from word `first`): output words `2j, 2j + 1` for block j.
-const fn grp_nib_src(bw: u16, first: u16, k: u16) -> [u16; 32] {
-    let mut src = [0; 32];
-    let mut j = 0;
-    while j < 16 {
-        src[2 * j] = bw * j as u16 + first + 2 * k;
-        src[2 * j + 1] = bw * j as u16 + first + 2 * k + 1;
-        j += 1;
-    }
-    src
-}
-
-/// Source words of the f16 at word `off` of each block, into output words 0..15.
-const fn grp_half_src(bw: u16, off: u16) -> [u16; 32] {
-    let mut src = [0; 32];
-    let mut j = 0;
-    while j < 16 {
-        src[j] = bw * j as u16 + off;
-        j += 1;
-    }
-    src
-}
-
-static Q4_0_GRP_NIB: [GrpIdx; 4] = [
-    grp_idx(grp_nib_src(9, 1, 0)),
-    grp_idx(grp_nib_src(9, 1, 1)),
-    grp_idx(grp_nib_src(9, 1, 2)),
-    grp_idx(grp_nib_src(9, 1, 3)),
-];
-static Q4_0_GRP_D: GrpIdx = grp_idx(grp_half_src(9, 0));
-static Q4_1_GRP_NIB: [GrpIdx; 4] = [
-    grp_idx(grp_nib_src(10, 2, 0)),
-    grp_idx(grp_nib_src(10, 2, 1)),
-    grp_idx(grp_nib_src(10, 2, 2)),
-    grp_idx(grp_nib_src(10, 2, 3)),
-];
-static Q4_1_GRP_D: GrpIdx = grp_idx(grp_half_src(10, 0));
-static Q4_1_GRP_M: GrpIdx = grp_idx(grp_half_src(10, 1));
-
-/// 16 Q4 weight blocks of one row, transposed: `q[g]` lane j = weight bytes (unsigned
-/// nibbles) `4g..4g + 3` of block j; `d`/`m` lane j = block j's scale / minimum.
+/// 16 Q4 weight blocks of one row, transposed: `q[g]` lane L holds weight bytes (unsigned
+/// nibbles) `4g..4g + 3` of block `4 * (L % 4) + L / 4` of the group, and `d`/`m` lane L that
+/// block's scale / minimum. (That block order is what a 4 x 4 dword transpose of the four
+/// quads gives with in-lane unpacks; the activations are arranged to match.)
 #[derive(Clone, Copy)]
 struct WGroup {
     q: [__m512i; 8],
@@ -714,51 +544,67 @@ struct WGroup {
     m: __m512,
 }
 
-/// The selected words of the group in `z` (see [`GrpIdx`]).
+/// The group's block that lane `l` holds (see [`WGroup`]).
+const fn grp_block(l: usize) -> usize {
+    4 * (l % 4) + l / 4
+}
+
+/// The f16 of every block of a group that `ix` selects (see [`Q4_0_GRP_D`]), in lane order.
 #[inline(always)]
-unsafe fn grp_pick(z: &[__m512i; 5], ix: &GrpIdx) -> __m512i {
-    let a = _mm512_permutex2var_epi16(z[0], _mm512_load_si512(ix.a.as_ptr().cast()), z[1]);
-    let b = _mm512_permutex2var_epi16(z[2], _mm512_load_si512(ix.b.as_ptr().cast()), z[3]);
-    let c = _mm512_permutexvar_epi16(_mm512_load_si512(ix.c.as_ptr().cast()), z[4]);
-    _mm512_mask_blend_epi16(ix.mc, _mm512_mask_blend_epi16(ix.mb, a, b), c)
+unsafe fn grp_halves(quads: &[(__m512i, __m512i); 4], ix: &Idx) -> __m512 {
+    let mut h = _mm512_setzero_si512();
+    for (i, (z0, _)) in quads.iter().enumerate() {
+        h = _mm512_mask_permutexvar_epi16(h, 0x1111 << i, idx(ix), *z0);
+    }
+    _mm512_cvtph_ps(_mm512_castsi512_si256(h))
 }
 
 #[inline(always)]
 unsafe fn load_wg<const DT: u8>(p: *const u8) -> WGroup {
-    // A group is 288 (Q4_0) or 320 (Q4_1) bytes: four full loads and a last one that stays
-    // inside it.
-    let last = if DT == Q4_0 {
-        _mm512_zextsi256_si512(_mm256_loadu_si256(p.add(256).cast()))
-    } else {
-        _mm512_loadu_si512(p.add(256).cast())
-    };
-    let z = [
-        _mm512_loadu_si512(p.cast()),
-        _mm512_loadu_si512(p.add(64).cast()),
-        _mm512_loadu_si512(p.add(128).cast()),
-        _mm512_loadu_si512(p.add(192).cast()),
-        last,
+    let qb = 4 * block_bytes(DT);
+    let quads = [
+        quad_raw::<DT>(p),
+        quad_raw::<DT>(p.add(qb)),
+        quad_raw::<DT>(p.add(2 * qb)),
+        quad_raw::<DT>(p.add(3 * qb)),
     ];
-    let (nib, di) = if DT == Q4_0 {
-        (&Q4_0_GRP_NIB, &Q4_0_GRP_D)
-    } else {
-        (&Q4_1_GRP_NIB, &Q4_1_GRP_D)
-    };
+    // 128-bit lane b of quad i's nibbles is block 4i + b (dwords k = bytes 4k..4k + 3); the
+    // unpacks transpose each lane's 4 x 4 dwords, so dwords[k] lane 4b + i = dword k of
+    // block 4i + b.
+    let (p0, p1, p2, p3) = (quads[0].1, quads[1].1, quads[2].1, quads[3].1);
+    let (u0, u1) = (_mm512_unpacklo_epi32(p0, p1), _mm512_unpackhi_epi32(p0, p1));
+    let (u2, u3) = (_mm512_unpacklo_epi32(p2, p3), _mm512_unpackhi_epi32(p2, p3));
+    let dwords = [
+        _mm512_unpacklo_epi64(u0, u2),
+        _mm512_unpackhi_epi64(u0, u2),
+        _mm512_unpacklo_epi64(u1, u3),
+        _mm512_unpackhi_epi64(u1, u3),
+    ];
     let mask = _mm512_set1_epi8(0x0f);
     let mut q = [_mm512_setzero_si512(); 8];
-    for k in 0..4 {
-        let dk = grp_pick(&z, &nib[k]);
+    for (k, dk) in dwords.into_iter().enumerate() {
         q[k] = _mm512_and_si512(dk, mask);
         q[k + 4] = _mm512_and_si512(_mm512_srli_epi16::<4>(dk), mask);
     }
-    let d = _mm512_cvtph_ps(_mm512_castsi512_si256(grp_pick(&z, di)));
+    let d = grp_halves(&quads, if DT == Q4_0 { &Q4_0_GRP_D } else { &Q4_1_GRP_D });
     let m = if DT == Q4_1 {
-        _mm512_cvtph_ps(_mm512_castsi512_si256(grp_pick(&z, &Q4_1_GRP_M)))
+        grp_halves(&quads, &Q4_1_GRP_M)
     } else {
         _mm512_setzero_ps()
     };
     WGroup { q, d, m }
 }
+
+/// The block of each lane of a group, as i32 lanes (see [`grp_block`]).
+static GRP_BLOCKS: IdxD = IdxD({
+    let mut b = [0; 16];
+    let mut l = 0;
+    while l < 16 {
+        b[l] = grp_block(l) as u32;
+        l += 1;
+    }
+    b
+});
 
 /// 16 activation blocks of one token, transposed like [`WGroup`]; `init` removes the Q4_0
 /// weight offset (`-8 * sum` of each block).
@@ -773,10 +619,11 @@ struct AGroup {
 #[inline(always)]
 unsafe fn load_ag<const DT: u8, const VNNI: bool>(x: *const BlockQ8A) -> AGroup {
     const _: () = assert!(size_of::<BlockQ8A>() == 40);
-    // Dword j * 10 + i of the 16 blocks is dword i of block j (d, s, then 8 dwords of qs).
+    // Dword j * 10 + i of the 16 blocks is dword i of block j (d, s, then 8 dwords of qs);
+    // lane L gathers block grp_block(L).
     let base = x.cast::<i32>();
     let j10 = _mm512_mullo_epi32(
-        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_load_si512(GRP_BLOCKS.0.as_ptr().cast()),
         _mm512_set1_epi32(10),
     );
     let mut a = [_mm512_setzero_si512(); 8];
@@ -793,9 +640,10 @@ unsafe fn load_ag<const DT: u8, const VNNI: bool>(x: *const BlockQ8A) -> AGroup 
     };
     let init = if DT == Q4_0 {
         let e = _mm512_set1_epi8(8);
-        let c = a
-            .iter()
-            .fold(_mm512_setzero_si512(), |c, &ag| dpbusd::<VNNI>(c, e, ag));
+        let mut c = _mm512_setzero_si512();
+        for &ag in &a {
+            c = dpbusd::<VNNI>(c, e, ag);
+        }
         _mm512_sub_epi32(_mm512_setzero_si512(), c)
     } else {
         _mm512_setzero_si512()
@@ -803,7 +651,7 @@ unsafe fn load_ag<const DT: u8, const VNNI: bool>(x: *const BlockQ8A) -> AGroup 
     AGroup { a, d, s, init }
 }
 
-/// Exact i32 lanes of one group product: block j in lane j.
+/// Exact i32 lanes of one group product: block `grp_block(L)` in lane L.
 #[inline(always)]
 unsafe fn isum_group<const VNNI: bool>(w: &WGroup, a: &AGroup) -> __m512i {
     let mut i = a.init;
@@ -813,9 +661,10 @@ unsafe fn isum_group<const VNNI: bool>(w: &WGroup, a: &AGroup) -> __m512i {
     i
 }
 
-/// Prefill with Q4 weights and rows of at least one group: activations are transposed once
-/// per tile of up to [`GRP_TOK`] tokens (the blocks past the last whole group arranged as
-/// quads and pairs), then every row of `rows` meets the tile.
+/// The Q4 matmul for rows up to [`GRP_MAX`] groups wide, decode and prefill alike (so every
+/// output is computed the same way whatever the batch): activations are arranged once per
+/// tile of up to [`GRP_TOK`] tokens (transposed groups, then the tail's quads and pairs),
+/// then every row of `rows` meets the tile.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn matmul_q4_grouped<const DT: u8, const VNNI: bool>(
@@ -828,31 +677,12 @@ unsafe fn matmul_q4_grouped<const DT: u8, const VNNI: bool>(
     out: *mut f32,
     out_stride: usize,
 ) {
-    let ng = nb / GRP;
-    let nq = (nb - GRP * ng) / 4;
-    let np = nb - GRP * ng - 4 * nq;
-    let z = _mm512_setzero_si512();
-    let zf = _mm512_setzero_ps();
+    let sh = Shape::new(nb);
+    // Uninitialized: only the entries of the current tile's shape are written, then read.
     let mut tiles = Tiles {
-        g: [AGroup {
-            a: [z; 8],
-            d: zf,
-            s: zf,
-            init: z,
-        }; GRP_TOK * GRP_MAX],
-        q: [AQuad {
-            lo: z,
-            hi: z,
-            d: zf,
-            s: zf,
-            init: z,
-        }; GRP_TOK * 3],
-        p: [APair {
-            a: z,
-            d: zf,
-            s: zf,
-            init: z,
-        }; GRP_TOK * 2],
+        g: [const { MaybeUninit::uninit() }; GRP_TOK * GRP_MAX],
+        q: [const { MaybeUninit::uninit() }; GRP_TOK * 3],
+        p: [const { MaybeUninit::uninit() }; GRP_TOK * 2],
     };
     let mut t = 0;
     while t < n_tok {
@@ -864,60 +694,92 @@ unsafe fn matmul_q4_grouped<const DT: u8, const VNNI: bool>(
         };
         for tt in 0..tn {
             let xt = x.add((t + tt) * nb);
-            for gi in 0..ng {
-                tiles.g[tt * ng + gi] = load_ag::<DT, VNNI>(xt.add(GRP * gi));
+            for gi in 0..sh.ng {
+                tiles.g[tt * sh.ng + gi].write(load_ag::<DT, VNNI>(xt.add(GRP * gi)));
             }
-            for qi in 0..nq {
-                tiles.q[tt * 3 + qi] = load_a4::<DT, VNNI>(xt.add(GRP * ng + 4 * qi));
+            for qi in 0..sh.nq {
+                tiles.q[tt * 3 + qi].write(load_a4::<DT, VNNI>(xt.add(sh.quads() + 4 * qi)));
             }
-            let b = GRP * ng + 4 * nq;
-            if np >= 2 {
-                tiles.p[tt * 2] = load_a::<DT, VNNI>(xt.add(b), true);
+            if sh.pair {
+                tiles.p[tt * 2].write(load_a::<DT, VNNI>(xt.add(sh.pairs()), true));
             }
-            if np % 2 == 1 {
-                tiles.p[tt * 2 + 1] = load_a::<DT, VNNI>(xt.add(b + np - 1), false);
+            if sh.single {
+                tiles.p[tt * 2 + 1].write(load_a::<DT, VNNI>(xt.add(nb - 1), false));
             }
         }
         let ot = out.add(t * out_stride);
         for r in rows.clone() {
             let (wr, or) = (w.add(r * rb), ot.add(r));
             match tn {
-                8 => tile_grouped::<DT, VNNI, 8>(wr, nb, &tiles, or, out_stride),
-                4 => tile_grouped::<DT, VNNI, 4>(wr, nb, &tiles, or, out_stride),
-                2 => tile_grouped::<DT, VNNI, 2>(wr, nb, &tiles, or, out_stride),
-                _ => tile_grouped::<DT, VNNI, 1>(wr, nb, &tiles, or, out_stride),
+                8 => tile_grouped::<DT, VNNI, 8>(wr, sh, &tiles, or, out_stride),
+                4 => tile_grouped::<DT, VNNI, 4>(wr, sh, &tiles, or, out_stride),
+                2 => tile_grouped::<DT, VNNI, 2>(wr, sh, &tiles, or, out_stride),
+                _ => tile_grouped::<DT, VNNI, 1>(wr, sh, &tiles, or, out_stride),
             }
         }
         t += tn;
     }
 }
 
-/// The arranged activations of one token tile: token t's group g at `g[t * ng + g]`, its
-/// tail quads at `q[t * 3..]`, its tail pair at `p[t * 2]` and single block at `p[t * 2 + 1]`.
-struct Tiles {
-    g: [AGroup; GRP_TOK * GRP_MAX],
-    q: [AQuad; GRP_TOK * 3],
-    p: [APair; GRP_TOK * 2],
+/// How a row of `nb` blocks splits: `ng` groups of 16, then `nq` (at most 3) quads, then a
+/// pair and/or a single block.
+#[derive(Clone, Copy)]
+struct Shape {
+    ng: usize,
+    nq: usize,
+    pair: bool,
+    single: bool,
 }
 
-/// One row (at `w`, `nb` blocks) against the first `T` tokens of `tl`.
+impl Shape {
+    fn new(nb: usize) -> Shape {
+        let ng = nb / GRP;
+        let rest = nb - GRP * ng;
+        Shape {
+            ng,
+            nq: rest / 4,
+            pair: rest % 4 >= 2,
+            single: rest % 2 == 1,
+        }
+    }
+    /// First block of the tail quads.
+    fn quads(self) -> usize {
+        GRP * self.ng
+    }
+    /// First block of the tail pair.
+    fn pairs(self) -> usize {
+        GRP * self.ng + 4 * self.nq
+    }
+}
+
+/// The arranged activations of one token tile, for a row [`Shape`]: token t's group g at
+/// `g[t * ng + g]`, its tail quads at `q[t * 3..]`, its tail pair at `p[t * 2]` and single
+/// block at `p[t * 2 + 1]`. Entries outside the shape stay uninitialized.
+struct Tiles {
+    g: [MaybeUninit<AGroup>; GRP_TOK * GRP_MAX],
+    q: [MaybeUninit<AQuad>; GRP_TOK * 3],
+    p: [MaybeUninit<APair>; GRP_TOK * 2],
+}
+
+/// One row (at `w`) against the first `T` tokens of `tl`, arranged for shape `sh`. Every
+/// output's lanes see the same sequence of block products and are summed by [`hsum`]'s order,
+/// whatever `T`.
 #[inline(always)]
 unsafe fn tile_grouped<const DT: u8, const VNNI: bool, const T: usize>(
     w: *const u8,
-    nb: usize,
+    sh: Shape,
     tl: &Tiles,
     out: *mut f32,
     out_stride: usize,
 ) {
     let bb = block_bytes(DT);
-    let ng = nb / GRP;
-    let nq = (nb - GRP * ng) / 4;
-    let np = nb - GRP * ng - 4 * nq;
     let mut acc = [_mm512_setzero_ps(); T];
-    for g in 0..ng {
+    // SAFETY (the `assume_init_ref`s below): `matmul_q4_grouped` wrote every entry of the
+    // tile's first T tokens that shape `sh` uses, which are exactly the entries read here.
+    for g in 0..sh.ng {
         let wg = load_wg::<DT>(w.add(GRP * g * bb));
         for (t, acc_t) in acc.iter_mut().enumerate() {
-            let a = &tl.g[t * ng + g];
+            let a = tl.g[t * sh.ng + g].assume_init_ref();
             let i = isum_group::<VNNI>(&wg, a);
             *acc_t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(wg.d, a.d), *acc_t);
             if DT == Q4_1 {
@@ -926,61 +788,79 @@ unsafe fn tile_grouped<const DT: u8, const VNNI: bool, const T: usize>(
         }
     }
     // Lanes are summed only at the end, so the tail blocks may use the other layouts.
-    let mut b = GRP * ng;
-    for qi in 0..nq {
-        let wq = load_w4::<DT>(w.add(b * bb));
+    for qi in 0..sh.nq {
+        let wq = load_w4::<DT>(w.add((sh.quads() + 4 * qi) * bb));
         for (t, acc_t) in acc.iter_mut().enumerate() {
-            let a = &tl.q[t * 3 + qi];
+            let a = tl.q[t * 3 + qi].assume_init_ref();
             let i = isum_lanes4::<VNNI>(&wq, a);
             *acc_t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(wq.d, a.d), *acc_t);
             if DT == Q4_1 {
                 *acc_t = _mm512_fmadd_ps(wq.m, a.s, *acc_t);
             }
         }
-        b += 4;
     }
-    for (k, two) in [(0, true), (1, false)] {
-        if (two && np >= 2) || (!two && np % 2 == 1) {
+    let tail = [
+        (sh.pair, true, 0, sh.pairs()),
+        (sh.single, false, 1, sh.pairs() + 2 * usize::from(sh.pair)),
+    ];
+    for (used, two, k, b) in tail {
+        if used {
             let wp = load_w::<DT, VNNI>(w.add(b * bb), two);
             for (t, acc_t) in acc.iter_mut().enumerate() {
-                let a = &tl.p[t * 2 + k];
+                let a = tl.p[t * 2 + k].assume_init_ref();
                 let i = isum_lanes::<DT, VNNI>(&wp, a);
                 *acc_t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(wp.d, a.d), *acc_t);
                 if DT == Q4_1 {
                     *acc_t = _mm512_fmadd_ps(wp.m, a.s, *acc_t);
                 }
             }
-            b += if two { 2 } else { 1 };
         }
     }
     store_sums(&acc, out, out_stride);
 }
 
-/// `out[t * out_stride] = sum of the lanes of acc[t]`; eight accumulators are summed together
-/// by a transposing tree (22 vector operations instead of 8 separate reductions).
+/// The sum of the 16 lanes in one fixed order: halves (lanes i + 8), then quarters (i + 4),
+/// then pairs (i + 2), then the last two. Every reduction of an output here uses this order
+/// (or [`store_sums`]'s tree, which adds the same pairs), so results never depend on tiling.
+#[inline(always)]
+unsafe fn hsum(v: __m512) -> f32 {
+    let h = _mm256_add_ps(
+        _mm512_castps512_ps256(v),
+        _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v))),
+    );
+    let q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h));
+    let p = _mm_add_ps(q, _mm_movehl_ps(q, q));
+    _mm_cvtss_f32(_mm_add_ss(p, _mm_movehdup_ps(p)))
+}
+
+/// `out[t * out_stride] = hsum(acc[t])`; eight accumulators are summed together by a
+/// transposing tree (22 vector operations instead of 8 separate reductions) that adds the
+/// same pairs of lanes in the same order as [`hsum`], so the bits are the same.
 #[inline(always)]
 unsafe fn store_sums<const T: usize>(acc: &[__m512; T], out: *mut f32, out_stride: usize) {
     if T != 8 {
         for (t, acc_t) in acc.iter().enumerate() {
-            *out.add(t * out_stride) = _mm512_reduce_add_ps(*acc_t);
+            *out.add(t * out_stride) = hsum(*acc_t);
         }
         return;
     }
     // Halve twice by 128-bit chunks: w[k] chunk c holds 4 partial sums of acc[4k + c].
-    let u: [__m512; 4] = std::array::from_fn(|i| {
+    let mut u = [_mm512_setzero_ps(); 4];
+    for (i, ui) in u.iter_mut().enumerate() {
         let (a, b) = (acc[2 * i], acc[2 * i + 1]);
-        _mm512_add_ps(
+        *ui = _mm512_add_ps(
             _mm512_shuffle_f32x4::<0b01_00_01_00>(a, b),
             _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b),
-        )
-    });
-    let w: [__m512; 2] = std::array::from_fn(|k| {
+        );
+    }
+    let mut w = [_mm512_setzero_ps(); 2];
+    for (k, wk) in w.iter_mut().enumerate() {
         let (a, b) = (u[2 * k], u[2 * k + 1]);
-        _mm512_add_ps(
+        *wk = _mm512_add_ps(
             _mm512_shuffle_f32x4::<0b10_00_10_00>(a, b),
             _mm512_shuffle_f32x4::<0b11_01_11_01>(a, b),
-        )
-    });
+        );
+    }
     // Within each chunk c: lane 0 = total of acc[c], lane 1 = total of acc[4 + c].
     let x = _mm512_add_ps(
         _mm512_unpacklo_ps(w[0], w[1]),
@@ -1028,7 +908,8 @@ unsafe fn row_tile<const DT: u8, const VNNI: bool, const R: usize>(
     }
 }
 
-/// The q8a matmul (see `MatmulQ8aFn`): row tiles of 4, each over all tokens.
+/// The q8a matmul (see `MatmulQ8aFn`): Q4 rows of up to [`GRP_MAX`] groups by the grouped
+/// path; otherwise row tiles of 8 (decode) or 4, each over all tokens in tiles of 4.
 #[inline(always)]
 pub(super) unsafe fn matmul_q8a<const DT: u8, const VNNI: bool>(
     w: &[u8],
@@ -1042,12 +923,8 @@ pub(super) unsafe fn matmul_q8a<const DT: u8, const VNNI: bool>(
     let nb = cols / QK;
     let rb = nb * block_bytes(DT);
     let (w, x) = (w.as_ptr(), xq.as_ptr());
-    if DT != Q8_0 && n_tok >= 2 && nb >= GRP && nb / GRP <= GRP_MAX {
+    if DT != Q8_0 && nb / GRP <= GRP_MAX {
         matmul_q4_grouped::<DT, VNNI>(w, rb, nb, rows, x, n_tok, out, out_stride);
-        return;
-    }
-    if DT != Q8_0 && n_tok >= 2 && nb >= 4 && nb / 4 <= ARR_QUADS {
-        matmul_q4_arranged::<DT, VNNI>(w, rb, nb, rows, x, n_tok, out, out_stride);
         return;
     }
     let mut r = rows.start;
@@ -1082,7 +959,11 @@ pub(super) unsafe fn isums<const DT: u8, const VNNI: bool>(
         while b + GRP <= nb {
             let wg = load_wg::<DT>(w_row.as_ptr().add(b * bb));
             let ag = load_ag::<DT, VNNI>(xq.as_ptr().add(b));
-            _mm512_storeu_si512(out.as_mut_ptr().add(b).cast(), isum_group::<VNNI>(&wg, &ag));
+            let mut lanes = [0i32; GRP];
+            _mm512_storeu_si512(lanes.as_mut_ptr().cast(), isum_group::<VNNI>(&wg, &ag));
+            for (l, v) in lanes.into_iter().enumerate() {
+                out[b + grp_block(l)] = v;
+            }
             b += GRP;
         }
         while b + 4 <= nb {
@@ -1262,7 +1143,7 @@ unsafe fn tile_f<const F16: bool, const R: usize, const T: usize>(
     }
     for (r, acc_r) in acc.iter().enumerate() {
         for (t, acc_rt) in acc_r.iter().enumerate() {
-            *out.add(t * out_stride + r) = _mm512_reduce_add_ps(*acc_rt);
+            *out.add(t * out_stride + r) = hsum(*acc_rt);
         }
     }
 }
@@ -1367,7 +1248,7 @@ unsafe fn tile_fq<const DT: u8, const R: usize, const T: usize>(
     }
     for (r, acc_r) in acc.iter().enumerate() {
         for (t, acc_rt) in acc_r.iter().enumerate() {
-            *out.add(t * out_stride + r) = _mm512_reduce_add_ps(*acc_rt);
+            *out.add(t * out_stride + r) = hsum(*acc_rt);
         }
     }
 }
