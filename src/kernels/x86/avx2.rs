@@ -14,6 +14,7 @@
 #![allow(clippy::needless_range_loop)] // tiles index rows and tokens in lockstep
 
 use std::arch::x86_64::*;
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use super::super::scalar::{self, Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES};
@@ -203,6 +204,251 @@ unsafe fn hsum(v: __m256) -> f32 {
     _mm_cvtss_f32(s)
 }
 
+/// Blocks per group of the transposed Q4 layout: i32 lane L of a product holds one block, so
+/// one conversion and scale serve 8 blocks instead of 1.
+const GRP: usize = 8;
+/// Widest rows the grouped path takes (4096 columns); wider rows take the per-block tiles.
+const GRP_MAX: usize = 16;
+/// Tokens per tile of the grouped path.
+const GRP_TOK: usize = 4;
+
+/// The block of a group that lane `l` holds: a 4 x 4 dword transpose by in-lane unpacks of
+/// four registers of two blocks each puts block `2i + b` (register i, 128-bit half b) in
+/// lane `4b + i`.
+const fn grp_block(l: usize) -> usize {
+    2 * (l % 4) + l / 4
+}
+
+#[repr(align(32))]
+struct Lanes([i32; 8]);
+
+/// `grp_block` of each lane.
+static GRP_BLOCKS: Lanes = Lanes({
+    let mut b = [0; 8];
+    let mut l = 0;
+    while l < 8 {
+        b[l] = grp_block(l) as i32;
+        l += 1;
+    }
+    b
+});
+
+/// 8 Q4 weight blocks of one row, transposed: dword lanes of `dw[k]` hold nibble bytes
+/// `4k..4k + 3` of block `grp_block(L)`; `d`/`m` that block's scale / minimum.
+#[derive(Clone, Copy)]
+struct WGroup {
+    dw: [__m256i; 4],
+    d: __m256,
+    m: __m256,
+}
+
+/// The 8 f16 at byte offsets `off + bb * grp_block(L)` from `p` (the low half of each
+/// gathered dword when `!high`, else the high half), as f32 in lane order.
+#[inline(always)]
+unsafe fn grp_halves(p: *const u8, bb: usize, high: bool) -> __m256 {
+    let ix = _mm256_mullo_epi32(
+        _mm256_load_si256(GRP_BLOCKS.0.as_ptr().cast()),
+        _mm256_set1_epi32(bb as i32),
+    );
+    let g = _mm256_i32gather_epi32::<1>(p.cast(), ix);
+    let h = if high {
+        _mm256_srli_epi32::<16>(g)
+    } else {
+        _mm256_and_si256(g, _mm256_set1_epi32(0xffff))
+    };
+    _mm256_cvtph_ps(_mm_packus_epi32(
+        _mm256_castsi256_si128(h),
+        _mm256_extracti128_si256::<1>(h),
+    ))
+}
+
+/// The 16 bytes at `p` and the 16 at `p + bb`, as the low and high halves of one register.
+#[inline(always)]
+unsafe fn two_blocks(p: *const u8, bb: usize) -> __m256i {
+    _mm256_loadu2_m128i(p.add(bb).cast(), p.cast())
+}
+
+#[inline(always)]
+unsafe fn load_wg<const DT: u8>(p: *const u8) -> WGroup {
+    let bb = block_bytes(DT);
+    let off = if DT == Q4_0 { 2 } else { 4 };
+    let (p0, p1, p2, p3) = (
+        two_blocks(p.add(off), bb),
+        two_blocks(p.add(2 * bb + off), bb),
+        two_blocks(p.add(4 * bb + off), bb),
+        two_blocks(p.add(6 * bb + off), bb),
+    );
+    let (u0, u1) = (_mm256_unpacklo_epi32(p0, p1), _mm256_unpackhi_epi32(p0, p1));
+    let (u2, u3) = (_mm256_unpacklo_epi32(p2, p3), _mm256_unpackhi_epi32(p2, p3));
+    let dw = [
+        _mm256_unpacklo_epi64(u0, u2),
+        _mm256_unpackhi_epi64(u0, u2),
+        _mm256_unpacklo_epi64(u1, u3),
+        _mm256_unpackhi_epi64(u1, u3),
+    ];
+    // The gathered dword at a block's start is `d` (low half) and, for Q4_1, `m` (high half).
+    let d = grp_halves(p, bb, false);
+    let m = if DT == Q4_1 {
+        grp_halves(p, bb, true)
+    } else {
+        _mm256_setzero_ps()
+    };
+    WGroup { dw, d, m }
+}
+
+/// 8 activation blocks of one token, transposed like [`WGroup`]: `a[g]` lane L = dword g of
+/// block `grp_block(L)`'s values; `init` removes the Q4_0 weight offset.
+#[derive(Clone, Copy)]
+struct AGroup {
+    a: [__m256i; 8],
+    d: __m256,
+    s: __m256,
+    init: __m256i,
+}
+
+#[inline(always)]
+unsafe fn load_ag<const DT: u8, const VNNI: bool>(x: *const BlockQ8A) -> AGroup {
+    const _: () = assert!(size_of::<BlockQ8A>() == 40);
+    // Dword 10 j + i of the 8 blocks is dword i of block j (d, s, then 8 dwords of values).
+    let base = x.cast::<i32>();
+    let j10 = _mm256_mullo_epi32(
+        _mm256_load_si256(GRP_BLOCKS.0.as_ptr().cast()),
+        _mm256_set1_epi32(10),
+    );
+    let mut a = [_mm256_setzero_si256(); 8];
+    for (g, ag) in a.iter_mut().enumerate() {
+        let ix = _mm256_add_epi32(j10, _mm256_set1_epi32(2 + g as i32));
+        *ag = _mm256_i32gather_epi32::<4>(base, ix);
+    }
+    let d = _mm256_castsi256_ps(_mm256_i32gather_epi32::<4>(base, j10));
+    let s = if DT == Q4_1 {
+        let ix = _mm256_add_epi32(j10, _mm256_set1_epi32(1));
+        _mm256_castsi256_ps(_mm256_i32gather_epi32::<4>(base, ix))
+    } else {
+        _mm256_setzero_ps()
+    };
+    let init = if DT == Q4_0 {
+        let e = _mm256_set1_epi8(8);
+        let mut c = _mm256_setzero_si256();
+        for &ag in &a {
+            c = dot_acc::<VNNI>(c, e, ag);
+        }
+        _mm256_sub_epi32(_mm256_setzero_si256(), c)
+    } else {
+        _mm256_setzero_si256()
+    };
+    AGroup { a, d, s, init }
+}
+
+/// Exact i32 lanes of one group product: block `grp_block(L)` in lane L.
+#[inline(always)]
+unsafe fn isum_group<const VNNI: bool>(w: &WGroup, a: &AGroup) -> __m256i {
+    let mask = _mm256_set1_epi8(0x0f);
+    let mut i = a.init;
+    for k in 0..4 {
+        let lo = _mm256_and_si256(w.dw[k], mask);
+        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(w.dw[k]), mask);
+        i = dot_acc::<VNNI>(i, lo, a.a[k]);
+        i = dot_acc::<VNNI>(i, hi, a.a[k + 4]);
+    }
+    i
+}
+
+/// The arranged activations of one token tile: token t's group g at `g[t * GRP_MAX + g]` and
+/// its tail blocks at `tail[t * GRP + k]`. Only the entries of the tile's shape are written.
+struct Tiles {
+    g: [MaybeUninit<AGroup>; GRP_TOK * GRP_MAX],
+    tail: [MaybeUninit<ABlock>; GRP_TOK * GRP],
+}
+
+/// The Q4 matmul for rows up to [`GRP_MAX`] groups wide, decode and prefill alike (so an
+/// output's bits never depend on the batch): activations are arranged once per tile of up
+/// to [`GRP_TOK`] tokens, then every row meets the tile: whole groups, then single blocks.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul_q4_grouped<const DT: u8, const VNNI: bool>(
+    w: *const u8,
+    rb: usize,
+    nb: usize,
+    rows: Range<usize>,
+    x: *const BlockQ8A,
+    n_tok: usize,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    let ng = nb / GRP;
+    let mut tiles = Tiles {
+        g: [const { MaybeUninit::uninit() }; GRP_TOK * GRP_MAX],
+        tail: [const { MaybeUninit::uninit() }; GRP_TOK * GRP],
+    };
+    let mut t = 0;
+    while t < n_tok {
+        let tn = (n_tok - t).min(GRP_TOK);
+        for tt in 0..tn {
+            let xt = x.add((t + tt) * nb);
+            for gi in 0..ng {
+                tiles.g[tt * GRP_MAX + gi].write(load_ag::<DT, VNNI>(xt.add(GRP * gi)));
+            }
+            for b in GRP * ng..nb {
+                tiles.tail[tt * GRP + b - GRP * ng].write(load_a::<DT, VNNI>(xt.add(b)));
+            }
+        }
+        let ot = out.add(t * out_stride);
+        for r in rows.clone() {
+            let (wr, or) = (w.add(r * rb), ot.add(r));
+            match tn {
+                4 => tile_grouped::<DT, VNNI, 4>(wr, nb, &tiles, or, out_stride),
+                3 => tile_grouped::<DT, VNNI, 3>(wr, nb, &tiles, or, out_stride),
+                2 => tile_grouped::<DT, VNNI, 2>(wr, nb, &tiles, or, out_stride),
+                _ => tile_grouped::<DT, VNNI, 1>(wr, nb, &tiles, or, out_stride),
+            }
+        }
+        t += tn;
+    }
+}
+
+/// One row (at `w`, `nb` blocks) against the first `T` tokens of `tl`.
+#[inline(always)]
+unsafe fn tile_grouped<const DT: u8, const VNNI: bool, const T: usize>(
+    w: *const u8,
+    nb: usize,
+    tl: &Tiles,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    let bb = block_bytes(DT);
+    let ng = nb / GRP;
+    let mut acc = [_mm256_setzero_ps(); T];
+    // SAFETY (the `assume_init_ref`s below): `matmul_q4_grouped` wrote the groups and tail
+    // blocks of the tile's first T tokens for this row width, exactly the entries read here.
+    for g in 0..ng {
+        let wg = load_wg::<DT>(w.add(GRP * g * bb));
+        for (t, acc_t) in acc.iter_mut().enumerate() {
+            let a = tl.g[t * GRP_MAX + g].assume_init_ref();
+            let i = isum_group::<VNNI>(&wg, a);
+            *acc_t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_mul_ps(wg.d, a.d), *acc_t);
+            if DT == Q4_1 {
+                *acc_t = _mm256_fmadd_ps(wg.m, a.s, *acc_t);
+            }
+        }
+    }
+    // Lanes are summed only at the end, so the tail blocks may use the per-block layout.
+    for b in GRP * ng..nb {
+        let wb = load_w::<DT, VNNI>(w.add(b * bb));
+        for (t, acc_t) in acc.iter_mut().enumerate() {
+            let a = tl.tail[t * GRP + b - GRP * ng].assume_init_ref();
+            let i = isum_lanes::<DT, VNNI>(&wb, a);
+            *acc_t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_mul_ps(wb.d, a.d), *acc_t);
+            if DT == Q4_1 {
+                *acc_t = _mm256_fmadd_ps(wb.m, a.s, *acc_t);
+            }
+        }
+    }
+    for (t, acc_t) in acc.iter().enumerate() {
+        *out.add(t * out_stride) = hsum(*acc_t);
+    }
+}
+
 #[inline(always)]
 unsafe fn matmul_q8a<const DT: u8, const VNNI: bool>(
     w: &[u8],
@@ -216,6 +462,10 @@ unsafe fn matmul_q8a<const DT: u8, const VNNI: bool>(
     let nb = cols / QK;
     let rb = nb * block_bytes(DT);
     let (wp, xp) = (w.as_ptr(), xq.as_ptr());
+    if DT != Q8_0 && nb / GRP <= GRP_MAX {
+        matmul_q4_grouped::<DT, VNNI>(wp, rb, nb, rows, xp, n_tok, out, out_stride);
+        return;
+    }
     let mut r = rows.start;
     while r < rows.end {
         let four = r + 4 <= rows.end;
@@ -239,7 +489,20 @@ unsafe fn matmul_q8a<const DT: u8, const VNNI: bool>(
 #[inline(always)]
 unsafe fn isums<const DT: u8, const VNNI: bool>(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
     let bb = block_bytes(DT);
-    for (b, o) in out.iter_mut().enumerate() {
+    let mut b0 = 0;
+    if DT != Q8_0 {
+        while b0 + GRP <= out.len() {
+            let wg = load_wg::<DT>(w_row.as_ptr().add(b0 * bb));
+            let ag = load_ag::<DT, VNNI>(xq.as_ptr().add(b0));
+            let mut lanes = [0i32; GRP];
+            _mm256_storeu_si256(lanes.as_mut_ptr().cast(), isum_group::<VNNI>(&wg, &ag));
+            for (l, v) in lanes.into_iter().enumerate() {
+                out[b0 + grp_block(l)] = v;
+            }
+            b0 += GRP;
+        }
+    }
+    for (b, o) in out.iter_mut().enumerate().skip(b0) {
         let i = isum_lanes::<DT, VNNI>(
             &load_w::<DT, VNNI>(w_row.as_ptr().add(b * bb)),
             &load_a::<DT, VNNI>(xq.as_ptr().add(b)),
