@@ -449,6 +449,214 @@ unsafe fn tile_grouped<const DT: u8, const VNNI: bool, const T: usize>(
     }
 }
 
+/// Q8_0 blocks per quad of the transposed Q8_0 layout.
+const Q8_QUAD: usize = 4;
+/// Widest Q8_0 rows the quad path takes (4096 columns).
+const Q8_QUADS_MAX: usize = 32;
+
+/// Four blocks of 32 bytes, transposed by dwords with in-lane unpacks: `out[k]` lane
+/// `4h + i` = dword `4h + k` of block i (so each block spans lanes i and 4 + i).
+#[inline(always)]
+unsafe fn transpose4(r: [__m256i; 4]) -> [__m256i; 4] {
+    let (t0, t1) = (
+        _mm256_unpacklo_epi32(r[0], r[1]),
+        _mm256_unpackhi_epi32(r[0], r[1]),
+    );
+    let (t2, t3) = (
+        _mm256_unpacklo_epi32(r[2], r[3]),
+        _mm256_unpackhi_epi32(r[2], r[3]),
+    );
+    [
+        _mm256_unpacklo_epi64(t0, t2),
+        _mm256_unpackhi_epi64(t0, t2),
+        _mm256_unpacklo_epi64(t1, t3),
+        _mm256_unpackhi_epi64(t1, t3),
+    ]
+}
+
+/// Four Q8_0 weight blocks of one row, transposed (see [`transpose4`]): `u` the unsigned
+/// operand (`|w|`, or `w + 128` with VNNI), `w` the signed weights (for the sign trick), `d`
+/// block i's scale in lanes i and 4 + i.
+#[derive(Clone, Copy)]
+struct WQuad8 {
+    u: [__m256i; 4],
+    w: [__m256i; 4],
+    d: __m256,
+}
+
+#[inline(always)]
+unsafe fn load_wq8<const VNNI: bool>(p: *const u8) -> WQuad8 {
+    let bb = Q8_0_BYTES;
+    let w = transpose4([
+        _mm256_loadu_si256(p.add(2).cast()),
+        _mm256_loadu_si256(p.add(bb + 2).cast()),
+        _mm256_loadu_si256(p.add(2 * bb + 2).cast()),
+        _mm256_loadu_si256(p.add(3 * bb + 2).cast()),
+    ]);
+    let mut u = [_mm256_setzero_si256(); 4];
+    for k in 0..4 {
+        u[k] = if VNNI {
+            _mm256_xor_si256(w[k], _mm256_set1_epi8(-128))
+        } else {
+            _mm256_sign_epi8(w[k], w[k])
+        };
+    }
+    let half = |i: usize| i16::from_le_bytes([*p.add(i * bb), *p.add(i * bb + 1)]);
+    let h = _mm_setr_epi16(
+        half(0),
+        half(1),
+        half(2),
+        half(3),
+        half(0),
+        half(1),
+        half(2),
+        half(3),
+    );
+    WQuad8 {
+        u,
+        w,
+        d: _mm256_cvtph_ps(h),
+    }
+}
+
+/// Four activation blocks of one token, transposed like [`WQuad8`].
+#[derive(Clone, Copy)]
+struct AQuad8 {
+    a: [__m256i; 4],
+    d: __m256,
+    /// VNNI: minus 128 times each block's half-sums (removes the `w + 128` offset).
+    init: __m256i,
+}
+
+#[inline(always)]
+unsafe fn load_aq8<const VNNI: bool>(x: *const BlockQ8A) -> AQuad8 {
+    let b = [&*x, &*x.add(1), &*x.add(2), &*x.add(3)];
+    let a = transpose4([
+        _mm256_loadu_si256(b[0].qs.as_ptr().cast()),
+        _mm256_loadu_si256(b[1].qs.as_ptr().cast()),
+        _mm256_loadu_si256(b[2].qs.as_ptr().cast()),
+        _mm256_loadu_si256(b[3].qs.as_ptr().cast()),
+    ]);
+    let init = if VNNI {
+        let mut c = _mm256_setzero_si256();
+        for &ak in &a {
+            c = dot_acc::<true>(c, _mm256_set1_epi8(-128), ak);
+        }
+        _mm256_sub_epi32(_mm256_setzero_si256(), c)
+    } else {
+        _mm256_setzero_si256()
+    };
+    AQuad8 {
+        a,
+        d: _mm256_setr_ps(
+            b[0].d, b[1].d, b[2].d, b[3].d, b[0].d, b[1].d, b[2].d, b[3].d,
+        ),
+        init,
+    }
+}
+
+/// Exact i32 lanes of one Q8_0 quad product: block i in lanes i and 4 + i.
+#[inline(always)]
+unsafe fn isum_q8<const VNNI: bool>(w: &WQuad8, a: &AQuad8) -> __m256i {
+    let mut i = a.init;
+    for k in 0..4 {
+        i = if VNNI {
+            dot_acc::<true>(i, w.u[k], a.a[k])
+        } else {
+            dot_acc::<false>(i, w.u[k], _mm256_sign_epi8(a.a[k], w.w[k]))
+        };
+    }
+    i
+}
+
+/// Arranged Q8_0 activations of one token tile: token t's quad q at `q[t * Q8_QUADS_MAX + q]`,
+/// its tail blocks at `tail[t * Q8_QUAD + k]`.
+struct Tiles8 {
+    q: [MaybeUninit<AQuad8>; GRP_TOK * Q8_QUADS_MAX],
+    tail: [MaybeUninit<ABlock>; GRP_TOK * Q8_QUAD],
+}
+
+/// The Q8_0 matmul for rows up to [`Q8_QUADS_MAX`] quads wide, decode and prefill alike:
+/// activations arranged once per tile of up to [`GRP_TOK`] tokens, then every row: whole
+/// quads, then single blocks.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul_q8_quads<const VNNI: bool>(
+    w: *const u8,
+    rb: usize,
+    nb: usize,
+    rows: Range<usize>,
+    x: *const BlockQ8A,
+    n_tok: usize,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    let nq = nb / Q8_QUAD;
+    let mut tiles = Tiles8 {
+        q: [const { MaybeUninit::uninit() }; GRP_TOK * Q8_QUADS_MAX],
+        tail: [const { MaybeUninit::uninit() }; GRP_TOK * Q8_QUAD],
+    };
+    let mut t = 0;
+    while t < n_tok {
+        let tn = (n_tok - t).min(GRP_TOK);
+        for tt in 0..tn {
+            let xt = x.add((t + tt) * nb);
+            for qi in 0..nq {
+                tiles.q[tt * Q8_QUADS_MAX + qi].write(load_aq8::<VNNI>(xt.add(Q8_QUAD * qi)));
+            }
+            for b in Q8_QUAD * nq..nb {
+                tiles.tail[tt * Q8_QUAD + b - Q8_QUAD * nq].write(load_a::<Q8_0, VNNI>(xt.add(b)));
+            }
+        }
+        let ot = out.add(t * out_stride);
+        for r in rows.clone() {
+            let (wr, or) = (w.add(r * rb), ot.add(r));
+            match tn {
+                4 => tile_q8_quads::<VNNI, 4>(wr, nb, &tiles, or, out_stride),
+                3 => tile_q8_quads::<VNNI, 3>(wr, nb, &tiles, or, out_stride),
+                2 => tile_q8_quads::<VNNI, 2>(wr, nb, &tiles, or, out_stride),
+                _ => tile_q8_quads::<VNNI, 1>(wr, nb, &tiles, or, out_stride),
+            }
+        }
+        t += tn;
+    }
+}
+
+/// One Q8_0 row against the first `T` tokens of `tl`.
+#[inline(always)]
+unsafe fn tile_q8_quads<const VNNI: bool, const T: usize>(
+    w: *const u8,
+    nb: usize,
+    tl: &Tiles8,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    let bb = Q8_0_BYTES;
+    let nq = nb / Q8_QUAD;
+    let mut acc = [_mm256_setzero_ps(); T];
+    // SAFETY (the `assume_init_ref`s below): `matmul_q8_quads` wrote the quads and tail
+    // blocks of the tile's first T tokens for this row width, exactly the entries read here.
+    for q in 0..nq {
+        let wq = load_wq8::<VNNI>(w.add(Q8_QUAD * q * bb));
+        for (t, acc_t) in acc.iter_mut().enumerate() {
+            let a = tl.q[t * Q8_QUADS_MAX + q].assume_init_ref();
+            let i = isum_q8::<VNNI>(&wq, a);
+            *acc_t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_mul_ps(wq.d, a.d), *acc_t);
+        }
+    }
+    for b in Q8_QUAD * nq..nb {
+        let wb = load_w::<Q8_0, VNNI>(w.add(b * bb));
+        for (t, acc_t) in acc.iter_mut().enumerate() {
+            let a = tl.tail[t * Q8_QUAD + b - Q8_QUAD * nq].assume_init_ref();
+            let i = isum_lanes::<Q8_0, VNNI>(&wb, a);
+            *acc_t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_mul_ps(wb.d, a.d), *acc_t);
+        }
+    }
+    for (t, acc_t) in acc.iter().enumerate() {
+        *out.add(t * out_stride) = hsum(*acc_t);
+    }
+}
+
 #[inline(always)]
 unsafe fn matmul_q8a<const DT: u8, const VNNI: bool>(
     w: &[u8],
@@ -464,6 +672,10 @@ unsafe fn matmul_q8a<const DT: u8, const VNNI: bool>(
     let (wp, xp) = (w.as_ptr(), xq.as_ptr());
     if DT != Q8_0 && nb / GRP <= GRP_MAX {
         matmul_q4_grouped::<DT, VNNI>(wp, rb, nb, rows, xp, n_tok, out, out_stride);
+        return;
+    }
+    if DT == Q8_0 && nb / Q8_QUAD <= Q8_QUADS_MAX {
+        matmul_q8_quads::<VNNI>(wp, rb, nb, rows, xp, n_tok, out, out_stride);
         return;
     }
     let mut r = rows.start;
@@ -500,6 +712,17 @@ unsafe fn isums<const DT: u8, const VNNI: bool>(w_row: &[u8], xq: &[BlockQ8A], o
                 out[b0 + grp_block(l)] = v;
             }
             b0 += GRP;
+        }
+    } else {
+        while b0 + Q8_QUAD <= out.len() {
+            let wq = load_wq8::<VNNI>(w_row.as_ptr().add(b0 * bb));
+            let aq = load_aq8::<VNNI>(xq.as_ptr().add(b0));
+            let mut lanes = [0i32; 8];
+            _mm256_storeu_si256(lanes.as_mut_ptr().cast(), isum_q8::<VNNI>(&wq, &aq));
+            for i in 0..Q8_QUAD {
+                out[b0 + i] = lanes[i] + lanes[4 + i];
+            }
+            b0 += Q8_QUAD;
         }
     }
     for (b, o) in out.iter_mut().enumerate().skip(b0) {
