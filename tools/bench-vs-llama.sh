@@ -9,6 +9,8 @@
 #   THREADS`, each reporting its own median/mean over REPS) back to back on one file; the
 #   table gives the median over ROUNDS of each side's figure, so a slow spell of a shared
 #   machine falls on both sides alike. The per-round figures follow the table.
+# Env: PIPIT_KERNELS forces pipit's kernel path; PEER_BENCH names another llama-bench binary
+#   (say, one built without AVX-512 to compare the AVX2 paths).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads=${1:-2}
@@ -29,7 +31,7 @@ for q in Q4_1 Q4_0 Q8_0; do
   [ "$m.$q.pipit" -nt "$m.$q.gguf" ] || "$bin/pipit-convert" "$m.$q.gguf" -o "$m.$q.pipit" >/dev/null 2>&1
   for _ in $(seq "$rounds"); do
     ours=$("$bin/pipit" bench -m "$m.$q.pipit" -p 128 -n 64 -r "$reps" -t "$threads" --json)
-    theirs=$("$peer/llama-bench" -m "$m.$q.gguf" -p 128 -n 64 -r "$reps" -t "$threads" -o csv 2>/dev/null)
+    theirs=$("${PEER_BENCH:-$peer/llama-bench}" -m "$m.$q.gguf" -p 128 -n 64 -r "$reps" -t "$threads" -o csv 2>/dev/null)
     python3 - "$q" "$ours" "$theirs" >>"$log" <<'PY'
 import csv, io, json, sys
 q, ours, peer = sys.argv[1], json.loads(sys.argv[2]), list(csv.DictReader(io.StringIO(sys.argv[3])))
