@@ -207,8 +207,6 @@ unsafe fn hsum(v: __m256) -> f32 {
 /// Blocks per group of the transposed Q4 layout: i32 lane L of a product holds one block, so
 /// one conversion and scale serve 8 blocks instead of 1.
 const GRP: usize = 8;
-/// Widest rows the grouped path takes (4096 columns); wider rows take the per-block tiles.
-const GRP_MAX: usize = 16;
 /// Tokens per tile of the grouped path.
 const GRP_TOK: usize = 4;
 
@@ -354,105 +352,8 @@ unsafe fn isum_group<const VNNI: bool>(w: &WGroup, a: &AGroup) -> __m256i {
     i
 }
 
-/// The arranged activations of one token tile: token t's group g at `g[t * GRP_MAX + g]` and
-/// its tail blocks at `tail[t * GRP + k]`. Only the entries of the tile's shape are written.
-struct Tiles {
-    g: [MaybeUninit<AGroup>; GRP_TOK * GRP_MAX],
-    tail: [MaybeUninit<ABlock>; GRP_TOK * GRP],
-}
-
-/// The Q4 matmul for rows up to [`GRP_MAX`] groups wide, decode and prefill alike (so an
-/// output's bits never depend on the batch): activations are arranged once per tile of up
-/// to [`GRP_TOK`] tokens, then every row meets the tile: whole groups, then single blocks.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn matmul_q4_grouped<const DT: u8, const VNNI: bool>(
-    w: *const u8,
-    rb: usize,
-    nb: usize,
-    rows: Range<usize>,
-    x: *const BlockQ8A,
-    n_tok: usize,
-    out: *mut f32,
-    out_stride: usize,
-) {
-    let ng = nb / GRP;
-    let mut tiles = Tiles {
-        g: [const { MaybeUninit::uninit() }; GRP_TOK * GRP_MAX],
-        tail: [const { MaybeUninit::uninit() }; GRP_TOK * GRP],
-    };
-    let mut t = 0;
-    while t < n_tok {
-        let tn = (n_tok - t).min(GRP_TOK);
-        for tt in 0..tn {
-            let xt = x.add((t + tt) * nb);
-            for gi in 0..ng {
-                tiles.g[tt * GRP_MAX + gi].write(load_ag::<DT, VNNI>(xt.add(GRP * gi)));
-            }
-            for b in GRP * ng..nb {
-                tiles.tail[tt * GRP + b - GRP * ng].write(load_a::<DT, VNNI>(xt.add(b)));
-            }
-        }
-        let ot = out.add(t * out_stride);
-        for r in rows.clone() {
-            let (wr, or) = (w.add(r * rb), ot.add(r));
-            match tn {
-                4 => tile_grouped::<DT, VNNI, 4>(wr, nb, &tiles, or, out_stride),
-                3 => tile_grouped::<DT, VNNI, 3>(wr, nb, &tiles, or, out_stride),
-                2 => tile_grouped::<DT, VNNI, 2>(wr, nb, &tiles, or, out_stride),
-                _ => tile_grouped::<DT, VNNI, 1>(wr, nb, &tiles, or, out_stride),
-            }
-        }
-        t += tn;
-    }
-}
-
-/// One row (at `w`, `nb` blocks) against the first `T` tokens of `tl`.
-#[inline(always)]
-unsafe fn tile_grouped<const DT: u8, const VNNI: bool, const T: usize>(
-    w: *const u8,
-    nb: usize,
-    tl: &Tiles,
-    out: *mut f32,
-    out_stride: usize,
-) {
-    let bb = block_bytes(DT);
-    let ng = nb / GRP;
-    let mut acc = [_mm256_setzero_ps(); T];
-    // SAFETY (the `assume_init_ref`s below): `matmul_q4_grouped` wrote the groups and tail
-    // blocks of the tile's first T tokens for this row width, exactly the entries read here.
-    for g in 0..ng {
-        let wg = load_wg::<DT>(w.add(GRP * g * bb));
-        for (t, acc_t) in acc.iter_mut().enumerate() {
-            let a = tl.g[t * GRP_MAX + g].assume_init_ref();
-            let i = isum_group::<VNNI>(&wg, a);
-            *acc_t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_mul_ps(wg.d, a.d), *acc_t);
-            if DT == Q4_1 {
-                *acc_t = _mm256_fmadd_ps(wg.m, a.s, *acc_t);
-            }
-        }
-    }
-    // Lanes are summed only at the end, so the tail blocks may use the per-block layout.
-    for b in GRP * ng..nb {
-        let wb = load_w::<DT, VNNI>(w.add(b * bb));
-        for (t, acc_t) in acc.iter_mut().enumerate() {
-            let a = tl.tail[t * GRP + b - GRP * ng].assume_init_ref();
-            let i = isum_lanes::<DT, VNNI>(&wb, a);
-            *acc_t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_mul_ps(wb.d, a.d), *acc_t);
-            if DT == Q4_1 {
-                *acc_t = _mm256_fmadd_ps(wb.m, a.s, *acc_t);
-            }
-        }
-    }
-    for (t, acc_t) in acc.iter().enumerate() {
-        *out.add(t * out_stride) = hsum(*acc_t);
-    }
-}
-
 /// Q8_0 blocks per quad of the transposed Q8_0 layout.
 const Q8_QUAD: usize = 4;
-/// Widest Q8_0 rows the quad path takes (4096 columns).
-const Q8_QUADS_MAX: usize = 32;
 
 /// Four blocks of 32 bytes, transposed by dwords with in-lane unpacks: `out[k]` lane
 /// `4h + i` = dword `4h + k` of block i (so each block spans lanes i and 4 + i).
@@ -569,19 +470,90 @@ unsafe fn isum_q8<const VNNI: bool>(w: &WQuad8, a: &AQuad8) -> __m256i {
     i
 }
 
-/// Arranged Q8_0 activations of one token tile: token t's quad q at `q[t * Q8_QUADS_MAX + q]`,
-/// its tail blocks at `tail[t * Q8_QUAD + k]`.
-struct Tiles8 {
-    q: [MaybeUninit<AQuad8>; GRP_TOK * Q8_QUADS_MAX],
-    tail: [MaybeUninit<ABlock>; GRP_TOK * Q8_QUAD],
+/// A transposed layout: groups of `BLOCKS` blocks whose products land one block (or half a
+/// block) per i32 lane, so one conversion and scale serve the whole group.
+trait Layout<const DT: u8, const VNNI: bool> {
+    /// Blocks per group.
+    const BLOCKS: usize;
+    /// One row's group of weights, decoded.
+    type W: Copy;
+    /// One token's group of activations, arranged.
+    type A: Copy;
+    unsafe fn load_w(p: *const u8) -> Self::W;
+    unsafe fn load_a(x: *const BlockQ8A) -> Self::A;
+    /// `acc` plus the group's product, lane by lane.
+    unsafe fn accumulate(w: &Self::W, a: &Self::A, acc: __m256) -> __m256;
 }
 
-/// The Q8_0 matmul for rows up to [`Q8_QUADS_MAX`] quads wide, decode and prefill alike:
-/// activations arranged once per tile of up to [`GRP_TOK`] tokens, then every row: whole
-/// quads, then single blocks.
+/// Q4_0/Q4_1 in groups of 8 ([`WGroup`], [`AGroup`]).
+struct Q4Groups;
+/// Q8_0 in quads of 4 ([`WQuad8`], [`AQuad8`]).
+struct Q8Quads;
+
+impl<const DT: u8, const VNNI: bool> Layout<DT, VNNI> for Q4Groups {
+    const BLOCKS: usize = GRP;
+    type W = WGroup;
+    type A = AGroup;
+    #[inline(always)]
+    unsafe fn load_w(p: *const u8) -> WGroup {
+        load_wg::<DT>(p)
+    }
+    #[inline(always)]
+    unsafe fn load_a(x: *const BlockQ8A) -> AGroup {
+        load_ag::<DT, VNNI>(x)
+    }
+    #[inline(always)]
+    unsafe fn accumulate(w: &WGroup, a: &AGroup, acc: __m256) -> __m256 {
+        let i = isum_group::<VNNI>(w, a);
+        let acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_mul_ps(w.d, a.d), acc);
+        if DT == Q4_1 {
+            _mm256_fmadd_ps(w.m, a.s, acc)
+        } else {
+            acc
+        }
+    }
+}
+
+impl<const VNNI: bool> Layout<Q8_0, VNNI> for Q8Quads {
+    const BLOCKS: usize = Q8_QUAD;
+    type W = WQuad8;
+    type A = AQuad8;
+    #[inline(always)]
+    unsafe fn load_w(p: *const u8) -> WQuad8 {
+        load_wq8::<VNNI>(p)
+    }
+    #[inline(always)]
+    unsafe fn load_a(x: *const BlockQ8A) -> AQuad8 {
+        load_aq8::<VNNI>(x)
+    }
+    #[inline(always)]
+    unsafe fn accumulate(w: &WQuad8, a: &AQuad8, acc: __m256) -> __m256 {
+        let i = isum_q8::<VNNI>(w, a);
+        _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_mul_ps(w.d, a.d), acc)
+    }
+}
+
+/// Groups per row at most (4096 columns: 16 Q4 groups, 32 Q8_0 quads); wider rows take the
+/// per-block tiles.
+const GROUPS_MAX: usize = 32;
+/// Blocks past the last whole group, at most.
+const TAIL_MAX: usize = GRP - 1;
+
+/// The arranged activations of one token tile: token t's group g at `g[t * GROUPS_MAX + g]`,
+/// its tail blocks at `tail[t * TAIL_MAX + k]`. Only the entries of the tile's shape are
+/// written.
+struct Tiles<A> {
+    g: [MaybeUninit<A>; GRP_TOK * GROUPS_MAX],
+    tail: [MaybeUninit<ABlock>; GRP_TOK * TAIL_MAX],
+}
+
+/// The matmul in layout `L` for rows of at most [`GROUPS_MAX`] groups, decode and prefill
+/// alike (so an output's bits never depend on the batch): activations are arranged once per
+/// tile of up to [`GRP_TOK`] tokens, then every row meets the tile: whole groups, then single
+/// blocks.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn matmul_q8_quads<const VNNI: bool>(
+unsafe fn matmul_grouped<L: Layout<DT, VNNI>, const DT: u8, const VNNI: bool>(
     w: *const u8,
     rb: usize,
     nb: usize,
@@ -591,65 +563,68 @@ unsafe fn matmul_q8_quads<const VNNI: bool>(
     out: *mut f32,
     out_stride: usize,
 ) {
-    let nq = nb / Q8_QUAD;
-    let mut tiles = Tiles8 {
-        q: [const { MaybeUninit::uninit() }; GRP_TOK * Q8_QUADS_MAX],
-        tail: [const { MaybeUninit::uninit() }; GRP_TOK * Q8_QUAD],
+    let ng = nb / L::BLOCKS;
+    let mut tiles = Tiles::<L::A> {
+        g: [const { MaybeUninit::uninit() }; GRP_TOK * GROUPS_MAX],
+        tail: [const { MaybeUninit::uninit() }; GRP_TOK * TAIL_MAX],
     };
     let mut t = 0;
     while t < n_tok {
         let tn = (n_tok - t).min(GRP_TOK);
         for tt in 0..tn {
             let xt = x.add((t + tt) * nb);
-            for qi in 0..nq {
-                tiles.q[tt * Q8_QUADS_MAX + qi].write(load_aq8::<VNNI>(xt.add(Q8_QUAD * qi)));
+            for gi in 0..ng {
+                tiles.g[tt * GROUPS_MAX + gi].write(L::load_a(xt.add(L::BLOCKS * gi)));
             }
-            for b in Q8_QUAD * nq..nb {
-                tiles.tail[tt * Q8_QUAD + b - Q8_QUAD * nq].write(load_a::<Q8_0, VNNI>(xt.add(b)));
+            for b in L::BLOCKS * ng..nb {
+                let k = tt * TAIL_MAX + b - L::BLOCKS * ng;
+                tiles.tail[k].write(load_a::<DT, VNNI>(xt.add(b)));
             }
         }
         let ot = out.add(t * out_stride);
         for r in rows.clone() {
             let (wr, or) = (w.add(r * rb), ot.add(r));
             match tn {
-                4 => tile_q8_quads::<VNNI, 4>(wr, nb, &tiles, or, out_stride),
-                3 => tile_q8_quads::<VNNI, 3>(wr, nb, &tiles, or, out_stride),
-                2 => tile_q8_quads::<VNNI, 2>(wr, nb, &tiles, or, out_stride),
-                _ => tile_q8_quads::<VNNI, 1>(wr, nb, &tiles, or, out_stride),
+                4 => tile_grouped::<L, DT, VNNI, 4>(wr, nb, &tiles, or, out_stride),
+                3 => tile_grouped::<L, DT, VNNI, 3>(wr, nb, &tiles, or, out_stride),
+                2 => tile_grouped::<L, DT, VNNI, 2>(wr, nb, &tiles, or, out_stride),
+                _ => tile_grouped::<L, DT, VNNI, 1>(wr, nb, &tiles, or, out_stride),
             }
         }
         t += tn;
     }
 }
 
-/// One Q8_0 row against the first `T` tokens of `tl`.
+/// One row (at `w`, `nb` blocks) against the first `T` tokens of `tl`.
 #[inline(always)]
-unsafe fn tile_q8_quads<const VNNI: bool, const T: usize>(
+unsafe fn tile_grouped<L: Layout<DT, VNNI>, const DT: u8, const VNNI: bool, const T: usize>(
     w: *const u8,
     nb: usize,
-    tl: &Tiles8,
+    tl: &Tiles<L::A>,
     out: *mut f32,
     out_stride: usize,
 ) {
-    let bb = Q8_0_BYTES;
-    let nq = nb / Q8_QUAD;
+    let bb = block_bytes(DT);
+    let ng = nb / L::BLOCKS;
     let mut acc = [_mm256_setzero_ps(); T];
-    // SAFETY (the `assume_init_ref`s below): `matmul_q8_quads` wrote the quads and tail
+    // SAFETY (the `assume_init_ref`s below): `matmul_grouped` wrote the groups and tail
     // blocks of the tile's first T tokens for this row width, exactly the entries read here.
-    for q in 0..nq {
-        let wq = load_wq8::<VNNI>(w.add(Q8_QUAD * q * bb));
+    for g in 0..ng {
+        let wg = L::load_w(w.add(L::BLOCKS * g * bb));
         for (t, acc_t) in acc.iter_mut().enumerate() {
-            let a = tl.q[t * Q8_QUADS_MAX + q].assume_init_ref();
-            let i = isum_q8::<VNNI>(&wq, a);
-            *acc_t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_mul_ps(wq.d, a.d), *acc_t);
+            *acc_t = L::accumulate(&wg, tl.g[t * GROUPS_MAX + g].assume_init_ref(), *acc_t);
         }
     }
-    for b in Q8_QUAD * nq..nb {
-        let wb = load_w::<Q8_0, VNNI>(w.add(b * bb));
+    // Lanes are summed only at the end, so the tail blocks may use the per-block layout.
+    for b in L::BLOCKS * ng..nb {
+        let wb = load_w::<DT, VNNI>(w.add(b * bb));
         for (t, acc_t) in acc.iter_mut().enumerate() {
-            let a = tl.tail[t * Q8_QUAD + b - Q8_QUAD * nq].assume_init_ref();
-            let i = isum_lanes::<Q8_0, VNNI>(&wb, a);
+            let a = tl.tail[t * TAIL_MAX + b - L::BLOCKS * ng].assume_init_ref();
+            let i = isum_lanes::<DT, VNNI>(&wb, a);
             *acc_t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_mul_ps(wb.d, a.d), *acc_t);
+            if DT == Q4_1 {
+                *acc_t = _mm256_fmadd_ps(wb.m, a.s, *acc_t);
+            }
         }
     }
     for (t, acc_t) in acc.iter().enumerate() {
@@ -670,12 +645,12 @@ unsafe fn matmul_q8a<const DT: u8, const VNNI: bool>(
     let nb = cols / QK;
     let rb = nb * block_bytes(DT);
     let (wp, xp) = (w.as_ptr(), xq.as_ptr());
-    if DT != Q8_0 && nb / GRP <= GRP_MAX {
-        matmul_q4_grouped::<DT, VNNI>(wp, rb, nb, rows, xp, n_tok, out, out_stride);
+    if DT != Q8_0 && nb / GRP <= GROUPS_MAX / 2 {
+        matmul_grouped::<Q4Groups, DT, VNNI>(wp, rb, nb, rows, xp, n_tok, out, out_stride);
         return;
     }
-    if DT == Q8_0 && nb / Q8_QUAD <= Q8_QUADS_MAX {
-        matmul_q8_quads::<VNNI>(wp, rb, nb, rows, xp, n_tok, out, out_stride);
+    if DT == Q8_0 && nb / Q8_QUAD <= GROUPS_MAX {
+        matmul_grouped::<Q8Quads, Q8_0, VNNI>(wp, rb, nb, rows, xp, n_tok, out, out_stride);
         return;
     }
     let mut r = rows.start;
