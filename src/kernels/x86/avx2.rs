@@ -342,14 +342,26 @@ unsafe fn load_ag<const DT: u8, const VNNI: bool>(x: *const BlockQ8A) -> AGroup 
 #[inline(always)]
 unsafe fn isum_group<const VNNI: bool>(w: &WGroup, a: &AGroup) -> __m256i {
     let mask = _mm256_set1_epi8(0x0f);
-    let mut i = a.init;
+    if VNNI {
+        let mut i = a.init;
+        for k in 0..4 {
+            let lo = _mm256_and_si256(w.dw[k], mask);
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(w.dw[k]), mask);
+            i = dot_acc::<true>(i, lo, a.a[k]);
+            i = dot_acc::<true>(i, hi, a.a[k + 4]);
+        }
+        return i;
+    }
+    // Each `vpmaddubsw` lane is a nibble (<= 15) times two activations (|a| <= 127), so at
+    // most 3810 in magnitude: all 8 sum exactly in i16 (<= 30480), and one `vpmaddwd` widens.
+    let mut s16 = _mm256_setzero_si256();
     for k in 0..4 {
         let lo = _mm256_and_si256(w.dw[k], mask);
         let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(w.dw[k]), mask);
-        i = dot_acc::<VNNI>(i, lo, a.a[k]);
-        i = dot_acc::<VNNI>(i, hi, a.a[k + 4]);
+        s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(lo, a.a[k]));
+        s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(hi, a.a[k + 4]));
     }
-    i
+    _mm256_add_epi32(a.init, _mm256_madd_epi16(s16, _mm256_set1_epi16(1)))
 }
 
 /// Q8_0 blocks per quad of the transposed Q8_0 layout.

@@ -654,11 +654,20 @@ unsafe fn load_ag<const DT: u8, const VNNI: bool>(x: *const BlockQ8A) -> AGroup 
 /// Exact i32 lanes of one group product: block `grp_block(L)` in lane L.
 #[inline(always)]
 unsafe fn isum_group<const VNNI: bool>(w: &WGroup, a: &AGroup) -> __m512i {
-    let mut i = a.init;
-    for g in 0..8 {
-        i = dpbusd::<VNNI>(i, w.q[g], a.a[g]);
+    if VNNI {
+        let mut i = a.init;
+        for g in 0..8 {
+            i = dpbusd::<true>(i, w.q[g], a.a[g]);
+        }
+        return i;
     }
-    i
+    // Each `vpmaddubsw` lane is a nibble (<= 15) times two activations (|a| <= 127), so at
+    // most 3810 in magnitude: all 8 sum exactly in i16 (<= 30480), and one `vpmaddwd` widens.
+    let mut s16 = _mm512_setzero_si512();
+    for g in 0..8 {
+        s16 = _mm512_add_epi16(s16, _mm512_maddubs_epi16(w.q[g], a.a[g]));
+    }
+    _mm512_add_epi32(a.init, _mm512_madd_epi16(s16, _mm512_set1_epi16(1)))
 }
 
 /// The Q4 matmul for rows up to [`GRP_MAX`] groups wide, decode and prefill alike (so every
