@@ -276,14 +276,7 @@ unsafe fn load_wg<const DT: u8>(p: *const u8) -> WGroup {
         two_blocks(p.add(4 * bb + off), bb),
         two_blocks(p.add(6 * bb + off), bb),
     );
-    let (u0, u1) = (_mm256_unpacklo_epi32(p0, p1), _mm256_unpackhi_epi32(p0, p1));
-    let (u2, u3) = (_mm256_unpacklo_epi32(p2, p3), _mm256_unpackhi_epi32(p2, p3));
-    let dw = [
-        _mm256_unpacklo_epi64(u0, u2),
-        _mm256_unpackhi_epi64(u0, u2),
-        _mm256_unpacklo_epi64(u1, u3),
-        _mm256_unpackhi_epi64(u1, u3),
-    ];
+    let dw = transpose4([p0, p1, p2, p3]);
     // The gathered dword at a block's start is `d` (low half) and, for Q4_1, `m` (high half).
     let d = grp_halves(p, bb, false);
     let m = if DT == Q4_1 {
@@ -367,8 +360,9 @@ unsafe fn isum_group<const VNNI: bool>(w: &WGroup, a: &AGroup) -> __m256i {
 /// Q8_0 blocks per quad of the transposed Q8_0 layout.
 const Q8_QUAD: usize = 4;
 
-/// Four blocks of 32 bytes, transposed by dwords with in-lane unpacks: `out[k]` lane
-/// `4h + i` = dword `4h + k` of block i (so each block spans lanes i and 4 + i).
+/// In each 128-bit half h, the 4 x 4 transpose of the dwords of `r` (in-lane unpacks only):
+/// `out[k]` lane `4h + i` = dword `4h + k` of `r[i]`. For four Q8_0 blocks, each block spans
+/// lanes i and 4 + i.
 #[inline(always)]
 unsafe fn transpose4(r: [__m256i; 4]) -> [__m256i; 4] {
     let (t0, t1) = (

@@ -550,6 +550,26 @@ const fn grp_block(l: usize) -> usize {
     4 * (l % 4) + l / 4
 }
 
+/// In each 128-bit lane, the 4 x 4 transpose of the dwords of `r`: dword i of lane h of
+/// `out[k]` is dword k of lane h of `r[i]` (in-lane unpacks only).
+#[inline(always)]
+unsafe fn transpose4(r: [__m512i; 4]) -> [__m512i; 4] {
+    let (u0, u1) = (
+        _mm512_unpacklo_epi32(r[0], r[1]),
+        _mm512_unpackhi_epi32(r[0], r[1]),
+    );
+    let (u2, u3) = (
+        _mm512_unpacklo_epi32(r[2], r[3]),
+        _mm512_unpackhi_epi32(r[2], r[3]),
+    );
+    [
+        _mm512_unpacklo_epi64(u0, u2),
+        _mm512_unpackhi_epi64(u0, u2),
+        _mm512_unpacklo_epi64(u1, u3),
+        _mm512_unpackhi_epi64(u1, u3),
+    ]
+}
+
 /// The f16 of every block of a group that `ix` selects (see [`Q4_0_GRP_D`]), in lane order.
 #[inline(always)]
 unsafe fn grp_halves(quads: &[(__m512i, __m512i); 4], ix: &Idx) -> __m512 {
@@ -572,15 +592,7 @@ unsafe fn load_wg<const DT: u8>(p: *const u8) -> WGroup {
     // 128-bit lane b of quad i's nibbles is block 4i + b (dwords k = bytes 4k..4k + 3); the
     // unpacks transpose each lane's 4 x 4 dwords, so dwords[k] lane 4b + i = dword k of
     // block 4i + b.
-    let (p0, p1, p2, p3) = (quads[0].1, quads[1].1, quads[2].1, quads[3].1);
-    let (u0, u1) = (_mm512_unpacklo_epi32(p0, p1), _mm512_unpackhi_epi32(p0, p1));
-    let (u2, u3) = (_mm512_unpacklo_epi32(p2, p3), _mm512_unpackhi_epi32(p2, p3));
-    let dwords = [
-        _mm512_unpacklo_epi64(u0, u2),
-        _mm512_unpackhi_epi64(u0, u2),
-        _mm512_unpacklo_epi64(u1, u3),
-        _mm512_unpackhi_epi64(u1, u3),
-    ];
+    let dwords = transpose4([quads[0].1, quads[1].1, quads[2].1, quads[3].1]);
     let mask = _mm512_set1_epi8(0x0f);
     let mut q = [_mm512_setzero_si512(); 8];
     for (k, dk) in dwords.into_iter().enumerate() {
@@ -977,20 +989,7 @@ unsafe fn load_woct<const VNNI: bool>(p: *const u8) -> WOct {
         let hi = _mm256_loadu_si256(p.add((2 * i + 1) * bb + 2).cast());
         *pi = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
     }
-    let (u0, u1) = (
-        _mm512_unpacklo_epi32(pz[0], pz[1]),
-        _mm512_unpackhi_epi32(pz[0], pz[1]),
-    );
-    let (u2, u3) = (
-        _mm512_unpacklo_epi32(pz[2], pz[3]),
-        _mm512_unpackhi_epi32(pz[2], pz[3]),
-    );
-    let w = [
-        _mm512_unpacklo_epi64(u0, u2),
-        _mm512_unpackhi_epi64(u0, u2),
-        _mm512_unpacklo_epi64(u1, u3),
-        _mm512_unpackhi_epi64(u1, u3),
-    ];
+    let w = transpose4(pz);
     let mut u = [_mm512_setzero_si512(); 4];
     let mut neg = [0; 4];
     for k in 0..4 {
