@@ -24,6 +24,13 @@ const Q8_0: u8 = 0;
 const Q4_0: u8 = 1;
 const Q4_1: u8 = 2;
 
+/// Integer product selectors: `vpmaddubsw` + `vpmaddwd`; AVX-VNNI's VEX `vpdpbusd`; or the
+/// same 256-bit `vpdpbusd` in its AVX-512 VNNI + VL (EVEX) encoding, which only the tests
+/// use, to run the AVX-VNNI kernels' arithmetic on CPUs that have AVX-512 but not AVX-VNNI.
+const NO_VNNI: u8 = 0;
+const VEX_VNNI: u8 = 1;
+const EVEX_VNNI: u8 = 2;
+
 const fn block_bytes(dt: u8) -> usize {
     match dt {
         Q8_0 => Q8_0_BYTES,
@@ -60,14 +67,14 @@ unsafe fn f16_lane0(p: *const u8) -> __m128 {
 }
 
 #[inline(always)]
-unsafe fn load_w<const DT: u8, const VNNI: bool>(p: *const u8) -> WBlock {
+unsafe fn load_w<const DT: u8, const VNNI: u8>(p: *const u8) -> WBlock {
     let d = _mm256_broadcastss_ps(f16_lane0(p));
     match DT {
         Q8_0 => {
             let w = _mm256_loadu_si256(p.add(2).cast());
             // VNNI: `w + 128` (unsigned; the offset is removed by `ABlock::init`);
             // otherwise `|w|` for the sign trick.
-            let u = if VNNI {
+            let u = if VNNI != NO_VNNI {
                 _mm256_xor_si256(w, _mm256_set1_epi8(-128))
             } else {
                 _mm256_sign_epi8(w, w)
@@ -113,13 +120,15 @@ struct ABlock {
 }
 
 #[inline(always)]
-unsafe fn load_a<const DT: u8, const VNNI: bool>(x: *const BlockQ8A) -> ABlock {
+unsafe fn load_a<const DT: u8, const VNNI: u8>(x: *const BlockQ8A) -> ABlock {
     let x = &*x;
     let a = _mm256_loadu_si256(x.qs.as_ptr().cast());
     let zero = _mm256_setzero_si256();
     let init = match (DT, VNNI) {
         (Q4_0, _) => _mm256_sub_epi32(zero, dot_acc::<VNNI>(zero, _mm256_set1_epi8(8), a)),
-        (Q8_0, true) => _mm256_sub_epi32(zero, dot_acc::<VNNI>(zero, _mm256_set1_epi8(-128), a)),
+        (Q8_0, VEX_VNNI | EVEX_VNNI) => {
+            _mm256_sub_epi32(zero, dot_acc::<VNNI>(zero, _mm256_set1_epi8(-128), a))
+        }
         _ => zero,
     };
     ABlock {
@@ -133,9 +142,11 @@ unsafe fn load_a<const DT: u8, const VNNI: bool>(x: *const BlockQ8A) -> ABlock {
 /// `acc` + i32 lanes of `u * a` over groups of 4 bytes: `vpdpbusd` (AVX-VNNI) or
 /// `vpmaddubsw` + `vpmaddwd`, whose i16 pairs cannot saturate for the operands used here.
 #[inline(always)]
-unsafe fn dot_acc<const VNNI: bool>(acc: __m256i, u: __m256i, a: __m256i) -> __m256i {
-    if VNNI {
+unsafe fn dot_acc<const VNNI: u8>(acc: __m256i, u: __m256i, a: __m256i) -> __m256i {
+    if VNNI == VEX_VNNI {
         _mm256_dpbusd_avx_epi32(acc, u, a)
+    } else if VNNI == EVEX_VNNI {
+        _mm256_dpbusd_epi32(acc, u, a)
     } else {
         _mm256_add_epi32(
             acc,
@@ -146,9 +157,9 @@ unsafe fn dot_acc<const VNNI: bool>(acc: __m256i, u: __m256i, a: __m256i) -> __m
 
 /// Exact i32 lanes of one weight block times one activation block.
 #[inline(always)]
-unsafe fn isum_lanes<const DT: u8, const VNNI: bool>(w: &WBlock, a: &ABlock) -> __m256i {
-    if DT == Q8_0 && !VNNI {
-        dot_acc::<false>(_mm256_setzero_si256(), w.u, _mm256_sign_epi8(a.a, w.w))
+unsafe fn isum_lanes<const DT: u8, const VNNI: u8>(w: &WBlock, a: &ABlock) -> __m256i {
+    if DT == Q8_0 && VNNI == NO_VNNI {
+        dot_acc::<NO_VNNI>(_mm256_setzero_si256(), w.u, _mm256_sign_epi8(a.a, w.w))
     } else {
         dot_acc::<VNNI>(a.init, w.u, a.a)
     }
@@ -156,7 +167,7 @@ unsafe fn isum_lanes<const DT: u8, const VNNI: bool>(w: &WBlock, a: &ABlock) -> 
 
 /// `R` rows x `T` tokens; pointers as in the AVX-512 `tile`.
 #[inline(always)]
-unsafe fn tile<const DT: u8, const VNNI: bool, const R: usize, const T: usize>(
+unsafe fn tile<const DT: u8, const VNNI: u8, const R: usize, const T: usize>(
     w: *const u8,
     rb: usize,
     nb: usize,
@@ -298,7 +309,7 @@ struct AGroup {
 }
 
 #[inline(always)]
-unsafe fn load_ag<const DT: u8, const VNNI: bool>(x: *const BlockQ8A) -> AGroup {
+unsafe fn load_ag<const DT: u8, const VNNI: u8>(x: *const BlockQ8A) -> AGroup {
     const _: () = assert!(size_of::<BlockQ8A>() == 40);
     // Dword 10 j + i of the 8 blocks is dword i of block j (d, s, then 8 dwords of values).
     let base = x.cast::<i32>();
@@ -333,15 +344,15 @@ unsafe fn load_ag<const DT: u8, const VNNI: bool>(x: *const BlockQ8A) -> AGroup 
 
 /// Exact i32 lanes of one group product: block `grp_block(L)` in lane L.
 #[inline(always)]
-unsafe fn isum_group<const VNNI: bool>(w: &WGroup, a: &AGroup) -> __m256i {
+unsafe fn isum_group<const VNNI: u8>(w: &WGroup, a: &AGroup) -> __m256i {
     let mask = _mm256_set1_epi8(0x0f);
-    if VNNI {
+    if VNNI != NO_VNNI {
         let mut i = a.init;
         for k in 0..4 {
             let lo = _mm256_and_si256(w.dw[k], mask);
             let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(w.dw[k]), mask);
-            i = dot_acc::<true>(i, lo, a.a[k]);
-            i = dot_acc::<true>(i, hi, a.a[k + 4]);
+            i = dot_acc::<VNNI>(i, lo, a.a[k]);
+            i = dot_acc::<VNNI>(i, hi, a.a[k + 4]);
         }
         return i;
     }
@@ -392,7 +403,7 @@ struct WQuad8 {
 }
 
 #[inline(always)]
-unsafe fn load_wq8<const VNNI: bool>(p: *const u8) -> WQuad8 {
+unsafe fn load_wq8<const VNNI: u8>(p: *const u8) -> WQuad8 {
     let bb = Q8_0_BYTES;
     let w = transpose4([
         _mm256_loadu_si256(p.add(2).cast()),
@@ -402,7 +413,7 @@ unsafe fn load_wq8<const VNNI: bool>(p: *const u8) -> WQuad8 {
     ]);
     let mut u = [_mm256_setzero_si256(); 4];
     for k in 0..4 {
-        u[k] = if VNNI {
+        u[k] = if VNNI != NO_VNNI {
             _mm256_xor_si256(w[k], _mm256_set1_epi8(-128))
         } else {
             _mm256_sign_epi8(w[k], w[k])
@@ -436,7 +447,7 @@ struct AQuad8 {
 }
 
 #[inline(always)]
-unsafe fn load_aq8<const VNNI: bool>(x: *const BlockQ8A) -> AQuad8 {
+unsafe fn load_aq8<const VNNI: u8>(x: *const BlockQ8A) -> AQuad8 {
     let b = [&*x, &*x.add(1), &*x.add(2), &*x.add(3)];
     let a = transpose4([
         _mm256_loadu_si256(b[0].qs.as_ptr().cast()),
@@ -444,10 +455,10 @@ unsafe fn load_aq8<const VNNI: bool>(x: *const BlockQ8A) -> AQuad8 {
         _mm256_loadu_si256(b[2].qs.as_ptr().cast()),
         _mm256_loadu_si256(b[3].qs.as_ptr().cast()),
     ]);
-    let init = if VNNI {
+    let init = if VNNI != NO_VNNI {
         let mut c = _mm256_setzero_si256();
         for &ak in &a {
-            c = dot_acc::<true>(c, _mm256_set1_epi8(-128), ak);
+            c = dot_acc::<VNNI>(c, _mm256_set1_epi8(-128), ak);
         }
         _mm256_sub_epi32(_mm256_setzero_si256(), c)
     } else {
@@ -464,13 +475,13 @@ unsafe fn load_aq8<const VNNI: bool>(x: *const BlockQ8A) -> AQuad8 {
 
 /// Exact i32 lanes of one Q8_0 quad product: block i in lanes i and 4 + i.
 #[inline(always)]
-unsafe fn isum_q8<const VNNI: bool>(w: &WQuad8, a: &AQuad8) -> __m256i {
+unsafe fn isum_q8<const VNNI: u8>(w: &WQuad8, a: &AQuad8) -> __m256i {
     let mut i = a.init;
     for k in 0..4 {
-        i = if VNNI {
-            dot_acc::<true>(i, w.u[k], a.a[k])
+        i = if VNNI != NO_VNNI {
+            dot_acc::<VNNI>(i, w.u[k], a.a[k])
         } else {
-            dot_acc::<false>(i, w.u[k], _mm256_sign_epi8(a.a[k], w.w[k]))
+            dot_acc::<NO_VNNI>(i, w.u[k], _mm256_sign_epi8(a.a[k], w.w[k]))
         };
     }
     i
@@ -478,7 +489,7 @@ unsafe fn isum_q8<const VNNI: bool>(w: &WQuad8, a: &AQuad8) -> __m256i {
 
 /// A transposed layout: groups of `BLOCKS` blocks whose products land one block (or half a
 /// block) per i32 lane, so one conversion and scale serve the whole group.
-trait Layout<const DT: u8, const VNNI: bool> {
+trait Layout<const DT: u8, const VNNI: u8> {
     /// Blocks per group.
     const BLOCKS: usize;
     /// One row's group of weights, decoded.
@@ -496,7 +507,7 @@ struct Q4Groups;
 /// Q8_0 in quads of 4 ([`WQuad8`], [`AQuad8`]).
 struct Q8Quads;
 
-impl<const DT: u8, const VNNI: bool> Layout<DT, VNNI> for Q4Groups {
+impl<const DT: u8, const VNNI: u8> Layout<DT, VNNI> for Q4Groups {
     const BLOCKS: usize = GRP;
     type W = WGroup;
     type A = AGroup;
@@ -520,7 +531,7 @@ impl<const DT: u8, const VNNI: bool> Layout<DT, VNNI> for Q4Groups {
     }
 }
 
-impl<const VNNI: bool> Layout<Q8_0, VNNI> for Q8Quads {
+impl<const VNNI: u8> Layout<Q8_0, VNNI> for Q8Quads {
     const BLOCKS: usize = Q8_QUAD;
     type W = WQuad8;
     type A = AQuad8;
@@ -559,7 +570,7 @@ struct Tiles<A> {
 /// blocks.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn matmul_grouped<L: Layout<DT, VNNI>, const DT: u8, const VNNI: bool>(
+unsafe fn matmul_grouped<L: Layout<DT, VNNI>, const DT: u8, const VNNI: u8>(
     w: *const u8,
     rb: usize,
     nb: usize,
@@ -603,7 +614,7 @@ unsafe fn matmul_grouped<L: Layout<DT, VNNI>, const DT: u8, const VNNI: bool>(
 
 /// One row (at `w`, `nb` blocks) against the first `T` tokens of `tl`.
 #[inline(always)]
-unsafe fn tile_grouped<L: Layout<DT, VNNI>, const DT: u8, const VNNI: bool, const T: usize>(
+unsafe fn tile_grouped<L: Layout<DT, VNNI>, const DT: u8, const VNNI: u8, const T: usize>(
     w: *const u8,
     nb: usize,
     tl: &Tiles<L::A>,
@@ -639,7 +650,7 @@ unsafe fn tile_grouped<L: Layout<DT, VNNI>, const DT: u8, const VNNI: bool, cons
 }
 
 #[inline(always)]
-unsafe fn matmul_q8a<const DT: u8, const VNNI: bool>(
+unsafe fn matmul_q8a<const DT: u8, const VNNI: u8>(
     w: &[u8],
     cols: usize,
     rows: Range<usize>,
@@ -680,7 +691,7 @@ unsafe fn matmul_q8a<const DT: u8, const VNNI: bool>(
 }
 
 #[inline(always)]
-unsafe fn isums<const DT: u8, const VNNI: bool>(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
+unsafe fn isums<const DT: u8, const VNNI: u8>(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
     let bb = block_bytes(DT);
     let mut b0 = 0;
     if DT != Q8_0 {
@@ -1097,13 +1108,13 @@ macro_rules! q8a_fns {
     )*};
 }
 q8a_fns! {
-    "avx2,fma,f16c", false;
+    "avx2,fma,f16c", 0;
     matmul_q8a_q8_0, isums_q8_0, Q8_0;
     matmul_q8a_q4_0, isums_q4_0, Q4_0;
     matmul_q8a_q4_1, isums_q4_1, Q4_1;
 }
 q8a_fns! {
-    "avx2,fma,f16c,avxvnni", true;
+    "avx2,fma,f16c,avxvnni", 1;
     vnni_matmul_q8a_q8_0, vnni_isums_q8_0, Q8_0;
     vnni_matmul_q8a_q4_0, vnni_isums_q4_0, Q4_0;
     vnni_matmul_q8a_q4_1, vnni_isums_q4_1, Q4_1;
@@ -1170,6 +1181,29 @@ pub(super) static KERNELS: Kernels = Kernels {
         dequant_q4_1,
     ],
     glu: [glu_silu, glu_gelu_tanh],
+};
+
+#[cfg(test)]
+q8a_fns! {
+    "avx2,fma,f16c,avx512f,avx512vl,avx512vnni", 2;
+    evex_matmul_q8a_q8_0, evex_isums_q8_0, Q8_0;
+    evex_matmul_q8a_q4_0, evex_isums_q4_0, Q4_0;
+    evex_matmul_q8a_q4_1, evex_isums_q4_1, Q4_1;
+}
+
+/// Tests only: the AVX-VNNI table's arithmetic with the EVEX encoding of the same
+/// instruction, so a CPU with AVX-512 VNNI but no AVX-VNNI (like the development machine)
+/// checks the `avxvnni` kernels against the scalar reference. Not selectable by name.
+#[cfg(test)]
+pub(super) static KERNELS_VNNI_EVEX: Kernels = Kernels {
+    name: "avxvnni-as-evex",
+    matmul_q8a: [
+        evex_matmul_q8a_q8_0,
+        evex_matmul_q8a_q4_0,
+        evex_matmul_q8a_q4_1,
+    ],
+    isums: [evex_isums_q8_0, evex_isums_q4_0, evex_isums_q4_1],
+    ..KERNELS
 };
 
 /// The AVX-VNNI table (VEX `vpdpbusd`, CPUs without AVX-512): the AVX2 table with VNNI

@@ -30,6 +30,10 @@ pub(crate) fn available() -> Vec<&'static Kernels> {
         if is_x86_feature_detected!("avxvnni") {
             v.push(&avx2::KERNELS_VNNI);
         }
+        #[cfg(test)]
+        if has_avx512() && is_x86_feature_detected!("avx512vnni") {
+            v.push(&avx2::KERNELS_VNNI_EVEX);
+        }
     }
     if has_avx512() {
         v.push(&avx512::KERNELS);
@@ -38,4 +42,20 @@ pub(crate) fn available() -> Vec<&'static Kernels> {
         }
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    /// The `avxvnni` kernels cannot run on a CPU without AVX-VNNI; with AVX-512 VNNI the
+    /// tests still run their arithmetic (EVEX encoding) against the scalar reference.
+    #[test]
+    fn avxvnni_arithmetic_is_under_test_where_possible() {
+        let names: Vec<_> = super::super::available().iter().map(|k| k.name).collect();
+        if super::has_avx512() && is_x86_feature_detected!("avx512vnni") {
+            assert!(names.contains(&"avxvnni-as-evex"), "{names:?}");
+        }
+        if is_x86_feature_detected!("avxvnni") && super::has_avx2() {
+            assert!(names.contains(&"avxvnni"), "{names:?}");
+        }
+    }
 }
