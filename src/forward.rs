@@ -525,14 +525,13 @@ const ATT_TOKENS: usize = 16;
 
 /// Sizes of one thread's attention slab for a context of `n_ctx`: (f32s, quantized query
 /// blocks). The f32s hold, in order: queries and outputs of a work item
-/// ([ATT_TOKENS * heads_per_kv][head_dim] each), one value row [head_dim], the values of
-/// the window transposed [head_dim][n_ctx] and the scores [ATT_TOKENS * heads_per_kv][n_ctx].
+/// ([ATT_TOKENS * heads_per_kv][head_dim] each), the values of the window as f32
+/// [n_ctx][head_dim] and the scores [ATT_TOKENS * heads_per_kv][n_ctx].
 fn att_slab(hp: &HParams, n_ctx: usize) -> Option<(usize, usize)> {
     let rows = ATT_TOKENS.checked_mul(hp.n_head / hp.n_kv_head.max(1))?;
     let io = rows.checked_mul(hp.head_dim)?;
     let f32s = io
         .checked_mul(2)?
-        .checked_add(hp.head_dim)?
         .checked_add(hp.head_dim.checked_mul(n_ctx)?)?
         .checked_add(rows.checked_mul(n_ctx)?)?;
     Some((f32s, io / 32))
@@ -587,8 +586,7 @@ fn attention(
         };
         let (qs, rest) = f.split_at_mut(io);
         let (o, rest) = rest.split_at_mut(io);
-        let (vrow, rest) = rest.split_at_mut(hd);
-        let (vt, scores) = rest.split_at_mut(hd * kv.n_ctx);
+        let (vals, scores) = rest.split_at_mut(hd * kv.n_ctx);
         for item in i * per_task..((i + 1) * per_task).min(n_items) {
             let (kvh, c) = (item / n_chunks, item % n_chunks);
             let (t0, t1) = (c * ATT_TOKENS, ((c + 1) * ATT_TOKENS).min(n));
@@ -625,22 +623,21 @@ fn attention(
                 softmax(a);
             }
 
-            // Weighted sums of the values: the transposed values times the probabilities.
+            // Weighted sums of the value rows: each (token, head) row over exactly its own
+            // window, in position order, so its bits do not depend on how the batch was cut.
             let values = kv.matrix(&kv.v, l, kvh, first, w);
-            for j in 0..w {
-                ex.kern.dequant_row(&values, j, vrow);
-                for (ch, &v) in vrow.iter().enumerate() {
-                    vt[ch * w + j] = v;
-                }
+            let vals = &mut vals[..w * hd];
+            for (j, row) in vals.chunks_exact_mut(hd).enumerate() {
+                ex.kern.dequant_row(&values, j, row);
             }
-            let vt = QMatrix {
-                dtype: DType::F32,
-                rows: hd,
-                cols: w,
-                data: bytemuck::cast_slice(&vt[..hd * w]),
-            };
+            // The heads of one token share its window, so they share one pass over it.
             let o = &mut o[..rows * hd];
-            ex.kern.matmul_f32(&vt, scores, rows, o, hd, 0..hd);
+            for (t, ot) in (t0..t1).zip(o.chunks_exact_mut(hpk * hd)) {
+                let pos = pos0 + t;
+                let (lo, hi) = (first_of(pos) - first, pos + 1 - first);
+                let p = &scores[(t - t0) * hpk * w + lo..];
+                ex.kern.wsum(p, w, &vals[lo * hd..hi * hd], ot, hd);
+            }
             for t in t0..t1 {
                 // SAFETY: the output of (token t, kv head kvh) belongs to this item alone, and
                 // items are split into disjoint ranges across tasks.

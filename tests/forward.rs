@@ -19,11 +19,21 @@ fn logits_per_token(
     n_batch: usize,
     kv_type: KvType,
 ) -> Vec<Vec<f32>> {
+    logits_with(model, tokens, n_batch, kv_type, Precision::F32)
+}
+
+fn logits_with(
+    model: &Arc<Model>,
+    tokens: &[u32],
+    n_batch: usize,
+    kv_type: KvType,
+    precision: Precision,
+) -> Vec<Vec<f32>> {
     let params = SessionParams {
         n_ctx: 128,
         n_threads: 2,
         n_batch,
-        precision: Precision::F32,
+        precision,
         kv_type,
         ..SessionParams::default()
     };
@@ -71,6 +81,37 @@ fn batching_does_not_change_logits() {
             }
             let d = max_rel_diff(&one_batch, &logits_per_token(&model, &tokens, 16, kv));
             assert!(d < tol, "{}: {kv:?} KV differs from f32 by {d}", tiny.arch);
+        }
+    }
+}
+
+/// On the default int8-activation path, every kernel computes an output the same way
+/// whatever the batch, so logits are bit-for-bit the same for any batching: the int8
+/// rounding of activations would otherwise amplify tiny summation-order differences into
+/// visibly different logits (scoring a text in two calls must equal one call).
+#[test]
+fn int8_logits_are_bit_identical_whatever_the_batching() {
+    let tokens: Vec<u32> = (0..50).map(|i| (i * 37 + 5) % 250 + 3).collect();
+    for tiny in [
+        common::Tiny::llama(DType::Q8_0, 7),
+        common::Tiny::llama(DType::Q4_0, 8),
+        common::Tiny::gemma3(DType::Q4_1, 7),
+    ] {
+        let model = Arc::new(Model::from_bytes(tiny.bytes()).unwrap());
+        let bits = |n_batch| -> Vec<u32> {
+            logits_with(&model, &tokens, n_batch, KvType::F16, Precision::Int8)
+                .iter()
+                .flatten()
+                .map(|v| v.to_bits())
+                .collect()
+        };
+        let one_batch = bits(64);
+        for n_batch in [1, 7, 16, 17] {
+            assert!(
+                bits(n_batch) == one_batch,
+                "{}: int8 logits with batches of {n_batch} differ from one batch",
+                tiny.arch
+            );
         }
     }
 }

@@ -173,6 +173,9 @@ pub(crate) type AxpyFn = unsafe fn(a: f32, x: &[f32], y: &mut [f32]);
 pub(crate) type DequantFn = unsafe fn(w_row: &[u8], out: &mut [f32]);
 /// `gate[i] = act(gate[i]) * up[i]`; `gate.len() == up.len()`.
 pub(crate) type GluFn = unsafe fn(gate: &mut [f32], up: &[f32]);
+/// Output row q: `sum_j p[q * p_stride + j] * v[j * n..]`; checked by [`Kernels::wsum`].
+pub(crate) type WsumFn =
+    unsafe fn(p: &[f32], p_stride: usize, v: &[f32], out: &mut [f32], n: usize);
 
 /// One set of kernels for one instruction-set level. Obtain it from [`kernels`], [`select`]
 /// or [`available`]; the table exists only for paths this CPU supports.
@@ -192,6 +195,7 @@ pub struct Kernels {
     pub(crate) dequant_row: [DequantFn; 5],
     /// Indexed by [`Glu`]: the gated activations of the feed-forward block.
     pub(crate) glu: [GluFn; 2],
+    pub(crate) wsum: WsumFn,
 }
 
 /// The gated activation of a feed-forward block (see [`Kernels::glu`]).
@@ -379,6 +383,33 @@ impl Kernels {
         assert_eq!(gate.len(), up.len(), "glu: lengths differ");
         // SAFETY: lengths checked; CPU features detected.
         unsafe { (self.glu[act as usize])(gate, up) }
+    }
+
+    /// Attention's weighted sums of value rows: `v` holds `v.len() / n` rows of `n`, `out`
+    /// holds `out.len() / n` rows of `n`, and output row q is `sum_j p[q * p_stride + j] *
+    /// v_j`. Each output element is summed in row order with separate multiplies and adds,
+    /// so the bits are the same on every path and depend only on that row's weights and the
+    /// value rows (not on the other output rows or any padding). Panics unless `n > 0`
+    /// divides `v.len()` and `out.len()`, and `p` holds every weight read.
+    pub fn wsum(&self, p: &[f32], p_stride: usize, v: &[f32], out: &mut [f32], n: usize) {
+        assert!(
+            n > 0 && v.len().is_multiple_of(n) && out.len().is_multiple_of(n),
+            "wsum: v or out is not whole rows of {n}"
+        );
+        let (len, m) = (v.len() / n, out.len() / n);
+        if m > 0 {
+            let need = (m - 1)
+                .checked_mul(p_stride)
+                .and_then(|x| x.checked_add(len))
+                .expect("wsum: weight size overflows");
+            assert!(
+                p.len() >= need,
+                "wsum: p has {} weights, need {need}",
+                p.len()
+            );
+        }
+        // SAFETY: shapes checked; CPU features detected.
+        unsafe { (self.wsum)(p, p_stride, v, out, n) }
     }
 
     /// Test hook: the exact per-block integer sums of row `row` of `w` (Q8_0/Q4_0/Q4_1)

@@ -30,6 +30,7 @@ pub(crate) const KERNELS: Kernels = Kernels {
         dequant_q4_1,
     ],
     glu: [glu_silu, glu_gelu_tanh],
+    wsum,
 };
 
 /// Bytes of one Q8_0 / Q4_0 / Q4_1 block.
@@ -91,6 +92,76 @@ pub(crate) fn glu<const GELU: bool>(gate: &mut [f32], up: &[f32]) {
     for (g, &u) in gate.iter_mut().zip(up) {
         *g = if GELU { gelu_tanh(*g) } else { silu(*g) } * u;
     }
+}
+
+/// Weighted sums of the rows of `v` (`v.len() / n` rows of `n`): output row q (of
+/// `out.len() / n`) is `sum_j p[q * p_stride + j] * v_j`, each element summed from 0 in row
+/// order with one multiply and one add per term (no FMA), `v` read once for up to four
+/// output rows, so
+/// that a caller compiled with wider vector features vectorizes it across the row with the
+/// same bits, and an output row's bits do not depend on the rows computed beside it.
+#[inline(always)]
+pub(crate) fn wsum_rows(p: &[f32], p_stride: usize, v: &[f32], out: &mut [f32], n: usize) {
+    if n == 0 {
+        return;
+    }
+    let m = out.len() / n;
+    let mut q = 0;
+    while q < m {
+        let mq = (m - q).min(4);
+        let (pq, oq) = (&p[q * p_stride..], &mut out[q * n..(q + mq) * n]);
+        match mq {
+            4 => wsum_block::<4>(pq, p_stride, v, oq, n),
+            3 => wsum_block::<3>(pq, p_stride, v, oq, n),
+            2 => wsum_block::<2>(pq, p_stride, v, oq, n),
+            _ => wsum_block::<1>(pq, p_stride, v, oq, n),
+        }
+        q += mq;
+    }
+}
+
+/// `M` output rows of [`wsum_rows`], 16 elements at a time: the partial sums of a chunk stay
+/// in a fixed-size array (registers, once vectorized) while every value row goes by.
+#[inline(always)]
+fn wsum_block<const M: usize>(p: &[f32], p_stride: usize, v: &[f32], out: &mut [f32], n: usize) {
+    const W: usize = 16;
+    let len = v.len() / n;
+    let mut i0 = 0;
+    while i0 < n {
+        let w = (n - i0).min(W);
+        let mut acc = [[0.0f32; W]; M];
+        if w == W {
+            for j in 0..len {
+                let vj: &[f32; W] = v[j * n + i0..j * n + i0 + W]
+                    .try_into()
+                    .unwrap_or(&[0.0; W]);
+                for (q, aq) in acc.iter_mut().enumerate() {
+                    let pj = p[q * p_stride + j];
+                    for (a, &x) in aq.iter_mut().zip(vj) {
+                        *a += pj * x;
+                    }
+                }
+            }
+        } else {
+            for j in 0..len {
+                let vj = &v[j * n + i0..j * n + i0 + w];
+                for (q, aq) in acc.iter_mut().enumerate() {
+                    let pj = p[q * p_stride + j];
+                    for (a, &x) in aq.iter_mut().zip(vj) {
+                        *a += pj * x;
+                    }
+                }
+            }
+        }
+        for (q, aq) in acc.iter().enumerate() {
+            out[q * n + i0..q * n + i0 + w].copy_from_slice(&aq[..w]);
+        }
+        i0 += w;
+    }
+}
+
+unsafe fn wsum(p: &[f32], p_stride: usize, v: &[f32], out: &mut [f32], n: usize) {
+    wsum_rows(p, p_stride, v, out, n)
 }
 
 unsafe fn glu_silu(gate: &mut [f32], up: &[f32]) {

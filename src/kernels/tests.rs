@@ -818,3 +818,54 @@ fn matmul_results_do_not_depend_on_batch_or_rows() {
         }
     }
 }
+
+#[test]
+fn wsum_bit_identical_and_independent_of_neighbours() {
+    let mut rng = Rng::new(41);
+    for k in available() {
+        for n in [1, 15, 16, 17, 32, 64, 80] {
+            for len in [0, 1, 3, 4, 5, 17, 40] {
+                for m in 1..=6 {
+                    let stride = len + rng.below(3);
+                    // One element of offset: no alignment assumed.
+                    let p: Vec<f32> = (0..m * stride + 1).map(|_| rng.f().abs()).collect();
+                    let v: Vec<f32> = (0..len * n + 1).map(|_| rng.f() * 3.0).collect();
+                    let (p, v) = (&p[1..], &v[1..]);
+                    let mut want = vec![f32::NAN; m * n];
+                    let mut got = vec![f32::NAN; m * n];
+                    scalar().wsum(p, stride, v, &mut want, n);
+                    k.wsum(p, stride, v, &mut got, n);
+                    let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                    let ctx = format!("{} n={n} len={len} m={m}", k.name);
+                    assert_eq!(bits(&got), bits(&want), "{ctx}");
+                    for q in 0..m {
+                        // Alone, row q gets the same bits.
+                        let mut one = vec![f32::NAN; n];
+                        k.wsum(&p[q * stride..], stride, v, &mut one, n);
+                        assert_eq!(bits(&one), bits(&got[q * n..(q + 1) * n]), "{ctx} q={q}");
+                        for i in 0..n {
+                            let exact: f64 = (0..len)
+                                .map(|j| f64::from(p[q * stride + j]) * f64::from(v[j * n + i]))
+                                .sum();
+                            let mag: f64 = (0..len)
+                                .map(|j| {
+                                    (f64::from(p[q * stride + j]) * f64::from(v[j * n + i])).abs()
+                                })
+                                .sum();
+                            assert!(
+                                close(got[q * n + i], exact as f32, mag),
+                                "{ctx} q={q} i={i}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+#[should_panic(expected = "wsum: p has")]
+fn wsum_checks_weights() {
+    scalar().wsum(&[1.0; 5], 4, &[0.0; 8], &mut [0.0; 4], 2);
+}

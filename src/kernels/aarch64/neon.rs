@@ -675,4 +675,5 @@ pub(super) static KERNELS: Kernels = Kernels {
     ],
     // Baseline aarch64 already vectorizes the reference with NEON.
     glu: scalar::KERNELS.glu,
+    wsum: scalar::KERNELS.wsum,
 };

@@ -1725,6 +1725,12 @@ unsafe fn glu_gelu_tanh(gate: &mut [f32], up: &[f32]) {
     scalar::glu::<true>(gate, up)
 }
 
+/// The scalar reference's weighted sum, vectorized across the output by the compiler.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn wsum(p: &[f32], p_stride: usize, v: &[f32], out: &mut [f32], n: usize) {
+    scalar::wsum_rows(p, p_stride, v, out, n)
+}
+
 /// The AVX-512 (F/BW/VL) table.
 pub(super) static KERNELS: Kernels = Kernels {
     name: "avx512",
@@ -1748,4 +1754,5 @@ pub(super) static KERNELS: Kernels = Kernels {
         dequant_q4_1,
     ],
     glu: [glu_silu, glu_gelu_tanh],
+    wsum,
 };
