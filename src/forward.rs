@@ -540,9 +540,10 @@ fn att_slab(hp: &HParams, n_ctx: usize) -> Option<(usize, usize)> {
 /// Attention of the `n` batch tokens at layer `l`. A work item is one kv head and up to
 /// [`ATT_TOKENS`] consecutive tokens: the scores of their query heads against the keys of
 /// the item's window are one matmul (the keys of a kv head are a matrix), then causal (and
-/// sliding-window) masking and softmax per row, then the values of the window, transposed,
-/// make a second matmul that writes the weighted sums. Items are split across the thread
-/// pool, each thread with its own work space slab.
+/// sliding-window) masking and softmax per row, then each token's weighted sum of the value
+/// rows of exactly its own window ([`Kernels::wsum`], so results do not depend on how the
+/// batch was cut). Items are split across the thread pool, each thread with its own work
+/// space slab.
 fn attention(
     ex: &Exec,
     kv: &KvCache,

@@ -127,48 +127,48 @@ pub struct Tensor {
 /// The tensors of one transformer block.
 #[derive(Debug, Clone)]
 pub struct LayerWeights {
-    /// `blk.L.attn_norm` [d_model], F32.
+    /// `blk.L.attn_norm` `[d_model]`, F32.
     pub attn_norm: Tensor,
-    /// `blk.L.attn_q` [q_dim, d_model].
+    /// `blk.L.attn_q` `[q_dim, d_model]`.
     pub wq: Tensor,
-    /// `blk.L.attn_k` [kv_dim, d_model].
+    /// `blk.L.attn_k` `[kv_dim, d_model]`.
     pub wk: Tensor,
-    /// `blk.L.attn_v` [kv_dim, d_model].
+    /// `blk.L.attn_v` `[kv_dim, d_model]`.
     pub wv: Tensor,
-    /// `blk.L.attn_output` [d_model, q_dim].
+    /// `blk.L.attn_output` `[d_model, q_dim]`.
     pub wo: Tensor,
-    /// `blk.L.attn_q_bias` [q_dim], F32, when present.
+    /// `blk.L.attn_q_bias` `[q_dim]`, F32, when present.
     pub bq: Option<Tensor>,
-    /// `blk.L.attn_k_bias` [kv_dim], F32, when present.
+    /// `blk.L.attn_k_bias` `[kv_dim]`, F32, when present.
     pub bk: Option<Tensor>,
-    /// `blk.L.attn_v_bias` [kv_dim], F32, when present.
+    /// `blk.L.attn_v_bias` `[kv_dim]`, F32, when present.
     pub bv: Option<Tensor>,
-    /// `blk.L.attn_q_norm` [head_dim], F32 (Gemma 3).
+    /// `blk.L.attn_q_norm` `[head_dim]`, F32 (Gemma 3).
     pub q_norm: Option<Tensor>,
-    /// `blk.L.attn_k_norm` [head_dim], F32 (Gemma 3).
+    /// `blk.L.attn_k_norm` `[head_dim]`, F32 (Gemma 3).
     pub k_norm: Option<Tensor>,
-    /// `blk.L.post_attention_norm` [d_model], F32 (Gemma 3).
+    /// `blk.L.post_attention_norm` `[d_model]`, F32 (Gemma 3).
     pub post_attn_norm: Option<Tensor>,
-    /// `blk.L.ffn_norm` [d_model], F32.
+    /// `blk.L.ffn_norm` `[d_model]`, F32.
     pub ffn_norm: Tensor,
-    /// `blk.L.ffn_gate` [d_ff, d_model].
+    /// `blk.L.ffn_gate` `[d_ff, d_model]`.
     pub w_gate: Tensor,
-    /// `blk.L.ffn_up` [d_ff, d_model].
+    /// `blk.L.ffn_up` `[d_ff, d_model]`.
     pub w_up: Tensor,
-    /// `blk.L.ffn_down` [d_model, d_ff].
+    /// `blk.L.ffn_down` `[d_model, d_ff]`.
     pub w_down: Tensor,
-    /// `blk.L.post_ffw_norm` [d_model], F32 (Gemma 3).
+    /// `blk.L.post_ffw_norm` `[d_model]`, F32 (Gemma 3).
     pub post_ffw_norm: Option<Tensor>,
 }
 
 /// Every tensor the forward pass reads.
 #[derive(Debug, Clone)]
 pub struct Weights {
-    /// `token_embd` [n_vocab, d_model].
+    /// `token_embd` `[n_vocab, d_model]`.
     pub token_embd: Tensor,
-    /// `output_norm` [d_model], F32.
+    /// `output_norm` `[d_model]`, F32.
     pub output_norm: Tensor,
-    /// `output` [n_vocab, d_model]; equal to `token_embd` when the embeddings are tied.
+    /// `output` `[n_vocab, d_model]`; equal to `token_embd` when the embeddings are tied.
     pub output: Tensor,
     /// One entry per layer.
     pub layers: Vec<LayerWeights>,

@@ -327,8 +327,8 @@ impl Session {
         Ok(())
     }
 
-    /// Sum of log P(tokens[i] | context, tokens[..i]), natural log, appending the tokens.
-    /// On an empty context tokens[0] is given, not scored.
+    /// Sum of `log P(tokens[i] | context, tokens[..i])`, natural log, appending the tokens.
+    /// On an empty context `tokens[0]` is given, not scored.
     pub fn score(&mut self, tokens: &[u32]) -> Result<f64> {
         self.check_append(tokens)?;
         let mut total = match (self.tokens.is_empty(), self.logits()) {
@@ -369,7 +369,7 @@ fn check_finite(logits: &[f32]) -> Result<()> {
     }
 }
 
-/// log softmax(logits)[token], computed in f64.
+/// `log softmax(logits)[token]`, computed in f64.
 pub fn log_softmax_at(logits: &[f32], token: u32) -> f64 {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let sum: f64 = logits

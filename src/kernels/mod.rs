@@ -59,7 +59,7 @@ pub const QK: usize = 32;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
 pub struct BlockQ8A {
-    /// Scale: value_i = d * qs[i].
+    /// Scale: `value_i = d * qs[i]`.
     pub d: f32,
     /// `d * sum(qs)`, used by the Q4_1 minimum term.
     pub s: f32,

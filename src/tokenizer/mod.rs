@@ -2,9 +2,9 @@
 //! with special tokens recognised in the text, and decoding to bytes.
 //!
 //! Encoding: special tokens (control, user-defined and unknown types) are cut out of the text
-//! first ([`special`]); each remaining fragment is, for BPE, split into words by the
-//! pre-tokenizer the model declares ([`pretok`]) and each word merged by rank ([`bpe`]); for
-//! SPM, spaces become `▁` and the fragment is merged by score ([`spm`]).
+//! first (`special`); each remaining fragment is, for BPE, split into words by the
+//! pre-tokenizer the model declares (`pretok`) and each word merged by rank (`bpe`); for
+//! SPM, spaces become `▁` and the fragment is merged by score (`spm`).
 //! Decoding: [`Tokenizer::piece`] gives the bytes of a token, precomputed at load;
 //! [`Utf8Stream`] reassembles characters that pieces split.
 
