@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The library's tests (`cargo test -p pipit --lib`: kernels against the scalar reference,
-# tiny synthetic models; no real model needed) cross-built once for aarch64 and run under
-# qemu user-mode emulation as three CPUs:
+# tiny synthetic models; no real model needed) and the forward-pass invariants on tiny
+# synthetic models (`--test forward`, each CPU's best path), cross-built once for aarch64 and
+# run under qemu user-mode emulation as three CPUs:
 #   cortex-a53  NEON only (Raspberry Pi 3)            -> paths scalar, neon
 #   cortex-a76  NEON + dotprod (Pi 5, most phones)    -> paths scalar, neon, dotprod
 #   max         NEON + dotprod + i8mm (recent phones) -> paths scalar, neon, dotprod, i8mm
@@ -39,12 +40,14 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 unset PIPIT_KERNELS
 
 build_start=$(date +%s)
-json=$(cargo test -p pipit --lib --target aarch64-unknown-linux-gnu --profile ci --no-run \
-  --message-format=json-render-diagnostics)
-bin=$(printf '%s\n' "$json" | grep '"executable":"' | grep '"test":true' \
-  | sed -e 's/.*"executable":"\([^"]*\)".*/\1/' | head -n1 || true)
-[ -x "$bin" ] || { echo "aarch64: test binary not found" >&2; exit 1; }
-echo "aarch64: built $(basename "$bin") in $(( $(date +%s) - build_start )) s"
+json=$(cargo test -p pipit --lib --test forward --target aarch64-unknown-linux-gnu --profile ci \
+  --no-run --message-format=json-render-diagnostics)
+exes=$(printf '%s\n' "$json" | grep '"executable":"' | grep '"test":true' \
+  | sed -e 's/.*"executable":"\([^"]*\)".*/\1/' || true)
+bin=$(printf '%s\n' "$exes" | grep '/pipit-[0-9a-f]*$' | head -n1 || true)
+fwd=$(printf '%s\n' "$exes" | grep '/forward-[0-9a-f]*$' | head -n1 || true)
+[ -x "$bin" ] && [ -x "$fwd" ] || { echo "aarch64: test binaries not found" >&2; exit 1; }
+echo "aarch64: built $(basename "$bin") and $(basename "$fwd") in $(( $(date +%s) - build_start )) s"
 
 status=0
 for spec in cortex-a53:scalar,neon cortex-a76:scalar,neon,dotprod max:scalar,neon,dotprod,i8mm; do
@@ -59,6 +62,14 @@ for spec in cortex-a53:scalar,neon cortex-a76:scalar,neon,dotprod max:scalar,neo
   else
     cat "$log"
     echo "aarch64 -cpu $cpu: FAILED" >&2
+    status=1
+  fi
+  # Whole tiny models on this CPU's best path: batching must not change the logits.
+  if qemu-aarch64 -cpu "$cpu" "$fwd" >"$log" 2>&1; then
+    echo "aarch64 -cpu $cpu forward: $(grep 'test result:' "$log" | tail -n1)"
+  else
+    cat "$log"
+    echo "aarch64 -cpu $cpu forward: FAILED" >&2
     status=1
   fi
   rm -f "$log"
