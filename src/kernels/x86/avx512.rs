@@ -683,66 +683,6 @@ unsafe fn isum_group<const VNNI: bool>(w: &WGroup, a: &AGroup) -> __m512i {
     _mm512_add_epi32(a.init, _mm512_madd_epi16(s16, _mm512_set1_epi16(1)))
 }
 
-/// The Q4 matmul for rows up to [`GRP_MAX`] groups wide, decode and prefill alike (so every
-/// output is computed the same way whatever the batch): activations are arranged once per
-/// tile of up to [`GRP_TOK`] tokens (transposed groups, then the tail's quads and pairs),
-/// then every row of `rows` meets the tile.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn matmul_q4_grouped<const DT: u8, const VNNI: bool>(
-    w: *const u8,
-    rb: usize,
-    nb: usize,
-    rows: Range<usize>,
-    x: *const BlockQ8A,
-    n_tok: usize,
-    out: *mut f32,
-    out_stride: usize,
-) {
-    let sh = Shape::new(nb);
-    // Uninitialized: only the entries of the current tile's shape are written, then read.
-    let mut tiles = Tiles {
-        g: [const { MaybeUninit::uninit() }; GRP_TOK * GRP_MAX],
-        q: [const { MaybeUninit::uninit() }; GRP_TOK * 3],
-        p: [const { MaybeUninit::uninit() }; GRP_TOK * 2],
-    };
-    let mut t = 0;
-    while t < n_tok {
-        let tn = match n_tok - t {
-            8.. => 8,
-            4..=7 => 4,
-            2..=3 => 2,
-            _ => 1,
-        };
-        for tt in 0..tn {
-            let xt = x.add((t + tt) * nb);
-            for gi in 0..sh.ng {
-                tiles.g[tt * sh.ng + gi].write(load_ag::<DT, VNNI>(xt.add(GRP * gi)));
-            }
-            for qi in 0..sh.nq {
-                tiles.q[tt * 3 + qi].write(load_a4::<DT, VNNI>(xt.add(sh.quads() + 4 * qi)));
-            }
-            if sh.pair {
-                tiles.p[tt * 2].write(load_a::<DT, VNNI>(xt.add(sh.pairs()), true));
-            }
-            if sh.single {
-                tiles.p[tt * 2 + 1].write(load_a::<DT, VNNI>(xt.add(nb - 1), false));
-            }
-        }
-        let ot = out.add(t * out_stride);
-        for r in rows.clone() {
-            let (wr, or) = (w.add(r * rb), ot.add(r));
-            match tn {
-                8 => tile_grouped::<DT, VNNI, 8>(wr, sh, &tiles, or, out_stride),
-                4 => tile_grouped::<DT, VNNI, 4>(wr, sh, &tiles, or, out_stride),
-                2 => tile_grouped::<DT, VNNI, 2>(wr, sh, &tiles, or, out_stride),
-                _ => tile_grouped::<DT, VNNI, 1>(wr, sh, &tiles, or, out_stride),
-            }
-        }
-        t += tn;
-    }
-}
-
 /// How a row of `nb` blocks splits: `ng` groups of 16, then `nq` (at most 3) quads, then a
 /// pair and/or a single block.
 #[derive(Clone, Copy)]
@@ -796,7 +736,7 @@ unsafe fn tile_grouped<const DT: u8, const VNNI: bool, const T: usize>(
 ) {
     let bb = block_bytes(DT);
     let mut acc = [_mm512_setzero_ps(); T];
-    // SAFETY (the `assume_init_ref`s below): `matmul_q4_grouped` wrote every entry of the
+    // SAFETY (the `assume_init_ref`s below): `Q4Groups::arrange` wrote every entry of the
     // tile's first T tokens that shape `sh` uses, which are exactly the entries read here.
     for g in 0..sh.ng {
         let wg = load_wg::<DT>(w.add(GRP * g * bb));
@@ -1064,62 +1004,6 @@ struct OctTiles {
     p: [MaybeUninit<APair>; GRP_TOK * 4],
 }
 
-/// The Q8_0 matmul for rows up to [`OCT_MAX`] octets wide, decode and prefill alike:
-/// activations arranged once per tile of up to [`GRP_TOK`] tokens, then every row: whole
-/// octets, then pairs and a single block.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn matmul_q8_octets<const VNNI: bool>(
-    w: *const u8,
-    rb: usize,
-    nb: usize,
-    rows: Range<usize>,
-    x: *const BlockQ8A,
-    n_tok: usize,
-    out: *mut f32,
-    out_stride: usize,
-) {
-    let no = nb / OCT;
-    let mut tiles = OctTiles {
-        o: [const { MaybeUninit::uninit() }; GRP_TOK * OCT_MAX],
-        p: [const { MaybeUninit::uninit() }; GRP_TOK * 4],
-    };
-    let mut t = 0;
-    while t < n_tok {
-        let tn = match n_tok - t {
-            8.. => 8,
-            4..=7 => 4,
-            2..=3 => 2,
-            _ => 1,
-        };
-        for tt in 0..tn {
-            let xt = x.add((t + tt) * nb);
-            for oi in 0..no {
-                tiles.o[tt * OCT_MAX + oi].write(load_aoct::<VNNI>(xt.add(OCT * oi)));
-            }
-            let mut b = OCT * no;
-            let mut k = 0;
-            while b < nb {
-                let two = b + 1 < nb;
-                tiles.p[tt * 4 + k].write(load_a::<Q8_0, VNNI>(xt.add(b), two));
-                b += 2;
-                k += 1;
-            }
-        }
-        let ot = out.add(t * out_stride);
-        for r in rows.clone() {
-            let (wr, or) = (w.add(r * rb), ot.add(r));
-            match tn {
-                8 => tile_q8_octets::<VNNI, 8>(wr, nb, &tiles, or, out_stride),
-                4 => tile_q8_octets::<VNNI, 4>(wr, nb, &tiles, or, out_stride),
-                2 => tile_q8_octets::<VNNI, 2>(wr, nb, &tiles, or, out_stride),
-                _ => tile_q8_octets::<VNNI, 1>(wr, nb, &tiles, or, out_stride),
-            }
-        }
-        t += tn;
-    }
-}
-
 /// One Q8_0 row against the first `T` tokens of `tl`.
 #[inline(always)]
 unsafe fn tile_q8_octets<const VNNI: bool, const T: usize>(
@@ -1132,7 +1016,7 @@ unsafe fn tile_q8_octets<const VNNI: bool, const T: usize>(
     let bb = Q8_0_BYTES;
     let no = nb / OCT;
     let mut acc = [_mm512_setzero_ps(); T];
-    // SAFETY (the `assume_init_ref`s below): `matmul_q8_octets` wrote the octets and tail
+    // SAFETY (the `assume_init_ref`s below): `Q8Octets::arrange` wrote the octets and tail
     // pairs of the tile's first T tokens for this row width, exactly the entries read here.
     for o in 0..no {
         let wo = load_woct::<VNNI>(w.add(OCT * o * bb));
@@ -1159,6 +1043,145 @@ unsafe fn tile_q8_octets<const VNNI: bool, const T: usize>(
     store_sums(&acc, out, out_stride);
 }
 
+/// A transposed row layout of the tiled paths: how a token's activations are arranged for
+/// it, and how one row meets a tile of arranged tokens.
+trait Layout {
+    /// Arranged activations of one tile of up to [`GRP_TOK`] tokens, left uninitialised
+    /// except for what [`Layout::arrange`] writes.
+    type Tiles;
+    fn tiles() -> Self::Tiles;
+    /// Arranges token `tt` of the tile, whose `nb` blocks start at `x`.
+    unsafe fn arrange(tiles: &mut Self::Tiles, tt: usize, x: *const BlockQ8A, nb: usize);
+    /// One row (at `w`, `nb` blocks) against the tile's first `T` tokens, all arranged.
+    unsafe fn row<const T: usize>(
+        w: *const u8,
+        nb: usize,
+        tiles: &Self::Tiles,
+        out: *mut f32,
+        out_stride: usize,
+    );
+}
+
+/// Q4_0/Q4_1 in groups of 16, then quads, a pair and a single block.
+struct Q4Groups<const DT: u8, const VNNI: bool>;
+/// Q8_0 in octets, then pairs and a single block.
+struct Q8Octets<const VNNI: bool>;
+
+impl<const DT: u8, const VNNI: bool> Layout for Q4Groups<DT, VNNI> {
+    type Tiles = Tiles;
+    #[inline(always)]
+    fn tiles() -> Tiles {
+        Tiles {
+            g: [const { MaybeUninit::uninit() }; GRP_TOK * GRP_MAX],
+            q: [const { MaybeUninit::uninit() }; GRP_TOK * 3],
+            p: [const { MaybeUninit::uninit() }; GRP_TOK * 2],
+        }
+    }
+    #[inline(always)]
+    unsafe fn arrange(tiles: &mut Tiles, tt: usize, xt: *const BlockQ8A, nb: usize) {
+        let sh = Shape::new(nb);
+        for gi in 0..sh.ng {
+            tiles.g[tt * sh.ng + gi].write(load_ag::<DT, VNNI>(xt.add(GRP * gi)));
+        }
+        for qi in 0..sh.nq {
+            tiles.q[tt * 3 + qi].write(load_a4::<DT, VNNI>(xt.add(sh.quads() + 4 * qi)));
+        }
+        if sh.pair {
+            tiles.p[tt * 2].write(load_a::<DT, VNNI>(xt.add(sh.pairs()), true));
+        }
+        if sh.single {
+            tiles.p[tt * 2 + 1].write(load_a::<DT, VNNI>(xt.add(nb - 1), false));
+        }
+    }
+    #[inline(always)]
+    unsafe fn row<const T: usize>(
+        w: *const u8,
+        nb: usize,
+        tiles: &Tiles,
+        out: *mut f32,
+        out_stride: usize,
+    ) {
+        tile_grouped::<DT, VNNI, T>(w, Shape::new(nb), tiles, out, out_stride)
+    }
+}
+
+impl<const VNNI: bool> Layout for Q8Octets<VNNI> {
+    type Tiles = OctTiles;
+    #[inline(always)]
+    fn tiles() -> OctTiles {
+        OctTiles {
+            o: [const { MaybeUninit::uninit() }; GRP_TOK * OCT_MAX],
+            p: [const { MaybeUninit::uninit() }; GRP_TOK * 4],
+        }
+    }
+    #[inline(always)]
+    unsafe fn arrange(tiles: &mut OctTiles, tt: usize, xt: *const BlockQ8A, nb: usize) {
+        let no = nb / OCT;
+        for oi in 0..no {
+            tiles.o[tt * OCT_MAX + oi].write(load_aoct::<VNNI>(xt.add(OCT * oi)));
+        }
+        let mut b = OCT * no;
+        let mut k = 0;
+        while b < nb {
+            let two = b + 1 < nb;
+            tiles.p[tt * 4 + k].write(load_a::<Q8_0, VNNI>(xt.add(b), two));
+            b += 2;
+            k += 1;
+        }
+    }
+    #[inline(always)]
+    unsafe fn row<const T: usize>(
+        w: *const u8,
+        nb: usize,
+        tiles: &OctTiles,
+        out: *mut f32,
+        out_stride: usize,
+    ) {
+        tile_q8_octets::<VNNI, T>(w, nb, tiles, out, out_stride)
+    }
+}
+
+/// The matmul in layout `L`, decode and prefill alike (so an output's bits never depend on
+/// the batch): activations are arranged once per tile of up to [`GRP_TOK`] tokens (8, 4, 2
+/// or 1), then every row of `rows` meets the tile.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul_tiled<L: Layout>(
+    w: *const u8,
+    rb: usize,
+    nb: usize,
+    rows: Range<usize>,
+    x: *const BlockQ8A,
+    n_tok: usize,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    let mut tiles = L::tiles();
+    let mut t = 0;
+    while t < n_tok {
+        let tn = match n_tok - t {
+            8.. => 8,
+            4..=7 => 4,
+            2..=3 => 2,
+            _ => 1,
+        };
+        for tt in 0..tn {
+            L::arrange(&mut tiles, tt, x.add((t + tt) * nb), nb);
+        }
+        let ot = out.add(t * out_stride);
+        for r in rows.clone() {
+            let (wr, or) = (w.add(r * rb), ot.add(r));
+            match tn {
+                8 => L::row::<8>(wr, nb, &tiles, or, out_stride),
+                4 => L::row::<4>(wr, nb, &tiles, or, out_stride),
+                2 => L::row::<2>(wr, nb, &tiles, or, out_stride),
+                _ => L::row::<1>(wr, nb, &tiles, or, out_stride),
+            }
+        }
+        t += tn;
+    }
+}
+
 /// The q8a matmul (see `MatmulQ8aFn`): rows of up to 4096 columns by the grouped (Q4) or
 /// octet (Q8_0) path; wider rows by row tiles of 8 (decode) or 4, over tokens in tiles of 4.
 #[inline(always)]
@@ -1175,11 +1198,11 @@ pub(super) unsafe fn matmul_q8a<const DT: u8, const VNNI: bool>(
     let rb = nb * block_bytes(DT);
     let (w, x) = (w.as_ptr(), xq.as_ptr());
     if DT != Q8_0 && nb / GRP <= GRP_MAX {
-        matmul_q4_grouped::<DT, VNNI>(w, rb, nb, rows, x, n_tok, out, out_stride);
+        matmul_tiled::<Q4Groups<DT, VNNI>>(w, rb, nb, rows, x, n_tok, out, out_stride);
         return;
     }
     if DT == Q8_0 && nb / OCT <= OCT_MAX {
-        matmul_q8_octets::<VNNI>(w, rb, nb, rows, x, n_tok, out, out_stride);
+        matmul_tiled::<Q8Octets<VNNI>>(w, rb, nb, rows, x, n_tok, out, out_stride);
         return;
     }
     let mut r = rows.start;
