@@ -8,8 +8,8 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use pipit::kernels::{self, BlockQ8A, DType, QMatrix};
-use pipit::threadpool::ThreadPool;
+use pipit::testing::kernels::{self, BlockQ8A, DType, QMatrix};
+use pipit::testing::threadpool::ThreadPool;
 
 /// Deterministic pseudo-random bytes with finite, modest f16 scales.
 fn weights(dtype: DType, rows: usize, cols: usize) -> Vec<u8> {

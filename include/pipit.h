@@ -19,7 +19,7 @@ enum {
   PIPIT_ERR_FORMAT = 3,            /* malformed or corrupt model file */
   PIPIT_ERR_UNSUPPORTED = 4,       /* valid file, feature not supported here */
   PIPIT_ERR_OUT_OF_MEMORY = 5,     /* allocation failed, or memory_limit would be exceeded */
-  PIPIT_ERR_CONTEXT_FULL = 6,      /* nothing was changed */
+  PIPIT_ERR_CONTEXT_FULL = 6,      /* the tokens do not fit; nothing was changed */
   PIPIT_ERR_BUFFER_TOO_SMALL = 7,  /* the size out-parameter says what is needed */
   PIPIT_ERR_BUSY = 8,              /* the session is in use by another thread */
   PIPIT_ERR_CANCELLED = 9,
@@ -29,6 +29,16 @@ enum {
 
 enum { PIPIT_OPEN_NO_MMAP = 1u, PIPIT_OPEN_VERIFY = 2u };  /* flags for pipit_model_open_ex */
 enum { PIPIT_KV_F16 = 0u, PIPIT_KV_F32 = 1u, PIPIT_KV_INT8 = 2u };
+
+/* Why the last pipit_generate ended (pipit_session_stop_reason). */
+enum {
+  PIPIT_STOP_NONE = 0,          /* none finished since the session was created or reset, or it failed */
+  PIPIT_STOP_END_OF_TEXT = 1,   /* the model produced an end-of-generation token (not appended) */
+  PIPIT_STOP_MAX_TOKENS = 2,    /* max_tokens tokens were generated */
+  PIPIT_STOP_STOP_STRING = 3,   /* the output ended with a stop string (not delivered; its tokens are in the context) */
+  PIPIT_STOP_CALLBACK = 4,      /* the callback returned nonzero */
+  PIPIT_STOP_CONTEXT_FULL = 5   /* the context is full; every generated token is in it */
+};
 
 typedef struct pipit_model_info {
   uint32_t n_vocab, n_ctx_train, n_layer, d_model;
@@ -87,10 +97,38 @@ pipit_status pipit_session_logits(const pipit_session *session, const float **lo
 void         pipit_sampler_params_default(pipit_sampler_params *out);
 pipit_status pipit_session_sample(pipit_session *session, const pipit_sampler_params *params, int32_t *token);
 pipit_status pipit_session_score(pipit_session *session, const int32_t *tokens, size_t n, double *logprob);
+/* Appends the prompt (BOS only on an empty context), then samples, appends and streams up to
+   max_tokens tokens. Ends with PIPIT_OK at end of text, max_tokens, a stop string, a nonzero
+   callback return or a full context (pipit_session_stop_reason tells which). A prompt that does
+   not fit is PIPIT_ERR_CONTEXT_FULL and changes nothing; on another error (a cancel) the tokens
+   generated so far stay in the context. Text that might still become a stop string is held back
+   until resolved; a stop string is never delivered. */
 pipit_status pipit_generate(pipit_session *session, const char *prompt, size_t len,
                             const pipit_sampler_params *params, uint32_t max_tokens,
                             pipit_token_callback callback, void *user);
 pipit_status pipit_session_cancel(pipit_session *session);  /* any thread; the running call returns PIPIT_ERR_CANCELLED */
+
+/* Stop strings pipit_generate honours until changed: n NUL-terminated UTF-8 strings, none
+   empty (copied). NULL/0 clears them. */
+pipit_status pipit_session_set_stop(pipit_session *session, const char *const *stops, size_t n);
+/* *reason = PIPIT_STOP_* of the last pipit_generate. */
+pipit_status pipit_session_stop_reason(const pipit_session *session, int32_t *reason);
+/* Rewinds the context to its first n_past tokens (n_past <= pipit_session_n_past). The logits
+   become those after token n_past-1 (recomputed), or none at 0. */
+pipit_status pipit_session_truncate(pipit_session *session, uint32_t n_past);
+/* The state (tokens, KV cache below n_past, logits), tagged with the model file, the KV type and
+   n_ctx, versioned and checksummed. *needed = its size; capacity < *needed is
+   PIPIT_ERR_BUFFER_TOO_SMALL (buf may then be NULL). */
+pipit_status pipit_session_save(const pipit_session *session, void *buf, size_t capacity, size_t *needed);
+/* Restores a saved state. Another model's, KV type's or n_ctx's state, or a truncated or altered
+   buffer, is PIPIT_ERR_INVALID_ARGUMENT and changes nothing. */
+pipit_status pipit_session_load(pipit_session *session, const void *buf, size_t len);
+/* Appends the prompt (as pipit_generate does), then scores each option as its continuation:
+   logprobs[i] = sum of its tokens' natural-log probabilities; *best = index of the largest (the
+   first on ties). The prompt is evaluated once; afterwards the context holds it and nothing of
+   the options. On error nothing changes. */
+pipit_status pipit_choose(pipit_session *session, const char *prompt, size_t len,
+                          const char *const *options, size_t n_options, double *logprobs, size_t *best);
 
 #ifdef __cplusplus
 }

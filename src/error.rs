@@ -31,8 +31,51 @@ pub enum Error {
     Cancelled,
     /// NaN or infinity reached the logits.
     Numeric(String),
+    /// A saved session state cannot be loaded into this session; nothing was changed.
+    State(StateError),
     /// A bug: an invariant did not hold.
     Internal(String),
+}
+
+/// Why a saved session state was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateError {
+    /// Shorter than its header, or than the sizes its header gives.
+    Truncated,
+    /// Longer than the sizes its header gives.
+    TrailingBytes,
+    /// Not a pipit session state.
+    BadMagic,
+    /// A format version this build does not read.
+    Version(u32),
+    /// The checksum does not match: the bytes were altered.
+    Checksum,
+    /// Saved from another model file.
+    OtherModel,
+    /// Saved with another KV cache type.
+    KvType,
+    /// Saved by a session with another context size.
+    NCtx { saved: u64, here: usize },
+    /// A field is out of range (token count, token id, vocabulary size, flags).
+    BadField(&'static str),
+}
+
+impl fmt::Display for StateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StateError::Truncated => write!(f, "the buffer is truncated"),
+            StateError::TrailingBytes => write!(f, "the buffer has bytes past the state"),
+            StateError::BadMagic => write!(f, "not a pipit session state"),
+            StateError::Version(v) => write!(f, "state format version {v} is not supported"),
+            StateError::Checksum => write!(f, "checksum mismatch: the state was altered"),
+            StateError::OtherModel => write!(f, "saved from another model"),
+            StateError::KvType => write!(f, "saved with another KV cache type"),
+            StateError::NCtx { saved, here } => {
+                write!(f, "saved with n_ctx = {saved}; this session has {here}")
+            }
+            StateError::BadField(what) => write!(f, "{what} is out of range"),
+        }
+    }
 }
 
 /// Shorthand used throughout the runtime.
@@ -53,6 +96,7 @@ impl fmt::Display for Error {
             Error::Busy => write!(f, "the session is in use by another thread"),
             Error::Cancelled => write!(f, "cancelled"),
             Error::Numeric(what) => write!(f, "numeric error: {what}"),
+            Error::State(e) => write!(f, "invalid session state: {e}"),
             Error::Internal(what) => write!(f, "internal error: {what}"),
         }
     }

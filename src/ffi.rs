@@ -14,11 +14,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::forward::KvType;
+use crate::generate::{GenerateOptions, StopReason};
 use crate::model::{Model, OpenOptions};
 use crate::sampler::{Sampler, SamplerParams};
-use crate::session::{MemoryReport, Session, SessionParams};
-use crate::tokenizer::Utf8Stream;
+use crate::session::{KvType, MemoryReport, Session, SessionParams};
 use crate::{Error, Result};
 
 /// A status code; one of the `PIPIT_*` constants below.
@@ -63,6 +62,32 @@ pub const PIPIT_KV_F16: u32 = 0;
 pub const PIPIT_KV_F32: u32 = 1;
 /// KV cache in Q8_0 blocks (head_dim must be a multiple of 32).
 pub const PIPIT_KV_INT8: u32 = 2;
+
+/// `pipit_session_stop_reason`: no `pipit_generate` has finished on the session since it was
+/// created or reset, or the last one failed.
+pub const PIPIT_STOP_NONE: i32 = 0;
+/// The model produced an end-of-generation token (not appended).
+pub const PIPIT_STOP_END_OF_TEXT: i32 = 1;
+/// `max_tokens` tokens were generated.
+pub const PIPIT_STOP_MAX_TOKENS: i32 = 2;
+/// The output ended with a stop string (`pipit_session_set_stop`).
+pub const PIPIT_STOP_STOP_STRING: i32 = 3;
+/// The callback returned nonzero.
+pub const PIPIT_STOP_CALLBACK: i32 = 4;
+/// The context is full.
+pub const PIPIT_STOP_CONTEXT_FULL: i32 = 5;
+
+/// The `PIPIT_STOP_*` value of a stop reason.
+fn stop_code(r: Option<StopReason>) -> i32 {
+    match r {
+        None => PIPIT_STOP_NONE,
+        Some(StopReason::EndOfText) => PIPIT_STOP_END_OF_TEXT,
+        Some(StopReason::MaxTokens) => PIPIT_STOP_MAX_TOKENS,
+        Some(StopReason::StopString) => PIPIT_STOP_STOP_STRING,
+        Some(StopReason::Callback) => PIPIT_STOP_CALLBACK,
+        Some(StopReason::ContextFull) => PIPIT_STOP_CONTEXT_FULL,
+    }
+}
 
 /// What `pipit_model_get_info` reports.
 #[repr(C)]
@@ -174,6 +199,7 @@ pub fn status_of(e: &Error) -> pipit_status {
         Error::Busy => PIPIT_ERR_BUSY,
         Error::Cancelled => PIPIT_ERR_CANCELLED,
         Error::Numeric(_) => PIPIT_ERR_NUMERIC,
+        Error::State(_) => PIPIT_ERR_INVALID_ARGUMENT,
         Error::Internal(_) => PIPIT_ERR_INTERNAL,
     }
 }
@@ -710,10 +736,16 @@ struct Lock {
     poisoned: bool,
 }
 
-/// The session itself and the sampler `pipit_session_sample` keeps between calls.
+/// The session itself, the sampler `pipit_session_sample` keeps between calls, and what
+/// `pipit_generate` uses and reports.
 struct Inner {
     session: Session,
     sampler: Option<Sampler>,
+    /// Stop strings from `pipit_session_set_stop`.
+    stops: Vec<String>,
+    /// Why the last `pipit_generate` ended; `None` before one finished, after a failure or
+    /// a reset.
+    stop_reason: Option<StopReason>,
 }
 
 /// One conversation, used by one thread at a time.
@@ -812,6 +844,8 @@ pub unsafe extern "C" fn pipit_session_new(
             inner: UnsafeCell::new(Inner {
                 session,
                 sampler: None,
+                stops: Vec::new(),
+                stop_reason: None,
             }),
         };
         // SAFETY: checked writable above.
@@ -858,6 +892,7 @@ pub unsafe extern "C" fn pipit_session_reset(session: *mut pipit_session) -> pip
         let inner = b.inner();
         inner.session.reset();
         inner.sampler = None;
+        inner.stop_reason = None;
         Ok(())
     })
 }
@@ -1025,8 +1060,32 @@ pub unsafe extern "C" fn pipit_session_score(
     })
 }
 
+/// A UTF-8 text argument of `len` bytes.
+///
+/// # Safety
+/// `ptr` is NULL or points to `len` readable bytes that live for `'a`.
+unsafe fn utf8_arg<'a>(ptr: *const c_char, len: usize, name: &str) -> Result<&'a str> {
+    // SAFETY: the caller's contract.
+    let bytes = unsafe { slice(ptr.cast::<u8>(), len, name)? };
+    std::str::from_utf8(bytes).map_err(|e| {
+        Error::InvalidArgument(format!(
+            "{name} is not valid UTF-8 (byte {})",
+            e.valid_up_to()
+        ))
+    })
+}
+
+/// Tokens of a prompt appended to a session: BOS only opens a conversation.
+fn prompt_ids(session: &Session, prompt: &str) -> Vec<u32> {
+    let tok = session.model().tokenizer();
+    let mut ids = Vec::new();
+    tok.encode(prompt, tok.add_bos() && session.n_past() == 0, &mut ids);
+    ids
+}
+
 /// Tokenizes and evaluates `prompt`, then samples, streams and appends tokens until the end
-/// of text, `max_tokens`, a nonzero callback return (PIPIT_OK), a cancel or a full context.
+/// of text, `max_tokens`, a stop string, a nonzero callback return, a full context (all
+/// PIPIT_OK; `pipit_session_stop_reason` tells which) or a cancel.
 ///
 /// # Safety
 /// `session` and `params` are NULL or valid; `prompt` is NULL or `len` readable bytes;
@@ -1047,19 +1106,10 @@ pub unsafe extern "C" fn pipit_generate(
         // SAFETY: the caller's contract.
         let p = sampler_params(unsafe { arg(params, "params")? });
         // SAFETY: the caller's contract.
-        let bytes = unsafe { slice(prompt.cast::<u8>(), len, "prompt")? };
-        let prompt = std::str::from_utf8(bytes).map_err(|e| {
-            Error::InvalidArgument(format!(
-                "prompt is not valid UTF-8 (byte {})",
-                e.valid_up_to()
-            ))
-        })?;
-        let session = &mut b.inner().session;
-        let model = Arc::clone(session.model());
-        let tok = model.tokenizer();
-        let mut ids = Vec::new();
-        // BOS only opens a conversation; a prompt that continues one is appended as is.
-        tok.encode(prompt, tok.add_bos() && session.n_past() == 0, &mut ids);
+        let prompt = unsafe { utf8_arg(prompt, len, "prompt")? };
+        let inner = b.inner();
+        inner.stop_reason = None;
+        let ids = prompt_ids(&inner.session, prompt);
         let emit = |piece: &[u8], token: u32| -> bool {
             match callback {
                 // SAFETY: the caller's contract on `callback` and `user`; the piece is
@@ -1070,71 +1120,237 @@ pub unsafe extern "C" fn pipit_generate(
                 None => false,
             }
         };
-        generate(session, &ids, p, max_tokens, emit)?;
+        let opts = GenerateOptions {
+            sampling: p,
+            max_tokens: max_tokens as usize,
+            stop: &inner.stops,
+            ignore_eos: false,
+        };
+        inner.stop_reason = Some(inner.session.generate(&ids, &opts, emit)?);
         Ok(())
     })
 }
 
-/// Why a generation ended, when not by an error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stop {
-    /// The model produced an end-of-generation token (not appended).
-    EndOfText,
-    /// `max_tokens` were generated.
-    MaxTokens,
-    /// The callback asked to stop.
-    Callback,
+/// Sets the stop strings `pipit_generate` honours from now on (`n` NUL-terminated UTF-8
+/// strings, none empty); NULL/0 clears them.
+///
+/// # Safety
+/// `session` is NULL or live; `stops` is NULL or `n` pointers, each NULL or a
+/// NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn pipit_session_set_stop(
+    session: *mut pipit_session,
+    stops: *const *const c_char,
+    n: usize,
+) -> pipit_status {
+    call(|| {
+        // SAFETY: the caller's contract.
+        let mut b = unsafe { session_arg(session)? }.enter()?;
+        let ptrs = if stops.is_null() {
+            &[][..]
+        } else {
+            // SAFETY: the caller's contract.
+            unsafe { slice(stops, n, "stops")? }
+        };
+        let mut list = Vec::new();
+        for (i, &p) in ptrs.iter().enumerate() {
+            if p.is_null() {
+                return Err(Error::InvalidArgument(format!("stops[{i}] is NULL")).into());
+            }
+            // SAFETY: non-NULL; the caller promises a NUL-terminated string.
+            let bytes = unsafe { CStr::from_ptr(p) }.to_bytes();
+            let text = std::str::from_utf8(bytes).map_err(|e| {
+                Error::InvalidArgument(format!(
+                    "stops[{i}] is not valid UTF-8 (byte {})",
+                    e.valid_up_to()
+                ))
+            })?;
+            if text.is_empty() {
+                return Err(Error::InvalidArgument(format!("stops[{i}] is empty")).into());
+            }
+            list.push(text.to_string());
+        }
+        b.inner().stops = list;
+        Ok(())
+    })
 }
 
-/// The loop behind `pipit_generate`: evaluates `prompt` (empty: continue from the current
-/// logits), then samples, appends and streams up to `max_tokens` tokens. Every streamed
-/// token is in the context; `emit(piece, token)` gets whole UTF-8 characters and returns
-/// true to stop. On an error the tokens generated so far stay in the context.
-pub fn generate(
-    session: &mut Session,
-    prompt: &[u32],
-    params: SamplerParams,
-    max_tokens: u32,
-    mut emit: impl FnMut(&[u8], u32) -> bool,
-) -> Result<Stop> {
-    let model = Arc::clone(session.model());
-    let tok = model.tokenizer();
-    let mut sampler = Sampler::new(params, model.hparams().n_vocab)?;
-    if !prompt.is_empty() {
-        session.eval(prompt)?;
-    } else if session.logits().is_none() {
-        return Err(Error::InvalidArgument(
-            "the prompt is empty and the session has no context to continue".into(),
-        ));
-    }
-    let mut stream = Utf8Stream::new();
-    let mut stop = false;
-    let mut last = 0u32;
-    for _ in 0..max_tokens {
-        // On an error, the held-back bytes of tokens already in the context still go out.
-        let next = match session.sample(&mut sampler) {
-            Ok(next) => next,
-            Err(e) => {
-                stream.finish(|piece| stop = stop || emit(piece, last));
-                return Err(e);
+/// Why the last `pipit_generate` on the session ended: one of `PIPIT_STOP_*`.
+///
+/// # Safety
+/// `session` is NULL or live; `reason` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn pipit_session_stop_reason(
+    session: *const pipit_session,
+    reason: *mut i32,
+) -> pipit_status {
+    call(|| {
+        // SAFETY: the caller's contract.
+        let mut b = unsafe { session_arg(session)? }.enter()?;
+        let r = stop_code(b.inner().stop_reason);
+        // SAFETY: the caller's contract.
+        unsafe { put(reason, "reason", r)? };
+        Ok(())
+    })
+}
+
+/// Rewinds the context to its first `n_past` tokens (at most the current count); the logits
+/// become those after token `n_past - 1`, or none at 0.
+///
+/// # Safety
+/// `session` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn pipit_session_truncate(
+    session: *mut pipit_session,
+    n_past: u32,
+) -> pipit_status {
+    call(|| {
+        // SAFETY: the caller's contract.
+        let mut b = unsafe { session_arg(session)? }.enter()?;
+        let n = usize::try_from(n_past)
+            .map_err(|_| Error::InvalidArgument(format!("{n_past} does not fit in size_t")))?;
+        b.inner().session.truncate(n)?;
+        Ok(())
+    })
+}
+
+/// Writes the session's state (tokens, KV cache, logits; tagged with the model, KV type and
+/// n_ctx, checksummed) to `buf`. `*needed` gets its size; a `capacity` below it is
+/// PIPIT_ERR_BUFFER_TOO_SMALL (`buf` may then be NULL).
+///
+/// # Safety
+/// `session` is NULL or live; `buf` is NULL or `capacity` writable bytes; `needed` is NULL
+/// or writable.
+#[no_mangle]
+pub unsafe extern "C" fn pipit_session_save(
+    session: *const pipit_session,
+    buf: *mut c_void,
+    capacity: usize,
+    needed: *mut usize,
+) -> pipit_status {
+    call(|| {
+        // SAFETY: the caller's contract.
+        let mut b = unsafe { session_arg(session)? }.enter()?;
+        let session = &b.inner().session;
+        let len = session.state_len();
+        // SAFETY: the caller's contract.
+        unsafe { put(needed, "needed", len)? };
+        if capacity < len {
+            return Err(BufferTooSmall(format!(
+                "the state takes {len} bytes; the buffer holds {capacity}"
+            ))
+            .into());
+        }
+        if buf.is_null() {
+            return Err(null_arg("buf").into());
+        }
+        let mut state = Vec::new();
+        session.save(&mut state)?;
+        if state.len() != len {
+            return Err(Error::Internal("state length differs from state_len".into()).into());
+        }
+        // SAFETY: `buf` is non-NULL with `capacity` >= len writable bytes (the caller's
+        // contract); `state` is our own buffer, so they do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(state.as_ptr(), buf.cast::<u8>(), len) };
+        Ok(())
+    })
+}
+
+/// Replaces the session's context with a state from `pipit_session_save`. A state from
+/// another model, KV type or n_ctx, or a truncated or altered buffer, is
+/// PIPIT_ERR_INVALID_ARGUMENT and changes nothing.
+///
+/// # Safety
+/// `session` is NULL or live; `buf` is NULL or `len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn pipit_session_load(
+    session: *mut pipit_session,
+    buf: *const c_void,
+    len: usize,
+) -> pipit_status {
+    call(|| {
+        // SAFETY: the caller's contract.
+        let mut b = unsafe { session_arg(session)? }.enter()?;
+        // SAFETY: the caller's contract.
+        let bytes = unsafe { slice(buf.cast::<u8>(), len, "buf")? };
+        let inner = b.inner();
+        inner.session.load(bytes)?;
+        inner.sampler = None;
+        inner.stop_reason = None;
+        Ok(())
+    })
+}
+
+/// Appends `prompt` to the context (as `pipit_generate` does) and scores each option as its
+/// continuation: `logprobs[i]` is the sum of the option's token log-probabilities, `*best`
+/// the index of the largest. Afterwards the context holds the prompt and nothing of the
+/// options; on error nothing changes.
+///
+/// # Safety
+/// `session` is NULL or live; `prompt` is NULL or `len` readable bytes; `options` is NULL or
+/// `n_options` NUL-terminated strings; `logprobs` is NULL or `n_options` writable doubles;
+/// `best` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn pipit_choose(
+    session: *mut pipit_session,
+    prompt: *const c_char,
+    len: usize,
+    options: *const *const c_char,
+    n_options: usize,
+    logprobs: *mut f64,
+    best: *mut usize,
+) -> pipit_status {
+    call(|| {
+        // SAFETY: the caller's contract.
+        let mut b = unsafe { session_arg(session)? }.enter()?;
+        // SAFETY: the caller's contract.
+        let prompt = unsafe { utf8_arg(prompt, len, "prompt")? };
+        // SAFETY: the caller's contract.
+        let ptrs = unsafe { slice(options, n_options, "options")? };
+        if ptrs.is_empty() {
+            return Err(Error::InvalidArgument("no options".into()).into());
+        }
+        if logprobs.is_null() || best.is_null() {
+            return Err(null_arg(if logprobs.is_null() {
+                "logprobs"
+            } else {
+                "best"
+            })
+            .into());
+        }
+        if !logprobs.is_aligned() {
+            return Err(Error::InvalidArgument("logprobs is not aligned".into()).into());
+        }
+        let inner = b.inner();
+        let tok = Arc::clone(inner.session.model());
+        let tok = tok.tokenizer();
+        let mut ids = Vec::with_capacity(ptrs.len());
+        for (i, &p) in ptrs.iter().enumerate() {
+            if p.is_null() {
+                return Err(Error::InvalidArgument(format!("options[{i}] is NULL")).into());
             }
-        };
-        if tok.is_eog(next) {
-            stream.finish(|piece| stop = stop || emit(piece, last));
-            return Ok(Stop::EndOfText);
+            // SAFETY: non-NULL; the caller promises a NUL-terminated string.
+            let bytes = unsafe { CStr::from_ptr(p) }.to_bytes();
+            let text = std::str::from_utf8(bytes).map_err(|e| {
+                Error::InvalidArgument(format!(
+                    "options[{i}] is not valid UTF-8 (byte {})",
+                    e.valid_up_to()
+                ))
+            })?;
+            let mut o = Vec::new();
+            tok.encode(text, false, &mut o);
+            ids.push(o);
         }
-        if let Err(e) = session.eval(&[next]) {
-            stream.finish(|piece| stop = stop || emit(piece, last));
-            return Err(e);
-        }
-        last = next;
-        stream.push(tok.piece(next), |piece| stop = stop || emit(piece, next));
-        if stop {
-            return Ok(Stop::Callback);
-        }
-    }
-    stream.finish(|piece| stop = stop || emit(piece, last));
-    Ok(Stop::MaxTokens)
+        let prompt = prompt_ids(&inner.session, prompt);
+        let mut lps = vec![0.0; ids.len()];
+        let i = inner.session.choose(&prompt, &ids, &mut lps)?;
+        // SAFETY: non-NULL and aligned; the caller promises `n_options` writable doubles,
+        // and `lps` has exactly that many.
+        unsafe { std::ptr::copy_nonoverlapping(lps.as_ptr(), logprobs, lps.len()) };
+        // SAFETY: the caller's contract.
+        unsafe { put(best, "best", i)? };
+        Ok(())
+    })
 }
 
 /// Stops the call running on the session (it returns `PIPIT_ERR_CANCELLED` after at most

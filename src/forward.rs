@@ -168,6 +168,53 @@ impl KvCache {
         })
     }
 
+    /// Bytes [`KvCache::export`] writes for the first `n_past` positions.
+    pub fn state_len(&self, n_past: usize) -> usize {
+        let rb = self.kv_type.row_bytes(self.head_dim);
+        // Both stores hold n_layer * n_kv_head * n_ctx rows.
+        let heads = self.k.bytes().len() / (self.n_ctx * rb);
+        2 * heads * n_past.min(self.n_ctx) * rb
+    }
+
+    /// Appends the keys then the values of positions `0..n_past` to `out`, per (layer, kv
+    /// head) in order: the only description of this layout is here and in `import`.
+    pub fn export(&self, n_past: usize, out: &mut Vec<u8>) {
+        let rb = self.kv_type.row_bytes(self.head_dim);
+        let n = n_past.min(self.n_ctx);
+        for store in [&self.k, &self.v] {
+            for head in store.bytes().chunks_exact(self.n_ctx * rb) {
+                out.extend_from_slice(&head[..n * rb]);
+            }
+        }
+    }
+
+    /// Overwrites positions `0..n_past` with what [`KvCache::export`] wrote. Checks the
+    /// length first: on error the cache is unchanged.
+    pub fn import(&mut self, n_past: usize, bytes: &[u8]) -> Result<()> {
+        if n_past > self.n_ctx || bytes.len() != self.state_len(n_past) {
+            return Err(Error::State(crate::error::StateError::Truncated));
+        }
+        let rb = self.kv_type.row_bytes(self.head_dim);
+        let (n_ctx, len) = (self.n_ctx, n_past * rb);
+        let mut src = bytes.chunks_exact(len.max(1));
+        for store in [&mut self.k, &mut self.v] {
+            let dst: &mut [u8] = match store {
+                KvStore::F16(v) => bytemuck::cast_slice_mut(v),
+                KvStore::F32(v) => bytemuck::cast_slice_mut(v),
+                KvStore::Int8(v) => bytemuck::cast_slice_mut(v),
+            };
+            for head in dst.chunks_exact_mut(n_ctx * rb) {
+                if len > 0 {
+                    let Some(from) = src.next() else {
+                        return Err(Error::Internal("KV state shorter than checked".into()));
+                    };
+                    head[..len].copy_from_slice(from);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Row index of (layer, kv head, position).
     fn row(&self, layer: usize, kv_head: usize, pos: usize) -> usize {
         (layer * self.n_kv_head + kv_head) * self.n_ctx + pos

@@ -1,20 +1,46 @@
 //! pipit: a small, fast, trustworthy runtime for quantized decoder-only language models.
 //!
-//! Layout: [`model`] opens and validates a `.pipit` file; [`tokenizer`] turns text into ids
-//! and back; [`kernels`] holds the dequantize-matmul kernels (scalar reference plus SIMD
-//! paths chosen at run time); [`forward`] is the transformer; [`session`] owns the state of
-//! one conversation; [`sampler`] picks the next token; [`ffi`] is the C ABI
-//! (`include/pipit.h`); [`chat`] renders chat templates and runs `pipit chat`.
+//! The crate is a straight line of layers, each using only those before it (a test reads
+//! the `crate::` paths of every file and checks that the module graph has no cycle):
+//!
+//! - [`model`] opens and validates a `.pipit` file; [`tokenizer`] turns text into ids and
+//!   back;
+//! - `kernels` (dequantize-matmul kernels: scalar reference plus SIMD paths chosen at run
+//!   time) and `forward` (the transformer) are internal;
+//! - [`session`] owns the state of one conversation (context, KV cache, save/load,
+//!   truncate, choose); [`sampler`] picks the next token;
+//! - [`generate`] is the one generation loop (stop strings, masks, stop reasons);
+//! - the faces: [`chat`] renders chat templates, [`ffi`] is the C ABI (`include/pipit.h`),
+//!   and the `pipit` binary is the command line.
 
 pub mod chat;
 pub mod error;
 pub mod ffi;
-pub mod forward;
-pub mod kernels;
+mod forward;
+pub mod generate;
+mod kernels;
 pub mod model;
 pub mod sampler;
 pub mod session;
-pub mod threadpool;
+mod threadpool;
 pub mod tokenizer;
 
 pub use error::{Error, Result};
+
+/// Internals reachable for pipit's own tests and benchmarks only: not part of the API and
+/// not covered by semver.
+#[doc(hidden)]
+pub mod testing {
+    /// The dequantize-matmul kernels.
+    pub mod kernels {
+        pub use crate::kernels::*;
+    }
+    /// The transformer's forward pass and its buffers.
+    pub mod forward {
+        pub use crate::forward::*;
+    }
+    /// The thread pool of the matrix work.
+    pub mod threadpool {
+        pub use crate::threadpool::*;
+    }
+}

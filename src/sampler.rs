@@ -176,13 +176,22 @@ impl Sampler {
     }
 
     /// Picks the next token. `history` is the context so far (for the repetition penalty).
-    /// Fails only if a logit is NaN or infinite.
+    /// A logit of negative infinity masks its token out (it is never picked). Fails if a
+    /// logit is NaN or positive infinity, or if every token is masked.
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> Result<u32> {
         if logits.is_empty() {
             return Err(Error::InvalidArgument("no logits to sample from".into()));
         }
-        if let Some(i) = logits.iter().position(|l| !l.is_finite()) {
+        if let Some(i) = logits
+            .iter()
+            .position(|l| l.is_nan() || *l == f32::INFINITY)
+        {
             return Err(Error::Numeric(format!("logit {i} is {}", logits[i])));
+        }
+        if logits.iter().all(|&l| l == f32::NEG_INFINITY) {
+            return Err(Error::InvalidArgument(
+                "every token is masked out: nothing to sample".into(),
+            ));
         }
         let p = self.params;
         if p.temperature <= 0.0 {
@@ -227,6 +236,12 @@ impl Sampler {
         }
         let kept = &mut self.cand[..n];
         kept.sort_unstable_by(by_logit);
+        // Masked tokens sort last; they never take part (at least one is unmasked).
+        n = kept
+            .iter()
+            .take_while(|c| c.logit > f32::NEG_INFINITY)
+            .count();
+        let kept = &mut self.cand[..n];
 
         // 3. Top-p and 4. min-p on the untempered distribution.
         softmax(kept, 1.0);
@@ -488,5 +503,48 @@ mod tests {
         .is_err());
         // History tokens outside the vocabulary are ignored, not a panic.
         assert!(s.sample(&[0.0, 1.0, 2.0], &[99]).is_ok());
+        assert!(matches!(
+            s.sample(&[0.0, f32::INFINITY, 1.0], &[]),
+            Err(Error::Numeric(_))
+        ));
+        let all_masked = [f32::NEG_INFINITY; 3];
+        assert!(matches!(
+            s.sample(&all_masked, &[]),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+
+    #[test]
+    fn masked_tokens_are_never_picked() {
+        // Token 0 would win almost always; masked, it never does, greedy or sampled, with
+        // the filters on or off and with a penalty on a masked token.
+        let mut l = logits(50, 3);
+        l[0] = 100.0;
+        let mut masked = l.clone();
+        for id in [0, 7, 8, 49] {
+            masked[id] = f32::NEG_INFINITY;
+        }
+        assert_eq!(argmax(&l), 0);
+        let mut g = Sampler::new(SamplerParams::greedy(), 50).unwrap();
+        assert_eq!(g.sample(&masked, &[]).unwrap(), argmax(&masked));
+        for (top_k, top_p, min_p) in [(40, 0.95, 0.05), (0, 1.0, 0.0), (1, 1.0, 0.0)] {
+            let p = SamplerParams {
+                temperature: 5.0,
+                top_k,
+                top_p,
+                min_p,
+                ..Default::default()
+            };
+            let mut s = Sampler::new(p, 50).unwrap();
+            for _ in 0..500 {
+                let t = s.sample(&masked, &[0, 7, 3]).unwrap() as usize;
+                assert!(masked[t].is_finite(), "picked masked token {t}");
+            }
+        }
+        // One token left: it is the only answer.
+        let mut one = vec![f32::NEG_INFINITY; 50];
+        one[17] = -3.0;
+        let mut s = Sampler::new(SamplerParams::default(), 50).unwrap();
+        assert_eq!(s.sample(&one, &[17]).unwrap(), 17);
     }
 }

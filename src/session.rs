@@ -8,14 +8,15 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::forward::{
-    self, checked_len, zeroed, Exec, KvCache, KvType, Logits, Precision, Scratch,
-};
+use crate::error::StateError;
+use crate::forward::{self, checked_len, zeroed, Exec, KvCache, Logits, Scratch};
 use crate::kernels::{self, Kernels};
 use crate::model::Model;
 use crate::sampler::Sampler;
 use crate::threadpool::ThreadPool;
 use crate::{Error, Result};
+
+pub use crate::forward::{KvType, Precision};
 
 /// Most threads a session may ask for.
 pub const MAX_THREADS: usize = 256;
@@ -285,30 +286,48 @@ impl Session {
 
     /// Appends `tokens` like [`Session::eval`], calling `f(i, logits)` with the logits after
     /// each `tokens[i]` (the distribution of the token that follows it).
-    pub fn eval_all(&mut self, tokens: &[u32], mut f: impl FnMut(usize, &[f32])) -> Result<()> {
+    pub fn eval_all(&mut self, tokens: &[u32], f: impl FnMut(usize, &[f32])) -> Result<()> {
         self.check_append(tokens)?;
+        // The context only grows once every batch succeeded; `f` may have seen the logits of
+        // earlier batches when a later one fails.
+        self.run_ahead(self.tokens.len(), tokens, f)?;
+        let n_vocab = self.model.hparams().n_vocab;
+        let last = (tokens.len() - 1) % self.params.n_batch;
+        self.logits
+            .copy_from_slice(&self.all_logits[last * n_vocab..(last + 1) * n_vocab]);
+        self.tokens.extend_from_slice(tokens);
+        self.has_logits = true;
+        Ok(())
+    }
+
+    /// Runs `tokens` at positions `pos..` without committing them: their KV rows are
+    /// written (rows at or past `n_past` are not part of the state) and `f(i, logits)` sees
+    /// the logits after each `tokens[i]`. The last batch's rows stay in `all_logits`. The
+    /// caller checked the tokens and the room.
+    fn run_ahead(
+        &mut self,
+        pos: usize,
+        tokens: &[u32],
+        mut f: impl FnMut(usize, &[f32]),
+    ) -> Result<()> {
         let n_vocab = self.model.hparams().n_vocab;
         if self.all_logits.is_empty() {
             self.all_logits = zeroed(checked_len(&[self.params.n_batch, n_vocab])?)?;
         }
-        // The context only grows once every batch succeeded; `f` may have seen the logits of
-        // earlier batches when a later one fails.
         let ex = Exec {
             model: &self.model,
             kern: self.kern,
             pool: &self.pool,
             precision: self.params.precision,
         };
-        let n_past = self.tokens.len();
         for (b, batch) in tokens.chunks(self.params.n_batch).enumerate() {
             self.check_cancel()?;
-            let pos = n_past + b * self.params.n_batch;
             forward::forward(
                 &ex,
                 &mut self.kv,
                 &mut self.scratch,
                 batch,
-                pos,
+                pos + b * self.params.n_batch,
                 Logits::All,
                 &mut self.all_logits,
             );
@@ -317,13 +336,7 @@ impl Session {
             for (i, row) in rows.chunks_exact(n_vocab).enumerate() {
                 f(b * self.params.n_batch + i, row);
             }
-            if b * self.params.n_batch + batch.len() == tokens.len() {
-                self.logits
-                    .copy_from_slice(&rows[(batch.len() - 1) * n_vocab..]);
-            }
         }
-        self.tokens.extend_from_slice(tokens);
-        self.has_logits = true;
         Ok(())
     }
 
@@ -343,6 +356,282 @@ impl Session {
         Ok(total)
     }
 
+    /// Rewinds the context to its first `n_past` tokens. The logits become those after
+    /// token `n_past - 1`, recomputed by evaluating that token again at its position (none
+    /// at 0). `n_past` above the current count is an error; on any error nothing changes.
+    pub fn truncate(&mut self, n_past: usize) -> Result<()> {
+        if n_past > self.tokens.len() {
+            return Err(Error::InvalidArgument(format!(
+                "cannot truncate to {n_past} tokens: the context holds {}",
+                self.tokens.len()
+            )));
+        }
+        if n_past == self.tokens.len() {
+            return Ok(());
+        }
+        if n_past == 0 {
+            self.reset();
+            return Ok(());
+        }
+        let ex = Exec {
+            model: &self.model,
+            kern: self.kern,
+            pool: &self.pool,
+            precision: self.params.precision,
+        };
+        // Row n_past-1 of the cache is rewritten with the values it holds.
+        forward::forward(
+            &ex,
+            &mut self.kv,
+            &mut self.scratch,
+            &self.tokens[n_past - 1..n_past],
+            n_past - 1,
+            Logits::Last,
+            &mut self.next_logits,
+        );
+        check_finite(&self.next_logits)?;
+        std::mem::swap(&mut self.logits, &mut self.next_logits);
+        self.tokens.truncate(n_past);
+        self.has_logits = true;
+        Ok(())
+    }
+
+    /// Log-probabilities of each option as a continuation of the context plus `prompt`:
+    /// `logprobs[i]` = sum of log P(`options[i][j]` | context, prompt, `options[i][..j]`).
+    /// Returns the index of the best (the first on ties). The prompt is evaluated once and
+    /// the options share its KV rows; afterwards the context holds the prompt and nothing
+    /// of the options. On error nothing changes. Scoring allocates nothing once the
+    /// session has scored before.
+    pub fn choose(
+        &mut self,
+        prompt: &[u32],
+        options: &[Vec<u32>],
+        logprobs: &mut [f64],
+    ) -> Result<usize> {
+        if options.is_empty() || logprobs.len() != options.len() {
+            return Err(Error::InvalidArgument(format!(
+                "{} options and room for {} log-probabilities: need the same, at least 1",
+                options.len(),
+                logprobs.len()
+            )));
+        }
+        if prompt.is_empty() && !self.has_logits {
+            return Err(Error::InvalidArgument(
+                "the prompt is empty and the session has no context to continue".into(),
+            ));
+        }
+        if let Some(i) = options.iter().position(Vec::is_empty) {
+            return Err(Error::InvalidArgument(format!("option {i} has no tokens")));
+        }
+        if !prompt.is_empty() {
+            self.check_append(prompt)?;
+        }
+        for o in options {
+            self.check_append_after(prompt.len(), o)?;
+        }
+        // The prompt's logits go to `next_logits`; the context is committed at the end.
+        let base = self.tokens.len() + prompt.len();
+        if !prompt.is_empty() {
+            let ex = Exec {
+                model: &self.model,
+                kern: self.kern,
+                pool: &self.pool,
+                precision: self.params.precision,
+            };
+            let n_batches = prompt.len().div_ceil(self.params.n_batch);
+            for (b, batch) in prompt.chunks(self.params.n_batch).enumerate() {
+                self.check_cancel()?;
+                let want = if b + 1 == n_batches {
+                    Logits::Last
+                } else {
+                    Logits::None
+                };
+                forward::forward(
+                    &ex,
+                    &mut self.kv,
+                    &mut self.scratch,
+                    batch,
+                    self.tokens.len() + b * self.params.n_batch,
+                    want,
+                    &mut self.next_logits,
+                );
+            }
+            check_finite(&self.next_logits)?;
+        } else {
+            self.next_logits.copy_from_slice(&self.logits);
+        }
+        // Each option at positions base.., over the prompt's rows; nothing is committed.
+        for (o, lp) in options.iter().zip(logprobs.iter_mut()) {
+            let mut total = log_softmax_at(&self.next_logits, o[0]);
+            self.run_ahead(base, o, |i, logits| {
+                if let Some(&next) = o.get(i + 1) {
+                    total += log_softmax_at(logits, next);
+                }
+            })?;
+            *lp = total;
+        }
+        std::mem::swap(&mut self.logits, &mut self.next_logits);
+        self.tokens.extend_from_slice(prompt);
+        self.has_logits = true;
+        let mut best = 0;
+        for (i, &lp) in logprobs.iter().enumerate() {
+            if lp > logprobs[best] {
+                best = i;
+            }
+        }
+        Ok(best)
+    }
+
+    /// Checks `tokens` as if `ahead` more tokens were already in the context.
+    fn check_append_after(&self, ahead: usize, tokens: &[u32]) -> Result<()> {
+        let n_vocab = self.model.hparams().n_vocab;
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
+            return Err(Error::InvalidArgument(format!(
+                "token id {bad} is outside the vocabulary of {n_vocab}"
+            )));
+        }
+        let n_past = self.tokens.len() + ahead;
+        if n_past + tokens.len() > self.params.n_ctx {
+            return Err(Error::ContextFull {
+                n_past,
+                n_new: tokens.len(),
+                n_ctx: self.params.n_ctx,
+            });
+        }
+        Ok(())
+    }
+
+    /// Bytes [`Session::save`] writes for the current context.
+    pub fn state_len(&self) -> usize {
+        let logits = if self.has_logits {
+            self.logits.len()
+        } else {
+            0
+        };
+        STATE_HEADER + 4 * self.tokens.len() + 4 * logits + self.kv.state_len(self.tokens.len()) + 4
+    }
+
+    /// Appends the session's state to `out`: the tokens, the KV cache below `n_past` and
+    /// the logits, tagged with the model file's identity, the KV type and `n_ctx`, and
+    /// checksummed (layout in [`STATE_MAGIC`]'s documentation).
+    pub fn save(&self, out: &mut Vec<u8>) -> Result<()> {
+        let start = out.len();
+        out.try_reserve(self.state_len())
+            .map_err(|_| Error::OutOfMemory("session state".into()))?;
+        let file = self.model.file();
+        let n_past = self.tokens.len();
+        let logits: &[f32] = if self.has_logits { &self.logits } else { &[] };
+        out.extend_from_slice(STATE_MAGIC);
+        out.extend_from_slice(&STATE_VERSION.to_le_bytes());
+        out.extend_from_slice(&u32::from(self.has_logits).to_le_bytes());
+        out.extend_from_slice(&file.header_crc32c.to_le_bytes());
+        out.extend_from_slice(&kv_code(self.params.kv_type).to_le_bytes());
+        for v in [
+            file.file_len,
+            self.params.n_ctx as u64,
+            n_past as u64,
+            self.model.hparams().n_vocab as u64,
+            self.kv.state_len(n_past) as u64,
+        ] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        for t in &self.tokens {
+            out.extend_from_slice(&t.to_le_bytes());
+        }
+        for l in logits {
+            out.extend_from_slice(&l.to_le_bytes());
+        }
+        self.kv.export(n_past, out);
+        let crc = pipit_format::crc32c::crc32c(&out[start..]);
+        out.extend_from_slice(&crc.to_le_bytes());
+        Ok(())
+    }
+
+    /// Replaces the session's context with a state from [`Session::save`]. A state of
+    /// another model, KV type or `n_ctx`, or a truncated or altered buffer, is
+    /// [`Error::State`] and changes nothing.
+    pub fn load(&mut self, bytes: &[u8]) -> Result<()> {
+        let bad = |e: StateError| Err(Error::State(e));
+        if bytes.len() < STATE_HEADER + 4 {
+            return bad(StateError::Truncated);
+        }
+        if &bytes[..8] != STATE_MAGIC {
+            return bad(StateError::BadMagic);
+        }
+        let u32_at = |at: usize| {
+            u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+        };
+        let u64_at = |at: usize| u64::from(u32_at(at)) | u64::from(u32_at(at + 4)) << 32;
+        let version = u32_at(8);
+        if version != STATE_VERSION {
+            return bad(StateError::Version(version));
+        }
+        let (flags, model_crc, kv_type) = (u32_at(12), u32_at(16), u32_at(20));
+        let (file_len, n_ctx, n_past, n_vocab, kv_len) =
+            (u64_at(24), u64_at(32), u64_at(40), u64_at(48), u64_at(56));
+        // The length the header promises (overflow cannot be a buffer's length).
+        let n_logits = if flags & 1 != 0 { n_vocab } else { 0 };
+        let want = n_past
+            .checked_add(n_logits)
+            .and_then(|n| n.checked_mul(4))
+            .and_then(|n| n.checked_add(kv_len))
+            .and_then(|n| n.checked_add(STATE_HEADER as u64 + 4));
+        match want {
+            Some(w) if w == bytes.len() as u64 => {}
+            Some(w) if w < bytes.len() as u64 => return bad(StateError::TrailingBytes),
+            _ => return bad(StateError::Truncated),
+        }
+        let body = &bytes[..bytes.len() - 4];
+        if pipit_format::crc32c::crc32c(body) != u32_at(bytes.len() - 4) {
+            return bad(StateError::Checksum);
+        }
+        let file = self.model.file();
+        if model_crc != file.header_crc32c || file_len != file.file_len {
+            return bad(StateError::OtherModel);
+        }
+        if kv_type != kv_code(self.params.kv_type) {
+            return bad(StateError::KvType);
+        }
+        if n_ctx != self.params.n_ctx as u64 {
+            return bad(StateError::NCtx {
+                saved: n_ctx,
+                here: self.params.n_ctx,
+            });
+        }
+        let hp_vocab = self.model.hparams().n_vocab;
+        if flags > 1 || (flags == 1) != (n_past > 0) {
+            return bad(StateError::BadField("flags"));
+        }
+        if n_vocab != hp_vocab as u64 {
+            return bad(StateError::BadField("n_vocab"));
+        }
+        // n_past <= n_ctx (a usize), so the casts below are exact.
+        if n_past > n_ctx {
+            return bad(StateError::BadField("n_past"));
+        }
+        let n_past = n_past as usize;
+        if kv_len != self.kv.state_len(n_past) as u64 {
+            return bad(StateError::BadField("KV length"));
+        }
+        let (tokens, rest) = body[STATE_HEADER..].split_at(4 * n_past);
+        let (logits, kv) = rest.split_at(4 * n_logits as usize);
+        let ids = tokens
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+        if ids.clone().any(|t| t as usize >= hp_vocab) {
+            return bad(StateError::BadField("token id"));
+        }
+        // Everything is checked: from here nothing fails.
+        self.kv.import(n_past, kv)?;
+        self.tokens.clear();
+        self.tokens.extend(ids);
+        for (l, c) in self.logits.iter_mut().zip(logits.chunks_exact(4)) {
+            *l = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        }
+        self.has_logits = n_past > 0;
+        Ok(())
+    }
+
     /// Samples the next token from the current logits (penalties see the context); does not
     /// append it.
     pub fn sample(&self, sampler: &mut Sampler) -> Result<u32> {
@@ -351,6 +640,32 @@ impl Session {
         })?;
         sampler.sample(logits, &self.tokens)
     }
+}
+
+/// First bytes of a saved session state. The layout, all little-endian:
+/// magic (8) | version u32 | flags u32 (bit 0: logits present) | model header CRC-32C u32 |
+/// KV type u32 (0 f16, 1 f32, 2 int8) | model file length u64 | n_ctx u64 | n_past u64 |
+/// n_vocab u64 | KV byte count u64 | tokens (n_past u32) | logits (n_vocab f32, when
+/// present) | KV rows (`KvCache::export`) | CRC-32C of everything before, u32.
+pub const STATE_MAGIC: &[u8; 8] = b"PIPITST\0";
+/// The state layout's version.
+pub const STATE_VERSION: u32 = 1;
+/// Bytes before the tokens.
+const STATE_HEADER: usize = 64;
+
+/// The state format's code of a KV type.
+fn kv_code(t: KvType) -> u32 {
+    match t {
+        KvType::F16 => 0,
+        KvType::F32 => 1,
+        KvType::Int8 => 2,
+    }
+}
+
+/// The name of the kernel path sessions use: `PIPIT_KERNELS` if set, else the best this
+/// CPU has; an error for an unknown or unavailable `PIPIT_KERNELS`.
+pub fn kernel_path() -> Result<&'static str> {
+    Ok(kernels::kernels_from_env()?.name)
 }
 
 /// The thread count `n` stands for: itself, or all cores for 0.

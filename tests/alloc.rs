@@ -11,9 +11,9 @@ use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use pipit::forward::Precision;
 use pipit::model::Model;
 use pipit::sampler::{Sampler, SamplerParams};
+use pipit::session::Precision;
 use pipit::session::{Session, SessionParams};
 use pipit::tokenizer::Utf8Stream;
 use pipit_format::DType;

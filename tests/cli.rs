@@ -1,6 +1,7 @@
 //! The `pipit` command line on the real SmolLM2 model: tokenize, run, score and perplexity
 //! against llama.cpp's figures. Needs models/SmolLM2-135M-Instruct.pipit (tools/test-models.sh).
 
+mod common;
 #[path = "support/json.rs"]
 mod json;
 
@@ -161,5 +162,41 @@ fn bench_json_has_the_documented_fields() {
     ]);
     for key in ["\"pp_tps\"", "\"tg_tps\"", "\"kernel\"", "\"threads\": 1"] {
         assert!(out.contains(key), "{key} missing from {out}");
+    }
+}
+
+#[test]
+fn inspect_summarizes_the_model() {
+    let tiny = common::Tiny::gemma3(pipit_format::DType::Q4_1, 1);
+    let path = std::env::temp_dir().join(format!("pipit-cli-inspect-{}.pipit", std::process::id()));
+    std::fs::write(&path, tiny.bytes()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pipit"))
+        .arg("inspect")
+        .arg(&path)
+        .env("PIPIT_KERNELS", "scalar")
+        .output()
+        .expect("pipit starts");
+    std::fs::remove_file(&path).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = String::from_utf8(out.stdout).unwrap();
+    for needle in [
+        "version 1",
+        "'tiny-gemma3' (gemma3)",
+        "n_layer 2, d_model 64, n_head 4, n_kv_head 1, head_dim 32",
+        "sliding window 8 tokens on 1 of 2 layers",
+        "bpe (pre smollm), 299 tokens, 40 merges",
+        "bos 1 \"<|im_start|>\"",
+        "blk.1.post_ffw_norm",
+        "Q4_1 15 tensors",
+        // 2 (K, V) x 2 layers x 1 kv head x 32 x 2 bytes x 1024 = 256 KiB.
+        "KV cache (F16) 0.2 MiB per 1k tokens",
+        "a session with n_ctx 2048",
+        "kernels    scalar",
+    ] {
+        assert!(r.contains(needle), "missing {needle:?} in\n{r}");
     }
 }

@@ -61,7 +61,8 @@ fn os<P: AsRef<OsStr> + ?Sized>(p: &P) -> &OsStr {
     p.as_ref()
 }
 
-fn api_on(model: &Path, text: &str) {
+/// Runs api.c; `stop_checked`: its stop-string check must have found two tokens to span.
+fn api_on(model: &Path, text: &str, stop_checked: bool) {
     let f = synthetic_files();
     for link in Link::BOTH {
         let exe = compile("api", link);
@@ -76,14 +77,21 @@ fn api_on(model: &Path, text: &str) {
                 os(&f.bad_crc),
             ],
         );
-        assert!(String::from_utf8_lossy(&out.stdout).contains("all checks passed"));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("all checks passed"));
+        if stop_checked {
+            assert!(
+                stdout.contains("stop string across tokens checked"),
+                "{stdout}"
+            );
+        }
     }
 }
 
 #[test]
 fn c_api_on_the_synthetic_model() {
     let f = synthetic_files();
-    api_on(&f.model, "the cat and the hat sat on the mat");
+    api_on(&f.model, "the cat and the hat sat on the mat", false);
 }
 
 #[test]
@@ -91,6 +99,7 @@ fn c_api_on_smollm2() {
     api_on(
         &real_model(),
         "Hello, world! The capital of France is Paris.",
+        true,
     );
 }
 

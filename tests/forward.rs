@@ -7,8 +7,8 @@ mod common;
 
 use std::sync::Arc;
 
-use pipit::forward::{KvType, Precision};
 use pipit::model::Model;
+use pipit::session::{KvType, Precision};
 use pipit::session::{Session, SessionParams};
 use pipit_format::DType;
 

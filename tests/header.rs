@@ -146,6 +146,16 @@ functions! {
         *mut pipit_session, *const c_char, usize, *const pipit_sampler_params, u32, pipit_token_callback, *mut c_void,
     ) -> pipit_status;
     pipit_session_cancel: unsafe extern "C" fn(*mut pipit_session) -> pipit_status;
+    pipit_session_set_stop:
+        unsafe extern "C" fn(*mut pipit_session, *const *const c_char, usize) -> pipit_status;
+    pipit_session_stop_reason: unsafe extern "C" fn(*const pipit_session, *mut i32) -> pipit_status;
+    pipit_session_truncate: unsafe extern "C" fn(*mut pipit_session, u32) -> pipit_status;
+    pipit_session_save:
+        unsafe extern "C" fn(*const pipit_session, *mut c_void, usize, *mut usize) -> pipit_status;
+    pipit_session_load: unsafe extern "C" fn(*mut pipit_session, *const c_void, usize) -> pipit_status;
+    pipit_choose: unsafe extern "C" fn(
+        *mut pipit_session, *const c_char, usize, *const *const c_char, usize, *mut f64, *mut usize,
+    ) -> pipit_status;
 }
 
 /// The callback type, spelled from Rust, against the header's typedef.
@@ -224,6 +234,12 @@ fn constants() -> Vec<(&'static str, i64)> {
         ("PIPIT_KV_F16", PIPIT_KV_F16.into()),
         ("PIPIT_KV_F32", PIPIT_KV_F32.into()),
         ("PIPIT_KV_INT8", PIPIT_KV_INT8.into()),
+        ("PIPIT_STOP_NONE", PIPIT_STOP_NONE.into()),
+        ("PIPIT_STOP_END_OF_TEXT", PIPIT_STOP_END_OF_TEXT.into()),
+        ("PIPIT_STOP_MAX_TOKENS", PIPIT_STOP_MAX_TOKENS.into()),
+        ("PIPIT_STOP_STOP_STRING", PIPIT_STOP_STOP_STRING.into()),
+        ("PIPIT_STOP_CALLBACK", PIPIT_STOP_CALLBACK.into()),
+        ("PIPIT_STOP_CONTEXT_FULL", PIPIT_STOP_CONTEXT_FULL.into()),
     ]
 }
 
@@ -303,7 +319,7 @@ fn the_table_covers_exactly_the_header() {
     let h = header();
     let table: BTreeSet<String> = functions().iter().map(|(n, _)| n.to_string()).collect();
     assert_eq!(header_functions(&h), table, "functions: header vs table");
-    assert_eq!(table.len(), 22);
+    assert_eq!(table.len(), 28);
     let consts: BTreeSet<String> = constants().iter().map(|(n, _)| n.to_string()).collect();
     assert_eq!(header_constants(&h), consts, "constants: header vs table");
 }

@@ -2,8 +2,8 @@
 //! parallel matmuls. (Every path against the scalar reference, element by element, is in the
 //! library's unit tests, `kernels::tests`, so that `cargo test -p pipit --lib` covers it.)
 
-use pipit::kernels::{self, BlockQ8A, DType, QMatrix};
-use pipit::threadpool::ThreadPool;
+use pipit::testing::kernels::{self, BlockQ8A, DType, QMatrix};
+use pipit::testing::threadpool::ThreadPool;
 use pipit::Error;
 
 fn q4_0_weights(rows: usize, cols: usize) -> Vec<u8> {

@@ -8,9 +8,9 @@ mod json;
 use std::sync::Arc;
 
 use json::Json;
-use pipit::forward::Precision;
 use pipit::model::Model;
 use pipit::sampler::{argmax, Sampler, SamplerParams};
+use pipit::session::Precision;
 use pipit::session::{log_softmax_at, Session, SessionParams};
 
 const EOS: u32 = 2;

@@ -51,6 +51,237 @@ static pipit_session_params params_ctx(uint32_t n_ctx) {
   return sp;
 }
 
+/* Records each delivered piece's end, to find token boundaries in the text. */
+typedef struct {
+  char data[1 << 14];
+  size_t len;
+  size_t ends[256];
+  int n;
+} pieces;
+
+static int record(const char *piece, size_t len, int32_t token, void *user) {
+  (void)token;
+  pieces *p = user;
+  if (p->len + len < sizeof p->data && p->n < 256) {
+    memcpy(p->data + p->len, piece, len);
+    p->len += len;
+    p->ends[p->n++] = p->len;
+  }
+  return 0;
+}
+
+static int printable(char c) { return c >= 0x21 && c <= 0x7e; }
+
+/* The first occurrence of needle (n bytes) in hay, or -1. */
+static long find(const char *hay, size_t len, const char *needle, size_t n) {
+  for (size_t i = 0; i + n <= len; i++)
+    if (memcmp(hay + i, needle, n) == 0) return (long)i;
+  return -1;
+}
+
+/* Stop strings, stop reasons, truncate, save/load and choose. */
+static void state_functions(pipit_model *m, pipit_session_params sp, const pipit_sampler_params *greedy,
+                            const int32_t *toks, size_t n_text, const char *text, size_t text_len) {
+  pipit_session *s = NULL;
+  OK(pipit_session_new(m, &sp, &s));
+  const float *lg = NULL;
+  size_t nv = 0;
+  int32_t reason = -1;
+
+  /* ---- stop strings ---- */
+  OK(pipit_generate(s, text, text_len, greedy, 0, NULL, NULL));
+  const uint32_t past_prompt = pipit_session_n_past(s);
+  OK(pipit_session_stop_reason(s, &reason));
+  CHECK(reason == PIPIT_STOP_MAX_TOKENS);
+  OK(pipit_session_reset(s));
+  OK(pipit_session_stop_reason(s, &reason));
+  CHECK(reason == PIPIT_STOP_NONE);
+  static pieces full, stopped;
+  memset(&full, 0, sizeof full);
+  OK(pipit_generate(s, text, text_len, greedy, 24, record, &full));
+  /* A stop string of the last byte of one piece and the first of the next, found nowhere
+   * earlier: it spans two tokens. */
+  int k = 0;
+  char stop[3] = {0, 0, 0};
+  for (int i = 1; i < full.n && k == 0; i++) {
+    size_t at = full.ends[i - 1];
+    if (at == 0 || full.ends[i] == at) continue;
+    if (!printable(full.data[at - 1]) || !printable(full.data[at])) continue;
+    memcpy(stop, full.data + at - 1, 2);
+    if (find(full.data, full.len, stop, 2) == (long)(at - 1)) k = i;
+  }
+  if (k > 0) {
+    const char *stops[2] = {"\x01never", stop};
+    OK(pipit_session_set_stop(s, stops, 2));
+    OK(pipit_session_reset(s));
+    memset(&stopped, 0, sizeof stopped);
+    OK(pipit_generate(s, text, text_len, greedy, 24, record, &stopped));
+    OK(pipit_session_stop_reason(s, &reason));
+    CHECK(reason == PIPIT_STOP_STOP_STRING);
+    /* Output ends before the stop string; the context holds the tokens that spelled it. */
+    CHECK(stopped.len == full.ends[k - 1] - 1 && memcmp(stopped.data, full.data, stopped.len) == 0);
+    CHECK(pipit_session_n_past(s) == past_prompt + (uint32_t)k + 1);
+    /* Invalid lists change nothing. */
+    const char *with_null[2] = {"a", NULL};
+    EXPECT(pipit_session_set_stop(s, with_null, 2), PIPIT_ERR_INVALID_ARGUMENT);
+    const char *with_empty[1] = {""};
+    EXPECT(pipit_session_set_stop(s, with_empty, 1), PIPIT_ERR_INVALID_ARGUMENT);
+    const char *not_utf8[1] = {"\xc3"};
+    EXPECT(pipit_session_set_stop(s, not_utf8, 1), PIPIT_ERR_INVALID_ARGUMENT);
+    OK(pipit_session_reset(s));
+    memset(&stopped, 0, sizeof stopped);
+    OK(pipit_generate(s, text, text_len, greedy, 24, record, &stopped));
+    CHECK(stopped.len == full.ends[k - 1] - 1);
+    /* NULL clears: the whole text again. */
+    OK(pipit_session_set_stop(s, NULL, 0));
+    OK(pipit_session_reset(s));
+    memset(&stopped, 0, sizeof stopped);
+    OK(pipit_generate(s, text, text_len, greedy, 24, record, &stopped));
+    CHECK(stopped.len == full.len && memcmp(stopped.data, full.data, full.len) == 0);
+    printf("api: stop string across tokens checked\n");
+  }
+  EXPECT(pipit_session_set_stop(NULL, NULL, 0), PIPIT_ERR_INVALID_ARGUMENT);
+  OK(pipit_session_set_stop(s, NULL, 5));
+
+  /* ---- truncate ---- */
+  OK(pipit_session_reset(s));
+  OK(pipit_session_eval(s, toks, n_text));
+  OK(pipit_session_logits(s, &lg, &nv));
+  float *all = malloc(nv * sizeof *all), *first = malloc(nv * sizeof *first);
+  memcpy(all, lg, nv * sizeof *all);
+  EXPECT(pipit_session_truncate(NULL, 1), PIPIT_ERR_INVALID_ARGUMENT);
+  EXPECT(pipit_session_truncate(s, (uint32_t)n_text + 1), PIPIT_ERR_INVALID_ARGUMENT);
+  CHECK(pipit_session_n_past(s) == n_text);
+  OK(pipit_session_truncate(s, (uint32_t)n_text));
+  OK(pipit_session_logits(s, &lg, &nv));
+  CHECK(memcmp(lg, all, nv * sizeof *all) == 0);
+  OK(pipit_session_truncate(s, 1));
+  CHECK(pipit_session_n_past(s) == 1);
+  OK(pipit_session_logits(s, &lg, &nv));
+  memcpy(first, lg, nv * sizeof *first);
+  /* The logits after token 0 are those of evaluating it alone. */
+  pipit_session *one = NULL;
+  OK(pipit_session_new(m, &sp, &one));
+  OK(pipit_session_eval(one, toks, 1));
+  OK(pipit_session_logits(one, &lg, &nv));
+  CHECK(memcmp(lg, first, nv * sizeof *first) == 0);
+  pipit_session_free(one);
+  /* Re-evaluating the same tokens gives bit-identical logits. */
+  OK(pipit_session_eval(s, toks + 1, n_text - 1));
+  OK(pipit_session_logits(s, &lg, &nv));
+  CHECK(memcmp(lg, all, nv * sizeof *all) == 0);
+  OK(pipit_session_truncate(s, 0));
+  CHECK(pipit_session_n_past(s) == 0);
+  EXPECT(pipit_session_logits(s, &lg, &nv), PIPIT_ERR_INVALID_ARGUMENT);
+
+  /* ---- save and load ---- */
+  OK(pipit_session_eval(s, toks, n_text));
+  size_t needed = 0;
+  EXPECT(pipit_session_save(NULL, NULL, 0, &needed), PIPIT_ERR_INVALID_ARGUMENT);
+  EXPECT(pipit_session_save(s, NULL, 0, NULL), PIPIT_ERR_INVALID_ARGUMENT);
+  EXPECT(pipit_session_save(s, NULL, 0, &needed), PIPIT_ERR_BUFFER_TOO_SMALL);
+  CHECK(needed > n_text * 4);
+  unsigned char *state = malloc(needed), *again = malloc(needed);
+  size_t needed2 = 0;
+  EXPECT(pipit_session_save(s, state, needed - 1, &needed2), PIPIT_ERR_BUFFER_TOO_SMALL);
+  CHECK(needed2 == needed);
+  EXPECT(pipit_session_save(s, NULL, needed, &needed2), PIPIT_ERR_INVALID_ARGUMENT);
+  OK(pipit_session_save(s, state, needed, &needed2));
+  CHECK(needed2 == needed);
+  pieces *cont = calloc(2, sizeof *cont);
+  OK(pipit_generate(s, NULL, 0, greedy, 8, record, &cont[0]));
+  /* Load into a fresh session: same context, same logits, same greedy text. */
+  pipit_session *t = NULL;
+  OK(pipit_session_new(m, &sp, &t));
+  EXPECT(pipit_session_load(NULL, state, needed), PIPIT_ERR_INVALID_ARGUMENT);
+  EXPECT(pipit_session_load(t, NULL, needed), PIPIT_ERR_INVALID_ARGUMENT);
+  EXPECT(pipit_session_load(t, state, needed - 1), PIPIT_ERR_INVALID_ARGUMENT);
+  CHECK(strstr(pipit_last_error(), "truncated") != NULL);
+  state[needed / 2] ^= 0x10;
+  EXPECT(pipit_session_load(t, state, needed), PIPIT_ERR_INVALID_ARGUMENT);
+  state[needed / 2] ^= 0x10;
+  CHECK(pipit_session_n_past(t) == 0);
+  OK(pipit_session_load(t, state, needed));
+  CHECK(pipit_session_n_past(t) == n_text);
+  OK(pipit_session_logits(t, &lg, &nv));
+  CHECK(memcmp(lg, all, nv * sizeof *all) == 0);
+  OK(pipit_generate(t, NULL, 0, greedy, 8, record, &cont[1]));
+  CHECK(cont[0].len == cont[1].len && memcmp(cont[0].data, cont[1].data, cont[0].len) == 0);
+  /* A failed load leaves the session byte-identical: its saved state does not move. */
+  size_t n_t = 0;
+  EXPECT(pipit_session_save(t, NULL, 0, &n_t), PIPIT_ERR_BUFFER_TOO_SMALL);
+  unsigned char *before = malloc(n_t), *after = malloc(n_t);
+  OK(pipit_session_save(t, before, n_t, &n_t));
+  EXPECT(pipit_session_load(t, state, needed - 1), PIPIT_ERR_INVALID_ARGUMENT);
+  state[3] ^= 0x01;
+  EXPECT(pipit_session_load(t, state, needed), PIPIT_ERR_INVALID_ARGUMENT);
+  state[3] ^= 0x01;
+  OK(pipit_session_save(t, after, n_t, &n_t));
+  CHECK(memcmp(before, after, n_t) == 0);
+  /* Another n_ctx is refused. */
+  pipit_session_params other = sp;
+  other.n_ctx = sp.n_ctx - 1;
+  pipit_session *u = NULL;
+  OK(pipit_session_new(m, &other, &u));
+  EXPECT(pipit_session_load(u, state, needed), PIPIT_ERR_INVALID_ARGUMENT);
+  CHECK(pipit_session_n_past(u) == 0);
+  pipit_session_free(u);
+  free(before);
+  free(after);
+  free(again);
+
+  /* ---- choose ---- */
+  OK(pipit_session_reset(t));
+  const char *options[3] = {text, " x", "\n"};
+  double lps[3] = {1.0, 1.0, 1.0};
+  size_t best = 99;
+  EXPECT(pipit_choose(NULL, text, text_len, options, 3, lps, &best), PIPIT_ERR_INVALID_ARGUMENT);
+  EXPECT(pipit_choose(t, NULL, text_len, options, 3, lps, &best), PIPIT_ERR_INVALID_ARGUMENT);
+  EXPECT(pipit_choose(t, text, text_len, NULL, 3, lps, &best), PIPIT_ERR_INVALID_ARGUMENT);
+  EXPECT(pipit_choose(t, text, text_len, options, 0, lps, &best), PIPIT_ERR_INVALID_ARGUMENT);
+  EXPECT(pipit_choose(t, text, text_len, options, 3, NULL, &best), PIPIT_ERR_INVALID_ARGUMENT);
+  EXPECT(pipit_choose(t, text, text_len, options, 3, lps, NULL), PIPIT_ERR_INVALID_ARGUMENT);
+  const char *null_option[2] = {"a", NULL};
+  EXPECT(pipit_choose(t, text, text_len, null_option, 2, lps, &best), PIPIT_ERR_INVALID_ARGUMENT);
+  const char *empty_option[2] = {"a", ""};
+  EXPECT(pipit_choose(t, text, text_len, empty_option, 2, lps, &best), PIPIT_ERR_INVALID_ARGUMENT);
+  CHECK(pipit_session_n_past(t) == 0 && best == 99);
+  OK(pipit_choose(t, text, text_len, options, 3, lps, &best));
+  /* The context holds the prompt only: as after evaluating it. */
+  CHECK(pipit_session_n_past(t) == past_prompt);
+  OK(pipit_session_logits(t, &lg, &nv));
+  memcpy(first, lg, nv * sizeof *first);
+  for (int i = 0; i < 3; i++) CHECK(isfinite(lps[i]) && lps[i] < 0.0);
+  CHECK(lps[best] >= lps[0] && lps[best] >= lps[1] && lps[best] >= lps[2]);
+  /* Each equals scoring the option after the prompt. */
+  for (int i = 0; i < 3; i++) {
+    int32_t ids[256];
+    size_t n_ids = 0;
+    OK(pipit_tokenize(m, options[i], strlen(options[i]), 0, ids, 256, &n_ids));
+    OK(pipit_session_reset(s));
+    OK(pipit_generate(s, text, text_len, greedy, 0, NULL, NULL));
+    OK(pipit_session_logits(s, &lg, &nv));
+    CHECK(memcmp(lg, first, nv * sizeof *first) == 0);
+    double lp = 0.0;
+    OK(pipit_session_score(s, ids, n_ids, &lp));
+    CHECK(fabs(lp - lps[i]) <= 1e-9 * (1.0 + fabs(lp)));
+  }
+  /* Options that do not fit: CONTEXT_FULL, nothing changed. */
+  pipit_session_params tight = sp;
+  tight.n_ctx = past_prompt + 1;
+  OK(pipit_session_new(m, &tight, &u));
+  EXPECT(pipit_choose(u, text, text_len, options, 3, lps, &best), PIPIT_ERR_CONTEXT_FULL);
+  CHECK(pipit_session_n_past(u) == 0);
+  pipit_session_free(u);
+
+  pipit_session_free(t);
+  pipit_session_free(s);
+  free(cont);
+  free(state);
+  free(all);
+  free(first);
+}
+
 int main(int argc, char **argv) {
   if (argc != 5 && argc != 6) {
     fprintf(stderr, "usage: %s MODEL MALFORMED_FILE MISSING_FILE TEXT [BAD_CHECKSUM_FILE]\n", argv[0]);
@@ -350,17 +581,29 @@ int main(int argc, char **argv) {
   CHECK(memcmp(fl, saved, nv * sizeof *saved) == 0);
   EXPECT(pipit_generate(full, text, text_len, &greedy, 4, NULL, NULL), PIPIT_ERR_CONTEXT_FULL);
   CHECK(pipit_session_n_past(full) == n_text);
-  /* Generation streams what fits (2 tokens), then reports the full context. */
+  int32_t reason = -1;
+  OK(pipit_session_stop_reason(full, &reason));
+  CHECK(reason == PIPIT_STOP_NONE); /* the failed call reports no reason */
+  /* Generation streams what fits (2 tokens), then ends cleanly: the context is full. */
   text_buf *out = malloc(sizeof *out);
   reset_buf(out, n_vocab, 0);
-  pipit_status st = pipit_generate(full, NULL, 0, &greedy, 100, collect, out);
+  OK(pipit_generate(full, NULL, 0, &greedy, 100, collect, out));
   CHECK(!out->bad_token);
-  if (st == PIPIT_ERR_CONTEXT_FULL) {
+  OK(pipit_session_stop_reason(full, &reason));
+  if (reason == PIPIT_STOP_CONTEXT_FULL) {
     CHECK(pipit_session_n_past(full) == n_text + 2);
   } else {
-    EXPECT(st, PIPIT_OK); /* the model ended its text first */
+    CHECK(reason == PIPIT_STOP_END_OF_TEXT); /* the model ended its text first */
     CHECK(pipit_session_n_past(full) < n_text + 2);
   }
+  /* A full context: generating more ends at once, still PIPIT_OK, nothing changed. */
+  if (reason == PIPIT_STOP_CONTEXT_FULL) {
+    OK(pipit_generate(full, NULL, 0, &greedy, 100, collect, out));
+    OK(pipit_session_stop_reason(full, &reason));
+    CHECK(reason == PIPIT_STOP_CONTEXT_FULL && pipit_session_n_past(full) == n_text + 2);
+  }
+  EXPECT(pipit_session_stop_reason(NULL, &reason), PIPIT_ERR_INVALID_ARGUMENT);
+  EXPECT(pipit_session_stop_reason(full, NULL), PIPIT_ERR_INVALID_ARGUMENT);
   pipit_session_free(full);
 
   /* ---- generate ---- */
@@ -416,6 +659,8 @@ int main(int argc, char **argv) {
     memcpy(sampled[r], out->data, sampled_len[r]);
   }
   CHECK(sampled_len[0] == sampled_len[1] && memcmp(sampled[0], sampled[1], sampled_len[0]) == 0);
+
+  state_functions(m, sp, &greedy, toks, n_text, text, text_len);
 
   /* ---- cancel with nothing running is a no-op ---- */
   EXPECT(pipit_session_cancel(NULL), PIPIT_ERR_INVALID_ARGUMENT);

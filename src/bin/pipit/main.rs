@@ -1,4 +1,10 @@
 //! `pipit`: run, inspect and measure quantized language models from the command line.
+//!
+//! Everything here is presentation: argument parsing (clap), printing, Ctrl-C. The work is
+//! the library's: generation is [`Session::generate`], ranking is [`Session::choose`].
+
+mod chat;
+mod inspect;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -7,11 +13,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
-use pipit::forward::Precision;
+use pipit::generate::GenerateOptions;
 use pipit::model::{Model, OpenOptions};
-use pipit::sampler::{Sampler, SamplerParams};
-use pipit::session::{Session, SessionParams};
-use pipit::tokenizer::Utf8Stream;
+use pipit::sampler::SamplerParams;
+use pipit::session::{Precision, Session, SessionParams};
 use pipit::{Error, Result};
 
 #[derive(Parser)]
@@ -37,6 +42,8 @@ enum Command {
     Tokenize(TokenizeArgs),
     /// Score a text: total and mean negative log-likelihood of its tokens.
     Score(ScoreArgs),
+    /// Rank options as continuations of a prompt by log-probability, best first.
+    Choose(ChooseArgs),
     /// Perplexity of a text file, following llama.cpp's protocol (comparable figures).
     Perplexity(PerplexityArgs),
     /// Show a model file: header, hyper-parameters, tokenizer, tensors and memory needs.
@@ -47,7 +54,7 @@ enum Command {
     Bench(BenchArgs),
     /// Chat with an instruct model: its chat template, replies streamed, the conversation
     /// kept in the KV cache; one message per line from a pipe.
-    Chat(pipit::chat::ChatArgs),
+    Chat(chat::ChatArgs),
 }
 
 /// How to load the model and size the session.
@@ -95,34 +102,35 @@ impl ModelArgs {
     }
 }
 
-/// Sampling flags shared by the generating commands.
+/// Sampling flags shared by the generating commands; defaults are
+/// [`SamplerParams::default`], the same as the C ABI's.
 #[derive(Args)]
-struct SamplingArgs {
+pub struct SamplingArgs {
     /// Temperature; 0 is greedy (argmax, penalties and filters ignored).
-    #[arg(long = "temp", default_value_t = 0.8)]
+    #[arg(long = "temp", default_value_t = SamplerParams::default().temperature)]
     temperature: f32,
     /// Keep the k most likely tokens (0: off).
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = SamplerParams::default().top_k)]
     top_k: u32,
     /// Keep the smallest set of tokens whose probability reaches p (1: off).
-    #[arg(long, default_value_t = 0.95)]
+    #[arg(long, default_value_t = SamplerParams::default().top_p)]
     top_p: f32,
     /// Drop tokens less likely than min-p times the most likely one (0: off).
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = SamplerParams::default().min_p)]
     min_p: f32,
     /// Penalty on tokens seen among the last --repeat-last-n (1: off).
-    #[arg(long, default_value_t = 1.1)]
+    #[arg(long, default_value_t = SamplerParams::default().repeat_penalty)]
     repeat_penalty: f32,
     /// How many recent tokens the repetition penalty looks at.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = SamplerParams::default().repeat_last_n)]
     repeat_last_n: u32,
     /// Seed of the random draw: the same seed gives the same text.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = SamplerParams::default().seed)]
     seed: u64,
 }
 
 impl SamplingArgs {
-    fn params(&self) -> SamplerParams {
+    pub fn params(&self) -> SamplerParams {
         SamplerParams {
             temperature: self.temperature,
             top_k: self.top_k,
@@ -145,6 +153,13 @@ struct RunArgs {
     /// Most tokens to generate.
     #[arg(short = 'n', long = "n-predict", default_value_t = 128)]
     n_predict: usize,
+    /// Stop when the output ends with this text, which is not printed (repeatable).
+    #[arg(long = "stop", value_name = "STRING")]
+    stop: Vec<String>,
+    /// Never sample end-of-text: generate exactly --n-predict tokens (unless the context
+    /// fills or a stop string ends it).
+    #[arg(long)]
+    ignore_eos: bool,
     #[command(flatten)]
     sampling: SamplingArgs,
 }
@@ -171,6 +186,22 @@ struct ScoreArgs {
     /// The text to score.
     #[arg(long)]
     text: Option<String>,
+    /// Score the text as the continuation of this prompt; the prompt's own tokens are not
+    /// counted.
+    #[arg(short, long)]
+    prompt: Option<String>,
+}
+
+#[derive(Args)]
+struct ChooseArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The prompt, evaluated once; every option is scored as its continuation.
+    #[arg(short, long)]
+    prompt: String,
+    /// The options, separated by '|' (a leading space is part of an option).
+    #[arg(long)]
+    options: String,
 }
 
 #[derive(Args)]
@@ -226,11 +257,12 @@ fn main() -> ExitCode {
         Command::Run(a) => run(a),
         Command::Tokenize(a) => tokenize(a),
         Command::Score(a) => score(a),
+        Command::Choose(a) => choose(a),
         Command::Perplexity(a) => perplexity(a),
         Command::Inspect(a) => inspect(a),
         Command::Verify(a) => verify(a),
         Command::Bench(a) => bench(a),
-        Command::Chat(a) => pipit::chat::run(a),
+        Command::Chat(a) => chat::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -241,8 +273,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// Writes to stdout, turning a closed pipe into a quiet stop rather than a panic.
-fn out(w: &mut impl Write, bytes: &[u8]) -> Result<()> {
+/// Writes to stdout and flushes, naming stdout on failure (a closed pipe is an error, not
+/// a panic).
+pub fn out(w: &mut impl Write, bytes: &[u8]) -> Result<()> {
     w.write_all(bytes)
         .and_then(|()| w.flush())
         .map_err(|e| Error::Io {
@@ -262,7 +295,12 @@ fn run(a: RunArgs) -> Result<()> {
         ));
     }
     let mut session = a.model.session(&model, a.model.ctx)?;
-    let mut sampler = Sampler::new(a.sampling.params(), model.hparams().n_vocab)?;
+    let opts = GenerateOptions {
+        sampling: a.sampling.params(),
+        max_tokens: a.n_predict,
+        stop: &a.stop,
+        ignore_eos: a.ignore_eos,
+    };
 
     let t0 = Instant::now();
     session.eval(&prompt)?;
@@ -270,45 +308,26 @@ fn run(a: RunArgs) -> Result<()> {
 
     let stdout = std::io::stdout();
     let mut stdout = stdout.lock();
-    let mut stream = Utf8Stream::new();
     let mut write_err = None;
     let t1 = Instant::now();
-    let mut generated = 0usize;
-    let mut stop_reason = "length";
-    while generated < a.n_predict {
-        let next = session.sample(&mut sampler)?;
-        if tok.is_eog(next) {
-            stop_reason = "end of text";
-            break;
-        }
-        stream.push(tok.piece(next), |b| {
-            if write_err.is_none() {
-                write_err = out(&mut stdout, b).err();
-            }
-        });
-        if let Some(e) = write_err.take() {
-            return Err(e);
-        }
-        generated += 1;
-        match session.eval(&[next]) {
-            Ok(()) => {}
-            Err(Error::ContextFull { .. }) => {
-                stop_reason = "context full";
-                break;
-            }
-            Err(e) => return Err(e),
-        }
+    let reason = session.generate(&[], &opts, |piece, _| {
+        write_err = out(&mut stdout, piece).err();
+        write_err.is_some()
+    });
+    if let Some(e) = write_err {
+        return Err(e);
     }
-    stream.finish(|b| write_err = out(&mut stdout, b).err());
+    let reason = reason?;
     out(&mut stdout, b"\n")?;
     let gen_secs = t1.elapsed().as_secs_f64();
+    let generated = session.n_past() - prompt.len();
     eprintln!(
         "pipit: prompt {} tokens at {:.1} tok/s; generated {} tokens at {:.1} tok/s ({}); kernels {}, {} threads",
         prompt.len(),
         prompt.len() as f64 / prompt_secs,
         generated,
         generated as f64 / gen_secs.max(1e-9),
-        stop_reason,
+        reason.describe(),
         session.kernel_name(),
         session.n_threads()
     );
@@ -341,23 +360,85 @@ fn score(a: ScoreArgs) -> Result<()> {
     let text = read_text(a.file.as_ref(), a.text.as_ref())?;
     let model = a.model.open()?;
     let tok = model.tokenizer();
+    let mut prompt = Vec::new();
+    if let Some(p) = &a.prompt {
+        tok.encode(p, tok.add_bos(), &mut prompt);
+        if prompt.is_empty() {
+            return Err(Error::InvalidArgument(
+                "the prompt is empty and the model adds no BOS".into(),
+            ));
+        }
+    }
+    // Without a prompt the text opens the context; its first token is given, not scored.
     let mut ids = Vec::new();
-    tok.encode(&text, tok.add_bos(), &mut ids);
-    if ids.len() < 2 {
+    tok.encode(&text, tok.add_bos() && prompt.is_empty(), &mut ids);
+    let scored = if prompt.is_empty() {
+        ids.len().saturating_sub(1)
+    } else {
+        ids.len()
+    };
+    if scored == 0 {
         return Err(Error::InvalidArgument(format!(
-            "the text has {} token(s); scoring needs at least 2",
+            "the text has {} token(s); nothing to score",
             ids.len()
         )));
     }
-    let mut session = a.model.session(&model, ids.len())?;
+    let mut session = a.model.session(&model, prompt.len() + ids.len())?;
+    if !prompt.is_empty() {
+        session.eval(&prompt)?;
+    }
     let total_nll = -session.score(&ids)?;
-    let scored = ids.len() - 1;
     println!(
         "tokens={} total_nll={:.6} mean_nll={:.6}",
         ids.len(),
         total_nll,
         total_nll / scored as f64
     );
+    Ok(())
+}
+
+fn choose(a: ChooseArgs) -> Result<()> {
+    let model = a.model.open()?;
+    let tok = model.tokenizer();
+    let mut prompt = Vec::new();
+    tok.encode(&a.prompt, tok.add_bos(), &mut prompt);
+    if prompt.is_empty() {
+        return Err(Error::InvalidArgument(
+            "the prompt is empty and the model adds no BOS".into(),
+        ));
+    }
+    let texts: Vec<&str> = a.options.split('|').collect();
+    let options: Vec<Vec<u32>> = texts
+        .iter()
+        .map(|t| {
+            let mut ids = Vec::new();
+            tok.encode(t, false, &mut ids);
+            ids
+        })
+        .collect();
+    if let Some(i) = options.iter().position(Vec::is_empty) {
+        return Err(Error::InvalidArgument(format!(
+            "option {} ({:?}) is empty",
+            i + 1,
+            texts[i]
+        )));
+    }
+    let longest = options.iter().map(Vec::len).max().unwrap_or(0);
+    let mut session = a.model.session(&model, prompt.len() + longest)?;
+    let mut logprobs = vec![0.0; options.len()];
+    session.choose(&prompt, &options, &mut logprobs)?;
+    // Best first; ties keep the given order.
+    let mut order: Vec<usize> = (0..options.len()).collect();
+    order.sort_by(|&i, &j| logprobs[j].total_cmp(&logprobs[i]));
+    for i in order {
+        let (n, lp) = (options[i].len(), logprobs[i]);
+        println!(
+            "{:?}\ttokens={n}\tlogprob={lp:.6}\tper_token={:.6}\tper_byte={:.6}",
+            texts[i],
+            lp / n as f64,
+            lp / texts[i].len() as f64
+        );
+    }
     Ok(())
 }
 
@@ -427,7 +508,7 @@ fn perplexity(a: PerplexityArgs) -> Result<()> {
 fn inspect(a: FileArgs) -> Result<()> {
     let t0 = Instant::now();
     let model = Model::open(&a.file)?;
-    let report = pipit::model::inspect_report(&model, pipit::kernels::kernels().name);
+    let report = inspect::report(&model, pipit::session::kernel_path()?);
     println!("{report}");
     eprintln!(
         "pipit: inspected in {:.1} ms",
