@@ -1,5 +1,7 @@
 //! No heap allocation on the per-token path: after warm-up, decode + sample + streaming of
-//! 64 tokens make exactly zero allocations and zero frees, counted by a global allocator.
+//! 64 tokens make exactly zero allocations and zero frees, counted by a global allocator;
+//! so do 64 steps of the library's generation loop (with stop strings and the end-of-text
+//! mask), and the scoring part of `Session::choose` once the options are tokenized.
 //!
 //! This test has its own `main` (`harness = false`): libtest's runner thread allocates while
 //! a test runs, and the allocator counts every thread (the pool's workers must count too).
@@ -11,10 +13,10 @@ use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use pipit::generate::{GenerateOptions, StopReason};
 use pipit::model::Model;
 use pipit::sampler::{Sampler, SamplerParams};
-use pipit::session::Precision;
-use pipit::session::{Session, SessionParams};
+use pipit::session::{Precision, Session, SessionParams};
 use pipit::tokenizer::Utf8Stream;
 use pipit_format::DType;
 
@@ -85,10 +87,127 @@ fn count_decode(
     (ALLOCS.load(Ordering::SeqCst), FREES.load(Ordering::SeqCst))
 }
 
+/// Counts the allocations of `steps` steps of `Session::generate`, from inside its
+/// callback: counting starts at the 8th piece and stops at the `8 + steps`th.
+fn count_generate(
+    model: Arc<Model>,
+    params: SessionParams,
+    opts: &GenerateOptions,
+) -> (usize, usize) {
+    let mut s = Session::new(Arc::clone(&model), params).unwrap();
+    let steps = opts.max_tokens - 16;
+    let mut calls = 0;
+    let reason = s
+        .generate(&[1, 2, 3, 4, 5], opts, |_, _| {
+            calls += 1;
+            if calls == 8 {
+                ALLOCS.store(0, Ordering::SeqCst);
+                FREES.store(0, Ordering::SeqCst);
+                COUNTING.store(true, Ordering::SeqCst);
+            } else if calls == 8 + steps {
+                COUNTING.store(false, Ordering::SeqCst);
+            }
+            false
+        })
+        .unwrap();
+    COUNTING.store(false, Ordering::SeqCst);
+    assert_eq!(reason, StopReason::MaxTokens);
+    assert!(calls > 8 + steps, "only {calls} pieces");
+    (ALLOCS.load(Ordering::SeqCst), FREES.load(Ordering::SeqCst))
+}
+
+/// Counts the allocations of a second `choose` call (the first one sizes the buffers).
+fn count_choose(model: Arc<Model>, params: SessionParams) -> (usize, usize) {
+    let mut s = Session::new(model, params).unwrap();
+    let prompt = [1u32, 2, 3, 4, 5, 6, 7];
+    let options = vec![
+        vec![10u32, 11, 12],
+        vec![20],
+        vec![30, 31, 32, 33, 34, 35, 36, 37],
+    ];
+    let mut lps = vec![0.0; options.len()];
+    s.choose(&prompt, &options, &mut lps).unwrap();
+    s.reset();
+    ALLOCS.store(0, Ordering::SeqCst);
+    FREES.store(0, Ordering::SeqCst);
+    COUNTING.store(true, Ordering::SeqCst);
+    let best = s.choose(&prompt, &options, &mut lps);
+    COUNTING.store(false, Ordering::SeqCst);
+    assert!(best.unwrap() < options.len());
+    (ALLOCS.load(Ordering::SeqCst), FREES.load(Ordering::SeqCst))
+}
+
 fn main() {
     decode_and_sample_allocate_nothing();
     println!("test decode_and_sample_allocate_nothing ... ok");
-    println!("1 passed, 0 failed");
+    generation_loop_allocates_nothing_per_step();
+    println!("test generation_loop_allocates_nothing_per_step ... ok");
+    choose_allocates_nothing_after_tokenization();
+    println!("test choose_allocates_nothing_after_tokenization ... ok");
+    println!("3 passed, 0 failed");
+}
+
+fn generation_loop_allocates_nothing_per_step() {
+    // Stop strings made of bytes the tiny vocabulary never produces together, so that text
+    // is held back and released without ever matching.
+    let stops = vec![
+        "zzzzqqqq".to_string(),
+        "e e e e e e".to_string(),
+        "\u{7f}".to_string(),
+    ];
+    for arch in ["llama", "gemma3"] {
+        let tiny = if arch == "llama" {
+            common::Tiny::llama(DType::Q8_0, 3)
+        } else {
+            common::Tiny::gemma3(DType::Q8_0, 3)
+        };
+        let model = Arc::new(Model::from_bytes(tiny.bytes()).unwrap());
+        let params = SessionParams {
+            n_ctx: 128,
+            n_threads: 2,
+            ..SessionParams::default()
+        };
+        for sampling in [SamplerParams::default(), SamplerParams::greedy()] {
+            for (stop, ignore_eos) in [(&stops[..], true), (&[][..], true), (&stops[..], false)] {
+                let opts = GenerateOptions {
+                    sampling,
+                    max_tokens: 80,
+                    stop,
+                    ignore_eos,
+                };
+                let (allocs, frees) = count_generate(Arc::clone(&model), params, &opts);
+                assert_eq!(
+                    (allocs, frees),
+                    (0, 0),
+                    "{arch} {sampling:?} stops {stop:?} ignore_eos {ignore_eos}: allocations in 64 steps"
+                );
+            }
+        }
+    }
+}
+
+fn choose_allocates_nothing_after_tokenization() {
+    for arch in ["llama", "gemma3"] {
+        let tiny = if arch == "llama" {
+            common::Tiny::llama(DType::Q4_0, 5)
+        } else {
+            common::Tiny::gemma3(DType::Q4_0, 5)
+        };
+        let model = Arc::new(Model::from_bytes(tiny.bytes()).unwrap());
+        for (threads, n_batch) in [(1, 64), (2, 4)] {
+            let params = SessionParams {
+                n_ctx: 64,
+                n_threads: threads,
+                n_batch,
+                ..SessionParams::default()
+            };
+            assert_eq!(
+                count_choose(Arc::clone(&model), params),
+                (0, 0),
+                "{arch} {threads} threads, batches of {n_batch}: allocations in choose"
+            );
+        }
+    }
 }
 
 fn decode_and_sample_allocate_nothing() {
