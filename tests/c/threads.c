@@ -104,6 +104,29 @@ static void *run_free(void *arg) {
   return NULL;
 }
 
+/* ---- a cancel during pipit_choose ---- */
+
+#define N_OPTIONS 48
+
+typedef struct {
+  pipit_session *s;
+  atomic_int done;
+  pipit_status status;
+} choose_state;
+
+static void *run_choose(void *arg) {
+  choose_state *c = arg;
+  static const char *options[N_OPTIONS];
+  static double lps[N_OPTIONS];
+  for (int i = 0; i < N_OPTIONS; i++)
+    options[i] = (i % 2) ? " a robot who paints the sky in every color it knows" : " once upon a time";
+  size_t best = 0;
+  atomic_store(&c->done, 0);
+  c->status = pipit_choose(c->s, g_prompt, strlen(g_prompt), options, N_OPTIONS, lps, &best);
+  atomic_store(&c->done, 1);
+  return NULL;
+}
+
 int main(int argc, char **argv) {
   if (argc != 4) {
     fprintf(stderr, "usage: %s MODEL PROMPT N_TOKENS\n", argv[0]);
@@ -149,6 +172,16 @@ int main(int argc, char **argv) {
   EXPECT(pipit_session_score(b->s, &tok, 1, &lp), PIPIT_ERR_BUSY);
   EXPECT(pipit_session_reset(b->s), PIPIT_ERR_BUSY);
   EXPECT(pipit_generate(b->s, "x", 1, &g_greedy, 1, NULL, NULL), PIPIT_ERR_BUSY);
+  const char *one[1] = {"x"};
+  int32_t reason = -1;
+  size_t needed = 0, best = 7;
+  EXPECT(pipit_session_set_stop(b->s, one, 1), PIPIT_ERR_BUSY);
+  EXPECT(pipit_session_stop_reason(b->s, &reason), PIPIT_ERR_BUSY);
+  EXPECT(pipit_session_truncate(b->s, 0), PIPIT_ERR_BUSY);
+  EXPECT(pipit_session_save(b->s, NULL, 0, &needed), PIPIT_ERR_BUSY);
+  EXPECT(pipit_session_load(b->s, "x", 1), PIPIT_ERR_BUSY);
+  EXPECT(pipit_choose(b->s, "x", 1, one, 1, &lp, &best), PIPIT_ERR_BUSY);
+  CHECK(reason == -1 && needed == 0 && best == 7);
   CHECK(pipit_session_n_past(b->s) == 0); /* as of the last finished call; does not block */
   OK(pipit_session_cancel(b->s));
   atomic_store(&b->release, 1);
@@ -187,6 +220,23 @@ int main(int argc, char **argv) {
   }
   pipit_session_free(f->s);
   free(f);
+
+  /* Cancel during pipit_choose: it fails with PIPIT_ERR_CANCELLED and changes nothing. */
+  choose_state *c = calloc(1, sizeof *c);
+  c->s = new_session(512);
+  pthread_t ct;
+  CHECK(pthread_create(&ct, NULL, run_choose, c) == 0);
+  while (!atomic_load(&c->done)) OK(pipit_session_cancel(c->s));
+  CHECK(pthread_join(ct, NULL) == 0);
+  EXPECT(c->status, PIPIT_ERR_CANCELLED);
+  CHECK(pipit_session_n_past(c->s) == 0);
+  EXPECT(pipit_session_logits(c->s, &logits, &nv), PIPIT_ERR_INVALID_ARGUMENT);
+  /* The same call without a cancel succeeds and keeps the prompt. */
+  run_choose(c);
+  OK(c->status);
+  CHECK(pipit_session_n_past(c->s) == n_prompt + 1 || pipit_session_n_past(c->s) == n_prompt);
+  pipit_session_free(c->s);
+  free(c);
 
   pipit_model_free(g_model);
   printf("threads: all checks passed (%d threads agree on %zu bytes)\n", N_THREADS, ref.len);
