@@ -150,7 +150,7 @@ fn main() {
 fn generation_loop_allocates_nothing_per_step() {
     // Stop strings made of bytes the tiny vocabulary never produces together, so that text
     // is held back and released without ever matching.
-    let stops = vec![
+    let stops = [
         "zzzzqqqq".to_string(),
         "e e e e e e".to_string(),
         "\u{7f}".to_string(),
