@@ -104,6 +104,42 @@ fn piped_conversation_keeps_earlier_turns_in_the_cache() {
 }
 
 #[test]
+fn stop_strings_end_a_reply_and_the_chat_goes_on() {
+    let model = real_model();
+    let input = "What is the capital of France?\nName a color.\n";
+    let (full, _) = chat_ok(&model, &["--temp", "0", "-n", "24"], input);
+    let first = full.lines().next().unwrap();
+    // Four ASCII bytes from the middle of the first reply, found nowhere before.
+    let at = (first.len() / 2..first.len() - 4)
+        .find(|&i| {
+            first.is_char_boundary(i)
+                && first.is_char_boundary(i + 4)
+                && first[i..i + 4].is_ascii()
+                && first.find(&first[i..i + 4]) == Some(i)
+        })
+        .expect("a stop string in the first reply");
+    let stop = &first[at..at + 4];
+    let args = [
+        "--temp",
+        "0",
+        "-n",
+        "24",
+        "--stop",
+        stop,
+        "--stop",
+        "never said",
+    ];
+    let (stdout, stderr) = chat_ok(&model, &args, input);
+    // The first reply stops before the stop string; its tokens stay in the context (the
+    // reply's token count covers them) and the second turn follows.
+    assert_eq!(stdout.lines().next().unwrap(), &first[..at], "{stdout}");
+    let s = stats(&stderr);
+    assert_eq!(s.len(), 2, "{stderr}");
+    assert_eq!(s[0].2, s[0].0 + s[0].1);
+    assert!(s[0].1 >= 1);
+}
+
+#[test]
 fn reset_starts_the_conversation_over() {
     let model = real_model();
     let (stdout, stderr) = chat_ok(

@@ -151,7 +151,7 @@ struct RunArgs {
     #[arg(short, long)]
     prompt: String,
     /// Most tokens to generate.
-    #[arg(short = 'n', long = "n-predict", default_value_t = 128)]
+    #[arg(short = 'n', long = "n-predict", default_value_t = GenerateOptions::default().max_tokens)]
     n_predict: usize,
     /// Stop when the output ends with this text, which is not printed (repeatable).
     #[arg(long = "stop", value_name = "STRING")]
