@@ -1322,8 +1322,8 @@ pub unsafe extern "C" fn pipit_choose(
             return Err(Error::InvalidArgument("logprobs is not aligned".into()).into());
         }
         let inner = b.inner();
-        let tok = Arc::clone(inner.session.model());
-        let tok = tok.tokenizer();
+        let model = Arc::clone(inner.session.model());
+        let tok = model.tokenizer();
         let mut ids = Vec::with_capacity(ptrs.len());
         for (i, &p) in ptrs.iter().enumerate() {
             if p.is_null() {
