@@ -168,12 +168,14 @@ impl Session {
             .unwrap_or(0);
         // A split character is held by the UTF-8 stream, so one push gets at most 3 more.
         let mut stops = StopMatcher::new(opts.stop, max_piece + 4)?;
-        // Logits after the mask; only needed when a mask applies.
+        // Logits after the mask, and the tokens it removes; only needed when a mask applies.
         let mut masked = Vec::new();
+        let mut banned = Vec::new();
         if opts.ignore_eos {
             masked
                 .try_reserve_exact(n_vocab)
                 .map_err(|_| Error::OutOfMemory("masked logits".into()))?;
+            banned.extend((0..n_vocab as u32).filter(|&id| tok.is_eog(id)));
         }
         if !prompt.is_empty() {
             self.eval(prompt)?;
@@ -215,10 +217,8 @@ impl Session {
             let logits = if opts.ignore_eos {
                 masked.clear();
                 masked.extend_from_slice(logits);
-                for (id, l) in masked.iter_mut().enumerate() {
-                    if tok.is_eog(id as u32) {
-                        *l = f32::NEG_INFINITY;
-                    }
+                for &id in &banned {
+                    masked[id as usize] = f32::NEG_INFINITY;
                 }
                 &masked[..]
             } else {
