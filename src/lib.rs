@@ -11,6 +11,7 @@ pub mod error;
 pub mod ffi;
 pub mod forward;
 pub mod kernels;
+pub mod kv;
 pub mod model;
 pub mod sampler;
 pub mod session;

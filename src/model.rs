@@ -881,7 +881,7 @@ pub fn inspect_report(model: &Model, kernels: &str) -> String {
     // What a session with the default parameters (the CLI's and the C ABI's) would take.
     let params = crate::session::SessionParams::default();
     let kv_per_1k =
-        crate::forward::KvCache::bytes_for(hp, 1024, params.kv_type).unwrap_or(0) as u64;
+        crate::kv::KvCache::bytes_for(hp, 1024, 1, params.n_batch, params.kv_type, true).unwrap_or(0) as u64;
     match crate::session::MemoryReport::estimate(model, &params) {
         Ok(m) => line(format!(
             "memory     weights {} {how}; KV cache ({:?}) {} per 1k tokens of context; a session \

@@ -8,14 +8,16 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::forward::{
-    self, checked_len, zeroed, Exec, KvCache, KvType, Logits, Precision, Scratch,
-};
+use crate::forward::{self, checked_len, zeroed, Exec, Logits, Precision, Scratch};
 use crate::kernels::{self, Kernels};
+use crate::kv::{KvCache, KvType, Span};
 use crate::model::Model;
 use crate::sampler::Sampler;
 use crate::threadpool::ThreadPool;
 use crate::{Error, Result};
+
+mod beam;
+pub use beam::{BeamParams, Free, Hypothesis, Restrict};
 
 /// Most threads a session may ask for.
 pub const MAX_THREADS: usize = 256;
@@ -36,6 +38,13 @@ pub struct SessionParams {
     pub kv_type: KvType,
     /// Bytes allowed for the KV cache plus scratch; 0 means no limit.
     pub memory_limit: u64,
+    /// Most sequences one search (beam search) runs side by side; 1 for plain generation.
+    /// Their memory is reserved when the session is created.
+    pub n_seq_max: usize,
+    /// Test only: sliding-window layers keep every position instead of their window (a full
+    /// cache with a window mask, the reference the window-sized cache must equal).
+    #[doc(hidden)]
+    pub full_window_cache: bool,
 }
 
 impl Default for SessionParams {
@@ -47,9 +56,14 @@ impl Default for SessionParams {
             precision: Precision::Int8,
             kv_type: KvType::F16,
             memory_limit: 0,
+            n_seq_max: 1,
+            full_window_cache: false,
         }
     }
 }
+
+/// Most sequences a session may run side by side.
+pub const MAX_SEQ: usize = 256;
 
 /// The memory a session needs, in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -69,16 +83,22 @@ impl MemoryReport {
     pub fn estimate(model: &Model, params: &SessionParams) -> Result<Self> {
         let hp = model.hparams();
         let overflow = || Error::OutOfMemory("memory estimate overflows".into());
-        let kv = KvCache::bytes_for(hp, params.n_ctx, params.kv_type).ok_or_else(overflow)?;
-        let scratch = Scratch::bytes_for(
+        let n_batch = batch_size(params);
+        let kv = KvCache::bytes_for(
             hp,
-            params.n_batch,
             params.n_ctx,
-            resolve_threads(params.n_threads),
+            params.n_seq_max,
+            n_batch,
+            params.kv_type,
+            !params.full_window_cache,
         )
         .ok_or_else(overflow)?;
-        // Two logit rows (current and next) and one row per batch token for scoring.
-        let logits = checked_len(&[hp.n_vocab, params.n_batch + 2, 4])?;
+        let scratch =
+            Scratch::bytes_for(hp, n_batch, params.n_ctx, resolve_threads(params.n_threads))
+                .ok_or_else(overflow)?;
+        // Two logit rows (current and next) and one row per batch token for scoring and
+        // searches.
+        let logits = checked_len(&[hp.n_vocab, n_batch + 2, 4])?;
         let scratch = scratch.checked_add(logits).ok_or_else(overflow)?;
         let weights = model.bytes().len() as u64;
         let (kv, scratch) = (kv as u64, scratch as u64);
@@ -138,6 +158,12 @@ impl Session {
                 params.n_batch
             )));
         }
+        if params.n_seq_max == 0 || params.n_seq_max > MAX_SEQ {
+            return Err(Error::InvalidArgument(format!(
+                "n_seq_max must be in 1..={MAX_SEQ}, got {}",
+                params.n_seq_max
+            )));
+        }
         let mem = MemoryReport::estimate(&model, &params)?;
         if params.memory_limit != 0 && mem.kv_cache + mem.scratch > params.memory_limit {
             return Err(Error::OutOfMemory(format!(
@@ -150,8 +176,16 @@ impl Session {
         }
         let n_threads = resolve_threads(params.n_threads);
         let kern = kernels::kernels_from_env()?;
-        let kv = KvCache::new(hp, params.n_ctx, params.kv_type)?;
-        let scratch = Scratch::new(hp, params.n_batch, params.n_ctx, n_threads)?;
+        let n_batch = batch_size(&params);
+        let kv = KvCache::with_windows(
+            hp,
+            params.n_ctx,
+            params.n_seq_max,
+            n_batch,
+            params.kv_type,
+            !params.full_window_cache,
+        )?;
+        let scratch = Scratch::new(hp, n_batch, params.n_ctx, n_threads)?;
         let mut tokens = Vec::new();
         tokens
             .try_reserve_exact(params.n_ctx)
@@ -209,6 +243,7 @@ impl Session {
 
     /// Empties the context.
     pub fn reset(&mut self) {
+        self.kv.truncate(0, 0);
         self.tokens.clear();
         self.has_logits = false;
     }
@@ -219,7 +254,7 @@ impl Session {
     }
 
     /// Checks that `tokens` can be appended: non-empty, known ids, room in the context.
-    fn check_append(&self, tokens: &[u32]) -> Result<()> {
+    pub(crate) fn check_append(&self, tokens: &[u32]) -> Result<()> {
         if tokens.is_empty() {
             return Err(Error::InvalidArgument("no tokens to evaluate".into()));
         }
@@ -239,44 +274,10 @@ impl Session {
         Ok(())
     }
 
-    /// Stops with [`Error::Cancelled`] if a cancel was requested, clearing the request.
-    fn check_cancel(&self) -> Result<()> {
-        if self.cancel.swap(false, Ordering::AcqRel) {
-            return Err(Error::Cancelled);
-        }
-        Ok(())
-    }
-
     /// Appends `tokens` to the context and leaves the logits of the last one.
     pub fn eval(&mut self, tokens: &[u32]) -> Result<()> {
         self.check_append(tokens)?;
-        let ex = Exec {
-            model: &self.model,
-            kern: self.kern,
-            pool: &self.pool,
-            precision: self.params.precision,
-        };
-        let n_past = self.tokens.len();
-        let n_batches = tokens.len().div_ceil(self.params.n_batch);
-        for (b, batch) in tokens.chunks(self.params.n_batch).enumerate() {
-            self.check_cancel()?;
-            let want = if b + 1 == n_batches {
-                Logits::Last
-            } else {
-                Logits::None
-            };
-            let pos = n_past + b * self.params.n_batch;
-            forward::forward(
-                &ex,
-                &mut self.kv,
-                &mut self.scratch,
-                batch,
-                pos,
-                want,
-                &mut self.next_logits,
-            );
-        }
-        check_finite(&self.next_logits)?;
+        self.eval_seq(0, tokens, false, |_, _| {})?;
         std::mem::swap(&mut self.logits, &mut self.next_logits);
         self.tokens.extend_from_slice(tokens);
         self.has_logits = true;
@@ -284,47 +285,105 @@ impl Session {
     }
 
     /// Appends `tokens` like [`Session::eval`], calling `f(i, logits)` with the logits after
-    /// each `tokens[i]` (the distribution of the token that follows it).
-    pub fn eval_all(&mut self, tokens: &[u32], mut f: impl FnMut(usize, &[f32])) -> Result<()> {
+    /// each `tokens[i]` (the distribution of the token that follows it). The context only
+    /// grows once every batch succeeded; `f` may have seen the logits of earlier batches when
+    /// a later one fails.
+    pub fn eval_all(&mut self, tokens: &[u32], f: impl FnMut(usize, &[f32])) -> Result<()> {
         self.check_append(tokens)?;
+        self.eval_seq(0, tokens, true, f)?;
+        self.tokens.extend_from_slice(tokens);
+        self.has_logits = true;
+        Ok(())
+    }
+
+    /// Writes `tokens` at the end of sequence `seq` in batches, as one transaction of the
+    /// cache. With `all`, `f` sees each token's logits and `logits` ends as the last one's;
+    /// without, `next_logits` holds the last token's. Checks for a cancel before each batch
+    /// and for NaN or infinite logits; on any error the cache is as before.
+    fn eval_seq(
+        &mut self,
+        seq: usize,
+        tokens: &[u32],
+        all: bool,
+        mut f: impl FnMut(usize, &[f32]),
+    ) -> Result<()> {
         let n_vocab = self.model.hparams().n_vocab;
-        if self.all_logits.is_empty() {
-            self.all_logits = zeroed(checked_len(&[self.params.n_batch, n_vocab])?)?;
+        if all && self.all_logits.is_empty() {
+            self.all_logits = zeroed(checked_len(&[self.scratch.n_batch, n_vocab])?)?;
         }
-        // The context only grows once every batch succeeded; `f` may have seen the logits of
-        // earlier batches when a later one fails.
+        let n_batch = self.scratch.n_batch;
+        let n_past = self.kv.len(seq);
+        self.kv.begin(seq);
         let ex = Exec {
             model: &self.model,
             kern: self.kern,
             pool: &self.pool,
             precision: self.params.precision,
         };
-        let n_past = self.tokens.len();
-        for (b, batch) in tokens.chunks(self.params.n_batch).enumerate() {
-            self.check_cancel()?;
-            let pos = n_past + b * self.params.n_batch;
-            forward::forward(
-                &ex,
-                &mut self.kv,
-                &mut self.scratch,
-                batch,
-                pos,
-                Logits::All,
-                &mut self.all_logits,
-            );
-            let rows = &self.all_logits[..batch.len() * n_vocab];
-            check_finite(rows)?;
-            for (i, row) in rows.chunks_exact(n_vocab).enumerate() {
-                f(b * self.params.n_batch + i, row);
+        let mut run = || -> Result<()> {
+            let n_batches = tokens.len().div_ceil(n_batch);
+            for (b, batch) in tokens.chunks(n_batch).enumerate() {
+                if self.cancel.swap(false, Ordering::AcqRel) {
+                    return Err(Error::Cancelled);
+                }
+                let pos = n_past + b * n_batch;
+                self.kv.prepare(seq, pos, batch.len())?;
+                let span = [Span {
+                    seq,
+                    pos,
+                    n: batch.len(),
+                }];
+                if all {
+                    forward::forward(
+                        &ex,
+                        &mut self.kv,
+                        &mut self.scratch,
+                        batch,
+                        &span,
+                        Logits::All,
+                        &mut self.all_logits,
+                    );
+                    let rows = &self.all_logits[..batch.len() * n_vocab];
+                    check_finite(rows)?;
+                    for (i, row) in rows.chunks_exact(n_vocab).enumerate() {
+                        f(b * n_batch + i, row);
+                    }
+                    if b + 1 == n_batches {
+                        self.logits
+                            .copy_from_slice(&rows[(batch.len() - 1) * n_vocab..]);
+                    }
+                } else {
+                    let want = if b + 1 == n_batches {
+                        Logits::Last
+                    } else {
+                        Logits::None
+                    };
+                    forward::forward(
+                        &ex,
+                        &mut self.kv,
+                        &mut self.scratch,
+                        batch,
+                        &span,
+                        want,
+                        &mut self.next_logits,
+                    );
+                }
             }
-            if b * self.params.n_batch + batch.len() == tokens.len() {
-                self.logits
-                    .copy_from_slice(&rows[(batch.len() - 1) * n_vocab..]);
+            if !all {
+                check_finite(&self.next_logits)?;
+            }
+            Ok(())
+        };
+        match run() {
+            Ok(()) => {
+                self.kv.commit(seq, n_past + tokens.len());
+                Ok(())
+            }
+            Err(e) => {
+                self.kv.rollback(seq);
+                Err(e)
             }
         }
-        self.tokens.extend_from_slice(tokens);
-        self.has_logits = true;
-        Ok(())
     }
 
     /// Sum of `log P(tokens[i] | context, tokens[..i])`, natural log, appending the tokens.
@@ -353,6 +412,11 @@ impl Session {
     }
 }
 
+/// Tokens one forward call takes: the parameter, and at least one per search sequence.
+fn batch_size(params: &SessionParams) -> usize {
+    params.n_batch.max(params.n_seq_max)
+}
+
 /// The thread count `n` stands for: itself, or all cores for 0.
 fn resolve_threads(n: usize) -> usize {
     match n {
@@ -362,19 +426,14 @@ fn resolve_threads(n: usize) -> usize {
 }
 
 /// Errors if any logit is NaN or infinite.
-fn check_finite(logits: &[f32]) -> Result<()> {
+pub(crate) fn check_finite(logits: &[f32]) -> Result<()> {
     match logits.iter().position(|l| !l.is_finite()) {
         None => Ok(()),
         Some(i) => Err(Error::Numeric(format!("logit {i} is {}", logits[i]))),
     }
 }
 
-/// `log softmax(logits)[token]`, computed in f64.
+/// `log softmax(logits)[token]`, in f64 (the same log-sum-exp beam search uses).
 pub fn log_softmax_at(logits: &[f32], token: u32) -> f64 {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = logits
-        .iter()
-        .map(|&l| (f64::from(l) - f64::from(max)).exp())
-        .sum();
-    f64::from(logits[token as usize]) - f64::from(max) - sum.ln()
+    f64::from(logits[token as usize]) - beam::log_sum_exp(logits)
 }

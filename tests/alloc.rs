@@ -14,7 +14,7 @@ use std::sync::Arc;
 use pipit::forward::Precision;
 use pipit::model::Model;
 use pipit::sampler::{Sampler, SamplerParams};
-use pipit::session::{Session, SessionParams};
+use pipit::session::{BeamParams, Session, SessionParams};
 use pipit::tokenizer::Utf8Stream;
 use pipit_format::DType;
 
@@ -88,7 +88,57 @@ fn count_decode(
 fn main() {
     decode_and_sample_allocate_nothing();
     println!("test decode_and_sample_allocate_nothing ... ok");
-    println!("1 passed, 0 failed");
+    beam_search_steps_allocate_nothing();
+    println!("test beam_search_steps_allocate_nothing ... ok");
+    println!("2 passed, 0 failed");
+}
+
+/// (allocs, frees) of one beam search of `steps` tokens after a prompt: the buffers of the
+/// search are allocated when it starts, so the count must not grow with the steps.
+fn count_beam_search(s: &mut Session, beams: usize, steps: usize) -> (usize, usize) {
+    let p = BeamParams {
+        beams,
+        length_penalty: 1.0,
+        max_tokens: steps,
+        ignore_eos: true,
+    };
+    s.reset();
+    s.eval(&[1, 2, 3, 4, 5]).unwrap();
+    ALLOCS.store(0, Ordering::SeqCst);
+    FREES.store(0, Ordering::SeqCst);
+    COUNTING.store(true, Ordering::SeqCst);
+    let hyps = s.beam_search(&[], &p).unwrap();
+    COUNTING.store(false, Ordering::SeqCst);
+    assert_eq!(hyps[0].tokens.len(), steps);
+    drop(hyps);
+    (ALLOCS.load(Ordering::SeqCst), FREES.load(Ordering::SeqCst))
+}
+
+fn beam_search_steps_allocate_nothing() {
+    for (dtype, threads) in [(DType::Q8_0, 1), (DType::Q4_1, 2)] {
+        for arch in ["llama", "gemma3"] {
+            let tiny = if arch == "llama" {
+                common::Tiny::llama(dtype, 5)
+            } else {
+                common::Tiny::gemma3(dtype, 5)
+            };
+            let model = Arc::new(Model::from_bytes(tiny.bytes()).unwrap());
+            let params = SessionParams {
+                n_ctx: 256,
+                n_threads: threads,
+                n_seq_max: 4,
+                ..SessionParams::default()
+            };
+            let mut s = Session::new(Arc::clone(&model), params).unwrap();
+            count_beam_search(&mut s, 4, 4);
+            let short = count_beam_search(&mut s, 4, 6);
+            let long = count_beam_search(&mut s, 4, 40);
+            assert_eq!(
+                short, long,
+                "{arch} {dtype:?} {threads} threads: a beam search of 40 steps allocated more than one of 6"
+            );
+        }
+    }
 }
 
 fn decode_and_sample_allocate_nothing() {

@@ -101,6 +101,8 @@ c_fn_ptr!(A, B, C, D);
 c_fn_ptr!(A, B, C, D, E);
 c_fn_ptr!(A, B, C, D, E, F);
 c_fn_ptr!(A, B, C, D, E, F, G);
+c_fn_ptr!(A, B, C, D, E, F, G, H);
+c_fn_ptr!(A, B, C, D, E, F, G, H, I);
 
 /// Every function of the ABI with its signature: checked by rustc here, by cc in C.
 macro_rules! functions {
@@ -146,6 +148,12 @@ functions! {
         *mut pipit_session, *const c_char, usize, *const pipit_sampler_params, u32, pipit_token_callback, *mut c_void,
     ) -> pipit_status;
     pipit_session_cancel: unsafe extern "C" fn(*mut pipit_session) -> pipit_status;
+    pipit_session_new_ex: unsafe extern "C" fn(
+        *const pipit_model, *const pipit_session_params, u32, *mut *mut pipit_session,
+    ) -> pipit_status;
+    pipit_beam_search: unsafe extern "C" fn(
+        *mut pipit_session, *const c_char, usize, u32, f32, u32, *mut *const c_char, *mut usize, *mut f64,
+    ) -> pipit_status;
 }
 
 /// The callback type, spelled from Rust, against the header's typedef.
