@@ -129,6 +129,21 @@ pipit_status pipit_session_load(pipit_session *session, const void *buf, size_t 
    the options. On error nothing changes. */
 pipit_status pipit_choose(pipit_session *session, const char *prompt, size_t len,
                           const char *const *options, size_t n_options, double *logprobs, size_t *best);
+/* Searches over several sequences (ABI 1 additions). A session made by pipit_session_new_ex
+   runs up to n_seq_max sequences side by side (their memory is reserved at creation; the
+   sequences share the KV cache's n_ctx positions, a shared prefix stored once);
+   pipit_session_new is n_seq_max = 1. */
+pipit_status pipit_session_new_ex(const pipit_model *model, const pipit_session_params *params,
+                                  uint32_t n_seq_max, pipit_session **out);
+/* Beam search after appending prompt (len 0: continue from the current logits): beams
+   (1..=n_seq_max) hypotheses, at most max_tokens tokens each, ranked by
+   sum(log p) / length^length_penalty (length counts the end-of-text token; 1 beam = greedy).
+   *text: the best hypothesis's UTF-8 text, NUL-terminated, owned by the session until its next
+   call; *logprob: its summed log-probability. On success the context is the previous context,
+   the prompt and the best hypothesis; on failure nothing changes. */
+pipit_status pipit_beam_search(pipit_session *session, const char *prompt, size_t len,
+                               uint32_t beams, float length_penalty, uint32_t max_tokens,
+                               const char **text, size_t *text_len, double *logprob);
 
 #ifdef __cplusplus
 }

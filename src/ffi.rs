@@ -666,6 +666,11 @@ pub unsafe extern "C" fn pipit_session_params_default(out: *mut pipit_session_pa
     });
 }
 
+/// A C `uint32_t` count as a `usize`.
+fn usize_of(v: u32) -> Result<usize> {
+    usize::try_from(v).map_err(|_| Error::InvalidArgument(format!("{v} does not fit in size_t")))
+}
+
 /// The runtime's parameters for the C ones, checking the fields the runtime does not.
 fn session_params(p: &pipit_session_params) -> Result<SessionParams> {
     if p.kv_type > PIPIT_KV_INT8 {
@@ -680,10 +685,6 @@ fn session_params(p: &pipit_session_params) -> Result<SessionParams> {
             p.flags
         )));
     }
-    let usize_of = |v: u32| {
-        usize::try_from(v)
-            .map_err(|_| Error::InvalidArgument(format!("{v} does not fit in size_t")))
-    };
     let kv_type = match p.kv_type {
         PIPIT_KV_F32 => KvType::F32,
         PIPIT_KV_INT8 => KvType::Int8,
@@ -746,6 +747,8 @@ struct Inner {
     /// Why the last `pipit_generate` ended; `None` before one finished, after a failure or
     /// a reset.
     stop_reason: Option<StopReason>,
+    /// The text `pipit_beam_search` returned, NUL-terminated; valid until the next call.
+    text: Vec<u8>,
 }
 
 /// One conversation, used by one thread at a time.
@@ -837,7 +840,15 @@ pub unsafe extern "C" fn pipit_session_new(
         // SAFETY: the caller's contract.
         let (m, p) = unsafe { (arg(model, "model")?, arg(params, "params")?) };
         let session = Session::new(Arc::clone(&m.model), session_params(p)?)?;
-        let s = pipit_session {
+        // SAFETY: checked writable above.
+        unsafe { out.write(new_session(session)) };
+        Ok(())
+    })
+}
+
+/// Wraps a session for the C caller.
+fn new_session(session: Session) -> *mut pipit_session {
+    let s = pipit_session {
             lock: Mutex::new(Lock::default()),
             cancel: session.cancel_handle(),
             n_past: AtomicU32::new(0),
@@ -846,12 +857,10 @@ pub unsafe extern "C" fn pipit_session_new(
                 sampler: None,
                 stops: Vec::new(),
                 stop_reason: None,
+                text: Vec::new(),
             }),
         };
-        // SAFETY: checked writable above.
-        unsafe { out.write(Box::into_raw(Box::new(s))) };
-        Ok(())
-    })
+    Box::into_raw(Box::new(s))
 }
 
 /// Frees a session. NULL is a no-op; a session still running a call on another thread is
@@ -1366,6 +1375,104 @@ pub unsafe extern "C" fn pipit_session_cancel(session: *mut pipit_session) -> pi
         let l = s.lock();
         if l.busy {
             s.cancel.store(true, Ordering::Release);
+        }
+        Ok(())
+    })
+}
+
+/// Creates a session on `model` that can run searches of up to `n_seq_max` sequences side by
+/// side (beam search with that many beams); their memory is reserved now.
+/// `pipit_session_new` is this with `n_seq_max` = 1.
+///
+/// # Safety
+/// Each pointer is NULL or valid.
+#[no_mangle]
+pub unsafe extern "C" fn pipit_session_new_ex(
+    model: *const pipit_model,
+    params: *const pipit_session_params,
+    n_seq_max: u32,
+    out: *mut *mut pipit_session,
+) -> pipit_status {
+    call(|| {
+        // SAFETY: `out` is NULL or writable (the caller's contract).
+        unsafe { put(out, "out", std::ptr::null_mut())? };
+        // SAFETY: `model` and `params` are NULL or valid (the caller's contract).
+        let (m, p) = unsafe { (arg(model, "model")?, arg(params, "params")?) };
+        let mut params = session_params(p)?;
+        params.n_seq_max = usize_of(n_seq_max)?;
+        let session = Session::new(Arc::clone(&m.model), params)?;
+        // SAFETY: checked writable above.
+        unsafe { out.write(new_session(session)) };
+        Ok(())
+    })
+}
+
+/// Beam search: appends `prompt` (empty: continue from the current logits), keeps `beams`
+/// hypotheses side by side for up to `max_tokens` tokens and picks the best by
+/// `sum of log-probabilities / length^length_penalty`. `*text` points at the best
+/// hypothesis's text, owned by the session and valid until the next call on it; `*logprob`
+/// gets its sum of log-probabilities. On success the context is the previous context, the
+/// prompt and the best hypothesis; on failure nothing changes.
+///
+/// # Safety
+/// `session` is NULL or live; `prompt` is NULL or `len` readable bytes; `text`, `text_len`
+/// and `logprob` are NULL or writable.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn pipit_beam_search(
+    session: *mut pipit_session,
+    prompt: *const c_char,
+    len: usize,
+    beams: u32,
+    length_penalty: f32,
+    max_tokens: u32,
+    text: *mut *const c_char,
+    text_len: *mut usize,
+    logprob: *mut f64,
+) -> pipit_status {
+    call(|| {
+        // SAFETY: each output pointer is NULL or writable (the caller's contract).
+        unsafe {
+            put(text, "text", std::ptr::null())?;
+            put(text_len, "text_len", 0)?;
+            put(logprob, "logprob", 0.0)?;
+        }
+        // SAFETY: `session` is NULL or live (the caller's contract).
+        let mut b = unsafe { session_arg(session)? }.enter()?;
+        // SAFETY: `prompt` is NULL or `len` readable bytes (the caller's contract).
+        let bytes = unsafe { slice(prompt.cast::<u8>(), len, "prompt")? };
+        let prompt = std::str::from_utf8(bytes).map_err(|e| {
+            Error::InvalidArgument(format!(
+                "prompt is not valid UTF-8 (byte {})",
+                e.valid_up_to()
+            ))
+        })?;
+        let inner = b.inner();
+        let model = Arc::clone(inner.session.model());
+        let tok = model.tokenizer();
+        let mut ids = Vec::new();
+        tok.encode(prompt, tok.add_bos() && inner.session.n_past() == 0, &mut ids);
+        let p = crate::session::BeamParams {
+            beams: usize_of(beams)?,
+            length_penalty,
+            max_tokens: usize_of(max_tokens)?,
+            ignore_eos: false,
+        };
+        let hyps = inner.session.beam_search(&ids, &p)?;
+        let best = &hyps[0];
+        let mut out = Vec::new();
+        for &t in &best.tokens {
+            out.extend_from_slice(tok.piece(t));
+        }
+        // The text is kept NUL-terminated for C callers that ignore `text_len`.
+        let n = out.len();
+        out.push(0);
+        inner.text = out;
+        // SAFETY: checked writable above; the text lives in the session until the next call.
+        unsafe {
+            text.write(inner.text.as_ptr().cast());
+            text_len.write(n);
+            logprob.write(best.logprob);
         }
         Ok(())
     })

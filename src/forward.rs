@@ -7,36 +7,15 @@
 //! Every buffer lives in [`Scratch`] and [`KvCache`], sized when the session is created, so a
 //! call allocates nothing.
 
-use half::f16;
-use half::slice::HalfFloatSliceExt;
-use pipit_format::blocks::BlockQ8_0;
-
 use crate::kernels::scalar::exp;
 use crate::kernels::{BlockQ8A, Glu, Kernels, QMatrix};
+pub use crate::kv::KvType;
+use crate::kv::{KvCache, Span};
+use crate::mem::{checked_len, zeroed};
 use crate::model::{Activation, HParams, Model, RopePairs, Tensor};
 use crate::threadpool::ThreadPool;
 use crate::{Error, Result};
 use pipit_format::DType;
-
-/// The product of `dims`, or an error naming the overflow.
-pub(crate) fn checked_len(dims: &[usize]) -> Result<usize> {
-    dims.iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| Error::OutOfMemory(format!("buffer of {dims:?} elements overflows")))
-}
-
-/// A zero-filled buffer of `len` elements; allocation failure is an error, not an abort.
-pub(crate) fn zeroed<T: Clone + bytemuck::Zeroable>(len: usize) -> Result<Vec<T>> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(len).map_err(|_| {
-        Error::OutOfMemory(format!(
-            "cannot allocate {len} x {} bytes",
-            std::mem::size_of::<T>()
-        ))
-    })?;
-    v.resize(len, T::zeroed());
-    Ok(v)
-}
 
 /// How activations meet quantized weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -46,198 +25,6 @@ pub enum Precision {
     Int8,
     /// Activations stay f32 and weights are dequantized on the fly (reference accuracy).
     F32,
-}
-
-/// How the KV cache stores keys and values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum KvType {
-    /// IEEE half precision (the default: half the memory of f32, no visible accuracy loss).
-    #[default]
-    F16,
-    /// Full precision.
-    F32,
-    /// Q8_0 blocks of 32 (a quarter of f32's memory); needs head_dim divisible by 32.
-    Int8,
-}
-
-/// The storage of one of the two caches (keys or values).
-#[derive(Debug)]
-enum KvStore {
-    F16(Vec<f16>),
-    F32(Vec<f32>),
-    Int8(Vec<BlockQ8_0>),
-}
-
-/// Keys and values of every position so far, for every layer. Each (layer, kv head) owns
-/// `n_ctx` consecutive rows of `head_dim` elements, so the keys one head attends to form a
-/// matrix the matmul kernels take directly.
-#[derive(Debug)]
-pub struct KvCache {
-    /// Positions the cache can hold.
-    pub n_ctx: usize,
-    /// Element type.
-    pub kv_type: KvType,
-    n_kv_head: usize,
-    head_dim: usize,
-    /// Keys: [n_layer][n_kv_head][n_ctx][head_dim].
-    k: KvStore,
-    /// Values: [n_layer][n_kv_head][n_ctx][head_dim].
-    v: KvStore,
-}
-
-impl KvType {
-    /// Bytes of one cached row of `head_dim` elements.
-    fn row_bytes(self, head_dim: usize) -> usize {
-        match self {
-            KvType::F16 => 2 * head_dim,
-            KvType::F32 => 4 * head_dim,
-            KvType::Int8 => head_dim / 32 * std::mem::size_of::<BlockQ8_0>(),
-        }
-    }
-
-    fn dtype(self) -> DType {
-        match self {
-            KvType::F16 => DType::F16,
-            KvType::F32 => DType::F32,
-            KvType::Int8 => DType::Q8_0,
-        }
-    }
-}
-
-impl KvStore {
-    fn new(kv_type: KvType, rows: usize, head_dim: usize) -> Result<Self> {
-        Ok(match kv_type {
-            KvType::F16 => KvStore::F16(zeroed(checked_len(&[rows, head_dim])?)?),
-            KvType::F32 => KvStore::F32(zeroed(checked_len(&[rows, head_dim])?)?),
-            KvType::Int8 => KvStore::Int8(zeroed(checked_len(&[rows, head_dim / 32])?)?),
-        })
-    }
-
-    fn bytes(&self) -> &[u8] {
-        match self {
-            KvStore::F16(v) => bytemuck::cast_slice(v),
-            KvStore::F32(v) => bytemuck::cast_slice(v),
-            KvStore::Int8(v) => bytemuck::cast_slice(v),
-        }
-    }
-
-    /// Stores `x` (one head vector) as row `row`; `tmp` holds head_dim/32 blocks for Int8.
-    fn put(&mut self, kern: &Kernels, row: usize, x: &[f32], tmp: &mut [BlockQ8A]) {
-        let hd = x.len();
-        match self {
-            KvStore::F16(v) => v[row * hd..(row + 1) * hd].convert_from_f32_slice(x),
-            KvStore::F32(v) => v[row * hd..(row + 1) * hd].copy_from_slice(x),
-            KvStore::Int8(v) => {
-                let nb = hd / 32;
-                kern.quantize_act(x, &mut tmp[..nb]);
-                for (o, a) in v[row * nb..(row + 1) * nb].iter_mut().zip(&tmp[..nb]) {
-                    *o = BlockQ8_0 {
-                        d: f16::from_f32(a.d),
-                        qs: a.qs,
-                    };
-                }
-            }
-        }
-    }
-}
-
-impl KvCache {
-    /// Bytes a cache of `n_ctx` positions takes for these hyper-parameters.
-    pub fn bytes_for(hp: &HParams, n_ctx: usize, kv_type: KvType) -> Option<usize> {
-        let rows = hp.n_layer.checked_mul(hp.n_kv_head)?.checked_mul(n_ctx)?;
-        rows.checked_mul(kv_type.row_bytes(hp.head_dim))?
-            .checked_mul(2)
-    }
-
-    /// An empty cache of `n_ctx` positions.
-    pub fn new(hp: &HParams, n_ctx: usize, kv_type: KvType) -> Result<Self> {
-        if kv_type == KvType::Int8 && !hp.head_dim.is_multiple_of(32) {
-            return Err(Error::Unsupported(format!(
-                "an int8 KV cache needs head_dim divisible by 32; this model has {}",
-                hp.head_dim
-            )));
-        }
-        let rows = checked_len(&[hp.n_layer, hp.n_kv_head, n_ctx])?;
-        Ok(KvCache {
-            n_ctx,
-            kv_type,
-            n_kv_head: hp.n_kv_head,
-            head_dim: hp.head_dim,
-            k: KvStore::new(kv_type, rows, hp.head_dim)?,
-            v: KvStore::new(kv_type, rows, hp.head_dim)?,
-        })
-    }
-
-    /// Bytes [`KvCache::export`] writes for the first `n_past` positions.
-    pub fn state_len(&self, n_past: usize) -> usize {
-        let rb = self.kv_type.row_bytes(self.head_dim);
-        // Both stores hold n_layer * n_kv_head * n_ctx rows.
-        let heads = self.k.bytes().len() / (self.n_ctx * rb);
-        2 * heads * n_past.min(self.n_ctx) * rb
-    }
-
-    /// Appends the keys then the values of positions `0..n_past` to `out`, per (layer, kv
-    /// head) in order: the only description of this layout is here and in `import`.
-    pub fn export(&self, n_past: usize, out: &mut Vec<u8>) {
-        let rb = self.kv_type.row_bytes(self.head_dim);
-        let n = n_past.min(self.n_ctx);
-        for store in [&self.k, &self.v] {
-            for head in store.bytes().chunks_exact(self.n_ctx * rb) {
-                out.extend_from_slice(&head[..n * rb]);
-            }
-        }
-    }
-
-    /// Overwrites positions `0..n_past` with what [`KvCache::export`] wrote. Checks the
-    /// length first: on error the cache is unchanged.
-    pub fn import(&mut self, n_past: usize, bytes: &[u8]) -> Result<()> {
-        if n_past > self.n_ctx || bytes.len() != self.state_len(n_past) {
-            return Err(Error::State(crate::error::StateError::Truncated));
-        }
-        let rb = self.kv_type.row_bytes(self.head_dim);
-        let (n_ctx, len) = (self.n_ctx, n_past * rb);
-        let mut src = bytes.chunks_exact(len.max(1));
-        for store in [&mut self.k, &mut self.v] {
-            let dst: &mut [u8] = match store {
-                KvStore::F16(v) => bytemuck::cast_slice_mut(v),
-                KvStore::F32(v) => bytemuck::cast_slice_mut(v),
-                KvStore::Int8(v) => bytemuck::cast_slice_mut(v),
-            };
-            for head in dst.chunks_exact_mut(n_ctx * rb) {
-                if len > 0 {
-                    let Some(from) = src.next() else {
-                        return Err(Error::Internal("KV state shorter than checked".into()));
-                    };
-                    head[..len].copy_from_slice(from);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Row index of (layer, kv head, position).
-    fn row(&self, layer: usize, kv_head: usize, pos: usize) -> usize {
-        (layer * self.n_kv_head + kv_head) * self.n_ctx + pos
-    }
-
-    /// Rows `first..first + n` of one (layer, kv head) of `store`, as a matrix.
-    fn matrix<'a>(
-        &self,
-        store: &'a KvStore,
-        layer: usize,
-        kv_head: usize,
-        first: usize,
-        n: usize,
-    ) -> QMatrix<'a> {
-        let rb = self.kv_type.row_bytes(self.head_dim);
-        let start = self.row(layer, kv_head, first) * rb;
-        QMatrix {
-            dtype: self.kv_type.dtype(),
-            rows: n,
-            cols: self.head_dim,
-            data: &store.bytes()[start..start + n * rb],
-        }
-    }
 }
 
 /// The activations of one forward call of up to `n_batch` tokens (llama2.c's RunState).
@@ -274,6 +61,11 @@ pub struct Scratch {
     rope_sin: Vec<f32>,
     /// Inverse frequencies of the rotated pairs for both bases: [2][rope_dim / 2].
     inv_freq: Vec<f64>,
+    /// Position of each batch token in its sequence: [n_batch].
+    pos: Vec<usize>,
+    /// Attention work items of the call: runs of up to [`ATT_TOKENS`] tokens of one span,
+    /// as (span, first token, end token) batch indices; capacity n_batch.
+    att_items: Vec<(usize, usize, usize)>,
 }
 
 impl Scratch {
@@ -332,6 +124,8 @@ impl Scratch {
             rope_cos: zeroed(checked_len(&[2, n_batch, half])?)?,
             rope_sin: zeroed(checked_len(&[2, n_batch, half])?)?,
             inv_freq,
+            pos: zeroed(n_batch)?,
+            att_items: Vec::with_capacity(n_batch),
         })
     }
 }
@@ -584,135 +378,138 @@ fn att_slab(hp: &HParams, n_ctx: usize) -> Option<(usize, usize)> {
     Some((f32s, io / 32))
 }
 
-/// Attention of the `n` batch tokens at layer `l`. A work item is one kv head and up to
-/// [`ATT_TOKENS`] consecutive tokens: the scores of their query heads against the keys of
-/// the item's window are one matmul (the keys of a kv head are a matrix), then causal (and
-/// sliding-window) masking and softmax per row, then each token's weighted sum of the value
-/// rows of exactly its own window ([`Kernels::wsum`], so results do not depend on how the
-/// batch was cut). Items are split across the thread pool, each thread with its own work
+/// Attention of the batch's tokens at layer `l`. A work item is one kv head and a run of up
+/// to [`ATT_TOKENS`] consecutive tokens of one sequence: the scores of their query heads
+/// against the keys of the run's window are a matmul per cache page (the keys of a kv head
+/// inside a page are a matrix), then causal (and sliding-window) masking and softmax per row,
+/// then each token's weighted sum of the value rows of exactly its own window
+/// ([`Kernels::wsum`], so results depend neither on how the batch was cut nor on the other
+/// sequences in it). Items are split across the thread pool, each thread with its own work
 /// space slab.
-fn attention(
-    ex: &Exec,
-    kv: &KvCache,
-    s: &mut Scratch,
-    l: usize,
-    sliding: bool,
-    n: usize,
-    pos0: usize,
-) {
+fn attention(ex: &Exec, kv: &KvCache, s: &mut Scratch, spans: &[Span], l: usize) {
     let hp = ex.model.hparams();
     let hd = hp.head_dim;
-    let hpk = hp.n_head / hp.n_kv_head;
+    let heads_per_kv = hp.n_head / hp.n_kv_head;
     let q_dim = hp.n_head * hd;
-    let window = if sliding { hp.sliding_window } else { 0 };
-    let first_of = |pos: usize| {
-        if window > 0 {
-            (pos + 1).saturating_sub(window)
-        } else {
-            0
-        }
-    };
-    let n_chunks = n.div_ceil(ATT_TOKENS);
-    let n_items = hp.n_kv_head * n_chunks;
+    let n_runs = s.att_items.len();
+    let n_items = hp.n_kv_head * n_runs;
     let n_tasks = s.n_slabs.min(n_items);
     let per_task = n_items.div_ceil(n_tasks);
     let (f_len, q_len) = (s.att_slab_len, s.att_slab_q8);
     let slab_f = SharedMut(s.att.as_mut_ptr());
     let slab_q = SharedMut(s.att_q.as_mut_ptr());
     let att_out = SharedMut(s.att_out.as_mut_ptr());
-    let q = &s.q[..n * q_dim];
-    let io = ATT_TOKENS * hpk * hd;
+    let q = &s.q[..];
+    let runs = &s.att_items[..];
+    let positions = &s.pos[..];
+    // Query (or output) rows of one item: ATT_TOKENS tokens x the heads of one kv head.
+    let item_len = ATT_TOKENS * heads_per_kv * hd;
+    let int8_keys = kv.kv_type == crate::kv::KvType::Int8;
 
     let task = |i: usize| {
         // SAFETY: task i alone uses slab i of `att` and `att_q` (i < n_tasks <= n_slabs, and
         // each holds n_slabs slabs), and `s` is exclusively borrowed for the call.
-        let (f, xq) = unsafe {
+        let (slab, slab_q8) = unsafe {
             (
                 std::slice::from_raw_parts_mut(slab_f.get().add(i * f_len), f_len),
                 std::slice::from_raw_parts_mut(slab_q.get().add(i * q_len), q_len),
             )
         };
-        let (qs, rest) = f.split_at_mut(io);
-        let (o, rest) = rest.split_at_mut(io);
-        let (vals, scores) = rest.split_at_mut(hd * kv.n_ctx);
+        // The slab, in order: queries, outputs, the window's values as f32, the scores.
+        let (queries, rest) = slab.split_at_mut(item_len);
+        let (outputs, rest) = rest.split_at_mut(item_len);
+        let (values, scores) = rest.split_at_mut(hd * kv.n_ctx);
         for item in i * per_task..((i + 1) * per_task).min(n_items) {
-            let (kvh, c) = (item / n_chunks, item % n_chunks);
-            let (t0, t1) = (c * ATT_TOKENS, ((c + 1) * ATT_TOKENS).min(n));
-            let rows = (t1 - t0) * hpk;
-            let first = first_of(pos0 + t0);
-            let w = pos0 + t1 - first;
+            let (kv_head, run) = (item / n_runs, item % n_runs);
+            let (span, t0, t1) = runs[run];
+            let seq = spans[span].seq;
+            let pos_of = |t: usize| positions[t];
+            let (first_pos, last_pos) = (pos_of(t0), pos_of(t1 - 1));
+            let start = kv.window_start(l, first_pos);
+            let width = last_pos + 1 - start;
+            let rows = (t1 - t0) * heads_per_kv;
 
             // The item's queries, one row per (token, head).
             for t in t0..t1 {
-                let g = t * q_dim + kvh * hpk * hd;
-                qs[(t - t0) * hpk * hd..(t - t0 + 1) * hpk * hd]
-                    .copy_from_slice(&q[g..g + hpk * hd]);
+                let from = t * q_dim + kv_head * heads_per_kv * hd;
+                queries[(t - t0) * heads_per_kv * hd..(t - t0 + 1) * heads_per_kv * hd]
+                    .copy_from_slice(&q[from..from + heads_per_kv * hd]);
             }
-            let (qs, scores) = (&qs[..rows * hd], &mut scores[..rows * w]);
+            let (queries, scores) = (&queries[..rows * hd], &mut scores[..rows * width]);
+            let queries_q8 = &mut slab_q8[..rows * hd / 32];
+            if int8_keys {
+                ex.kern.quantize_act(queries, queries_q8);
+            }
 
-            // Scores against every key of the window.
-            let keys = kv.matrix(&kv.k, l, kvh, first, w);
-            if kv.kv_type == KvType::Int8 {
-                let xq = &mut xq[..rows * hd / 32];
-                ex.kern.quantize_act(qs, xq);
-                ex.kern.matmul_q8a(&keys, xq, rows, scores, w, 0..w);
-            } else {
-                ex.kern.matmul_f32(&keys, qs, rows, scores, w, 0..w);
-            }
+            // Scores against every key of the window, page by page, and the window's values
+            // as f32 rows.
+            let values = &mut values[..width * hd];
+            kv.for_each_run(seq, l, kv_head, start..last_pos + 1, |p, keys, vals| {
+                let col = p - start;
+                let out = &mut scores[col..];
+                if int8_keys {
+                    ex.kern
+                        .matmul_q8a(&keys, queries_q8, rows, out, width, 0..keys.rows);
+                } else {
+                    ex.kern.matmul_f32(&keys, queries, rows, out, width, 0..keys.rows);
+                }
+                for j in 0..vals.rows {
+                    let row = &mut values[(col + j) * hd..(col + j + 1) * hd];
+                    ex.kern.dequant_row(&vals, j, row);
+                }
+            });
 
             // Each row keeps the positions its token may see, scaled and normalized.
-            for (r, row) in scores.chunks_exact_mut(w).enumerate() {
-                let pos = pos0 + t0 + r / hpk;
-                let (lo, hi) = (first_of(pos) - first, pos + 1 - first);
+            for (r, row) in scores.chunks_exact_mut(width).enumerate() {
+                let pos = first_pos + r / heads_per_kv;
+                let (lo, hi) = (kv.window_start(l, pos) - start, pos + 1 - start);
                 row[..lo].fill(0.0);
                 row[hi..].fill(0.0);
-                let a = &mut row[lo..hi];
-                a.iter_mut().for_each(|v| *v *= hp.attn_scale);
-                softmax(a);
+                let seen = &mut row[lo..hi];
+                seen.iter_mut().for_each(|v| *v *= hp.attn_scale);
+                softmax(seen);
             }
 
             // Weighted sums of the value rows: each (token, head) row over exactly its own
             // window, in position order, so its bits do not depend on how the batch was cut.
-            let values = kv.matrix(&kv.v, l, kvh, first, w);
-            let vals = &mut vals[..w * hd];
-            for (j, row) in vals.chunks_exact_mut(hd).enumerate() {
-                ex.kern.dequant_row(&values, j, row);
-            }
             // The heads of one token share its window, so they share one pass over it.
-            let o = &mut o[..rows * hd];
-            for (t, ot) in (t0..t1).zip(o.chunks_exact_mut(hpk * hd)) {
-                let pos = pos0 + t;
-                let (lo, hi) = (first_of(pos) - first, pos + 1 - first);
-                let p = &scores[(t - t0) * hpk * w + lo..];
-                ex.kern.wsum(p, w, &vals[lo * hd..hi * hd], ot, hd);
+            let outputs = &mut outputs[..rows * hd];
+            for (t, out) in (t0..t1).zip(outputs.chunks_exact_mut(heads_per_kv * hd)) {
+                let pos = pos_of(t);
+                let (lo, hi) = (kv.window_start(l, pos) - start, pos + 1 - start);
+                let weights = &scores[(t - t0) * heads_per_kv * width + lo..];
+                ex.kern
+                    .wsum(weights, width, &values[lo * hd..hi * hd], out, hd);
             }
             for t in t0..t1 {
-                // SAFETY: the output of (token t, kv head kvh) belongs to this item alone, and
+                // SAFETY: the output of (token t, kv head) belongs to this item alone, and
                 // items are split into disjoint ranges across tasks.
                 let out = unsafe {
                     std::slice::from_raw_parts_mut(
-                        att_out.get().add(t * q_dim + kvh * hpk * hd),
-                        hpk * hd,
+                        att_out.get().add(t * q_dim + kv_head * heads_per_kv * hd),
+                        heads_per_kv * hd,
                     )
                 };
-                out.copy_from_slice(&o[(t - t0) * hpk * hd..(t - t0 + 1) * hpk * hd]);
+                out.copy_from_slice(&outputs[(t - t0) * heads_per_kv * hd..][..heads_per_kv * hd]);
             }
         }
     };
     ex.pool.run(n_tasks, &task);
 }
 
-/// Runs `tokens` (ids already checked < n_vocab), which sit at positions `pos0..`, through
-/// the model; their keys and values land in `kv`. `tokens.len()` is at most
-/// `s.n_batch`, and `pos0 + tokens.len()` at most `kv.n_ctx` (the session checks both).
-/// `logits` must hold n_vocab floats for [`Logits::Last`], n_vocab per token for
-/// [`Logits::All`].
+/// Runs `tokens` (ids already checked < n_vocab) through the model. They belong to the
+/// sequences of `spans`, in order: span i's `n` tokens sit at consecutive positions from its
+/// `pos` (a prompt is one span; a beam step is one span of one token per beam). Their keys and
+/// values land in `kv`, whose pages for them must be prepared ([`KvCache::prepare`]).
+/// `tokens.len()` (the spans' total) is at most `s.n_batch`, each span ends within `kv.n_ctx`,
+/// and no two spans write the same sequence (the session checks all three). `logits` must
+/// hold n_vocab floats for [`Logits::Last`], n_vocab per token for [`Logits::All`].
 pub fn forward(
     ex: &Exec,
     kv: &mut KvCache,
     s: &mut Scratch,
     tokens: &[u32],
-    pos0: usize,
+    spans: &[Span],
     want: Logits,
     logits: &mut [f32],
 ) {
@@ -725,6 +522,21 @@ pub fn forward(
     let q_dim = hp.n_head * hd;
     let kv_dim = hp.n_kv_head * hd;
     let half = hp.rope_dim / 2;
+
+    // Each token's position, and attention's work items: runs of up to ATT_TOKENS tokens of
+    // one span.
+    s.att_items.clear();
+    let mut t = 0;
+    for (i, span) in spans.iter().enumerate() {
+        for j in 0..span.n {
+            s.pos[t + j] = span.pos + j;
+        }
+        for r in (0..span.n).step_by(ATT_TOKENS) {
+            s.att_items.push((i, t + r, t + (r + ATT_TOKENS).min(span.n)));
+        }
+        t += span.n;
+    }
+    debug_assert_eq!(t, n, "the spans cover the batch");
 
     // Token embeddings, scaled as the architecture asks.
     let embd = QMatrix {
@@ -744,7 +556,7 @@ pub fn forward(
     // RoPE angles of each batch position, for the global [0] and the local [1] base.
     for base in 0..2 {
         for t in 0..n {
-            let pos = (pos0 + t) as f64 / f64::from(hp.rope_scale);
+            let pos = s.pos[t] as f64 / f64::from(hp.rope_scale);
             for i in 0..half {
                 let angle = pos * s.inv_freq[base * half + i];
                 let at = (base * s.n_batch + t) * half + i;
@@ -794,17 +606,22 @@ pub fn forward(
             for head in s.k[t * kv_dim..(t + 1) * kv_dim].chunks_exact_mut(hd) {
                 rope(head, cos, sin, hp.rope_pairs);
             }
-            for kvh in 0..hp.n_kv_head {
-                let head = t * kv_dim + kvh * hd..t * kv_dim + (kvh + 1) * hd;
-                let row = kv.row(l, kvh, pos0 + t);
-                kv.k.put(ex.kern, row, &s.k[head.clone()], &mut s.xq);
-                kv.v.put(ex.kern, row, &s.v[head], &mut s.xq);
+        }
+        let mut t = 0;
+        for span in spans {
+            for pos in span.pos..span.pos + span.n {
+                for kvh in 0..hp.n_kv_head {
+                    let head = t * kv_dim + kvh * hd..t * kv_dim + (kvh + 1) * hd;
+                    let (k, v) = (&s.k[head.clone()], &s.v[head]);
+                    kv.put(ex.kern, span.seq, l, kvh, pos, k, v, &mut s.xq);
+                }
+                t += 1;
             }
         }
 
         // Grouped-query causal attention: each head attends to the positions up to its own
         // (the last `sliding_window` of them on sliding layers).
-        attention(ex, kv, s, l, sliding, n, pos0);
+        attention(ex, kv, s, spans, l);
 
         // Output projection, optional post-attention norm (Gemma 3), residual.
         ex.matmul(&lw.wo, &s.att_out, n, &mut s.xb, &mut s.xq);

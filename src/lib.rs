@@ -6,7 +6,8 @@
 //! - [`model`] opens and validates a `.pipit` file; [`tokenizer`] turns text into ids and
 //!   back;
 //! - `kernels` (dequantize-matmul kernels: scalar reference plus SIMD paths chosen at run
-//!   time) and `forward` (the transformer) are internal;
+//!   time), `kv` (the KV cache: pages shared between sequences, window-sized rings for
+//!   sliding layers) and `forward` (the transformer) are internal;
 //! - [`session`] owns the state of one conversation (context, KV cache, save/load,
 //!   truncate, choose); [`sampler`] picks the next token;
 //! - [`generate`] is the one generation loop (stop strings, masks, stop reasons);
@@ -19,6 +20,8 @@ pub mod ffi;
 mod forward;
 pub mod generate;
 mod kernels;
+mod kv;
+mod mem;
 pub mod model;
 pub mod sampler;
 pub mod session;
@@ -38,6 +41,10 @@ pub mod testing {
     /// The transformer's forward pass and its buffers.
     pub mod forward {
         pub use crate::forward::*;
+    }
+    /// The KV cache.
+    pub mod kv {
+        pub use crate::kv::*;
     }
     /// The thread pool of the matrix work.
     pub mod threadpool {

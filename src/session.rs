@@ -9,14 +9,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::error::StateError;
-use crate::forward::{self, checked_len, zeroed, Exec, KvCache, Logits, Scratch};
+use crate::forward::{self, Exec, Logits, Scratch};
 use crate::kernels::{self, Kernels};
+use crate::kv::{KvCache, Span};
+use crate::mem::{checked_len, zeroed};
 use crate::model::Model;
 use crate::sampler::Sampler;
 use crate::threadpool::ThreadPool;
 use crate::{Error, Result};
 
 pub use crate::forward::{KvType, Precision};
+
+mod beam;
+pub use beam::{BeamParams, Free, Hypothesis, Restrict};
 
 /// Most threads a session may ask for.
 pub const MAX_THREADS: usize = 256;
@@ -37,6 +42,13 @@ pub struct SessionParams {
     pub kv_type: KvType,
     /// Bytes allowed for the KV cache plus scratch; 0 means no limit.
     pub memory_limit: u64,
+    /// Most sequences one search (beam search) runs side by side; 1 for plain generation.
+    /// Their memory is reserved when the session is created.
+    pub n_seq_max: usize,
+    /// Test only: sliding-window layers keep every position instead of their window (a full
+    /// cache with a window mask, the reference the window-sized cache must equal).
+    #[doc(hidden)]
+    pub full_window_cache: bool,
 }
 
 impl Default for SessionParams {
@@ -48,9 +60,14 @@ impl Default for SessionParams {
             precision: Precision::Int8,
             kv_type: KvType::F16,
             memory_limit: 0,
+            n_seq_max: 1,
+            full_window_cache: false,
         }
     }
 }
+
+/// Most sequences a session may run side by side.
+pub const MAX_SEQ: usize = 256;
 
 /// The memory a session needs, in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -70,16 +87,22 @@ impl MemoryReport {
     pub fn estimate(model: &Model, params: &SessionParams) -> Result<Self> {
         let hp = model.hparams();
         let overflow = || Error::OutOfMemory("memory estimate overflows".into());
-        let kv = KvCache::bytes_for(hp, params.n_ctx, params.kv_type).ok_or_else(overflow)?;
-        let scratch = Scratch::bytes_for(
+        let n_batch = batch_size(params);
+        let kv = KvCache::bytes_for(
             hp,
-            params.n_batch,
             params.n_ctx,
-            resolve_threads(params.n_threads),
+            params.n_seq_max,
+            n_batch,
+            params.kv_type,
+            !params.full_window_cache,
         )
         .ok_or_else(overflow)?;
-        // Two logit rows (current and next) and one row per batch token for scoring.
-        let logits = checked_len(&[hp.n_vocab, params.n_batch + 2, 4])?;
+        let scratch =
+            Scratch::bytes_for(hp, n_batch, params.n_ctx, resolve_threads(params.n_threads))
+                .ok_or_else(overflow)?;
+        // Two logit rows (current and next) and one row per batch token for scoring and
+        // searches.
+        let logits = checked_len(&[hp.n_vocab, n_batch + 2, 4])?;
         let scratch = scratch.checked_add(logits).ok_or_else(overflow)?;
         let weights = model.bytes().len() as u64;
         let (kv, scratch) = (kv as u64, scratch as u64);
@@ -139,6 +162,12 @@ impl Session {
                 params.n_batch
             )));
         }
+        if params.n_seq_max == 0 || params.n_seq_max > MAX_SEQ {
+            return Err(Error::InvalidArgument(format!(
+                "n_seq_max must be in 1..={MAX_SEQ}, got {}",
+                params.n_seq_max
+            )));
+        }
         let mem = MemoryReport::estimate(&model, &params)?;
         if params.memory_limit != 0 && mem.kv_cache + mem.scratch > params.memory_limit {
             return Err(Error::OutOfMemory(format!(
@@ -151,8 +180,16 @@ impl Session {
         }
         let n_threads = resolve_threads(params.n_threads);
         let kern = kernels::kernels_from_env()?;
-        let kv = KvCache::new(hp, params.n_ctx, params.kv_type)?;
-        let scratch = Scratch::new(hp, params.n_batch, params.n_ctx, n_threads)?;
+        let n_batch = batch_size(&params);
+        let kv = KvCache::with_windows(
+            hp,
+            params.n_ctx,
+            params.n_seq_max,
+            n_batch,
+            params.kv_type,
+            !params.full_window_cache,
+        )?;
+        let scratch = Scratch::new(hp, n_batch, params.n_ctx, n_threads)?;
         let mut tokens = Vec::new();
         tokens
             .try_reserve_exact(params.n_ctx)
@@ -210,6 +247,7 @@ impl Session {
 
     /// Empties the context.
     pub fn reset(&mut self) {
+        self.kv.truncate(0, 0);
         self.tokens.clear();
         self.has_logits = false;
     }
@@ -220,7 +258,7 @@ impl Session {
     }
 
     /// Checks that `tokens` can be appended: non-empty, known ids, room in the context.
-    fn check_append(&self, tokens: &[u32]) -> Result<()> {
+    pub(crate) fn check_append(&self, tokens: &[u32]) -> Result<()> {
         if tokens.is_empty() {
             return Err(Error::InvalidArgument("no tokens to evaluate".into()));
         }
@@ -251,33 +289,7 @@ impl Session {
     /// Appends `tokens` to the context and leaves the logits of the last one.
     pub fn eval(&mut self, tokens: &[u32]) -> Result<()> {
         self.check_append(tokens)?;
-        let ex = Exec {
-            model: &self.model,
-            kern: self.kern,
-            pool: &self.pool,
-            precision: self.params.precision,
-        };
-        let n_past = self.tokens.len();
-        let n_batches = tokens.len().div_ceil(self.params.n_batch);
-        for (b, batch) in tokens.chunks(self.params.n_batch).enumerate() {
-            self.check_cancel()?;
-            let want = if b + 1 == n_batches {
-                Logits::Last
-            } else {
-                Logits::None
-            };
-            let pos = n_past + b * self.params.n_batch;
-            forward::forward(
-                &ex,
-                &mut self.kv,
-                &mut self.scratch,
-                batch,
-                pos,
-                want,
-                &mut self.next_logits,
-            );
-        }
-        check_finite(&self.next_logits)?;
+        self.eval_seq(0, tokens, false, |_, _| {})?;
         std::mem::swap(&mut self.logits, &mut self.next_logits);
         self.tokens.extend_from_slice(tokens);
         self.has_logits = true;
@@ -285,14 +297,14 @@ impl Session {
     }
 
     /// Appends `tokens` like [`Session::eval`], calling `f(i, logits)` with the logits after
-    /// each `tokens[i]` (the distribution of the token that follows it).
+    /// each `tokens[i]` (the distribution of the token that follows it). The context only
+    /// grows once every batch succeeded; `f` may have seen the logits of earlier batches when
+    /// a later one fails.
     pub fn eval_all(&mut self, tokens: &[u32], f: impl FnMut(usize, &[f32])) -> Result<()> {
         self.check_append(tokens)?;
-        // The context only grows once every batch succeeded; `f` may have seen the logits of
-        // earlier batches when a later one fails.
-        self.run_ahead(self.tokens.len(), tokens, f)?;
+        self.eval_seq(0, tokens, true, f)?;
         let n_vocab = self.model.hparams().n_vocab;
-        let last = (tokens.len() - 1) % self.params.n_batch;
+        let last = (tokens.len() - 1) % self.scratch.n_batch;
         self.logits
             .copy_from_slice(&self.all_logits[last * n_vocab..(last + 1) * n_vocab]);
         self.tokens.extend_from_slice(tokens);
@@ -300,42 +312,84 @@ impl Session {
         Ok(())
     }
 
-    /// Runs `tokens` at positions `pos..` without committing them: their KV rows are
-    /// written (rows at or past `n_past` are not part of the state) and `f(i, logits)` sees
-    /// the logits after each `tokens[i]`. The last batch's rows stay in `all_logits`. The
-    /// caller checked the tokens and the room.
-    fn run_ahead(
+    /// Writes `tokens` at the end of sequence `seq` as one transaction of the cache (see
+    /// [`Session::run_batches`]); on any error the cache is as before.
+    fn eval_seq(
         &mut self,
+        seq: usize,
+        tokens: &[u32],
+        all: bool,
+        f: impl FnMut(usize, &[f32]),
+    ) -> Result<()> {
+        let n_past = self.kv.len(seq);
+        self.kv.begin(seq);
+        match self.run_batches(seq, n_past, tokens, all, f) {
+            Ok(()) => {
+                self.kv.commit(seq, n_past + tokens.len());
+                Ok(())
+            }
+            Err(e) => {
+                self.kv.rollback(seq);
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs `tokens` through the model at positions `pos..` of sequence `seq`, inside a
+    /// transaction the caller opened, in batches. With `all`, `f(i, logits)` sees the logits
+    /// after each `tokens[i]` and the last batch's rows stay in `all_logits`; without,
+    /// `next_logits` holds the last token's. Checks for a cancel before each batch and for
+    /// NaN or infinite logits.
+    fn run_batches(
+        &mut self,
+        seq: usize,
         pos: usize,
         tokens: &[u32],
+        all: bool,
         mut f: impl FnMut(usize, &[f32]),
     ) -> Result<()> {
         let n_vocab = self.model.hparams().n_vocab;
-        if self.all_logits.is_empty() {
-            self.all_logits = zeroed(checked_len(&[self.params.n_batch, n_vocab])?)?;
+        if all && self.all_logits.is_empty() {
+            self.all_logits = zeroed(checked_len(&[self.scratch.n_batch, n_vocab])?)?;
         }
+        let n_batch = self.scratch.n_batch;
         let ex = Exec {
             model: &self.model,
             kern: self.kern,
             pool: &self.pool,
             precision: self.params.precision,
         };
-        for (b, batch) in tokens.chunks(self.params.n_batch).enumerate() {
+        let n_batches = tokens.len().div_ceil(n_batch);
+        for (b, batch) in tokens.chunks(n_batch).enumerate() {
             self.check_cancel()?;
-            forward::forward(
-                &ex,
-                &mut self.kv,
-                &mut self.scratch,
-                batch,
-                pos + b * self.params.n_batch,
-                Logits::All,
-                &mut self.all_logits,
-            );
-            let rows = &self.all_logits[..batch.len() * n_vocab];
-            check_finite(rows)?;
-            for (i, row) in rows.chunks_exact(n_vocab).enumerate() {
-                f(b * self.params.n_batch + i, row);
+            let at = pos + b * n_batch;
+            self.kv.prepare(seq, at, batch.len())?;
+            let span = [Span {
+                seq,
+                pos: at,
+                n: batch.len(),
+            }];
+            let want = match (all, b + 1 == n_batches) {
+                (true, _) => Logits::All,
+                (false, true) => Logits::Last,
+                (false, false) => Logits::None,
+            };
+            let out = if all {
+                &mut self.all_logits
+            } else {
+                &mut self.next_logits
+            };
+            forward::forward(&ex, &mut self.kv, &mut self.scratch, batch, &span, want, out);
+            if all {
+                let rows = &self.all_logits[..batch.len() * n_vocab];
+                check_finite(rows)?;
+                for (i, row) in rows.chunks_exact(n_vocab).enumerate() {
+                    f(b * n_batch + i, row);
+                }
             }
+        }
+        if !all {
+            check_finite(&self.next_logits)?;
         }
         Ok(())
     }
@@ -373,23 +427,24 @@ impl Session {
             self.reset();
             return Ok(());
         }
-        let ex = Exec {
-            model: &self.model,
-            kern: self.kern,
-            pool: &self.pool,
-            precision: self.params.precision,
-        };
-        // Row n_past-1 of the cache is rewritten with the values it holds.
-        forward::forward(
-            &ex,
-            &mut self.kv,
-            &mut self.scratch,
-            &self.tokens[n_past - 1..n_past],
-            n_past - 1,
-            Logits::Last,
-            &mut self.next_logits,
-        );
-        check_finite(&self.next_logits)?;
+        if !self.kv.can_truncate(0, n_past) {
+            return Err(Error::InvalidArgument(format!(
+                "cannot truncate to {n_past} tokens: the sliding-window layers keep only the \
+                 last {} positions of the {} in the context; reset the session and evaluate \
+                 the tokens again",
+                self.model.hparams().sliding_window,
+                self.tokens.len()
+            )));
+        }
+        // Position n_past-1 is evaluated again (its cache rows get the values they hold) for
+        // its logits; the cache keeps the first n_past positions.
+        let last = self.tokens[n_past - 1];
+        self.kv.begin(0);
+        if let Err(e) = self.run_batches(0, n_past - 1, &[last], false, |_, _| {}) {
+            self.kv.rollback(0);
+            return Err(e);
+        }
+        self.kv.commit(0, n_past);
         std::mem::swap(&mut self.logits, &mut self.next_logits);
         self.tokens.truncate(n_past);
         self.has_logits = true;
@@ -431,45 +486,16 @@ impl Session {
         }
         // The prompt's logits go to `next_logits`; the context is committed at the end.
         let base = self.tokens.len() + prompt.len();
-        if !prompt.is_empty() {
-            let ex = Exec {
-                model: &self.model,
-                kern: self.kern,
-                pool: &self.pool,
-                precision: self.params.precision,
-            };
-            let n_batches = prompt.len().div_ceil(self.params.n_batch);
-            for (b, batch) in prompt.chunks(self.params.n_batch).enumerate() {
-                self.check_cancel()?;
-                let want = if b + 1 == n_batches {
-                    Logits::Last
-                } else {
-                    Logits::None
-                };
-                forward::forward(
-                    &ex,
-                    &mut self.kv,
-                    &mut self.scratch,
-                    batch,
-                    self.tokens.len() + b * self.params.n_batch,
-                    want,
-                    &mut self.next_logits,
-                );
-            }
-            check_finite(&self.next_logits)?;
-        } else {
-            self.next_logits.copy_from_slice(&self.logits);
+        // One transaction: the prompt, then each option at positions base.. over the
+        // prompt's rows (the sliding windows keep what every option needs); the commit keeps
+        // the prompt and drops the options.
+        let n_past = self.tokens.len();
+        self.kv.begin(0);
+        if let Err(e) = self.choose_in(n_past, base, prompt, options, logprobs) {
+            self.kv.rollback(0);
+            return Err(e);
         }
-        // Each option at positions base.., over the prompt's rows; nothing is committed.
-        for (o, lp) in options.iter().zip(logprobs.iter_mut()) {
-            let mut total = log_softmax_at(&self.next_logits, o[0]);
-            self.run_ahead(base, o, |i, logits| {
-                if let Some(&next) = o.get(i + 1) {
-                    total += log_softmax_at(logits, next);
-                }
-            })?;
-            *lp = total;
-        }
+        self.kv.commit(0, base);
         std::mem::swap(&mut self.logits, &mut self.next_logits);
         self.tokens.extend_from_slice(prompt);
         self.has_logits = true;
@@ -480,6 +506,34 @@ impl Session {
             }
         }
         Ok(best)
+    }
+
+    /// The work of [`Session::choose`] inside its transaction: the prompt's logits end in
+    /// `next_logits`.
+    fn choose_in(
+        &mut self,
+        n_past: usize,
+        base: usize,
+        prompt: &[u32],
+        options: &[Vec<u32>],
+        logprobs: &mut [f64],
+    ) -> Result<()> {
+        if prompt.is_empty() {
+            self.next_logits.copy_from_slice(&self.logits);
+        } else {
+            self.run_batches(0, n_past, prompt, false, |_, _| {})?;
+        }
+        self.kv.keep_from(0, base);
+        for (o, lp) in options.iter().zip(logprobs.iter_mut()) {
+            let mut total = log_softmax_at(&self.next_logits, o[0]);
+            self.run_batches(0, base, o, true, |i, logits| {
+                if let Some(&next) = o.get(i + 1) {
+                    total += log_softmax_at(logits, next);
+                }
+            })?;
+            *lp = total;
+        }
+        Ok(())
     }
 
     /// Checks `tokens` as if `ahead` more tokens were already in the context.
@@ -668,6 +722,17 @@ pub fn kernel_path() -> Result<&'static str> {
     Ok(kernels::kernels_from_env()?.name)
 }
 
+/// The smallest `n_ctx` of a session in which `beams` beams can each generate `n_gen` tokens
+/// after a context of `prompt` tokens.
+pub fn n_ctx_for_search(prompt: usize, n_gen: usize, beams: usize) -> usize {
+    KvCache::n_ctx_for_search(prompt, n_gen, beams)
+}
+
+/// Tokens one forward call takes: the parameter, and at least one per search sequence.
+fn batch_size(params: &SessionParams) -> usize {
+    params.n_batch.max(params.n_seq_max)
+}
+
 /// The thread count `n` stands for: itself, or all cores for 0.
 fn resolve_threads(n: usize) -> usize {
     match n {
@@ -677,19 +742,14 @@ fn resolve_threads(n: usize) -> usize {
 }
 
 /// Errors if any logit is NaN or infinite.
-fn check_finite(logits: &[f32]) -> Result<()> {
+pub(crate) fn check_finite(logits: &[f32]) -> Result<()> {
     match logits.iter().position(|l| !l.is_finite()) {
         None => Ok(()),
         Some(i) => Err(Error::Numeric(format!("logit {i} is {}", logits[i]))),
     }
 }
 
-/// `log softmax(logits)[token]`, computed in f64.
+/// `log softmax(logits)[token]`, in f64 (the same log-sum-exp beam search uses).
 pub fn log_softmax_at(logits: &[f32], token: u32) -> f64 {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = logits
-        .iter()
-        .map(|&l| (f64::from(l) - f64::from(max)).exp())
-        .sum();
-    f64::from(logits[token as usize]) - f64::from(max) - sum.ln()
+    f64::from(logits[token as usize]) - beam::log_sum_exp(logits)
 }

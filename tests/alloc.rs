@@ -16,7 +16,7 @@ use std::sync::Arc;
 use pipit::generate::{GenerateOptions, StopReason};
 use pipit::model::Model;
 use pipit::sampler::{Sampler, SamplerParams};
-use pipit::session::{Precision, Session, SessionParams};
+use pipit::session::{BeamParams, Precision, Session, SessionParams};
 use pipit::tokenizer::Utf8Stream;
 use pipit_format::DType;
 
@@ -144,7 +144,9 @@ fn main() {
     println!("test generation_loop_allocates_nothing_per_step ... ok");
     choose_allocates_nothing_after_tokenization();
     println!("test choose_allocates_nothing_after_tokenization ... ok");
-    println!("3 passed, 0 failed");
+    beam_search_steps_allocate_nothing();
+    println!("test beam_search_steps_allocate_nothing ... ok");
+    println!("4 passed, 0 failed");
 }
 
 fn generation_loop_allocates_nothing_per_step() {
@@ -238,6 +240,54 @@ fn decode_and_sample_allocate_nothing() {
                     "{arch} {dtype:?} {threads} threads {precision:?} {sampler:?}: allocations in 64 decode steps"
                 );
             }
+        }
+    }
+}
+
+/// (allocs, frees) of one beam search of `steps` tokens after a prompt: the buffers of the
+/// search are allocated when it starts, so the count must not grow with the steps.
+fn count_beam_search(s: &mut Session, beams: usize, steps: usize) -> (usize, usize) {
+    let p = BeamParams {
+        beams,
+        length_penalty: 1.0,
+        max_tokens: steps,
+        ignore_eos: true,
+    };
+    s.reset();
+    s.eval(&[1, 2, 3, 4, 5]).unwrap();
+    ALLOCS.store(0, Ordering::SeqCst);
+    FREES.store(0, Ordering::SeqCst);
+    COUNTING.store(true, Ordering::SeqCst);
+    let hyps = s.beam_search(&[], &p).unwrap();
+    COUNTING.store(false, Ordering::SeqCst);
+    assert_eq!(hyps[0].tokens.len(), steps);
+    drop(hyps);
+    (ALLOCS.load(Ordering::SeqCst), FREES.load(Ordering::SeqCst))
+}
+
+fn beam_search_steps_allocate_nothing() {
+    for (dtype, threads) in [(DType::Q8_0, 1), (DType::Q4_1, 2)] {
+        for arch in ["llama", "gemma3"] {
+            let tiny = if arch == "llama" {
+                common::Tiny::llama(dtype, 5)
+            } else {
+                common::Tiny::gemma3(dtype, 5)
+            };
+            let model = Arc::new(Model::from_bytes(tiny.bytes()).unwrap());
+            let params = SessionParams {
+                n_ctx: pipit::session::n_ctx_for_search(5, 40, 4),
+                n_threads: threads,
+                n_seq_max: 4,
+                ..SessionParams::default()
+            };
+            let mut s = Session::new(Arc::clone(&model), params).unwrap();
+            count_beam_search(&mut s, 4, 4);
+            let short = count_beam_search(&mut s, 4, 6);
+            let long = count_beam_search(&mut s, 4, 40);
+            assert_eq!(
+                short, long,
+                "{arch} {dtype:?} {threads} threads: a beam search of 40 steps allocated more than one of 6"
+            );
         }
     }
 }

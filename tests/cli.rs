@@ -200,3 +200,43 @@ fn inspect_summarizes_the_model() {
         assert!(r.contains(needle), "missing {needle:?} in\n{r}");
     }
 }
+
+#[test]
+fn run_with_one_beam_prints_the_greedy_text_and_beams_all_every_hypothesis() {
+    let prompt = "The capital of France is";
+    let (greedy, _) = pipit(&["run", "-m", MODEL, "-p", prompt, "-n", "12", "--temp", "0"]);
+    let (beam, stats) = pipit(&["run", "-m", MODEL, "-p", prompt, "-n", "12", "--beams", "1"]);
+    assert_eq!(beam, greedy);
+    assert!(stats.contains("logprob"), "{stats}");
+    let (all, _) = pipit(&[
+        "run", "-m", MODEL, "-p", prompt, "-n", "8", "--beams", "3", "--beams-all",
+        "--length-penalty", "0", "--ignore-eos",
+    ]);
+    let lines: Vec<&str> = all.lines().collect();
+    assert_eq!(lines.len(), 3, "{all}");
+    let mut last = f64::INFINITY;
+    for (i, line) in lines.iter().enumerate() {
+        assert!(line.starts_with(&format!("#{} score ", i + 1)), "{line}");
+        let score: f64 = line.split(' ').nth(2).unwrap().parse().unwrap();
+        assert!(score <= last, "hypotheses best first: {all}");
+        last = score;
+        assert!(line.contains(" tokens 8: "), "{line}");
+    }
+}
+
+#[test]
+fn bench_with_beams_reports_step_and_memory_ratios() {
+    let (out, _) = pipit(&[
+        "bench", "-m", MODEL, "-p", "32", "-n", "8", "-r", "1", "-t", "1", "--json", "--beams", "4",
+    ]);
+    for key in [
+        "\"beams\": 4",
+        "\"greedy_step_ms\"",
+        "\"beam_step_ms\"",
+        "\"beam_step_ratio\"",
+        "\"beam_memory_ratio\"",
+    ] {
+        assert!(out.contains(key), "{key} missing from {out}");
+    }
+    Json::parse(out.trim());
+}

@@ -181,6 +181,18 @@ fn threads_busy_and_cancel_on_smollm2() {
     }
 }
 
+#[test]
+fn beam_search_from_c_on_smollm2() {
+    let model = real_model();
+    for link in Link::BOTH {
+        let exe = compile("beam", link);
+        let out = run_program(&exe, &[os(&model), os(REAL_PROMPT), os("16")]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        eprintln!("{stdout}");
+        assert!(stdout.contains("all checks passed"));
+    }
+}
+
 /// The library built with the `ffi-test-panic` feature: this build when it has it,
 /// otherwise a separate debug build.
 fn panic_lib_dir() -> PathBuf {

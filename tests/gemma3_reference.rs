@@ -81,3 +81,62 @@ fn greedy_text_follows_llama_cpp() {
         cases.len()
     );
 }
+
+/// A long text of real words (tokenizes to well over the 512-token window).
+fn long_ids(model: &Model, n: usize) -> Vec<u32> {
+    let tok = model.tokenizer();
+    let text = "The river runs past the old mill, where children once counted boats and \
+                the miller sold flour to every farm in the valley. ";
+    let mut ids = Vec::new();
+    tok.encode(&text.repeat(n / 20 + 1), true, &mut ids);
+    ids.truncate(n);
+    assert_eq!(ids.len(), n);
+    ids
+}
+
+#[test]
+fn the_window_sized_cache_equals_full_attention_with_a_window_mask() {
+    let model = model();
+    let hp = model.hparams();
+    assert_eq!(hp.sliding_window, 512);
+    let ids = long_ids(&model, 1300);
+    let make = |full: bool| {
+        let params = SessionParams {
+            n_ctx: 1400,
+            full_window_cache: full,
+            ..SessionParams::default()
+        };
+        Session::new(Arc::clone(&model), params).unwrap()
+    };
+    let (mut ring, mut full) = (make(false), make(true));
+    // A long prompt in batches, then decode steps past it: the logits agree bit for bit.
+    for s in [&mut ring, &mut full] {
+        s.eval(&ids[..1200]).unwrap();
+    }
+    assert_eq!(ring.logits().unwrap(), full.logits().unwrap(), "after 1200 tokens");
+    for (i, &t) in ids[1200..].iter().enumerate() {
+        ring.eval(&[t]).unwrap();
+        full.eval(&[t]).unwrap();
+        assert_eq!(ring.logits().unwrap(), full.logits().unwrap(), "at token {}", 1200 + i);
+    }
+}
+
+#[test]
+fn the_window_sized_cache_is_under_30_percent_of_a_full_one_at_8192() {
+    let model = model();
+    let sized = |full: bool| SessionParams {
+        n_ctx: 8192,
+        full_window_cache: full,
+        ..SessionParams::default()
+    };
+    let ring = pipit::session::MemoryReport::estimate(&model, &sized(false)).unwrap();
+    let full = pipit::session::MemoryReport::estimate(&model, &sized(true)).unwrap();
+    let share = ring.kv_cache as f64 / full.kv_cache as f64;
+    eprintln!(
+        "KV cache at n_ctx 8192: window-sized {} bytes, full {} bytes ({:.1}%)",
+        ring.kv_cache,
+        full.kv_cache,
+        share * 100.0
+    );
+    assert!(share <= 0.30, "{share}");
+}

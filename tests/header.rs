@@ -101,6 +101,8 @@ c_fn_ptr!(A, B, C, D);
 c_fn_ptr!(A, B, C, D, E);
 c_fn_ptr!(A, B, C, D, E, F);
 c_fn_ptr!(A, B, C, D, E, F, G);
+c_fn_ptr!(A, B, C, D, E, F, G, H);
+c_fn_ptr!(A, B, C, D, E, F, G, H, I);
 
 /// Every function of the ABI with its signature: checked by rustc here, by cc in C.
 macro_rules! functions {
@@ -155,6 +157,12 @@ functions! {
     pipit_session_load: unsafe extern "C" fn(*mut pipit_session, *const c_void, usize) -> pipit_status;
     pipit_choose: unsafe extern "C" fn(
         *mut pipit_session, *const c_char, usize, *const *const c_char, usize, *mut f64, *mut usize,
+    ) -> pipit_status;
+    pipit_session_new_ex: unsafe extern "C" fn(
+        *const pipit_model, *const pipit_session_params, u32, *mut *mut pipit_session,
+    ) -> pipit_status;
+    pipit_beam_search: unsafe extern "C" fn(
+        *mut pipit_session, *const c_char, usize, u32, f32, u32, *mut *const c_char, *mut usize, *mut f64,
     ) -> pipit_status;
 }
 

@@ -449,6 +449,11 @@ impl Tokenizer {
         self.add_bos
     }
 
+    /// The tokens generation stops at, sorted: EOS and `tokenizer.eot_ids`.
+    pub fn eog_tokens(&self) -> &[u32] {
+        &self.eot
+    }
+
     /// Whether generation stops at `id`: EOS or one of `tokenizer.eot_ids`.
     pub fn is_eog(&self, id: u32) -> bool {
         self.eot.binary_search(&id).is_ok()

@@ -16,7 +16,9 @@ use clap::{Args, Parser, Subcommand};
 use pipit::generate::GenerateOptions;
 use pipit::model::{Model, OpenOptions};
 use pipit::sampler::SamplerParams;
-use pipit::session::{Precision, Session, SessionParams};
+use pipit::session::{
+    n_ctx_for_search, BeamParams, Hypothesis, MemoryReport, Precision, Session, SessionParams,
+};
 use pipit::{Error, Result};
 
 #[derive(Parser)]
@@ -87,6 +89,11 @@ impl ModelArgs {
     }
 
     fn session(&self, model: &Arc<Model>, n_ctx: usize) -> Result<Session> {
+        self.session_with(model, n_ctx, 1)
+    }
+
+    /// A session that can run `n_seq_max` sequences side by side.
+    fn session_with(&self, model: &Arc<Model>, n_ctx: usize, n_seq_max: usize) -> Result<Session> {
         let precision = if self.f32 {
             Precision::F32
         } else {
@@ -96,6 +103,7 @@ impl ModelArgs {
             n_ctx,
             n_threads: self.threads,
             precision,
+            n_seq_max,
             ..SessionParams::default()
         };
         Session::new(Arc::clone(model), params)
@@ -162,6 +170,25 @@ struct RunArgs {
     ignore_eos: bool,
     #[command(flatten)]
     sampling: SamplingArgs,
+    #[command(flatten)]
+    beams: BeamArgs,
+}
+
+/// Beam search flags of `run`.
+#[derive(Args)]
+struct BeamArgs {
+    /// Beam search with B beams instead of sampling: the B most probable continuations are
+    /// grown side by side (one batch per step) and the best by sum(log p) / length^A is
+    /// printed. 1 is greedy. Deterministic; sampling flags and penalties do not apply.
+    #[arg(long = "beams", value_name = "B")]
+    beams: Option<usize>,
+    /// A in the beam score sum(log p) / length^A (length counts the end-of-text token);
+    /// 0 ranks by the plain sum, larger values favour longer hypotheses.
+    #[arg(long, value_name = "A", default_value_t = 1.0, requires = "beams")]
+    length_penalty: f32,
+    /// Print every finished hypothesis, best first, with its score and log-probability.
+    #[arg(long, requires = "beams")]
+    beams_all: bool,
 }
 
 #[derive(Args)]
@@ -243,6 +270,10 @@ struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also time a beam search of B beams over -n tokens after the -p prompt, against greedy
+    /// decoding after the same prompt, and compare their memory (sessions sized for each).
+    #[arg(long, value_name = "B")]
+    beams: Option<usize>,
 }
 
 #[derive(Args)]
@@ -285,6 +316,9 @@ pub fn out(w: &mut impl Write, bytes: &[u8]) -> Result<()> {
 }
 
 fn run(a: RunArgs) -> Result<()> {
+    if a.beams.beams.is_some() {
+        return run_beams(a);
+    }
     let model = a.model.open()?;
     let tok = model.tokenizer();
     let mut prompt = Vec::new();
@@ -328,6 +362,70 @@ fn run(a: RunArgs) -> Result<()> {
         generated,
         generated as f64 / gen_secs.max(1e-9),
         reason.describe(),
+        session.kernel_name(),
+        session.n_threads()
+    );
+    Ok(())
+}
+
+/// `pipit run --beams B`: the prompt, then a beam search; prints the best hypothesis (and
+/// with --beams-all every finished one) and its log-probability.
+fn run_beams(a: RunArgs) -> Result<()> {
+    let model = a.model.open()?;
+    let tok = model.tokenizer();
+    let mut prompt = Vec::new();
+    tok.encode(&a.prompt, tok.add_bos(), &mut prompt);
+    if prompt.is_empty() {
+        return Err(Error::InvalidArgument(
+            "the prompt is empty and the model adds no BOS".into(),
+        ));
+    }
+    let beams = a.beams.beams.unwrap_or(1);
+    let params = BeamParams {
+        beams,
+        length_penalty: a.beams.length_penalty,
+        max_tokens: a.n_predict,
+        ignore_eos: a.ignore_eos,
+    };
+    // At least two sequences: a one-beam search needs the room of a second one for the
+    // sliding windows of models that have them.
+    let mut session = a.model.session_with(&model, a.model.ctx, beams.max(2))?;
+    let t0 = Instant::now();
+    let hyps = session.beam_search(&prompt, &params)?;
+    let secs = t0.elapsed().as_secs_f64();
+    let text = |h: &Hypothesis| -> Vec<u8> {
+        h.tokens.iter().flat_map(|&t| tok.piece(t).iter().copied()).collect()
+    };
+    let stdout = std::io::stdout();
+    let mut stdout = stdout.lock();
+    if a.beams.beams_all {
+        for (i, h) in hyps.iter().enumerate() {
+            let head = format!(
+                "#{} score {:.6} logprob {:.6} tokens {}{}: ",
+                i + 1,
+                h.score,
+                h.logprob,
+                h.tokens.len(),
+                if h.ended { " +eos" } else { "" }
+            );
+            out(&mut stdout, head.as_bytes())?;
+            out(&mut stdout, &text(h))?;
+            out(&mut stdout, b"\n")?;
+        }
+    } else {
+        out(&mut stdout, &text(&hyps[0]))?;
+        out(&mut stdout, b"\n")?;
+    }
+    let best = &hyps[0];
+    eprintln!(
+        "pipit: beam search, {beams} beams, length penalty {}: best of {} hypotheses has {} tokens{}, logprob {:.6}, score {:.6}; {:.2} s; kernels {}, {} threads",
+        params.length_penalty,
+        hyps.len(),
+        best.tokens.len(),
+        if best.ended { " + end of text" } else { "" },
+        best.logprob,
+        best.score,
+        secs,
         session.kernel_name(),
         session.n_threads()
     );
@@ -615,13 +713,17 @@ fn bench(a: BenchArgs) -> Result<()> {
         + w.output.len
         + embd_row;
     let gbps = tg_tps * per_token as f64 / 1e9;
+    let beam = match a.beams {
+        Some(b) => Some(bench_beams(&a, &model, &tokens, b)?),
+        None => None,
+    };
     let name = a
         .model
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
     if a.json {
         println!(
-            "{{\"model\": \"{}\", \"kernel\": \"{}\", \"threads\": {}, \"n_prompt\": {}, \"n_gen\": {}, \"repetitions\": {}, \"pp_tps\": {:.2}, \"tg_tps\": {:.2}, \"tg_weight_gbps\": {:.3}}}",
+            "{{\"model\": \"{}\", \"kernel\": \"{}\", \"threads\": {}, \"n_prompt\": {}, \"n_gen\": {}, \"repetitions\": {}, \"pp_tps\": {:.2}, \"tg_tps\": {:.2}, \"tg_weight_gbps\": {:.3}{}}}",
             name.replace('\\', "\\\\").replace('"', "\\\""),
             session.kernel_name(),
             session.n_threads(),
@@ -630,7 +732,8 @@ fn bench(a: BenchArgs) -> Result<()> {
             a.reps,
             pp_tps,
             tg_tps,
-            gbps
+            gbps,
+            beam.as_ref().map_or_else(String::new, BeamBench::json)
         );
     } else {
         println!("| model | kernel | threads | test | t/s | weights GB/s |");
@@ -651,6 +754,112 @@ fn bench(a: BenchArgs) -> Result<()> {
                 a.n_gen
             );
         }
+        if let Some(b) = &beam {
+            println!("{}", b.table(&name));
+        }
     }
     Ok(())
+}
+
+/// What `bench --beams` measures.
+struct BeamBench {
+    beams: usize,
+    /// Median seconds per step of greedy decoding after the prompt (one eval per token).
+    greedy_step: f64,
+    /// Median seconds per step of the beam search (its whole run over n_gen steps).
+    beam_step: f64,
+    /// KV cache + scratch of a session sized for greedy and for the search.
+    greedy_bytes: u64,
+    beam_bytes: u64,
+}
+
+impl BeamBench {
+    fn json(&self) -> String {
+        format!(
+            ", \"beams\": {}, \"greedy_step_ms\": {:.4}, \"beam_step_ms\": {:.4}, \"beam_step_ratio\": {:.3}, \"greedy_session_bytes\": {}, \"beam_session_bytes\": {}, \"beam_memory_ratio\": {:.3}",
+            self.beams,
+            self.greedy_step * 1e3,
+            self.beam_step * 1e3,
+            self.beam_step / self.greedy_step,
+            self.greedy_bytes,
+            self.beam_bytes,
+            self.beam_bytes as f64 / self.greedy_bytes as f64
+        )
+    }
+
+    fn table(&self, name: &str) -> String {
+        format!(
+            "\n| model | beams | greedy step ms | beam step ms | ratio | greedy KV+scratch | beam KV+scratch | ratio |\n|---|---|---|---|---|---|---|---|\n| {name} | {} | {:.3} | {:.3} | {:.2}x | {} | {} | {:.2}x |",
+            self.beams,
+            self.greedy_step * 1e3,
+            self.beam_step * 1e3,
+            self.beam_step / self.greedy_step,
+            self.greedy_bytes,
+            self.beam_bytes,
+            self.beam_bytes as f64 / self.greedy_bytes as f64
+        )
+    }
+}
+
+/// Times greedy decoding and a `beams`-wide beam search of n_gen tokens after the same
+/// n_prompt-token prompt, each in a session sized for it.
+fn bench_beams(a: &BenchArgs, model: &Arc<Model>, tokens: &[u32], beams: usize) -> Result<BeamBench> {
+    if a.n_prompt == 0 || a.n_gen == 0 {
+        return Err(Error::InvalidArgument(
+            "--beams needs a prompt (-p) and tokens to generate (-n)".into(),
+        ));
+    }
+    let prompt: Vec<u32> = tokens.iter().copied().cycle().take(a.n_prompt).collect();
+    let sized = |n_ctx: usize, n_seq_max: usize| SessionParams {
+        n_ctx,
+        n_threads: a.threads,
+        n_seq_max,
+        ..SessionParams::default()
+    };
+    let greedy_params = sized(a.n_prompt + a.n_gen, 1);
+    let n_ctx = n_ctx_for_search(a.n_prompt, a.n_gen, beams);
+    let beam_params = sized(n_ctx.min(model.hparams().n_ctx_train), beams);
+    let mut greedy = Session::new(Arc::clone(model), greedy_params)?;
+    let mut search = Session::new(Arc::clone(model), beam_params)?;
+    let cost = |p: &SessionParams| -> Result<u64> {
+        let m = MemoryReport::estimate(model, p)?;
+        Ok(m.kv_cache + m.scratch)
+    };
+    let params = BeamParams {
+        beams,
+        length_penalty: 1.0,
+        max_tokens: a.n_gen,
+        ignore_eos: true,
+    };
+    let mut time_greedy = || -> Result<f64> {
+        greedy.reset();
+        greedy.eval(&prompt)?;
+        let t = Instant::now();
+        for _ in 0..a.n_gen {
+            let next = pipit::sampler::argmax(greedy.logits().unwrap_or(&[0.0]));
+            greedy.eval(&[next])?;
+        }
+        Ok(t.elapsed().as_secs_f64() / a.n_gen as f64)
+    };
+    let mut time_beams = || -> Result<f64> {
+        search.reset();
+        search.eval(&prompt)?;
+        let t = Instant::now();
+        search.beam_search(&[], &params)?;
+        Ok(t.elapsed().as_secs_f64() / a.n_gen as f64)
+    };
+    let (mut g, mut b) = (Vec::new(), Vec::new());
+    time_greedy()?;
+    time_beams()?;
+    for _ in 0..a.reps {
+        g.push(time_greedy()?);
+        b.push(time_beams()?);
+    }
+    Ok(BeamBench {
+        beams,
+        greedy_step: median(g),
+        beam_step: median(b),
+        greedy_bytes: cost(&greedy_params)?,
+        beam_bytes: cost(&beam_params)?,
+    })
 }
