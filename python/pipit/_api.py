@@ -305,6 +305,7 @@ class _Worker:
     ) -> None:
         self.q: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
         self.stopping = False
+        self.streamed = False
         self.finished = False
         self.owner = threading.get_ident()
         self.session_ptr = session_ptr
@@ -314,6 +315,7 @@ class _Worker:
         def on_piece(piece: int, n: int, token: int, user: Any) -> int:
             if state.stopping:
                 return 1
+            state.streamed = True
             q.put(ctypes.string_at(piece, n))
             return 0
 
@@ -341,12 +343,14 @@ class _Worker:
         self.thread.start()
 
     def stop(self) -> None:
-        """Ends the call (the callback refuses more tokens, a prompt being evaluated is
-        cancelled) and waits for the thread."""
+        """Ends the call and waits for the thread: once pieces flow, the callback refuses
+        the next one (the generation ends normally); before that the prompt's evaluation
+        is cancelled."""
         if self.finished:
             return
         self.stopping = True
-        lib.pipit_session_cancel(self.session_ptr)
+        if not self.streamed:
+            lib.pipit_session_cancel(self.session_ptr)
         self.thread.join()
         self.finished = True
 
@@ -400,17 +404,6 @@ class TokenStream(Iterator[str]):
         w = getattr(self, "_worker", None)
         if w is not None and lib is not None:
             w.stop()
-
-
-_SAMPLING_DEFAULTS = dict(
-    temperature=0.8,
-    top_k=40,
-    top_p=0.95,
-    min_p=0.05,
-    repeat_penalty=1.1,
-    repeat_last_n=64,
-    seed=0,
-)
 
 
 class Session:
@@ -492,6 +485,18 @@ class Session:
             raise ValueError("the session is closed")
         return int(lib.pipit_session_n_past(self._ptr))
 
+    @property
+    def stop_reason(self) -> Optional[str]:
+        """Why the last generation ended: "end_of_text", "max_tokens", "stop_string",
+        "callback" (the stream was left early), "context_full", or None (none finished
+        since the session was created or reset, or it failed)."""
+        fn = lib.optional("pipit_session_stop_reason", "Session.stop_reason")
+        reason = c_int32()
+        lib.check(fn(self._enter(), byref(reason)))
+        if reason.value not in _lib.STOP_REASONS:
+            raise InvalidArgumentError(f"unknown stop reason {reason.value}")
+        return _lib.STOP_REASONS[reason.value]
+
     def eval(self, ids: Sequence[int]) -> None:
         """Appends tokens to the context and computes the logits after the last one."""
         ptr = self._enter()
@@ -529,7 +534,8 @@ class Session:
         fn = lib.optional("pipit_session_save", "Session.save")
         ptr = self._enter()
         needed = c_size_t()
-        st = fn(ptr, None, 0, byref(needed))
+        probe = ctypes.create_string_buffer(1)  # a real buffer of capacity 0: "how much?"
+        st = fn(ptr, probe, 0, byref(needed))
         if st != _lib.STATUS_BUFFER_TOO_SMALL:
             lib.check(st)
         buf = ctypes.create_string_buffer(max(needed.value, 1))

@@ -36,6 +36,16 @@ OPEN_NO_MMAP = 1
 OPEN_VERIFY = 2
 KV_TYPES = {"f16": 0, "f32": 1, "int8": 2}
 
+# PIPIT_STOP_*: why the last pipit_generate ended.
+STOP_REASONS = {
+    0: None,
+    1: "end_of_text",
+    2: "max_tokens",
+    3: "stop_string",
+    4: "callback",
+    5: "context_full",
+}
+
 STATUS_BUFFER_TOO_SMALL = 7
 STATUS_CANCELLED = 9
 
@@ -167,6 +177,7 @@ _OPTIONAL = {
     "pipit_session_save": (status, [session_p, c_void_p, c_size_t, POINTER(c_size_t)]),
     "pipit_session_load": (status, [session_p, c_void_p, c_size_t]),
     "pipit_session_set_stop": (status, [session_p, POINTER(c_char_p), c_size_t]),
+    "pipit_session_stop_reason": (status, [session_p, POINTER(c_int32)]),
     "pipit_choose": (
         status,
         [

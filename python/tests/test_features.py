@@ -119,7 +119,7 @@ def test_regex(session: pipit.Session) -> None:
         assert re.fullmatch(pattern, out), out
     with pytest.raises(pipit.IncompleteError):
         session.reset()
-        list(session.generate("Letters:", max_tokens=2, regex=r"[a-z]{40}"))
+        list(session.generate("Letters:", max_tokens=2, regex=r"[a-z]{200}"))
 
 
 def test_json_schema(session: pipit.Session) -> None:
@@ -153,3 +153,17 @@ def test_choices(session: pipit.Session) -> None:
         session.reset()
         out = "".join(session.generate(PROMPT, max_tokens=8, temperature=1.0, seed=seed, choices=options))
         assert out in options
+
+
+def test_stop_reason(model: pipit.Model, session: pipit.Session) -> None:
+    if not feature("pipit_session_stop_reason", session, lambda: session.stop_reason):
+        return
+    assert session.stop_reason is None
+    greedy(session, PROMPT, 4)
+    assert session.stop_reason == "max_tokens"
+    for _ in session.generate("", max_tokens=200, temperature=0):
+        break
+    assert session.stop_reason == "callback"
+    with model.session(n_ctx=len(model.tokenize(PROMPT)) + 3) as small:
+        assert len(model.tokenize(greedy(small, PROMPT, 50))) <= 3
+        assert small.stop_reason == "context_full"
