@@ -1204,12 +1204,20 @@ fn template_named(name: &str) -> Result<Template> {
     }
 }
 
-/// A conversation as the template's arguments: the system message, the earlier
-/// `(user, reply)` turns and the last user message. The messages are an optional system
-/// message, then user and assistant in turn, ending with a user message.
-fn conversation(msgs: &[(&str, &str)]) -> Result<(Option<String>, Vec<(String, String)>, String)> {
+/// A conversation as the template's arguments.
+struct Conversation<'a> {
+    system: Option<&'a str>,
+    /// Earlier `(user, reply)` turns.
+    turns: Vec<(String, String)>,
+    /// The message to reply to.
+    user: &'a str,
+}
+
+/// Splits role/content messages: an optional system message, then user and assistant in
+/// turn, ending with a user message.
+fn conversation<'a>(msgs: &[(&str, &'a str)]) -> Result<Conversation<'a>> {
     let (system, rest) = match msgs.split_first() {
-        Some((&("system", sys), rest)) => (Some(sys.to_string()), rest),
+        Some((&("system", sys), rest)) => (Some(sys), rest),
         _ => (None, msgs),
     };
     let offset = msgs.len() - rest.len();
@@ -1232,7 +1240,11 @@ fn conversation(msgs: &[(&str, &str)]) -> Result<(Option<String>, Vec<(String, S
         .chunks_exact(2)
         .map(|t| (t[0].1.to_string(), t[1].1.to_string()))
         .collect();
-    Ok((system, turns, user.to_string()))
+    Ok(Conversation {
+        system,
+        turns,
+        user,
+    })
 }
 
 /// Renders a conversation with the model's chat template (or the one `template_name` names:
@@ -1282,8 +1294,8 @@ pub unsafe extern "C" fn pipit_chat_render(
             // SAFETY: as above.
             template_named(unsafe { c_text(template_name, "template_name")? })?
         };
-        let (system, turns, user) = conversation(&msgs)?;
-        let text = template.render(system.as_deref(), &turns, &user);
+        let c = conversation(&msgs)?;
+        let text = template.render(c.system, &c.turns, c.user);
         // SAFETY: as above.
         unsafe { put(len, "len", text.len())? };
         if text.len() >= capacity {
