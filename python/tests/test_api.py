@@ -8,6 +8,7 @@ import json
 import math
 import subprocess
 import threading
+import time
 from array import array
 from pathlib import Path
 from typing import List
@@ -287,3 +288,19 @@ def test_closing(model_path: Path) -> None:
         s.eval([1])
     with pytest.raises(ValueError):
         _ = s.n_past
+
+
+def test_long_calls_release_the_gil(model: pipit.Model) -> None:
+    ids = model.tokenize(STORY * 10, add_bos=False)[:256]
+    with model.session(n_ctx=1024, n_threads=1) as s:
+        worker = threading.Thread(target=s.eval, args=(ids,))
+        ticks = 0
+        worker.start()
+        while worker.is_alive():
+            time.sleep(0.001)
+            ticks += 1
+        worker.join()
+        assert s.n_past == len(ids)
+    # Python ran all along the evaluation (at least 0.1 s even on a fast machine); a call
+    # holding the GIL would have stopped this loop for its whole length.
+    assert ticks > 30
