@@ -1289,7 +1289,15 @@ pub unsafe extern "C" fn pipit_chat_render(
             })
             .collect::<Result<Vec<_>>>()?;
         let template = if template_name.is_null() {
-            Template::from_model(&m.model)?
+            // The library's message names the CLI's --template flag; say what C can do.
+            Template::from_model(&m.model).map_err(|e| match e {
+                Error::Unsupported(_) => Error::Unsupported(
+                    "the model has no chat template pipit knows (ChatML, Gemma, Llama 3); \
+                     name one: \"chatml\", \"gemma\" or \"llama3\""
+                        .into(),
+                ),
+                e => e,
+            })?
         } else {
             // SAFETY: as above.
             template_named(unsafe { c_text(template_name, "template_name")? })?

@@ -71,6 +71,7 @@ int main(int argc, char **argv) {
   /* No template in the file and none named. */
   size_t len = 99;
   EXPECT(pipit_chat_render(bare, NULL, one, 1, out, sizeof out, &len), PIPIT_ERR_UNSUPPORTED);
+  CHECK(strstr(pipit_last_error(), "\"chatml\"") != NULL);
 
   /* Sizing: a NULL buffer of capacity 0 asks for the length; the NUL needs one more byte. */
   size_t need = 0;
