@@ -426,6 +426,12 @@ class Session:
     ) -> None:
         self._ptr: Optional[int] = None
         self._worker: Optional[_Worker] = None
+        # Calls so far, and the prompt tokens of the last chat with the call count right
+        # after it: while nothing else touched the context, the next chat keeps their
+        # common prefix in the KV cache.
+        self._calls = 0
+        self._chat_prompt: Optional[Tuple[List[int], int]] = None
+        self._chat_kept = 0
         h = model._handle()
         p = _session_params(n_ctx, n_threads, kv_type, memory_limit)
         n_seq_max = _uint("n_seq_max", n_seq_max)
@@ -470,6 +476,7 @@ class Session:
         thread started and left unfinished."""
         if self._ptr is None:
             raise ValueError("the session is closed")
+        self._calls += 1
         w = self._worker
         if w is not None and w.owner == threading.get_ident():
             w.stop()
@@ -665,11 +672,32 @@ class Session:
         """The model's reply to a conversation (``[{"role": "user", "content": "Hi"}]``:
         an optional system message, then user and assistant in turn, ending with user),
         rendered with the model's chat template exactly as ``pipit chat`` does. The session
-        starts over with the conversation. ``stream=True`` returns the pieces as
-        :meth:`generate` does; ``sampling`` takes generate's keyword arguments."""
+        starts over with the conversation, except that when nothing else used it since the
+        last chat and the library can truncate, the KV cache of the prompt the two share is
+        kept. ``stream=True`` returns the pieces as :meth:`generate` does; ``sampling``
+        takes generate's keyword arguments."""
         prompt = self._model.render_chat(messages, template)
-        self.reset()
-        it = self.generate(prompt, max_tokens, **sampling)
+        last, self._chat_prompt = self._chat_prompt, None
+        untouched = last is not None and last[1] == self._calls
+        ptr = self._enter()
+        ids = self._model.tokenize(prompt, add_bos=True)
+        keep = 0
+        if untouched and last is not None and lib.has("pipit_session_truncate"):
+            # The context still starts with the last chat's prompt: keep what this one
+            # shares with it (at least one token is evaluated, for fresh logits).
+            for a, b in zip(last[0], ids[: len(ids) - 1]):
+                if a != b:
+                    break
+                keep += 1
+        if keep:
+            lib.check(lib.pipit_session_truncate(ptr, keep))
+        else:
+            lib.check(lib.pipit_session_reset(ptr))
+        arr, n = _ids(ids[keep:])
+        lib.check(lib.pipit_session_eval(ptr, arr, n))
+        self._chat_kept = keep
+        it = self.generate("", max_tokens, **sampling)
+        self._chat_prompt = (ids, self._calls)
         return it if stream else "".join(it)
 
     # -- scoring and search ----------------------------------------------------------

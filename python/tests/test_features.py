@@ -168,3 +168,21 @@ def test_stop_reason(model: pipit.Model, session: pipit.Session) -> None:
     with model.session(n_ctx=n_ctx) as small:
         greedy(small, PROMPT, 50)
         assert small.n_past == n_ctx and small.stop_reason == "context_full"
+
+
+def test_chat_keeps_the_shared_prompt(model: pipit.Model, session: pipit.Session) -> None:
+    q1 = [{"role": "user", "content": "What is the capital of France?"}]
+    r1 = session.chat(q1, max_tokens=12, temperature=0)
+    q2 = q1 + [{"role": "assistant", "content": r1}, {"role": "user", "content": "And of Italy?"}]
+    r2 = session.chat(q2, max_tokens=12, temperature=0)
+    if pipit.has_feature("pipit_session_truncate"):
+        # The system message and the first question stayed in the KV cache.
+        assert session._chat_kept > 20
+    else:
+        assert session._chat_kept == 0
+    with model.session(n_ctx=1024, n_threads=2) as fresh:
+        assert fresh.chat(q2, max_tokens=12, temperature=0) == r2
+    # Anything else on the session in between: the next chat starts over.
+    session.eval(model.tokenize(" x", add_bos=False))
+    assert session.chat(q2, max_tokens=12, temperature=0) == r2
+    assert session._chat_kept == 0
