@@ -144,6 +144,24 @@ pipit_status pipit_session_new_ex(const pipit_model *model, const pipit_session_
 pipit_status pipit_beam_search(pipit_session *session, const char *prompt, size_t len,
                                uint32_t beams, float length_penalty, uint32_t max_tokens,
                                const char **text, size_t *text_len, double *logprob);
+/* Chat: a conversation rendered with the model's chat template exactly as `pipit chat` does,
+   up to the start of the assistant's reply (generate from it with pipit_generate). The
+   messages are an optional "system" one, then "user" and "assistant" in turn, ending with
+   "user". template: NULL for the model's own (PIPIT_ERR_UNSUPPORTED when it has none the
+   library knows), or "chatml", "gemma", "llama3". Writes the text and a NUL to buf; *len is
+   the text's length without the NUL, also on PIPIT_ERR_BUFFER_TOO_SMALL (capacity <= *len). */
+typedef struct pipit_chat_message {
+  const char *role;     /* "system", "user" or "assistant" */
+  const char *content;  /* NUL-terminated UTF-8 */
+} pipit_chat_message;
+
+pipit_status pipit_chat_render(const pipit_model *model, const char *template_name,
+                               const pipit_chat_message *messages, size_t n,
+                               char *buf, size_t capacity, size_t *len);
+
+/* 1 when the model's tokenizer puts BOS before a text that opens a context (as pipit_generate
+   and the CLI do; pipit_tokenize's add_bos adds it whenever the model has one), else 0. */
+int          pipit_model_adds_bos(const pipit_model *model);
 
 #ifdef __cplusplus
 }

@@ -14,6 +14,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use crate::chat::Template;
 use crate::generate::{GenerateOptions, StopReason};
 use crate::model::{Model, OpenOptions};
 use crate::sampler::{Sampler, SamplerParams};
@@ -1475,5 +1476,187 @@ pub unsafe extern "C" fn pipit_beam_search(
             logprob.write(best.logprob);
         }
         Ok(())
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Chat
+
+/// One message of a conversation for `pipit_chat_render`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct pipit_chat_message {
+    /// `"system"`, `"user"` or `"assistant"`, NUL-terminated.
+    pub role: *const c_char,
+    /// The text, NUL-terminated UTF-8.
+    pub content: *const c_char,
+}
+
+const _: () =
+    assert!(std::mem::size_of::<pipit_chat_message>() == 2 * std::mem::size_of::<usize>());
+
+/// A NUL-terminated UTF-8 string argument; `what` names it in errors.
+///
+/// # Safety
+/// `ptr` is NULL or a NUL-terminated string that lives for `'a`.
+unsafe fn c_text<'a>(ptr: *const c_char, what: &str) -> Result<&'a str> {
+    if ptr.is_null() {
+        return Err(null_arg(what));
+    }
+    // SAFETY: non-NULL; the caller's promise of a NUL-terminated string.
+    let bytes = unsafe { CStr::from_ptr(ptr) }.to_bytes();
+    std::str::from_utf8(bytes).map_err(|e| {
+        Error::InvalidArgument(format!(
+            "{what} is not valid UTF-8 (byte {})",
+            e.valid_up_to()
+        ))
+    })
+}
+
+/// The template a `pipit_chat_render` name asks for.
+fn template_named(name: &str) -> Result<Template> {
+    Template::named(name).ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "unknown chat template \"{name}\": expected one of {}",
+            Template::NAMES.join(", ")
+        ))
+    })
+}
+
+/// A conversation as the template's arguments.
+struct Conversation<'a> {
+    system: Option<&'a str>,
+    /// Earlier `(user, reply)` turns.
+    turns: Vec<(String, String)>,
+    /// The message to reply to.
+    user: &'a str,
+}
+
+/// Splits role/content messages: an optional system message, then user and assistant in
+/// turn, ending with a user message.
+fn conversation<'a>(msgs: &[(&str, &'a str)]) -> Result<Conversation<'a>> {
+    let (system, rest) = match msgs.split_first() {
+        Some((&("system", sys), rest)) => (Some(sys), rest),
+        _ => (None, msgs),
+    };
+    let offset = msgs.len() - rest.len();
+    for (i, &(role, _)) in rest.iter().enumerate() {
+        let want = if i % 2 == 0 { "user" } else { "assistant" };
+        if role != want {
+            return Err(Error::InvalidArgument(format!(
+                "messages[{}] has role \"{role}\" where \"{want}\" is expected (an optional \
+                 system message, then user and assistant in turn, ending with user)",
+                offset + i
+            )));
+        }
+    }
+    let Some((&(_, user), earlier)) = rest.split_last().filter(|_| rest.len() % 2 == 1) else {
+        return Err(Error::InvalidArgument(
+            "the conversation must end with a user message".into(),
+        ));
+    };
+    let turns = earlier
+        .chunks_exact(2)
+        .map(|t| (t[0].1.to_string(), t[1].1.to_string()))
+        .collect();
+    Ok(Conversation {
+        system,
+        turns,
+        user,
+    })
+}
+
+/// Renders a conversation with the model's chat template (or the one `template_name` names:
+/// "chatml", "gemma", "llama3"), exactly as `pipit chat` does, up to the start of the
+/// assistant's reply. Writes the text and a NUL to `buf`; `*len` gets the text's length
+/// without the NUL, also when `capacity` is short (`PIPIT_ERR_BUFFER_TOO_SMALL`, nothing
+/// written).
+///
+/// # Safety
+/// `model` is NULL or live; `messages` is NULL or `n` readable messages whose strings are
+/// NUL-terminated; `template_name` is NULL or NUL-terminated; `buf` is NULL or `capacity`
+/// writable bytes; `len` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn pipit_chat_render(
+    model: *const pipit_model,
+    template_name: *const c_char,
+    messages: *const pipit_chat_message,
+    n: usize,
+    buf: *mut c_char,
+    capacity: usize,
+    len: *mut usize,
+) -> pipit_status {
+    call(|| {
+        // SAFETY: the caller's contract on each pointer.
+        let m = unsafe { arg(model, "model")? };
+        if len.is_null() {
+            return Err(null_arg("len").into());
+        }
+        // SAFETY: as above.
+        let msgs = unsafe { slice(messages, n, "messages")? };
+        let msgs = msgs
+            .iter()
+            .enumerate()
+            .map(|(i, msg)| {
+                // SAFETY: as above.
+                unsafe {
+                    Ok((
+                        c_text(msg.role, &format!("messages[{i}].role"))?,
+                        c_text(msg.content, &format!("messages[{i}].content"))?,
+                    ))
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let template = if template_name.is_null() {
+            // The library's message names the CLI's --template flag; say what C can do.
+            Template::from_model(&m.model).map_err(|e| match e {
+                Error::Unsupported(_) => Error::Unsupported(
+                    "the model has no chat template pipit knows (ChatML, Gemma, Llama 3); \
+                     name one: \"chatml\", \"gemma\" or \"llama3\""
+                        .into(),
+                ),
+                e => e,
+            })?
+        } else {
+            // SAFETY: as above.
+            template_named(unsafe { c_text(template_name, "template_name")? })?
+        };
+        let c = conversation(&msgs)?;
+        let text = template.render(c.system, &c.turns, c.user);
+        // SAFETY: as above.
+        unsafe { put(len, "len", text.len())? };
+        if text.len() >= capacity {
+            return Err(BufferTooSmall(format!(
+                "the rendered conversation takes {} bytes and a NUL; the buffer holds {capacity}",
+                text.len()
+            ))
+            .into());
+        }
+        if buf.is_null() {
+            return Err(null_arg("buf").into());
+        }
+        // SAFETY: `buf` is non-NULL with `capacity` > text.len() writable bytes (the caller's
+        // contract); the text is a separate allocation, so the ranges do not overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(text.as_ptr(), buf.cast::<u8>(), text.len());
+            buf.add(text.len()).write(0);
+        }
+        Ok(())
+    })
+}
+
+/// 1 when the model's tokenizer puts BOS before a text that opens a context (as
+/// `pipit_generate` and the CLI do), else 0; 0 for NULL.
+///
+/// # Safety
+/// `model` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn pipit_model_adds_bos(model: *const pipit_model) -> c_int {
+    // SAFETY: the caller's contract.
+    call_quiet(0, || {
+        unsafe { model.as_ref() }.map_or(0, |m| {
+            let tok = m.model.tokenizer();
+            c_int::from(tok.add_bos() && tok.bos().is_some())
+        })
     })
 }

@@ -240,3 +240,42 @@ fn bench_with_beams_reports_step_and_memory_ratios() {
     }
     Json::parse(out.trim());
 }
+
+#[test]
+fn a_beam_search_logprob_equals_score_of_its_text() {
+    // Per reference prompt: 4 beams, fixed length, plain sums; the printed log-probability of
+    // the best hypothesis equals `score --prompt P --text T` on the printed text whenever that
+    // text tokenizes back to the same number of tokens.
+    let r = Json::load("smollm2-135m.json");
+    let mut compared = 0;
+    for case in r.get("greedy").arr() {
+        let prompt = case.get("prompt").str();
+        let (text, stats) = pipit(&[
+            "run", "-m", MODEL, "-p", prompt, "-n", "16", "--beams", "4", "--ignore-eos",
+            "--length-penalty", "0",
+        ]);
+        let text = text.strip_suffix('\n').unwrap();
+        let logprob: f64 = stats
+            .split("logprob ")
+            .nth(1)
+            .and_then(|s| s.split(',').next())
+            .unwrap()
+            .parse()
+            .unwrap();
+        let (scored, _) = pipit(&["score", "-m", MODEL, "--prompt", prompt, "--text", text]);
+        let fields: Vec<&str> = scored.trim_end().split(' ').collect();
+        let n: usize = fields[0][7..].parse().unwrap();
+        let total_nll: f64 = fields[1][10..].parse().unwrap();
+        if n != 16 {
+            eprintln!("{prompt:?}: the text re-tokenizes to {n} tokens; not comparable");
+            continue;
+        }
+        assert!(
+            (-total_nll - logprob).abs() < 1e-4,
+            "{prompt:?}: beam {logprob} vs score {}",
+            -total_nll
+        );
+        compared += 1;
+    }
+    assert!(compared >= 3, "only {compared} prompts re-tokenized to the same length");
+}

@@ -286,3 +286,60 @@ fn pipit_pc_builds_the_example() {
         pipit_run(&synthetic_files().model, "the cat", 8, tiny_n_ctx_train())
     );
 }
+
+#[test]
+fn chat_render_from_c_gives_the_cli_chat_reply() {
+    let model = real_model();
+    let message = "What is the capital of France?";
+    // The tiny model without a chat template, opening contexts with BOS.
+    let tiny = common::Tiny::llama(pipit_format::DType::Q8_0, 7);
+    let mut meta = tiny.metadata();
+    meta.retain(|(k, _)| k != "tokenizer.chat_template");
+    for (k, v) in &mut meta {
+        if k == "tokenizer.add_bos" {
+            *v = pipit_format::Value::Bool(true);
+        }
+    }
+    let bare = tmp_dir().join("tiny-no-template.pipit");
+    std::fs::write(&bare, common::assemble(&meta, &tiny.tensors())).unwrap();
+    let n = "24";
+    let cli = Command::new(env!("CARGO_BIN_EXE_pipit"))
+        .args([
+            os("chat"),
+            os("-m"),
+            os(&model),
+            os("--temp"),
+            os("0"),
+            os("-n"),
+            os(n),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    cli.stdin
+        .as_ref()
+        .unwrap()
+        .write_all(format!("{message}\n").as_bytes())
+        .unwrap();
+    let cli = cli.wait_with_output().unwrap();
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    assert!(cli.stdout.len() > 2, "pipit chat replied nothing");
+    for link in Link::BOTH {
+        let exe = compile("chat", link);
+        let out = run_program(&exe, &[os(&model), os(&bare), os(message), os(n)]);
+        assert!(String::from_utf8_lossy(&out.stderr).contains("all checks passed"));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&cli.stdout),
+            "pipit_chat_render + pipit_generate ({}) and pipit chat --temp 0 differ",
+            link.name()
+        );
+    }
+}

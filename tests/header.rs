@@ -46,6 +46,7 @@ c_base! {
     pipit_model => "pipit_model", pipit_session => "pipit_session",
     pipit_model_info => "pipit_model_info", pipit_session_params => "pipit_session_params",
     pipit_sampler_params => "pipit_sampler_params", pipit_memory_report => "pipit_memory_report",
+    pipit_chat_message => "pipit_chat_message",
 }
 
 impl<T: CType> CType for *const T {
@@ -164,6 +165,10 @@ functions! {
     pipit_beam_search: unsafe extern "C" fn(
         *mut pipit_session, *const c_char, usize, u32, f32, u32, *mut *const c_char, *mut usize, *mut f64,
     ) -> pipit_status;
+    pipit_chat_render: unsafe extern "C" fn(
+        *const pipit_model, *const c_char, *const pipit_chat_message, usize, *mut c_char, usize, *mut usize,
+    ) -> pipit_status;
+    pipit_model_adds_bos: unsafe extern "C" fn(*const pipit_model) -> c_int;
 }
 
 /// The callback type, spelled from Rust, against the header's typedef.
@@ -213,6 +218,7 @@ layouts! {
     pipit_session_params { n_ctx, n_threads, kv_type, flags, memory_limit }
     pipit_sampler_params { temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, seed }
     pipit_memory_report { weights_mapped, kv_cache, scratch, total }
+    pipit_chat_message { role, content }
 }
 
 /// Every constant of the header with its Rust value.
@@ -327,7 +333,7 @@ fn the_table_covers_exactly_the_header() {
     let h = header();
     let table: BTreeSet<String> = functions().iter().map(|(n, _)| n.to_string()).collect();
     assert_eq!(header_functions(&h), table, "functions: header vs table");
-    assert_eq!(table.len(), 28);
+    assert_eq!(table.len(), 32);
     let consts: BTreeSet<String> = constants().iter().map(|(n, _)| n.to_string()).collect();
     assert_eq!(header_constants(&h), consts, "constants: header vs table");
 }
