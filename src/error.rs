@@ -33,6 +33,8 @@ pub enum Error {
     Numeric(String),
     /// A bug: an invariant did not hold.
     Internal(String),
+    /// A constrained output cannot be completed within the remaining budget.
+    Incomplete { needed_bytes: usize },
 }
 
 /// Shorthand used throughout the runtime.
@@ -54,6 +56,10 @@ impl fmt::Display for Error {
             Error::Cancelled => write!(f, "cancelled"),
             Error::Numeric(what) => write!(f, "numeric error: {what}"),
             Error::Internal(what) => write!(f, "internal error: {what}"),
+            Error::Incomplete { needed_bytes } => write!(
+                f,
+                "incomplete output: the constraint needs {needed_bytes} more bytes than the budget allows"
+            ),
         }
     }
 }

@@ -51,6 +51,9 @@ pub const PIPIT_ERR_CANCELLED: pipit_status = 9;
 pub const PIPIT_ERR_NUMERIC: pipit_status = 10;
 /// A bug, including a caught panic.
 pub const PIPIT_ERR_INTERNAL: pipit_status = 11;
+/// A constrained output cannot be completed within the remaining budget; the message says
+/// how many more bytes were needed.
+pub const PIPIT_ERR_INCOMPLETE: pipit_status = 12;
 
 /// `pipit_model_open_ex` flag: read the file into memory instead of mapping it.
 pub const PIPIT_OPEN_NO_MMAP: u32 = 1;
@@ -175,6 +178,7 @@ pub fn status_of(e: &Error) -> pipit_status {
         Error::Cancelled => PIPIT_ERR_CANCELLED,
         Error::Numeric(_) => PIPIT_ERR_NUMERIC,
         Error::Internal(_) => PIPIT_ERR_INTERNAL,
+        Error::Incomplete { .. } => PIPIT_ERR_INCOMPLETE,
     }
 }
 
@@ -340,6 +344,7 @@ pub extern "C" fn pipit_status_string(status: pipit_status) -> *const c_char {
         PIPIT_ERR_CANCELLED => c"cancelled",
         PIPIT_ERR_NUMERIC => c"numeric error",
         PIPIT_ERR_INTERNAL => c"internal error",
+        PIPIT_ERR_INCOMPLETE => c"incomplete output",
         _ => c"unknown status",
     };
     s.as_ptr()
