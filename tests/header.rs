@@ -44,6 +44,7 @@ c_base! {
     () => "void", i32 => "int32_t", u32 => "uint32_t", u64 => "uint64_t", usize => "size_t",
     f32 => "float", f64 => "double", c_char => "char", c_void => "void",
     pipit_model => "pipit_model", pipit_session => "pipit_session",
+    pipit_constraint => "pipit_constraint",
     pipit_model_info => "pipit_model_info", pipit_session_params => "pipit_session_params",
     pipit_sampler_params => "pipit_sampler_params", pipit_memory_report => "pipit_memory_report",
 }
@@ -146,6 +147,18 @@ functions! {
         *mut pipit_session, *const c_char, usize, *const pipit_sampler_params, u32, pipit_token_callback, *mut c_void,
     ) -> pipit_status;
     pipit_session_cancel: unsafe extern "C" fn(*mut pipit_session) -> pipit_status;
+    pipit_constraint_regex:
+        unsafe extern "C" fn(*const pipit_model, *const c_char, *mut *mut pipit_constraint) -> pipit_status;
+    pipit_constraint_json_schema:
+        unsafe extern "C" fn(*const pipit_model, *const c_char, *mut *mut pipit_constraint) -> pipit_status;
+    pipit_constraint_gbnf:
+        unsafe extern "C" fn(*const pipit_model, *const c_char, *mut *mut pipit_constraint) -> pipit_status;
+    pipit_constraint_choices: unsafe extern "C" fn(
+        *const pipit_model, *const *const c_char, usize, *mut *mut pipit_constraint,
+    ) -> pipit_status;
+    pipit_constraint_free: unsafe extern "C" fn(*mut pipit_constraint);
+    pipit_session_set_constraint:
+        unsafe extern "C" fn(*mut pipit_session, *const pipit_constraint) -> pipit_status;
 }
 
 /// The callback type, spelled from Rust, against the header's typedef.
@@ -219,6 +232,7 @@ fn constants() -> Vec<(&'static str, i64)> {
         ("PIPIT_ERR_CANCELLED", PIPIT_ERR_CANCELLED.into()),
         ("PIPIT_ERR_NUMERIC", PIPIT_ERR_NUMERIC.into()),
         ("PIPIT_ERR_INTERNAL", PIPIT_ERR_INTERNAL.into()),
+        ("PIPIT_ERR_INCOMPLETE", PIPIT_ERR_INCOMPLETE.into()),
         ("PIPIT_OPEN_NO_MMAP", PIPIT_OPEN_NO_MMAP.into()),
         ("PIPIT_OPEN_VERIFY", PIPIT_OPEN_VERIFY.into()),
         ("PIPIT_KV_F16", PIPIT_KV_F16.into()),

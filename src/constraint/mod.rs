@@ -146,6 +146,18 @@ impl TokenMask {
     pub fn new() -> Self {
         TokenMask::default()
     }
+    /// The mask allowing the tokens `f` accepts, out of `n_vocab`.
+    pub fn from_fn(n_vocab: usize, f: impl Fn(u32) -> bool) -> Self {
+        let mut m = TokenMask::new();
+        m.reset(n_vocab);
+        for t in 0..n_vocab as u32 {
+            if f(t) {
+                m.set(t);
+            }
+        }
+        m
+    }
+
     /// Whether token `id` is allowed.
     #[inline]
     pub fn allowed(&self, id: u32) -> bool {
