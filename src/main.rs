@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
+use pipit::constraint::{Constraint, TokenMask};
 use pipit::forward::Precision;
 use pipit::model::{Model, OpenOptions};
 use pipit::sampler::{Sampler, SamplerParams};
@@ -135,6 +136,39 @@ impl SamplingArgs {
     }
 }
 
+/// Structured output: the generated text must follow one of these.
+#[derive(Args)]
+struct ConstraintArgs {
+    /// The whole output matches this regular expression.
+    #[arg(long, group = "constraint")]
+    regex: Option<String>,
+    /// The output is JSON valid against the JSON Schema in this file.
+    #[arg(long, value_name = "FILE", group = "constraint")]
+    json_schema: Option<PathBuf>,
+    /// The output follows this GBNF grammar (llama.cpp syntax; start rule `root`).
+    #[arg(long, value_name = "FILE", group = "constraint")]
+    grammar: Option<PathBuf>,
+}
+
+impl ConstraintArgs {
+    /// The compiled constraint, if one was asked for; `any_json` is `pipit run --json`.
+    fn build(&self, model: &Model, any_json: bool) -> Result<Option<Arc<Constraint>>> {
+        let file = |p: &PathBuf| {
+            std::fs::read_to_string(p).map_err(|e| Error::Io {
+                path: p.display().to_string(),
+                source: e,
+            })
+        };
+        Ok(Some(match (&self.regex, &self.json_schema, &self.grammar) {
+            (Some(r), _, _) => Constraint::regex(model, r)?,
+            (_, Some(f), _) => Constraint::json_schema(model, &file(f)?)?,
+            (_, _, Some(f)) => Constraint::gbnf(model, &file(f)?)?,
+            _ if any_json => Constraint::json_schema(model, "")?,
+            _ => return Ok(None),
+        }))
+    }
+}
+
 #[derive(Args)]
 struct RunArgs {
     #[command(flatten)]
@@ -147,6 +181,11 @@ struct RunArgs {
     n_predict: usize,
     #[command(flatten)]
     sampling: SamplingArgs,
+    #[command(flatten)]
+    constraint: ConstraintArgs,
+    /// The output is any JSON value (compact).
+    #[arg(long, group = "constraint")]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -212,6 +251,16 @@ struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also measure generation under a constraint: compile time, mask time per step and
+    /// tokens per second (sampled at temperature --temp, seed --seed).
+    #[command(flatten)]
+    constraint: ConstraintArgs,
+    /// Sampling temperature of the constrained generation test.
+    #[arg(long = "temp", default_value_t = 1.0)]
+    temperature: f32,
+    /// Seed of the constrained generation test.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(Args)]
@@ -264,8 +313,12 @@ fn run(a: RunArgs) -> Result<()> {
     let mut session = a.model.session(&model, a.model.ctx)?;
     let mut sampler = Sampler::new(a.sampling.params(), model.hparams().n_vocab)?;
 
+    let constraint = a.constraint.build(&model, a.json)?;
+    let constrained = constraint.is_some();
+    session.set_constraint(constraint)?;
+
     let t0 = Instant::now();
-    session.eval(&prompt)?;
+    session.eval_prompt(&prompt)?;
     let prompt_secs = t0.elapsed().as_secs_f64();
 
     let stdout = std::io::stdout();
@@ -276,7 +329,9 @@ fn run(a: RunArgs) -> Result<()> {
     let mut generated = 0usize;
     let mut stop_reason = "length";
     while generated < a.n_predict {
-        let next = session.sample(&mut sampler)?;
+        // Under a constraint each remaining token can carry one byte: steer to complete.
+        let budget = constrained.then_some(a.n_predict - generated);
+        let next = session.sample_within(&mut sampler, budget)?;
         if tok.is_eog(next) {
             stop_reason = "end of text";
             break;
@@ -301,6 +356,13 @@ fn run(a: RunArgs) -> Result<()> {
     }
     stream.finish(|b| write_err = out(&mut stdout, b).err());
     out(&mut stdout, b"\n")?;
+    if let Some((c, st)) = session.constraint() {
+        if !c.is_accepting(st) {
+            return Err(Error::Incomplete {
+                needed_bytes: c.min_completion_bytes(st),
+            });
+        }
+    }
     let gen_secs = t1.elapsed().as_secs_f64();
     eprintln!(
         "pipit: prompt {} tokens at {:.1} tok/s; generated {} tokens at {:.1} tok/s ({}); kernels {}, {} threads",
@@ -469,7 +531,11 @@ fn bench(a: BenchArgs) -> Result<()> {
     }
     let model = Arc::new(Model::open(&a.model)?);
     let hp = model.hparams();
-    let n_ctx = (a.n_prompt.max(a.n_gen + 1)).max(1);
+    let with_constraint = a.constraint.regex.is_some()
+        || a.constraint.json_schema.is_some()
+        || a.constraint.grammar.is_some();
+    let n_ctx = (a.n_prompt.max(a.n_gen + 1)).max(1)
+        + if with_constraint { CONSTRAINED_PROMPT } else { 0 };
     let params = SessionParams {
         n_ctx,
         n_threads: a.threads,
@@ -512,6 +578,12 @@ fn bench(a: BenchArgs) -> Result<()> {
         }
     }
 
+    let constrained = if with_constraint && a.n_gen > 0 {
+        Some(bench_constraint(&a, &model, &mut session, &tokens)?)
+    } else {
+        None
+    };
+
     let pp_tps = if pp.is_empty() {
         0.0
     } else {
@@ -538,9 +610,23 @@ fn bench(a: BenchArgs) -> Result<()> {
         .model
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let extra = constrained.as_ref().map_or_else(String::new, |c| {
+        format!(
+            ", \"compile_ms\": {:.3}, \"vocab_index_ms\": {:.3}, \"mask_us_p50\": {:.2}, \"mask_us_p99\": {:.2}, \"mask_us_max\": {:.2}, \"constrained_steps\": {}, \"constrained_outputs\": {}, \"constrained_tg_tps\": {:.2}, \"constrained_tg_ratio\": {:.3}",
+            c.compile_ms,
+            c.vocab_ms,
+            c.p50,
+            c.p99,
+            c.max,
+            c.steps,
+            c.outputs,
+            c.tg_tps,
+            if tg_tps > 0.0 { c.tg_tps / tg_tps } else { 0.0 }
+        )
+    });
     if a.json {
         println!(
-            "{{\"model\": \"{}\", \"kernel\": \"{}\", \"threads\": {}, \"n_prompt\": {}, \"n_gen\": {}, \"repetitions\": {}, \"pp_tps\": {:.2}, \"tg_tps\": {:.2}, \"tg_weight_gbps\": {:.3}}}",
+            "{{\"model\": \"{}\", \"kernel\": \"{}\", \"threads\": {}, \"n_prompt\": {}, \"n_gen\": {}, \"repetitions\": {}, \"pp_tps\": {:.2}, \"tg_tps\": {:.2}, \"tg_weight_gbps\": {:.3}{extra}}}",
             name.replace('\\', "\\\\").replace('"', "\\\""),
             session.kernel_name(),
             session.n_threads(),
@@ -570,6 +656,111 @@ fn bench(a: BenchArgs) -> Result<()> {
                 a.n_gen
             );
         }
+        if let Some(c) = &constrained {
+            println!(
+                "| {name} | {} | {} | tg{} constrained | {:.2} | |",
+                session.kernel_name(),
+                session.n_threads(),
+                a.n_gen,
+                c.tg_tps
+            );
+            println!(
+                "constraint: compile {:.3} ms (vocabulary index {:.3} ms); mask p50 {:.2} us, p99 {:.2} us, max {:.2} us over {} steps, {} outputs",
+                c.compile_ms, c.vocab_ms, c.p50, c.p99, c.max, c.steps, c.outputs
+            );
+        }
     }
     Ok(())
+}
+
+/// Prompt length of the constrained generation test.
+const CONSTRAINED_PROMPT: usize = 8;
+
+/// Figures of the constrained generation test.
+struct ConstrainedBench {
+    compile_ms: f64,
+    vocab_ms: f64,
+    p50: f64,
+    p99: f64,
+    max: f64,
+    steps: usize,
+    outputs: usize,
+    tg_tps: f64,
+}
+
+/// Generates `--n-gen` tokens per repetition under the constraint (sampled; a new output
+/// starts whenever one completes), timing the mask (computing it, and advancing the state)
+/// separately from the whole step.
+fn bench_constraint(
+    a: &BenchArgs,
+    model: &Arc<Model>,
+    session: &mut Session,
+    tokens: &[u32],
+) -> Result<ConstrainedBench> {
+    let t = Instant::now();
+    model.vocab_index();
+    let vocab_ms = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    let c = a
+        .constraint
+        .build(model, false)?
+        .ok_or_else(|| Error::Internal("no constraint".into()))?;
+    let compile_ms = t.elapsed().as_secs_f64() * 1e3;
+    let params = SamplerParams {
+        temperature: a.temperature,
+        seed: a.seed,
+        ..SamplerParams::default()
+    };
+    let mut sampler = Sampler::new(params, model.hparams().n_vocab)?;
+    let mut mask = TokenMask::new();
+    let mut st = c.start();
+    let mut mask_us = Vec::with_capacity((a.reps + 1) * a.n_gen);
+    let mut times = Vec::new();
+    let mut outputs = 0;
+    for rep in 0..=a.reps {
+        session.reset();
+        session.eval(&tokens[..CONSTRAINED_PROMPT.min(tokens.len())])?;
+        c.restart(&mut st);
+        let t0 = Instant::now();
+        for _ in 0..a.n_gen {
+            let t = Instant::now();
+            c.mask(&st, None, &mut mask);
+            let mask_time = t.elapsed();
+            let logits = session.logits().ok_or_else(|| Error::Internal("no logits".into()))?;
+            let next = sampler.sample_masked(logits, session.tokens(), Some(&mask))?;
+            let t = Instant::now();
+            let ended = model.tokenizer().is_eog(next);
+            if !ended {
+                c.advance(&mut st, next)?;
+            }
+            let advance_time = t.elapsed();
+            if rep > 0 {
+                mask_us.push((mask_time + advance_time).as_secs_f64() * 1e6);
+            }
+            if ended {
+                // One output is complete: the next starts from the constraint's start.
+                outputs += usize::from(rep > 0);
+                c.restart(&mut st);
+                let nl = tokens[0];
+                session.eval(&[nl])?;
+            } else {
+                session.eval(&[next])?;
+            }
+        }
+        if rep > 0 {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    mask_us.sort_by(f64::total_cmp);
+    let pct = |q: f64| mask_us[((mask_us.len() - 1) as f64 * q).round() as usize];
+    Ok(ConstrainedBench {
+        compile_ms,
+        vocab_ms,
+        p50: pct(0.5),
+        p99: pct(0.99),
+        max: mask_us.last().copied().unwrap_or(0.0),
+        steps: mask_us.len(),
+        outputs,
+        tg_tps: a.n_gen as f64 / median(times),
+    })
 }
