@@ -382,26 +382,38 @@ fn nonneg_range(lo: i128, hi: i128) -> Expr {
     Expr::Alt(alts)
 }
 
-/// Digit strings of equal length between `a` and `b` inclusive.
+/// Digit strings of equal length between `a` and `b` inclusive (linear in the length:
+/// only one side recurses with a bound that is not all zeros or all nines).
 fn same_len(a: &[u8], b: &[u8]) -> Expr {
     if a.is_empty() {
         return Expr::empty();
     }
-    if a.len() == 1 {
-        return Expr::Bytes(ByteSet::range(a[0], b[0]));
-    }
+    let n = a.len() - 1;
+    let digits = |n: usize| Expr::rep(Expr::Bytes(ByteSet::range(b'0', b'9')), n as u32, Some(n as u32));
+    let zeros = a[1..].iter().all(|&d| d == b'0');
+    let nines = b[1..].iter().all(|&d| d == b'9');
     if a[0] == b[0] {
+        if zeros && nines {
+            return Expr::Seq(vec![Expr::lit(&a[..1]), digits(n)]);
+        }
         return Expr::Seq(vec![Expr::lit(&a[..1]), same_len(&a[1..], &b[1..])]);
     }
-    let n = a.len() - 1;
-    let nines = vec![b'9'; n];
-    let zeros = vec![b'0'; n];
-    let digits = Expr::rep(Expr::Bytes(ByteSet::range(b'0', b'9')), n as u32, Some(n as u32));
-    let mut alts = vec![Expr::Seq(vec![Expr::lit(&a[..1]), same_len(&a[1..], &nines)])];
-    if a[0] + 1 < b[0] {
-        alts.push(Expr::Seq(vec![Expr::Bytes(ByteSet::range(a[0] + 1, b[0] - 1)), digits]));
+    let mut alts = Vec::new();
+    let mut lo = a[0];
+    if !zeros {
+        alts.push(Expr::Seq(vec![Expr::lit(&a[..1]), same_len(&a[1..], &vec![b'9'; n])]));
+        lo += 1;
     }
-    alts.push(Expr::Seq(vec![Expr::lit(&b[..1]), same_len(&zeros, &b[1..])]));
+    let mut hi = b[0];
+    let mut tail = None;
+    if !nines {
+        tail = Some(Expr::Seq(vec![Expr::lit(&b[..1]), same_len(&vec![b'0'; n], &b[1..])]));
+        hi -= 1;
+    }
+    if lo <= hi {
+        alts.push(Expr::Seq(vec![Expr::Bytes(ByteSet::range(lo, hi)), digits(n)]));
+    }
+    alts.extend(tail);
     Expr::Alt(alts)
 }
 
@@ -582,9 +594,12 @@ impl Cx<'_> {
                         "unsupported JSON Schema keyword \"oneOf\" whose branches are not provably disjoint".into(),
                     ));
                 }
+                // Without sibling keywords the branches compile as written, so that a
+                // `$ref` stays a reference (recursion) rather than being expanded.
+                let plain = rest.iter().all(|(k, _)| !KNOWN.contains(&k.as_str()));
                 let mut alts = Vec::new();
-                for b in &resolved {
-                    alts.push(self.schema(b)?);
+                for (b, r) in branches.iter().zip(&resolved) {
+                    alts.push(self.schema(if plain { b } else { r })?);
                 }
                 return Ok(Expr::Alt(alts));
             }
