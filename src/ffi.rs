@@ -1202,7 +1202,9 @@ unsafe fn new_constraint(
         unsafe { put(out, "out", std::ptr::null_mut())? };
         // SAFETY: the caller's contract.
         let m = unsafe { arg(model, "model")? };
-        let c = pipit_constraint { c: build(&m.model)? };
+        let c = pipit_constraint {
+            c: build(&m.model)?,
+        };
         // SAFETY: checked writable above.
         unsafe { out.write(Box::into_raw(Box::new(c))) };
         Ok(())

@@ -159,13 +159,15 @@ impl ConstraintArgs {
                 source: e,
             })
         };
-        Ok(Some(match (&self.regex, &self.json_schema, &self.grammar) {
-            (Some(r), _, _) => Constraint::regex(model, r)?,
-            (_, Some(f), _) => Constraint::json_schema(model, &file(f)?)?,
-            (_, _, Some(f)) => Constraint::gbnf(model, &file(f)?)?,
-            _ if any_json => Constraint::json_schema(model, "")?,
-            _ => return Ok(None),
-        }))
+        Ok(Some(
+            match (&self.regex, &self.json_schema, &self.grammar) {
+                (Some(r), _, _) => Constraint::regex(model, r)?,
+                (_, Some(f), _) => Constraint::json_schema(model, &file(f)?)?,
+                (_, _, Some(f)) => Constraint::gbnf(model, &file(f)?)?,
+                _ if any_json => Constraint::json_schema(model, "")?,
+                _ => return Ok(None),
+            },
+        ))
     }
 }
 
@@ -535,7 +537,11 @@ fn bench(a: BenchArgs) -> Result<()> {
         || a.constraint.json_schema.is_some()
         || a.constraint.grammar.is_some();
     let n_ctx = (a.n_prompt.max(a.n_gen + 1)).max(1)
-        + if with_constraint { CONSTRAINED_PROMPT } else { 0 };
+        + if with_constraint {
+            CONSTRAINED_PROMPT
+        } else {
+            0
+        };
     let params = SessionParams {
         n_ctx,
         n_threads: a.threads,
@@ -726,7 +732,9 @@ fn bench_constraint(
             let t = Instant::now();
             c.mask(&st, None, &mut mask);
             let mask_time = t.elapsed();
-            let logits = session.logits().ok_or_else(|| Error::Internal("no logits".into()))?;
+            let logits = session
+                .logits()
+                .ok_or_else(|| Error::Internal("no logits".into()))?;
             let next = sampler.sample_masked(logits, session.tokens(), Some(&mask))?;
             let t = Instant::now();
             let ended = model.tokenizer().is_eog(next);

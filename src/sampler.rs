@@ -373,8 +373,18 @@ mod tests {
             let hist: Vec<u32> = (0..64).map(|i| (i * 37 % n) as u32).collect();
             for params in [
                 SamplerParams::greedy(),
-                SamplerParams { seed, ..Default::default() },
-                SamplerParams { seed, top_k: 0, top_p: 0.9, min_p: 0.05, repeat_penalty: 1.3, ..Default::default() },
+                SamplerParams {
+                    seed,
+                    ..Default::default()
+                },
+                SamplerParams {
+                    seed,
+                    top_k: 0,
+                    top_p: 0.9,
+                    min_p: 0.05,
+                    repeat_penalty: 1.3,
+                    ..Default::default()
+                },
             ] {
                 let mut a = Sampler::new(params, n).unwrap();
                 let mut b = Sampler::new(params, n).unwrap();
@@ -388,11 +398,19 @@ mod tests {
         }
         let mut g = Sampler::new(SamplerParams::greedy(), n).unwrap();
         let l = logits(n, 3);
-        let best_odd = (0..n).filter(|i| i % 2 == 1).max_by(|&a, &b| l[a].total_cmp(&l[b]).then(b.cmp(&a))).unwrap();
-        assert_eq!(g.sample_masked(&l, &[], Some(&odd)).unwrap() as usize, best_odd);
+        let best_odd = (0..n)
+            .filter(|i| i % 2 == 1)
+            .max_by(|&a, &b| l[a].total_cmp(&l[b]).then(b.cmp(&a)))
+            .unwrap();
+        assert_eq!(
+            g.sample_masked(&l, &[], Some(&odd)).unwrap() as usize,
+            best_odd
+        );
         let none = TokenMask::from_fn(n, |_| false);
         assert!(g.sample_masked(&l, &[], Some(&none)).is_err());
-        assert!(g.sample_masked(&l, &[], Some(&TokenMask::from_fn(n - 1, |_| true))).is_err());
+        assert!(g
+            .sample_masked(&l, &[], Some(&TokenMask::from_fn(n - 1, |_| true)))
+            .is_err());
     }
 
     fn logits(n: usize, seed: u64) -> Vec<f32> {

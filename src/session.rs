@@ -8,10 +8,10 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crate::constraint::{Constraint, ConstraintState, TokenMask};
 use crate::forward::{
     self, checked_len, zeroed, Exec, KvCache, KvType, Logits, Precision, Scratch,
 };
-use crate::constraint::{Constraint, ConstraintState, TokenMask};
 use crate::kernels::{self, Kernels};
 use crate::model::Model;
 use crate::sampler::Sampler;
@@ -427,7 +427,11 @@ impl Session {
     /// [`Session::sample`], with at most `budget_bytes` more bytes of output allowed under
     /// the constraint (`None` = unlimited): only tokens after which the shortest
     /// completion still fits are drawn; `Incomplete` if none is left.
-    pub fn sample_within(&mut self, sampler: &mut Sampler, budget_bytes: Option<usize>) -> Result<u32> {
+    pub fn sample_within(
+        &mut self,
+        sampler: &mut Sampler,
+        budget_bytes: Option<usize>,
+    ) -> Result<u32> {
         if !self.has_logits {
             return Err(Error::InvalidArgument(
                 "nothing evaluated yet: no logits to sample from".into(),

@@ -1,6 +1,10 @@
 //! No heap allocation on the per-token path: after warm-up, decode + sample + streaming of
 //! 64 tokens make exactly zero allocations and zero frees, counted by a global allocator.
 //!
+//! Constrained decoding (mask, masked sampling, constraint advance) is counted the same way,
+//! on a replay: a state's token set is built on its first visit (cached on the constraint),
+//! so the second pass over the same outputs must allocate nothing.
+//!
 //! This test has its own `main` (`harness = false`): libtest's runner thread allocates while
 //! a test runs, and the allocator counts every thread (the pool's workers must count too).
 
@@ -11,6 +15,7 @@ use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use pipit::constraint::Constraint;
 use pipit::forward::Precision;
 use pipit::model::Model;
 use pipit::sampler::{Sampler, SamplerParams};
@@ -88,7 +93,75 @@ fn count_decode(
 fn main() {
     decode_and_sample_allocate_nothing();
     println!("test decode_and_sample_allocate_nothing ... ok");
-    println!("1 passed, 0 failed");
+    constrained_steps_allocate_nothing();
+    println!("test constrained_steps_allocate_nothing ... ok");
+    println!("2 passed, 0 failed");
+}
+
+/// Decodes `steps` tokens under `c` (a new output starts whenever one ends), twice from the
+/// same start and seed; returns (allocs, frees) of the second pass.
+fn count_constrained(
+    model: &Arc<Model>,
+    c: &Arc<Constraint>,
+    sampler: SamplerParams,
+    steps: usize,
+) -> (usize, usize) {
+    let params = SessionParams {
+        n_ctx: 256,
+        n_threads: 2,
+        ..SessionParams::default()
+    };
+    let mut s = Session::new(Arc::clone(model), params).unwrap();
+    s.set_constraint(Some(Arc::clone(c))).unwrap();
+    let tok = model.tokenizer();
+    let run = |s: &mut Session, count: bool| {
+        let mut sampler = Sampler::new(sampler, model.hparams().n_vocab).unwrap();
+        s.reset();
+        s.eval_prompt(&[1, 2, 3, 4, 5]).unwrap();
+        if count {
+            ALLOCS.store(0, Ordering::SeqCst);
+            FREES.store(0, Ordering::SeqCst);
+            COUNTING.store(true, Ordering::SeqCst);
+        }
+        for _ in 0..steps {
+            let mut next = s.sample_within(&mut sampler, Some(1000)).unwrap();
+            if tok.is_eog(next) {
+                s.constraint_restart();
+                next = s.sample(&mut sampler).unwrap();
+            }
+            s.eval(&[next]).unwrap();
+        }
+        COUNTING.store(false, Ordering::SeqCst);
+    };
+    run(&mut s, false);
+    run(&mut s, true);
+    (ALLOCS.load(Ordering::SeqCst), FREES.load(Ordering::SeqCst))
+}
+
+fn constrained_steps_allocate_nothing() {
+    let tiny = common::Tiny::llama(DType::Q8_0, 3);
+    let model = Arc::new(Model::from_bytes(tiny.bytes()).unwrap());
+    let schema = r##"{"type":"object","properties":{"name":{"type":"string","maxLength":8},"tags":{"type":"array","items":{"type":"string"}},"n":{"type":"integer"},"child":{"$ref":"#"}},"required":["name"]}"##;
+    let constraints = [
+        Constraint::regex(&model, r"(\d{3}-[a-z]{2,5} ?)+").unwrap(),
+        Constraint::json_schema(&model, "").unwrap(),
+        Constraint::json_schema(&model, schema).unwrap(),
+        Constraint::gbnf(
+            &model,
+            "root ::= (\"(\" expr \")\")+\nexpr ::= [a-z]+ | \"(\" expr (\"+\" expr)* \")\"\n",
+        )
+        .unwrap(),
+    ];
+    for c in &constraints {
+        for sampler in [SamplerParams::default(), SamplerParams::greedy()] {
+            let (allocs, frees) = count_constrained(&model, c, sampler, 64);
+            assert_eq!(
+                (allocs, frees),
+                (0, 0),
+                "{c:?} {sampler:?}: allocations in 64 constrained steps"
+            );
+        }
+    }
 }
 
 fn decode_and_sample_allocate_nothing() {

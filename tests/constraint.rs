@@ -20,7 +20,10 @@ use pipit::sampler::{Sampler, SamplerParams};
 use pipit::session::{Session, SessionParams};
 use pipit::Error;
 
-const MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/SmolLM2-135M-Instruct.pipit");
+const MODEL: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/models/SmolLM2-135M-Instruct.pipit"
+);
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/constraint");
 
 fn model() -> Arc<Model> {
@@ -31,7 +34,10 @@ fn model() -> Arc<Model> {
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn chat(user: &str) -> String {
@@ -70,7 +76,11 @@ fn generate(
         out.extend_from_slice(tok.piece(next));
     }
     let (c, st) = s.constraint().unwrap();
-    assert!(c.is_accepting(st), "ended outside an accepting state: {:?}", String::from_utf8_lossy(&out));
+    assert!(
+        c.is_accepting(st),
+        "ended outside an accepting state: {:?}",
+        String::from_utf8_lossy(&out)
+    );
     String::from_utf8(out).map_err(|e| Error::Internal(format!("output is not UTF-8: {e}")))
 }
 
@@ -85,7 +95,9 @@ fn engine_accepts(c: &Constraint, model: &Model, text: &str) -> bool {
         }
     }
     let mut st = c.start();
-    text.bytes().all(|b| c.advance(&mut st, byte_token[b as usize]).is_ok()) && c.is_accepting(&st)
+    text.bytes()
+        .all(|b| c.advance(&mut st, byte_token[b as usize]).is_ok())
+        && c.is_accepting(&st)
 }
 
 fn json_str(s: &str) -> String {
@@ -111,7 +123,10 @@ fn python_check(lines: &[String]) {
     let out = child.wait_with_output().unwrap();
     let report = String::from_utf8_lossy(&out.stdout);
     eprintln!("python oracle: {}", report.trim_end());
-    assert!(out.status.success(), "the Python oracle rejected outputs:\n{report}");
+    assert!(
+        out.status.success(),
+        "the Python oracle rejected outputs:\n{report}"
+    );
 }
 
 fn session(model: &Arc<Model>) -> Session {
@@ -128,22 +143,40 @@ const REGEXES: &[(&str, &str)] = &[
     ("a time", r"([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?"),
     ("an integer", r"-?(0|[1-9]\d{0,9})"),
     ("a decimal number", r"-?\d{1,6}\.\d{1,4}"),
-    ("an email address", r"[a-z0-9._]{1,20}@[a-z0-9]{1,12}\.(com|org|net|io)"),
+    (
+        "an email address",
+        r"[a-z0-9._]{1,20}@[a-z0-9]{1,12}\.(com|org|net|io)",
+    ),
     ("yes or no", r"(yes|no)"),
-    ("a capitalised full name", r"[A-Z][a-z]{1,12} [A-Z][a-z]{1,15}"),
+    (
+        "a capitalised full name",
+        r"[A-Z][a-z]{1,12} [A-Z][a-z]{1,15}",
+    ),
     ("a quoted string", r#""[^"\\\n]{0,40}""#),
     ("a hex colour", r"#[0-9a-fA-F]{6}"),
     ("a version number", r"v?\d{1,3}\.\d{1,3}\.\d{1,3}"),
     ("a US phone number", r"\(\d{3}\) \d{3}-\d{4}"),
-    ("an IPv4 address", r"((25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"),
-    ("a UUID", r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"),
+    (
+        "an IPv4 address",
+        r"((25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)",
+    ),
+    (
+        "a UUID",
+        r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+    ),
     ("a US zip code", r"\d{5}(-\d{4})?"),
     ("a sentence", r"[A-Z][a-z]+( [a-z]+){2,8}[.!?]"),
     ("a percentage", r"(100|[1-9]?\d)(\.\d)?%"),
     ("a price", r"\$\d{1,4}\.\d\d"),
-    ("a url", r"https?://(www\.)?[a-z]{2,12}\.(com|org)(/[a-z]{1,8}){0,3}"),
+    (
+        "a url",
+        r"https?://(www\.)?[a-z]{2,12}\.(com|org)(/[a-z]{1,8}){0,3}",
+    ),
     ("a lowercase identifier", r"[a-z_][a-z0-9_]{0,15}"),
-    ("a colour name", r"(red|green|blue|yellow|purple|orange)( and (red|green|blue|yellow|purple|orange))?"),
+    (
+        "a colour name",
+        r"(red|green|blue|yellow|purple|orange)( and (red|green|blue|yellow|purple|orange))?",
+    ),
 ];
 
 #[test]
@@ -184,7 +217,9 @@ fn json_schema_suite_compiles_and_outputs_validate() {
     let mut lines = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let entry = parse(line).unwrap();
-        let Some(Value::Str(name)) = entry.get("name") else { panic!("line {i}: no name") };
+        let Some(Value::Str(name)) = entry.get("name") else {
+            panic!("line {i}: no name")
+        };
         let mut schema = String::new();
         entry.get("schema").unwrap().write(&mut schema);
         let t = std::time::Instant::now();
@@ -193,7 +228,10 @@ fn json_schema_suite_compiles_and_outputs_validate() {
         if name.starts_with("refused") {
             let e = c.expect_err(name);
             assert!(matches!(e, Error::Unsupported(_)), "{name}: {e}");
-            assert!(e.to_string().contains("unsupported JSON Schema"), "{name}: {e}");
+            assert!(
+                e.to_string().contains("unsupported JSON Schema"),
+                "{name}: {e}"
+            );
             refused += 1;
             continue;
         }
@@ -203,8 +241,12 @@ fn json_schema_suite_compiles_and_outputs_validate() {
             continue;
         }
         for seed in 0..seeds as u64 {
-            let prompt = chat(&format!("Reply with a JSON object for a {}.", name.replace('_', " ")));
-            let out = generate(&mut s, &c, &prompt, seed, 256).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let prompt = chat(&format!(
+                "Reply with a JSON object for a {}.",
+                name.replace('_', " ")
+            ));
+            let out =
+                generate(&mut s, &c, &prompt, seed, 256).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(engine_accepts(&c, &model, &out), "{name}: {out:?}");
             sampled += 1;
             lines.push(format!(
@@ -239,7 +281,8 @@ fn every_llama_cpp_grammar_compiles_and_outputs_are_accepted() {
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();
         let g = std::fs::read_to_string(path).unwrap();
         let c = Constraint::gbnf(&model, &g).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let out = generate(&mut s, &c, &chat("Write something."), 1, 48).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let out = generate(&mut s, &c, &chat("Write something."), 1, 48)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(engine_accepts(&c, &model, &out), "{name}: {out:?}");
         eprintln!("{name}: {out:?}");
         lines.push(format!(
@@ -265,37 +308,55 @@ fn budgets_just_enough_completes_and_too_few_is_incomplete() {
         assert!(engine_accepts(&c, &model, &out), "{out:?}");
     }
     let e = generate(&mut s, &c, &chat("Give me a code."), 0, need - 1).unwrap_err();
-    assert!(matches!(e, Error::Incomplete { needed_bytes } if needed_bytes >= 1), "{e}");
+    assert!(
+        matches!(e, Error::Incomplete { needed_bytes } if needed_bytes >= 1),
+        "{e}"
+    );
 
     // The CLI: just enough works, too few is a clear message and a failure exit.
     let exe = env!("CARGO_BIN_EXE_pipit");
     let run = |n: usize| {
         Command::new(exe)
-            .args(["run", "-m", MODEL, "-t", "2", "--temp", "1", "--seed", "3", "-n"])
+            .args([
+                "run", "-m", MODEL, "-t", "2", "--temp", "1", "--seed", "3", "-n",
+            ])
             .arg(n.to_string())
             .args(["-p", &chat("Give me a code."), "--regex", r"[a-z]{6}-\d{5}"])
             .output()
             .unwrap()
     };
     let ok = run(need);
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     let text = String::from_utf8_lossy(&ok.stdout).trim_end().to_string();
     assert!(engine_accepts(&c, &model, &text), "{text:?}");
     let short = run(need - 3);
     assert!(!short.status.success());
     let msg = String::from_utf8_lossy(&short.stderr);
-    assert!(msg.contains("incomplete output") && msg.contains("more bytes"), "{msg}");
+    assert!(
+        msg.contains("incomplete output") && msg.contains("more bytes"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn choices_and_json_from_the_cli() {
     let exe = env!("CARGO_BIN_EXE_pipit");
     let out = Command::new(exe)
-        .args(["run", "-m", MODEL, "-t", "2", "--temp", "1", "-n", "64", "--json"])
+        .args([
+            "run", "-m", MODEL, "-t", "2", "--temp", "1", "-n", "64", "--json",
+        ])
         .args(["-p", &chat("Describe a cat as JSON.")])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout).trim_end().to_string();
     assert!(parse(&text).is_ok(), "{text:?}");
     let model = model();
@@ -303,17 +364,27 @@ fn choices_and_json_from_the_cli() {
     let c = Constraint::choices(&model, &[" Paris", " Berlin", "Paris, France", "London"]).unwrap();
     for seed in 0..5 {
         let out = generate(&mut s, &c, &chat("Capital of France?"), seed, 8).unwrap();
-        assert!([" Paris", " Berlin", "Paris, France", "London"].contains(&out.as_str()), "{out:?}");
+        assert!(
+            [" Paris", " Berlin", "Paris, France", "London"].contains(&out.as_str()),
+            "{out:?}"
+        );
     }
 }
 
 #[test]
 fn a_constraint_of_another_model_is_refused_and_a_forbidden_eval_changes_nothing() {
     let model = model();
-    let gemma = Model::open(concat!(env!("CARGO_MANIFEST_DIR"), "/models/gemma-3-270m.pipit")).unwrap();
+    let gemma = Model::open(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/models/gemma-3-270m.pipit"
+    ))
+    .unwrap();
     let other = Constraint::regex(&gemma, "a+").unwrap();
     let mut s = session(&model);
-    assert!(matches!(s.set_constraint(Some(other)), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        s.set_constraint(Some(other)),
+        Err(Error::InvalidArgument(_))
+    ));
     let c = Constraint::regex(&model, "[0-9]+").unwrap();
     s.set_constraint(Some(c)).unwrap();
     let tok = model.tokenizer();

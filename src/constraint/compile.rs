@@ -148,7 +148,14 @@ impl Nfa {
     }
 
     /// Adds `e` between `from` and a new end state, which it returns.
-    fn build(&mut self, g: &Grammar, keep: &[bool], e: &Expr, from: u32, depth: usize) -> Result<u32> {
+    fn build(
+        &mut self,
+        g: &Grammar,
+        keep: &[bool],
+        e: &Expr,
+        from: u32,
+        depth: usize,
+    ) -> Result<u32> {
         if depth > 10_000 {
             return Err(too_large("10000 levels of inlining"));
         }
@@ -394,7 +401,12 @@ fn determinize(nfa: &Nfa, start: u32, end: u32, rep: &[u8], a: &mut Automata) ->
     Ok(())
 }
 
-fn intern(ids: &mut HashMap<Vec<u32>, u32>, todo: &mut Vec<Vec<u32>>, set: Vec<u32>, base: u32) -> u32 {
+fn intern(
+    ids: &mut HashMap<Vec<u32>, u32>,
+    todo: &mut Vec<Vec<u32>>,
+    set: Vec<u32>,
+    base: u32,
+) -> u32 {
     if let Some(&id) = ids.get(&set) {
         return id;
     }

@@ -27,7 +27,9 @@ pub fn grammar(text: &str) -> Result<Grammar> {
         p.space(true);
     }
     let Some(&root) = p.ids.get("root") else {
-        return Err(Error::InvalidArgument("grammar: no rule named \"root\"".into()));
+        return Err(Error::InvalidArgument(
+            "grammar: no rule named \"root\"".into(),
+        ));
     };
     for (k, &d) in p.defined.iter().enumerate() {
         if !d {
@@ -185,7 +187,9 @@ impl Parser<'_> {
                             }
                             Some(_) => {
                                 let lo = self.char()?;
-                                if self.peek() == Some(b'-') && self.s.get(self.i + 1) != Some(&b']') {
+                                if self.peek() == Some(b'-')
+                                    && self.s.get(self.i + 1) != Some(&b']')
+                                {
                                     self.i += 1;
                                     let hi = self.char()?;
                                     if hi < lo {
@@ -247,7 +251,9 @@ impl Parser<'_> {
     /// After `{`: `m}`, `m,}` or `m,n}`.
     fn counted(&mut self) -> Result<(u32, Option<u32>)> {
         self.space(false);
-        let m = self.int()?.ok_or_else(|| self.err("expected a number after '{'"))?;
+        let m = self
+            .int()?
+            .ok_or_else(|| self.err("expected a number after '{'"))?;
         self.space(false);
         let max = if self.peek() == Some(b',') {
             self.i += 1;
@@ -294,7 +300,9 @@ impl Parser<'_> {
             };
             self.i += 2;
             let hex = |p: &mut Parser, n: usize| -> Result<char> {
-                let h = p.s.get(p.i..p.i + n).ok_or_else(|| p.err("short hex escape"))?;
+                let h =
+                    p.s.get(p.i..p.i + n)
+                        .ok_or_else(|| p.err("short hex escape"))?;
                 let v = std::str::from_utf8(h)
                     .ok()
                     .and_then(|h| u32::from_str_radix(h, 16).ok())

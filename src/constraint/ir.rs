@@ -266,10 +266,20 @@ mod tests {
 
     #[test]
     fn utf8_class_matches_exactly_its_chars() {
-        let ranges = [(0x41, 0x5A), (0x3041, 0x309F), (0x7FF, 0x801), (0x1F600, 0x1F64F)];
+        let ranges = [
+            (0x41, 0x5A),
+            (0x3041, 0x309F),
+            (0x7FF, 0x801),
+            (0x1F600, 0x1F64F),
+        ];
         let e = utf8_class(&ranges);
-        for c in (0u32..0x20000).step_by(7).chain([0x41, 0x5A, 0x7FF, 0x800, 0x801, 0x3041]) {
-            let Some(ch) = char::from_u32(c) else { continue };
+        for c in (0u32..0x20000)
+            .step_by(7)
+            .chain([0x41, 0x5A, 0x7FF, 0x800, 0x801, 0x3041])
+        {
+            let Some(ch) = char::from_u32(c) else {
+                continue;
+            };
             let mut buf = [0u8; 4];
             let enc = ch.encode_utf8(&mut buf).as_bytes();
             let inside = ranges.iter().any(|&(a, b)| a <= c && c <= b);

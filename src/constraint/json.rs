@@ -124,7 +124,10 @@ struct JsonParser<'a> {
 
 impl JsonParser<'_> {
     fn err(&self, what: &str) -> Error {
-        Error::InvalidArgument(format!("JSON Schema is not valid JSON: {what} at byte {}", self.i))
+        Error::InvalidArgument(format!(
+            "JSON Schema is not valid JSON: {what} at byte {}",
+            self.i
+        ))
     }
     fn ws(&mut self) {
         while matches!(self.s.get(self.i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
@@ -199,7 +202,10 @@ impl JsonParser<'_> {
             b'n' if self.eat("null") => Ok(Value::Null),
             b'-' | b'0'..=b'9' => {
                 let b = self.i;
-                while matches!(self.s.get(self.i), Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')) {
+                while matches!(
+                    self.s.get(self.i),
+                    Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+                ) {
                     self.i += 1;
                 }
                 let t = std::str::from_utf8(&self.s[b..self.i]).unwrap_or("");
@@ -239,7 +245,9 @@ impl JsonParser<'_> {
                             let mut cp = self.hex4()?;
                             if (0xD800..0xDC00).contains(&cp) && self.eat("\\u") {
                                 let lo = self.hex4()?;
-                                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo.wrapping_sub(0xDC00) & 0x3FF);
+                                cp = 0x10000
+                                    + ((cp - 0xD800) << 10)
+                                    + (lo.wrapping_sub(0xDC00) & 0x3FF);
                             }
                             char::from_u32(cp).unwrap_or('\u{FFFD}')
                         }
@@ -254,7 +262,10 @@ impl JsonParser<'_> {
         String::from_utf8(out).map_err(|_| self.err("invalid UTF-8"))
     }
     fn hex4(&mut self) -> Result<u32> {
-        let h = self.s.get(self.i..self.i + 4).ok_or_else(|| self.err("short \\u escape"))?;
+        let h = self
+            .s
+            .get(self.i..self.i + 4)
+            .ok_or_else(|| self.err("short \\u escape"))?;
         let v = std::str::from_utf8(h)
             .ok()
             .and_then(|h| u32::from_str_radix(h, 16).ok())
@@ -296,16 +307,47 @@ struct Cx<'a> {
 }
 
 const ANNOTATIONS: &[&str] = &[
-    "title", "description", "$schema", "$id", "$comment", "examples", "default", "deprecated",
-    "readOnly", "writeOnly", "$defs", "definitions", "$anchor",
+    "title",
+    "description",
+    "$schema",
+    "$id",
+    "$comment",
+    "examples",
+    "default",
+    "deprecated",
+    "readOnly",
+    "writeOnly",
+    "$defs",
+    "definitions",
+    "$anchor",
 ];
 const KNOWN: &[&str] = &[
-    "type", "properties", "required", "additionalProperties", "enum", "const", "anyOf",
-    "allOf", "oneOf", "$ref", "items", "prefixItems", "minItems", "maxItems", "minLength",
-    "maxLength", "pattern", "format", "minimum", "maximum", "exclusiveMinimum",
+    "type",
+    "properties",
+    "required",
+    "additionalProperties",
+    "enum",
+    "const",
+    "anyOf",
+    "allOf",
+    "oneOf",
+    "$ref",
+    "items",
+    "prefixItems",
+    "minItems",
+    "maxItems",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "format",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
     "exclusiveMaximum",
 ];
-const TYPES: &[&str] = &["null", "boolean", "object", "array", "number", "integer", "string"];
+const TYPES: &[&str] = &[
+    "null", "boolean", "object", "array", "number", "integer", "string",
+];
 
 fn unsupported(k: &str) -> Error {
     Error::Unsupported(format!("unsupported JSON Schema keyword \"{k}\""))
@@ -321,7 +363,12 @@ fn re(p: &str) -> Expr {
 
 /// One JSON string character (raw, or an escape).
 fn str_char() -> Expr {
-    let raw = ir::utf8_class(&ir::negate(&[(0, 0x1F), (0x22, 0x22), (0x5C, 0x5C), (0x7F, 0x7F)]));
+    let raw = ir::utf8_class(&ir::negate(&[
+        (0, 0x1F),
+        (0x22, 0x22),
+        (0x5C, 0x5C),
+        (0x7F, 0x7F),
+    ]));
     Expr::Alt(vec![
         raw,
         re(r#"\\(["\\/bfnrt]|u([0-9a-cA-CeEfF][0-9a-fA-F]{3}|[dD][0-7][0-9a-fA-F]{2}))"#),
@@ -338,15 +385,24 @@ fn format_regex(f: &str) -> Result<&'static str> {
         "date" => DATE,
         "time" => TIME,
         "date-time" => DATE_TIME,
-        "email" => r"[a-z0-9]+([._-][a-z0-9]+){0,3}@[a-z0-9]+(-[a-z0-9]+)?(\.[a-z0-9]+(-[a-z0-9]+)?){0,2}\.[a-z]{2,6}",
+        "email" => {
+            r"[a-z0-9]+([._-][a-z0-9]+){0,3}@[a-z0-9]+(-[a-z0-9]+)?(\.[a-z0-9]+(-[a-z0-9]+)?){0,2}\.[a-z]{2,6}"
+        }
         "uuid" => r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
-        "uri" => r"https?://[a-z0-9]+(-[a-z0-9]+)*(\.[a-z0-9]+(-[a-z0-9]+)*)+(/[a-zA-Z0-9._~-]+){0,8}/?",
-        _ => return Err(Error::Unsupported(format!("unsupported JSON Schema format \"{f}\""))),
+        "uri" => {
+            r"https?://[a-z0-9]+(-[a-z0-9]+)*(\.[a-z0-9]+(-[a-z0-9]+)*)+(/[a-zA-Z0-9._~-]+){0,8}/?"
+        }
+        _ => {
+            return Err(Error::Unsupported(format!(
+                "unsupported JSON Schema format \"{f}\""
+            )))
+        }
     })
 }
 // Days per month without February 29th (no leap-year arithmetic in a regular language).
 const DATE: &str = r"[12][0-9]{3}-((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))";
-const TIME: &str = r"([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])";
+const TIME: &str =
+    r"([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])";
 const DATE_TIME: &str = r"[12][0-9]{3}-((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])";
 
 /// Decimal integers in `lo..=hi` (both within ±[`INT_LIMIT`]), canonical spelling.
@@ -389,7 +445,13 @@ fn same_len(a: &[u8], b: &[u8]) -> Expr {
         return Expr::empty();
     }
     let n = a.len() - 1;
-    let digits = |n: usize| Expr::rep(Expr::Bytes(ByteSet::range(b'0', b'9')), n as u32, Some(n as u32));
+    let digits = |n: usize| {
+        Expr::rep(
+            Expr::Bytes(ByteSet::range(b'0', b'9')),
+            n as u32,
+            Some(n as u32),
+        )
+    };
     let zeros = a[1..].iter().all(|&d| d == b'0');
     let nines = b[1..].iter().all(|&d| d == b'9');
     if a[0] == b[0] {
@@ -401,17 +463,26 @@ fn same_len(a: &[u8], b: &[u8]) -> Expr {
     let mut alts = Vec::new();
     let mut lo = a[0];
     if !zeros {
-        alts.push(Expr::Seq(vec![Expr::lit(&a[..1]), same_len(&a[1..], &vec![b'9'; n])]));
+        alts.push(Expr::Seq(vec![
+            Expr::lit(&a[..1]),
+            same_len(&a[1..], &vec![b'9'; n]),
+        ]));
         lo += 1;
     }
     let mut hi = b[0];
     let mut tail = None;
     if !nines {
-        tail = Some(Expr::Seq(vec![Expr::lit(&b[..1]), same_len(&vec![b'0'; n], &b[1..])]));
+        tail = Some(Expr::Seq(vec![
+            Expr::lit(&b[..1]),
+            same_len(&vec![b'0'; n], &b[1..]),
+        ]));
         hi -= 1;
     }
     if lo <= hi {
-        alts.push(Expr::Seq(vec![Expr::Bytes(ByteSet::range(lo, hi)), digits(n)]));
+        alts.push(Expr::Seq(vec![
+            Expr::Bytes(ByteSet::range(lo, hi)),
+            digits(n),
+        ]));
     }
     alts.extend(tail);
     Expr::Alt(alts)
@@ -422,7 +493,12 @@ fn size(e: &Expr) -> usize {
         Expr::Bytes(_) | Expr::Ref(_) => 1,
         Expr::Seq(v) | Expr::Alt(v) => 1 + v.iter().map(size).sum::<usize>(),
         Expr::Repeat(x, min, max) => 1 + size(x) * (*max).unwrap_or(*min + 1).max(1) as usize,
-        Expr::SepList(items, sep) => 1 + items.iter().map(|(x, _)| 2 * size(x) + size(sep)).sum::<usize>(),
+        Expr::SepList(items, sep) => {
+            1 + items
+                .iter()
+                .map(|(x, _)| 2 * size(x) + size(sep))
+                .sum::<usize>()
+        }
     }
 }
 
@@ -437,8 +513,13 @@ fn num(v: Option<&Value>, k: &str) -> Result<Option<f64>> {
 fn count(v: Option<&Value>, k: &str) -> Result<Option<u32>> {
     match num(v, k)? {
         None => Ok(None),
-        Some(x) if x >= 0.0 && x.fract() == 0.0 && x <= f64::from(ir::MAX_REPEAT) => Ok(Some(x as u32)),
-        Some(_) => Err(bad(&format!("\"{k}\" must be a whole number up to {}", ir::MAX_REPEAT))),
+        Some(x) if x >= 0.0 && x.fract() == 0.0 && x <= f64::from(ir::MAX_REPEAT) => {
+            Ok(Some(x as u32))
+        }
+        Some(_) => Err(bad(&format!(
+            "\"{k}\" must be a whole number up to {}",
+            ir::MAX_REPEAT
+        ))),
     }
 }
 
@@ -455,7 +536,11 @@ impl Cx<'_> {
 
     fn string_rule(&mut self) -> Expr {
         let r = *self.string.get_or_insert_with(|| {
-            let body = Expr::Seq(vec![Expr::lit(b"\""), Expr::rep(str_char(), 0, None), Expr::lit(b"\"")]);
+            let body = Expr::Seq(vec![
+                Expr::lit(b"\""),
+                Expr::rep(str_char(), 0, None),
+                Expr::lit(b"\""),
+            ]);
             let r = self.g.add("string", body);
             self.g.keep[r] = true;
             r
@@ -473,7 +558,10 @@ impl Cx<'_> {
         let v = Expr::Ref(r);
         let members = Expr::Seq(vec![s.clone(), Expr::lit(b":"), v.clone()]);
         let list = |x: Expr| {
-            Expr::opt(Expr::Seq(vec![x.clone(), Expr::rep(Expr::Seq(vec![Expr::lit(b","), x]), 0, None)]))
+            Expr::opt(Expr::Seq(vec![
+                x.clone(),
+                Expr::rep(Expr::Seq(vec![Expr::lit(b","), x]), 0, None),
+            ]))
         };
         let body = Expr::Alt(vec![
             Expr::Seq(vec![Expr::lit(b"{"), list(members), Expr::lit(b"}")]),
@@ -489,9 +577,9 @@ impl Cx<'_> {
     }
 
     fn resolve(&self, r: &str) -> Result<&Value> {
-        let path = r
-            .strip_prefix('#')
-            .ok_or_else(|| Error::Unsupported(format!("unsupported $ref \"{r}\" (only local refs)")))?;
+        let path = r.strip_prefix('#').ok_or_else(|| {
+            Error::Unsupported(format!("unsupported $ref \"{r}\" (only local refs)"))
+        })?;
         let mut v = self.root;
         for part in path.split('/').filter(|p| !p.is_empty()) {
             let part = part.replace("~1", "/").replace("~0", "~");
@@ -534,7 +622,9 @@ impl Cx<'_> {
             .filter(|k| KNOWN.contains(k))
             .collect();
         if let Some(r) = s.get("$ref") {
-            let Value::Str(r) = r else { return Err(bad("$ref must be a string")) };
+            let Value::Str(r) = r else {
+                return Err(bad("$ref must be a string"));
+            };
             if constraining.len() > 1 {
                 return Err(Error::Unsupported(
                     "unsupported JSON Schema keyword \"$ref\" next to other keywords".into(),
@@ -551,12 +641,16 @@ impl Cx<'_> {
             return Ok(Expr::Ref(k));
         }
         if let Some(all) = s.get("allOf") {
-            let Value::Arr(parts) = all else { return Err(bad("allOf must be an array")) };
+            let Value::Arr(parts) = all else {
+                return Err(bad("allOf must be an array"));
+            };
             let mut merged: Vec<(String, Value)> =
                 m.iter().filter(|(k, _)| k != "allOf").cloned().collect();
             for p in parts {
                 let p = self.deref(p)?;
-                let Value::Obj(pm) = p else { return Err(unsupported("allOf")) };
+                let Value::Obj(pm) = p else {
+                    return Err(unsupported("allOf"));
+                };
                 merge(&mut merged, &pm)?;
             }
             return self.schema(&Value::Obj(merged));
@@ -565,7 +659,9 @@ impl Cx<'_> {
             return Ok(literal(c));
         }
         if let Some(e) = s.get("enum") {
-            let Value::Arr(vals) = e else { return Err(bad("enum must be an array")) };
+            let Value::Arr(vals) = e else {
+                return Err(bad("enum must be an array"));
+            };
             let types = self.types(s)?;
             let alts = vals
                 .iter()
@@ -576,8 +672,11 @@ impl Cx<'_> {
         }
         for key in ["anyOf", "oneOf"] {
             if let Some(a) = s.get(key) {
-                let Value::Arr(branches) = a else { return Err(bad(&format!("{key} must be an array"))) };
-                let rest: Vec<(String, Value)> = m.iter().filter(|(k, _)| k != key).cloned().collect();
+                let Value::Arr(branches) = a else {
+                    return Err(bad(&format!("{key} must be an array")));
+                };
+                let rest: Vec<(String, Value)> =
+                    m.iter().filter(|(k, _)| k != key).cloned().collect();
                 let mut resolved = Vec::new();
                 for b in branches {
                     let mut merged = rest.clone();
@@ -608,10 +707,22 @@ impl Cx<'_> {
         if types.is_empty() {
             // No type: the keywords present say which types they constrain.
             let implied = [
-                ("object", &["properties", "required", "additionalProperties"][..]),
-                ("array", &["items", "prefixItems", "minItems", "maxItems"][..]),
-                ("string", &["minLength", "maxLength", "pattern", "format"][..]),
-                ("number", &["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"][..]),
+                (
+                    "object",
+                    &["properties", "required", "additionalProperties"][..],
+                ),
+                (
+                    "array",
+                    &["items", "prefixItems", "minItems", "maxItems"][..],
+                ),
+                (
+                    "string",
+                    &["minLength", "maxLength", "pattern", "format"][..],
+                ),
+                (
+                    "number",
+                    &["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"][..],
+                ),
             ];
             for (t, keys) in implied {
                 if keys.iter().any(|k| has(k)) {
@@ -635,7 +746,11 @@ impl Cx<'_> {
                 _ => return Err(bad(&format!("unknown type \"{t}\""))),
             });
         }
-        Ok(if alts.len() == 1 { alts.remove(0) } else { Expr::Alt(alts) })
+        Ok(if alts.len() == 1 {
+            alts.remove(0)
+        } else {
+            Expr::Alt(alts)
+        })
     }
 
     /// `s` with a top-level `$ref` replaced by its target (for merging).
@@ -673,16 +788,26 @@ impl Cx<'_> {
         let max = count(s.get("maxLength"), "maxLength")?;
         let q = Expr::lit(b"\"");
         if let Some(f) = s.get("format") {
-            let Value::Str(f) = f else { return Err(bad("format must be a string")) };
+            let Value::Str(f) = f else {
+                return Err(bad("format must be a string"));
+            };
             if min.is_some() || max.is_some() || s.get("pattern").is_some() {
-                return Err(Error::Unsupported("unsupported JSON Schema keyword \"format\" together with a length or pattern".into()));
+                return Err(Error::Unsupported(
+                    "unsupported JSON Schema keyword \"format\" together with a length or pattern"
+                        .into(),
+                ));
             }
             return Ok(Expr::Seq(vec![q.clone(), re(format_regex(f)?), q]));
         }
         if let Some(p) = s.get("pattern") {
-            let Value::Str(p) = p else { return Err(bad("pattern must be a string")) };
+            let Value::Str(p) = p else {
+                return Err(bad("pattern must be a string"));
+            };
             if min.is_some() || max.is_some() {
-                return Err(Error::Unsupported("unsupported JSON Schema keyword \"pattern\" together with minLength/maxLength".into()));
+                return Err(Error::Unsupported(
+                    "unsupported JSON Schema keyword \"pattern\" together with minLength/maxLength"
+                        .into(),
+                ));
             }
             let mut e = regex::parse(p)?;
             // Only characters that need no escape inside a JSON string.
@@ -700,7 +825,11 @@ impl Cx<'_> {
         if max.is_some_and(|x| x < min) {
             return Ok(Expr::Alt(Vec::new()));
         }
-        Ok(Expr::Seq(vec![q.clone(), Expr::rep(str_char(), min, max), q]))
+        Ok(Expr::Seq(vec![
+            q.clone(),
+            Expr::rep(str_char(), min, max),
+            q,
+        ]))
     }
 
     fn integer(&mut self, s: &Value, integer: bool) -> Result<Expr> {
@@ -756,7 +885,10 @@ impl Cx<'_> {
             key.push(':');
             let value = self.schema(v)?;
             let value = self.share(k, value);
-            items.push((Expr::Seq(vec![ir::lit_str(&key), value]), required.contains(&k.as_str())));
+            items.push((
+                Expr::Seq(vec![ir::lit_str(&key), value]),
+                required.contains(&k.as_str()),
+            ));
         }
         for r in &required {
             if !props.iter().any(|(k, _)| k == r) {
@@ -838,9 +970,17 @@ impl Cx<'_> {
                 if n > 0 {
                     seq.push(Expr::rep(with_comma, extra_min, extra_max));
                 } else {
-                    let rest = Expr::rep(with_comma, extra_min.saturating_sub(1), extra_max.map(|m| m - 1));
+                    let rest = Expr::rep(
+                        with_comma,
+                        extra_min.saturating_sub(1),
+                        extra_max.map(|m| m - 1),
+                    );
                     let list = Expr::Seq(vec![item, rest]);
-                    seq.push(if extra_min == 0 { Expr::opt(list) } else { list });
+                    seq.push(if extra_min == 0 {
+                        Expr::opt(list)
+                    } else {
+                        list
+                    });
                 }
             }
         }
@@ -916,16 +1056,22 @@ fn disjoint(branches: &[Value]) -> bool {
     let type_set = |b: &Value| -> Option<Vec<String>> {
         match b.get("type") {
             Some(Value::Str(t)) => Some(vec![t.clone()]),
-            Some(Value::Arr(a)) => Some(a.iter().filter_map(|v| match v {
-                Value::Str(s) => Some(s.clone()),
-                _ => None,
-            }).collect()),
+            Some(Value::Arr(a)) => Some(
+                a.iter()
+                    .filter_map(|v| match v {
+                        Value::Str(s) => Some(s.clone()),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
             _ => None,
         }
     };
     let overlap = |a: &[String], b: &[String]| {
         a.iter().any(|x| {
-            b.iter().any(|y| x == y || (x == "integer" && y == "number") || (x == "number" && y == "integer"))
+            b.iter().any(|y| {
+                x == y || (x == "integer" && y == "number") || (x == "number" && y == "integer")
+            })
         })
     };
     let values = |b: &Value| -> Option<Vec<Value>> {
@@ -938,10 +1084,14 @@ fn disjoint(branches: &[Value]) -> bool {
     let pairwise = |f: &dyn Fn(&Value, &Value) -> bool| {
         (0..branches.len()).all(|i| (i + 1..branches.len()).all(|j| f(&branches[i], &branches[j])))
     };
-    if pairwise(&|a, b| matches!((type_set(a), type_set(b)), (Some(x), Some(y)) if !overlap(&x, &y))) {
+    if pairwise(
+        &|a, b| matches!((type_set(a), type_set(b)), (Some(x), Some(y)) if !overlap(&x, &y)),
+    ) {
         return true;
     }
-    if pairwise(&|a, b| matches!((values(a), values(b)), (Some(x), Some(y)) if x.iter().all(|v| !y.contains(v)))) {
+    if pairwise(
+        &|a, b| matches!((values(a), values(b)), (Some(x), Some(y)) if x.iter().all(|v| !y.contains(v))),
+    ) {
         return true;
     }
     // A discriminator property.

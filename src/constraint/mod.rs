@@ -323,7 +323,10 @@ impl Constraint {
     }
 
     fn cost(&self, stack: &[u32]) -> usize {
-        stack.iter().map(|&s| self.a.dist[s as usize] as usize).sum()
+        stack
+            .iter()
+            .map(|&s| self.a.dist[s as usize] as usize)
+            .sum()
     }
 
     /// Adds to `th` every stack reachable by calls and returns (no byte), then drops the
@@ -397,7 +400,11 @@ impl Constraint {
             )));
         }
         let piece = self.vocab.piece(token);
-        let forbidden = || Error::InvalidArgument(format!("token {token} is not allowed by the constraint here"));
+        let forbidden = || {
+            Error::InvalidArgument(format!(
+                "token {token} is not allowed by the constraint here"
+            ))
+        };
         if piece.is_empty() {
             return Err(forbidden());
         }
@@ -478,7 +485,13 @@ impl Constraint {
                     continue;
                 }
                 let nd = &nodes[node as usize];
-                self.walk(node as usize + 1, nd.end as usize, nd.depth, budget_bytes, out);
+                self.walk(
+                    node as usize + 1,
+                    nd.end as usize,
+                    nd.depth,
+                    budget_bytes,
+                    out,
+                );
             }
         }
     }
@@ -503,7 +516,10 @@ impl Constraint {
                 continue;
             }
             if let Some(b) = budget {
-                let mc = (0..next.len()).map(|k| self.cost(next.get(k))).min().unwrap_or(INF as usize);
+                let mc = (0..next.len())
+                    .map(|k| self.cost(next.get(k)))
+                    .min()
+                    .unwrap_or(INF as usize);
                 if nd.depth as usize + mc > b {
                     i = nd.end as usize;
                     continue;

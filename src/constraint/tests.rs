@@ -6,8 +6,8 @@ use super::*;
 fn vocab() -> Arc<VocabIndex> {
     let mut pieces: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
     for p in [
-        "ab", "abc", "\"", "\",", "\":", "\"}", "{\"", "true", "false", "null", "12", "2025",
-        "-0", "hello", " world", "},{\"", "[]", "a\"", "ab\":\"", "é",
+        "ab", "abc", "\"", "\",", "\":", "\"}", "{\"", "true", "false", "null", "12", "2025", "-0",
+        "hello", " world", "},{\"", "[]", "a\"", "ab\":\"", "é",
     ] {
         pieces.push(p.as_bytes().to_vec());
     }
@@ -36,7 +36,12 @@ fn check_mask(c: &Constraint, st: &ConstraintState, budget: Option<usize>) {
         let mut s = st.clone();
         let ok = c.advance(&mut s, t).is_ok()
             && budget.is_none_or(|b| v.piece(t).len() + c.min_completion_bytes(&s) <= b);
-        assert_eq!(m.allowed(t), ok, "token {t} {:?}", String::from_utf8_lossy(v.piece(t)));
+        assert_eq!(
+            m.allowed(t),
+            ok,
+            "token {t} {:?}",
+            String::from_utf8_lossy(v.piece(t))
+        );
     }
 }
 
@@ -57,7 +62,9 @@ fn regex_matches_exactly() {
     let c = regex(r#""[^"\\]*""#);
     assert!(accepts(&c, "\"héllo\"".as_bytes()) && !accepts(&c, b"\"a\"b\""));
     let c = regex(r"a{2,3}b?");
-    assert!(accepts(&c, b"aa") && accepts(&c, b"aaab") && !accepts(&c, b"a") && !accepts(&c, b"aaaa"));
+    assert!(
+        accepts(&c, b"aa") && accepts(&c, b"aaab") && !accepts(&c, b"a") && !accepts(&c, b"aaaa")
+    );
 }
 
 #[test]
@@ -112,7 +119,11 @@ fn json_schema_masks_equal_brute_force() {
         c.advance(&mut st, u32::from(b)).unwrap();
     }
     assert!(c.is_accepting(&st));
-    for bad in [&br#"{"n":1}"#[..], br#"{"ab":"x","n":121}"#, br#"{"ab":"x","t":true,"n":1}"#] {
+    for bad in [
+        &br#"{"n":1}"#[..],
+        br#"{"ab":"x","n":121}"#,
+        br#"{"ab":"x","t":true,"n":1}"#,
+    ] {
         assert!(!accepts(&c, bad), "{}", String::from_utf8_lossy(bad));
     }
     assert!(accepts(&c, br#"{"ab":"","t":false}"#));
@@ -120,12 +131,23 @@ fn json_schema_masks_equal_brute_force() {
 
 #[test]
 fn integer_ranges_are_exact() {
-    for (lo, hi) in [(0, 0), (-5, 120), (7, 1234), (-1000, -17), (99, 101), (10, 19)] {
+    for (lo, hi) in [
+        (0, 0),
+        (-5, 120),
+        (7, 1234),
+        (-1000, -17),
+        (99, 101),
+        (10, 19),
+    ] {
         let mut g = ir::Grammar::default();
         g.root = g.add("root", json::int_range(lo, hi));
         let c = Constraint::new(vocab(), &g).unwrap();
         for x in -1500i128..1500 {
-            assert_eq!(accepts(&c, x.to_string().as_bytes()), lo <= x && x <= hi, "{x} in {lo}..={hi}");
+            assert_eq!(
+                accepts(&c, x.to_string().as_bytes()),
+                lo <= x && x <= hi,
+                "{x} in {lo}..={hi}"
+            );
         }
         assert!(!accepts(&c, b"007"));
     }
@@ -134,7 +156,11 @@ fn integer_ranges_are_exact() {
 #[test]
 fn errors_before_generation() {
     let v = vocab();
-    assert!(Constraint::new(v.clone(), &json::grammar(r#"{"if":{}}"#).unwrap_or_default()).is_err());
+    assert!(Constraint::new(
+        v.clone(),
+        &json::grammar(r#"{"if":{}}"#).unwrap_or_default()
+    )
+    .is_err());
     let e = json::grammar(r#"{"type":"string","if":{}}"#).unwrap_err();
     assert!(e.to_string().contains("\"if\""), "{e}");
     // Empty language.

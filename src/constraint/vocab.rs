@@ -52,7 +52,11 @@ impl VocabIndex {
         VocabIndex::build(pieces.len(), |t| pieces[t as usize], |t| eog.contains(&t))
     }
 
-    fn build<'p>(n: usize, piece: impl Fn(u32) -> &'p [u8], is_eog: impl Fn(u32) -> bool) -> VocabIndex {
+    fn build<'p>(
+        n: usize,
+        piece: impl Fn(u32) -> &'p [u8],
+        is_eog: impl Fn(u32) -> bool,
+    ) -> VocabIndex {
         let mut id: u64 = 0xcbf2_9ce4_8422_2325;
         let mut mix = |b: u8| {
             id ^= u64::from(b);
