@@ -11,6 +11,9 @@ use crate::{Error, Result};
 pub const MAX_NFA_STATES: usize = 400_000;
 pub const MAX_DFA_STATES: usize = 60_000;
 pub const MAX_RULES: usize = 20_000;
+/// Bound on compile work (NFA construction steps plus subset-construction set scans), so
+/// that no input compiles for long.
+pub const MAX_WORK: u64 = 200_000_000;
 
 pub const DEAD: u32 = u32::MAX;
 pub const INF: u32 = u32::MAX / 4;
@@ -131,6 +134,7 @@ fn collect_sets(e: &Expr, out: &mut Vec<ByteSet>) {
 /// A Thompson NFA for one rule.
 #[derive(Default)]
 struct Nfa {
+    work: u64,
     eps: Vec<Vec<u32>>,
     bytes: Vec<Vec<(ByteSet, u32)>>,
     calls: Vec<Vec<(u32, u32)>>,
@@ -156,8 +160,12 @@ impl Nfa {
         from: u32,
         depth: usize,
     ) -> Result<u32> {
-        if depth > 10_000 {
-            return Err(too_large("10000 levels of inlining"));
+        if depth > 2_000 {
+            return Err(too_large("2000 levels of nesting and inlining"));
+        }
+        self.work += 1;
+        if self.work > MAX_WORK {
+            return Err(too_large("the compile work bound"));
         }
         Ok(match e {
             Expr::Bytes(s) => {
@@ -346,9 +354,14 @@ fn determinize(nfa: &Nfa, start: u32, end: u32, rep: &[u8], a: &mut Automata) ->
     ids.insert(first.clone(), base);
     todo.push(first);
     let mut k = 0;
+    let mut work = 0u64;
     while k < todo.len() {
         let set = todo[k].clone();
         k += 1;
+        work += (set.len() * (rep.len() + 1)) as u64;
+        if work > MAX_WORK {
+            return Err(too_large("the compile work bound"));
+        }
         if base as usize + k > MAX_DFA_STATES {
             return Err(too_large(&format!("{MAX_DFA_STATES} DFA states")));
         }
@@ -489,7 +502,8 @@ pub fn check_left_recursion(a: &Automata) -> Result<()> {
                 if !left[r].contains(&c) {
                     left[r].push(c);
                 }
-                if a.rule_min[c as usize] == 0 && !seen.contains(&t) {
+                // Nullable call chains inside one rule are short; `seen` stays small.
+                if a.rule_min[c as usize] == 0 && !seen.contains(&t) && seen.len() < 4096 {
                     seen.push(t);
                 }
             }

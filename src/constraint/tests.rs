@@ -201,3 +201,63 @@ fn depth_is_bounded_and_steered_to_close() {
     }
     assert!(c.is_accepting(&st));
 }
+
+/// What fuzz/fuzz_targets/constraint.rs does, on mutated seeds, in the normal suite: the
+/// compilers return errors, never panic, and compiled constraints mask and advance.
+#[test]
+fn compilers_survive_mutated_inputs() {
+    let seeds = [
+        r"\d{4}-(0[1-9]|1[0-2])|[^a-c]+(x{2,5})?",
+        r##"{"type":"object","properties":{"a":{"type":"array","items":{"$ref":"#"},"maxItems":3},"b":{"enum":[1,"x",null]}},"required":["a"]}"##,
+        "root ::= (expr \"=\" ws term \"\\n\")+\nexpr ::= term ([-+*/] term)*\nterm ::= [a-z]+ | \"(\" expr \")\"\nws ::= [ ]*\n",
+    ];
+    let v = vocab();
+    let eog = v.eog[0];
+    let mut rng = crate::sampler::Rng::new(11);
+    let t0 = std::time::Instant::now();
+    for i in 0..3000 {
+        let kind = i % 3;
+        let mut b = seeds[kind].as_bytes().to_vec();
+        for _ in 0..1 + rng.next_u64() % 4 {
+            let at = (rng.next_u64() as usize) % (b.len() + 1);
+            match rng.next_u64() % 4 {
+                0 if at < b.len() => {
+                    b.remove(at);
+                }
+                1 => b.insert(at, b"(){}[]*+?|\\\"^-,:9a{"[(rng.next_u64() % 19) as usize]),
+                2 if at < b.len() => b[at] = rng.next_u64() as u8,
+                _ => {
+                    let n = (rng.next_u64() % 8) as usize;
+                    let piece: Vec<u8> = b[at.saturating_sub(n)..at].to_vec();
+                    b.splice(at..at, piece);
+                }
+            }
+        }
+        let Ok(text) = std::str::from_utf8(&b) else {
+            continue;
+        };
+        let g = match kind {
+            0 => regex::grammar(text),
+            1 => json::grammar(text),
+            _ => gbnf::grammar(text),
+        };
+        let Ok(g) = g else { continue };
+        let Ok(c) = Constraint::new(v.clone(), &g) else {
+            continue;
+        };
+        let mut st = c.start();
+        let mut m = TokenMask::new();
+        for step in 0..8 {
+            c.mask(&st, Some(40 - step), &mut m);
+            let Some(t) = (0..m.n_vocab() as u32).find(|&t| m.allowed(t) && t != eog) else {
+                break;
+            };
+            c.advance(&mut st, t).unwrap();
+        }
+    }
+    assert!(
+        t0.elapsed().as_secs() < 120,
+        "compiling mutated inputs took {:?}",
+        t0.elapsed()
+    );
+}
