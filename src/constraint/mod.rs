@@ -12,8 +12,9 @@
 //! tokens it accepts without leaving its rule are computed once (lazily, then cached: a
 //! lookup per step for regular languages), with the few trie nodes where the token could
 //! continue through a call or a return ("escapes"); only those subtrees are walked with the
-//! full stacks at each step. Near the byte budget the walk prunes every prefix whose
-//! shortest completion no longer fits.
+//! full stacks at each step. Near the byte budget, the local tokens are taken cheapest
+//! first (token length plus shortest completion after it) up to the budget, and the escape
+//! walks prune every prefix whose shortest completion no longer fits.
 
 pub mod compile;
 pub mod gbnf;
@@ -196,6 +197,9 @@ struct Local {
     escapes: Vec<(u32, u32, bool)>,
     /// Largest (token length + shortest rest of the rule after it) over `tokens`.
     max_cost: u32,
+    /// The same tokens as (cost, token), cheapest first: near the budget, the allowed
+    /// ones are a prefix.
+    by_cost: Vec<(u32, u32)>,
 }
 
 #[derive(Debug)]
@@ -444,20 +448,21 @@ impl Constraint {
             let top = stack[stack.len() - 1];
             let rest = self.cost(&stack[..stack.len() - 1]);
             let local = self.local(top);
-            let fits = budget_bytes.is_none_or(|b| rest + local.max_cost as usize <= b);
-            if !fits {
-                // Near the budget: one walk of the whole trie with the exact check.
-                out.tmp.clear();
-                out.tmp.extend_from_slice(stack);
-                let init = level(&mut out.levels, 0);
-                init.clear();
-                let _ = init.add(&out.tmp);
-                self.walk(0, nodes.len(), 0, budget_bytes, out);
-                continue;
-            }
-            match &local.tokens {
-                TokSet::Bits(w) => out.bits.iter_mut().zip(w).for_each(|(o, x)| *o |= x),
-                TokSet::List(l) => l.iter().for_each(|&t| out.set(t)),
+            match budget_bytes {
+                Some(b) if rest + local.max_cost as usize > b => {
+                    // Near the budget: the local tokens whose cost still fits.
+                    let limit = b.saturating_sub(rest);
+                    for &(cost, t) in &local.by_cost {
+                        if cost as usize > limit {
+                            break;
+                        }
+                        out.set(t);
+                    }
+                }
+                _ => match &local.tokens {
+                    TokSet::Bits(w) => out.bits.iter_mut().zip(w).for_each(|(o, x)| *o |= x),
+                    TokSet::List(l) => l.iter().for_each(|&t| out.set(t)),
+                },
             }
             for &(node, s, calls) in &local.escapes {
                 if !calls && stack.len() == 1 {
@@ -542,6 +547,7 @@ impl Constraint {
         let mut lv = vec![DEAD; v.max_len + 1];
         lv[0] = s;
         let mut list = Vec::new();
+        let mut by_cost = Vec::new();
         let mut escapes = Vec::new();
         let mut max_cost = 0u32;
         let mut i = 0;
@@ -557,7 +563,9 @@ impl Constraint {
             let toks = v.tokens_at(i);
             if !toks.is_empty() {
                 list.extend_from_slice(toks);
-                max_cost = max_cost.max(nd.depth + self.a.dist[t as usize].min(INF));
+                let cost = nd.depth + self.a.dist[t as usize].min(INF);
+                max_cost = max_cost.max(cost);
+                by_cost.extend(toks.iter().map(|&tok| (cost, tok)));
             }
             let calls = !self.a.calls_of(t).is_empty();
             if nd.end as usize > i + 1 && (calls || self.a.accept[t as usize]) {
@@ -574,10 +582,12 @@ impl Constraint {
         } else {
             TokSet::List(list)
         };
+        by_cost.sort_unstable();
         Local {
             tokens,
             escapes,
             max_cost,
+            by_cost,
         }
     }
 }
