@@ -10,6 +10,7 @@ extern "C" {
 
 typedef struct pipit_model pipit_model;      /* immutable after open; shareable across threads */
 typedef struct pipit_session pipit_session;  /* one conversation; one thread at a time */
+typedef struct pipit_constraint pipit_constraint;  /* compiled structured-output constraint; immutable */
 
 typedef int32_t pipit_status;  /* one of the values below; a plain integer across the ABI */
 enum {
@@ -24,7 +25,9 @@ enum {
   PIPIT_ERR_BUSY = 8,              /* the session is in use by another thread */
   PIPIT_ERR_CANCELLED = 9,
   PIPIT_ERR_NUMERIC = 10,          /* NaN/Inf reached the logits */
-  PIPIT_ERR_INTERNAL = 11          /* a bug, including a caught panic */
+  PIPIT_ERR_INTERNAL = 11,         /* a bug, including a caught panic */
+  PIPIT_ERR_INCOMPLETE = 12        /* a constrained output cannot complete within the budget;
+                                      pipit_last_error says how many more bytes it needed */
 };
 
 enum { PIPIT_OPEN_NO_MMAP = 1u, PIPIT_OPEN_VERIFY = 2u };  /* flags for pipit_model_open_ex */
@@ -162,6 +165,17 @@ pipit_status pipit_chat_render(const pipit_model *model, const char *template_na
 /* 1 when the model's tokenizer puts BOS before a text that opens a context (as pipit_generate
    and the CLI do; pipit_tokenize's add_bos adds it whenever the model has one), else 0. */
 int          pipit_model_adds_bos(const pipit_model *model);
+/* Structured output. A constraint is compiled once for a model's vocabulary. A session
+   given one samples only tokens it allows; pipit_session_eval of a token it forbids is
+   PIPIT_ERR_INVALID_ARGUMENT with nothing changed; pipit_generate restarts it at the start
+   of each call's generated output (the prompt is not constrained) and fails with
+   PIPIT_ERR_INCOMPLETE when no completion fits in max_tokens. */
+pipit_status pipit_constraint_regex(const pipit_model *model, const char *pattern, pipit_constraint **out);
+pipit_status pipit_constraint_json_schema(const pipit_model *model, const char *schema_json, pipit_constraint **out);  /* "": any JSON */
+pipit_status pipit_constraint_gbnf(const pipit_model *model, const char *grammar, pipit_constraint **out);
+pipit_status pipit_constraint_choices(const pipit_model *model, const char *const *choices, size_t n, pipit_constraint **out);
+void         pipit_constraint_free(pipit_constraint *constraint);  /* NULL: no-op; sessions keep their own reference */
+pipit_status pipit_session_set_constraint(pipit_session *session, const pipit_constraint *constraint);  /* NULL clears */
 
 #ifdef __cplusplus
 }

@@ -35,6 +35,8 @@ pub enum Error {
     State(StateError),
     /// A bug: an invariant did not hold.
     Internal(String),
+    /// A constrained output cannot be completed within the remaining budget.
+    Incomplete { needed_bytes: usize },
 }
 
 /// Why a saved session state was refused.
@@ -98,6 +100,10 @@ impl fmt::Display for Error {
             Error::Numeric(what) => write!(f, "numeric error: {what}"),
             Error::State(e) => write!(f, "invalid session state: {e}"),
             Error::Internal(what) => write!(f, "internal error: {what}"),
+            Error::Incomplete { needed_bytes } => write!(
+                f,
+                "incomplete output: the constraint needs {needed_bytes} more bytes than the budget allows"
+            ),
         }
     }
 }

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::chat::Template;
+use crate::constraint::Constraint;
 use crate::generate::{GenerateOptions, StopReason};
 use crate::model::{Model, OpenOptions};
 use crate::sampler::{Sampler, SamplerParams};
@@ -51,6 +52,9 @@ pub const PIPIT_ERR_CANCELLED: pipit_status = 9;
 pub const PIPIT_ERR_NUMERIC: pipit_status = 10;
 /// A bug, including a caught panic.
 pub const PIPIT_ERR_INTERNAL: pipit_status = 11;
+/// A constrained output cannot be completed within the remaining budget; the message says
+/// how many more bytes were needed.
+pub const PIPIT_ERR_INCOMPLETE: pipit_status = 12;
 
 /// `pipit_model_open_ex` flag: read the file into memory instead of mapping it.
 pub const PIPIT_OPEN_NO_MMAP: u32 = 1;
@@ -202,6 +206,7 @@ pub fn status_of(e: &Error) -> pipit_status {
         Error::Numeric(_) => PIPIT_ERR_NUMERIC,
         Error::State(_) => PIPIT_ERR_INVALID_ARGUMENT,
         Error::Internal(_) => PIPIT_ERR_INTERNAL,
+        Error::Incomplete { .. } => PIPIT_ERR_INCOMPLETE,
     }
 }
 
@@ -367,6 +372,7 @@ pub extern "C" fn pipit_status_string(status: pipit_status) -> *const c_char {
         PIPIT_ERR_CANCELLED => c"cancelled",
         PIPIT_ERR_NUMERIC => c"numeric error",
         PIPIT_ERR_INTERNAL => c"internal error",
+        PIPIT_ERR_INCOMPLETE => c"incomplete output",
         _ => c"unknown status",
     };
     s.as_ptr()
@@ -1658,5 +1664,166 @@ pub unsafe extern "C" fn pipit_model_adds_bos(model: *const pipit_model) -> c_in
             let tok = m.model.tokenizer();
             c_int::from(tok.add_bos() && tok.bos().is_some())
         })
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Constraints (structured output)
+
+/// A compiled constraint; sessions that use it keep their own reference.
+pub struct pipit_constraint {
+    c: Arc<Constraint>,
+}
+
+/// A NUL-terminated UTF-8 string argument.
+///
+/// # Safety
+/// `p` is NULL or a NUL-terminated string that lives for `'a`.
+unsafe fn text_arg<'a>(p: *const c_char, name: &str) -> Result<&'a str> {
+    if p.is_null() {
+        return Err(null_arg(name));
+    }
+    // SAFETY: non-NULL; the caller promises a NUL-terminated string.
+    unsafe { CStr::from_ptr(p) }
+        .to_str()
+        .map_err(|_| Error::InvalidArgument(format!("{name} is not valid UTF-8")))
+}
+
+/// Shared body of the `pipit_constraint_*` constructors.
+///
+/// # Safety
+/// `model` is NULL or live; `out` is NULL or writable.
+unsafe fn new_constraint(
+    model: *const pipit_model,
+    out: *mut *mut pipit_constraint,
+    build: impl FnOnce(&Model) -> Result<Arc<Constraint>>,
+) -> pipit_status {
+    call(|| {
+        // SAFETY: the caller's contract.
+        unsafe { put(out, "out", std::ptr::null_mut())? };
+        // SAFETY: the caller's contract.
+        let m = unsafe { arg(model, "model")? };
+        let c = pipit_constraint {
+            c: build(&m.model)?,
+        };
+        // SAFETY: checked writable above.
+        unsafe { out.write(Box::into_raw(Box::new(c))) };
+        Ok(())
+    })
+}
+
+/// A constraint: the whole output matches the regular expression `pattern`.
+///
+/// # Safety
+/// `model` is NULL or live; `pattern` is NULL or a NUL-terminated string; `out` is NULL
+/// or writable.
+#[no_mangle]
+pub unsafe extern "C" fn pipit_constraint_regex(
+    model: *const pipit_model,
+    pattern: *const c_char,
+    out: *mut *mut pipit_constraint,
+) -> pipit_status {
+    // SAFETY: forwarded under the caller's contract.
+    unsafe {
+        new_constraint(model, out, |m| {
+            Constraint::regex(m, text_arg(pattern, "pattern")?)
+        })
+    }
+}
+
+/// A constraint: JSON valid against the schema `schema_json` ("" = any JSON value).
+///
+/// # Safety
+/// As [`pipit_constraint_regex`].
+#[no_mangle]
+pub unsafe extern "C" fn pipit_constraint_json_schema(
+    model: *const pipit_model,
+    schema_json: *const c_char,
+    out: *mut *mut pipit_constraint,
+) -> pipit_status {
+    // SAFETY: forwarded under the caller's contract.
+    unsafe {
+        new_constraint(model, out, |m| {
+            Constraint::json_schema(m, text_arg(schema_json, "schema_json")?)
+        })
+    }
+}
+
+/// A constraint: output derived from the `root` rule of a GBNF grammar.
+///
+/// # Safety
+/// As [`pipit_constraint_regex`].
+#[no_mangle]
+pub unsafe extern "C" fn pipit_constraint_gbnf(
+    model: *const pipit_model,
+    grammar: *const c_char,
+    out: *mut *mut pipit_constraint,
+) -> pipit_status {
+    // SAFETY: forwarded under the caller's contract.
+    unsafe {
+        new_constraint(model, out, |m| {
+            Constraint::gbnf(m, text_arg(grammar, "grammar")?)
+        })
+    }
+}
+
+/// A constraint: the output is exactly one of the `n` strings.
+///
+/// # Safety
+/// `choices` is NULL or `n` readable pointers, each NULL or a NUL-terminated string; the
+/// rest as [`pipit_constraint_regex`].
+#[no_mangle]
+pub unsafe extern "C" fn pipit_constraint_choices(
+    model: *const pipit_model,
+    choices: *const *const c_char,
+    n: usize,
+    out: *mut *mut pipit_constraint,
+) -> pipit_status {
+    // SAFETY: forwarded under the caller's contract.
+    unsafe {
+        new_constraint(model, out, |m| {
+            let ptrs = slice(choices, n, "choices")?;
+            let texts = ptrs
+                .iter()
+                .map(|&p| text_arg(p, "choices[i]"))
+                .collect::<Result<Vec<&str>>>()?;
+            Constraint::choices(m, &texts)
+        })
+    }
+}
+
+/// Drops the caller's reference to a constraint; sessions using it keep theirs. NULL is a
+/// no-op.
+///
+/// # Safety
+/// `c` is NULL or came from a `pipit_constraint_*` constructor and is not used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn pipit_constraint_free(c: *mut pipit_constraint) {
+    if c.is_null() {
+        return;
+    }
+    call_quiet((), || {
+        // SAFETY: the caller hands back ownership of a pointer from Box::into_raw.
+        drop(unsafe { Box::from_raw(c) });
+    });
+}
+
+/// Sets the constraint sampling and eval follow, at its start (NULL clears it). The
+/// session keeps its own reference. A constraint of another model is INVALID_ARGUMENT.
+///
+/// # Safety
+/// `session` is NULL or live; `c` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn pipit_session_set_constraint(
+    session: *mut pipit_session,
+    c: *const pipit_constraint,
+) -> pipit_status {
+    call(|| {
+        // SAFETY: the caller's contract.
+        let mut b = unsafe { session_arg(session)? }.enter()?;
+        // SAFETY: the caller's contract: NULL or live.
+        let c = unsafe { c.as_ref() }.map(|c| Arc::clone(&c.c));
+        b.inner().session.set_constraint(c)?;
+        Ok(())
     })
 }

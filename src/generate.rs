@@ -177,13 +177,15 @@ impl Session {
                 .map_err(|_| Error::OutOfMemory("masked logits".into()))?;
             banned.extend((0..n_vocab as u32).filter(|&id| tok.is_eog(id)));
         }
+        // A constraint applies to the generated output only: it restarts after the prompt.
         if !prompt.is_empty() {
-            self.eval(prompt)?;
+            self.eval_prompt(prompt)?;
         } else if self.logits().is_none() {
             return Err(Error::InvalidArgument(
                 "the prompt is empty and the session has no context to continue".into(),
             ));
         }
+        self.constraint_restart();
 
         let mut stream = Utf8Stream::new();
         // Whether the caller asked to stop, and whether a stop string completed.
@@ -208,23 +210,29 @@ impl Session {
             if self.n_past() == self.params().n_ctx {
                 break StopReason::ContextFull;
             }
-            let Some(logits) = self.logits() else {
-                return Err(Error::Internal("no logits after evaluation".into()));
-            };
-            // The per-step token mask: disallowed tokens get a logit of -inf before
-            // sampling (end-of-generation tokens under `ignore_eos`; a constraint's mask
-            // goes here too).
-            let logits = if opts.ignore_eos {
-                masked.clear();
-                masked.extend_from_slice(logits);
-                for &id in &banned {
-                    masked[id as usize] = f32::NEG_INFINITY;
-                }
-                &masked[..]
+            // The per-step token mask: disallowed tokens are never drawn. Under a
+            // constraint its mask applies, steered to complete within the tokens left (each
+            // can carry one byte); end-of-generation tokens are removed under `ignore_eos`.
+            let drawn = if self.constraint().is_some() {
+                let banned: &[u32] = if opts.ignore_eos { &banned } else { &[] };
+                self.sample_constrained(&mut sampler, Some(opts.max_tokens - n), banned)
             } else {
-                logits
+                let Some(logits) = self.logits() else {
+                    return Err(Error::Internal("no logits after evaluation".into()));
+                };
+                let logits = if opts.ignore_eos {
+                    masked.clear();
+                    masked.extend_from_slice(logits);
+                    for &id in &banned {
+                        masked[id as usize] = f32::NEG_INFINITY;
+                    }
+                    &masked[..]
+                } else {
+                    logits
+                };
+                sampler.sample(logits, self.tokens())
             };
-            let next = match sampler.sample(logits, self.tokens()) {
+            let next = match drawn {
                 Ok(next) => next,
                 Err(e) => {
                     flush!();
@@ -253,13 +261,16 @@ impl Session {
             }
         };
         flush!();
-        Ok(if matched {
-            StopReason::StopString
-        } else if asked {
-            StopReason::Callback
-        } else {
-            reason
-        })
+        if matched {
+            return Ok(StopReason::StopString);
+        }
+        if asked {
+            return Ok(StopReason::Callback);
+        }
+        // Output that ran out of tokens or context must still be complete under a
+        // constraint: never silently invalid.
+        self.check_complete()?;
+        Ok(reason)
     }
 }
 

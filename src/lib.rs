@@ -8,13 +8,16 @@
 //! - `kernels` (dequantize-matmul kernels: scalar reference plus SIMD paths chosen at run
 //!   time), `kv` (the KV cache: pages shared between sequences, window-sized rings for
 //!   sliding layers) and `forward` (the transformer) are internal;
+//! - [`constraint`] compiles regexes, JSON Schema and GBNF into token masks for structured
+//!   output;
 //! - [`session`] owns the state of one conversation (context, KV cache, save/load,
-//!   truncate, choose); [`sampler`] picks the next token;
+//!   truncate, choose, beam search, its constraint); [`sampler`] picks the next token;
 //! - [`generate`] is the one generation loop (stop strings, masks, stop reasons);
 //! - the faces: [`chat`] renders chat templates, [`ffi`] is the C ABI (`include/pipit.h`),
 //!   and the `pipit` binary is the command line.
 
 pub mod chat;
+pub mod constraint;
 pub mod error;
 pub mod ffi;
 mod forward;

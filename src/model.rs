@@ -14,6 +14,7 @@ use pipit_format::{DType, FormatError, Metadata, PipitFile};
 use std::collections::HashSet;
 use std::io::Read;
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
 /// How to open a model file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,6 +218,8 @@ pub struct Model {
     weights: Weights,
     tokenizer: Tokenizer,
     source: String,
+    /// The vocabulary indexed for constraints, built on first use.
+    vocab_index: OnceLock<Arc<crate::constraint::vocab::VocabIndex>>,
 }
 
 const _: () = {
@@ -300,6 +303,7 @@ impl Model {
             weights,
             tokenizer,
             source,
+            vocab_index: OnceLock::new(),
         })
     }
 
@@ -327,6 +331,12 @@ impl Model {
     /// The tensors the forward pass reads.
     pub fn weights(&self) -> &Weights {
         &self.weights
+    }
+
+    /// The vocabulary indexed for constraints (a trie over token bytes), built once.
+    pub fn vocab_index(&self) -> &Arc<crate::constraint::vocab::VocabIndex> {
+        self.vocab_index
+            .get_or_init(|| Arc::new(crate::constraint::vocab::VocabIndex::new(&self.tokenizer)))
     }
 
     /// The tokenizer built from the file's metadata.

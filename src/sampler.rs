@@ -7,6 +7,7 @@
 //! our own deterministic arithmetic, so the same seed and logits give the same token on every
 //! machine.
 
+use crate::constraint::TokenMask;
 use crate::{Error, Result};
 
 /// Sampling settings; `Default` gives the documented defaults (CLI and C ABI alike).
@@ -179,6 +180,18 @@ impl Sampler {
     /// A logit of negative infinity masks its token out (it is never picked). Fails if a
     /// logit is NaN or positive infinity, or if every token is masked.
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> Result<u32> {
+        self.sample_masked(logits, history, None)
+    }
+
+    /// [`Sampler::sample`] restricted to the tokens `mask` allows: the mask applies before
+    /// every step (penalties, top-k, top-p and min-p see only allowed tokens); greedy is
+    /// the argmax over them. An empty mask is `InvalidArgument`.
+    pub fn sample_masked(
+        &mut self,
+        logits: &[f32],
+        history: &[u32],
+        mask: Option<&TokenMask>,
+    ) -> Result<u32> {
         if logits.is_empty() {
             return Err(Error::InvalidArgument("no logits to sample from".into()));
         }
@@ -194,18 +207,51 @@ impl Sampler {
             ));
         }
         let p = self.params;
+        if let Some(m) = mask {
+            if m.n_vocab() != logits.len() {
+                return Err(Error::InvalidArgument(format!(
+                    "mask for {} tokens, logits for {}",
+                    m.n_vocab(),
+                    logits.len()
+                )));
+            }
+        }
         if p.temperature <= 0.0 {
-            return Ok(argmax(logits));
+            return match mask {
+                None => Ok(argmax(logits)),
+                Some(m) => argmax_masked(logits, m).ok_or_else(no_token),
+            };
         }
 
-        // Candidates in id order, so the penalty can index them directly.
+        // Candidates in id order (the allowed ones only, under a mask).
         self.cand.clear();
-        self.cand
-            .extend(logits.iter().enumerate().map(|(i, &logit)| Candidate {
-                id: i as u32,
-                logit,
-                p: 0.0,
-            }));
+        match mask {
+            None => self
+                .cand
+                .extend(logits.iter().enumerate().map(|(i, &logit)| Candidate {
+                    id: i as u32,
+                    logit,
+                    p: 0.0,
+                })),
+            Some(m) => {
+                for (w, &bits) in m.words().iter().enumerate() {
+                    let mut b = bits;
+                    while b != 0 {
+                        let i = w * 64 + b.trailing_zeros() as usize;
+                        b &= b - 1;
+                        self.cand.push(Candidate {
+                            id: i as u32,
+                            logit: logits[i],
+                            p: 0.0,
+                        });
+                    }
+                }
+                if self.cand.is_empty() {
+                    return Err(no_token());
+                }
+            }
+        }
+        let masked = mask.is_some();
 
         // 1. Repetition penalty: each distinct recent token once.
         if p.repeat_penalty != 1.0 && p.repeat_last_n > 0 {
@@ -215,7 +261,12 @@ impl Sampler {
                 if window[..j].contains(&tok) {
                     continue;
                 }
-                if let Some(c) = self.cand.get_mut(tok as usize) {
+                let at = if masked {
+                    self.cand.binary_search_by_key(&tok, |c| c.id).ok()
+                } else {
+                    Some(tok as usize)
+                };
+                if let Some(c) = at.and_then(|i| self.cand.get_mut(i)) {
                     c.logit = if c.logit > 0.0 {
                         c.logit / p.repeat_penalty
                     } else {
@@ -277,6 +328,26 @@ impl Sampler {
     }
 }
 
+fn no_token() -> Error {
+    Error::InvalidArgument("the mask allows no token".into())
+}
+
+/// Index of the largest logit among the allowed ones; the lowest index wins ties.
+fn argmax_masked(logits: &[f32], mask: &TokenMask) -> Option<u32> {
+    let mut best: Option<usize> = None;
+    for (w, &bits) in mask.words().iter().enumerate() {
+        let mut b = bits;
+        while b != 0 {
+            let i = w * 64 + b.trailing_zeros() as usize;
+            b &= b - 1;
+            if best.is_none_or(|j| logits[i] > logits[j]) {
+                best = Some(i);
+            }
+        }
+    }
+    best.map(|i| i as u32)
+}
+
 /// Index of the largest logit; the lowest index wins ties.
 pub fn argmax(logits: &[f32]) -> u32 {
     let mut best = 0;
@@ -306,6 +377,56 @@ fn softmax(c: &mut [Candidate], temperature: f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_mask_changes_nothing_and_a_partial_one_is_obeyed() {
+        let n = 1000;
+        let full = TokenMask::from_fn(n, |_| true);
+        let odd = TokenMask::from_fn(n, |t| t % 2 == 1);
+        for seed in 0..20 {
+            let l = logits(n, seed);
+            let hist: Vec<u32> = (0..64).map(|i| (i * 37 % n) as u32).collect();
+            for params in [
+                SamplerParams::greedy(),
+                SamplerParams {
+                    seed,
+                    ..Default::default()
+                },
+                SamplerParams {
+                    seed,
+                    top_k: 0,
+                    top_p: 0.9,
+                    min_p: 0.05,
+                    repeat_penalty: 1.3,
+                    ..Default::default()
+                },
+            ] {
+                let mut a = Sampler::new(params, n).unwrap();
+                let mut b = Sampler::new(params, n).unwrap();
+                let mut c = Sampler::new(params, n).unwrap();
+                for _ in 0..5 {
+                    let x = a.sample(&l, &hist).unwrap();
+                    assert_eq!(b.sample_masked(&l, &hist, Some(&full)).unwrap(), x);
+                    assert_eq!(c.sample_masked(&l, &hist, Some(&odd)).unwrap() % 2, 1);
+                }
+            }
+        }
+        let mut g = Sampler::new(SamplerParams::greedy(), n).unwrap();
+        let l = logits(n, 3);
+        let best_odd = (0..n)
+            .filter(|i| i % 2 == 1)
+            .max_by(|&a, &b| l[a].total_cmp(&l[b]).then(b.cmp(&a)))
+            .unwrap();
+        assert_eq!(
+            g.sample_masked(&l, &[], Some(&odd)).unwrap() as usize,
+            best_odd
+        );
+        let none = TokenMask::from_fn(n, |_| false);
+        assert!(g.sample_masked(&l, &[], Some(&none)).is_err());
+        assert!(g
+            .sample_masked(&l, &[], Some(&TokenMask::from_fn(n - 1, |_| true)))
+            .is_err());
+    }
 
     fn logits(n: usize, seed: u64) -> Vec<f32> {
         let mut r = Rng::new(seed);

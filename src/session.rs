@@ -8,6 +8,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crate::constraint::{Constraint, ConstraintState, TokenMask};
 use crate::error::StateError;
 use crate::forward::{self, Exec, Logits, Scratch};
 use crate::kernels::{self, Kernels};
@@ -21,7 +22,7 @@ use crate::{Error, Result};
 pub use crate::forward::{KvType, Precision};
 
 mod beam;
-pub use beam::{BeamParams, Free, Hypothesis, Restrict};
+pub use beam::{BeamParams, Constrained, Free, Hypothesis, Restrict};
 
 /// Most threads a session may ask for.
 pub const MAX_THREADS: usize = 256;
@@ -135,6 +136,17 @@ pub struct Session {
     has_logits: bool,
     /// Set from any thread to stop the running call.
     cancel: Arc<AtomicBool>,
+    /// The constraint output follows, if any (see [`Session::set_constraint`]).
+    constraint: Option<ConstraintSlot>,
+}
+
+/// A session's constraint: its state, a scratch state for checking tokens before they are
+/// evaluated, and the mask buffer.
+struct ConstraintSlot {
+    c: Arc<Constraint>,
+    state: ConstraintState,
+    next: ConstraintState,
+    mask: TokenMask,
 }
 
 impl Session {
@@ -201,6 +213,7 @@ impl Session {
             tokens,
             has_logits: false,
             cancel: Arc::new(AtomicBool::new(false)),
+            constraint: None,
             pool: ThreadPool::new(n_threads),
             kern,
             kv,
@@ -286,8 +299,80 @@ impl Session {
         Ok(())
     }
 
-    /// Appends `tokens` to the context and leaves the logits of the last one.
+    /// Sets the constraint that sampling and [`Session::eval`] follow from now on, at its
+    /// start (`None` clears it). A constraint compiled for another vocabulary is
+    /// `InvalidArgument`.
+    pub fn set_constraint(&mut self, c: Option<Arc<Constraint>>) -> Result<()> {
+        let Some(c) = c else {
+            self.constraint = None;
+            return Ok(());
+        };
+        if c.vocab_id() != self.model.vocab_index().id {
+            return Err(Error::InvalidArgument(
+                "the constraint was compiled for another model's vocabulary".into(),
+            ));
+        }
+        self.constraint = Some(ConstraintSlot {
+            state: c.start(),
+            next: c.start(),
+            mask: TokenMask::new(),
+            c,
+        });
+        Ok(())
+    }
+
+    /// The constraint in use and where the output is in it.
+    pub fn constraint(&self) -> Option<(&Arc<Constraint>, &ConstraintState)> {
+        self.constraint.as_ref().map(|k| (&k.c, &k.state))
+    }
+
+    /// Puts the constraint back at its start (at the start of a generated output).
+    pub fn constraint_restart(&mut self) {
+        if let Some(k) = &mut self.constraint {
+            k.c.restart(&mut k.state);
+        }
+    }
+
+    /// Moves the constraint past `tokens` (already in the context), ignoring ones it would
+    /// refuse.
+    fn constraint_advance(&mut self, tokens: &[u32]) {
+        if let Some(k) = &mut self.constraint {
+            for &t in tokens {
+                let _ = k.c.advance(&mut k.state, t);
+            }
+        }
+    }
+
+    /// Evaluates a prompt: like [`Session::eval`], but the constraint does not apply to
+    /// it and restarts after it, ready for the generated output.
+    pub fn eval_prompt(&mut self, tokens: &[u32]) -> Result<()> {
+        let k = self.constraint.take();
+        let r = self.eval(tokens);
+        self.constraint = k;
+        if r.is_ok() {
+            self.constraint_restart();
+        }
+        r
+    }
+
+    /// Appends `tokens` to the context and leaves the logits of the last one. Under a
+    /// constraint the tokens must be allowed (else `InvalidArgument`, nothing changed)
+    /// and advance it.
     pub fn eval(&mut self, tokens: &[u32]) -> Result<()> {
+        if let Some(k) = &mut self.constraint {
+            k.next.clone_from(&k.state);
+            for &t in tokens {
+                k.c.advance(&mut k.next, t)?;
+            }
+        }
+        self.eval_tokens(tokens)?;
+        if let Some(k) = &mut self.constraint {
+            std::mem::swap(&mut k.state, &mut k.next);
+        }
+        Ok(())
+    }
+
+    fn eval_tokens(&mut self, tokens: &[u32]) -> Result<()> {
         self.check_append(tokens)?;
         self.eval_seq(0, tokens, false, |_, _| {})?;
         std::mem::swap(&mut self.logits, &mut self.next_logits);
@@ -687,12 +772,61 @@ impl Session {
     }
 
     /// Samples the next token from the current logits (penalties see the context); does not
-    /// append it.
-    pub fn sample(&self, sampler: &mut Sampler) -> Result<u32> {
-        let logits = self.logits().ok_or_else(|| {
-            Error::InvalidArgument("nothing evaluated yet: no logits to sample from".into())
-        })?;
-        sampler.sample(logits, &self.tokens)
+    /// append it. Under a constraint only allowed tokens are drawn.
+    pub fn sample(&mut self, sampler: &mut Sampler) -> Result<u32> {
+        self.sample_within(sampler, None)
+    }
+
+    /// [`Session::sample`], with at most `budget_bytes` more bytes of output allowed under
+    /// the constraint (`None` = unlimited): only tokens after which the shortest
+    /// completion still fits are drawn; `Incomplete` if none is left.
+    pub fn sample_within(
+        &mut self,
+        sampler: &mut Sampler,
+        budget_bytes: Option<usize>,
+    ) -> Result<u32> {
+        self.sample_constrained(sampler, budget_bytes, &[])
+    }
+
+    /// [`Session::sample_within`], never drawing a token of `banned` (end-of-generation
+    /// tokens under ignore-eos).
+    pub fn sample_constrained(
+        &mut self,
+        sampler: &mut Sampler,
+        budget_bytes: Option<usize>,
+        banned: &[u32],
+    ) -> Result<u32> {
+        if !self.has_logits {
+            return Err(Error::InvalidArgument(
+                "nothing evaluated yet: no logits to sample from".into(),
+            ));
+        }
+        let logits = &self.logits[..];
+        let Some(k) = &mut self.constraint else {
+            return sampler.sample(logits, &self.tokens);
+        };
+        k.c.mask(&k.state, budget_bytes, &mut k.mask);
+        for &id in banned {
+            k.mask.remove(id);
+        }
+        if k.mask.count() == 0 {
+            let need = k.c.min_completion_bytes(&k.state);
+            return Err(Error::Incomplete {
+                needed_bytes: need.saturating_sub(budget_bytes.unwrap_or(0)).max(1),
+            });
+        }
+        sampler.sample_masked(logits, &self.tokens, Some(&k.mask))
+    }
+
+    /// Errors with [`Error::Incomplete`] when a constraint is set and the output so far is
+    /// not complete under it.
+    pub fn check_complete(&self) -> Result<()> {
+        match &self.constraint {
+            Some(k) if !k.c.is_accepting(&k.state) => Err(Error::Incomplete {
+                needed_bytes: k.c.min_completion_bytes(&k.state),
+            }),
+            _ => Ok(()),
+        }
     }
 }
 

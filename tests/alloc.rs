@@ -3,6 +3,10 @@
 //! so do 64 steps of the library's generation loop (with stop strings and the end-of-text
 //! mask), and the scoring part of `Session::choose` once the options are tokenized.
 //!
+//! Constrained decoding (mask, masked sampling, constraint advance) is counted the same way,
+//! on a replay: a state's token set is built on its first visit (cached on the constraint),
+//! so the second pass over the same outputs must allocate nothing.
+//!
 //! This test has its own `main` (`harness = false`): libtest's runner thread allocates while
 //! a test runs, and the allocator counts every thread (the pool's workers must count too).
 
@@ -13,6 +17,7 @@ use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use pipit::constraint::Constraint;
 use pipit::generate::{GenerateOptions, StopReason};
 use pipit::model::Model;
 use pipit::sampler::{Sampler, SamplerParams};
@@ -146,7 +151,9 @@ fn main() {
     println!("test choose_allocates_nothing_after_tokenization ... ok");
     beam_search_steps_allocate_nothing();
     println!("test beam_search_steps_allocate_nothing ... ok");
-    println!("4 passed, 0 failed");
+    constrained_steps_allocate_nothing();
+    println!("test constrained_steps_allocate_nothing ... ok");
+    println!("5 passed, 0 failed");
 }
 
 fn generation_loop_allocates_nothing_per_step() {
@@ -288,6 +295,104 @@ fn beam_search_steps_allocate_nothing() {
                 short, long,
                 "{arch} {dtype:?} {threads} threads: a beam search of 40 steps allocated more than one of 6"
             );
+        }
+    }
+}
+
+/// Decodes `steps` tokens under `c` (a new output starts whenever one ends), twice from the
+/// same start and seed; returns (allocs, frees) of the second pass.
+fn count_constrained(
+    model: &Arc<Model>,
+    c: &Arc<Constraint>,
+    sampler: SamplerParams,
+    steps: usize,
+) -> (usize, usize) {
+    let params = SessionParams {
+        n_ctx: 256,
+        n_threads: 2,
+        ..SessionParams::default()
+    };
+    let mut s = Session::new(Arc::clone(model), params).unwrap();
+    s.set_constraint(Some(Arc::clone(c))).unwrap();
+    let tok = model.tokenizer();
+    let run = |s: &mut Session, count: bool| {
+        let mut sampler = Sampler::new(sampler, model.hparams().n_vocab).unwrap();
+        s.reset();
+        s.eval_prompt(&[1, 2, 3, 4, 5]).unwrap();
+        if count {
+            ALLOCS.store(0, Ordering::SeqCst);
+            FREES.store(0, Ordering::SeqCst);
+            COUNTING.store(true, Ordering::SeqCst);
+        }
+        for _ in 0..steps {
+            let mut next = s.sample_within(&mut sampler, Some(1000)).unwrap();
+            if tok.is_eog(next) {
+                s.constraint_restart();
+                next = s.sample(&mut sampler).unwrap();
+            }
+            s.eval(&[next]).unwrap();
+        }
+        COUNTING.store(false, Ordering::SeqCst);
+    };
+    run(&mut s, false);
+    run(&mut s, true);
+    (ALLOCS.load(Ordering::SeqCst), FREES.load(Ordering::SeqCst))
+}
+
+fn constrained_steps_allocate_nothing() {
+    let tiny = common::Tiny::llama(DType::Q8_0, 3);
+    let model = Arc::new(Model::from_bytes(tiny.bytes()).unwrap());
+    let schema = r##"{"type":"object","properties":{"name":{"type":"string","maxLength":8},"tags":{"type":"array","items":{"type":"string"}},"n":{"type":"integer"},"child":{"$ref":"#"}},"required":["name"]}"##;
+    let constraints = [
+        Constraint::regex(&model, r"(\d{3}-[a-z]{2,5} ?)+").unwrap(),
+        Constraint::json_schema(&model, "").unwrap(),
+        Constraint::json_schema(&model, schema).unwrap(),
+        Constraint::gbnf(
+            &model,
+            "root ::= (\"(\" expr \")\")+\nexpr ::= [a-z]+ | \"(\" expr (\"+\" expr)* \")\"\n",
+        )
+        .unwrap(),
+    ];
+    for c in &constraints {
+        for sampler in [SamplerParams::default(), SamplerParams::greedy()] {
+            let (allocs, frees) = count_constrained(&model, c, sampler, 64);
+            assert_eq!(
+                (allocs, frees),
+                (0, 0),
+                "{c:?} {sampler:?}: allocations in 64 constrained steps"
+            );
+        }
+    }
+}
+
+fn decode_and_sample_allocate_nothing() {
+    for (dtype, threads, precision) in [
+        (DType::Q8_0, 1, Precision::Int8),
+        (DType::Q4_0, 2, Precision::Int8),
+        (DType::Q4_1, 2, Precision::Int8),
+        (DType::Q4_1, 2, Precision::F32),
+    ] {
+        for arch in ["llama", "gemma3"] {
+            let tiny = if arch == "llama" {
+                common::Tiny::llama(dtype, 3)
+            } else {
+                common::Tiny::gemma3(dtype, 3)
+            };
+            let model = Arc::new(Model::from_bytes(tiny.bytes()).unwrap());
+            let params = SessionParams {
+                n_ctx: 128,
+                n_threads: threads,
+                precision,
+                ..SessionParams::default()
+            };
+            for sampler in [SamplerParams::default(), SamplerParams::greedy()] {
+                let (allocs, frees) = count_decode(Arc::clone(&model), params, sampler, 64);
+                assert_eq!(
+                    (allocs, frees),
+                    (0, 0),
+                    "{arch} {dtype:?} {threads} threads {precision:?} {sampler:?}: allocations in 64 decode steps"
+                );
+            }
         }
     }
 }

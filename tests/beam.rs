@@ -146,7 +146,7 @@ struct OnlyThese(Vec<u32>);
 impl Restrict for OnlyThese {
     type State = ();
     fn start(&self) {}
-    fn mask(&self, _: &(), logits: &mut [f32]) {
+    fn mask(&mut self, _: &(), _: usize, logits: &mut [f32]) {
         for (id, l) in logits.iter_mut().enumerate() {
             if !self.0.contains(&(id as u32)) {
                 *l = f32::NEG_INFINITY;
@@ -217,7 +217,7 @@ fn a_beam_as_wide_as_the_tree_finds_the_exhaustive_best() {
             ignore_eos: false,
         };
         let hyps = s
-            .beam_search_with(&prompt, &p, &OnlyThese(alphabet.clone()))
+            .beam_search_with(&prompt, &p, &mut OnlyThese(alphabet.clone()))
             .unwrap();
         assert_eq!(hyps[0].tokens, best.0, "length penalty {a}");
         assert_eq!(hyps[0].ended, best.1, "length penalty {a}");

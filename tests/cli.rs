@@ -279,3 +279,33 @@ fn a_beam_search_logprob_equals_score_of_its_text() {
     }
     assert!(compared >= 3, "only {compared} prompts re-tokenized to the same length");
 }
+
+#[test]
+fn choices_always_give_one_of_the_options() {
+    let options = [" Paris", " Berlin", " London", " a small city in France", " Lyon"];
+    let joined = options.join("|");
+    for seed in 0..20 {
+        let seed = seed.to_string();
+        let (out, _) = pipit(&[
+            "run", "-m", MODEL, "-p", "The capital of France is", "-n", "16", "--temp", "1.0",
+            "--seed", &seed, "--choices", &joined,
+        ]);
+        let text = out.strip_suffix('\n').unwrap();
+        assert!(options.contains(&text), "seed {seed}: {text:?}");
+    }
+}
+
+#[test]
+fn beams_follow_a_constraint() {
+    let (out, _) = pipit(&[
+        "run", "-m", MODEL, "-p", "Is the sky blue? Answer:", "-n", "8", "--beams", "3",
+        "--regex", " ?(yes|no)",
+    ]);
+    let text = out.strip_suffix('\n').unwrap();
+    assert!([" yes", " no", "yes", "no"].contains(&text), "{text:?}");
+    let (out, _) = pipit(&[
+        "run", "-m", MODEL, "-p", "A JSON object describing a cat:", "-n", "48", "--beams", "2",
+        "--json",
+    ]);
+    Json::parse(out.trim_end());
+}

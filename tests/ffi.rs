@@ -193,6 +193,17 @@ fn beam_search_from_c_on_smollm2() {
     }
 }
 
+#[test]
+fn constraints_from_c_on_smollm2() {
+    let model = real_model();
+    let gemma = clib::root().join("models/gemma-3-270m.pipit");
+    for link in Link::BOTH {
+        let exe = compile("constraint", link);
+        let out = run_program(&exe, &[os(&model), os(&gemma), os(REAL_PROMPT)]);
+        assert!(String::from_utf8_lossy(&out.stdout).contains("all checks passed"));
+    }
+}
+
 /// The library built with the `ffi-test-panic` feature: this build when it has it,
 /// otherwise a separate debug build.
 fn panic_lib_dir() -> PathBuf {

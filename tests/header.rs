@@ -44,6 +44,7 @@ c_base! {
     () => "void", i32 => "int32_t", u32 => "uint32_t", u64 => "uint64_t", usize => "size_t",
     f32 => "float", f64 => "double", c_char => "char", c_void => "void",
     pipit_model => "pipit_model", pipit_session => "pipit_session",
+    pipit_constraint => "pipit_constraint",
     pipit_model_info => "pipit_model_info", pipit_session_params => "pipit_session_params",
     pipit_sampler_params => "pipit_sampler_params", pipit_memory_report => "pipit_memory_report",
     pipit_chat_message => "pipit_chat_message",
@@ -169,6 +170,18 @@ functions! {
         *const pipit_model, *const c_char, *const pipit_chat_message, usize, *mut c_char, usize, *mut usize,
     ) -> pipit_status;
     pipit_model_adds_bos: unsafe extern "C" fn(*const pipit_model) -> c_int;
+    pipit_constraint_regex:
+        unsafe extern "C" fn(*const pipit_model, *const c_char, *mut *mut pipit_constraint) -> pipit_status;
+    pipit_constraint_json_schema:
+        unsafe extern "C" fn(*const pipit_model, *const c_char, *mut *mut pipit_constraint) -> pipit_status;
+    pipit_constraint_gbnf:
+        unsafe extern "C" fn(*const pipit_model, *const c_char, *mut *mut pipit_constraint) -> pipit_status;
+    pipit_constraint_choices: unsafe extern "C" fn(
+        *const pipit_model, *const *const c_char, usize, *mut *mut pipit_constraint,
+    ) -> pipit_status;
+    pipit_constraint_free: unsafe extern "C" fn(*mut pipit_constraint);
+    pipit_session_set_constraint:
+        unsafe extern "C" fn(*mut pipit_session, *const pipit_constraint) -> pipit_status;
 }
 
 /// The callback type, spelled from Rust, against the header's typedef.
@@ -243,6 +256,7 @@ fn constants() -> Vec<(&'static str, i64)> {
         ("PIPIT_ERR_CANCELLED", PIPIT_ERR_CANCELLED.into()),
         ("PIPIT_ERR_NUMERIC", PIPIT_ERR_NUMERIC.into()),
         ("PIPIT_ERR_INTERNAL", PIPIT_ERR_INTERNAL.into()),
+        ("PIPIT_ERR_INCOMPLETE", PIPIT_ERR_INCOMPLETE.into()),
         ("PIPIT_OPEN_NO_MMAP", PIPIT_OPEN_NO_MMAP.into()),
         ("PIPIT_OPEN_VERIFY", PIPIT_OPEN_VERIFY.into()),
         ("PIPIT_KV_F16", PIPIT_KV_F16.into()),
@@ -333,7 +347,7 @@ fn the_table_covers_exactly_the_header() {
     let h = header();
     let table: BTreeSet<String> = functions().iter().map(|(n, _)| n.to_string()).collect();
     assert_eq!(header_functions(&h), table, "functions: header vs table");
-    assert_eq!(table.len(), 32);
+    assert_eq!(table.len(), 38);
     let consts: BTreeSet<String> = constants().iter().map(|(n, _)| n.to_string()).collect();
     assert_eq!(header_constants(&h), consts, "constants: header vs table");
 }

@@ -18,6 +18,9 @@
 //! With one beam this is greedy decoding. Ties go to the lower beam, then the lower token id,
 //! so the output is deterministic. Repetition penalties do not apply.
 
+use std::sync::Arc;
+
+use crate::constraint::{Constraint, ConstraintState, TokenMask};
 use crate::mem::{checked_len, zeroed};
 use crate::kv::Span;
 use crate::session::{check_finite, Session};
@@ -67,8 +70,9 @@ pub trait Restrict {
     type State: Clone;
     /// The state of a beam that has generated nothing yet.
     fn start(&self) -> Self::State;
-    /// Sets the logits of the tokens not allowed after `state` to -inf.
-    fn mask(&self, state: &Self::State, logits: &mut [f32]);
+    /// Sets the logits of the tokens not allowed after `state` to -inf, when at most
+    /// `tokens_left` more tokens may follow (the last one of them included).
+    fn mask(&mut self, state: &Self::State, tokens_left: usize, logits: &mut [f32]);
     /// Moves `state` past `token`.
     fn advance(&self, state: &mut Self::State, token: u32);
 }
@@ -79,8 +83,45 @@ pub struct Free;
 impl Restrict for Free {
     type State = ();
     fn start(&self) {}
-    fn mask(&self, _: &(), _: &mut [f32]) {}
+    fn mask(&mut self, _: &(), _: usize, _: &mut [f32]) {}
     fn advance(&self, _: &mut (), _: u32) {}
+}
+
+/// A constraint restricts beams as it restricts sampling: each beam has a state, the mask
+/// steers it to complete within the tokens left, and end-of-generation is allowed only where
+/// the output is complete.
+pub struct Constrained {
+    c: Arc<Constraint>,
+    mask: TokenMask,
+}
+
+impl Constrained {
+    /// Beams restricted by `c`.
+    pub fn new(c: Arc<Constraint>) -> Self {
+        Constrained {
+            c,
+            mask: TokenMask::new(),
+        }
+    }
+}
+
+impl Restrict for Constrained {
+    type State = ConstraintState;
+    fn start(&self) -> ConstraintState {
+        self.c.start()
+    }
+    fn mask(&mut self, state: &ConstraintState, tokens_left: usize, logits: &mut [f32]) {
+        self.c.mask(state, Some(tokens_left), &mut self.mask);
+        for (id, l) in logits.iter_mut().enumerate() {
+            if !self.mask.allowed(id as u32) {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+    }
+    fn advance(&self, state: &mut ConstraintState, token: u32) {
+        // Only allowed tokens reach here (the mask removed the others).
+        let _ = self.c.advance(state, token);
+    }
 }
 
 /// A live beam: its sequence slot, tokens, score and restriction state.
@@ -266,8 +307,17 @@ impl Session {
     /// logits). Returns the finished hypotheses, best first. On success the context is the
     /// previous context, the prompt and the best hypothesis (so a conversation can go on from
     /// it) and the logits are those after it; on any error the session is as before.
+    /// Under the session's constraint (if any) every beam follows it from its start, and
+    /// afterwards the constraint stands after the best hypothesis.
     pub fn beam_search(&mut self, prompt: &[u32], p: &BeamParams) -> Result<Vec<Hypothesis>> {
-        self.beam_search_with(prompt, p, &Free)
+        let Some((c, _)) = self.constraint() else {
+            return self.beam_search_with(prompt, p, &mut Free);
+        };
+        let c = Arc::clone(c);
+        let hyps = self.beam_search_with(prompt, p, &mut Constrained::new(Arc::clone(&c)))?;
+        self.constraint_restart();
+        self.constraint_advance(&hyps[0].tokens);
+        Ok(hyps)
     }
 
     /// [`Session::beam_search`] with the beams' tokens restricted by `restrict`.
@@ -275,7 +325,7 @@ impl Session {
         &mut self,
         prompt: &[u32],
         p: &BeamParams,
-        restrict: &R,
+        restrict: &mut R,
     ) -> Result<Vec<Hypothesis>> {
         if p.beams == 0 || p.beams > self.params.n_seq_max {
             return Err(Error::InvalidArgument(format!(
@@ -330,7 +380,7 @@ impl Session {
         prompt: &[u32],
         p: &BeamParams,
         max_tokens: usize,
-        restrict: &R,
+        restrict: &mut R,
     ) -> Result<Vec<Hypothesis>> {
         let b = p.beams;
         let n_vocab = self.model.hparams().n_vocab;
@@ -373,7 +423,7 @@ impl Session {
                     }
                 }
                 let bm = &w.live[i];
-                restrict.mask(&bm.state, &mut w.row);
+                restrict.mask(&bm.state, max_tokens - step, &mut w.row);
                 top_k(&w.row, 2 * b, i, bm.logprob, lse, &mut w.candidates);
             }
             w.candidates.sort_unstable_by(by_score);

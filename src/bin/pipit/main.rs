@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
+use pipit::constraint::{Constraint, TokenMask};
 use pipit::generate::GenerateOptions;
 use pipit::model::{Model, OpenOptions};
 use pipit::sampler::SamplerParams;
@@ -151,6 +152,46 @@ impl SamplingArgs {
     }
 }
 
+/// Structured output: the generated text must follow one of these.
+#[derive(Args)]
+struct ConstraintArgs {
+    /// The whole output matches this regular expression.
+    #[arg(long, group = "constraint")]
+    regex: Option<String>,
+    /// The output is JSON valid against the JSON Schema in this file.
+    #[arg(long, value_name = "FILE", group = "constraint")]
+    json_schema: Option<PathBuf>,
+    /// The output follows this GBNF grammar (llama.cpp syntax; start rule `root`).
+    #[arg(long, value_name = "FILE", group = "constraint")]
+    grammar: Option<PathBuf>,
+    /// The output is exactly one of these '|'-separated strings (a leading space is part
+    /// of a choice), drawn by the sampler under a mask over their tokens.
+    #[arg(long, value_name = "A|B|C", group = "constraint")]
+    choices: Option<String>,
+}
+
+impl ConstraintArgs {
+    /// The compiled constraint, if one was asked for; `any_json` is `pipit run --json`.
+    fn build(&self, model: &Model, any_json: bool) -> Result<Option<Arc<Constraint>>> {
+        let file = |p: &PathBuf| {
+            std::fs::read_to_string(p).map_err(|e| Error::Io {
+                path: p.display().to_string(),
+                source: e,
+            })
+        };
+        Ok(Some(
+            match (&self.regex, &self.json_schema, &self.grammar, &self.choices) {
+                (Some(r), ..) => Constraint::regex(model, r)?,
+                (_, Some(f), ..) => Constraint::json_schema(model, &file(f)?)?,
+                (_, _, Some(f), _) => Constraint::gbnf(model, &file(f)?)?,
+                (.., Some(c)) => Constraint::choices(model, &c.split('|').collect::<Vec<_>>())?,
+                _ if any_json => Constraint::json_schema(model, "")?,
+                _ => return Ok(None),
+            },
+        ))
+    }
+}
+
 #[derive(Args)]
 struct RunArgs {
     #[command(flatten)]
@@ -172,6 +213,11 @@ struct RunArgs {
     sampling: SamplingArgs,
     #[command(flatten)]
     beams: BeamArgs,
+    #[command(flatten)]
+    constraint: ConstraintArgs,
+    /// The output is any JSON value (compact).
+    #[arg(long, group = "constraint")]
+    json: bool,
 }
 
 /// Beam search flags of `run`.
@@ -274,6 +320,16 @@ struct BenchArgs {
     /// decoding after the same prompt, and compare their memory (sessions sized for each).
     #[arg(long, value_name = "B")]
     beams: Option<usize>,
+    /// Also measure generation under a constraint: compile time, mask time per step and
+    /// tokens per second (sampled at temperature --temp, seed --seed).
+    #[command(flatten)]
+    constraint: ConstraintArgs,
+    /// Sampling temperature of the constrained generation test.
+    #[arg(long = "temp", default_value_t = 1.0)]
+    temperature: f32,
+    /// Seed of the constrained generation test.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(Args)]
@@ -336,8 +392,12 @@ fn run(a: RunArgs) -> Result<()> {
         ignore_eos: a.ignore_eos,
     };
 
+    let constraint = a.constraint.build(&model, a.json)?;
+    let constrained = constraint.is_some();
+    session.set_constraint(constraint)?;
+
     let t0 = Instant::now();
-    session.eval(&prompt)?;
+    session.eval_prompt(&prompt)?;
     let prompt_secs = t0.elapsed().as_secs_f64();
 
     let stdout = std::io::stdout();
@@ -390,6 +450,8 @@ fn run_beams(a: RunArgs) -> Result<()> {
     // At least two sequences: a one-beam search needs the room of a second one for the
     // sliding windows of models that have them.
     let mut session = a.model.session_with(&model, a.model.ctx, beams.max(2))?;
+    // Under a constraint every beam follows it, with a state of its own.
+    session.set_constraint(a.constraint.build(&model, a.json)?)?;
     let t0 = Instant::now();
     let hyps = session.beam_search(&prompt, &params)?;
     let secs = t0.elapsed().as_secs_f64();
@@ -648,7 +710,15 @@ fn bench(a: BenchArgs) -> Result<()> {
     }
     let model = Arc::new(Model::open(&a.model)?);
     let hp = model.hparams();
-    let n_ctx = (a.n_prompt.max(a.n_gen + 1)).max(1);
+    let with_constraint = a.constraint.regex.is_some()
+        || a.constraint.json_schema.is_some()
+        || a.constraint.grammar.is_some();
+    let n_ctx = (a.n_prompt.max(a.n_gen + 1)).max(1)
+        + if with_constraint {
+            CONSTRAINED_PROMPT
+        } else {
+            0
+        };
     let params = SessionParams {
         n_ctx,
         n_threads: a.threads,
@@ -691,6 +761,12 @@ fn bench(a: BenchArgs) -> Result<()> {
         }
     }
 
+    let constrained = if with_constraint && a.n_gen > 0 {
+        Some(bench_constraint(&a, &model, &mut session, &tokens)?)
+    } else {
+        None
+    };
+
     let pp_tps = if pp.is_empty() {
         0.0
     } else {
@@ -721,9 +797,24 @@ fn bench(a: BenchArgs) -> Result<()> {
         .model
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let extra = constrained.as_ref().map_or_else(String::new, |c| {
+        format!(
+            ", \"compile_ms\": {:.3}, \"vocab_index_ms\": {:.3}, \"mask_us_p50\": {:.2}, \"mask_us_p99\": {:.2}, \"mask_us_max\": {:.2}, \"constrained_steps\": {}, \"constrained_outputs\": {}, \"constrained_tg_tps\": {:.2}, \"sampled_tg_tps\": {:.2}, \"constrained_tg_ratio\": {:.3}",
+            c.compile_ms,
+            c.vocab_ms,
+            c.p50,
+            c.p99,
+            c.max,
+            c.steps,
+            c.outputs,
+            c.tg_tps,
+            c.sampled_tg_tps,
+            c.tg_tps / c.sampled_tg_tps
+        )
+    });
     if a.json {
         println!(
-            "{{\"model\": \"{}\", \"kernel\": \"{}\", \"threads\": {}, \"n_prompt\": {}, \"n_gen\": {}, \"repetitions\": {}, \"pp_tps\": {:.2}, \"tg_tps\": {:.2}, \"tg_weight_gbps\": {:.3}{}}}",
+            "{{\"model\": \"{}\", \"kernel\": \"{}\", \"threads\": {}, \"n_prompt\": {}, \"n_gen\": {}, \"repetitions\": {}, \"pp_tps\": {:.2}, \"tg_tps\": {:.2}, \"tg_weight_gbps\": {:.3}{extra}{}}}",
             name.replace('\\', "\\\\").replace('"', "\\\""),
             session.kernel_name(),
             session.n_threads(),
@@ -756,6 +847,19 @@ fn bench(a: BenchArgs) -> Result<()> {
         }
         if let Some(b) = &beam {
             println!("{}", b.table(&name));
+        }
+        if let Some(c) = &constrained {
+            println!(
+                "| {name} | {} | {} | tg{} constrained | {:.2} | |",
+                session.kernel_name(),
+                session.n_threads(),
+                a.n_gen,
+                c.tg_tps
+            );
+            println!(
+                "constraint: compile {:.3} ms (vocabulary index {:.3} ms); mask p50 {:.2} us, p99 {:.2} us, max {:.2} us over {} steps, {} outputs",
+                c.compile_ms, c.vocab_ms, c.p50, c.p99, c.max, c.steps, c.outputs
+            );
         }
     }
     Ok(())
@@ -861,5 +965,120 @@ fn bench_beams(a: &BenchArgs, model: &Arc<Model>, tokens: &[u32], beams: usize) 
         beam_step: median(b),
         greedy_bytes: cost(&greedy_params)?,
         beam_bytes: cost(&beam_params)?,
+    })
+}
+
+/// Prompt length of the constrained generation test.
+const CONSTRAINED_PROMPT: usize = 8;
+
+/// Figures of the constrained generation test.
+struct ConstrainedBench {
+    compile_ms: f64,
+    vocab_ms: f64,
+    p50: f64,
+    p99: f64,
+    max: f64,
+    steps: usize,
+    outputs: usize,
+    tg_tps: f64,
+    /// The same sampled generation without the constraint.
+    sampled_tg_tps: f64,
+}
+
+/// Generates `--n-gen` tokens per repetition under the constraint (sampled; a new output
+/// starts whenever one completes), timing the mask (computing it, and advancing the state)
+/// separately from the whole step.
+fn bench_constraint(
+    a: &BenchArgs,
+    model: &Arc<Model>,
+    session: &mut Session,
+    tokens: &[u32],
+) -> Result<ConstrainedBench> {
+    let t = Instant::now();
+    model.vocab_index();
+    let vocab_ms = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    let c = a
+        .constraint
+        .build(model, false)?
+        .ok_or_else(|| Error::Internal("no constraint".into()))?;
+    let compile_ms = t.elapsed().as_secs_f64() * 1e3;
+    let params = SamplerParams {
+        temperature: a.temperature,
+        seed: a.seed,
+        ..SamplerParams::default()
+    };
+    let mut sampler = Sampler::new(params, model.hparams().n_vocab)?;
+    let mut mask = TokenMask::new();
+    let mut st = c.start();
+    let mut mask_us = Vec::with_capacity((a.reps + 1) * a.n_gen);
+    let mut times = Vec::new();
+    let mut outputs = 0;
+    let mut plain_times = Vec::new();
+    let prompt = &tokens[..CONSTRAINED_PROMPT.min(tokens.len())];
+    for rep in 0..=a.reps {
+        // The same loop without the constraint, right before: the ratio compares like
+        // with like on a machine whose load varies.
+        session.reset();
+        session.eval(prompt)?;
+        let mut plain = Sampler::new(params, model.hparams().n_vocab)?;
+        let t0 = Instant::now();
+        for _ in 0..a.n_gen {
+            let logits = session
+                .logits()
+                .ok_or_else(|| Error::Internal("no logits".into()))?;
+            let next = plain.sample(logits, session.tokens())?;
+            session.eval(&[next])?;
+        }
+        if rep > 0 {
+            plain_times.push(t0.elapsed().as_secs_f64());
+        }
+        session.reset();
+        session.eval(prompt)?;
+        c.restart(&mut st);
+        let t0 = Instant::now();
+        for _ in 0..a.n_gen {
+            let t = Instant::now();
+            c.mask(&st, None, &mut mask);
+            let mask_time = t.elapsed();
+            let logits = session
+                .logits()
+                .ok_or_else(|| Error::Internal("no logits".into()))?;
+            let next = sampler.sample_masked(logits, session.tokens(), Some(&mask))?;
+            let t = Instant::now();
+            let ended = model.tokenizer().is_eog(next);
+            if !ended {
+                c.advance(&mut st, next)?;
+            }
+            let advance_time = t.elapsed();
+            if rep > 0 {
+                mask_us.push((mask_time + advance_time).as_secs_f64() * 1e6);
+            }
+            if ended {
+                // One output is complete: the next starts from the constraint's start.
+                outputs += usize::from(rep > 0);
+                c.restart(&mut st);
+                let nl = tokens[0];
+                session.eval(&[nl])?;
+            } else {
+                session.eval(&[next])?;
+            }
+        }
+        if rep > 0 {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    mask_us.sort_by(f64::total_cmp);
+    let pct = |q: f64| mask_us[((mask_us.len() - 1) as f64 * q).round() as usize];
+    Ok(ConstrainedBench {
+        compile_ms,
+        vocab_ms,
+        p50: pct(0.5),
+        p99: pct(0.99),
+        max: mask_us.last().copied().unwrap_or(0.0),
+        steps: mask_us.len(),
+        outputs,
+        tg_tps: a.n_gen as f64 / median(times),
+        sampled_tg_tps: a.n_gen as f64 / median(plain_times),
     })
 }
