@@ -364,35 +364,3 @@ fn constrained_steps_allocate_nothing() {
         }
     }
 }
-
-fn decode_and_sample_allocate_nothing() {
-    for (dtype, threads, precision) in [
-        (DType::Q8_0, 1, Precision::Int8),
-        (DType::Q4_0, 2, Precision::Int8),
-        (DType::Q4_1, 2, Precision::Int8),
-        (DType::Q4_1, 2, Precision::F32),
-    ] {
-        for arch in ["llama", "gemma3"] {
-            let tiny = if arch == "llama" {
-                common::Tiny::llama(dtype, 3)
-            } else {
-                common::Tiny::gemma3(dtype, 3)
-            };
-            let model = Arc::new(Model::from_bytes(tiny.bytes()).unwrap());
-            let params = SessionParams {
-                n_ctx: 128,
-                n_threads: threads,
-                precision,
-                ..SessionParams::default()
-            };
-            for sampler in [SamplerParams::default(), SamplerParams::greedy()] {
-                let (allocs, frees) = count_decode(Arc::clone(&model), params, sampler, 64);
-                assert_eq!(
-                    (allocs, frees),
-                    (0, 0),
-                    "{arch} {dtype:?} {threads} threads {precision:?} {sampler:?}: allocations in 64 decode steps"
-                );
-            }
-        }
-    }
-}

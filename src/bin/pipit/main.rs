@@ -16,7 +16,7 @@ use clap::{Args, Parser, Subcommand};
 use pipit::constraint::{Constraint, TokenMask};
 use pipit::generate::GenerateOptions;
 use pipit::model::{Model, OpenOptions};
-use pipit::sampler::SamplerParams;
+use pipit::sampler::{Sampler, SamplerParams};
 use pipit::session::{
     n_ctx_for_search, BeamParams, Hypothesis, MemoryReport, Precision, Session, SessionParams,
 };
@@ -392,9 +392,7 @@ fn run(a: RunArgs) -> Result<()> {
         ignore_eos: a.ignore_eos,
     };
 
-    let constraint = a.constraint.build(&model, a.json)?;
-    let constrained = constraint.is_some();
-    session.set_constraint(constraint)?;
+    session.set_constraint(a.constraint.build(&model, a.json)?)?;
 
     let t0 = Instant::now();
     session.eval_prompt(&prompt)?;
