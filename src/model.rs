@@ -219,7 +219,7 @@ pub struct Model {
     tokenizer: Tokenizer,
     source: String,
     /// The vocabulary indexed for constraints, built on first use.
-    vocab_index: OnceLock<Arc<crate::constraint::vocab::VocabIndex>>,
+    vocab_index: OnceLock<Arc<crate::tokenizer::vocab_index::VocabIndex>>,
 }
 
 const _: () = {
@@ -334,9 +334,9 @@ impl Model {
     }
 
     /// The vocabulary indexed for constraints (a trie over token bytes), built once.
-    pub fn vocab_index(&self) -> &Arc<crate::constraint::vocab::VocabIndex> {
+    pub fn vocab_index(&self) -> &Arc<crate::tokenizer::vocab_index::VocabIndex> {
         self.vocab_index
-            .get_or_init(|| Arc::new(crate::constraint::vocab::VocabIndex::new(&self.tokenizer)))
+            .get_or_init(|| Arc::new(crate::tokenizer::vocab_index::VocabIndex::new(&self.tokenizer)))
     }
 
     /// The tokenizer built from the file's metadata.

@@ -7,7 +7,6 @@
 //! our own deterministic arithmetic, so the same seed and logits give the same token on every
 //! machine.
 
-use crate::constraint::TokenMask;
 use crate::{Error, Result};
 
 /// Sampling settings; `Default` gives the documented defaults (CLI and C ABI alike).
@@ -144,6 +143,16 @@ fn exp_neg(x: f64) -> f64 {
     sum * pow2(half) * pow2(k - half)
 }
 
+/// The tokens a sampler may draw: one bit per token of the vocabulary, 64 a word (token `i`
+/// at bit `i % 64` of word `i / 64`).
+#[derive(Debug, Clone, Copy)]
+pub struct Allowed<'a> {
+    /// The bits.
+    pub words: &'a [u64],
+    /// Tokens the bits cover.
+    pub n_vocab: usize,
+}
+
 /// One candidate token during sampling.
 #[derive(Debug, Clone, Copy)]
 struct Candidate {
@@ -190,7 +199,7 @@ impl Sampler {
         &mut self,
         logits: &[f32],
         history: &[u32],
-        mask: Option<&TokenMask>,
+        mask: Option<Allowed<'_>>,
     ) -> Result<u32> {
         if logits.is_empty() {
             return Err(Error::InvalidArgument("no logits to sample from".into()));
@@ -208,10 +217,10 @@ impl Sampler {
         }
         let p = self.params;
         if let Some(m) = mask {
-            if m.n_vocab() != logits.len() {
+            if m.n_vocab != logits.len() {
                 return Err(Error::InvalidArgument(format!(
                     "mask for {} tokens, logits for {}",
-                    m.n_vocab(),
+                    m.n_vocab,
                     logits.len()
                 )));
             }
@@ -234,7 +243,7 @@ impl Sampler {
                     p: 0.0,
                 })),
             Some(m) => {
-                for (w, &bits) in m.words().iter().enumerate() {
+                for (w, &bits) in m.words.iter().enumerate() {
                     let mut b = bits;
                     while b != 0 {
                         let i = w * 64 + b.trailing_zeros() as usize;
@@ -333,9 +342,9 @@ fn no_token() -> Error {
 }
 
 /// Index of the largest logit among the allowed ones; the lowest index wins ties.
-fn argmax_masked(logits: &[f32], mask: &TokenMask) -> Option<u32> {
+fn argmax_masked(logits: &[f32], mask: Allowed<'_>) -> Option<u32> {
     let mut best: Option<usize> = None;
-    for (w, &bits) in mask.words().iter().enumerate() {
+    for (w, &bits) in mask.words.iter().enumerate() {
         let mut b = bits;
         while b != 0 {
             let i = w * 64 + b.trailing_zeros() as usize;
@@ -381,8 +390,8 @@ mod tests {
     #[test]
     fn a_full_mask_changes_nothing_and_a_partial_one_is_obeyed() {
         let n = 1000;
-        let full = TokenMask::from_fn(n, |_| true);
-        let odd = TokenMask::from_fn(n, |t| t % 2 == 1);
+        let full = bits(n, |_| true);
+        let odd = bits(n, |t| t % 2 == 1);
         for seed in 0..20 {
             let l = logits(n, seed);
             let hist: Vec<u32> = (0..64).map(|i| (i * 37 % n) as u32).collect();
@@ -406,8 +415,8 @@ mod tests {
                 let mut c = Sampler::new(params, n).unwrap();
                 for _ in 0..5 {
                     let x = a.sample(&l, &hist).unwrap();
-                    assert_eq!(b.sample_masked(&l, &hist, Some(&full)).unwrap(), x);
-                    assert_eq!(c.sample_masked(&l, &hist, Some(&odd)).unwrap() % 2, 1);
+                    assert_eq!(b.sample_masked(&l, &hist, Some(allowed(&full, n))).unwrap(), x);
+                    assert_eq!(c.sample_masked(&l, &hist, Some(allowed(&odd, n))).unwrap() % 2, 1);
                 }
             }
         }
@@ -418,14 +427,30 @@ mod tests {
             .max_by(|&a, &b| l[a].total_cmp(&l[b]).then(b.cmp(&a)))
             .unwrap();
         assert_eq!(
-            g.sample_masked(&l, &[], Some(&odd)).unwrap() as usize,
+            g.sample_masked(&l, &[], Some(allowed(&odd, n))).unwrap() as usize,
             best_odd
         );
-        let none = TokenMask::from_fn(n, |_| false);
-        assert!(g.sample_masked(&l, &[], Some(&none)).is_err());
+        let none = bits(n, |_| false);
+        assert!(g.sample_masked(&l, &[], Some(allowed(&none, n))).is_err());
+        let short = bits(n - 1, |_| true);
         assert!(g
-            .sample_masked(&l, &[], Some(&TokenMask::from_fn(n - 1, |_| true)))
+            .sample_masked(&l, &[], Some(allowed(&short, n - 1)))
             .is_err());
+    }
+
+    /// The bits of the tokens `f` allows out of `n`.
+    fn bits(n: usize, f: impl Fn(u32) -> bool) -> Vec<u64> {
+        let mut w = vec![0u64; n.div_ceil(64)];
+        for t in 0..n as u32 {
+            if f(t) {
+                w[t as usize / 64] |= 1 << (t % 64);
+            }
+        }
+        w
+    }
+
+    fn allowed(words: &[u64], n_vocab: usize) -> Allowed<'_> {
+        Allowed { words, n_vocab }
     }
 
     fn logits(n: usize, seed: u64) -> Vec<f32> {

@@ -815,7 +815,7 @@ impl Session {
                 needed_bytes: need.saturating_sub(budget_bytes.unwrap_or(0)).max(1),
             });
         }
-        sampler.sample_masked(logits, &self.tokens, Some(&k.mask))
+        sampler.sample_masked(logits, &self.tokens, Some(k.mask.allowed_tokens()))
     }
 
     /// Errors with [`Error::Incomplete`] when a constraint is set and the output so far is

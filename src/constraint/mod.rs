@@ -21,7 +21,6 @@ pub mod gbnf;
 pub mod ir;
 pub mod json;
 pub mod regex;
-pub mod vocab;
 
 use std::sync::{Arc, OnceLock};
 
@@ -29,7 +28,7 @@ use crate::model::Model;
 use crate::{Error, Result};
 use compile::{Automata, DEAD, INF};
 use ir::Grammar;
-use vocab::VocabIndex;
+use crate::tokenizer::vocab_index::VocabIndex;
 
 /// Deepest stack of rule frames: the nesting bound of recursive rules (a JSON value nested
 /// 127 levels deep fits; `json.gbnf` uses one frame per level).
@@ -176,6 +175,13 @@ impl TokenMask {
     /// Vocabulary size the mask was computed for.
     pub fn n_vocab(&self) -> usize {
         self.n_vocab
+    }
+    /// The mask as the sampler takes it.
+    pub fn allowed_tokens(&self) -> crate::sampler::Allowed<'_> {
+        crate::sampler::Allowed {
+            words: &self.bits,
+            n_vocab: self.n_vocab,
+        }
     }
     fn reset(&mut self, n_vocab: usize) {
         self.n_vocab = n_vocab;

@@ -16,6 +16,7 @@ mod unicode;
 mod unicode_tables;
 mod utf8;
 mod vocab;
+pub mod vocab_index;
 
 pub use unicode_tables::UNICODE_VERSION;
 pub use utf8::Utf8Stream;

@@ -1042,7 +1042,7 @@ fn bench_constraint(
             let logits = session
                 .logits()
                 .ok_or_else(|| Error::Internal("no logits".into()))?;
-            let next = sampler.sample_masked(logits, session.tokens(), Some(&mask))?;
+            let next = sampler.sample_masked(logits, session.tokens(), Some(mask.allowed_tokens()))?;
             let t = Instant::now();
             let ended = model.tokenizer().is_eog(next);
             if !ended {

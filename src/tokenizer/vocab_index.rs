@@ -4,7 +4,7 @@
 //! Layout (as llguidance's toktrie): nodes in depth-first preorder, each knowing where its
 //! subtree ends, so a walk that finds a dead prefix skips the whole subtree with one jump.
 
-use crate::tokenizer::Tokenizer;
+use super::Tokenizer;
 
 /// One trie node: the byte leading into it from its parent.
 #[derive(Debug, Clone, Copy)]
