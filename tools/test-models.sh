@@ -46,5 +46,21 @@ for dt in bf16 f16; do
   convert "$dir" "$models/hf-smollm2-$dt.pipit" "$dir/model.safetensors" "$dir/tokenizer.json" "$dir/config.json"
 done
 
+# Tiny random models of every family (tools/make_tiny_models.py) with the real vocabularies
+# of llama.cpp's source tree (the peer build fetches it; ~10 min the first time), plus its
+# tokenizer test vectors: the inputs of tests/families.rs.
+peer_bin=$(bash "${PIPIT_PEER_SCRIPT:-$root/../shared/scripts/peer-llama-cpp.sh}" | tail -1)
+llama_cpp="$(dirname "$peer_bin")/src/llama_cpp_python-0.3.36/vendor/llama.cpp"
+tiny="$models/tiny"
+mkdir -p "$tiny"
+for v in llama-bpe qwen2 phi-3 llama-spm; do
+  cp "$llama_cpp/models/ggml-vocab-$v.gguf.inp" "$llama_cpp/models/ggml-vocab-$v.gguf.out" "$tiny/"
+done
+for f in llama3 mistral qwen2 qwen3 phi3 gemma2; do
+  fresh "$tiny/$f.gguf" "$root/tools/make_tiny_models.py" \
+    || python3 "$root/tools/make_tiny_models.py" "$llama_cpp" "$tiny" "$f"
+  convert "$tiny/$f.gguf" "$tiny/$f.pipit"
+done
+
 python3 "$root/tools/check_oracle.py"
 echo "test-models.sh: all model conversions checked"

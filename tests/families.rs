@@ -1,0 +1,99 @@
+//! The model families on their tiny random models (tools/make_tiny_models.py), against
+//! llama.cpp. Needs models/tiny/, made by tools/test-models.sh (which builds the peer
+//! llama.cpp with /work/shared-style scripts/peer-llama-cpp.sh for its vocab GGUFs and
+//! `gguf` package); a missing file is a failure, not a skip.
+//!
+//! - Tokenizers: every `.inp`/`.out` vector of llama.cpp's `llama-bpe`, `qwen2`, `phi-3` and
+//!   `llama-spm` vocabularies (llama.cpp's test-tokenizer-0: no BOS, no special-token
+//!   parsing), encoded by the tokenizer of the tiny model that carries that vocabulary.
+
+use pipit::model::Model;
+use std::path::PathBuf;
+
+fn tiny_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/models/tiny"))
+}
+
+fn open(family: &str) -> Model {
+    let path = tiny_dir().join(format!("{family}.pipit"));
+    Model::open(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}\nrun tools/test-models.sh first (makes the tiny family models)",
+            path.display()
+        )
+    })
+}
+
+/// llama.cpp's test vectors of `vocab`: (text, ids).
+fn vectors(vocab: &str) -> Vec<(String, Vec<u32>)> {
+    let base = tiny_dir().join(format!("ggml-vocab-{vocab}.gguf"));
+    let read = |ext: &str| {
+        let p = base.with_extension(format!("gguf.{ext}"));
+        std::fs::read_to_string(&p)
+            .unwrap_or_else(|e| panic!("{}: {e}\nrun tools/test-models.sh first", p.display()))
+    };
+    let (inp, out) = (read("inp"), read("out"));
+    let sep = "\n__ggml_vocab_test__\n";
+    let mut texts: Vec<String> = Vec::new();
+    let mut rest = inp.as_str();
+    while !rest.is_empty() {
+        match rest.find(sep) {
+            Some(i) => {
+                texts.push(rest[..i].to_string());
+                rest = &rest[i + sep.len()..];
+            }
+            None => {
+                texts.push(rest.to_string());
+                break;
+            }
+        }
+    }
+    let ids: Vec<Vec<u32>> = out
+        .lines()
+        .map(|l| l.split_whitespace().map(|t| t.parse().unwrap()).collect())
+        .collect();
+    assert_eq!(texts.len(), ids.len(), "{vocab}: .inp and .out disagree");
+    assert!(texts.len() > 20, "{vocab}: too few vectors");
+    texts.into_iter().zip(ids).collect()
+}
+
+fn check_vocab(family: &str, vocab: &str) {
+    let model = open(family);
+    let tok = model.tokenizer();
+    let mut failures = Vec::new();
+    let mut ids = Vec::new();
+    let cases = vectors(vocab);
+    for (text, want) in &cases {
+        tok.encode(text, false, &mut ids);
+        if &ids != want {
+            failures.push(format!("{text:?}\n   pipit {ids:?}\n   llama {want:?}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{vocab}: {} of {} vectors differ:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn tokenizer_llama_bpe() {
+    check_vocab("llama3", "llama-bpe");
+}
+
+#[test]
+fn tokenizer_qwen2() {
+    check_vocab("qwen2", "qwen2");
+}
+
+#[test]
+fn tokenizer_phi3() {
+    check_vocab("phi3", "phi-3");
+}
+
+#[test]
+fn tokenizer_llama_spm() {
+    check_vocab("mistral", "llama-spm");
+}
