@@ -33,6 +33,11 @@ pub enum Template {
     Gemma,
     /// `<|start_header_id|>role<|end_header_id|>\n\n...<|eot_id|>`.
     Llama3,
+    /// `<|user|>\n...<|end|>\n<|assistant|>\n` (Phi-3 / 3.5).
+    Phi3,
+    /// `[INST] ... [/INST]`, replies closed by `</s>` (Mistral, Llama 2); a system message
+    /// opens the first user turn.
+    Mistral,
 }
 
 /// Template names for `--template`.
@@ -44,6 +49,10 @@ pub enum TemplateName {
     Gemma,
     /// Llama 3's headers.
     Llama3,
+    /// Phi-3's `<|user|>` turns.
+    Phi3,
+    /// Mistral's `[INST]` turns.
+    Mistral,
 }
 
 impl Template {
@@ -57,6 +66,10 @@ impl Template {
             Some(Template::ChatMl {
                 default_system: chatml_default_system(jinja),
             })
+        } else if jinja.contains("<|user|>") && jinja.contains("<|end|>") {
+            Some(Template::Phi3)
+        } else if jinja.contains("[INST]") {
+            Some(Template::Mistral)
         } else {
             None
         }
@@ -70,6 +83,8 @@ impl Template {
             },
             TemplateName::Gemma => Template::Gemma,
             TemplateName::Llama3 => Template::Llama3,
+            TemplateName::Phi3 => Template::Phi3,
+            TemplateName::Mistral => Template::Mistral,
         }
     }
 
@@ -82,7 +97,7 @@ impl Template {
         };
         Template::detect(jinja).ok_or_else(|| {
             Error::Unsupported(
-                "the model's chat template is none of ChatML, Gemma or Llama 3; choose one with --template".into(),
+                "the model's chat template is none of ChatML, Gemma, Llama 3, Phi-3 or Mistral; choose one with --template".into(),
             )
         })
     }
@@ -93,6 +108,8 @@ impl Template {
             Template::ChatMl { .. } => "ChatML",
             Template::Gemma => "Gemma",
             Template::Llama3 => "Llama 3",
+            Template::Phi3 => "Phi-3",
+            Template::Mistral => "Mistral",
         }
     }
 
@@ -129,6 +146,17 @@ impl Template {
                     "<|start_header_id|>user<|end_header_id|>\n\n{user}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
                 )
             }
+            Template::Phi3 => {
+                let mut s = String::new();
+                if let Some(sys) = system.filter(|_| first) {
+                    s += &format!("<|system|>\n{}<|end|>\n", sys.trim());
+                }
+                s + &format!("<|user|>\n{user}<|end|>\n<|assistant|>\n")
+            }
+            Template::Mistral => match system.filter(|_| first) {
+                Some(sys) => format!("[INST] {}\n\n{user} [/INST]", sys.trim()),
+                None => format!("[INST] {user} [/INST]"),
+            },
         }
     }
 
@@ -138,6 +166,8 @@ impl Template {
             Template::ChatMl { .. } => "<|im_end|>\n",
             Template::Gemma => "<end_of_turn>\n",
             Template::Llama3 => "<|eot_id|>",
+            Template::Phi3 => "<|end|>\n",
+            Template::Mistral => "</s>",
         }
     }
 
