@@ -6,9 +6,15 @@
 //! - Tokenizers: every `.inp`/`.out` vector of llama.cpp's `llama-bpe`, `qwen2`, `phi-3` and
 //!   `llama-spm` vocabularies (llama.cpp's test-tokenizer-0: no BOS, no special-token
 //!   parsing), encoded by the tokenizer of the tiny model that carries that vocabulary.
+//! - The Hugging Face path: each tiny model exported by tools/gguf_to_hf.py (f32, q/k rows
+//!   back in split-half order for `llama`, Llama 3 RoPE scaling as config.json parameters)
+//!   converts to a model whose logits equal the GGUF's within 1e-4.
 
+use pipit::forward::Precision;
 use pipit::model::Model;
+use pipit::session::{Session, SessionParams};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 fn tiny_dir() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/models/tiny"))
@@ -96,4 +102,50 @@ fn tokenizer_phi3() {
 #[test]
 fn tokenizer_llama_spm() {
     check_vocab("mistral", "llama-spm");
+}
+
+/// Every logit of `text` (BOS as the model adds it), through the f32 path.
+fn all_logits(model: Model, text: &str) -> Vec<f32> {
+    let model = Arc::new(model);
+    let mut ids = Vec::new();
+    let tok = model.tokenizer();
+    tok.encode(text, tok.add_bos(), &mut ids);
+    let params = SessionParams {
+        n_ctx: 128,
+        precision: Precision::F32,
+        ..SessionParams::default()
+    };
+    let mut s = Session::new(Arc::clone(&model), params).unwrap();
+    let mut out = Vec::new();
+    s.eval_all(&ids, |_, l| out.extend_from_slice(l)).unwrap();
+    out
+}
+
+fn hf_matches_gguf(family: &str) {
+    let text = "The quick brown fox jumps over the lazy dog; 12345 times, again and again.";
+    let gguf = all_logits(open(family), text);
+    let hf = all_logits(open(&format!("hf-{family}")), text);
+    assert_eq!(gguf.len(), hf.len());
+    assert!(gguf.len() > 10 * 32000, "{family}: too few logits");
+    let worst = gguf
+        .iter()
+        .zip(&hf)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst <= 1e-4, "{family}: max |logit difference| {worst}");
+}
+
+#[test]
+fn hf_llama3_rope_scaling_converts_to_the_same_logits() {
+    hf_matches_gguf("llama3");
+}
+
+#[test]
+fn hf_qwen2_converts_to_the_same_logits() {
+    hf_matches_gguf("qwen2");
+}
+
+#[test]
+fn hf_qwen3_converts_to_the_same_logits() {
+    hf_matches_gguf("qwen3");
 }

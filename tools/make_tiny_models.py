@@ -5,7 +5,7 @@ Each model is seeded (numpy RandomState, whose streams are stable across numpy v
 F32, 2 layers of width 128, with the real vocabulary copied from the matching vocab-only
 GGUF of llama.cpp's source tree (models/ggml-vocab-*.gguf) and weights scaled so attention
 and logits are peaked. Every feature of a family is exercised inside a 128-token context:
-Llama 3 RoPE factors that differ per pair, Phi-3 LongRoPE with an original context of 64,
+Llama 3 RoPE factors that differ per pair (LLAMA3_SCALING), Phi-3 LongRoPE with an original context of 64,
 Gemma 2's 32-token window on its sliding layer and soft-caps that bite, Qwen 3's head_dim
 that is not d_model / n_head. The files are written with the `gguf` package of the same
 tree, so every key and tensor name is llama.cpp's.
@@ -32,6 +32,31 @@ FAMILIES = {
 }
 
 D_MODEL, N_LAYER, N_HEAD, N_KV_HEAD, D_FF = 128, 2, 4, 2, 256
+
+# Llama 3 RoPE scaling with an original context of 256: with base 10000 and 32 rotated
+# dimensions the pairs' divisors are 1 (5 pairs), two smooth values and 8 (9 pairs), so
+# they differ inside a 128-token context. The Hugging Face export writes these parameters
+# as config.json's rope_scaling.
+LLAMA3_SCALING = {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                  "original_max_position_embeddings": 256}
+
+
+def llama3_factors(theta, rope_dim, factor, low_freq_factor, high_freq_factor,
+                   original_max_position_embeddings):
+    """Meta's Llama 3.1 per-pair divisors of the RoPE frequencies (GGUF's rope_freqs)."""
+    orig = original_max_position_embeddings
+    low_wavelen, high_wavelen = orig / low_freq_factor, orig / high_freq_factor
+    out = []
+    for i in range(rope_dim // 2):
+        wavelen = 2 * np.pi / theta ** (-2.0 * i / rope_dim)
+        if wavelen < high_wavelen:
+            out.append(1.0)
+        elif wavelen > low_wavelen:
+            out.append(factor)
+        else:
+            smooth = (orig / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+            out.append(1.0 / ((1 - smooth) / factor + smooth))
+    return np.array(out, dtype=np.float32)
 
 
 def copy_tokenizer(reader, writer, gguf):
@@ -90,8 +115,7 @@ def make(llama_cpp: str, out_dir: str, family: str) -> str:
 
     tensors = [("token_embd.weight", rs.standard_normal((n_vocab, D_MODEL)).astype(np.float32))]
     if o.get("rope_freqs"):
-        # Llama 3 style per-pair divisors of the frequency, different for every pair.
-        tensors.append(("rope_freqs.weight", (1.0 + 7.0 * rs.rand(hd // 2)).astype(np.float32)))
+        tensors.append(("rope_freqs.weight", llama3_factors(10000.0, hd, **LLAMA3_SCALING)))
     if o.get("longrope"):
         tensors.append(("rope_factors_short.weight", (1.0 + rs.rand(hd // 2)).astype(np.float32)))
         tensors.append(("rope_factors_long.weight", (1.0 + 6.0 * rs.rand(hd // 2)).astype(np.float32)))

@@ -61,6 +61,17 @@ for f in llama3 mistral qwen2 qwen3 phi3 gemma2; do
     || python3 "$root/tools/make_tiny_models.py" "$llama_cpp" "$tiny" "$f"
   convert "$tiny/$f.gguf" "$tiny/$f.pipit"
 done
+# Their Hugging Face exports (f32; Llama 3's RoPE scaling as the parameters
+# make_tiny_models.py used), converted: tests/families.rs compares the logits.
+llama3_scaling=$(python3 -c "import sys, json; sys.path.insert(0, '$root/tools'); import make_tiny_models as m; print(json.dumps(dict(rope_type='llama3', **m.LLAMA3_SCALING)))")
+for f in llama3 qwen2 qwen3; do
+  dir="$tiny/hf-$f"
+  extra=()
+  [ "$f" = llama3 ] && extra=(--rope-scaling "$llama3_scaling")
+  fresh "$dir/model.safetensors" "$tiny/$f.gguf" "$root/tools/gguf_to_hf.py" \
+    || python3 "$root/tools/gguf_to_hf.py" "$tiny/$f.gguf" "$dir" --dtype f32 "${extra[@]}"
+  convert "$dir" "$tiny/hf-$f.pipit" "$dir/model.safetensors" "$dir/config.json"
+done
 
 python3 "$root/tools/check_oracle.py"
 echo "test-models.sh: all model conversions checked"

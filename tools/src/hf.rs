@@ -1,6 +1,7 @@
 //! Hugging Face model directory -> [`Source`].
 //!
-//! Reads `config.json` (model_type `llama`, `mistral` or `qwen2`), every `*.safetensors` file
+//! Reads `config.json` (model_type `llama`, `mistral`, `qwen2`, `qwen3` or `phi3`: the
+//! families of [`pipit_format::arch::FAMILIES`] but gemma's), every `*.safetensors` file
 //! (F32, F16, BF16), `tokenizer.json` and, if present, `tokenizer_config.json` and
 //! `chat_template.jinja`.
 //!
@@ -17,7 +18,7 @@
 //!   user-defined (4); for spm, `<0xXX>` tokens are byte (6) and the model's unk token is
 //!   unknown (2); ids without a token (vocabulary padding up to the embedding rows) become
 //!   `[PAD<id>]`, unused (5); everything else is normal (1).
-//! - `tokenizer.pre` (bpe): `qwen2` for model_type qwen2; `llama3` when a Split
+//! - `tokenizer.pre` (bpe): `qwen2` for model_type qwen2 and qwen3; `llama3` when a Split
 //!   pre-tokenizer's regex groups digits by `\p{N}{1,3}`; `smollm` for a `Digits`
 //!   (individual_digits) + `ByteLevel` sequence (SmolLM2 / StarCoder); `gpt-2` for a lone
 //!   regex-splitting `ByteLevel`; else `default`. spm: `default`.
@@ -960,7 +961,7 @@ fn template_adds_special(pp: Option<&J>) -> Option<bool> {
 }
 
 fn bpe_pre(tok: &J, model_type: &str) -> &'static str {
-    if model_type == "qwen2" {
+    if matches!(model_type, "qwen2" | "qwen3") {
         return "qwen2";
     }
     let parts = find_all(tok.get("pre_tokenizer"));
