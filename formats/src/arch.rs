@@ -510,19 +510,33 @@ impl HParams {
                 ))
             }
         };
-        if !matches!(
-            rope_scaling,
-            RopeScaling::Llama3 { .. } | RopeScaling::LongRope { .. }
-        ) {
-            for key in ["model.rope_factors", "model.rope_factors_long"] {
-                if meta.get(key).is_some() {
-                    return Err(bad_value(
-                        key,
-                        "present",
-                        format!("only llama3 and longrope scaling have factors, not {kind}"),
-                    ));
-                }
-            }
+        // The keys of the other scalings must be absent (and, like every known key, typed).
+        let longrope = matches!(rope_scaling, RopeScaling::LongRope { .. });
+        let llama3 = matches!(rope_scaling, RopeScaling::Llama3 { .. });
+        let unused = [
+            (
+                "model.rope_factors",
+                meta.opt_arr_f32("model.rope_factors")?.is_some() && !longrope && !llama3,
+            ),
+            (
+                "model.rope_factors_long",
+                meta.opt_arr_f32("model.rope_factors_long")?.is_some() && !longrope,
+            ),
+            (
+                "model.rope_ctx_orig",
+                meta.opt_u32("model.rope_ctx_orig")?.is_some() && !longrope,
+            ),
+            (
+                "model.rope_attn_factor",
+                meta.opt_f32("model.rope_attn_factor")?.is_some() && !longrope,
+            ),
+        ];
+        if let Some((key, _)) = unused.iter().find(|(_, bad)| *bad) {
+            return Err(bad_value(
+                key,
+                "present",
+                format!("model.rope_scaling {kind} does not use it"),
+            ));
         }
         let rope_pairs = match meta.get_str("model.rope_pairs")? {
             "adjacent" => RopePairs::Adjacent,
