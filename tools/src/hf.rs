@@ -6,9 +6,14 @@
 //! `chat_template.jinja`.
 //!
 //! Rules:
-//! - RoPE: q/k projection rows (and q/k biases) are permuted from Hugging Face's split-half
-//!   layout to the adjacent-pair layout GGUF uses, and `model.rope_pairs = adjacent`: a
-//!   directory and the GGUF made from the same checkpoint give identical tensors.
+//! - The family ([`Family::by_hf_type`]) decides the rest, so that a directory and the GGUF
+//!   llama.cpp makes from the same checkpoint give identical tensors: for `llama` (and
+//!   mistral) q/k projection rows (and q/k biases) are permuted from Hugging Face's
+//!   split-half layout to the adjacent-pair layout GGUF uses (`model.rope_pairs = adjacent`);
+//!   the other families keep split halves (`half`). Fused `qkv_proj` / `gate_up_proj`
+//!   (phi3) are split; `q_norm`/`k_norm` (qwen3) are kept.
+//! - RoPE scaling: linear, Llama 3 (the per-pair factors computed from config.json's
+//!   parameters) or LongRoPE (see `hf_rope_scaling`); `partial_rotary_factor` sets rope_dim.
 //! - Tokenizer kind: a BPE model with a `ByteLevel` pre-tokenizer or decoder is `bpe`; a BPE
 //!   model with `byte_fallback` is `spm` (Llama 2 / Mistral / TinyLlama style); anything else
 //!   is refused. spm scores are derived from the merges: the token a merge of rank r
