@@ -393,7 +393,7 @@ fn positive(key: &str, v: f32) -> Result<f32, FormatError> {
 fn softcap(meta: &Metadata, key: &str) -> Result<Option<f32>, FormatError> {
     match meta.opt_f32(key)? {
         None => Ok(None),
-        Some(v) if v == 0.0 => Ok(None),
+        Some(0.0) => Ok(None),
         Some(v) => positive(key, v).map(Some),
     }
 }
@@ -461,7 +461,7 @@ impl HParams {
             ));
         }
         let rope_dim = meta.get_u32("model.rope_dim")? as usize;
-        if rope_dim == 0 || rope_dim % 2 != 0 || rope_dim > head_dim {
+        if rope_dim == 0 || !rope_dim.is_multiple_of(2) || rope_dim > head_dim {
             return Err(bad_value(
                 "model.rope_dim",
                 rope_dim,

@@ -805,7 +805,7 @@ fn hf_rope_scaling(cfg: &Cfg, theta: f32, rope_dim: u32, m: &mut Metadata) -> Re
             let low = num("low_freq_factor").unwrap_or(1.0);
             let high = num("high_freq_factor").unwrap_or(4.0);
             let orig = num("original_max_position_embeddings").unwrap_or(8192.0);
-            if !(high > low) {
+            if high.partial_cmp(&low) != Some(std::cmp::Ordering::Greater) {
                 return Err(cfg.bad(
                     "rope_scaling.high_freq_factor",
                     rs,

@@ -129,7 +129,7 @@ pub fn split_rows<'a>(
 ) -> Result<Vec<SrcTensor<'a>>> {
     let total: u64 = parts.iter().sum();
     let rows = t.shape.first().copied().unwrap_or(0);
-    if t.shape.len() != 2 || rows != total || t.data.len() as u64 % rows.max(1) != 0 {
+    if t.shape.len() != 2 || rows != total || !(t.data.len() as u64).is_multiple_of(rows.max(1)) {
         return Err(ConvertError::ShapeMismatch {
             tensor: t.source_name.clone(),
             expected: vec![total, t.shape.get(1).copied().unwrap_or(0)],

@@ -323,7 +323,7 @@ fn qwen2_keeps_its_split_half_rows_and_biases() {
     assert_eq!(f.metadata.get_str("tokenizer.pre").unwrap(), "qwen2");
     // As llama.cpp's GGUF files of qwen2: rows unpermuted, RoPE on split halves.
     assert_eq!(f.metadata.get_str("model.rope_pairs").unwrap(), "half");
-    assert_eq!(f.metadata.get_bool("model.qkv_bias").unwrap(), true);
+    assert!(f.metadata.get_bool("model.qkv_bias").unwrap());
     assert_eq!(
         f.metadata.get_u32("model.sliding_window").unwrap(),
         0,
