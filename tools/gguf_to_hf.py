@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
-"""Dequantizes a `llama`, `qwen2` or `qwen3` GGUF with a GPT-2 byte-level BPE vocabulary
-(e.g. SmolLM2-135M-Instruct, or the tiny family models of make_tiny_models.py) into a
-Hugging Face model directory: the realistic HF test input of pipit-convert.
+"""Dequantizes a `llama`, `qwen2`, `qwen3` or `phi3` GGUF (e.g. SmolLM2-135M-Instruct, or
+the tiny family models of make_tiny_models.py) into a Hugging Face model directory: the
+realistic HF test input of pipit-convert. A SentencePiece vocabulary becomes a
+byte-fallback BPE tokenizer.json without merges (GGUF keeps scores, not merges), so only a
+byte-level BPE vocabulary round-trips exactly; Phi-3's LongRoPE factor tensors become
+config.json's rope_scaling.
 
 Writes config.json, tokenizer.json, tokenizer_config.json and model.safetensors (bf16, f16
 or f32). Values come from the `gguf` package's reference dequantizers, then are rounded to
@@ -103,18 +106,22 @@ def main() -> None:
 
     r = GGUFReader(a.gguf)
     arch = field(r, "general.architecture")
-    hf_arch = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
+    hf_arch = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
+               "phi3": "Phi3ForCausalLM"}
     if arch not in hf_arch:
         raise SystemExit(f"gguf_to_hf: architecture {arch!r}: only {', '.join(hf_arch)} are supported")
-    if field(r, "tokenizer.ggml.model") != "gpt2":
-        raise SystemExit("gguf_to_hf: only GPT-2 style (byte-level BPE) vocabularies are supported")
+    spm = field(r, "tokenizer.ggml.model") == "llama"
     k = lambda s, d=None: field(r, f"{arch}.{s}", d)
     n_head = k("attention.head_count")
     n_kv = k("attention.head_count_kv", n_head)
     d_model = k("embedding_length")
 
     tensors = {}
+    rope_factors = {}
     for t in r.tensors:
+        if t.name in ("rope_factors_short.weight", "rope_factors_long.weight"):
+            rope_factors[t.name.split(".")[0].split("_")[-1]] = [float(v) for v in t.data]
+            continue
         if t.name == "rope_freqs.weight":
             if a.rope_scaling is None:
                 raise SystemExit("gguf_to_hf: the GGUF has rope_freqs: give --rope-scaling")
@@ -126,13 +133,20 @@ def main() -> None:
             x = adjacent_to_half(x, n_head)
         elif arch == "llama" and base.endswith(".attn_k"):
             x = adjacent_to_half(x, n_kv)
+        # Phi-3's fused matrices have the same layout in both formats.
+        if arch == "phi3" and base.endswith(".attn_qkv"):
+            tensors[f"model.layers.{base.split('.')[1]}.self_attn.qkv_proj.weight"] = x
+            continue
+        if arch == "phi3" and base.endswith(".ffn_up"):
+            tensors[f"model.layers.{base.split('.')[1]}.mlp.gate_up_proj.weight"] = x
+            continue
         tensors[hf_name(t.name)] = x
     tied = "lm_head.weight" not in tensors
     n_vocab = tensors["model.embed_tokens.weight"].shape[0]
 
     tokens = field(r, "tokenizer.ggml.tokens")
     types = field(r, "tokenizer.ggml.token_type")
-    merges = field(r, "tokenizer.ggml.merges")
+    merges = field(r, "tokenizer.ggml.merges", [])
     ids = {n: field(r, f"tokenizer.ggml.{n}_token_id") for n in ("bos", "eos", "unknown", "padding")}
     os.makedirs(a.out_dir, exist_ok=True)
 
@@ -159,6 +173,11 @@ def main() -> None:
         "eos_token_id": ids["eos"],
         "pad_token_id": ids["padding"],
     }
+    if rope_factors:
+        # Phi-3 LongRoPE: the factor tensors become config.json's rope_scaling.
+        config["rope_scaling"] = {"type": "longrope", "short_factor": rope_factors["short"],
+                                  "long_factor": rope_factors["long"]}
+        config["original_max_position_embeddings"] = k("rope.scaling.original_context_length")
     added = [
         {"id": i, "content": tokens[i], "single_word": False, "lstrip": False, "rstrip": False,
          "normalized": False, "special": types[i] == 3}
@@ -181,25 +200,36 @@ def main() -> None:
             no_regex]}
     else:
         pre_tokenizer = byte_level
+    post_processor = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True}
+    decoder = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
+    normalizer = None
+    if spm:
+        # A SentencePiece GGUF stores scores, not merges: the export's byte-fallback BPE has
+        # no merges, so its tokenizer is not the GGUF's (the weights are what it is for).
+        pre_tokenizer, post_processor = None, None
+        normalizer = {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "\u2581"},
+                                                         {"type": "Replace", "pattern": {"String": " "},
+                                                          "content": "\u2581"}]}
+        decoder = {"type": "Sequence", "decoders": [{"type": "ByteFallback"}, {"type": "Fuse"}]}
     tokenizer = {
         "version": "1.0",
         "truncation": None,
         "padding": None,
         "added_tokens": added,
-        "normalizer": None,
+        "normalizer": normalizer,
         "pre_tokenizer": pre_tokenizer,
-        "post_processor": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True},
-        "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+        "post_processor": post_processor,
+        "decoder": decoder,
         "model": {
             "type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
-            "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
+            "end_of_word_suffix": None, "fuse_unk": spm, "byte_fallback": spm,
             "vocab": {t: i for i, t in enumerate(tokens)},
             "merges": list(merges),
         },
     }
     name = lambda key: None if ids[key] is None else tokens[ids[key]]
     tok_config = {
-        "add_bos_token": bool(field(r, "tokenizer.ggml.add_bos_token", False)),
+        "add_bos_token": bool(field(r, "tokenizer.ggml.add_bos_token", spm)),
         "add_prefix_space": False,
         "added_tokens_decoder": {str(t["id"]): {kk: v for kk, v in t.items() if kk != "id"} for t in added},
         "bos_token": name("bos"),

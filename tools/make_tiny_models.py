@@ -100,7 +100,8 @@ def make(llama_cpp: str, out_dir: str, family: str) -> str:
         w.add_value_length(hd)
     if o.get("longrope"):
         w.add_rope_scaling_orig_ctx_len(64)
-        w.add_rope_scaling_attn_factors(1.19)
+        # As llama.cpp's converter (and the HF path) derive it from the two contexts.
+        w.add_rope_scaling_attn_factors(np.sqrt(1 + np.log(4096 / 64) / np.log(64)))
     if o.get("gemma2"):
         w.add_sliding_window(32)
         w.add_attn_logit_softcapping(8.0)

@@ -64,7 +64,7 @@ done
 # Their Hugging Face exports (f32; Llama 3's RoPE scaling as the parameters
 # make_tiny_models.py used), converted: tests/families.rs compares the logits.
 llama3_scaling=$(python3 -c "import sys, json; sys.path.insert(0, '$root/tools'); import make_tiny_models as m; print(json.dumps(dict(rope_type='llama3', **m.LLAMA3_SCALING)))")
-for f in llama3 qwen2 qwen3; do
+for f in llama3 mistral qwen2 qwen3 phi3; do
   dir="$tiny/hf-$f"
   extra=()
   [ "$f" = llama3 ] && extra=(--rope-scaling "$llama3_scaling")
