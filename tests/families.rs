@@ -10,12 +10,25 @@
 //!   back in split-half order for `llama`, Llama 3 RoPE scaling as config.json parameters,
 //!   Phi-3's fused tensors and LongRoPE factors as Hugging Face has them) converts to a
 //!   model whose logits equal the GGUF's within 1e-4 (gemma2: no HF path yet).
+//! - llama.cpp (tests/data/families.json, made by tools/family_reference.py with the peer):
+//!   `pipit perplexity --ctx 128` within 0.5% of `llama-perplexity -c 128` on
+//!   tests/data/families.txt, and `pipit run --temp 0` printing exactly llama-simple's greedy
+//!   text for 24 tokens on two prompts, with the context llama.cpp used (it pads every
+//!   context to 256, beyond Phi-3's original 64, so both runs use LongRoPE's long factors;
+//!   the short set is compared with the HF path at n_ctx 48).
+//!   tools/test-models.sh checks that the generator reproduces the recorded model bytes.
 
 use pipit::forward::Precision;
 use pipit::model::Model;
 use pipit::session::{Session, SessionParams};
 use std::path::PathBuf;
+use std::process::Command;
 use std::sync::Arc;
+
+// Shared with the other reference tests; this one reads objects, numbers and strings.
+#[allow(dead_code)]
+#[path = "support/json.rs"]
+mod json;
 
 fn tiny_dir() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/models/tiny"))
@@ -167,4 +180,86 @@ fn hf_mistral_converts_to_the_same_logits() {
 #[test]
 fn hf_phi3_fused_and_longrope_convert_to_the_same_logits() {
     hf_matches_gguf("phi3");
+}
+
+fn pipit(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_pipit"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pipit {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn against_llama_cpp(family: &str) {
+    let reference = json::Json::load("families.json");
+    let r = reference.get(family);
+    let model = tiny_dir().join(format!("{family}.pipit"));
+    let model = model.to_str().unwrap();
+    let text = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/families.txt");
+
+    let out = pipit(&["perplexity", "-m", model, "-f", text, "--ctx", "128"]);
+    let ppl: f64 = out
+        .trim()
+        .strip_prefix("PPL = ")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{family}: no PPL in {out:?}"));
+    let want = r.get("ppl").num();
+    assert!(
+        (ppl / want - 1.0).abs() <= 0.005,
+        "{family}: pipit PPL {ppl}, llama.cpp {want}"
+    );
+
+    for g in r.get("greedy").arr() {
+        let n_ctx = format!("{}", g.get("n_ctx").num());
+        let prompt = g.get("prompt").str();
+        let text = pipit(&[
+            "run", "-m", model, "-p", prompt, "-n", "24", "--temp", "0", "--ctx", &n_ctx,
+        ]);
+        assert_eq!(
+            text,
+            g.get("text").str(),
+            "{family}: greedy text of {prompt:?}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs tests/data/families.json: run tools/family_reference.py with the peer llama.cpp"]
+fn llama3_matches_llama_cpp() {
+    against_llama_cpp("llama3");
+}
+
+#[test]
+#[ignore = "needs tests/data/families.json: run tools/family_reference.py with the peer llama.cpp"]
+fn mistral_matches_llama_cpp() {
+    against_llama_cpp("mistral");
+}
+
+#[test]
+#[ignore = "needs tests/data/families.json: run tools/family_reference.py with the peer llama.cpp"]
+fn qwen2_matches_llama_cpp() {
+    against_llama_cpp("qwen2");
+}
+
+#[test]
+#[ignore = "needs tests/data/families.json: run tools/family_reference.py with the peer llama.cpp"]
+fn qwen3_matches_llama_cpp() {
+    against_llama_cpp("qwen3");
+}
+
+#[test]
+#[ignore = "needs tests/data/families.json: run tools/family_reference.py with the peer llama.cpp"]
+fn phi3_matches_llama_cpp() {
+    against_llama_cpp("phi3");
+}
+
+#[test]
+#[ignore = "needs tests/data/families.json: run tools/family_reference.py with the peer llama.cpp"]
+fn gemma2_matches_llama_cpp() {
+    against_llama_cpp("gemma2");
 }

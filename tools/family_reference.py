@@ -3,8 +3,8 @@
 
 For each model of make_tiny_models.py (models/tiny/<family>.gguf): its sha256, the
 perplexity of `llama-perplexity -c 128` on tests/data/families.txt, and the text of
-`llama-simple -n 24` (greedy) on two prompts with the context llama-simple used
-(n_prompt + 23). llama.cpp runs with flash attention off and its default F16 KV cache, as
+`llama-simple -n 24` (greedy) on two prompts with the context llama.cpp used (it asks for
+n_prompt + 23 and pads it to 256; the padded size decides Phi-3's LongRoPE factor set). llama.cpp runs with flash attention off and its default F16 KV cache, as
 pipit's default session does. The file holds facts measured by llama.cpp, not code; rerun
 only when the generator or the peer changes.
 
@@ -50,7 +50,7 @@ def main() -> None:
         for prompt in PROMPTS:
             p = run([f"{peer}/llama-simple", "-m", gguf, "-n", str(N_PREDICT), prompt])
             at = p.stdout.index(prompt) + len(prompt)
-            m = re.search(r"n_ctx\s*=\s*(\d+)", p.stderr)
+            m = re.search(r"n_ctx_seq\s*=\s*(\d+)", p.stderr)
             entry["greedy"].append({
                 "prompt": prompt,
                 "n_ctx": int(m.group(1)) if m else None,
