@@ -409,10 +409,18 @@ impl Resolver<'_> {
 fn resolve_weights(file: &PipitFile, hp: &HParams, file_len: usize) -> Result<Weights> {
     hp.check_tensor_count(file.tensors.len())?;
     let specs = hp.tensors();
+    let mut r = Resolver {
+        file,
+        file_len,
+        found: HashMap::with_capacity(specs.len()),
+    };
+    for spec in &specs {
+        r.resolve(spec)?;
+    }
     if let Some(extra) = file
         .tensors
         .iter()
-        .find(|t| !specs.iter().any(|s| s.name == t.name))
+        .find(|t| !r.found.contains_key(t.name.as_str()))
     {
         let reason = if extra.name == "output" && hp.tied {
             "model.tied_embeddings is true".to_string()
@@ -428,14 +436,6 @@ fn resolve_weights(file: &PipitFile, hp: &HParams, file_len: usize) -> Result<We
             reason,
         }
         .into());
-    }
-    let mut r = Resolver {
-        file,
-        file_len,
-        found: HashMap::with_capacity(specs.len()),
-    };
-    for spec in &specs {
-        r.resolve(spec)?;
     }
     let token_embd = r.take("token_embd")?;
     let output = if hp.tied {
