@@ -5,6 +5,7 @@
 //! arithmetic throughout and never panics: every malformed input yields a [`FormatError`]
 //! naming the offending field and value.
 
+pub mod arch;
 pub mod blocks;
 pub mod crc32c;
 mod error;

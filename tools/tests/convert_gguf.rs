@@ -294,9 +294,9 @@ fn convert_err(g: &GgufBuilder, out_name: Option<&Path>) -> String {
 #[test]
 fn refuses_unknown_architecture() {
     let mut g = tiny_llama_gguf();
-    g.kv("general.architecture", s("phi3"));
+    g.kv("general.architecture", s("mamba"));
     let e = convert_err(&g, None);
-    assert!(e.contains("unknown architecture \"phi3\""), "{e}");
+    assert!(e.contains("unknown architecture \"mamba\""), "{e}");
 }
 
 #[test]
@@ -366,9 +366,13 @@ fn refuses_shape_mismatch_and_missing_or_unknown_tensors() {
     );
 
     let mut g = tiny_llama_gguf();
+    // Llama 3 RoPE factors are read into the metadata, and checked as the runtime does.
     g.tensor("rope_freqs.weight", &[16], F32, vec![0; 64]);
     let e = convert_err(&g, None);
-    assert!(e.contains("rope_freqs"), "{e}");
+    assert!(
+        e.contains("'model.rope_factors[0]' = 0: must be finite and greater than 0"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -386,7 +390,7 @@ fn refuses_bad_metadata_values() {
     let mut g = tiny_llama_gguf();
     g.kv("llama.block_count", GV::U32(4_000_000_000));
     let e = convert_err(&g, None);
-    assert!(e.contains("llama.block_count = 4000000000"), "{e}");
+    assert!(e.contains("'llama.block_count' = 4000000000"), "{e}");
 
     let mut g = tiny_llama_gguf();
     g.kv("llama.attention.head_count", s("two"));
@@ -408,6 +412,15 @@ fn refuses_bad_metadata_values() {
     g.kv("tokenizer.ggml.token_type", GV::ArrI32(vec![1; 11]));
     let e = convert_err(&g, None);
     assert!(e.contains("tokenizer.ggml.token_type"), "{e}");
+
+    // Issue 13 row 10: a rotary dimension the runtime refuses is refused here.
+    let mut g = tiny_llama_gguf();
+    g.kv("llama.rope.dimension_count", GV::U32(0));
+    let e = convert_err(&g, None);
+    assert!(
+        e.contains("'model.rope_dim' = 0: must be even and in 2..="),
+        "{e}"
+    );
 
     let mut g = tiny_llama_gguf();
     g.kv("llama.rope.scaling.type", s("yarn"));

@@ -40,10 +40,7 @@ pub fn report(model: &Model, kernels: &str) -> String {
         f.tensors.len(),
         f.data_offset
     ));
-    let arch = match hp.arch {
-        Arch::Llama => "llama",
-        Arch::Gemma3 => "gemma3",
-    };
+    let arch = hp.arch.name();
     line(format!(
         "model      '{}' ({arch}), converted from {}",
         text("general.name"),
