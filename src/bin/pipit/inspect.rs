@@ -1,6 +1,6 @@
 //! `pipit inspect`: a report of a model file for people.
 
-use pipit::model::{Activation, Arch, Model, RopePairs};
+use pipit::model::{Activation, Model, RopePairs};
 use pipit::session::{MemoryReport, SessionParams};
 use pipit_format::DType;
 
