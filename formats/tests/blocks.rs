@@ -224,8 +224,11 @@ fn lengths_empty_and_multi_block() {
 
 #[test]
 fn partial_blocks_are_rejected() {
-    for dtype in [DType::Q8_0, DType::Q4_0, DType::Q4_1] {
-        for n in [1, 31, 33] {
+    for dtype in DType::QUANTIZED {
+        for n in [1, 31, 33, 224, 288] {
+            if n % dtype.block_elems() == 0 {
+                continue;
+            }
             assert_eq!(
                 quantize(dtype, &vec![1.0; n]),
                 Err(FormatError::BlockMultiple { dtype, elems: n })
@@ -271,9 +274,9 @@ fn misaligned_input_decodes_the_same() {
 
 #[test]
 fn non_finite_and_overflowing_inputs_are_rejected() {
-    for dtype in [DType::Q8_0, DType::Q4_0, DType::Q4_1] {
+    for dtype in DType::QUANTIZED {
         for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
-            let mut x = vec![1.0; 64];
+            let mut x = vec![1.0; 2 * dtype.block_elems()];
             x[37] = bad;
             assert!(
                 matches!(
@@ -309,4 +312,77 @@ fn block_structs_view_quantized_bytes() {
     let q41 = quantize(DType::Q4_1, &x).unwrap();
     let b41: &[BlockQ4_1] = bytemuck::cast_slice(&q41);
     assert_eq!(b41[0].qs[15], q41[19]);
+}
+
+fn rel_rmse(dtype: DType, x: &[f32]) -> f32 {
+    let y = dq(dtype, &quantize(dtype, x).unwrap(), x.len());
+    let e: f32 = x.iter().zip(&y).map(|(a, b)| (a - b) * (a - b)).sum();
+    let r: f32 = x.iter().map(|a| a * a).sum();
+    (e / r).sqrt()
+}
+
+/// The new block types round-trip with the error their bit widths allow, and the K-quants'
+/// searched scales beat the plain 32-value rules of the same width.
+#[test]
+fn new_types_error_bounds() {
+    let x = sample(4096, 11);
+    let err: Vec<(DType, f32)> = [
+        DType::Q4_0,
+        DType::Q4_1,
+        DType::Q5_0,
+        DType::Q5_1,
+        DType::Q4_K,
+        DType::Q5_K,
+        DType::Q6_K,
+    ]
+    .into_iter()
+    .map(|d| (d, rel_rmse(d, &x)))
+    .collect();
+    let e = |d: DType| err.iter().find(|(t, _)| *t == d).unwrap().1;
+    assert!(e(DType::Q5_0) < 0.6 * e(DType::Q4_0), "{err:?}");
+    assert!(e(DType::Q5_1) < 0.6 * e(DType::Q4_1), "{err:?}");
+    assert!(e(DType::Q4_K) < 0.09, "{err:?}");
+    assert!(e(DType::Q5_K) < 0.6 * e(DType::Q4_K), "{err:?}");
+    assert!(e(DType::Q6_K) < 0.6 * e(DType::Q5_K), "{err:?}");
+    // Constant, all-zero and single-spike blocks stay finite and near exact.
+    for d in [
+        DType::Q4_K,
+        DType::Q5_K,
+        DType::Q6_K,
+        DType::Q5_0,
+        DType::Q5_1,
+    ] {
+        let n = d.block_elems();
+        assert!(dq(d, &quantize(d, &vec![0.0; n]).unwrap(), n)
+            .iter()
+            .all(|&v| v == 0.0));
+        let mut spike = vec![0.0; n];
+        spike[n - 1] = 3.0;
+        let y = dq(d, &quantize(d, &spike).unwrap(), n);
+        assert!(
+            (y[n - 1] - 3.0).abs() < 0.05 && y[..n - 1].iter().all(|v| v.abs() < 0.05),
+            "{d} {y:?}"
+        );
+    }
+}
+
+#[test]
+fn new_block_structs_view_quantized_bytes() {
+    use pipit_format::blocks::{BlockQ4K, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K};
+    let x = sample(512, 8);
+    let q = quantize(DType::Q5_0, &x).unwrap();
+    let b: &[BlockQ5_0] = bytemuck::cast_slice(&q);
+    assert_eq!(b[1].qh, q[22 + 2..22 + 6]);
+    let q = quantize(DType::Q5_1, &x).unwrap();
+    let b: &[BlockQ5_1] = bytemuck::cast_slice(&q);
+    assert_eq!(b[1].m.to_le_bytes(), [q[26], q[27]]);
+    let q = quantize(DType::Q4_K, &x).unwrap();
+    let b: &[BlockQ4K] = bytemuck::cast_slice(&q);
+    assert_eq!(b[1].scales, q[144 + 4..144 + 16]);
+    let q = quantize(DType::Q5_K, &x).unwrap();
+    let b: &[BlockQ5K] = bytemuck::cast_slice(&q);
+    assert_eq!(b[1].qh, q[176 + 16..176 + 48]);
+    let q = quantize(DType::Q6_K, &x).unwrap();
+    let b: &[BlockQ6K] = bytemuck::cast_slice(&q);
+    assert_eq!(b[1].d.to_le_bytes(), [q[210 + 208], q[210 + 209]]);
 }

@@ -655,24 +655,33 @@ unsafe fn dequant_q4_1(w: &[u8], out: &mut [f32]) {
 pub(super) static KERNELS: Kernels = Kernels {
     name: "neon",
     quantize_act,
-    matmul_q8a: [matmul_q8a_q8_0, matmul_q8a_q4_0, matmul_q8a_q4_1],
-    isums: [isums_q8_0, isums_q4_0, isums_q4_1],
-    matmul_f32: [
-        matmul_f32_f32,
-        matmul_f32_f16,
-        matmul_f32_q8_0,
-        matmul_f32_q4_0,
-        matmul_f32_q4_1,
-    ],
+    matmul_q8a: scalar::with_head(
+        [matmul_q8a_q8_0, matmul_q8a_q4_0, matmul_q8a_q4_1],
+        scalar::KERNELS.matmul_q8a,
+    ),
+    isums: scalar::with_head([isums_q8_0, isums_q4_0, isums_q4_1], scalar::KERNELS.isums),
+    matmul_f32: scalar::with_head(
+        [
+            matmul_f32_f32,
+            matmul_f32_f16,
+            matmul_f32_q8_0,
+            matmul_f32_q4_0,
+            matmul_f32_q4_1,
+        ],
+        scalar::KERNELS.matmul_f32,
+    ),
     dot_f32,
     axpy: scalar::KERNELS.axpy,
-    dequant_row: [
-        scalar::KERNELS.dequant_row[0],
-        dequant_f16,
-        dequant_q8_0,
-        dequant_q4_0,
-        dequant_q4_1,
-    ],
+    dequant_row: scalar::with_head(
+        [
+            scalar::KERNELS.dequant_row[0],
+            dequant_f16,
+            dequant_q8_0,
+            dequant_q4_0,
+            dequant_q4_1,
+        ],
+        scalar::KERNELS.dequant_row,
+    ),
     // Baseline aarch64 already vectorizes the reference with NEON.
     glu: scalar::KERNELS.glu,
     wsum: scalar::KERNELS.wsum,

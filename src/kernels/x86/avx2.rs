@@ -1168,24 +1168,33 @@ unsafe fn wsum(p: &[f32], p_stride: usize, v: &[f32], out: &mut [f32], n: usize)
 pub(super) static KERNELS: Kernels = Kernels {
     name: "avx2",
     quantize_act,
-    matmul_q8a: [matmul_q8a_q8_0, matmul_q8a_q4_0, matmul_q8a_q4_1],
-    isums: [isums_q8_0, isums_q4_0, isums_q4_1],
-    matmul_f32: [
-        matmul_f32_f32,
-        matmul_f32_f16,
-        matmul_f32_q8_0,
-        matmul_f32_q4_0,
-        matmul_f32_q4_1,
-    ],
+    matmul_q8a: scalar::with_head(
+        [matmul_q8a_q8_0, matmul_q8a_q4_0, matmul_q8a_q4_1],
+        scalar::KERNELS.matmul_q8a,
+    ),
+    isums: scalar::with_head([isums_q8_0, isums_q4_0, isums_q4_1], scalar::KERNELS.isums),
+    matmul_f32: scalar::with_head(
+        [
+            matmul_f32_f32,
+            matmul_f32_f16,
+            matmul_f32_q8_0,
+            matmul_f32_q4_0,
+            matmul_f32_q4_1,
+        ],
+        scalar::KERNELS.matmul_f32,
+    ),
     dot_f32,
     axpy,
-    dequant_row: [
-        dequant_f32,
-        dequant_f16,
-        dequant_q8_0,
-        dequant_q4_0,
-        dequant_q4_1,
-    ],
+    dequant_row: scalar::with_head(
+        [
+            dequant_f32,
+            dequant_f16,
+            dequant_q8_0,
+            dequant_q4_0,
+            dequant_q4_1,
+        ],
+        scalar::KERNELS.dequant_row,
+    ),
     glu: [glu_silu, glu_gelu_tanh],
     wsum,
 };
@@ -1204,12 +1213,18 @@ q8a_fns! {
 #[cfg(test)]
 pub(super) static KERNELS_VNNI_EVEX: Kernels = Kernels {
     name: "avxvnni-as-evex",
-    matmul_q8a: [
-        evex_matmul_q8a_q8_0,
-        evex_matmul_q8a_q4_0,
-        evex_matmul_q8a_q4_1,
-    ],
-    isums: [evex_isums_q8_0, evex_isums_q4_0, evex_isums_q4_1],
+    matmul_q8a: scalar::with_head(
+        [
+            evex_matmul_q8a_q8_0,
+            evex_matmul_q8a_q4_0,
+            evex_matmul_q8a_q4_1,
+        ],
+        scalar::KERNELS.matmul_q8a,
+    ),
+    isums: scalar::with_head(
+        [evex_isums_q8_0, evex_isums_q4_0, evex_isums_q4_1],
+        scalar::KERNELS.isums,
+    ),
     ..KERNELS
 };
 
@@ -1217,11 +1232,17 @@ pub(super) static KERNELS_VNNI_EVEX: Kernels = Kernels {
 /// integer products.
 pub(super) static KERNELS_VNNI: Kernels = Kernels {
     name: "avxvnni",
-    matmul_q8a: [
-        vnni_matmul_q8a_q8_0,
-        vnni_matmul_q8a_q4_0,
-        vnni_matmul_q8a_q4_1,
-    ],
-    isums: [vnni_isums_q8_0, vnni_isums_q4_0, vnni_isums_q4_1],
+    matmul_q8a: scalar::with_head(
+        [
+            vnni_matmul_q8a_q8_0,
+            vnni_matmul_q8a_q4_0,
+            vnni_matmul_q8a_q4_1,
+        ],
+        scalar::KERNELS.matmul_q8a,
+    ),
+    isums: scalar::with_head(
+        [vnni_isums_q8_0, vnni_isums_q4_0, vnni_isums_q4_1],
+        scalar::KERNELS.isums,
+    ),
     ..KERNELS
 };

@@ -1758,24 +1758,33 @@ unsafe fn wsum(p: &[f32], p_stride: usize, v: &[f32], out: &mut [f32], n: usize)
 pub(super) static KERNELS: Kernels = Kernels {
     name: "avx512",
     quantize_act,
-    matmul_q8a: [matmul_q8a_q8_0, matmul_q8a_q4_0, matmul_q8a_q4_1],
-    isums: [isums_q8_0, isums_q4_0, isums_q4_1],
-    matmul_f32: [
-        matmul_f32_f32,
-        matmul_f32_f16,
-        matmul_f32_q8_0,
-        matmul_f32_q4_0,
-        matmul_f32_q4_1,
-    ],
+    matmul_q8a: scalar::with_head(
+        [matmul_q8a_q8_0, matmul_q8a_q4_0, matmul_q8a_q4_1],
+        scalar::KERNELS.matmul_q8a,
+    ),
+    isums: scalar::with_head([isums_q8_0, isums_q4_0, isums_q4_1], scalar::KERNELS.isums),
+    matmul_f32: scalar::with_head(
+        [
+            matmul_f32_f32,
+            matmul_f32_f16,
+            matmul_f32_q8_0,
+            matmul_f32_q4_0,
+            matmul_f32_q4_1,
+        ],
+        scalar::KERNELS.matmul_f32,
+    ),
     dot_f32,
     axpy,
-    dequant_row: [
-        dequant_f32,
-        dequant_f16,
-        dequant_q8_0,
-        dequant_q4_0,
-        dequant_q4_1,
-    ],
+    dequant_row: scalar::with_head(
+        [
+            dequant_f32,
+            dequant_f16,
+            dequant_q8_0,
+            dequant_q4_0,
+            dequant_q4_1,
+        ],
+        scalar::KERNELS.dequant_row,
+    ),
     glu: [glu_silu, glu_gelu_tanh],
     wsum,
 };
