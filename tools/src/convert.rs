@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 /// How matrices are stored (`--quant`). 1-D tensors (norms, biases) are always F32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Quant {
-    /// The nearest pipit type: Q4_0, Q4_1, Q8_0 and F16 copied losslessly; F32 and BF16 as
-    /// F32; every other type (K-quants, Q5_0, Q5_1, ...) requantized to Q8_0.
+    /// The nearest pipit type: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K and F16
+    /// copied losslessly; F32 and BF16 as F32; every other type (Q2_K, Q3_K, Q8_K)
+    /// requantized to Q8_0.
     Keep,
     /// Every matrix as Q4_1.
     Q4,
@@ -128,6 +129,11 @@ fn same_bytes(t: GgmlType) -> Option<DType> {
         GgmlType::Q8_0 => Some(DType::Q8_0),
         GgmlType::Q4_0 => Some(DType::Q4_0),
         GgmlType::Q4_1 => Some(DType::Q4_1),
+        GgmlType::Q5_0 => Some(DType::Q5_0),
+        GgmlType::Q5_1 => Some(DType::Q5_1),
+        GgmlType::Q4K => Some(DType::Q4_K),
+        GgmlType::Q5K => Some(DType::Q5_K),
+        GgmlType::Q6K => Some(DType::Q6_K),
         _ => None,
     }
 }

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum QuantArg {
-    /// Nearest pipit type: GGUF Q4_0/Q4_1/Q8_0/F16 copied bit for bit, F32/BF16 -> F32,
-    /// K-quants and Q5_0/Q5_1 -> Q8_0
+    /// Nearest pipit type: GGUF Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q5_K/Q6_K/F16 copied bit for
+    /// bit, F32/BF16 -> F32, Q2_K/Q3_K/Q8_K -> Q8_0
     Keep,
     /// Every matrix requantized to Q4_1 (4-bit with scale and minimum)
     Q4,

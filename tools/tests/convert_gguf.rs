@@ -125,10 +125,10 @@ fn llama_keep_maps_every_type_to_its_nearest() {
         ("blk.0.attn_k", DType::Q4_1, true),
         ("blk.0.attn_v", DType::F16, true),
         ("blk.0.attn_output", DType::F32, false),
-        ("blk.0.ffn_gate", DType::Q8_0, false),
+        ("blk.0.ffn_gate", DType::Q5_0, true),
         ("blk.0.ffn_up", DType::F32, true),
-        ("blk.0.ffn_down", DType::Q8_0, false),
-        ("blk.1.ffn_down", DType::Q8_0, false),
+        ("blk.0.ffn_down", DType::Q4_K, true),
+        ("blk.1.ffn_down", DType::Q6_K, true),
         ("output", DType::Q8_0, true),
     ];
     for (name, dtype, copied) in expect {
@@ -223,7 +223,11 @@ fn gemma3_rules() {
     );
     assert!(!m.get_bool("tokenizer.add_space_prefix").unwrap());
     assert_eq!(m.get("tokenizer.chat_template"), None);
-    assert_eq!(f.tensor("blk.0.attn_q").unwrap().dtype, DType::Q8_0);
+    assert_eq!(
+        f.tensor("blk.0.attn_q").unwrap().dtype,
+        DType::Q5_0,
+        "Q5_0 kept"
+    );
     assert_eq!(f.tensor("blk.5.post_ffw_norm").unwrap().shape, [64]);
     let (_, src, _) = source_values(&g, "blk.3.attn_k_norm.weight");
     assert_eq!(values(&f, &bytes, "blk.3.attn_k_norm"), src);
