@@ -386,3 +386,92 @@ fn new_block_structs_view_quantized_bytes() {
     let b: &[BlockQ6K] = bytemuck::cast_slice(&q);
     assert_eq!(b[1].d.to_le_bytes(), [q[210 + 208], q[210 + 209]]);
 }
+
+/// SPEC.md "Worked examples": Q5_0.
+#[test]
+fn spec_example_q5_0() {
+    let mut x = with_tail(&[-16.0, 15.0, 15.6, 0.0, 0.5, -0.5, -3.2], QK);
+    x[16] = 1.0;
+    x[17] = -1.0;
+    let mut bytes = vec![0x00, 0x3C, 0xBE, 0xFF, 0xFD, 0xFF];
+    bytes.extend_from_slice(&[0x10, 0xFF, 0x0F, 0x00, 0x01, 0x00, 0x0D]);
+    bytes.resize(22, 0x00);
+    assert_eq!(quantize(DType::Q5_0, &x).unwrap(), bytes);
+    let mut want = with_tail(&[-16.0, 15.0, 15.0, 0.0, 1.0, 0.0, -3.0], QK);
+    want[16] = 1.0;
+    want[17] = -1.0;
+    assert_eq!(dq(DType::Q5_0, &bytes, QK), want);
+}
+
+/// SPEC.md "Worked examples": Q5_1.
+#[test]
+fn spec_example_q5_1() {
+    let mut x = with_tail(&[-1.0, 30.0, 0.0, 2.5, 6.2], QK);
+    x[16] = 3.0;
+    let mut bytes = vec![0x00, 0x3C, 0x00, 0xBC, 0x02, 0x00, 0x00, 0x00];
+    bytes.extend_from_slice(&[0x40, 0x1F, 0x11, 0x14, 0x17]);
+    bytes.resize(24, 0x11);
+    assert_eq!(quantize(DType::Q5_1, &x).unwrap(), bytes);
+    let mut want = with_tail(&[-1.0, 30.0, 0.0, 3.0, 6.0], QK);
+    want[16] = 3.0;
+    assert_eq!(dq(DType::Q5_1, &bytes, QK), want);
+}
+
+/// SPEC.md "Worked examples": the Q4_K block (144 bytes).
+pub fn spec_q4_k_bytes() -> Vec<u8> {
+    let mut b = vec![0x00, 0x3C, 0x00, 0x38];
+    b.extend_from_slice(&[0x41, 0, 0, 0, 0x82, 0, 0, 0, 0x11, 0, 0, 0]);
+    b.resize(144, 0);
+    b[16] = 0x53;
+    b[16 + 64] = 0xA7;
+    b
+}
+
+fn spec_q4_k_values(five: bool) -> Vec<f32> {
+    let mut v = vec![0.0; 256];
+    v[..32].fill(-1.0);
+    v[128..160].fill(-16.5);
+    v[0] = if five { 18.0 } else { 2.0 };
+    v[128] = if five { 374.5 } else { 102.5 };
+    v
+}
+
+#[test]
+fn spec_example_q4_k() {
+    assert_eq!(
+        dq(DType::Q4_K, &spec_q4_k_bytes(), 256),
+        spec_q4_k_values(false)
+    );
+}
+
+/// SPEC.md: the Q5_K block is the Q4_K one with `qh` (32 bytes, `qh[0] = 0x11`) inserted
+/// after the scales.
+#[test]
+fn spec_example_q5_k() {
+    let q4 = spec_q4_k_bytes();
+    let mut b = q4[..16].to_vec();
+    let mut qh = [0u8; 32];
+    qh[0] = 0x11;
+    b.extend_from_slice(&qh);
+    b.extend_from_slice(&q4[16..]);
+    assert_eq!(dq(DType::Q5_K, &b, 256), spec_q4_k_values(true));
+}
+
+/// SPEC.md "Worked examples": the Q6_K block (210 bytes).
+#[test]
+fn spec_example_q6_k() {
+    let mut b = vec![0u8; 210];
+    b[0] = 0x21; // ql[0]
+    b[128] = 0x23; // qh[0]
+    b[192] = 2; // scales[0]
+    b[194] = 0xFF; // scales[2] = -1
+    b[196] = 1; // scales[4]
+    b[208..].copy_from_slice(&[0x00, 0x38]); // d = 0.5
+    let mut want = vec![0.0; 256];
+    want[..16].fill(-32.0);
+    want[0] = 17.0;
+    want[32..48].fill(16.0);
+    want[64..80].fill(-16.0);
+    want[64] = 1.0;
+    assert_eq!(dq(DType::Q6_K, &b, 256), want);
+}
