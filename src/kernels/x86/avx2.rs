@@ -1168,11 +1168,14 @@ unsafe fn wsum(p: &[f32], p_stride: usize, v: &[f32], out: &mut [f32], n: usize)
 pub(super) static KERNELS: Kernels = Kernels {
     name: "avx2",
     quantize_act,
-    matmul_q8a: scalar::with_head(
+    matmul_q8a: super::super::scalar::join(
         [matmul_q8a_q8_0, matmul_q8a_q4_0, matmul_q8a_q4_1],
-        scalar::KERNELS.matmul_q8a,
+        super::avx2_q5_k::MATMUL_Q8A,
     ),
-    isums: scalar::with_head([isums_q8_0, isums_q4_0, isums_q4_1], scalar::KERNELS.isums),
+    isums: super::super::scalar::join(
+        [isums_q8_0, isums_q4_0, isums_q4_1],
+        super::avx2_q5_k::ISUMS,
+    ),
     matmul_f32: scalar::with_head(
         [
             matmul_f32_f32,
@@ -1213,17 +1216,17 @@ q8a_fns! {
 #[cfg(test)]
 pub(super) static KERNELS_VNNI_EVEX: Kernels = Kernels {
     name: "avxvnni-as-evex",
-    matmul_q8a: scalar::with_head(
+    matmul_q8a: super::super::scalar::join(
         [
             evex_matmul_q8a_q8_0,
             evex_matmul_q8a_q4_0,
             evex_matmul_q8a_q4_1,
         ],
-        scalar::KERNELS.matmul_q8a,
+        super::avx2_q5_k::MATMUL_Q8A,
     ),
-    isums: scalar::with_head(
+    isums: super::super::scalar::join(
         [evex_isums_q8_0, evex_isums_q4_0, evex_isums_q4_1],
-        scalar::KERNELS.isums,
+        super::avx2_q5_k::ISUMS,
     ),
     ..KERNELS
 };
@@ -1232,17 +1235,17 @@ pub(super) static KERNELS_VNNI_EVEX: Kernels = Kernels {
 /// integer products.
 pub(super) static KERNELS_VNNI: Kernels = Kernels {
     name: "avxvnni",
-    matmul_q8a: scalar::with_head(
+    matmul_q8a: super::super::scalar::join(
         [
             vnni_matmul_q8a_q8_0,
             vnni_matmul_q8a_q4_0,
             vnni_matmul_q8a_q4_1,
         ],
-        scalar::KERNELS.matmul_q8a,
+        super::avx2_q5_k::MATMUL_Q8A,
     ),
-    isums: scalar::with_head(
+    isums: super::super::scalar::join(
         [vnni_isums_q8_0, vnni_isums_q4_0, vnni_isums_q4_1],
-        scalar::KERNELS.isums,
+        super::avx2_q5_k::ISUMS,
     ),
     ..KERNELS
 };

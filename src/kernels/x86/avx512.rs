@@ -1758,11 +1758,14 @@ unsafe fn wsum(p: &[f32], p_stride: usize, v: &[f32], out: &mut [f32], n: usize)
 pub(super) static KERNELS: Kernels = Kernels {
     name: "avx512",
     quantize_act,
-    matmul_q8a: scalar::with_head(
+    matmul_q8a: super::super::scalar::join(
         [matmul_q8a_q8_0, matmul_q8a_q4_0, matmul_q8a_q4_1],
-        scalar::KERNELS.matmul_q8a,
+        super::avx2_q5_k::MATMUL_Q8A,
     ),
-    isums: scalar::with_head([isums_q8_0, isums_q4_0, isums_q4_1], scalar::KERNELS.isums),
+    isums: super::super::scalar::join(
+        [isums_q8_0, isums_q4_0, isums_q4_1],
+        super::avx2_q5_k::ISUMS,
+    ),
     matmul_f32: scalar::with_head(
         [
             matmul_f32_f32,

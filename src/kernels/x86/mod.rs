@@ -4,6 +4,7 @@
 use super::Kernels;
 
 mod avx2;
+mod avx2_q5_k;
 mod avx512;
 mod avx512vnni;
 
