@@ -24,7 +24,7 @@
 //!   order (partial sums within a block, fused multiply-adds): they agree with the reference
 //!   to within `1e-5 * sum_b |d_w * d_a| * sum_i |w_i * a_i|` (+ the minimum terms' sizes),
 //!   the scale of the rounding error of any summation order (the tests' stated tolerance).
-//! - **f32 activations** ([`Kernels::matmul_f32`], [`Kernels::dot_f32`]): reference is the
+//! - **f32 activations** ([`Kernels::matmul_f32`]): reference is the
 //!   sequential sum `acc += w_i * x_i`; SIMD within `1e-5 * sum_i |w_i * x_i|`.
 //! - **Dequantization** ([`Kernels::dequant_row`]) is bit-identical on every path:
 //!   `d * q` (Q8_0), `d * (q - 8)` (Q4_0), `d * q + m` (Q4_1, no FMA), exact for F16/F32;
@@ -171,10 +171,6 @@ pub(crate) type MatmulF32Fn = unsafe fn(
 );
 /// Per-block integer sums of one row: `out.len() == xq.len()` blocks, `w_row` that many blocks.
 pub(crate) type IsumsFn = unsafe fn(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]);
-/// `a.len() == b.len()`.
-pub(crate) type DotFn = unsafe fn(a: &[f32], b: &[f32]) -> f32;
-/// `y[i] += a * x[i]`; `x.len() == y.len()`.
-pub(crate) type AxpyFn = unsafe fn(a: f32, x: &[f32], y: &mut [f32]);
 /// One row: `w_row` holds exactly `out.len()` elements.
 pub(crate) type DequantFn = unsafe fn(w_row: &[u8], out: &mut [f32]);
 /// `gate[i] = act(gate[i]) * up[i]`; `gate.len() == up.len()`.
@@ -195,8 +191,6 @@ pub struct Kernels {
     pub(crate) isums: [IsumsFn; N_QUANT],
     /// Indexed by `DType::code()`: the order of [`DType::ALL`].
     pub(crate) matmul_f32: [MatmulF32Fn; N_DTYPE],
-    pub(crate) dot_f32: DotFn,
-    pub(crate) axpy: AxpyFn,
     /// Indexed by `DType::code()`.
     pub(crate) dequant_row: [DequantFn; N_DTYPE],
     /// Indexed by [`Glu`]: the gated activations of the feed-forward block.
@@ -355,21 +349,6 @@ impl Kernels {
             // SAFETY: as in `matmul_q8a_par`.
             unsafe { f(w.data, w.cols, rows, x, n_tok, out.get(), out_stride) }
         });
-    }
-
-    /// Dot product of two equal-length f32 slices. Panics if the lengths differ.
-    pub fn dot_f32(&self, a: &[f32], b: &[f32]) -> f32 {
-        assert_eq!(a.len(), b.len(), "dot_f32: lengths differ");
-        // SAFETY: lengths checked; CPU features detected.
-        unsafe { (self.dot_f32)(a, b) }
-    }
-
-    /// `y[i] += a * x[i]` (attention's weighted sum of value rows). Panics if the lengths
-    /// differ. SIMD paths may fuse the multiply-add.
-    pub fn axpy(&self, a: f32, x: &[f32], y: &mut [f32]) {
-        assert_eq!(x.len(), y.len(), "axpy: lengths differ");
-        // SAFETY: lengths checked; CPU features detected.
-        unsafe { (self.axpy)(a, x, y) }
     }
 
     /// Row `row` of `w` dequantized to f32 (embedding lookup). Panics unless

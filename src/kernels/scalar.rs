@@ -38,8 +38,6 @@ pub(crate) const KERNELS: Kernels = Kernels {
         matmul_f32_q5_k,
         matmul_f32_q6_k,
     ],
-    dot_f32,
-    axpy,
     dequant_row: [
         dequant_f32,
         dequant_f16,
@@ -496,18 +494,6 @@ matmul_f32_fns! {
     matmul_f32_q4_k: 256, Q4_K_BYTES, dequant_q4_k;
     matmul_f32_q5_k: 256, Q5_K_BYTES, dequant_q5_k;
     matmul_f32_q6_k: 256, Q6_K_BYTES, dequant_q6_k;
-}
-
-/// Reference dot product: sequential f32 sum.
-pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).fold(0f32, |acc, (&x, &y)| acc + x * y)
-}
-
-/// Reference `y += a * x`: `y[i] + a * x[i]`, two roundings.
-pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y += a * x;
-    }
 }
 
 fn dequant_f32(w: &[u8], out: &mut [f32]) {
