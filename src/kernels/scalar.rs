@@ -573,18 +573,3 @@ pub(crate) const fn with_head<T: Copy, const N: usize, const M: usize>(
     }
     out
 }
-
-/// `a` followed by `b`, for a per-dtype table assembled from the files that hold each layout.
-pub(crate) const fn join<T: Copy, const A: usize, const B: usize, const N: usize>(
-    a: [T; A],
-    b: [T; B],
-) -> [T; N] {
-    assert!(A > 0 && A + B == N, "join: lengths do not add up");
-    let mut out = [a[0]; N];
-    let mut i = 0;
-    while i < N {
-        out[i] = if i < A { a[i] } else { b[i - A] };
-        i += 1;
-    }
-    out
-}

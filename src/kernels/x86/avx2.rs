@@ -1114,11 +1114,11 @@ unsafe fn wsum(p: &[f32], p_stride: usize, v: &[f32], out: &mut [f32], n: usize)
 pub(super) static KERNELS: Kernels = Kernels {
     name: "avx2",
     quantize_act,
-    matmul_q8a: super::super::scalar::join(
+    matmul_q8a: super::join(
         [matmul_q8a_q8_0, matmul_q8a_q4_0, matmul_q8a_q4_1],
         super::avx2_q5_k::MATMUL_Q8A,
     ),
-    isums: super::super::scalar::join(
+    isums: super::join(
         [isums_q8_0, isums_q4_0, isums_q4_1],
         super::avx2_q5_k::ISUMS,
     ),
@@ -1160,7 +1160,7 @@ q8a_fns! {
 #[cfg(test)]
 pub(super) static KERNELS_VNNI_EVEX: Kernels = Kernels {
     name: "avxvnni-as-evex",
-    matmul_q8a: super::super::scalar::join(
+    matmul_q8a: super::join(
         [
             evex_matmul_q8a_q8_0,
             evex_matmul_q8a_q4_0,
@@ -1168,7 +1168,7 @@ pub(super) static KERNELS_VNNI_EVEX: Kernels = Kernels {
         ],
         super::avx2_q5_k::MATMUL_Q8A,
     ),
-    isums: super::super::scalar::join(
+    isums: super::join(
         [evex_isums_q8_0, evex_isums_q4_0, evex_isums_q4_1],
         super::avx2_q5_k::ISUMS,
     ),
@@ -1179,7 +1179,7 @@ pub(super) static KERNELS_VNNI_EVEX: Kernels = Kernels {
 /// integer products.
 pub(super) static KERNELS_VNNI: Kernels = Kernels {
     name: "avxvnni",
-    matmul_q8a: super::super::scalar::join(
+    matmul_q8a: super::join(
         [
             vnni_matmul_q8a_q8_0,
             vnni_matmul_q8a_q4_0,
@@ -1187,7 +1187,7 @@ pub(super) static KERNELS_VNNI: Kernels = Kernels {
         ],
         super::avx2_q5_k::MATMUL_Q8A,
     ),
-    isums: super::super::scalar::join(
+    isums: super::join(
         [vnni_isums_q8_0, vnni_isums_q4_0, vnni_isums_q4_1],
         super::avx2_q5_k::ISUMS,
     ),

@@ -1700,11 +1700,11 @@ unsafe fn wsum(p: &[f32], p_stride: usize, v: &[f32], out: &mut [f32], n: usize)
 pub(super) static KERNELS: Kernels = Kernels {
     name: "avx512",
     quantize_act,
-    matmul_q8a: super::super::scalar::join(
+    matmul_q8a: super::join(
         [matmul_q8a_q8_0, matmul_q8a_q4_0, matmul_q8a_q4_1],
         super::avx2_q5_k::MATMUL_Q8A,
     ),
-    isums: super::super::scalar::join(
+    isums: super::join(
         [isums_q8_0, isums_q4_0, isums_q4_1],
         super::avx2_q5_k::ISUMS,
     ),

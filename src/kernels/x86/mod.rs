@@ -45,6 +45,21 @@ pub(crate) fn available() -> Vec<&'static Kernels> {
     v
 }
 
+/// `a` followed by `b`, for a per-dtype table assembled from the files that hold each layout.
+pub(super) const fn join<T: Copy, const A: usize, const B: usize, const N: usize>(
+    a: [T; A],
+    b: [T; B],
+) -> [T; N] {
+    assert!(A > 0 && A + B == N, "join: lengths do not add up");
+    let mut out = [a[0]; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = if i < A { a[i] } else { b[i - A] };
+        i += 1;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     /// The `avxvnni` kernels cannot run on a CPU without AVX-VNNI; with AVX-512 VNNI the
