@@ -341,7 +341,9 @@ pub fn quantize(dtype: DType, x: &[f32]) -> Result<Vec<u8>, FormatError> {
                 out.extend(xs.iter().map(|v| ((v * id).round() as i8).to_le_bytes()[0]));
             }
         }
-        DType::Q4_0 => {
+        DType::Q4_0 | DType::Q5_0 => {
+            // 4 or 5 bits: levels 0..=15 or 0..=31 around a zero at 8 or 16.
+            let half = if dtype == DType::Q4_0 { 8.0 } else { 16.0 };
             for (b, xs) in x.chunks_exact(QK).enumerate() {
                 let (mut amax, mut max) = (0.0f32, 0.0f32);
                 for &v in xs {
@@ -350,47 +352,32 @@ pub fn quantize(dtype: DType, x: &[f32]) -> Result<Vec<u8>, FormatError> {
                         max = v;
                     }
                 }
-                let d = max / -8.0;
+                let d = max / -half;
                 let id = if d != 0.0 { 1.0 / d } else { 0.0 };
                 out.extend_from_slice(&scale(b, d)?.to_le_bytes());
-                push_nibbles(&mut out, xs, |v| v * id + 8.5);
-            }
-        }
-        DType::Q4_1 => {
-            for (b, xs) in x.chunks_exact(QK).enumerate() {
-                let min = xs.iter().fold(f32::MAX, |m, &v| if v < m { v } else { m });
-                let max = xs.iter().fold(-f32::MAX, |m, &v| if v > m { v } else { m });
-                let d = (max - min) / 15.0;
-                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-                out.extend_from_slice(&scale(b, d)?.to_le_bytes());
-                out.extend_from_slice(&scale(b, min)?.to_le_bytes());
-                push_nibbles(&mut out, xs, |v| (v - min) * id + 0.5);
-            }
-        }
-        DType::Q5_0 => {
-            for (b, xs) in x.chunks_exact(QK).enumerate() {
-                let (mut amax, mut max) = (0.0f32, 0.0f32);
-                for &v in xs {
-                    if amax < v.abs() {
-                        amax = v.abs();
-                        max = v;
-                    }
+                let shifted = |v: f32| v * id + (half + 0.5);
+                if dtype == DType::Q4_0 {
+                    push_nibbles(&mut out, xs, shifted);
+                } else {
+                    push_q5(&mut out, xs, shifted);
                 }
-                let d = max / -16.0;
-                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-                out.extend_from_slice(&scale(b, d)?.to_le_bytes());
-                push_q5(&mut out, xs, |v| v * id + 16.5);
             }
         }
-        DType::Q5_1 => {
+        DType::Q4_1 | DType::Q5_1 => {
+            let top = if dtype == DType::Q4_1 { 15.0 } else { 31.0 };
             for (b, xs) in x.chunks_exact(QK).enumerate() {
                 let min = xs.iter().fold(f32::MAX, |m, &v| if v < m { v } else { m });
                 let max = xs.iter().fold(-f32::MAX, |m, &v| if v > m { v } else { m });
-                let d = (max - min) / 31.0;
+                let d = (max - min) / top;
                 let id = if d != 0.0 { 1.0 / d } else { 0.0 };
                 out.extend_from_slice(&scale(b, d)?.to_le_bytes());
                 out.extend_from_slice(&scale(b, min)?.to_le_bytes());
-                push_q5(&mut out, xs, |v| (v - min) * id + 0.5);
+                let shifted = |v: f32| (v - min) * id + 0.5;
+                if dtype == DType::Q4_1 {
+                    push_nibbles(&mut out, xs, shifted);
+                } else {
+                    push_q5(&mut out, xs, shifted);
+                }
             }
         }
         DType::Q4_K | DType::Q5_K => {
