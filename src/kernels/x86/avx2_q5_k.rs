@@ -4,8 +4,8 @@
 //! Every layout is cut into sub-blocks of 32 weights, one per activation block. A sub-block
 //! is unpacked to 32 unsigned bytes `u` (`0..=31` or `0..=63`) and meets the signed
 //! activations through `vpmaddubsw` + `vpmaddwd` (pairs stay below `2 * 63 * 127 < 2^15`),
-//! giving 8 exact i32 lanes. Offsets (`q - 16` of Q5_0, `q - 32` of Q6_K) are removed
-//! exactly by subtracting `offset * a` summed the same way; Q6_K's two scales of 16 multiply
+//! giving 8 exact i32 lanes. Offset types (`q - 16` of Q5_0, `q - 32` of Q6_K) use the
+//! signed weights with the sign trick (`|w| * sign(a, w)`); Q6_K's two scales of 16 multiply
 //! lanes 0-3 and 4-7. The lanes are converted to f32 and accumulated with one FMA by the
 //! sub-block's f32 scale; the minimum terms (`m * s_a`, `-(dmin * m_j) * s_a`) go to a
 //! scalar sum in sub-block order. Each (row, token) output sees the same operations in the
@@ -151,11 +151,15 @@ unsafe fn lanes(s: &Sub, a: &BlockQ8A) -> __m256i {
     // SAFETY: `a.qs` holds 32 bytes; the load is unaligned.
     let av = unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) };
     let ones = _mm256_set1_epi16(1);
-    let mut l = _mm256_madd_epi16(_mm256_maddubs_epi16(s.u, av), ones);
-    if s.off != 0 {
-        let o = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(s.off), av), ones);
-        l = _mm256_sub_epi32(l, o);
-    }
+    let mut l = if s.off != 0 {
+        // Signed weights `u - off` (|w| <= 32): `|w| * sign(a, w)` keeps vpmaddubsw's first
+        // operand unsigned, and pairs stay below 2 * 32 * 127.
+        let w = _mm256_sub_epi8(s.u, _mm256_set1_epi8(s.off));
+        let p = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(av, w));
+        _mm256_madd_epi16(p, ones)
+    } else {
+        _mm256_madd_epi16(_mm256_maddubs_epi16(s.u, av), ones)
+    };
     if let Some(sc) = s.lane_sc {
         l = _mm256_mullo_epi32(l, sc);
     }
