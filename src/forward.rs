@@ -175,7 +175,7 @@ impl Exec<'_> {
         };
         let x = &x[..n * w.cols];
         let out = &mut out[..n * w.rows];
-        let quantized = matches!(w.dtype, DType::Q4_0 | DType::Q4_1 | DType::Q8_0);
+        let quantized = w.dtype.is_quantized();
         if quantized && self.precision == Precision::Int8 {
             let xq = &mut xq[..n * w.cols / 32];
             self.kern.quantize_act(x, xq);
@@ -196,9 +196,7 @@ impl Exec<'_> {
         outs: [&mut [f32]; K],
         xq: &mut [BlockQ8A],
     ) {
-        let quantized = ws
-            .iter()
-            .all(|w| matches!(w.dtype, DType::Q4_0 | DType::Q4_1 | DType::Q8_0));
+        let quantized = ws.iter().all(|w| w.dtype.is_quantized());
         let cols = ws[0].cols;
         if !quantized || self.precision != Precision::Int8 || ws.iter().any(|w| w.cols != cols) {
             for (w, out) in ws.into_iter().zip(outs) {

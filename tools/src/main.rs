@@ -1,4 +1,4 @@
-//! `pipit-convert INPUT -o OUT.pipit [--quant keep|q4|q4_0|q8]`
+//! `pipit-convert INPUT -o OUT.pipit [--quant keep|q4|q4_0|q8|q4_k_m|q5_k_m|q6_k]`
 
 use clap::{Parser, ValueEnum};
 use pipit_convert::convert::{convert, Quant};
@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum QuantArg {
-    /// Nearest pipit type: GGUF Q4_0/Q4_1/Q8_0/F16 copied bit for bit, F32/BF16 -> F32,
-    /// K-quants and Q5_0/Q5_1 -> Q8_0
+    /// Nearest pipit type: GGUF Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q5_K/Q6_K/F16 copied bit for
+    /// bit, F32/BF16 -> F32, Q2_K/Q3_K/Q8_K -> Q8_0
     Keep,
     /// Every matrix requantized to Q4_1 (4-bit with scale and minimum)
     Q4,
@@ -17,6 +17,16 @@ enum QuantArg {
     Q4_0,
     /// Every matrix requantized to Q8_0
     Q8,
+    /// llama.cpp's Q4_K_M mix (Q4_K; Q6_K for the head and some attn_v/ffn_down; Q5_0/Q8_0
+    /// for rows that are not whole 256-value blocks)
+    #[value(name = "q4_k_m")]
+    Q4KM,
+    /// llama.cpp's Q5_K_M mix (as q4_k_m with Q5_K; Q5_1 fallback)
+    #[value(name = "q5_k_m")]
+    Q5KM,
+    /// Every matrix as Q6_K (Q8_0 for rows that are not whole 256-value blocks)
+    #[value(name = "q6_k")]
+    Q6K,
 }
 
 /// Converts a GGUF file or a Hugging Face model directory into a .pipit file.
@@ -56,6 +66,9 @@ fn main() -> ExitCode {
         QuantArg::Q4 => Quant::Q4,
         QuantArg::Q4_0 => Quant::Q4_0,
         QuantArg::Q8 => Quant::Q8,
+        QuantArg::Q4KM => Quant::Q4KM,
+        QuantArg::Q5KM => Quant::Q5KM,
+        QuantArg::Q6K => Quant::Q6K,
     };
     let t0 = std::time::Instant::now();
     let mut stderr = std::io::stderr().lock();
