@@ -144,16 +144,12 @@ fn prefill(c: &mut Criterion) {
 fn small_ops(c: &mut Criterion) {
     let n = 1536;
     let x = acts(n);
-    let y = acts(n + 1);
     let mut g = c.benchmark_group(format!("ops_{n}"));
     g.throughput(Throughput::Bytes((n * 4) as u64));
     let mut xq = vec![BlockQ8A::default(); n / 32];
     for k in kernels::available() {
         g.bench_function(BenchmarkId::new("quantize_act", k.name), |b| {
             b.iter(|| k.quantize_act(black_box(&x), &mut xq))
-        });
-        g.bench_function(BenchmarkId::new("dot_f32", k.name), |b| {
-            b.iter(|| k.dot_f32(black_box(&x), &y[1..]))
         });
     }
     g.finish();

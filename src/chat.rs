@@ -21,6 +21,11 @@ pub enum Template {
     Gemma,
     /// `<|start_header_id|>role<|end_header_id|>\n\n...<|eot_id|>`.
     Llama3,
+    /// `<|user|>\n...<|end|>\n<|assistant|>\n` (Phi-3 / 3.5).
+    Phi3,
+    /// `[INST] ... [/INST]`, replies closed by `</s>` (Mistral, Llama 2); a system message
+    /// opens the first user turn.
+    Mistral,
 }
 
 impl Template {
@@ -34,13 +39,17 @@ impl Template {
             Some(Template::ChatMl {
                 default_system: chatml_default_system(jinja),
             })
+        } else if jinja.contains("<|user|>") && jinja.contains("<|end|>") {
+            Some(Template::Phi3)
+        } else if jinja.contains("[INST]") {
+            Some(Template::Mistral)
         } else {
             None
         }
     }
 
     /// The names [`Template::named`] knows (`pipit chat --template`).
-    pub const NAMES: &'static [&'static str] = &["chatml", "gemma", "llama3"];
+    pub const NAMES: &'static [&'static str] = &["chatml", "gemma", "llama3", "phi3", "mistral"];
 
     /// The template a name from [`Template::NAMES`] asks for.
     pub fn named(name: &str) -> Option<Template> {
@@ -50,6 +59,8 @@ impl Template {
             }),
             "gemma" => Some(Template::Gemma),
             "llama3" => Some(Template::Llama3),
+            "phi3" => Some(Template::Phi3),
+            "mistral" => Some(Template::Mistral),
             _ => None,
         }
     }
@@ -63,7 +74,7 @@ impl Template {
         };
         Template::detect(jinja).ok_or_else(|| {
             Error::Unsupported(
-                "the model's chat template is none of ChatML, Gemma or Llama 3; choose one with --template".into(),
+                "the model's chat template is none of ChatML, Gemma, Llama 3, Phi-3 or Mistral; choose one with --template".into(),
             )
         })
     }
@@ -74,6 +85,8 @@ impl Template {
             Template::ChatMl { .. } => "ChatML",
             Template::Gemma => "Gemma",
             Template::Llama3 => "Llama 3",
+            Template::Phi3 => "Phi-3",
+            Template::Mistral => "Mistral",
         }
     }
 
@@ -110,6 +123,17 @@ impl Template {
                     "<|start_header_id|>user<|end_header_id|>\n\n{user}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
                 )
             }
+            Template::Phi3 => {
+                let mut s = String::new();
+                if let Some(sys) = system.filter(|_| first) {
+                    s += &format!("<|system|>\n{}<|end|>\n", sys.trim());
+                }
+                s + &format!("<|user|>\n{user}<|end|>\n<|assistant|>\n")
+            }
+            Template::Mistral => match system.filter(|_| first) {
+                Some(sys) => format!("[INST] {}\n\n{user} [/INST]", sys.trim()),
+                None => format!("[INST] {user} [/INST]"),
+            },
         }
     }
 
@@ -119,6 +143,8 @@ impl Template {
             Template::ChatMl { .. } => "<|im_end|>\n",
             Template::Gemma => "<end_of_turn>\n",
             Template::Llama3 => "<|eot_id|>",
+            Template::Phi3 => "<|end|>\n",
+            Template::Mistral => "</s>",
         }
     }
 

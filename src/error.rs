@@ -120,6 +120,9 @@ impl std::error::Error for Error {
 
 impl From<pipit_format::FormatError> for Error {
     fn from(e: pipit_format::FormatError) -> Self {
-        Error::Format(e)
+        match e {
+            pipit_format::FormatError::UnknownChoice { .. } => Error::Unsupported(e.to_string()),
+            e => Error::Format(e),
+        }
     }
 }

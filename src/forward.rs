@@ -12,7 +12,7 @@ use crate::kernels::{BlockQ8A, Glu, Kernels, QMatrix};
 pub use crate::kv::KvType;
 use crate::kv::{KvCache, Span};
 use crate::mem::{checked_len, zeroed};
-use crate::model::{Activation, HParams, Model, RopePairs, Tensor};
+use crate::model::{Activation, HParams, Model, RopePairs, RopeScaling, Tensor};
 use crate::threadpool::ThreadPool;
 use crate::{Error, Result};
 use pipit_format::DType;
@@ -100,10 +100,25 @@ impl Scratch {
         let kv_dim = hp.n_kv_head * hp.head_dim;
         let widest = hp.d_model.max(q_dim).max(hp.d_ff);
         let half = hp.rope_dim / 2;
+        // Per-pair divisors of the frequencies (Llama 3; Phi-3 LongRoPE picks its short or
+        // long set by the context, as llama.cpp does).
+        let factors = match &hp.rope_scaling {
+            RopeScaling::Llama3 { factors } => Some(factors),
+            RopeScaling::LongRope {
+                short,
+                long,
+                ctx_orig,
+                ..
+            } => Some(if n_ctx > *ctx_orig { long } else { short }),
+            RopeScaling::None | RopeScaling::Linear => None,
+        };
         let mut inv_freq = Vec::with_capacity(2 * half);
         for theta in [hp.rope_theta, hp.rope_theta_local] {
             let theta = f64::from(theta);
-            inv_freq.extend((0..half).map(|i| theta.powf(-2.0 * i as f64 / hp.rope_dim as f64)));
+            inv_freq.extend((0..half).map(|i| {
+                let f = theta.powf(-2.0 * i as f64 / hp.rope_dim as f64);
+                f / factors.map_or(1.0, |fs| f64::from(fs[i]))
+            }));
         }
         Ok(Scratch {
             n_batch,
@@ -160,7 +175,7 @@ impl Exec<'_> {
         };
         let x = &x[..n * w.cols];
         let out = &mut out[..n * w.rows];
-        let quantized = matches!(w.dtype, DType::Q4_0 | DType::Q4_1 | DType::Q8_0);
+        let quantized = w.dtype.is_quantized();
         if quantized && self.precision == Precision::Int8 {
             let xq = &mut xq[..n * w.cols / 32];
             self.kern.quantize_act(x, xq);
@@ -181,9 +196,7 @@ impl Exec<'_> {
         outs: [&mut [f32]; K],
         xq: &mut [BlockQ8A],
     ) {
-        let quantized = ws
-            .iter()
-            .all(|w| matches!(w.dtype, DType::Q4_0 | DType::Q4_1 | DType::Q8_0));
+        let quantized = ws.iter().all(|w| w.dtype.is_quantized());
         let cols = ws[0].cols;
         if !quantized || self.precision != Precision::Int8 || ws.iter().any(|w| w.cols != cols) {
             for (w, out) in ws.into_iter().zip(outs) {
@@ -467,6 +480,10 @@ fn attention(ex: &Exec, kv: &KvCache, s: &mut Scratch, spans: &[Span], l: usize)
                 row[hi..].fill(0.0);
                 let seen = &mut row[lo..hi];
                 seen.iter_mut().for_each(|v| *v *= hp.attn_scale);
+                // Soft-capping of the scores (Gemma 2): c * tanh(s / c).
+                if let Some(c) = hp.attn_softcap {
+                    seen.iter_mut().for_each(|v| *v = (*v / c).tanh() * c);
+                }
                 softmax(seen);
             }
 
@@ -553,15 +570,20 @@ pub fn forward(
         }
     }
 
-    // RoPE angles of each batch position, for the global [0] and the local [1] base.
+    // RoPE angles of each batch position, for the global [0] and the local [1] base; LongRoPE
+    // also scales the magnitude of cos and sin.
+    let mscale = match hp.rope_scaling {
+        RopeScaling::LongRope { attn_factor, .. } => f64::from(attn_factor),
+        _ => 1.0,
+    };
     for base in 0..2 {
         for t in 0..n {
             let pos = s.pos[t] as f64 / f64::from(hp.rope_scale);
             for i in 0..half {
                 let angle = pos * s.inv_freq[base * half + i];
                 let at = (base * s.n_batch + t) * half + i;
-                s.rope_cos[at] = angle.cos() as f32;
-                s.rope_sin[at] = angle.sin() as f32;
+                s.rope_cos[at] = (angle.cos() * mscale) as f32;
+                s.rope_sin[at] = (angle.sin() * mscale) as f32;
             }
         }
     }

@@ -10,8 +10,9 @@
 
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
-use pipit_format::{DType, FormatError, Metadata, PipitFile};
-use std::collections::HashSet;
+use pipit_format::arch::TensorSpec;
+use pipit_format::{DType, FormatError, PipitFile};
+use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -34,81 +35,7 @@ impl Default for OpenOptions {
     }
 }
 
-/// Model architecture (`general.architecture`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Arch {
-    /// `llama`: Llama-family decoder (SmolLM2, Llama 2/3, ...).
-    Llama,
-    /// `gemma3`: Gemma 3 (q/k norms, post norms, sliding-window layers).
-    Gemma3,
-}
-
-/// Which elements RoPE rotates together (`model.rope_pairs`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RopePairs {
-    /// `(x[2i], x[2i+1])`: the GGUF / llama.cpp layout of q/k rows.
-    Adjacent,
-    /// `(x[i], x[i + rope_dim/2])`: the Hugging Face layout.
-    Half,
-}
-
-/// FFN gate activation (`model.activation`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activation {
-    /// SwiGLU: `silu(gate) * up`.
-    Silu,
-    /// GeGLU with the tanh approximation of GELU.
-    GeluTanh,
-}
-
-/// Validated hyper-parameters (formats/SPEC.md, "Metadata keys").
-#[derive(Debug, Clone, PartialEq)]
-pub struct HParams {
-    /// Architecture.
-    pub arch: Arch,
-    /// Transformer blocks.
-    pub n_layer: usize,
-    /// Residual width.
-    pub d_model: usize,
-    /// Query heads.
-    pub n_head: usize,
-    /// Key/value heads; divides `n_head`.
-    pub n_kv_head: usize,
-    /// Width of one head of q, k and v.
-    pub head_dim: usize,
-    /// FFN hidden width.
-    pub d_ff: usize,
-    /// Vocabulary size (rows of `token_embd`, tokens of the tokenizer).
-    pub n_vocab: usize,
-    /// Context length the model was trained for.
-    pub n_ctx_train: usize,
-    /// Rotated dimensions per head: even, `2..=head_dim`.
-    pub rope_dim: usize,
-    /// RMSNorm epsilon.
-    pub norm_eps: f32,
-    /// RoPE base (global layers).
-    pub rope_theta: f32,
-    /// RoPE base of sliding-window layers (`rope_theta` when the file has none).
-    pub rope_theta_local: f32,
-    /// Positions are divided by this (1 without scaling).
-    pub rope_scale: f32,
-    /// Which elements RoPE rotates together.
-    pub rope_pairs: RopePairs,
-    /// FFN gate activation.
-    pub activation: Activation,
-    /// The output head is `token_embd`.
-    pub tied: bool,
-    /// Window of sliding layers in tokens; 0 = none.
-    pub sliding_window: usize,
-    /// `n_layer` entries: whether the layer attends within the sliding window.
-    pub layer_sliding: Vec<bool>,
-    /// Embeddings are multiplied by this (1 unless the file says otherwise).
-    pub embed_scale: f32,
-    /// Attention scores are multiplied by this (`1/sqrt(head_dim)` unless the file says).
-    pub attn_scale: f32,
-    /// Logits become `c * tanh(logit / c)` when set.
-    pub final_logit_softcap: Option<f32>,
-}
+pub use pipit_format::arch::{Activation, Arch, HParams, RopePairs, RopeScaling};
 
 /// A validated view of one tensor inside the model bytes (2-D: rows x cols; 1-D: rows = 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -386,239 +313,38 @@ fn load(bytes: &[u8], verify: bool) -> Result<(PipitFile, HParams, Tokenizer, We
         file.metadata.opt_str(key)?;
     }
     if tokenizer.n_vocab() != hparams.n_vocab {
-        return Err(bad_value(
-            "model.n_vocab",
-            hparams.n_vocab,
-            format!(
+        return Err(FormatError::BadValue {
+            key: "model.n_vocab".to_string(),
+            value: hparams.n_vocab.to_string(),
+            rule: format!(
                 "must equal the number of tokenizer.tokens ({})",
                 tokenizer.n_vocab()
             ),
-        ));
+        }
+        .into());
     }
     let weights = resolve_weights(&file, &hparams, bytes.len())?;
     Ok((file, hparams, tokenizer, weights))
 }
 
-fn bad_value(key: &str, value: impl std::fmt::Display, rule: impl Into<String>) -> Error {
-    FormatError::BadValue {
-        key: key.to_string(),
-        value: value.to_string(),
-        rule: rule.into(),
-    }
-    .into()
-}
-
-/// A dimension: a `u32` of at least 1.
-fn dim(meta: &Metadata, key: &str) -> Result<usize> {
-    let v = meta.get_u32(key)?;
-    if v == 0 {
-        return Err(bad_value(key, v, "must be at least 1"));
-    }
-    usize::try_from(v)
-        .map_err(|_| Error::Unsupported(format!("{key} = {v} exceeds this platform's usize")))
-}
-
-/// A finite, strictly positive `f32`.
-fn positive(key: &str, v: f32) -> Result<f32> {
-    if v.is_finite() && v > 0.0 {
-        Ok(v)
-    } else {
-        Err(bad_value(key, v, "must be finite and greater than 0"))
-    }
-}
-
-impl HParams {
-    /// Reads and validates the `general.architecture` and `model.*` entries.
-    pub fn from_metadata(meta: &Metadata) -> Result<HParams> {
-        let arch = match meta.get_str("general.architecture")? {
-            "llama" => Arch::Llama,
-            "gemma3" => Arch::Gemma3,
-            other => {
-                return Err(Error::Unsupported(format!(
-                    "architecture '{other}' (known: llama, gemma3)"
-                )))
-            }
-        };
-        let n_layer = dim(meta, "model.n_layer")?;
-        let d_model = dim(meta, "model.d_model")?;
-        let n_head = dim(meta, "model.n_head")?;
-        let n_kv_head = dim(meta, "model.n_kv_head")?;
-        let head_dim = dim(meta, "model.head_dim")?;
-        let d_ff = dim(meta, "model.d_ff")?;
-        let n_vocab = dim(meta, "model.n_vocab")?;
-        let n_ctx_train = dim(meta, "model.n_ctx_train")?;
-        if n_head % n_kv_head != 0 {
-            return Err(bad_value(
-                "model.n_kv_head",
-                n_kv_head,
-                format!("must divide model.n_head ({n_head})"),
-            ));
-        }
-        if n_head.checked_mul(head_dim).is_none() {
-            return Err(bad_value(
-                "model.head_dim",
-                head_dim,
-                format!("times model.n_head ({n_head}) overflows"),
-            ));
-        }
-        let rope_dim = meta.get_u32("model.rope_dim")?;
-        let rope_dim = usize::try_from(rope_dim).unwrap_or(usize::MAX);
-        if rope_dim == 0 || rope_dim % 2 != 0 || rope_dim > head_dim {
-            return Err(bad_value(
-                "model.rope_dim",
-                rope_dim,
-                format!("must be even and in 2..={head_dim} (head_dim)"),
-            ));
-        }
-        let norm_eps = positive("model.norm_eps", meta.get_f32("model.norm_eps")?)?;
-        let rope_theta = positive("model.rope_theta", meta.get_f32("model.rope_theta")?)?;
-        let rope_theta_local = match meta.opt_f32("model.rope_theta_local")? {
-            Some(v) => positive("model.rope_theta_local", v)?,
-            None => rope_theta,
-        };
-        let rope_scale = positive("model.rope_scale", meta.get_f32("model.rope_scale")?)?;
-        match meta.get_str("model.rope_scaling")? {
-            "linear" => {}
-            "none" if rope_scale == 1.0 => {}
-            "none" => {
-                return Err(bad_value(
-                    "model.rope_scale",
-                    rope_scale,
-                    "must be 1 when model.rope_scaling is none",
-                ))
-            }
-            other => {
-                return Err(Error::Unsupported(format!(
-                    "model.rope_scaling '{other}' (known: none, linear)"
-                )))
-            }
-        }
-        let rope_pairs = match meta.get_str("model.rope_pairs")? {
-            "adjacent" => RopePairs::Adjacent,
-            "half" => RopePairs::Half,
-            other => {
-                return Err(Error::Unsupported(format!(
-                    "model.rope_pairs '{other}' (known: adjacent, half)"
-                )))
-            }
-        };
-        let activation = match meta.get_str("model.activation")? {
-            "silu" => Activation::Silu,
-            "gelu_tanh" => Activation::GeluTanh,
-            other => {
-                return Err(Error::Unsupported(format!(
-                    "model.activation '{other}' (known: silu, gelu_tanh)"
-                )))
-            }
-        };
-        let tied = meta.get_bool("model.tied_embeddings")?;
-        let sliding_window = meta.get_u32("model.sliding_window")?;
-        let sliding_window = usize::try_from(sliding_window).unwrap_or(usize::MAX);
-        let flags = meta.get_arr_u8("model.layer_sliding")?;
-        if flags.len() != n_layer {
-            return Err(FormatError::LengthMismatch {
-                key: "model.layer_sliding".to_string(),
-                len: flags.len() as u64,
-                expected: n_layer as u64,
-            }
-            .into());
-        }
-        if let Some((i, &f)) = flags.iter().enumerate().find(|(_, &f)| f > 1) {
-            return Err(bad_value(
-                &format!("model.layer_sliding[{i}]"),
-                f,
-                "must be 0 or 1",
-            ));
-        }
-        let layer_sliding: Vec<bool> = flags.iter().map(|&f| f == 1).collect();
-        if sliding_window == 0 && layer_sliding.contains(&true) {
-            return Err(bad_value(
-                "model.sliding_window",
-                0,
-                "must be at least 1 when a layer is sliding",
-            ));
-        }
-        let embed_scale = match meta.opt_f32("model.embed_scale")? {
-            Some(v) => positive("model.embed_scale", v)?,
-            None => 1.0,
-        };
-        let attn_scale = match meta.opt_f32("model.attn_scale")? {
-            Some(v) => positive("model.attn_scale", v)?,
-            None => 1.0 / (head_dim as f32).sqrt(),
-        };
-        let final_logit_softcap = match meta.opt_f32("model.final_logit_softcap")? {
-            None => None,
-            Some(0.0) => None,
-            Some(v) => Some(positive("model.final_logit_softcap", v)?),
-        };
-        Ok(HParams {
-            arch,
-            n_layer,
-            d_model,
-            n_head,
-            n_kv_head,
-            head_dim,
-            d_ff,
-            n_vocab,
-            n_ctx_train,
-            rope_dim,
-            norm_eps,
-            rope_theta,
-            rope_theta_local,
-            rope_scale,
-            rope_pairs,
-            activation,
-            tied,
-            sliding_window,
-            layer_sliding,
-            embed_scale,
-            attn_scale,
-            final_logit_softcap,
-        })
-    }
-
-    /// Width of the concatenated query heads, `n_head * head_dim` (checked at load).
-    pub fn q_dim(&self) -> usize {
-        self.n_head * self.head_dim
-    }
-
-    /// Width of the concatenated key (or value) heads, `n_kv_head * head_dim`.
-    pub fn kv_dim(&self) -> usize {
-        self.n_kv_head * self.head_dim
-    }
-}
-
-/// What a tensor is used as: a weight matrix (any dtype) or a 1-D vector (norm weight or
-/// bias, F32 only).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Role {
-    Matrix,
-    Vector,
-}
-
-/// Looks tensors up by name, checks them, and remembers which ones were used.
+/// Views of the tensors of a file, by name.
 struct Resolver<'a> {
     file: &'a PipitFile,
     file_len: usize,
-    used: HashSet<&'a str>,
+    found: HashMap<&'a str, Tensor>,
 }
 
-impl<'a> Resolver<'a> {
-    fn require(&mut self, name: &str, shape: &[usize], role: Role) -> Result<Tensor> {
-        self.optional(name, shape, role)?.ok_or_else(|| {
-            FormatError::MissingTensor {
+impl Resolver<'_> {
+    /// Checks the tensor `spec` describes (presence, shape, dtype, bounds) and keeps its view.
+    fn resolve(&mut self, spec: &TensorSpec) -> Result<()> {
+        let name = spec.name.as_str();
+        let Some(info) = self.file.tensor(name) else {
+            return Err(FormatError::MissingTensor {
                 name: name.to_string(),
             }
-            .into()
-        })
-    }
-
-    fn optional(&mut self, name: &str, shape: &[usize], role: Role) -> Result<Option<Tensor>> {
-        let Some(info) = self.file.tensor(name) else {
-            return Ok(None);
+            .into());
         };
-        self.used.insert(info.name.as_str());
-        let expected: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+        let expected: Vec<u64> = spec.shape.iter().map(|&d| d as u64).collect();
         if info.shape != expected {
             return Err(FormatError::ShapeMismatch {
                 tensor: name.to_string(),
@@ -627,7 +353,7 @@ impl<'a> Resolver<'a> {
             }
             .into());
         }
-        if role == Role::Vector && info.dtype != DType::F32 {
+        if spec.vector && info.dtype != DType::F32 {
             return Err(FormatError::WrongDType {
                 tensor: name.to_string(),
                 found: info.dtype,
@@ -635,13 +361,13 @@ impl<'a> Resolver<'a> {
             }
             .into());
         }
-        let (rows, cols) = match *shape {
+        let (rows, cols) = match *spec.shape {
             [cols] => (1, cols),
             [rows, cols] => (rows, cols),
             _ => {
                 return Err(Error::Internal(format!(
                     "tensor '{name}': expected rank {}",
-                    shape.len()
+                    spec.shape.len()
                 )))
             }
         };
@@ -669,87 +395,94 @@ impl<'a> Resolver<'a> {
                 "tensor '{name}' passed the format checks out of bounds"
             )));
         }
-        Ok(Some(Tensor {
-            dtype: info.dtype,
-            rows,
-            cols,
-            offset,
-            len,
-        }))
+        self.found.insert(
+            info.name.as_str(),
+            Tensor {
+                dtype: info.dtype,
+                rows,
+                cols,
+                offset,
+                len,
+            },
+        );
+        Ok(())
+    }
+
+    /// The view of `name`, resolved before; `None` when the architecture has no such tensor.
+    fn get(&self, name: &str) -> Option<Tensor> {
+        self.found.get(name).copied()
+    }
+
+    fn take(&self, name: &str) -> Result<Tensor> {
+        self.get(name)
+            .ok_or_else(|| Error::Internal(format!("tensor '{name}' not in the table")))
     }
 }
 
-/// Finds, checks and views every tensor the architecture needs; rejects extra tensors.
+/// Finds, checks and views every tensor of the architecture's table
+/// ([`HParams::tensors`]); rejects every other tensor.
 fn resolve_weights(file: &PipitFile, hp: &HParams, file_len: usize) -> Result<Weights> {
-    use Role::{Matrix, Vector};
+    hp.check_tensor_count(file.tensors.len())?;
+    let specs = hp.tensors();
     let mut r = Resolver {
         file,
         file_len,
-        used: HashSet::new(),
+        found: HashMap::with_capacity(specs.len()),
     };
-    let (d, q, kv, ff, hd) = (hp.d_model, hp.q_dim(), hp.kv_dim(), hp.d_ff, hp.head_dim);
-    let gemma = hp.arch == Arch::Gemma3;
-    let token_embd = r.require("token_embd", &[hp.n_vocab, d], Matrix)?;
-    let output_norm = r.require("output_norm", &[d], Vector)?;
-    let output = if hp.tied {
-        if file.tensor("output").is_some() {
-            return Err(FormatError::UnexpectedTensor {
-                name: "output".to_string(),
-                reason: "model.tied_embeddings is true".to_string(),
-            }
-            .into());
-        }
-        token_embd
-    } else {
-        r.require("output", &[hp.n_vocab, d], Matrix)?
-    };
-    let mut layers = Vec::with_capacity(hp.n_layer.min(file.tensors.len()));
-    for l in 0..hp.n_layer {
-        let n = |suffix: &str| format!("blk.{l}.{suffix}");
-        let gemma_norm = |r: &mut Resolver, suffix: &str, len: usize| -> Result<Option<Tensor>> {
-            if gemma {
-                r.require(&n(suffix), &[len], Vector).map(Some)
-            } else {
-                Ok(None)
-            }
-        };
-        layers.push(LayerWeights {
-            attn_norm: r.require(&n("attn_norm"), &[d], Vector)?,
-            wq: r.require(&n("attn_q"), &[q, d], Matrix)?,
-            wk: r.require(&n("attn_k"), &[kv, d], Matrix)?,
-            wv: r.require(&n("attn_v"), &[kv, d], Matrix)?,
-            wo: r.require(&n("attn_output"), &[d, q], Matrix)?,
-            bq: r.optional(&n("attn_q_bias"), &[q], Vector)?,
-            bk: r.optional(&n("attn_k_bias"), &[kv], Vector)?,
-            bv: r.optional(&n("attn_v_bias"), &[kv], Vector)?,
-            q_norm: gemma_norm(&mut r, "attn_q_norm", hd)?,
-            k_norm: gemma_norm(&mut r, "attn_k_norm", hd)?,
-            post_attn_norm: gemma_norm(&mut r, "post_attention_norm", d)?,
-            ffn_norm: r.require(&n("ffn_norm"), &[d], Vector)?,
-            w_gate: r.require(&n("ffn_gate"), &[ff, d], Matrix)?,
-            w_up: r.require(&n("ffn_up"), &[ff, d], Matrix)?,
-            w_down: r.require(&n("ffn_down"), &[d, ff], Matrix)?,
-            post_ffw_norm: gemma_norm(&mut r, "post_ffw_norm", d)?,
-        });
+    for spec in &specs {
+        r.resolve(spec)?;
     }
     if let Some(extra) = file
         .tensors
         .iter()
-        .find(|t| !r.used.contains(t.name.as_str()))
+        .find(|t| !r.found.contains_key(t.name.as_str()))
     {
-        let arch = match hp.arch {
-            Arch::Llama => "llama",
-            Arch::Gemma3 => "gemma3",
+        let reason = if extra.name == "output" && hp.tied {
+            "model.tied_embeddings is true".to_string()
+        } else {
+            format!(
+                "not used by a {} model with n_layer = {} and these features",
+                hp.arch.name(),
+                hp.n_layer
+            )
         };
         return Err(FormatError::UnexpectedTensor {
             name: extra.name.clone(),
-            reason: format!("not used by a {arch} model with n_layer = {}", hp.n_layer),
+            reason,
         }
         .into());
     }
+    let token_embd = r.take("token_embd")?;
+    let output = if hp.tied {
+        token_embd
+    } else {
+        r.take("output")?
+    };
+    let mut layers = Vec::with_capacity(hp.n_layer);
+    for l in 0..hp.n_layer {
+        let n = |suffix: &str| format!("blk.{l}.{suffix}");
+        layers.push(LayerWeights {
+            attn_norm: r.take(&n("attn_norm"))?,
+            wq: r.take(&n("attn_q"))?,
+            wk: r.take(&n("attn_k"))?,
+            wv: r.take(&n("attn_v"))?,
+            wo: r.take(&n("attn_output"))?,
+            bq: r.get(&n("attn_q_bias")),
+            bk: r.get(&n("attn_k_bias")),
+            bv: r.get(&n("attn_v_bias")),
+            q_norm: r.get(&n("attn_q_norm")),
+            k_norm: r.get(&n("attn_k_norm")),
+            post_attn_norm: r.get(&n("post_attention_norm")),
+            ffn_norm: r.take(&n("ffn_norm"))?,
+            w_gate: r.take(&n("ffn_gate"))?,
+            w_up: r.take(&n("ffn_up"))?,
+            w_down: r.take(&n("ffn_down"))?,
+            post_ffw_norm: r.get(&n("post_ffw_norm")),
+        });
+    }
     Ok(Weights {
         token_embd,
-        output_norm,
+        output_norm: r.take("output_norm")?,
         output,
         layers,
     })

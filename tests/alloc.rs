@@ -225,13 +225,23 @@ fn decode_and_sample_allocate_nothing() {
         (DType::Q4_0, 2, Precision::Int8),
         (DType::Q4_1, 2, Precision::Int8),
         (DType::Q4_1, 2, Precision::F32),
+        (DType::Q5_0, 2, Precision::Int8),
+        (DType::Q5_1, 1, Precision::Int8),
+        (DType::Q4_K, 2, Precision::Int8),
+        (DType::Q5_K, 1, Precision::Int8),
+        (DType::Q6_K, 2, Precision::Int8),
+        (DType::Q6_K, 1, Precision::F32),
     ] {
         for arch in ["llama", "gemma3"] {
-            let tiny = if arch == "llama" {
+            let mut tiny = if arch == "llama" {
                 common::Tiny::llama(dtype, 3)
             } else {
                 common::Tiny::gemma3(dtype, 3)
             };
+            if dtype.block_elems() > 32 {
+                // Every matrix row a whole number of 256-value blocks.
+                (tiny.d_model, tiny.head_dim, tiny.d_ff) = (256, 64, 256);
+            }
             let model = Arc::new(Model::from_bytes(tiny.bytes()).unwrap());
             let params = SessionParams {
                 n_ctx: 128,

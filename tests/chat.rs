@@ -318,3 +318,23 @@ fn chat_on_the_synthetic_model_survives_odd_input() {
     );
     assert_eq!(stats(&stderr).len(), 3, "{stderr}");
 }
+
+/// Phi-3's and Mistral's templates, detected from the markers of their Jinja text.
+#[test]
+fn phi3_and_mistral_templates() {
+    use pipit::chat::Template;
+    let phi3 = "{% for message in messages %}{% if message['role'] == 'system' %}{{'<|system|>\n' + message['content'] + '<|end|>\n'}}{% elif message['role'] == 'user' %}{{'<|user|>\n' + message['content'] + '<|end|>\n'}}{% elif message['role'] == 'assistant' %}{{'<|assistant|>\n' + message['content'] + '<|end|>\n'}}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}";
+    let t = Template::detect(phi3).unwrap();
+    assert_eq!(t, Template::Phi3);
+    assert_eq!(
+        t.render(Some("Be brief."), &[("Hi".into(), "Hello!".into())], "Bye"),
+        "<|system|>\nBe brief.<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\nHello!<|end|>\n<|user|>\nBye<|end|>\n<|assistant|>\n"
+    );
+    let mistral = "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token}}{% endif %}{% endfor %}";
+    let t = Template::detect(mistral).unwrap();
+    assert_eq!(t, Template::Mistral);
+    assert_eq!(
+        t.render(Some("Be brief."), &[("Hi".into(), "Hello!".into())], "Bye"),
+        "[INST] Be brief.\n\nHi [/INST]Hello!</s>[INST] Bye [/INST]"
+    );
+}

@@ -54,6 +54,12 @@ fn max_rel_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
         / scale
 }
 
+/// `t` with every matrix row a whole number of 256-value blocks (for the K-quants).
+fn wide(mut t: common::Tiny) -> common::Tiny {
+    (t.d_model, t.head_dim, t.d_ff) = (256, 64, 256);
+    t
+}
+
 #[test]
 fn batching_does_not_change_logits() {
     // 50 tokens: longer than the tiny gemma3's sliding window (8) and than one attention
@@ -96,6 +102,11 @@ fn int8_logits_are_bit_identical_whatever_the_batching() {
         common::Tiny::llama(DType::Q8_0, 7),
         common::Tiny::llama(DType::Q4_0, 8),
         common::Tiny::gemma3(DType::Q4_1, 7),
+        common::Tiny::llama(DType::Q5_0, 9),
+        common::Tiny::gemma3(DType::Q5_1, 9),
+        wide(common::Tiny::gemma3(DType::Q4_K, 10)),
+        wide(common::Tiny::llama(DType::Q5_K, 10)),
+        wide(common::Tiny::llama(DType::Q6_K, 11)),
     ] {
         let model = Arc::new(Model::from_bytes(tiny.bytes()).unwrap());
         let bits = |n_batch| -> Vec<u32> {

@@ -269,6 +269,80 @@ fn biases_are_optional_vectors() {
     assert_eq!(m.f32s(&l.bv.unwrap()).len(), 32);
 }
 
+/// The architecture table decides which tensors a file has: a feature key that disagrees
+/// with the family, or with the tensors, is refused naming the key or the tensor.
+#[test]
+fn features_follow_the_family_table() {
+    // Biases without `model.qkv_bias`: unexpected tensors (the key defaults to false).
+    let t = Tiny {
+        biases: true,
+        ..Tiny::llama(DType::Q8_0, 3)
+    };
+    let mut m = t.metadata();
+    m.retain(|(k, _)| k != "model.qkv_bias");
+    match format_err(Model::from_bytes(assemble(&m, &t.tensors()))) {
+        FormatError::UnexpectedTensor { name, .. } => assert_eq!(name, "blk.0.attn_q_bias"),
+        e => panic!("{e:?}"),
+    }
+    // `model.qkv_bias` true without the tensors: the first is missing.
+    let t = Tiny::llama(DType::Q8_0, 3);
+    let mut m = t.metadata();
+    m.push(("model.qkv_bias".into(), Value::Bool(true)));
+    assert_eq!(
+        format_err(Model::from_bytes(assemble(&m, &t.tensors()))),
+        FormatError::MissingTensor {
+            name: "blk.0.attn_q_bias".into()
+        }
+    );
+    // gemma3 always has q/k norms: `model.qk_norm = false` contradicts the family.
+    let t = Tiny::gemma3(DType::Q8_0, 3);
+    let mut m = t.metadata();
+    m.push(("model.qk_norm".into(), Value::Bool(false)));
+    match format_err(Model::from_bytes(assemble(&m, &t.tensors()))) {
+        FormatError::BadValue { key, .. } => assert_eq!(key, "model.qk_norm"),
+        e => panic!("{e:?}"),
+    }
+    // llama never has post norms.
+    let mut m = Tiny::llama(DType::Q8_0, 3).metadata();
+    m.push(("model.post_norms".into(), Value::Bool(true)));
+    match format_err(Model::from_bytes(assemble(
+        &m,
+        &Tiny::llama(DType::Q8_0, 3).tensors(),
+    ))) {
+        FormatError::BadValue { key, .. } => assert_eq!(key, "model.post_norms"),
+        e => panic!("{e:?}"),
+    }
+    // A layer count the tensors cannot hold is refused before the layers are resolved.
+    let t = Tiny::llama(DType::Q8_0, 3);
+    let mut m = t.metadata();
+    m.retain(|(k, _)| k != "model.n_layer" && k != "model.layer_sliding");
+    m.push(("model.n_layer".into(), Value::U32(1000)));
+    m.push(("model.layer_sliding".into(), Value::ArrU8(vec![0; 1000])));
+    match format_err(Model::from_bytes(assemble(&m, &t.tensors()))) {
+        FormatError::BadValue { key, rule, .. } => {
+            assert_eq!(key, "model.n_layer");
+            assert!(rule.contains("at least 9 tensors"), "{rule}");
+        }
+        e => panic!("{e:?}"),
+    }
+    // Llama 3 scaling needs its per-pair factors, longrope its two sets.
+    let mut m = Tiny::llama(DType::Q8_0, 3).metadata();
+    m.retain(|(k, _)| k != "model.rope_scaling");
+    m.push(("model.rope_scaling".into(), Value::Str("llama3".into())));
+    m.push(("model.rope_factors".into(), Value::ArrF32(vec![2.0; 7])));
+    assert_eq!(
+        format_err(Model::from_bytes(assemble(
+            &m,
+            &Tiny::llama(DType::Q8_0, 3).tensors()
+        ))),
+        FormatError::LengthMismatch {
+            key: "model.rope_factors".into(),
+            len: 7,
+            expected: 8
+        }
+    );
+}
+
 #[test]
 fn wrong_shape_is_rejected_naming_the_tensor() {
     let tiny = Tiny::llama(DType::Q8_0, 1);
@@ -538,7 +612,7 @@ fn tokenizer_problems_are_reported() {
 /// the special ids and `eot_ids` are the format's rules: formats/tests.)
 #[test]
 fn known_keys_of_the_wrong_type_are_refused() {
-    const KEYS: [(&str, &str); 31] = [
+    const KEYS: [(&str, &str); 39] = [
         ("general.architecture", "str"),
         ("general.name", "str"),
         ("general.source", "str"),
@@ -564,6 +638,14 @@ fn known_keys_of_the_wrong_type_are_refused() {
         ("model.embed_scale", "f32"),
         ("model.attn_scale", "f32"),
         ("model.final_logit_softcap", "f32"),
+        ("model.attn_softcap", "f32"),
+        ("model.qkv_bias", "bool"),
+        ("model.qk_norm", "bool"),
+        ("model.post_norms", "bool"),
+        ("model.rope_factors", "[f32]"),
+        ("model.rope_factors_long", "[f32]"),
+        ("model.rope_ctx_orig", "u32"),
+        ("model.rope_attn_factor", "f32"),
         ("tokenizer.kind", "str"),
         ("tokenizer.pre", "str"),
         ("tokenizer.merges", "[str]"),

@@ -1,14 +1,20 @@
 #!/usr/bin/env python3
-"""Dequantizes a llama-architecture GGUF with a GPT-2 byte-level BPE vocabulary (e.g.
-SmolLM2-135M-Instruct) into a Hugging Face model directory: the realistic HF test input of
-pipit-convert.
+"""Dequantizes a `llama`, `qwen2`, `qwen3` or `phi3` GGUF (e.g. SmolLM2-135M-Instruct, or
+the tiny family models of make_tiny_models.py) into a Hugging Face model directory: the
+realistic HF test input of pipit-convert. A SentencePiece vocabulary becomes a
+byte-fallback BPE tokenizer.json without merges (GGUF keeps scores, not merges), so only a
+byte-level BPE vocabulary round-trips exactly; Phi-3's LongRoPE factor tensors become
+config.json's rope_scaling.
 
-Writes config.json, tokenizer.json, tokenizer_config.json and model.safetensors (bf16 or
-f16). Values come from the `gguf` package's reference dequantizers, then are rounded to the
-chosen dtype (round to nearest even). The q/k projection rows, which GGUF stores permuted
-for adjacent-pair RoPE, are put back in Hugging Face's split-half order.
+Writes config.json, tokenizer.json, tokenizer_config.json and model.safetensors (bf16, f16
+or f32). Values come from the `gguf` package's reference dequantizers, then are rounded to
+the chosen dtype (round to nearest even). The q/k projection rows, which GGUF stores
+permuted for adjacent-pair RoPE in `llama` files, are put back in Hugging Face's split-half
+order (qwen2/qwen3 GGUFs keep Hugging Face's order). A `rope_freqs` tensor (Llama 3 RoPE
+scaling) is not a Hugging Face tensor: pass the parameters it was made from with
+--rope-scaling JSON (config.json's rope_scaling).
 
-usage: gguf_to_hf.py MODEL.gguf OUT_DIR [--dtype bf16|f16]
+usage: gguf_to_hf.py MODEL.gguf OUT_DIR [--dtype bf16|f16|f32] [--rope-scaling JSON]
 """
 import argparse
 import json
@@ -26,6 +32,11 @@ LAYER_NAMES = {
     "attn_k": "self_attn.k_proj.weight",
     "attn_v": "self_attn.v_proj.weight",
     "attn_output": "self_attn.o_proj.weight",
+    "attn_q.bias": "self_attn.q_proj.bias",
+    "attn_k.bias": "self_attn.k_proj.bias",
+    "attn_v.bias": "self_attn.v_proj.bias",
+    "attn_q_norm": "self_attn.q_norm.weight",
+    "attn_k_norm": "self_attn.k_norm.weight",
     "ffn_norm": "post_attention_layernorm.weight",
     "ffn_gate": "mlp.gate_proj.weight",
     "ffn_up": "mlp.up_proj.weight",
@@ -46,7 +57,7 @@ def hf_name(gguf_name: str) -> str:
         return "model.norm.weight"
     if base == "output":
         return "lm_head.weight"
-    parts = base.split(".")
+    parts = base.split(".", 2)
     if len(parts) == 3 and parts[0] == "blk" and parts[2] in LAYER_NAMES:
         return f"model.layers.{parts[1]}.{LAYER_NAMES[parts[2]]}"
     raise SystemExit(f"gguf_to_hf: unexpected tensor {gguf_name!r}")
@@ -70,7 +81,8 @@ def write_safetensors(path: str, tensors: dict, dtype: str) -> None:
     offset = 0
     for name in sorted(tensors):
         x = tensors[name]
-        raw = (to_bf16_bits(x) if dtype == "bf16" else x.astype(np.float16)).tobytes()
+        raw = {"bf16": to_bf16_bits, "f16": lambda v: v.astype(np.float16),
+               "f32": lambda v: v.astype(np.float32)}[dtype](x).tobytes()
         header[name] = {"dtype": dtype.upper(), "shape": list(x.shape), "data_offsets": [offset, offset + len(raw)]}
         blobs.append(raw)
         offset += len(raw)
@@ -88,42 +100,59 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("gguf")
     ap.add_argument("out_dir")
-    ap.add_argument("--dtype", choices=["bf16", "f16"], default="bf16")
+    ap.add_argument("--dtype", choices=["bf16", "f16", "f32"], default="bf16")
+    ap.add_argument("--rope-scaling", help="config.json's rope_scaling, as JSON")
     a = ap.parse_args()
 
     r = GGUFReader(a.gguf)
     arch = field(r, "general.architecture")
-    if arch != "llama":
-        raise SystemExit(f"gguf_to_hf: architecture {arch!r}: only llama is supported")
-    if field(r, "tokenizer.ggml.model") != "gpt2":
-        raise SystemExit("gguf_to_hf: only GPT-2 style (byte-level BPE) vocabularies are supported")
-    k = lambda s, d=None: field(r, f"llama.{s}", d)
+    hf_arch = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
+               "phi3": "Phi3ForCausalLM"}
+    if arch not in hf_arch:
+        raise SystemExit(f"gguf_to_hf: architecture {arch!r}: only {', '.join(hf_arch)} are supported")
+    spm = field(r, "tokenizer.ggml.model") == "llama"
+    k = lambda s, d=None: field(r, f"{arch}.{s}", d)
     n_head = k("attention.head_count")
     n_kv = k("attention.head_count_kv", n_head)
     d_model = k("embedding_length")
 
     tensors = {}
+    rope_factors = {}
     for t in r.tensors:
+        if t.name in ("rope_factors_short.weight", "rope_factors_long.weight"):
+            rope_factors[t.name.split(".")[0].split("_")[-1]] = [float(v) for v in t.data]
+            continue
+        if t.name == "rope_freqs.weight":
+            if a.rope_scaling is None:
+                raise SystemExit("gguf_to_hf: the GGUF has rope_freqs: give --rope-scaling")
+            continue
         x = quants.dequantize(t.data, t.tensor_type).astype(np.float32)
         x = x.reshape([int(d) for d in reversed(t.shape)])
         base = t.name.removesuffix(".weight")
-        if base.endswith(".attn_q"):
+        if arch == "llama" and base.endswith(".attn_q"):
             x = adjacent_to_half(x, n_head)
-        elif base.endswith(".attn_k"):
+        elif arch == "llama" and base.endswith(".attn_k"):
             x = adjacent_to_half(x, n_kv)
+        # Phi-3's fused matrices have the same layout in both formats.
+        if arch == "phi3" and base.endswith(".attn_qkv"):
+            tensors[f"model.layers.{base.split('.')[1]}.self_attn.qkv_proj.weight"] = x
+            continue
+        if arch == "phi3" and base.endswith(".ffn_up"):
+            tensors[f"model.layers.{base.split('.')[1]}.mlp.gate_up_proj.weight"] = x
+            continue
         tensors[hf_name(t.name)] = x
     tied = "lm_head.weight" not in tensors
     n_vocab = tensors["model.embed_tokens.weight"].shape[0]
 
     tokens = field(r, "tokenizer.ggml.tokens")
     types = field(r, "tokenizer.ggml.token_type")
-    merges = field(r, "tokenizer.ggml.merges")
+    merges = field(r, "tokenizer.ggml.merges", [])
     ids = {n: field(r, f"tokenizer.ggml.{n}_token_id") for n in ("bos", "eos", "unknown", "padding")}
     os.makedirs(a.out_dir, exist_ok=True)
 
     config = {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
+        "architectures": [hf_arch[arch]],
+        "model_type": arch,
         "hidden_size": d_model,
         "intermediate_size": k("feed_forward_length"),
         "num_hidden_layers": k("block_count"),
@@ -133,17 +162,22 @@ def main() -> None:
         "max_position_embeddings": k("context_length"),
         "rms_norm_eps": float(np.float32(k("attention.layer_norm_rms_epsilon"))),
         "rope_theta": float(k("rope.freq_base", 10000.0)),
-        "rope_scaling": None,
+        "rope_scaling": None if a.rope_scaling is None else json.loads(a.rope_scaling),
         "hidden_act": "silu",
         "tie_word_embeddings": tied,
         "vocab_size": n_vocab,
-        "attention_bias": False,
+        "attention_bias": any(t.name.endswith(".bias") for t in r.tensors),
         "mlp_bias": False,
-        "torch_dtype": {"bf16": "bfloat16", "f16": "float16"}[a.dtype],
+        "torch_dtype": {"bf16": "bfloat16", "f16": "float16", "f32": "float32"}[a.dtype],
         "bos_token_id": ids["bos"],
         "eos_token_id": ids["eos"],
         "pad_token_id": ids["padding"],
     }
+    if rope_factors:
+        # Phi-3 LongRoPE: the factor tensors become config.json's rope_scaling.
+        config["rope_scaling"] = {"type": "longrope", "short_factor": rope_factors["short"],
+                                  "long_factor": rope_factors["long"]}
+        config["original_max_position_embeddings"] = k("rope.scaling.original_context_length")
     added = [
         {"id": i, "content": tokens[i], "single_word": False, "lstrip": False, "rstrip": False,
          "normalized": False, "special": types[i] == 3}
@@ -151,29 +185,51 @@ def main() -> None:
     ]
     pre = field(r, "tokenizer.ggml.pre", "default")
     byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
-    pre_tokenizer = byte_level if pre != "smollm" else {
-        "type": "Sequence",
-        "pretokenizers": [{"type": "Digits", "individual_digits": True}, byte_level],
-    }
+    split = lambda regex: {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": False}
+    no_regex = dict(byte_level, use_regex=False)
+    if pre == "smollm":
+        pre_tokenizer = {"type": "Sequence",
+                         "pretokenizers": [{"type": "Digits", "individual_digits": True}, byte_level]}
+    elif pre in ("llama-bpe", "llama3"):
+        pre_tokenizer = {"type": "Sequence", "pretokenizers": [split(
+            "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"),
+            no_regex]}
+    elif pre == "qwen2":
+        pre_tokenizer = {"type": "Sequence", "pretokenizers": [split(
+            "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"),
+            no_regex]}
+    else:
+        pre_tokenizer = byte_level
+    post_processor = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True}
+    decoder = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
+    normalizer = None
+    if spm:
+        # A SentencePiece GGUF stores scores, not merges: the export's byte-fallback BPE has
+        # no merges, so its tokenizer is not the GGUF's (the weights are what it is for).
+        pre_tokenizer, post_processor = None, None
+        normalizer = {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "\u2581"},
+                                                         {"type": "Replace", "pattern": {"String": " "},
+                                                          "content": "\u2581"}]}
+        decoder = {"type": "Sequence", "decoders": [{"type": "ByteFallback"}, {"type": "Fuse"}]}
     tokenizer = {
         "version": "1.0",
         "truncation": None,
         "padding": None,
         "added_tokens": added,
-        "normalizer": None,
+        "normalizer": normalizer,
         "pre_tokenizer": pre_tokenizer,
-        "post_processor": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True},
-        "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+        "post_processor": post_processor,
+        "decoder": decoder,
         "model": {
             "type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
-            "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
+            "end_of_word_suffix": None, "fuse_unk": spm, "byte_fallback": spm,
             "vocab": {t: i for i, t in enumerate(tokens)},
             "merges": list(merges),
         },
     }
     name = lambda key: None if ids[key] is None else tokens[ids[key]]
     tok_config = {
-        "add_bos_token": bool(field(r, "tokenizer.ggml.add_bos_token", False)),
+        "add_bos_token": bool(field(r, "tokenizer.ggml.add_bos_token", spm)),
         "add_prefix_space": False,
         "added_tokens_decoder": {str(t["id"]): {kk: v for kk, v in t.items() if kk != "id"} for t in added},
         "bos_token": name("bos"),

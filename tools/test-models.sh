@@ -46,5 +46,32 @@ for dt in bf16 f16; do
   convert "$dir" "$models/hf-smollm2-$dt.pipit" "$dir/model.safetensors" "$dir/tokenizer.json" "$dir/config.json"
 done
 
+# Tiny random models of every family (tools/make_tiny_models.py) with the real vocabularies
+# of llama.cpp's source tree (the peer build fetches it; ~10 min the first time), plus its
+# tokenizer test vectors: the inputs of tests/families.rs.
+peer_bin=$(bash "${PIPIT_PEER_SCRIPT:-$root/../shared/scripts/peer-llama-cpp.sh}" | tail -1)
+llama_cpp="$(dirname "$peer_bin")/src/llama_cpp_python-0.3.36/vendor/llama.cpp"
+tiny="$models/tiny"
+mkdir -p "$tiny"
+for v in llama-bpe qwen2 phi-3 llama-spm; do
+  cp "$llama_cpp/models/ggml-vocab-$v.gguf.inp" "$llama_cpp/models/ggml-vocab-$v.gguf.out" "$tiny/"
+done
+for f in llama3 mistral qwen2 qwen3 phi3 gemma2; do
+  fresh "$tiny/$f.gguf" "$root/tools/make_tiny_models.py" \
+    || python3 "$root/tools/make_tiny_models.py" "$llama_cpp" "$tiny" "$f"
+  convert "$tiny/$f.gguf" "$tiny/$f.pipit"
+done
+# Their Hugging Face exports (f32; Llama 3's RoPE scaling as the parameters
+# make_tiny_models.py used), converted: tests/families.rs compares the logits.
+llama3_scaling=$(python3 -c "import sys, json; sys.path.insert(0, '$root/tools'); import make_tiny_models as m; print(json.dumps(dict(rope_type='llama3', **m.LLAMA3_SCALING)))")
+for f in llama3 mistral qwen2 qwen3 phi3; do
+  dir="$tiny/hf-$f"
+  extra=()
+  [ "$f" = llama3 ] && extra=(--rope-scaling "$llama3_scaling")
+  fresh "$dir/model.safetensors" "$tiny/$f.gguf" "$root/tools/gguf_to_hf.py" \
+    || python3 "$root/tools/gguf_to_hf.py" "$tiny/$f.gguf" "$dir" --dtype f32 "${extra[@]}"
+  convert "$dir" "$tiny/hf-$f.pipit" "$dir/model.safetensors" "$dir/config.json"
+done
+
 python3 "$root/tools/check_oracle.py"
 echo "test-models.sh: all model conversions checked"

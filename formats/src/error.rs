@@ -155,6 +155,13 @@ pub enum FormatError {
         value: String,
         rule: String,
     },
+    /// A metadata value names a choice this build does not implement (an architecture,
+    /// an activation, a RoPE convention, ...).
+    UnknownChoice {
+        key: String,
+        value: String,
+        known: String,
+    },
     /// A tensor the model needs is absent.
     MissingTensor { name: String },
     /// A tensor the model does not use is present (e.g. a layer beyond `n_layer`).
@@ -294,6 +301,9 @@ impl fmt::Display for FormatError {
                 write!(f, "block {block}: scale or minimum {value} does not fit in f16")
             }
             BadValue { key, value, rule } => write!(f, "metadata '{key}' = {value}: {rule}"),
+            UnknownChoice { key, value, known } => {
+                write!(f, "{key} '{value}' (known: {known})")
+            }
             MissingTensor { name } => write!(f, "tensor '{name}' is missing"),
             UnexpectedTensor { name, reason } => write!(f, "unexpected tensor '{name}': {reason}"),
             ShapeMismatch { tensor, expected, found } => write!(

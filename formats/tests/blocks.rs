@@ -224,8 +224,11 @@ fn lengths_empty_and_multi_block() {
 
 #[test]
 fn partial_blocks_are_rejected() {
-    for dtype in [DType::Q8_0, DType::Q4_0, DType::Q4_1] {
-        for n in [1, 31, 33] {
+    for dtype in DType::QUANTIZED {
+        for n in [1, 31, 33, 224, 288] {
+            if n % dtype.block_elems() == 0 {
+                continue;
+            }
             assert_eq!(
                 quantize(dtype, &vec![1.0; n]),
                 Err(FormatError::BlockMultiple { dtype, elems: n })
@@ -271,9 +274,9 @@ fn misaligned_input_decodes_the_same() {
 
 #[test]
 fn non_finite_and_overflowing_inputs_are_rejected() {
-    for dtype in [DType::Q8_0, DType::Q4_0, DType::Q4_1] {
+    for dtype in DType::QUANTIZED {
         for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
-            let mut x = vec![1.0; 64];
+            let mut x = vec![1.0; 2 * dtype.block_elems()];
             x[37] = bad;
             assert!(
                 matches!(
@@ -309,4 +312,166 @@ fn block_structs_view_quantized_bytes() {
     let q41 = quantize(DType::Q4_1, &x).unwrap();
     let b41: &[BlockQ4_1] = bytemuck::cast_slice(&q41);
     assert_eq!(b41[0].qs[15], q41[19]);
+}
+
+fn rel_rmse(dtype: DType, x: &[f32]) -> f32 {
+    let y = dq(dtype, &quantize(dtype, x).unwrap(), x.len());
+    let e: f32 = x.iter().zip(&y).map(|(a, b)| (a - b) * (a - b)).sum();
+    let r: f32 = x.iter().map(|a| a * a).sum();
+    (e / r).sqrt()
+}
+
+/// The new block types round-trip with the error their bit widths allow, and the K-quants'
+/// searched scales beat the plain 32-value rules of the same width.
+#[test]
+fn new_types_error_bounds() {
+    let x = sample(4096, 11);
+    let err: Vec<(DType, f32)> = [
+        DType::Q4_0,
+        DType::Q4_1,
+        DType::Q5_0,
+        DType::Q5_1,
+        DType::Q4_K,
+        DType::Q5_K,
+        DType::Q6_K,
+    ]
+    .into_iter()
+    .map(|d| (d, rel_rmse(d, &x)))
+    .collect();
+    let e = |d: DType| err.iter().find(|(t, _)| *t == d).unwrap().1;
+    assert!(e(DType::Q5_0) < 0.6 * e(DType::Q4_0), "{err:?}");
+    assert!(e(DType::Q5_1) < 0.6 * e(DType::Q4_1), "{err:?}");
+    assert!(e(DType::Q4_K) < 0.09, "{err:?}");
+    assert!(e(DType::Q5_K) < 0.6 * e(DType::Q4_K), "{err:?}");
+    assert!(e(DType::Q6_K) < 0.6 * e(DType::Q5_K), "{err:?}");
+    // Constant, all-zero and single-spike blocks stay finite and near exact.
+    for d in [
+        DType::Q4_K,
+        DType::Q5_K,
+        DType::Q6_K,
+        DType::Q5_0,
+        DType::Q5_1,
+    ] {
+        let n = d.block_elems();
+        assert!(dq(d, &quantize(d, &vec![0.0; n]).unwrap(), n)
+            .iter()
+            .all(|&v| v == 0.0));
+        let mut spike = vec![0.0; n];
+        spike[n - 1] = 3.0;
+        let y = dq(d, &quantize(d, &spike).unwrap(), n);
+        assert!(
+            (y[n - 1] - 3.0).abs() < 0.05 && y[..n - 1].iter().all(|v| v.abs() < 0.05),
+            "{d} {y:?}"
+        );
+    }
+}
+
+#[test]
+fn new_block_structs_view_quantized_bytes() {
+    use pipit_format::blocks::{BlockQ4K, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K};
+    let x = sample(512, 8);
+    let q = quantize(DType::Q5_0, &x).unwrap();
+    let b: &[BlockQ5_0] = bytemuck::cast_slice(&q);
+    assert_eq!(b[1].qh, q[22 + 2..22 + 6]);
+    let q = quantize(DType::Q5_1, &x).unwrap();
+    let b: &[BlockQ5_1] = bytemuck::cast_slice(&q);
+    assert_eq!(b[1].m.to_le_bytes(), [q[26], q[27]]);
+    let q = quantize(DType::Q4_K, &x).unwrap();
+    let b: &[BlockQ4K] = bytemuck::cast_slice(&q);
+    assert_eq!(b[1].scales, q[144 + 4..144 + 16]);
+    let q = quantize(DType::Q5_K, &x).unwrap();
+    let b: &[BlockQ5K] = bytemuck::cast_slice(&q);
+    assert_eq!(b[1].qh, q[176 + 16..176 + 48]);
+    let q = quantize(DType::Q6_K, &x).unwrap();
+    let b: &[BlockQ6K] = bytemuck::cast_slice(&q);
+    assert_eq!(b[1].d.to_le_bytes(), [q[210 + 208], q[210 + 209]]);
+}
+
+/// SPEC.md "Worked examples": Q5_0.
+#[test]
+fn spec_example_q5_0() {
+    let mut x = with_tail(&[-16.0, 15.0, 15.6, 0.0, 0.5, -0.5, -3.2], QK);
+    x[16] = 1.0;
+    x[17] = -1.0;
+    let mut bytes = vec![0x00, 0x3C, 0xBE, 0xFF, 0xFD, 0xFF];
+    bytes.extend_from_slice(&[0x10, 0xFF, 0x0F, 0x00, 0x01, 0x00, 0x0D]);
+    bytes.resize(22, 0x00);
+    assert_eq!(quantize(DType::Q5_0, &x).unwrap(), bytes);
+    let mut want = with_tail(&[-16.0, 15.0, 15.0, 0.0, 1.0, 0.0, -3.0], QK);
+    want[16] = 1.0;
+    want[17] = -1.0;
+    assert_eq!(dq(DType::Q5_0, &bytes, QK), want);
+}
+
+/// SPEC.md "Worked examples": Q5_1.
+#[test]
+fn spec_example_q5_1() {
+    let mut x = with_tail(&[-1.0, 30.0, 0.0, 2.5, 6.2], QK);
+    x[16] = 3.0;
+    let mut bytes = vec![0x00, 0x3C, 0x00, 0xBC, 0x02, 0x00, 0x00, 0x00];
+    bytes.extend_from_slice(&[0x40, 0x1F, 0x11, 0x14, 0x17]);
+    bytes.resize(24, 0x11);
+    assert_eq!(quantize(DType::Q5_1, &x).unwrap(), bytes);
+    let mut want = with_tail(&[-1.0, 30.0, 0.0, 3.0, 6.0], QK);
+    want[16] = 3.0;
+    assert_eq!(dq(DType::Q5_1, &bytes, QK), want);
+}
+
+/// SPEC.md "Worked examples": the Q4_K block (144 bytes).
+pub fn spec_q4_k_bytes() -> Vec<u8> {
+    let mut b = vec![0x00, 0x3C, 0x00, 0x38];
+    b.extend_from_slice(&[0x41, 0, 0, 0, 0x82, 0, 0, 0, 0x11, 0, 0, 0]);
+    b.resize(144, 0);
+    b[16] = 0x53;
+    b[16 + 64] = 0xA7;
+    b
+}
+
+fn spec_q4_k_values(five: bool) -> Vec<f32> {
+    let mut v = vec![0.0; 256];
+    v[..32].fill(-1.0);
+    v[128..160].fill(-16.5);
+    v[0] = if five { 18.0 } else { 2.0 };
+    v[128] = if five { 374.5 } else { 102.5 };
+    v
+}
+
+#[test]
+fn spec_example_q4_k() {
+    assert_eq!(
+        dq(DType::Q4_K, &spec_q4_k_bytes(), 256),
+        spec_q4_k_values(false)
+    );
+}
+
+/// SPEC.md: the Q5_K block is the Q4_K one with `qh` (32 bytes, `qh[0] = 0x11`) inserted
+/// after the scales.
+#[test]
+fn spec_example_q5_k() {
+    let q4 = spec_q4_k_bytes();
+    let mut b = q4[..16].to_vec();
+    let mut qh = [0u8; 32];
+    qh[0] = 0x11;
+    b.extend_from_slice(&qh);
+    b.extend_from_slice(&q4[16..]);
+    assert_eq!(dq(DType::Q5_K, &b, 256), spec_q4_k_values(true));
+}
+
+/// SPEC.md "Worked examples": the Q6_K block (210 bytes).
+#[test]
+fn spec_example_q6_k() {
+    let mut b = vec![0u8; 210];
+    b[0] = 0x21; // ql[0]
+    b[128] = 0x23; // qh[0]
+    b[192] = 2; // scales[0]
+    b[194] = 0xFF; // scales[2] = -1
+    b[196] = 1; // scales[4]
+    b[208..].copy_from_slice(&[0x00, 0x38]); // d = 0.5
+    let mut want = vec![0.0; 256];
+    want[..16].fill(-32.0);
+    want[0] = 17.0;
+    want[32..48].fill(16.0);
+    want[64..80].fill(-16.0);
+    want[64] = 1.0;
+    assert_eq!(dq(DType::Q6_K, &b, 256), want);
 }

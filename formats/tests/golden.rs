@@ -33,6 +33,57 @@ fn q4_1_input() -> Vec<f32> {
     x
 }
 
+fn q5_0_input() -> Vec<f32> {
+    let mut x = vec![-16.0, 15.0, 15.6, 0.0, 0.5, -0.5, -3.2];
+    x.resize(32, 0.0);
+    x[16] = 1.0;
+    x[17] = -1.0;
+    x
+}
+
+fn q5_1_input() -> Vec<f32> {
+    let mut x = vec![-1.0, 30.0, 0.0, 2.5, 6.2];
+    x.resize(32, 0.0);
+    x[16] = 3.0;
+    x
+}
+
+/// SPEC.md's Q4_K block, or with `five` its Q5_K block (the same plus `qh`).
+fn k_block(five: bool) -> Vec<u8> {
+    let mut b = vec![0x00, 0x3C, 0x00, 0x38];
+    b.extend_from_slice(&[0x41, 0, 0, 0, 0x82, 0, 0, 0, 0x11, 0, 0, 0]);
+    if five {
+        b.push(0x11);
+        b.resize(48, 0);
+    }
+    let qs = b.len();
+    b.resize(qs + 128, 0);
+    b[qs] = 0x53;
+    b[qs + 64] = 0xA7;
+    b
+}
+
+fn k_values(five: bool) -> Vec<f32> {
+    let mut v = vec![0.0; 256];
+    v[..32].fill(-1.0);
+    v[128..160].fill(-16.5);
+    v[0] = if five { 18.0 } else { 2.0 };
+    v[128] = if five { 374.5 } else { 102.5 };
+    v
+}
+
+/// SPEC.md's Q6_K block.
+fn q6_k_block() -> Vec<u8> {
+    let mut b = vec![0u8; 210];
+    b[0] = 0x21;
+    b[128] = 0x23;
+    b[192] = 2;
+    b[194] = 0xFF;
+    b[196] = 1;
+    b[208..].copy_from_slice(&[0x00, 0x38]);
+    b
+}
+
 const F32_VALUES: [f32; 6] = [1.0, -1.5, 0.25, 3.0, 100.0, -0.0];
 const F16_VALUES: [f32; 4] = [1.0, -2.0, 65504.0, 5.960_464_5e-8];
 
@@ -92,6 +143,26 @@ fn golden() -> Writer {
         quantize(DType::Q4_1, &q4_1_input()).unwrap(),
     )
     .unwrap();
+    w.add_tensor(
+        "q5_0",
+        DType::Q5_0,
+        &[1, 32],
+        quantize(DType::Q5_0, &q5_0_input()).unwrap(),
+    )
+    .unwrap();
+    w.add_tensor(
+        "q5_1",
+        DType::Q5_1,
+        &[1, 32],
+        quantize(DType::Q5_1, &q5_1_input()).unwrap(),
+    )
+    .unwrap();
+    w.add_tensor("q4_k", DType::Q4_K, &[1, 256], k_block(false))
+        .unwrap();
+    w.add_tensor("q5_k", DType::Q5_K, &[1, 256], k_block(true))
+        .unwrap();
+    w.add_tensor("q6_k", DType::Q6_K, &[1, 256], q6_k_block())
+        .unwrap();
     w
 }
 
@@ -120,17 +191,17 @@ fn header_bytes_match_spec() {
         0x89, b'P', b'I', b'P', b'I', b'T', b'\r', b'\n', // magic
         0x01, 0x00, 0x00, 0x00, // version 1
         0x00, 0x00, 0x00, 0x00, // flags
-        0x7F, 0x02, 0, 0, 0, 0, 0, 0, // meta_len = 639
-        0xC0, 0x02, 0, 0, 0, 0, 0, 0, // data_offset = 704 = 64 + 639 rounded up to 64
-        0x14, 0x01, 0, 0, 0, 0, 0, 0, // data_len = 276 = 256 + 20 (last tensor q4_1)
-        0xD4, 0x03, 0, 0, 0, 0, 0, 0, // file_len = 980 = 704 + 276
-        0x05, 0x00, 0x00, 0x00, // n_tensors = 5
+        0x83, 0x03, 0, 0, 0, 0, 0, 0, // meta_len = 899
+        0x00, 0x04, 0, 0, 0, 0, 0, 0, // data_offset = 1024 = 64 + 899 rounded up to 64
+        0x12, 0x04, 0, 0, 0, 0, 0, 0, // data_len = 1042 = 832 + 210 (last tensor q6_k)
+        0x12, 0x08, 0, 0, 0, 0, 0, 0, // file_len = 2066 = 1024 + 1042
+        0x0A, 0x00, 0x00, 0x00, // n_tensors = 10
         0, 0, 0, 0, 0, 0, 0, 0, // reserved
-        0xA9, 0xAA, 0x2B, 0x3B, // header_crc32c = 0x3B2BAAA9
+        0x45, 0xBD, 0xDA, 0xEE, // header_crc32c = 0xEEDABD45
     ];
     assert_eq!(&bytes[..8], &MAGIC);
     assert_eq!(bytes[..64], header);
-    assert_eq!(bytes.len(), 980);
+    assert_eq!(bytes.len(), 2066);
 }
 
 /// The metadata and directory entry examples of SPEC.md.
@@ -180,9 +251,12 @@ fn decodes_to_the_expected_values() {
     assert_eq!(m.get_i32("tokenizer.eos_id").unwrap(), -1);
 
     let names: Vec<&str> = f.tensors.iter().map(|t| t.name.as_str()).collect();
-    assert_eq!(names, ["f32", "f16", "q8_0", "q4_0", "q4_1"]);
+    assert_eq!(
+        names,
+        ["f32", "f16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k"]
+    );
     let offsets: Vec<u64> = f.tensors.iter().map(|t| t.offset - f.data_offset).collect();
-    assert_eq!(offsets, [0, 64, 128, 192, 256]);
+    assert_eq!(offsets, [0, 64, 128, 192, 256, 320, 384, 448, 640, 832]);
     let decode = |name: &str| {
         let t = f.tensor(name).unwrap();
         let mut out = vec![0.0; t.n_elems() as usize];
@@ -205,4 +279,22 @@ fn decodes_to_the_expected_values() {
     q41.resize(32, 0.0);
     q41[16] = 3.0;
     assert_eq!(decode("q4_1"), q41);
+    let mut q50 = vec![-16.0, 15.0, 15.0, 0.0, 1.0, 0.0, -3.0];
+    q50.resize(32, 0.0);
+    q50[16] = 1.0;
+    q50[17] = -1.0;
+    assert_eq!(decode("q5_0"), q50);
+    let mut q51 = vec![-1.0, 30.0, 0.0, 3.0, 6.0];
+    q51.resize(32, 0.0);
+    q51[16] = 3.0;
+    assert_eq!(decode("q5_1"), q51);
+    assert_eq!(decode("q4_k"), k_values(false));
+    assert_eq!(decode("q5_k"), k_values(true));
+    let mut q6 = vec![0.0; 256];
+    q6[..16].fill(-32.0);
+    q6[0] = 17.0;
+    q6[32..48].fill(16.0);
+    q6[64..80].fill(-16.0);
+    q6[64] = 1.0;
+    assert_eq!(decode("q6_k"), q6);
 }

@@ -634,11 +634,11 @@ fn bad_value_encodings() {
 #[test]
 fn unknown_dtype() {
     let mut r = Raw::valid();
-    r.entries[1].dtype = 5;
+    r.entries[1].dtype = 10;
     rejects(&r, |e| {
         *e == FormatError::UnknownDType {
             tensor: "b".into(),
-            code: 5,
+            code: 10,
         }
     });
 }

@@ -344,13 +344,32 @@ fn dtype_codes_and_sizes() {
         assert_eq!(DType::from_code(code as u32), Some(dtype));
         assert_eq!(dtype.code(), code as u32);
     }
-    assert_eq!(DType::from_code(5), None);
+    assert_eq!(DType::from_code(10), None);
     assert_eq!(DType::from_code(u32::MAX), None);
     let sizes: Vec<(usize, usize)> = DType::ALL
         .iter()
         .map(|d| (d.block_elems(), d.block_bytes()))
         .collect();
-    assert_eq!(sizes, [(1, 4), (1, 2), (32, 34), (32, 18), (32, 20)]);
+    assert_eq!(
+        sizes,
+        [
+            (1, 4),
+            (1, 2),
+            (32, 34),
+            (32, 18),
+            (32, 20),
+            (32, 22),
+            (32, 24),
+            (256, 144),
+            (256, 176),
+            (256, 210)
+        ]
+    );
+    for (i, d) in DType::QUANTIZED.into_iter().enumerate() {
+        assert!(d.is_quantized());
+        assert_eq!(d.quant_index(), Some(i));
+    }
+    assert_eq!(DType::F16.quant_index(), None);
     assert_eq!(DType::Q4_1.bytes_for(64), Some(40));
     assert_eq!(DType::Q4_1.bytes_for(33), None);
     assert_eq!(DType::F32.bytes_for(1 << 62), None);

@@ -9,20 +9,26 @@
 //!   what `cvtps2dq`/`fcvtns` do in the default rounding mode), which lies in `-127..=127`;
 //!   `s = d * (sum q_i as f32)`. Every path produces bit-identical blocks for finite input;
 //!   for NaN input the quantized values are unspecified (but memory safe).
-//! - **Integer block dot products**: `isum = sum_i w_i * a_i` over one block, exact in i32,
-//!   where `w_i` is the stored weight integer: `qs[i]` for Q8_0, `nibble - 8` for Q4_0, the raw
-//!   nibble `0..=15` for Q4_1. Identical on every path (tested through [`Kernels::block_isums`]).
-//!   Activation blocks must hold `qs` in `-127..=127` (as [`Kernels::quantize_act`] produces).
-//! - **f32 combination** (scalar reference): per output, `acc = 0.0`, then for each block in
-//!   order `acc += (d_w * d_a) * isum as f32`, plus `m_w * s_a` for Q4_1
-//!   (`acc += (d_w * d_a) * isum as f32 + m_w * s_a`). SIMD paths sum the same terms in another
+//! - **Integer block dot products**: one activation block meets one sub-block of 32 weights
+//!   (a whole block for the 32-value types, sub-block `j` of a 256-value K-quant block):
+//!   `isum = sum_i w_i * a_i`, exact in i32, where `w_i` is the integer weight: `qs[i]` for
+//!   Q8_0, `q - 8` for Q4_0, `q - 16` for Q5_0, the raw `q` for Q4_1 and Q5_1, `sc_j * q` for
+//!   Q4_K/Q5_K (`sc_j` the sub-block's 6-bit scale), and `sc_g * (q - 32)` for Q6_K (`sc_g`
+//!   the i8 scale of the half of 16 the value is in). Identical on every path (tested
+//!   through [`Kernels::block_isums`]). Activation blocks must hold `qs` in `-127..=127`
+//!   (as [`Kernels::quantize_act`] produces).
+//! - **f32 combination** (scalar reference, `scalar::term`): per output, `acc = 0.0`, then for
+//!   each sub-block in order `acc += (d_w * d_a) * isum as f32`, plus `m_w * s_a` for
+//!   Q4_1/Q5_1, minus `(dmin * m_j) * s_a` for Q4_K/Q5_K (`d_w` is the block's f16 scale, the
+//!   super-block's `d` for the K-quants). SIMD paths sum the same terms in another
 //!   order (partial sums within a block, fused multiply-adds): they agree with the reference
-//!   to within `1e-5 * sum_b |d_w * d_a| * sum_i |w_i * a_i|` (+ `|m_w * s_a|` for Q4_1),
+//!   to within `1e-5 * sum_b |d_w * d_a| * sum_i |w_i * a_i|` (+ the minimum terms' sizes),
 //!   the scale of the rounding error of any summation order (the tests' stated tolerance).
-//! - **f32 activations** ([`Kernels::matmul_f32`], [`Kernels::dot_f32`]): reference is the
+//! - **f32 activations** ([`Kernels::matmul_f32`]): reference is the
 //!   sequential sum `acc += w_i * x_i`; SIMD within `1e-5 * sum_i |w_i * x_i|`.
 //! - **Dequantization** ([`Kernels::dequant_row`]) is bit-identical on every path:
-//!   `d * q` (Q8_0), `d * (q - 8)` (Q4_0), `d * q + m` (Q4_1, no FMA), exact for F16/F32.
+//!   `d * q` (Q8_0), `d * (q - 8)` (Q4_0), `d * q + m` (Q4_1, no FMA), exact for F16/F32;
+//!   the other types follow `pipit_format::blocks::dequantize`.
 //!
 //! Weights are plain `&[u8]` in the file layout of `formats/SPEC.md`, read unaligned: no
 //! kernel assumes any alignment of the weight bytes.
@@ -61,7 +67,7 @@ pub const QK: usize = 32;
 pub struct BlockQ8A {
     /// Scale: `value_i = d * qs[i]`.
     pub d: f32,
-    /// `d * sum(qs)`, used by the Q4_1 minimum term.
+    /// `d * sum(qs)`, used by the minimum terms (Q4_1, Q5_1, Q4_K, Q5_K).
     pub s: f32,
     /// Quantized values, in `-127..=127`.
     pub qs: [i8; QK],
@@ -165,10 +171,6 @@ pub(crate) type MatmulF32Fn = unsafe fn(
 );
 /// Per-block integer sums of one row: `out.len() == xq.len()` blocks, `w_row` that many blocks.
 pub(crate) type IsumsFn = unsafe fn(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]);
-/// `a.len() == b.len()`.
-pub(crate) type DotFn = unsafe fn(a: &[f32], b: &[f32]) -> f32;
-/// `y[i] += a * x[i]`; `x.len() == y.len()`.
-pub(crate) type AxpyFn = unsafe fn(a: f32, x: &[f32], y: &mut [f32]);
 /// One row: `w_row` holds exactly `out.len()` elements.
 pub(crate) type DequantFn = unsafe fn(w_row: &[u8], out: &mut [f32]);
 /// `gate[i] = act(gate[i]) * up[i]`; `gate.len() == up.len()`.
@@ -183,16 +185,14 @@ pub struct Kernels {
     /// Path name as accepted by `PIPIT_KERNELS` (`scalar`, `avx2`, `avx512`, ...).
     pub name: &'static str,
     pub(crate) quantize_act: QuantizeFn,
-    /// Indexed by [`qindex`]: Q8_0, Q4_0, Q4_1.
-    pub(crate) matmul_q8a: [MatmulQ8aFn; 3],
+    /// Indexed by [`qindex`]: the order of [`DType::QUANTIZED`].
+    pub(crate) matmul_q8a: [MatmulQ8aFn; N_QUANT],
     /// Indexed by [`qindex`].
-    pub(crate) isums: [IsumsFn; 3],
-    /// Indexed by `DType::code()`: F32, F16, Q8_0, Q4_0, Q4_1.
-    pub(crate) matmul_f32: [MatmulF32Fn; 5],
-    pub(crate) dot_f32: DotFn,
-    pub(crate) axpy: AxpyFn,
+    pub(crate) isums: [IsumsFn; N_QUANT],
+    /// Indexed by `DType::code()`: the order of [`DType::ALL`].
+    pub(crate) matmul_f32: [MatmulF32Fn; N_DTYPE],
     /// Indexed by `DType::code()`.
-    pub(crate) dequant_row: [DequantFn; 5],
+    pub(crate) dequant_row: [DequantFn; N_DTYPE],
     /// Indexed by [`Glu`]: the gated activations of the feed-forward block.
     pub(crate) glu: [GluFn; 2],
     pub(crate) wsum: WsumFn,
@@ -215,16 +215,16 @@ impl std::fmt::Debug for Kernels {
     }
 }
 
+/// Number of dtypes (entries of the per-dtype tables).
+pub(crate) const N_DTYPE: usize = DType::ALL.len();
+/// Number of quantized dtypes (entries of the int8-activation tables).
+pub(crate) const N_QUANT: usize = DType::QUANTIZED.len();
+
 /// Index of a quantized dtype in the `matmul_q8a`/`isums` tables; panics for float dtypes.
 fn qindex(dtype: DType) -> usize {
-    match dtype {
-        DType::Q8_0 => 0,
-        DType::Q4_0 => 1,
-        DType::Q4_1 => 2,
-        DType::F32 | DType::F16 => {
-            panic!("matmul_q8a: {dtype} weights need f32 activations (matmul_f32)")
-        }
-    }
+    dtype
+        .quant_index()
+        .unwrap_or_else(|| panic!("matmul_q8a: {dtype} weights need f32 activations (matmul_f32)"))
 }
 
 fn dindex(dtype: DType) -> usize {
@@ -264,7 +264,7 @@ impl Kernels {
     }
 
     /// `out[t * out_stride + r] = dot(W[r], x_t)` for r in `rows`, t in `0..n_tok`, with
-    /// token t's activations at `xq[t * cols / 32..]`. Q8_0/Q4_0/Q4_1 weights.
+    /// token t's activations at `xq[t * cols / 32..]`. Any quantized weight dtype.
     /// Panics on inconsistent shapes or a float weight dtype.
     pub fn matmul_q8a(
         &self,
@@ -351,21 +351,6 @@ impl Kernels {
         });
     }
 
-    /// Dot product of two equal-length f32 slices. Panics if the lengths differ.
-    pub fn dot_f32(&self, a: &[f32], b: &[f32]) -> f32 {
-        assert_eq!(a.len(), b.len(), "dot_f32: lengths differ");
-        // SAFETY: lengths checked; CPU features detected.
-        unsafe { (self.dot_f32)(a, b) }
-    }
-
-    /// `y[i] += a * x[i]` (attention's weighted sum of value rows). Panics if the lengths
-    /// differ. SIMD paths may fuse the multiply-add.
-    pub fn axpy(&self, a: f32, x: &[f32], y: &mut [f32]) {
-        assert_eq!(x.len(), y.len(), "axpy: lengths differ");
-        // SAFETY: lengths checked; CPU features detected.
-        unsafe { (self.axpy)(a, x, y) }
-    }
-
     /// Row `row` of `w` dequantized to f32 (embedding lookup). Panics unless
     /// `row < w.rows` and `out.len() == w.cols`.
     pub fn dequant_row(&self, w: &QMatrix, row: usize, out: &mut [f32]) {
@@ -412,7 +397,7 @@ impl Kernels {
         unsafe { (self.wsum)(p, p_stride, v, out, n) }
     }
 
-    /// Test hook: the exact per-block integer sums of row `row` of `w` (Q8_0/Q4_0/Q4_1)
+    /// Test hook: the exact per-block integer sums of row `row` of `w` (one per 32 weights)
     /// against `xq`, computed with the same integer primitive as this path's matmul.
     #[doc(hidden)]
     pub fn block_isums(&self, w: &QMatrix, row: usize, xq: &[BlockQ8A], out: &mut [i32]) {

@@ -4,39 +4,65 @@
 use std::ops::Range;
 
 use half::f16;
+use pipit_format::blocks::k_scale_min;
 
-use super::{BlockQ8A, Kernels, QK};
+use super::{BlockQ8A, DType, Kernels, QK};
 
 /// The scalar table.
 pub(crate) const KERNELS: Kernels = Kernels {
     name: "scalar",
     quantize_act,
-    matmul_q8a: [matmul_q8a_q8_0, matmul_q8a_q4_0, matmul_q8a_q4_1],
-    isums: [isums_q8_0, isums_q4_0, isums_q4_1],
+    matmul_q8a: [
+        matmul_q8a_q8_0,
+        matmul_q8a_q4_0,
+        matmul_q8a_q4_1,
+        matmul_q8a_q5_0,
+        matmul_q8a_q5_1,
+        matmul_q8a_q4_k,
+        matmul_q8a_q5_k,
+        matmul_q8a_q6_k,
+    ],
+    isums: [
+        isums_q8_0, isums_q4_0, isums_q4_1, isums_q5_0, isums_q5_1, isums_q4_k, isums_q5_k,
+        isums_q6_k,
+    ],
     matmul_f32: [
         matmul_f32_f32,
         matmul_f32_f16,
         matmul_f32_q8_0,
         matmul_f32_q4_0,
         matmul_f32_q4_1,
+        matmul_f32_q5_0,
+        matmul_f32_q5_1,
+        matmul_f32_q4_k,
+        matmul_f32_q5_k,
+        matmul_f32_q6_k,
     ],
-    dot_f32,
-    axpy,
     dequant_row: [
         dequant_f32,
         dequant_f16,
         dequant_q8_0,
         dequant_q4_0,
         dequant_q4_1,
+        dequant_q5_0,
+        dequant_q5_1,
+        dequant_q4_k,
+        dequant_q5_k,
+        dequant_q6_k,
     ],
     glu: [glu_silu, glu_gelu_tanh],
     wsum,
 };
 
-/// Bytes of one Q8_0 / Q4_0 / Q4_1 block.
-pub(crate) const Q8_0_BYTES: usize = 34;
-pub(crate) const Q4_0_BYTES: usize = 18;
-pub(crate) const Q4_1_BYTES: usize = 20;
+/// Bytes of one block of each quantized dtype (the format's sizes, as constants).
+pub(crate) const Q8_0_BYTES: usize = DType::Q8_0.block_bytes();
+pub(crate) const Q4_0_BYTES: usize = DType::Q4_0.block_bytes();
+pub(crate) const Q4_1_BYTES: usize = DType::Q4_1.block_bytes();
+pub(crate) const Q5_0_BYTES: usize = DType::Q5_0.block_bytes();
+pub(crate) const Q5_1_BYTES: usize = DType::Q5_1.block_bytes();
+pub(crate) const Q4_K_BYTES: usize = DType::Q4_K.block_bytes();
+pub(crate) const Q5_K_BYTES: usize = DType::Q5_K.block_bytes();
+pub(crate) const Q6_K_BYTES: usize = DType::Q6_K.block_bytes();
 
 /// e^x from basic arithmetic only, so loops over slices vectorize (libm's expf is a call per
 /// element) and every platform gets the same bits. Relative error below 2e-7; 0 below -87.
@@ -254,7 +280,9 @@ pub(crate) fn isum_q4_1(w: &[u8], a: &[i8; QK]) -> i32 {
         .sum()
 }
 
-/// The reference q8a matmul; `term(block_bytes, act)` is one block's f32 contribution.
+/// The reference q8a matmul: `term(block_bytes, j, act)` is the f32 contribution of
+/// sub-block `j` (of 32 weights) of one weight block of `bb` bytes and `QK * subs` weights
+/// against its activation block, added to the row's accumulator in order.
 ///
 /// # Safety
 /// The preconditions of [`super::MatmulQ8aFn`], with `bb` the block size of the weights.
@@ -269,16 +297,19 @@ unsafe fn matmul_q8a_with(
     out: *mut f32,
     out_stride: usize,
     bb: usize,
-    term: impl Fn(&[u8], &BlockQ8A) -> f32,
+    subs: usize,
+    term: impl Fn(&[u8], usize, &BlockQ8A) -> f32,
 ) {
-    let nb = cols / QK;
+    let nb = cols / (QK * subs);
     for t in 0..n_tok {
-        let x = &xq[t * nb..(t + 1) * nb];
+        let x = &xq[t * nb * subs..(t + 1) * nb * subs];
         for r in rows.clone() {
             let row = &w[r * nb * bb..(r + 1) * nb * bb];
             let mut acc = 0f32;
-            for (wb, a) in row.chunks_exact(bb).zip(x) {
-                acc += term(wb, a);
+            for (wb, xs) in row.chunks_exact(bb).zip(x.chunks_exact(subs)) {
+                for (j, a) in xs.iter().enumerate() {
+                    acc += term(wb, j, a);
+                }
             }
             // SAFETY: the caller guarantees `out` is writable at t * out_stride + r.
             unsafe { *out.add(t * out_stride + r) = acc };
@@ -286,101 +317,124 @@ unsafe fn matmul_q8a_with(
     }
 }
 
-unsafe fn matmul_q8a_q8_0(
-    w: &[u8],
-    cols: usize,
-    rows: Range<usize>,
-    xq: &[BlockQ8A],
-    n_tok: usize,
-    out: *mut f32,
-    out_stride: usize,
-) {
-    // SAFETY: forwarded preconditions.
-    unsafe {
-        matmul_q8a_with(
-            w,
-            cols,
-            rows,
-            xq,
-            n_tok,
-            out,
-            out_stride,
-            Q8_0_BYTES,
-            |wb, a| (f16_at(wb, 0) * a.d) * isum_q8_0(wb, &a.qs) as f32,
-        )
+/// The contribution of sub-block `j` of block `wb` of `dtype` against activation block `a`:
+/// the f32 combination rule of the module docs, with [`isum`] as the integer sum.
+#[inline(always)]
+pub(crate) fn term(dtype: DType, wb: &[u8], j: usize, a: &BlockQ8A) -> f32 {
+    let isum = isum(dtype, wb, j, &a.qs) as f32;
+    match dtype {
+        DType::Q8_0 | DType::Q4_0 | DType::Q5_0 => (f16_at(wb, 0) * a.d) * isum,
+        DType::Q4_1 | DType::Q5_1 => (f16_at(wb, 0) * a.d) * isum + f16_at(wb, 2) * a.s,
+        DType::Q4_K | DType::Q5_K => {
+            let m = f32::from(k_scale_min(&wb[4..16], j).1);
+            (f16_at(wb, 0) * a.d) * isum - (f16_at(wb, 2) * m) * a.s
+        }
+        DType::Q6_K => (f16_at(wb, 208) * a.d) * isum,
+        DType::F32 | DType::F16 => 0.0,
     }
 }
 
-unsafe fn matmul_q8a_q4_0(
-    w: &[u8],
-    cols: usize,
-    rows: Range<usize>,
-    xq: &[BlockQ8A],
-    n_tok: usize,
-    out: *mut f32,
-    out_stride: usize,
-) {
-    // SAFETY: forwarded preconditions.
-    unsafe {
-        matmul_q8a_with(
-            w,
-            cols,
-            rows,
-            xq,
-            n_tok,
-            out,
-            out_stride,
-            Q4_0_BYTES,
-            |wb, a| (f16_at(wb, 0) * a.d) * isum_q4_0(wb, &a.qs) as f32,
-        )
+/// The exact integer sum of sub-block `j` (32 weights) of block `wb` against `a`:
+/// `sum_i w_i * a_i` with the integer weights `w_i` of the module docs.
+#[inline(always)]
+pub(crate) fn isum(dtype: DType, wb: &[u8], j: usize, a: &[i8; QK]) -> i32 {
+    match dtype {
+        DType::Q8_0 => isum_q8_0(wb, a),
+        DType::Q4_0 => isum_q4_0(wb, a),
+        DType::Q4_1 => isum_q4_1(wb, a),
+        DType::Q5_0 => isum_q5(&wb[2..22], a, 16),
+        DType::Q5_1 => isum_q5(&wb[4..24], a, 0),
+        DType::Q4_K | DType::Q5_K => isum_q45k(wb, j, a, dtype == DType::Q5_K),
+        DType::Q6_K => isum_q6k(wb, j, a),
+        DType::F32 | DType::F16 => 0,
     }
 }
 
-unsafe fn matmul_q8a_q4_1(
-    w: &[u8],
-    cols: usize,
-    rows: Range<usize>,
-    xq: &[BlockQ8A],
-    n_tok: usize,
-    out: *mut f32,
-    out_stride: usize,
-) {
-    // SAFETY: forwarded preconditions.
-    unsafe {
-        matmul_q8a_with(
-            w,
-            cols,
-            rows,
-            xq,
-            n_tok,
-            out,
-            out_stride,
-            Q4_1_BYTES,
-            |wb, a| (f16_at(wb, 0) * a.d) * isum_q4_1(wb, &a.qs) as f32 + f16_at(wb, 2) * a.s,
-        )
-    }
+/// `Q5_0`/`Q5_1` (`qh` then `qs` in `b`): `sum (q_i - off) * a_i`.
+#[inline(always)]
+fn isum_q5(b: &[u8], a: &[i8; QK], off: i32) -> i32 {
+    let qh = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let qs = &b[4..20];
+    (0..16)
+        .map(|j| {
+            let lo = i32::from(qs[j] & 15) | (((qh >> j) & 1) as i32) << 4;
+            let hi = i32::from(qs[j] >> 4) | (((qh >> (j + 16)) & 1) as i32) << 4;
+            (lo - off) * i32::from(a[j]) + (hi - off) * i32::from(a[j + 16])
+        })
+        .sum()
 }
 
-fn isums_with(
-    w_row: &[u8],
-    xq: &[BlockQ8A],
-    out: &mut [i32],
-    bb: usize,
-    f: fn(&[u8], &[i8; QK]) -> i32,
-) {
-    for ((wb, a), o) in w_row.chunks_exact(bb).zip(xq).zip(out) {
-        *o = f(wb, &a.qs);
-    }
+/// `Q4_K`/`Q5_K` sub-block `j`: `sc_j * sum q_i * a_i` (the minimum enters through `s`).
+#[inline(always)]
+fn isum_q45k(wb: &[u8], j: usize, a: &[i8; QK], five: bool) -> i32 {
+    let (sc, _) = k_scale_min(&wb[4..16], j);
+    let qs = if five { &wb[48..176] } else { &wb[16..144] };
+    let chunk = &qs[QK * (j / 2)..QK * (j / 2) + QK];
+    let shift = 4 * (j % 2);
+    let dot: i32 = chunk
+        .iter()
+        .enumerate()
+        .map(|(l, &byte)| {
+            let mut q = i32::from((byte >> shift) & 15);
+            if five {
+                q |= i32::from((wb[16 + l] >> j) & 1) << 4;
+            }
+            q * i32::from(a[l])
+        })
+        .sum();
+    i32::from(sc) * dot
 }
 
-fn isums_q8_0(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
-    isums_with(w_row, xq, out, Q8_0_BYTES, isum_q8_0)
+/// `Q6_K` sub-block `j` (two scale groups of 16): `sum_g sc_g * sum (q_i - 32) * a_i`.
+#[inline(always)]
+fn isum_q6k(wb: &[u8], j: usize, a: &[i8; QK]) -> i32 {
+    let (h, k) = (j / 4, j % 4);
+    let ql = &wb[64 * h + 32 * (k & 1)..64 * h + 32 * (k & 1) + 32];
+    let qh = &wb[128 + 32 * h..128 + 32 * h + 32];
+    let q = |l: usize| {
+        let low = i32::from((ql[l] >> (4 * (k / 2))) & 15);
+        let high = i32::from((qh[l] >> (2 * k)) & 3);
+        (low | (high << 4)) - 32
+    };
+    (0..2)
+        .map(|g| {
+            let sc = i32::from(wb[192 + 2 * j + g] as i8);
+            let dot: i32 = (16 * g..16 * g + 16).map(|l| q(l) * i32::from(a[l])).sum();
+            sc * dot
+        })
+        .sum()
 }
-fn isums_q4_0(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
-    isums_with(w_row, xq, out, Q4_0_BYTES, isum_q4_0)
+
+macro_rules! matmul_q8a_fns {
+    ($($name:ident, $isums:ident: $dtype:ident;)*) => {$(
+        unsafe fn $name(w: &[u8], cols: usize, rows: Range<usize>, xq: &[BlockQ8A], n_tok: usize, out: *mut f32, out_stride: usize) {
+            const D: DType = DType::$dtype;
+            // SAFETY: forwarded preconditions.
+            unsafe {
+                matmul_q8a_with(w, cols, rows, xq, n_tok, out, out_stride, D.block_bytes(),
+                    D.block_elems() / QK, |wb, j, a| term(D, wb, j, a))
+            }
+        }
+        fn $isums(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
+            const D: DType = DType::$dtype;
+            let subs = D.block_elems() / QK;
+            for ((wb, xs), os) in w_row.chunks_exact(D.block_bytes()).zip(xq.chunks_exact(subs)).zip(out.chunks_exact_mut(subs)) {
+                for (j, (a, o)) in xs.iter().zip(os).enumerate() {
+                    *o = isum(D, wb, j, &a.qs);
+                }
+            }
+        }
+    )*};
 }
-fn isums_q4_1(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
-    isums_with(w_row, xq, out, Q4_1_BYTES, isum_q4_1)
+matmul_q8a_fns! {
+    matmul_q8a_q8_0, isums_q8_0: Q8_0;
+    matmul_q8a_q4_0, isums_q4_0: Q4_0;
+    matmul_q8a_q4_1, isums_q4_1: Q4_1;
+    matmul_q8a_q5_0, isums_q5_0: Q5_0;
+    matmul_q8a_q5_1, isums_q5_1: Q5_1;
+    matmul_q8a_q4_k, isums_q4_k: Q4_K;
+    matmul_q8a_q5_k, isums_q5_k: Q5_K;
+    matmul_q8a_q6_k, isums_q6_k: Q6_K;
 }
 
 /// The reference f32-activation matmul: dequantizes each row into `row_buf` chunks of one
@@ -403,7 +457,7 @@ unsafe fn matmul_f32_with(
     deq: fn(&[u8], &mut [f32]),
 ) {
     let nb = cols / eb;
-    let mut buf = [0f32; QK];
+    let mut buf = [0f32; pipit_format::blocks::QK_K];
     for t in 0..n_tok {
         let xt = &x[t * cols..(t + 1) * cols];
         for r in rows.clone() {
@@ -435,18 +489,11 @@ matmul_f32_fns! {
     matmul_f32_q8_0: QK, Q8_0_BYTES, dequant_q8_0;
     matmul_f32_q4_0: QK, Q4_0_BYTES, dequant_q4_0;
     matmul_f32_q4_1: QK, Q4_1_BYTES, dequant_q4_1;
-}
-
-/// Reference dot product: sequential f32 sum.
-pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).fold(0f32, |acc, (&x, &y)| acc + x * y)
-}
-
-/// Reference `y += a * x`: `y[i] + a * x[i]`, two roundings.
-pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y += a * x;
-    }
+    matmul_f32_q5_0: QK, Q5_0_BYTES, dequant_q5_0;
+    matmul_f32_q5_1: QK, Q5_1_BYTES, dequant_q5_1;
+    matmul_f32_q4_k: 256, Q4_K_BYTES, dequant_q4_k;
+    matmul_f32_q5_k: 256, Q5_K_BYTES, dequant_q5_k;
+    matmul_f32_q6_k: 256, Q6_K_BYTES, dequant_q6_k;
 }
 
 fn dequant_f32(w: &[u8], out: &mut [f32]) {
@@ -489,4 +536,40 @@ fn dequant_q4_1(w: &[u8], out: &mut [f32]) {
             o[j + 16] = d * f32::from(b[4 + j] >> 4) + m;
         }
     }
+}
+
+/// Dequantizes whole blocks of `dtype` with the format crate's rule (the one definition).
+fn dequant_format(dtype: DType, w: &[u8], out: &mut [f32]) {
+    let r = pipit_format::blocks::dequantize(dtype, w, out);
+    debug_assert!(r.is_ok(), "dequant_row: {dtype} length mismatch");
+}
+
+macro_rules! dequant_fns {
+    ($($name:ident: $dtype:ident;)*) => {$(
+        fn $name(w: &[u8], out: &mut [f32]) {
+            dequant_format(DType::$dtype, w, out)
+        }
+    )*};
+}
+dequant_fns! {
+    dequant_q5_0: Q5_0;
+    dequant_q5_1: Q5_1;
+    dequant_q4_k: Q4_K;
+    dequant_q5_k: Q5_K;
+    dequant_q6_k: Q6_K;
+}
+
+/// The scalar table's entries with the first `N` replaced by `head`: a SIMD table that
+/// vectorizes only the leading dtypes of a per-dtype table takes the reference for the rest.
+pub(crate) const fn with_head<T: Copy, const N: usize, const M: usize>(
+    head: [T; N],
+    reference: [T; M],
+) -> [T; M] {
+    let mut out = reference;
+    let mut i = 0;
+    while i < N {
+        out[i] = head[i];
+        i += 1;
+    }
+    out
 }

@@ -4,9 +4,12 @@
 //! Integer results and quantized activations must be identical; f32 outputs must agree
 //! within `TOL * sum of |terms|` (see the module docs of `kernels`).
 
-use super::scalar::{Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES};
+use super::scalar::{
+    Q4_0_BYTES, Q4_1_BYTES, Q4_K_BYTES, Q5_0_BYTES, Q5_1_BYTES, Q5_K_BYTES, Q6_K_BYTES, Q8_0_BYTES,
+};
 use super::*;
 use half::f16;
+use pipit_format::blocks::k_scale_min;
 
 const TOL: f64 = 1e-5;
 
@@ -77,19 +80,30 @@ pub(crate) fn weights(rng: &mut Rng, dtype: DType, rows: usize, cols: usize, s: 
                 c.copy_from_slice(&x.to_le_bytes());
             }
         }
-        DType::Q8_0 | DType::Q4_0 => {
+        _ => {
             for b in v.chunks_exact_mut(bb) {
-                b[..2].copy_from_slice(&scale(rng, s).to_le_bytes());
-            }
-        }
-        DType::Q4_1 => {
-            for b in v.chunks_exact_mut(bb) {
-                b[..2].copy_from_slice(&scale(rng, s).to_le_bytes());
-                b[2..4].copy_from_slice(&scale(rng, s).to_le_bytes());
+                for &o in scale_offsets(dtype) {
+                    b[o..o + 2].copy_from_slice(&scale(rng, s).to_le_bytes());
+                }
             }
         }
     }
     v
+}
+
+/// Byte offsets of the f16 scale fields in one block of a quantized `dtype`.
+fn scale_offsets(dtype: DType) -> &'static [usize] {
+    match dtype {
+        DType::Q8_0 | DType::Q4_0 | DType::Q5_0 => &[0],
+        DType::Q4_1 | DType::Q5_1 | DType::Q4_K | DType::Q5_K => &[0, 2],
+        DType::Q6_K => &[208],
+        DType::F32 | DType::F16 => &[],
+    }
+}
+
+/// `cols` rounded up to whole blocks of `dtype`.
+fn fit(dtype: DType, cols: usize) -> usize {
+    cols.next_multiple_of(dtype.block_elems())
 }
 
 /// Activations of `n` elements in one of several styles.
@@ -127,44 +141,74 @@ fn at_offset(bytes: &[u8], off: usize) -> Vec<u8> {
     v
 }
 
-/// The integer weights of one block (Q8_0: qs, Q4_0: nibble - 8, Q4_1: nibble).
-fn int_weights(dtype: DType, b: &[u8]) -> [i32; 32] {
+/// Sub-block `j` (32 weights) of block `b`, decoded independently of the kernels:
+/// `(d, w, off)` with the block's f16 scale `d`, the integer weights `w_i` of the module docs,
+/// and the offset `off` each value gets (`m` of Q4_1/Q5_1, `-dmin * m_j` of Q4_K/Q5_K).
+fn sub_block(dtype: DType, b: &[u8], j: usize) -> (f64, [i32; 32], f64) {
+    let h = |o: usize| f64::from(scalar::f16_at(b, o));
+    let nib = |qs: &[u8], i: usize| i32::from(if i < 16 { qs[i] & 15 } else { qs[i - 16] >> 4 });
+    let bit5 = |o: usize, i: usize| {
+        let qh = u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        ((qh >> i) & 1) as i32 * 16
+    };
     let mut q = [0i32; 32];
+    let (mut d, mut off) = (h(0), 0.0);
     for (i, v) in q.iter_mut().enumerate() {
         *v = match dtype {
             DType::Q8_0 => i32::from(b[2 + i] as i8),
-            DType::Q4_0 | DType::Q4_1 => {
-                let qs = &b[if dtype == DType::Q4_0 { 2 } else { 4 }..];
-                let n = i32::from(if i < 16 { qs[i] & 15 } else { qs[i - 16] >> 4 });
-                if dtype == DType::Q4_0 {
-                    n - 8
+            DType::Q4_0 => nib(&b[2..], i) - 8,
+            DType::Q4_1 => nib(&b[4..], i),
+            DType::Q5_0 => nib(&b[6..], i) + bit5(2, i) - 16,
+            DType::Q5_1 => nib(&b[8..], i) + bit5(4, i),
+            DType::Q4_K | DType::Q5_K => {
+                let (sc, _) = k_scale_min(&b[4..16], j);
+                let qs = if dtype == DType::Q5_K {
+                    &b[48..]
                 } else {
-                    n
+                    &b[16..]
+                };
+                let mut n = i32::from((qs[32 * (j / 2) + i] >> (4 * (j % 2))) & 15);
+                if dtype == DType::Q5_K {
+                    n += i32::from((b[16 + i] >> j) & 1) * 16;
                 }
+                i32::from(sc) * n
             }
-            _ => unreachable!(),
+            DType::Q6_K => {
+                let e = 32 * j + i;
+                let (hh, k, l) = (e / 128, (e % 128) / 32, e % 32);
+                let low = (b[64 * hh + 32 * (k & 1) + l] >> (4 * (k / 2))) & 15;
+                let high = (b[128 + 32 * hh + l] >> (2 * k)) & 3;
+                i32::from(b[192 + e / 16] as i8) * (i32::from(low | (high << 4)) - 32)
+            }
+            DType::F32 | DType::F16 => unreachable!(),
         };
     }
-    q
+    match dtype {
+        DType::Q4_1 | DType::Q5_1 => off = h(2),
+        DType::Q4_K | DType::Q5_K => off = -h(2) * f64::from(k_scale_min(&b[4..16], j).1),
+        DType::Q6_K => d = h(208),
+        _ => {}
+    }
+    (d, q, off)
 }
 
-/// Sum of |elementwise terms| in f64, `sum_b |d_w d_a| sum_i |w_i a_i|` (+ `|m_w s_a|`):
+/// Sum of |elementwise terms| in f64, `sum_b |d_w d_a| sum_i |w_i a_i|` (+ `|off * s_a|`):
 /// the scale of the rounding error of any summation order.
 fn q8a_magnitude(w: &QMatrix, row: usize, xq: &[BlockQ8A]) -> f64 {
     let rb = w.row_bytes();
     let bb = w.dtype.block_bytes();
+    let subs = w.dtype.block_elems() / 32;
     let wr = &w.data[row * rb..(row + 1) * rb];
     let mut m = 0f64;
-    for (b, a) in wr.chunks_exact(bb).zip(xq) {
-        let d = f64::from(scalar::f16_at(b, 0));
-        let abs: i64 = int_weights(w.dtype, b)
-            .iter()
-            .zip(&a.qs)
-            .map(|(&q, &x)| i64::from(q * i32::from(x)).abs())
-            .sum();
-        m += (d * f64::from(a.d)).abs() * abs as f64;
-        if w.dtype == DType::Q4_1 {
-            m += (f64::from(scalar::f16_at(b, 2)) * f64::from(a.s)).abs();
+    for (b, xs) in wr.chunks_exact(bb).zip(xq.chunks_exact(subs)) {
+        for (j, a) in xs.iter().enumerate() {
+            let (d, iw, off) = sub_block(w.dtype, b, j);
+            let abs: i64 = iw
+                .iter()
+                .zip(&a.qs)
+                .map(|(&q, &x)| i64::from(q * i32::from(x)).abs())
+                .sum();
+            m += (d * f64::from(a.d)).abs() * abs as f64 + (off * f64::from(a.s)).abs();
         }
     }
     m
@@ -186,13 +230,40 @@ fn close(got: f32, want: f32, mag: f64) -> bool {
     (f64::from(got) - f64::from(want)).abs() <= TOL * mag + 1e-35
 }
 
-const QTYPES: [DType; 3] = [DType::Q8_0, DType::Q4_0, DType::Q4_1];
+const QTYPES: [DType; N_QUANT] = DType::QUANTIZED;
 
 #[test]
 fn block_sizes_match_format() {
     assert_eq!(DType::Q8_0.block_bytes(), Q8_0_BYTES);
     assert_eq!(DType::Q4_0.block_bytes(), Q4_0_BYTES);
     assert_eq!(DType::Q4_1.block_bytes(), Q4_1_BYTES);
+    assert_eq!(DType::Q5_0.block_bytes(), Q5_0_BYTES);
+    assert_eq!(DType::Q5_1.block_bytes(), Q5_1_BYTES);
+    assert_eq!(DType::Q4_K.block_bytes(), Q4_K_BYTES);
+    assert_eq!(DType::Q5_K.block_bytes(), Q5_K_BYTES);
+    assert_eq!(DType::Q6_K.block_bytes(), Q6_K_BYTES);
+}
+
+/// The scalar integer sums and f32 terms against the independent decoder of this file.
+#[test]
+fn scalar_isums_match_independent_decoding() {
+    let mut rng = Rng::new(17);
+    for dtype in QTYPES {
+        let cols = fit(dtype, 64);
+        let wb = weights(&mut rng, dtype, 1, cols, Scales::Normal);
+        let w = QMatrix::new(dtype, 1, cols, &wb).unwrap();
+        let mut xq = vec![BlockQ8A::default(); cols / 32];
+        scalar().quantize_act(&acts(&mut rng, cols, 0), &mut xq);
+        let mut got = vec![0; cols / 32];
+        scalar().block_isums(&w, 0, &xq, &mut got);
+        let subs = dtype.block_elems() / 32;
+        for (k, (g, a)) in got.iter().zip(&xq).enumerate() {
+            let b = &wb[(k / subs) * dtype.block_bytes()..];
+            let (_, iw, _) = sub_block(dtype, b, k % subs);
+            let want: i32 = iw.iter().zip(&a.qs).map(|(&q, &x)| q * i32::from(x)).sum();
+            assert_eq!(*g, want, "{dtype} sub-block {k}");
+        }
+    }
 }
 
 #[test]
@@ -221,7 +292,7 @@ fn scalar_matmul_matches_float_math() {
     // The reference itself against f64 math on dequantized weights and activations.
     let mut rng = Rng::new(1);
     for dtype in QTYPES {
-        let (rows, cols) = (5, 96);
+        let (rows, cols) = (5, fit(dtype, 96));
         let wb = weights(&mut rng, dtype, rows, cols, Scales::Normal);
         let w = QMatrix::new(dtype, rows, cols, &wb).unwrap();
         let x = acts(&mut rng, cols, 0);
@@ -333,6 +404,8 @@ fn block_isums_exact() {
     for k in available() {
         for dtype in QTYPES {
             for nb in [1, 2, 3, 4, 7, 16, 17, 19, 22, 35] {
+                let unit = dtype.block_elems();
+                let nb = nb * unit / 32;
                 let wb = weights(&mut rng, dtype, 2, nb * 32, Scales::Normal);
                 let mut wb2 = wb.clone();
                 if dtype == DType::Q8_0 {
@@ -414,13 +487,22 @@ fn matmul_q8a_tails() {
     for dtype in QTYPES {
         for rows in 1..=9 {
             for n_tok in (1..=9).chain([17, 64]) {
-                let cols = 32 * (1 + rng.below(5));
+                let cols = dtype.block_elems() * (1 + rng.below(5));
                 let off = rng.below(3);
                 check_q8a_shape(&mut rng, dtype, rows, cols, n_tok, Scales::Normal, 0, off);
             }
         }
         for nb in 1..=12 {
-            check_q8a_shape(&mut rng, dtype, 5, nb * 32, 3, Scales::Normal, 0, 1);
+            check_q8a_shape(
+                &mut rng,
+                dtype,
+                5,
+                nb * dtype.block_elems(),
+                3,
+                Scales::Normal,
+                0,
+                1,
+            );
         }
     }
 }
@@ -431,7 +513,7 @@ fn matmul_q8a_extremes() {
     for dtype in QTYPES {
         for s in [Scales::Zero, Scales::Huge, Scales::Subnormal, Scales::Mixed] {
             for style in 0..7 {
-                check_q8a_shape(&mut rng, dtype, 6, 160, 11, s, style, 1);
+                check_q8a_shape(&mut rng, dtype, 6, fit(dtype, 160), 11, s, style, 1);
             }
         }
     }
@@ -441,9 +523,9 @@ fn matmul_q8a_extremes() {
 fn matmul_q8a_random_shapes() {
     let mut rng = Rng::new(6);
     for _ in 0..40 {
-        let dtype = QTYPES[rng.below(3)];
+        let dtype = QTYPES[rng.below(QTYPES.len())];
         let rows = 1 + rng.below(40);
-        let cols = 32 * (1 + rng.below(20));
+        let cols = fit(dtype, 32 * (1 + rng.below(20)));
         let n_tok = 1 + rng.below(20);
         let off = rng.below(4);
         check_q8a_shape(&mut rng, dtype, rows, cols, n_tok, Scales::Normal, 0, off);
@@ -456,7 +538,16 @@ fn matmul_q8a_large_shapes() {
     let mut rng = Rng::new(13);
     for dtype in QTYPES {
         check_q8a_shape(&mut rng, dtype, 150, 256, 6, Scales::Normal, 0, 1);
-        check_q8a_shape(&mut rng, dtype, 131, 352, 23, Scales::Normal, 0, 3);
+        check_q8a_shape(
+            &mut rng,
+            dtype,
+            131,
+            fit(dtype, 352),
+            23,
+            Scales::Normal,
+            0,
+            3,
+        );
         // Rows of whole 16-block groups plus every tail (quads, a pair, a single block), with
         // every token-tile size.
         for (cols, n_tok) in [
@@ -467,14 +558,32 @@ fn matmul_q8a_large_shapes() {
             (640, 2),
             (1536, 17),
         ] {
-            check_q8a_shape(&mut rng, dtype, 7, cols, n_tok, Scales::Normal, 0, 1);
+            check_q8a_shape(
+                &mut rng,
+                dtype,
+                7,
+                fit(dtype, cols),
+                n_tok,
+                Scales::Normal,
+                0,
+                1,
+            );
         }
         for s in [Scales::Zero, Scales::Huge, Scales::Subnormal, Scales::Mixed] {
             for style in 0..7 {
-                check_q8a_shape(&mut rng, dtype, 3, 544, 9, s, style, 2);
+                check_q8a_shape(&mut rng, dtype, 3, fit(dtype, 544), 9, s, style, 2);
             }
         }
-        check_q8a_shape(&mut rng, dtype, 9, 4096 + 160, 5, Scales::Normal, 0, 0);
+        check_q8a_shape(
+            &mut rng,
+            dtype,
+            9,
+            fit(dtype, 4096 + 160),
+            5,
+            Scales::Normal,
+            0,
+            0,
+        );
         check_q8a_shape(&mut rng, dtype, 5, 4096, 2, Scales::Normal, 0, 0);
     }
 }
@@ -483,10 +592,11 @@ fn matmul_q8a_large_shapes() {
 fn matmul_q8a_row_subranges_and_zero_sizes() {
     let mut rng = Rng::new(7);
     for dtype in QTYPES {
-        let (rows, cols, n_tok) = (13, 64, 3);
+        let (rows, cols, n_tok) = (13, fit(dtype, 64), 3);
+        let nb = cols / 32;
         let wb = weights(&mut rng, dtype, rows, cols, Scales::Normal);
         let w = QMatrix::new(dtype, rows, cols, &wb).unwrap();
-        let mut xq = vec![BlockQ8A::default(); n_tok * 2];
+        let mut xq = vec![BlockQ8A::default(); n_tok * nb];
         scalar().quantize_act(&acts(&mut rng, n_tok * cols, 0), &mut xq);
         let mut full = vec![0f32; n_tok * rows];
         scalar().matmul_q8a(&w, &xq, n_tok, &mut full, rows, 0..rows);
@@ -498,7 +608,7 @@ fn matmul_q8a_row_subranges_and_zero_sizes() {
                     for r in 0..rows {
                         let g = got[t * rows + r];
                         if range.contains(&r) {
-                            let mag = q8a_magnitude(&w, r, &xq[t * 2..t * 2 + 2]);
+                            let mag = q8a_magnitude(&w, r, &xq[t * nb..(t + 1) * nb]);
                             assert!(
                                 close(g, full[t * rows + r], mag),
                                 "{} {dtype} {range:?}",
@@ -567,60 +677,14 @@ fn matmul_f32_all_dtypes() {
                 let cols = if unit == 1 {
                     1 + rng.below(80)
                 } else {
-                    32 * (1 + rng.below(4))
+                    unit * (1 + rng.below(4))
                 };
                 let off = rng.below(4);
                 check_f32_shape(&mut rng, dtype, rows, cols, n_tok, Scales::Normal, off);
             }
         }
         for s in [Scales::Zero, Scales::Huge, Scales::Subnormal, Scales::Mixed] {
-            check_f32_shape(&mut rng, dtype, 5, 64, 3, s, 1);
-        }
-    }
-}
-
-#[test]
-fn dot_f32_lengths() {
-    let mut rng = Rng::new(9);
-    for k in available() {
-        for n in (0..=70).chain([127, 128, 129, 1000]) {
-            let a = acts(&mut rng, n + 1, 0);
-            let b = acts(&mut rng, n, 5);
-            let (a, b) = (&a[1..], &b[..]);
-            let want = scalar().dot_f32(a, b);
-            let got = k.dot_f32(a, b);
-            let mag: f64 = a
-                .iter()
-                .zip(b)
-                .map(|(&x, &y)| (f64::from(x) * f64::from(y)).abs())
-                .sum();
-            assert!(close(got, want, mag), "{} n={n}: {got} vs {want}", k.name);
-        }
-    }
-}
-
-#[test]
-fn axpy_lengths() {
-    let mut rng = Rng::new(12);
-    for k in available() {
-        for n in (0..=40).chain([63, 64, 65, 200]) {
-            let x = acts(&mut rng, n + 1, 0);
-            let y0 = acts(&mut rng, n, 5);
-            let a = rng.f() * 4.0;
-            let mut want = y0.clone();
-            let mut got = y0.clone();
-            scalar().axpy(a, &x[1..], &mut want);
-            k.axpy(a, &x[1..], &mut got);
-            for i in 0..n {
-                let mag = f64::from(y0[i]).abs() + (f64::from(a) * f64::from(x[1 + i])).abs();
-                assert!(
-                    close(got[i], want[i], mag),
-                    "{} n={n} i={i}: {} vs {}",
-                    k.name,
-                    got[i],
-                    want[i]
-                );
-            }
+            check_f32_shape(&mut rng, dtype, 5, fit(dtype, 64), 3, s, 1);
         }
     }
 }
@@ -638,6 +702,7 @@ fn dequant_row_bit_identical() {
                 Scales::Mixed,
             ] {
                 for cols in [32, 64, 96, 160, 32 * 17] {
+                    let cols = fit(dtype, cols);
                     let wb = at_offset(&weights(&mut rng, dtype, 3, cols, s), 1);
                     let w = QMatrix::new(dtype, 3, cols, &wb[1..]).unwrap();
                     for row in 0..3 {
@@ -665,7 +730,7 @@ fn parallel_matmuls_equal_serial() {
         for k in available() {
             for dtype in DType::ALL {
                 for (rows, n_tok) in [(1, 1), (7, 2), (100, 1), (257, 5)] {
-                    let cols = 96;
+                    let cols = fit(dtype, 96);
                     let wb = weights(&mut rng, dtype, rows, cols, Scales::Normal);
                     let w = QMatrix::new(dtype, rows, cols, &wb).unwrap();
                     let x = acts(&mut rng, n_tok * cols, 0);
@@ -675,7 +740,7 @@ fn parallel_matmuls_equal_serial() {
                     k.matmul_f32_par(&pool, &w, &x, n_tok, &mut b, rows);
                     assert_eq!(a, b, "{} f32 x {dtype} threads={n_threads}", k.name);
                     if dtype.is_quantized() {
-                        let mut xq = vec![BlockQ8A::default(); n_tok * 3];
+                        let mut xq = vec![BlockQ8A::default(); n_tok * cols / 32];
                         k.quantize_act(&x, &mut xq);
                         k.matmul_q8a(&w, &xq, n_tok, &mut a, rows, 0..rows);
                         k.matmul_q8a_par(&pool, &w, &xq, n_tok, &mut b, rows);
@@ -762,6 +827,7 @@ fn matmul_results_do_not_depend_on_batch_or_rows() {
                 (3, 1536, 10),
                 (9, 4096 + 160, 5),
             ] {
+                let cols = fit(dtype, cols);
                 let wb = weights(&mut rng, dtype, rows, cols, Scales::Normal);
                 let w = QMatrix::new(dtype, rows, cols, &wb).unwrap();
                 let x = acts(&mut rng, n_tok * cols, 0);

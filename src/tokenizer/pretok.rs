@@ -17,6 +17,8 @@ pub(crate) enum PreTokenizer {
     /// Llama 3's pattern (`llama3`, `llama-bpe`, `dbrx`, `smaug-bpe`); merges ignored for
     /// words that are whole tokens.
     Llama3,
+    /// Qwen 2's pattern (`qwen2`, `deepseek-r1-qwen`): Llama 3's with single digits.
+    Qwen2,
     /// llama.cpp's fallback for BPE vocabularies (`default`).
     Default,
 }
@@ -30,6 +32,8 @@ enum Stage {
     Gpt2,
     /// `(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`
     Llama3,
+    /// `(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`
+    Qwen2,
     /// `[\p{P}\$\+<=>\^`\|]+`
     PunctRuns,
     /// `\p{N}+`
@@ -48,6 +52,7 @@ impl PreTokenizer {
             "llama3" | "llama-v3" | "llama-bpe" | "dbrx" | "smaug-bpe" | "falcon3" | "pixtral" => {
                 Self::Llama3
             }
+            "qwen2" | "deepseek-r1-qwen" => Self::Qwen2,
             "default" | "" => Self::Default,
             _ => return None,
         })
@@ -63,6 +68,7 @@ impl PreTokenizer {
             Self::Gpt2 => &[Stage::Gpt2],
             Self::Smollm => &[Stage::EachNumber, Stage::Gpt2],
             Self::Llama3 => &[Stage::Llama3],
+            Self::Qwen2 => &[Stage::Qwen2],
             Self::Default => &[
                 Stage::PunctRuns,
                 Stage::Gpt2,
@@ -160,7 +166,8 @@ impl Splitter<'_> {
         match stage {
             Stage::EachNumber => self.each(start, |f| f & NUMBER != 0),
             Stage::Gpt2 => self.gpt2(start),
-            Stage::Llama3 => self.llama3(start),
+            Stage::Llama3 => self.llama3(start, 3),
+            Stage::Qwen2 => self.llama3(start, 1),
             Stage::PunctRuns => {
                 self.runs(start, |c, f| f & PUNCTUATION != 0 || "$+<=>^`|".contains(c))
             }
@@ -298,8 +305,9 @@ impl Splitter<'_> {
         }
     }
 
-    /// llama.cpp's `unicode_regex_split_custom_llama3`.
-    fn llama3(&mut self, start: usize) {
+    /// llama.cpp's `unicode_regex_split_custom_llama3` (`max_digits` 3) and `_qwen2`
+    /// (`max_digits` 1: `\p{N}` instead of `\p{N}{1,3}`).
+    fn llama3(&mut self, start: usize, max_digits: usize) {
         let mut pos = start;
         while pos < self.end {
             let cpt = self.cps[pos].0;
@@ -321,12 +329,12 @@ impl Splitter<'_> {
                 self.add(pos);
                 continue;
             }
-            // `\p{N}{1,3}`
+            // `\p{N}{1,max_digits}`
             if flags & NUMBER != 0 {
                 let mut ini = pos;
                 while self.fl(pos) & NUMBER != 0 {
                     pos += 1;
-                    if pos - ini >= 3 {
+                    if pos - ini >= max_digits {
                         self.add(pos);
                         ini = pos;
                     }

@@ -192,6 +192,9 @@ impl Tiny {
             ),
             ("model.tied_embeddings".into(), Value::Bool(self.tied)),
         ];
+        if self.biases {
+            m.push(("model.qkv_bias".into(), Value::Bool(true)));
+        }
         if gemma {
             let sliding = (0..self.n_layer).map(|l| u8::from(l % 2 == 0)).collect();
             m.extend([

@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 /// How matrices are stored (`--quant`). 1-D tensors (norms, biases) are always F32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Quant {
-    /// The nearest pipit type: Q4_0, Q4_1, Q8_0 and F16 copied losslessly; F32 and BF16 as
-    /// F32; every other type (K-quants, Q5_0, Q5_1, ...) requantized to Q8_0.
+    /// The nearest pipit type: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K and F16
+    /// copied losslessly; F32 and BF16 as F32; every other type (Q2_K, Q3_K, Q8_K)
+    /// requantized to Q8_0.
     Keep,
     /// Every matrix as Q4_1.
     Q4,
@@ -22,6 +23,62 @@ pub enum Quant {
     Q4_0,
     /// Every matrix as Q8_0.
     Q8,
+    /// llama.cpp's Q4_K_M mix: Q4_K, with Q6_K for the output head (and a tied embedding)
+    /// and for attn_v and ffn_down of the layers [`more_bits`] picks; see [`k_mix`].
+    Q4KM,
+    /// llama.cpp's Q5_K_M mix: as [`Quant::Q4KM`] with Q5_K as the base type.
+    Q5KM,
+    /// Every matrix as Q6_K (with the width fallback of [`k_mix`]).
+    Q6K,
+}
+
+impl Quant {
+    /// The base type of a K-quant mix, `None` for the other modes.
+    fn k_base(self) -> Option<DType> {
+        match self {
+            Quant::Q4KM => Some(DType::Q4_K),
+            Quant::Q5KM => Some(DType::Q5_K),
+            Quant::Q6K => Some(DType::Q6_K),
+            Quant::Keep | Quant::Q4 | Quant::Q4_0 | Quant::Q8 => None,
+        }
+    }
+}
+
+/// Whether layer `l` of `n` gets more bits in the K-quant mixes: the first and last eighth
+/// of the layers, and every third layer in between (the rule of llama.cpp's
+/// `llama_tensor_get_type`, which these mixes reproduce so that sizes and quality compare).
+fn more_bits(l: u64, n: u64) -> bool {
+    l < n / 8 || l >= 7 * n / 8 || (l >= n / 8 && (l - n / 8) % 3 == 2)
+}
+
+/// The layer index of a `blk.L.*` tensor name.
+fn layer_of(name: &str) -> Option<u64> {
+    name.strip_prefix("blk.")?.split('.').next()?.parse().ok()
+}
+
+/// The dtype of matrix `name` (`cols` wide) in the K-quant mix with base type `base`, for a
+/// model of `n_layer` layers whose output head is the embedding when `tied`:
+/// - the output head, or the embedding when tied, is Q6_K;
+/// - with a Q4_K or Q5_K base, attn_v and ffn_down of the layers [`more_bits`] picks are
+///   Q6_K;
+/// - everything else is `base`;
+/// - then rows that are not whole 256-value blocks fall back to the 32-value type of about
+///   the same size: Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0.
+pub fn k_mix(base: DType, name: &str, cols: u64, n_layer: u64, tied: bool) -> DType {
+    let head = name == "output" || (tied && name == "token_embd");
+    let kind = name.rsplit('.').next().unwrap_or(name);
+    let bumped = base != DType::Q6_K
+        && matches!(kind, "attn_v" | "ffn_down")
+        && layer_of(name).is_some_and(|l| more_bits(l, n_layer));
+    let dtype = if head || bumped { DType::Q6_K } else { base };
+    if cols % dtype.block_elems() as u64 == 0 {
+        return dtype;
+    }
+    match dtype {
+        DType::Q4_K => DType::Q5_0,
+        DType::Q5_K => DType::Q5_1,
+        _ => DType::Q8_0,
+    }
 }
 
 /// What happened to one tensor.
@@ -128,6 +185,11 @@ fn same_bytes(t: GgmlType) -> Option<DType> {
         GgmlType::Q8_0 => Some(DType::Q8_0),
         GgmlType::Q4_0 => Some(DType::Q4_0),
         GgmlType::Q4_1 => Some(DType::Q4_1),
+        GgmlType::Q5_0 => Some(DType::Q5_0),
+        GgmlType::Q5_1 => Some(DType::Q5_1),
+        GgmlType::Q4K => Some(DType::Q4_K),
+        GgmlType::Q5K => Some(DType::Q5_K),
+        GgmlType::Q6K => Some(DType::Q6_K),
         _ => None,
     }
 }
@@ -145,6 +207,10 @@ pub fn target_dtype(src: GgmlType, shape: &[u64], quant: Quant) -> DType {
         Quant::Q4 => DType::Q4_1,
         Quant::Q4_0 => DType::Q4_0,
         Quant::Q8 => DType::Q8_0,
+        // Without a tensor name the mixes' base type; `write_model` uses `k_mix`.
+        Quant::Q4KM => DType::Q4_K,
+        Quant::Q5KM => DType::Q5_K,
+        Quant::Q6K => DType::Q6_K,
     };
     let cols = shape.last().copied().unwrap_or(0);
     if wanted.is_quantized() && cols % wanted.block_elems() as u64 != 0 {
@@ -331,9 +397,21 @@ pub fn write_model(
         w.set(k, v.clone());
     }
     let n = tensors.len();
+    let meta_err = |e| ConvertError::Format {
+        context: "metadata".into(),
+        source: e,
+    };
+    let n_layer = meta.get_u32("model.n_layer").map_err(meta_err)?;
+    let tied = meta.get_bool("model.tied_embeddings").map_err(meta_err)?;
     let mut reports = Vec::with_capacity(n);
     for (i, t) in tensors.iter().enumerate() {
-        let dtype = target_dtype(t.ggml_type, &t.shape, quant);
+        let cols = t.shape.last().copied().unwrap_or(0);
+        let dtype = match quant.k_base() {
+            Some(base) if t.shape.len() >= 2 => {
+                k_mix(base, &t.name, cols, u64::from(n_layer), tied)
+            }
+            _ => target_dtype(t.ggml_type, &t.shape, quant),
+        };
         let (data, r) = convert_tensor(t, dtype)?;
         let how = if r.copied {
             "copied".to_string()

@@ -1,36 +1,40 @@
 //! GGUF -> [`Source`]: metadata keys of SPEC.md from the GGUF keys, tensors renamed.
 //!
-//! Rules (see also the `--help` text):
-//! - `general.architecture`: `llama` -> llama (q/k rows are stored permuted for adjacent-pair
-//!   RoPE: `rope_pairs = adjacent`); `qwen2` -> llama with `rope_pairs = half` (llama.cpp
-//!   stores Qwen2 unpermuted, NEOX RoPE); `gemma3` -> gemma3, `half`.
+//! Rules (see also the `--help` text). Everything about an architecture comes from its
+//! entry in [`pipit_format::arch::FAMILIES`]:
+//! - `general.architecture` is kept (`llama`, `qwen2`, `qwen3`, `phi3`, `gemma2`, `gemma3`);
+//!   `rope_pairs` is the family's GGUF layout (`llama` q/k rows are stored permuted for
+//!   adjacent pairs; the others are NEOX, `half`).
 //! - `head_dim` = `{arch}.attention.key_length`, else `d_model / n_head`; `rope_dim` =
 //!   `{arch}.rope.dimension_count`, else `head_dim`.
-//! - gemma3: `layer_sliding[i] = (i + 1) % 6 != 0` (or the period in
-//!   `gemma3.attention.sliding_window_pattern`), `rope_theta_local` = `{arch}.rope.freq_base_swa`
-//!   or 10000, `embed_scale = sqrt(d_model)`, `attn_scale = 1/sqrt(query_pre_attn_scalar)`
-//!   where query_pre_attn_scalar is `head_dim`, except for the 27B model (62 layers) where it
-//!   is `d_model / n_head` (llama.cpp's rule; GGUF does not store it), activation `gelu_tanh`.
+//! - Features: `qkv_bias` (llama: whether the bias tensors are there), `qk_norm` and
+//!   `post_norms` as the family has them.
+//! - RoPE scaling: a `rope_freqs` tensor is Llama 3's per-pair factors (`llama3`,
+//!   `model.rope_factors`); `rope_factors_short`/`_long` tensors are Phi-3's LongRoPE
+//!   (`longrope`, with `rope.scaling.original_context_length` and
+//!   `rope.scaling.attn_factor`, default 1); else `rope.scaling.type` linear or none.
+//! - Fused tensors (phi3): `attn_qkv` is split into `attn_q`, `attn_k`, `attn_v` and
+//!   `ffn_up` (2 * d_ff rows) into `ffn_gate` (first half) and `ffn_up`.
+//! - Sliding windows: `{arch}.attention.sliding_window_pattern` (an array of flags, or a
+//!   period), else the family's pattern; the window is `{arch}.attention.sliding_window`.
+//! - gemma: `rope_theta_local` = `{arch}.rope.freq_base_swa` (gemma3: 10000, gemma2: the
+//!   global base), `embed_scale = sqrt(d_model)`, `attn_scale = 1/sqrt(query_pre_attn_scalar)`
+//!   by the family's rule, soft-caps from `{arch}.attn_logit_softcapping` and
+//!   `{arch}.final_logit_softcapping`.
 //! - Tokenizer: `tokenizer.ggml.model` `gpt2` -> `bpe`, `llama` -> `spm`; `add_bos` defaults
 //!   to true for spm and false for bpe, `add_space_prefix` likewise.
 //! - Tensor names: `.weight` dropped, `.bias` -> `_bias`; shapes reversed (GGUF dims are
 //!   innermost first).
+//!
+//! Every value is validated by the runtime's rules ([`crate::source::validate`]) before
+//! anything is sized by it.
 
 use crate::error::{ConvertError, Result};
-use crate::gguf::{Array, Gguf, GgufError};
-use crate::source::{eot_ids, gemma3_layer_sliding, special_id, Source, SrcTensor};
+use crate::gguf::{Array, GgmlType, Gguf, GgufError, TensorInfo as GgufTensor};
+use crate::source::{eot_ids, input_error, special_id, split_rows, validate, Source, SrcTensor};
+use pipit_format::arch::{check_layer_count, Activation, Family, Feature, RopePairs};
 use pipit_format::{Metadata, Value};
 use std::borrow::Cow;
-
-/// Which GGUF architectures map to which pipit architecture and RoPE pair convention.
-fn arch_map(arch: &str) -> Option<(&'static str, &'static str)> {
-    match arch {
-        "llama" => Some(("llama", "adjacent")),
-        "qwen2" => Some(("llama", "half")),
-        "gemma3" => Some(("gemma3", "half")),
-        _ => None,
-    }
-}
 
 fn req<T>(v: std::result::Result<Option<T>, GgufError>, key: &str) -> Result<T> {
     v?.ok_or_else(|| ConvertError::MissingKey {
@@ -49,26 +53,32 @@ fn positive(key: &str, v: u32) -> Result<u32> {
     Ok(v)
 }
 
+/// The values of a 1-D F32 tensor (RoPE factors).
+fn f32_values(g: &Gguf, t: &GgufTensor) -> Result<Vec<f32>> {
+    if t.ggml_type != GgmlType::F32 || t.dims.len() != 1 {
+        return Err(ConvertError::Unsupported {
+            what: format!("tensor {:?}: RoPE factors must be a 1-D F32 tensor", t.name),
+        });
+    }
+    Ok(g.data(t)
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect())
+}
+
 /// Builds the source model from a parsed GGUF file. `file_name` goes into `general.source`.
 pub fn build<'a>(g: &Gguf<'a>, file_name: &str) -> Result<Source<'a>> {
     let arch = req(g.get_str("general.architecture"), "general.architecture")?;
-    let (pipit_arch, rope_pairs) =
-        arch_map(arch).ok_or_else(|| ConvertError::UnknownArchitecture {
-            found: arch.to_string(),
-        })?;
-    let gemma = pipit_arch == "gemma3";
+    let fam = Family::by_name(arch).ok_or_else(|| ConvertError::UnknownArchitecture {
+        found: arch.to_string(),
+    })?;
     let k = |s: &str| format!("{arch}.{s}");
     let u = |s: &str| -> Result<u32> { positive(&k(s), req(g.get_u32(&k(s)), &k(s))?) };
 
     let n_layer = u("block_count")?;
-    // Each block has at least 9 tensors: a larger count is a lie, refused before it sizes anything.
-    if u64::from(n_layer) * 9 > g.tensors.len() as u64 {
-        return Err(ConvertError::BadValue {
-            key: k("block_count"),
-            value: n_layer.to_string(),
-            reason: format!("the file has only {} tensors", g.tensors.len()),
-        });
-    }
+    // A layer count the tensors cannot hold is a lie, refused before it sizes anything.
+    check_layer_count(fam, n_layer as usize, g.tensors.len(), &k("block_count"))
+        .map_err(input_error)?;
     let d_model = u("embedding_length")?;
     let n_head = u("attention.head_count")?;
     let n_kv_head = positive(
@@ -96,13 +106,6 @@ pub fn build<'a>(g: &Gguf<'a>, file_name: &str) -> Result<Source<'a>> {
             });
         }
     }
-    if n_head % n_kv_head != 0 {
-        return Err(ConvertError::BadValue {
-            key: k("attention.head_count_kv"),
-            value: n_kv_head.to_string(),
-            reason: format!("does not divide head_count {n_head}"),
-        });
-    }
     let d_ff = u("feed_forward_length")?;
     let n_ctx = u("context_length")?;
     let norm_eps = req(
@@ -111,14 +114,6 @@ pub fn build<'a>(g: &Gguf<'a>, file_name: &str) -> Result<Source<'a>> {
     )?;
     let rope_theta = g.get_f32(&k("rope.freq_base"))?.unwrap_or(10000.0);
     let rope_dim = g.get_u32(&k("rope.dimension_count"))?.unwrap_or(head_dim);
-    if rope_dim > head_dim || rope_dim % 2 != 0 {
-        return Err(ConvertError::BadValue {
-            key: k("rope.dimension_count"),
-            value: rope_dim.to_string(),
-            reason: format!("must be even and at most head_dim {head_dim}"),
-        });
-    }
-    let (rope_scaling, rope_scale) = rope_scaling(g, &k)?;
 
     let token_embd = g
         .tensor("token_embd.weight")
@@ -140,9 +135,15 @@ pub fn build<'a>(g: &Gguf<'a>, file_name: &str) -> Result<Source<'a>> {
         }
     };
     let tied = g.tensor("output.weight").is_none();
+    let has = |suffix: &str| g.tensors.iter().any(|t| t.name.ends_with(suffix));
+    let feature = |f: Feature, present: bool| match f {
+        Feature::No => false,
+        Feature::Yes => true,
+        Feature::Optional => present,
+    };
 
     let mut m = Metadata::new();
-    m.set("general.architecture", Value::Str(pipit_arch.into()));
+    m.set("general.architecture", Value::Str(fam.name.into()));
     m.set(
         "general.name",
         Value::Str(g.get_str("general.name")?.unwrap_or("").to_string()),
@@ -159,54 +160,77 @@ pub fn build<'a>(g: &Gguf<'a>, file_name: &str) -> Result<Source<'a>> {
     m.set("model.norm_eps", Value::F32(norm_eps));
     m.set("model.rope_theta", Value::F32(rope_theta));
     m.set("model.rope_dim", Value::U32(rope_dim));
-    m.set("model.rope_scaling", Value::Str(rope_scaling.into()));
-    m.set("model.rope_scale", Value::F32(rope_scale));
-    m.set("model.rope_pairs", Value::Str(rope_pairs.into()));
+    rope_scaling(g, &k, &mut m)?;
+    let pairs = match fam.gguf_rope_pairs {
+        RopePairs::Adjacent => "adjacent",
+        RopePairs::Half => "half",
+    };
+    m.set("model.rope_pairs", Value::Str(pairs.into()));
     m.set("model.tied_embeddings", Value::Bool(tied));
-    if gemma {
-        let window = u("attention.sliding_window")?;
-        let layers = gemma3_sliding(g, &k, n_layer)?;
-        let qpas = if n_layer == 62 {
-            d_model / n_head
-        } else {
-            head_dim
-        };
-        m.set("model.activation", Value::Str("gelu_tanh".into()));
-        m.set(
-            "model.rope_theta_local",
-            Value::F32(g.get_f32(&k("rope.freq_base_swa"))?.unwrap_or(10000.0)),
-        );
-        m.set("model.sliding_window", Value::U32(window));
-        m.set("model.layer_sliding", Value::ArrU8(layers));
-        m.set("model.embed_scale", Value::F32((d_model as f32).sqrt()));
-        m.set("model.attn_scale", Value::F32(1.0 / (qpas as f32).sqrt()));
+    m.set(
+        "model.qkv_bias",
+        Value::Bool(feature(fam.qkv_bias, has(".attn_q.bias"))),
+    );
+    m.set(
+        "model.qk_norm",
+        Value::Bool(feature(fam.qk_norm, has(".attn_q_norm.weight"))),
+    );
+    m.set(
+        "model.post_norms",
+        Value::Bool(feature(fam.post_norms, has(".post_attention_norm.weight"))),
+    );
+    let activation = match fam.activation {
+        Activation::Silu => "silu",
+        Activation::GeluTanh => "gelu_tanh",
+    };
+    m.set("model.activation", Value::Str(activation.into()));
+    let layers = sliding_layers(g, &k, fam, n_layer)?;
+    let window = if layers.contains(&1) {
+        u("attention.sliding_window")?
     } else {
-        m.set("model.activation", Value::Str("silu".into()));
-        m.set("model.sliding_window", Value::U32(0));
-        m.set(
-            "model.layer_sliding",
-            Value::ArrU8(vec![0; n_layer as usize]),
-        );
-        m.set("model.embed_scale", Value::F32(1.0));
-        m.set(
-            "model.attn_scale",
-            Value::F32(1.0 / (head_dim as f32).sqrt()),
-        );
+        0
+    };
+    m.set("model.sliding_window", Value::U32(window));
+    m.set("model.layer_sliding", Value::ArrU8(layers));
+    if let Some(b) = g.get_f32(&k("rope.freq_base_swa"))? {
+        m.set("model.rope_theta_local", Value::F32(b));
+    } else if let Some(b) = fam.gguf_rope_theta_local {
+        m.set("model.rope_theta_local", Value::F32(b));
     }
-    if let Some(c) = g.get_f32(&k("final_logit_softcapping"))? {
-        if c != 0.0 {
-            m.set("model.final_logit_softcap", Value::F32(c));
+    m.set(
+        "model.embed_scale",
+        Value::F32(if fam.embed_scale_sqrt_d {
+            (d_model as f32).sqrt()
+        } else {
+            1.0
+        }),
+    );
+    let qpas = match fam.gguf_qpas_d_over_heads_layers {
+        Some(n) if n == n_layer as usize => d_model / n_head,
+        _ => head_dim,
+    };
+    m.set("model.attn_scale", Value::F32(1.0 / (qpas as f32).sqrt()));
+    for (gguf, key) in [
+        ("attn_logit_softcapping", "model.attn_softcap"),
+        ("final_logit_softcapping", "model.final_logit_softcap"),
+    ] {
+        if let Some(c) = g.get_f32(&k(gguf))? {
+            if c != 0.0 {
+                m.set(key, Value::F32(c));
+            }
         }
     }
     tokenizer(g, &mut m, n_vocab as usize)?;
 
+    let q = u64::from(n_head) * u64::from(head_dim);
+    let kv = u64::from(n_kv_head) * u64::from(head_dim);
     let mut tensors = Vec::with_capacity(g.tensors.len());
     for t in &g.tensors {
-        if t.name == "rope_freqs.weight" {
-            return Err(ConvertError::Unsupported {
-                what: "tensor \"rope_freqs.weight\" (Llama 3.1-style RoPE frequency scaling)"
-                    .into(),
-            });
+        if matches!(
+            t.name.as_str(),
+            "rope_freqs.weight" | "rope_factors_long.weight" | "rope_factors_short.weight"
+        ) {
+            continue; // read into the metadata by rope_scaling
         }
         let name = if let Some(base) = t.name.strip_suffix(".weight") {
             base.to_string()
@@ -217,18 +241,72 @@ pub fn build<'a>(g: &Gguf<'a>, file_name: &str) -> Result<Source<'a>> {
                 tensor: t.name.clone(),
             });
         };
-        tensors.push(SrcTensor {
-            name,
+        let src = SrcTensor {
+            name: name.clone(),
             source_name: t.name.clone(),
             shape: t.shape(),
             ggml_type: t.ggml_type,
             data: Cow::Borrowed(g.data(t)),
-        });
+        };
+        let block = name.rsplit_once('.').map(|(b, _)| b.to_string());
+        match (name.rsplit('.').next(), block) {
+            (Some("attn_qkv"), Some(b)) if fam.fused_qkv => tensors.extend(split_rows(
+                &src,
+                &[
+                    &format!("{b}.attn_q"),
+                    &format!("{b}.attn_k"),
+                    &format!("{b}.attn_v"),
+                ],
+                &[q, kv, kv],
+            )?),
+            (Some("ffn_up"), Some(b)) if fam.fused_gate_up => tensors.extend(split_rows(
+                &src,
+                &[&format!("{b}.ffn_gate"), &format!("{b}.ffn_up")],
+                &[u64::from(d_ff), u64::from(d_ff)],
+            )?),
+            _ => tensors.push(src),
+        }
     }
+    validate(&m, tensors.len())?;
     Ok(Source { meta: m, tensors })
 }
 
-fn rope_scaling(g: &Gguf, k: &dyn Fn(&str) -> String) -> Result<(&'static str, f32)> {
+/// Writes `model.rope_scaling` and its parameters: Llama 3's `rope_freqs`, Phi-3's LongRoPE
+/// factor tensors, or the linear factor of the keys.
+fn rope_scaling(g: &Gguf, k: &dyn Fn(&str) -> String, m: &mut Metadata) -> Result<()> {
+    let (short, long) = (
+        g.tensor("rope_factors_short.weight"),
+        g.tensor("rope_factors_long.weight"),
+    );
+    if let Some(t) = g.tensor("rope_freqs.weight") {
+        m.set("model.rope_scaling", Value::Str("llama3".into()));
+        m.set("model.rope_scale", Value::F32(1.0));
+        m.set("model.rope_factors", Value::ArrF32(f32_values(g, t)?));
+        return Ok(());
+    }
+    if let (Some(s), Some(l)) = (short, long) {
+        let ctx_orig = req(
+            g.get_u32(&k("rope.scaling.original_context_length")),
+            &k("rope.scaling.original_context_length"),
+        )?;
+        m.set("model.rope_scaling", Value::Str("longrope".into()));
+        m.set("model.rope_scale", Value::F32(1.0));
+        m.set("model.rope_factors", Value::ArrF32(f32_values(g, s)?));
+        m.set("model.rope_factors_long", Value::ArrF32(f32_values(g, l)?));
+        m.set("model.rope_ctx_orig", Value::U32(ctx_orig));
+        m.set(
+            "model.rope_attn_factor",
+            Value::F32(g.get_f32(&k("rope.scaling.attn_factor"))?.unwrap_or(1.0)),
+        );
+        return Ok(());
+    }
+    let (kind, scale) = linear_scaling(g, k)?;
+    m.set("model.rope_scaling", Value::Str(kind.into()));
+    m.set("model.rope_scale", Value::F32(scale));
+    Ok(())
+}
+
+fn linear_scaling(g: &Gguf, k: &dyn Fn(&str) -> String) -> Result<(&'static str, f32)> {
     let factor = match g.get_f32(&k("rope.scaling.factor"))? {
         Some(f) => Some(f),
         None => g.get_f32(&k("rope.scale_linear"))?,
@@ -260,10 +338,17 @@ fn rope_scaling(g: &Gguf, k: &dyn Fn(&str) -> String) -> Result<(&'static str, f
     }
 }
 
-fn gemma3_sliding(g: &Gguf, k: &dyn Fn(&str) -> String, n_layer: u32) -> Result<Vec<u8>> {
+/// `layer_sliding`: the GGUF's pattern key (an array of flags or a period), else the
+/// family's pattern.
+fn sliding_layers(
+    g: &Gguf,
+    k: &dyn Fn(&str) -> String,
+    fam: &Family,
+    n_layer: u32,
+) -> Result<Vec<u8>> {
     let key = k("attention.sliding_window_pattern");
     match g.get(&key) {
-        None => Ok(gemma3_layer_sliding(n_layer, 6)),
+        None => Ok(fam.layer_sliding(n_layer as usize)),
         Some(crate::gguf::Value::Array(a)) => {
             let v = a
                 .to_i64s()
@@ -275,7 +360,12 @@ fn gemma3_sliding(g: &Gguf, k: &dyn Fn(&str) -> String, n_layer: u32) -> Result<
                     reason: format!("expected {n_layer} flags of 0 or 1"),
                 })
         }
-        Some(_) => Ok(gemma3_layer_sliding(n_layer, g.get_u32(&key)?.unwrap_or(6))),
+        Some(_) => {
+            let period = g.get_u32(&key)?.unwrap_or(0);
+            Ok((0..n_layer)
+                .map(|i| u8::from(period == 0 || (i + 1) % period != 0))
+                .collect())
+        }
     }
 }
 

@@ -1,13 +1,19 @@
 //! Hugging Face model directory -> [`Source`].
 //!
-//! Reads `config.json` (model_type `llama`, `mistral` or `qwen2`), every `*.safetensors` file
+//! Reads `config.json` (model_type `llama`, `mistral`, `qwen2`, `qwen3` or `phi3`: the
+//! families of [`pipit_format::arch::FAMILIES`] but gemma's), every `*.safetensors` file
 //! (F32, F16, BF16), `tokenizer.json` and, if present, `tokenizer_config.json` and
 //! `chat_template.jinja`.
 //!
 //! Rules:
-//! - RoPE: q/k projection rows (and q/k biases) are permuted from Hugging Face's split-half
-//!   layout to the adjacent-pair layout GGUF uses, and `model.rope_pairs = adjacent`: a
-//!   directory and the GGUF made from the same checkpoint give identical tensors.
+//! - The family ([`Family::by_hf_type`]) decides the rest, so that a directory and the GGUF
+//!   llama.cpp makes from the same checkpoint give identical tensors: for `llama` (and
+//!   mistral) q/k projection rows (and q/k biases) are permuted from Hugging Face's
+//!   split-half layout to the adjacent-pair layout GGUF uses (`model.rope_pairs = adjacent`);
+//!   the other families keep split halves (`half`). Fused `qkv_proj` / `gate_up_proj`
+//!   (phi3) are split; `q_norm`/`k_norm` (qwen3) are kept.
+//! - RoPE scaling: linear, Llama 3 (the per-pair factors computed from config.json's
+//!   parameters) or LongRoPE (see `hf_rope_scaling`); `partial_rotary_factor` sets rope_dim.
 //! - Tokenizer kind: a BPE model with a `ByteLevel` pre-tokenizer or decoder is `bpe`; a BPE
 //!   model with `byte_fallback` is `spm` (Llama 2 / Mistral / TinyLlama style); anything else
 //!   is refused. spm scores are derived from the merges: the token a merge of rank r
@@ -17,7 +23,7 @@
 //!   user-defined (4); for spm, `<0xXX>` tokens are byte (6) and the model's unk token is
 //!   unknown (2); ids without a token (vocabulary padding up to the embedding rows) become
 //!   `[PAD<id>]`, unused (5); everything else is normal (1).
-//! - `tokenizer.pre` (bpe): `qwen2` for model_type qwen2; `llama3` when a Split
+//! - `tokenizer.pre` (bpe): `qwen2` for model_type qwen2 and qwen3; `llama3` when a Split
 //!   pre-tokenizer's regex groups digits by `\p{N}{1,3}`; `smollm` for a `Digits`
 //!   (individual_digits) + `ByteLevel` sequence (SmolLM2 / StarCoder); `gpt-2` for a lone
 //!   regex-splitting `ByteLevel`; else `default`. spm: `default`.
@@ -30,8 +36,11 @@
 
 use crate::error::{ConvertError, Result};
 use crate::gguf::GgmlType;
-use crate::source::{eot_ids, half_to_adjacent, special_id, Source, SrcTensor};
+use crate::source::{
+    eot_ids, half_to_adjacent, input_error, special_id, split_rows, validate, Source, SrcTensor,
+};
 use memmap2::Mmap;
+use pipit_format::arch::{check_layer_count, Family, Feature, RopePairs};
 use pipit_format::{Metadata, Value};
 use serde_json::Value as J;
 use std::borrow::Cow;
@@ -156,7 +165,12 @@ impl HfDir {
             j: &self.config,
             file: &cfg_path,
         };
-        let model_type = arch_of(&self.config, &cfg_path)?;
+        let fam = arch_of(&self.config, &cfg_path)?;
+        let model_type = self
+            .config
+            .get("model_type")
+            .and_then(J::as_str)
+            .unwrap_or("");
 
         let n_layer = cfg.u32("num_hidden_layers")?;
         let d_model = cfg.u32("hidden_size")?;
@@ -189,7 +203,6 @@ impl HfDir {
                 what: format!("{}: hidden_act = {act:?} (only silu)", cfg_path.display()),
             });
         }
-        let (rope_scaling, rope_scale) = hf_rope_scaling(&cfg)?;
 
         // Tensors: the embedding's rows give n_vocab.
         let mut raw: HashMap<String, SrcTensor<'_>> = HashMap::new();
@@ -273,6 +286,7 @@ impl HfDir {
                 ));
             }
         }
+        let d_ff = cfg.u32("intermediate_size")?;
         let tied = match cfg.opt_bool("tie_word_embeddings")? {
             Some(true) => {
                 raw.remove("output");
@@ -285,7 +299,23 @@ impl HfDir {
             }
             _ => !raw.contains_key("output"),
         };
+        // A layer count the tensors cannot hold is refused before it sizes anything.
+        check_layer_count(fam, n_layer as usize, raw.len(), "num_hidden_layers")
+            .map_err(input_error)?;
         let (window, layers) = sliding(&cfg, model_type, n_layer)?;
+        let feature = |f: Feature, present: bool| match f {
+            Feature::No => false,
+            Feature::Yes => true,
+            Feature::Optional => present,
+        };
+        let has = |suffix: &str| raw.keys().any(|n| n.ends_with(suffix));
+        let qkv_bias = feature(fam.qkv_bias, has(".attn_q_bias"));
+        let qk_norm = feature(fam.qk_norm, has(".attn_q_norm"));
+        let rope_dim = match cfg.opt_f32("partial_rotary_factor")? {
+            Some(f) => ((head_dim as f32 * f) as u32) & !1,
+            None => head_dim,
+        };
+        let rope_theta = cfg.opt_f32("rope_theta")?.unwrap_or(10000.0);
 
         let mut m = Metadata::new();
         let name = self
@@ -293,7 +323,7 @@ impl HfDir {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        m.set("general.architecture", Value::Str("llama".into()));
+        m.set("general.architecture", Value::Str(fam.name.into()));
         m.set("general.name", Value::Str(name.clone()));
         m.set("general.source", Value::Str(format!("hf:{name}")));
         m.set("model.n_layer", Value::U32(n_layer));
@@ -301,22 +331,28 @@ impl HfDir {
         m.set("model.n_head", Value::U32(n_head));
         m.set("model.n_kv_head", Value::U32(n_kv_head));
         m.set("model.head_dim", Value::U32(head_dim));
-        m.set("model.d_ff", Value::U32(cfg.u32("intermediate_size")?));
+        m.set("model.d_ff", Value::U32(d_ff));
         m.set("model.n_vocab", Value::U32(n_vocab));
         m.set(
             "model.n_ctx_train",
             Value::U32(cfg.u32("max_position_embeddings")?),
         );
         m.set("model.norm_eps", Value::F32(cfg.f32("rms_norm_eps")?));
-        m.set(
-            "model.rope_theta",
-            Value::F32(cfg.opt_f32("rope_theta")?.unwrap_or(10000.0)),
-        );
-        m.set("model.rope_dim", Value::U32(head_dim));
-        m.set("model.rope_scaling", Value::Str(rope_scaling.into()));
-        m.set("model.rope_scale", Value::F32(rope_scale));
-        m.set("model.rope_pairs", Value::Str("adjacent".into()));
+        m.set("model.rope_theta", Value::F32(rope_theta));
+        m.set("model.rope_dim", Value::U32(rope_dim));
+        hf_rope_scaling(&cfg, rope_theta, rope_dim, &mut m)?;
+        // Families whose GGUF files use adjacent pairs get their q/k rows permuted below,
+        // so that the directory and the GGUF give identical files.
+        let permute = fam.gguf_rope_pairs == RopePairs::Adjacent;
+        let pairs = if permute { "adjacent" } else { "half" };
+        m.set("model.rope_pairs", Value::Str(pairs.into()));
         m.set("model.tied_embeddings", Value::Bool(tied));
+        m.set("model.qkv_bias", Value::Bool(qkv_bias));
+        m.set("model.qk_norm", Value::Bool(qk_norm));
+        m.set(
+            "model.post_norms",
+            Value::Bool(fam.post_norms == Feature::Yes),
+        );
         m.set("model.activation", Value::Str("silu".into()));
         m.set("model.sliding_window", Value::U32(window));
         m.set("model.layer_sliding", Value::ArrU8(layers));
@@ -334,9 +370,39 @@ impl HfDir {
             let Some(mut t) = raw.remove(&pipit) else {
                 continue;
             };
+            let block = pipit.rsplit_once('.').map_or("", |(b, _)| b).to_string();
+            let (q, kv) = (
+                u64::from(n_head) * u64::from(head_dim),
+                u64::from(n_kv_head) * u64::from(head_dim),
+            );
+            match pipit.rsplit('.').next() {
+                Some("attn_qkv") if fam.fused_qkv => {
+                    let names = [
+                        format!("{block}.attn_q"),
+                        format!("{block}.attn_k"),
+                        format!("{block}.attn_v"),
+                    ];
+                    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                    tensors.extend(split_rows(&t, &names, &[q, kv, kv])?);
+                    continue;
+                }
+                Some("ffn_up_fused") if fam.fused_gate_up => {
+                    let names = [format!("{block}.ffn_gate"), format!("{block}.ffn_up")];
+                    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                    let ff = u64::from(d_ff);
+                    tensors.extend(split_rows(&t, &names, &[ff, ff])?);
+                    continue;
+                }
+                Some("attn_qkv" | "ffn_up_fused") => {
+                    return Err(ConvertError::UnexpectedTensor {
+                        tensor: t.source_name,
+                    })
+                }
+                _ => {}
+            }
             let heads = match pipit.rsplit('.').next() {
-                Some("attn_q" | "attn_q_bias") => Some(n_head),
-                Some("attn_k" | "attn_k_bias") => Some(n_kv_head),
+                Some("attn_q" | "attn_q_bias") if permute => Some(n_head),
+                Some("attn_k" | "attn_k_bias") if permute => Some(n_kv_head),
                 _ => None,
             };
             if let (Some(h), Some(&rows)) = (heads, t.shape.first()) {
@@ -345,6 +411,7 @@ impl HfDir {
             }
             tensors.push(t);
         }
+        validate(&m, tensors.len())?;
         Ok(Source { meta: m, tensors })
     }
 
@@ -571,8 +638,8 @@ impl HfDir {
     }
 }
 
-/// The model_type of config.json, if pipit runs it.
-fn arch_of<'j>(config: &'j J, path: &Path) -> Result<&'j str> {
+/// The family of config.json's model_type, if pipit converts it from Hugging Face.
+fn arch_of(config: &J, path: &Path) -> Result<&'static Family> {
     let mt = config.get("model_type").and_then(J::as_str);
     let found = match mt {
         Some(t) => t.to_string(),
@@ -584,9 +651,11 @@ fn arch_of<'j>(config: &'j J, path: &Path) -> Result<&'j str> {
             .unwrap_or("(none)")
             .to_string(),
     };
-    match mt {
-        Some(t @ ("llama" | "mistral" | "qwen2")) => Ok(t),
-        Some(_) | None => Err(ConvertError::UnknownArchitecture {
+    match mt.and_then(Family::by_hf_type) {
+        // Gemma checkpoints store norms as `w` applied as `1 + w`: not converted from
+        // Hugging Face yet (their GGUF files are).
+        Some(f) if !f.norm_plus_one => Ok(f),
+        _ => Err(ConvertError::UnknownArchitecture {
             found: format!("{found} (model_type in {})", path.display()),
         }),
     }
@@ -612,6 +681,10 @@ pub fn hf_name(name: &str) -> Option<String> {
         "self_attn.k_proj.bias" => "attn_k_bias",
         "self_attn.v_proj.bias" => "attn_v_bias",
         "self_attn.o_proj.weight" => "attn_output",
+        "self_attn.q_norm.weight" => "attn_q_norm",
+        "self_attn.k_norm.weight" => "attn_k_norm",
+        "self_attn.qkv_proj.weight" => "attn_qkv",
+        "mlp.gate_up_proj.weight" => "ffn_up_fused",
         "post_attention_layernorm.weight" => "ffn_norm",
         "mlp.gate_proj.weight" => "ffn_gate",
         "mlp.up_proj.weight" => "ffn_up",
@@ -688,9 +761,22 @@ impl Cfg<'_> {
     }
 }
 
-fn hf_rope_scaling(cfg: &Cfg) -> Result<(&'static str, f32)> {
+/// `model.rope_scaling` and its parameters from config.json's `rope_scaling`: linear,
+/// Llama 3 (per-pair factors computed from `factor`, `low_freq_factor`,
+/// `high_freq_factor` and `original_max_position_embeddings`, as Meta defines them) or
+/// LongRoPE (`short_factor`, `long_factor`; the original context is config.json's
+/// `original_max_position_embeddings`, and the attention factor
+/// `sqrt(1 + ln(s) / ln(original))` with `s = max_position_embeddings / original`).
+fn hf_rope_scaling(cfg: &Cfg, theta: f32, rope_dim: u32, m: &mut Metadata) -> Result<()> {
+    let none = |m: &mut Metadata| {
+        m.set("model.rope_scaling", Value::Str("none".into()));
+        m.set("model.rope_scale", Value::F32(1.0));
+    };
     let rs = match cfg.j.get("rope_scaling") {
-        None | Some(J::Null) => return Ok(("none", 1.0)),
+        None | Some(J::Null) => {
+            none(m);
+            return Ok(());
+        }
         Some(rs) => rs,
     };
     let kind = rs
@@ -698,23 +784,99 @@ fn hf_rope_scaling(cfg: &Cfg) -> Result<(&'static str, f32)> {
         .or_else(|| rs.get("type"))
         .and_then(J::as_str)
         .unwrap_or("");
+    let num = |key: &str| rs.get(key).and_then(J::as_f64);
+    let factor = || match num("factor") {
+        Some(f) if f.is_finite() && f > 0.0 => Ok(f),
+        _ => Err(cfg.bad(
+            "rope_scaling.factor",
+            rs,
+            "RoPE scaling needs a positive factor",
+        )),
+    };
+    let half = (rope_dim / 2) as usize;
     match kind {
-        "default" => Ok(("none", 1.0)),
-        "linear" => match rs.get("factor").and_then(J::as_f64) {
-            Some(f) if f.is_finite() && f > 0.0 => Ok(("linear", f as f32)),
-            _ => Err(cfg.bad(
-                "rope_scaling.factor",
-                rs,
-                "linear RoPE scaling needs a positive factor",
-            )),
-        },
-        other => Err(ConvertError::Unsupported {
-            what: format!(
-                "{}: rope_scaling type {other:?} (only linear)",
-                cfg.file.display()
-            ),
-        }),
+        "default" => none(m),
+        "linear" => {
+            m.set("model.rope_scaling", Value::Str("linear".into()));
+            m.set("model.rope_scale", Value::F32(factor()? as f32));
+        }
+        "llama3" => {
+            let factor = factor()?;
+            let low = num("low_freq_factor").unwrap_or(1.0);
+            let high = num("high_freq_factor").unwrap_or(4.0);
+            let orig = num("original_max_position_embeddings").unwrap_or(8192.0);
+            if high.partial_cmp(&low) != Some(std::cmp::Ordering::Greater) {
+                return Err(cfg.bad(
+                    "rope_scaling.high_freq_factor",
+                    rs,
+                    "must exceed low_freq_factor",
+                ));
+            }
+            let (low_wavelen, high_wavelen) = (orig / low, orig / high);
+            let factors: Vec<f32> = (0..half)
+                .map(|i| {
+                    let freq = f64::from(theta).powf(-2.0 * i as f64 / f64::from(rope_dim));
+                    let wavelen = 2.0 * std::f64::consts::PI / freq;
+                    let f = if wavelen < high_wavelen {
+                        1.0
+                    } else if wavelen > low_wavelen {
+                        factor
+                    } else {
+                        let smooth = (orig / wavelen - low) / (high - low);
+                        1.0 / ((1.0 - smooth) / factor + smooth)
+                    };
+                    f as f32
+                })
+                .collect();
+            m.set("model.rope_scaling", Value::Str("llama3".into()));
+            m.set("model.rope_scale", Value::F32(1.0));
+            m.set("model.rope_factors", Value::ArrF32(factors));
+        }
+        "longrope" | "su" => {
+            let list = |key: &str| -> Result<Vec<f32>> {
+                let a = rs.get(key).and_then(J::as_array).ok_or_else(|| {
+                    cfg.bad(
+                        &format!("rope_scaling.{key}"),
+                        rs,
+                        "expected a list of numbers",
+                    )
+                })?;
+                a.iter()
+                    .map(|v| {
+                        v.as_f64().map(|x| x as f32).ok_or_else(|| {
+                            cfg.bad(&format!("rope_scaling.{key}"), v, "expected a number")
+                        })
+                    })
+                    .collect()
+            };
+            let orig = cfg.u32("original_max_position_embeddings")?;
+            let max = cfg.u32("max_position_embeddings")?;
+            let scale = f64::from(max) / f64::from(orig);
+            let attn_factor = if scale <= 1.0 {
+                1.0
+            } else {
+                (1.0 + scale.ln() / f64::from(orig).ln()).sqrt()
+            };
+            m.set("model.rope_scaling", Value::Str("longrope".into()));
+            m.set("model.rope_scale", Value::F32(1.0));
+            m.set("model.rope_factors", Value::ArrF32(list("short_factor")?));
+            m.set(
+                "model.rope_factors_long",
+                Value::ArrF32(list("long_factor")?),
+            );
+            m.set("model.rope_ctx_orig", Value::U32(orig));
+            m.set("model.rope_attn_factor", Value::F32(attn_factor as f32));
+        }
+        other => {
+            return Err(ConvertError::Unsupported {
+                what: format!(
+                    "{}: rope_scaling type {other:?} (known: default, linear, llama3, longrope)",
+                    cfg.file.display()
+                ),
+            })
+        }
     }
+    Ok(())
 }
 
 fn sliding(cfg: &Cfg, model_type: &str, n_layer: u32) -> Result<(u32, Vec<u8>)> {
@@ -804,7 +966,7 @@ fn template_adds_special(pp: Option<&J>) -> Option<bool> {
 }
 
 fn bpe_pre(tok: &J, model_type: &str) -> &'static str {
-    if model_type == "qwen2" {
+    if matches!(model_type, "qwen2" | "qwen3") {
         return "qwen2";
     }
     let parts = find_all(tok.get("pre_tokenizer"));

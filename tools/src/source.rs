@@ -3,7 +3,8 @@
 
 use crate::error::{ConvertError, Result};
 use crate::gguf::GgmlType;
-use pipit_format::{Metadata, Value};
+use pipit_format::arch::HParams;
+use pipit_format::Metadata;
 use std::borrow::Cow;
 
 /// One tensor of the input, renamed to its pipit name.
@@ -49,13 +50,6 @@ pub fn eot_ids(tokens: &[String], eos: i32, explicit: &[i32]) -> Vec<i32> {
     out
 }
 
-/// Gemma 3's layer pattern: every `period`-th layer is global, the others slide.
-pub fn gemma3_layer_sliding(n_layer: u32, period: u32) -> Vec<u8> {
-    (0..n_layer)
-        .map(|i| u8::from(period == 0 || (i + 1) % period != 0))
-        .collect()
-}
-
 /// A special token id as stored: `-1` when absent, else checked against the vocabulary.
 pub fn special_id(key: &str, id: Option<i64>, n_vocab: usize) -> Result<i32> {
     match id {
@@ -71,83 +65,37 @@ pub fn special_id(key: &str, id: Option<i64>, n_vocab: usize) -> Result<i32> {
     }
 }
 
-fn u32_key(meta: &Metadata, key: &str) -> Result<u64> {
-    meta.get_u32(key)
-        .map(u64::from)
-        .map_err(|e| ConvertError::Format {
-            context: "metadata".into(),
-            source: e,
-        })
+/// Validates `meta` by the runtime's rules ([`HParams::from_metadata`]) and checks that
+/// `n_tensors` input tensors can hold its layers: the converter never writes a file the
+/// runtime refuses.
+pub fn validate(meta: &Metadata, n_tensors: usize) -> Result<HParams> {
+    let fmt = |e| ConvertError::Format {
+        context: "hyper-parameters".into(),
+        source: e,
+    };
+    let hp = HParams::from_metadata(meta).map_err(fmt)?;
+    hp.check_tensor_count(n_tensors).map_err(fmt)?;
+    Ok(hp)
 }
 
-/// Expected tensors of the model `meta` describes: (name, shape, required), in the order
-/// the output file stores them.
-pub fn expected_tensors(meta: &Metadata) -> Result<Vec<(String, Vec<u64>, bool)>> {
-    let arch = meta
-        .get_str("general.architecture")
-        .map_err(|e| ConvertError::Format {
-            context: "metadata".into(),
-            source: e,
-        })?;
-    let gemma = arch == "gemma3";
-    let n_layer = u32_key(meta, "model.n_layer")?;
-    let d = u32_key(meta, "model.d_model")?;
-    let hd = u32_key(meta, "model.head_dim")?;
-    let q = u32_key(meta, "model.n_head")? * hd;
-    let kv = u32_key(meta, "model.n_kv_head")? * hd;
-    let ff = u32_key(meta, "model.d_ff")?;
-    let vocab = u32_key(meta, "model.n_vocab")?;
-    let mut v = vec![("token_embd".to_string(), vec![vocab, d], true)];
-    for l in 0..n_layer {
-        let p = |n: &str| format!("blk.{l}.{n}");
-        v.push((p("attn_norm"), vec![d], true));
-        v.push((p("attn_q"), vec![q, d], true));
-        v.push((p("attn_k"), vec![kv, d], true));
-        v.push((p("attn_v"), vec![kv, d], true));
-        if !gemma {
-            v.push((p("attn_q_bias"), vec![q], false));
-            v.push((p("attn_k_bias"), vec![kv], false));
-            v.push((p("attn_v_bias"), vec![kv], false));
-        } else {
-            v.push((p("attn_q_norm"), vec![hd], true));
-            v.push((p("attn_k_norm"), vec![hd], true));
-        }
-        v.push((p("attn_output"), vec![d, q], true));
-        if gemma {
-            v.push((p("post_attention_norm"), vec![d], true));
-        }
-        v.push((p("ffn_norm"), vec![d], true));
-        v.push((p("ffn_gate"), vec![ff, d], true));
-        v.push((p("ffn_up"), vec![ff, d], true));
-        v.push((p("ffn_down"), vec![d, ff], true));
-        if gemma {
-            v.push((p("post_ffw_norm"), vec![d], true));
-        }
+/// Maps a [`pipit_format::FormatError`] about an input value to a converter error.
+pub fn input_error(e: pipit_format::FormatError) -> ConvertError {
+    ConvertError::Format {
+        context: "input".into(),
+        source: e,
     }
-    v.push(("output_norm".to_string(), vec![d], true));
-    let tied = meta
-        .get_bool("model.tied_embeddings")
-        .map_err(|e| ConvertError::Format {
-            context: "metadata".into(),
-            source: e,
-        })?;
-    v.push(("output".to_string(), vec![vocab, d], !tied));
-    Ok(v)
 }
 
-/// Checks `src` against [`expected_tensors`] (every tensor known, every required one
-/// present, every shape right, the output head present exactly when not tied) and returns
-/// the tensors in output order.
+/// Checks `src` against the architecture's table ([`HParams::tensors`]: every tensor
+/// known, every one present, every shape right, the output head present exactly when not
+/// tied) and returns the tensors in output order.
 pub fn order_and_check<'a>(src: Source<'a>) -> Result<(Metadata, Vec<SrcTensor<'a>>)> {
-    let expected = expected_tensors(&src.meta)?;
-    let tied = matches!(
-        src.meta.get("model.tied_embeddings"),
-        Some(Value::Bool(true))
-    );
+    let hp = validate(&src.meta, src.tensors.len())?;
+    let expected = hp.tensors();
     let mut by_name: std::collections::HashMap<String, SrcTensor<'a>> =
         std::collections::HashMap::new();
     for t in src.tensors {
-        if !expected.iter().any(|(n, _, _)| *n == t.name) || (tied && t.name == "output") {
+        if !expected.iter().any(|e| e.name == t.name) {
             return Err(ConvertError::UnexpectedTensor {
                 tensor: t.source_name,
             });
@@ -155,8 +103,9 @@ pub fn order_and_check<'a>(src: Source<'a>) -> Result<(Metadata, Vec<SrcTensor<'
         by_name.insert(t.name.clone(), t);
     }
     let mut out = Vec::with_capacity(by_name.len());
-    for (name, shape, required) in expected {
-        match by_name.remove(&name) {
+    for spec in expected {
+        let shape: Vec<u64> = spec.shape.iter().map(|&d| d as u64).collect();
+        match by_name.remove(&spec.name) {
             Some(t) if t.shape != shape => {
                 return Err(ConvertError::ShapeMismatch {
                     tensor: t.source_name,
@@ -165,11 +114,43 @@ pub fn order_and_check<'a>(src: Source<'a>) -> Result<(Metadata, Vec<SrcTensor<'
                 })
             }
             Some(t) => out.push(t),
-            None if required => return Err(ConvertError::MissingTensor { tensor: name }),
-            None => {}
+            None => return Err(ConvertError::MissingTensor { tensor: spec.name }),
         }
     }
     Ok((src.meta, out))
+}
+
+/// Splits the rows of a `[rows, row_bytes]` buffer into consecutive parts of `parts[i]`
+/// rows (a fused `attn_qkv` or gate/up matrix).
+pub fn split_rows<'a>(
+    t: &SrcTensor<'a>,
+    names: &[&str],
+    parts: &[u64],
+) -> Result<Vec<SrcTensor<'a>>> {
+    let total: u64 = parts.iter().sum();
+    let rows = t.shape.first().copied().unwrap_or(0);
+    if t.shape.len() != 2 || rows != total || !(t.data.len() as u64).is_multiple_of(rows.max(1)) {
+        return Err(ConvertError::ShapeMismatch {
+            tensor: t.source_name.clone(),
+            expected: vec![total, t.shape.get(1).copied().unwrap_or(0)],
+            found: t.shape.clone(),
+        });
+    }
+    let rb = (t.data.len() as u64 / rows) as usize;
+    let mut first = 0usize;
+    let mut out = Vec::with_capacity(parts.len());
+    for (&name, &n) in names.iter().zip(parts) {
+        let n = n as usize;
+        out.push(SrcTensor {
+            name: name.to_string(),
+            source_name: t.source_name.clone(),
+            shape: vec![n as u64, t.shape[1]],
+            ggml_type: t.ggml_type,
+            data: Cow::Owned(t.data[first * rb..(first + n) * rb].to_vec()),
+        });
+        first += n;
+    }
+    Ok(out)
 }
 
 /// Permutes the rows of a `[rows, row_bytes]` buffer from the split-half RoPE layout
@@ -215,11 +196,6 @@ mod tests {
         assert_eq!(out, [0, 2, 1, 3, 4, 6, 5, 7]);
         assert!(half_to_adjacent(&[0, 1, 2], 3, 1, "t").is_err());
         assert!(half_to_adjacent(&[], 0, 1, "t").is_err());
-    }
-
-    #[test]
-    fn gemma_pattern_every_sixth_layer_global() {
-        assert_eq!(gemma3_layer_sliding(7, 6), [1, 1, 1, 1, 1, 0, 1]);
     }
 
     #[test]

@@ -125,10 +125,10 @@ fn llama_keep_maps_every_type_to_its_nearest() {
         ("blk.0.attn_k", DType::Q4_1, true),
         ("blk.0.attn_v", DType::F16, true),
         ("blk.0.attn_output", DType::F32, false),
-        ("blk.0.ffn_gate", DType::Q8_0, false),
+        ("blk.0.ffn_gate", DType::Q5_0, true),
         ("blk.0.ffn_up", DType::F32, true),
-        ("blk.0.ffn_down", DType::Q8_0, false),
-        ("blk.1.ffn_down", DType::Q8_0, false),
+        ("blk.0.ffn_down", DType::Q4_K, true),
+        ("blk.1.ffn_down", DType::Q6_K, true),
         ("output", DType::Q8_0, true),
     ];
     for (name, dtype, copied) in expect {
@@ -223,7 +223,11 @@ fn gemma3_rules() {
     );
     assert!(!m.get_bool("tokenizer.add_space_prefix").unwrap());
     assert_eq!(m.get("tokenizer.chat_template"), None);
-    assert_eq!(f.tensor("blk.0.attn_q").unwrap().dtype, DType::Q8_0);
+    assert_eq!(
+        f.tensor("blk.0.attn_q").unwrap().dtype,
+        DType::Q5_0,
+        "Q5_0 kept"
+    );
     assert_eq!(f.tensor("blk.5.post_ffw_norm").unwrap().shape, [64]);
     let (_, src, _) = source_values(&g, "blk.3.attn_k_norm.weight");
     assert_eq!(values(&f, &bytes, "blk.3.attn_k_norm"), src);
@@ -294,9 +298,9 @@ fn convert_err(g: &GgufBuilder, out_name: Option<&Path>) -> String {
 #[test]
 fn refuses_unknown_architecture() {
     let mut g = tiny_llama_gguf();
-    g.kv("general.architecture", s("phi3"));
+    g.kv("general.architecture", s("mamba"));
     let e = convert_err(&g, None);
-    assert!(e.contains("unknown architecture \"phi3\""), "{e}");
+    assert!(e.contains("unknown architecture \"mamba\""), "{e}");
 }
 
 #[test]
@@ -366,9 +370,13 @@ fn refuses_shape_mismatch_and_missing_or_unknown_tensors() {
     );
 
     let mut g = tiny_llama_gguf();
+    // Llama 3 RoPE factors are read into the metadata, and checked as the runtime does.
     g.tensor("rope_freqs.weight", &[16], F32, vec![0; 64]);
     let e = convert_err(&g, None);
-    assert!(e.contains("rope_freqs"), "{e}");
+    assert!(
+        e.contains("'model.rope_factors[0]' = 0: must be finite and greater than 0"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -386,7 +394,7 @@ fn refuses_bad_metadata_values() {
     let mut g = tiny_llama_gguf();
     g.kv("llama.block_count", GV::U32(4_000_000_000));
     let e = convert_err(&g, None);
-    assert!(e.contains("llama.block_count = 4000000000"), "{e}");
+    assert!(e.contains("'llama.block_count' = 4000000000"), "{e}");
 
     let mut g = tiny_llama_gguf();
     g.kv("llama.attention.head_count", s("two"));
@@ -408,6 +416,15 @@ fn refuses_bad_metadata_values() {
     g.kv("tokenizer.ggml.token_type", GV::ArrI32(vec![1; 11]));
     let e = convert_err(&g, None);
     assert!(e.contains("tokenizer.ggml.token_type"), "{e}");
+
+    // Issue 13 row 10: a rotary dimension the runtime refuses is refused here.
+    let mut g = tiny_llama_gguf();
+    g.kv("llama.rope.dimension_count", GV::U32(0));
+    let e = convert_err(&g, None);
+    assert!(
+        e.contains("'model.rope_dim' = 0: must be even and in 2..="),
+        "{e}"
+    );
 
     let mut g = tiny_llama_gguf();
     g.kv("llama.rope.scaling.type", s("yarn"));
@@ -502,5 +519,65 @@ fn written_metadata_is_typed_per_spec() {
     ];
     for (k, t) in spec_types {
         assert_eq!(f.metadata.get(k).map(Value::type_name), Some(t), "{k}");
+    }
+}
+
+/// The Q4_K_M mix against the types llama-quantize chose in the published Gemma 3 270M
+/// Q4_K_M file (tools/fetch-models.sh; 18 layers, d_model 640, d_ff 2048, tied embedding),
+/// as listed by the gguf package: Q6_K -> Q8_0 and Q4_K -> Q5_0 where rows are 640 wide.
+#[test]
+fn k_mix_reproduces_llama_quantize_on_gemma3() {
+    use pipit_convert::convert::k_mix;
+    let more = [0, 1, 4, 7, 10, 13, 15, 16, 17];
+    assert_eq!(k_mix(DType::Q4_K, "token_embd", 640, 18, true), DType::Q8_0);
+    assert_eq!(
+        k_mix(DType::Q4_K, "token_embd", 640, 18, false),
+        DType::Q5_0
+    );
+    assert_eq!(k_mix(DType::Q4_K, "output", 1024, 18, false), DType::Q6_K);
+    for l in 0..18u64 {
+        let m = |n: &str, cols| k_mix(DType::Q4_K, &format!("blk.{l}.{n}"), cols, 18, true);
+        let bumped = more.contains(&l);
+        assert_eq!(m("attn_q", 640), DType::Q5_0);
+        assert_eq!(m("attn_k", 640), DType::Q5_0);
+        assert_eq!(m("attn_output", 1024), DType::Q4_K);
+        assert_eq!(m("ffn_gate", 640), DType::Q5_0);
+        assert_eq!(m("ffn_up", 640), DType::Q5_0);
+        let v = if bumped { DType::Q8_0 } else { DType::Q5_0 };
+        assert_eq!(m("attn_v", 640), v, "layer {l}");
+        let down = if bumped { DType::Q6_K } else { DType::Q4_K };
+        assert_eq!(m("ffn_down", 2048), down, "layer {l}");
+        // Q5_K_M: Q5_K base, Q5_1 fallback; Q6_K: no bumps.
+        let m5 = |n: &str, cols| k_mix(DType::Q5_K, &format!("blk.{l}.{n}"), cols, 18, true);
+        assert_eq!(m5("attn_q", 640), DType::Q5_1);
+        let down5 = if bumped { DType::Q6_K } else { DType::Q5_K };
+        assert_eq!(m5("ffn_down", 2048), down5);
+        let m6 = |n: &str, cols| k_mix(DType::Q6_K, &format!("blk.{l}.{n}"), cols, 18, true);
+        assert_eq!(m6("attn_q", 640), DType::Q8_0);
+        assert_eq!(m6("ffn_down", 2048), DType::Q6_K);
+    }
+}
+
+/// `--quant q4_k_m` end to end on the tiny llama (d_model 64, d_ff 256): the head and the
+/// bumped layers' ffn_down are Q6_K where rows allow, and every value is close to the source.
+#[test]
+fn quant_q4_k_m_writes_the_mix() {
+    let g = tiny_llama_gguf();
+    let (bytes, f, _d) = run(&g, Quant::Q4KM);
+    // 2 layers: layer 1 gets more bits (l >= 7 * 2 / 8 = 1), layer 0 does not.
+    assert_eq!(f.tensor("blk.0.ffn_down").unwrap().dtype, DType::Q4_K);
+    assert_eq!(f.tensor("blk.1.ffn_down").unwrap().dtype, DType::Q6_K);
+    assert_eq!(f.tensor("blk.0.attn_q").unwrap().dtype, DType::Q5_0);
+    assert_eq!(f.tensor("output").unwrap().dtype, DType::Q8_0);
+    assert_eq!(f.tensor("blk.0.attn_norm").unwrap().dtype, DType::F32);
+    for name in [
+        "blk.0.ffn_down",
+        "blk.1.ffn_down",
+        "blk.0.attn_q",
+        "blk.0.ffn_up",
+    ] {
+        let (_, src, _) = source_values(&g, &format!("{name}.weight"));
+        let e = rel_rmse(&src, &values(&f, &bytes, name));
+        assert!(e < 0.1, "{name}: rel RMSE {e}");
     }
 }

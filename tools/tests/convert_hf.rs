@@ -316,10 +316,14 @@ fn llama_dir_converts_with_adjacent_rope_rows_and_tokenizer() {
 }
 
 #[test]
-fn qwen2_biases_are_permuted_with_their_rows() {
+fn qwen2_keeps_its_split_half_rows_and_biases() {
     let dir = tiny_dir(true);
     let (bytes, f) = dir.convert(Quant::Keep).unwrap();
+    assert_eq!(f.metadata.get_str("general.architecture").unwrap(), "qwen2");
     assert_eq!(f.metadata.get_str("tokenizer.pre").unwrap(), "qwen2");
+    // As llama.cpp's GGUF files of qwen2: rows unpermuted, RoPE on split halves.
+    assert_eq!(f.metadata.get_str("model.rope_pairs").unwrap(), "half");
+    assert!(f.metadata.get_bool("model.qkv_bias").unwrap());
     assert_eq!(
         f.metadata.get_u32("model.sliding_window").unwrap(),
         0,
@@ -328,12 +332,17 @@ fn qwen2_biases_are_permuted_with_their_rows() {
     let qb = dir.tensor("model.layers.0.self_attn.q_proj.bias");
     assert_eq!(
         values(&f, &bytes, "blk.0.attn_q_bias"),
-        to_adjacent(&stored(qb.dtype, &qb.values), 64, 2)
+        stored(qb.dtype, &qb.values)
+    );
+    let q = dir.tensor("model.layers.0.self_attn.q_proj.weight");
+    assert_eq!(
+        values(&f, &bytes, "blk.0.attn_q"),
+        stored(q.dtype, &q.values)
     );
     let kb = dir.tensor("model.layers.1.self_attn.k_proj.bias");
     assert_eq!(
         values(&f, &bytes, "blk.1.attn_k_bias"),
-        to_adjacent(&stored(kb.dtype, &kb.values), 32, 1)
+        stored(kb.dtype, &kb.values)
     );
     let vb = dir.tensor("model.layers.1.self_attn.v_proj.bias");
     assert_eq!(
@@ -555,8 +564,47 @@ fn refusals() {
     );
 
     let mut d = tiny_dir(false);
-    d.config["rope_scaling"] = json!({"rope_type": "llama3", "factor": 8.0});
-    check(&d, "rope_scaling type \"llama3\"");
+    d.config["rope_scaling"] = json!({"rope_type": "yarn", "factor": 8.0});
+    check(&d, "rope_scaling type \"yarn\"");
+
+    // Issue 13 row 10: values the runtime refuses are refused before anything is written.
+    for (key, v, want) in [
+        (
+            "rope_theta",
+            json!(0.0),
+            "'model.rope_theta' = 0: must be finite and greater than 0",
+        ),
+        (
+            "rope_theta",
+            json!(-1.0),
+            "'model.rope_theta' = -1: must be finite and greater than 0",
+        ),
+        (
+            "rms_norm_eps",
+            json!(0.0),
+            "'model.norm_eps' = 0: must be finite and greater than 0",
+        ),
+        (
+            "rms_norm_eps",
+            json!(-1.0),
+            "'model.norm_eps' = -1: must be finite and greater than 0",
+        ),
+    ] {
+        let mut d = tiny_dir(false);
+        d.config[key] = v;
+        check(&d, want);
+    }
+
+    // Issue 13 row 3: a layer count the tensors cannot hold is refused before anything is
+    // sized by it (it used to allocate 4 GiB of sliding-window flags and abort).
+    for n in [4_294_967_295u64, 1_000_000, 3] {
+        let mut d = tiny_dir(false);
+        d.config["num_hidden_layers"] = json!(n);
+        check(
+            &d,
+            &format!("'num_hidden_layers' = {n}: llama layers need at least 9 tensors each"),
+        );
+    }
 
     let d = tiny_dir(false);
     d.write();

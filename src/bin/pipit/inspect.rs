@@ -1,6 +1,6 @@
 //! `pipit inspect`: a report of a model file for people.
 
-use pipit::model::{Activation, Arch, Model, RopePairs};
+use pipit::model::{Activation, Model, RopePairs};
 use pipit::session::{MemoryReport, SessionParams};
 use pipit_format::DType;
 
@@ -40,10 +40,7 @@ pub fn report(model: &Model, kernels: &str) -> String {
         f.tensors.len(),
         f.data_offset
     ));
-    let arch = match hp.arch {
-        Arch::Llama => "llama",
-        Arch::Gemma3 => "gemma3",
-    };
+    let arch = hp.arch.name();
     line(format!(
         "model      '{}' ({arch}), converted from {}",
         text("general.name"),

@@ -65,7 +65,13 @@ neon::q8a_entry_points!("neon,dotprod", matmul_q8a_sdot, isums_sdot);
 /// The dotprod table: SDOT integer products, the rest from NEON.
 pub(super) static KERNELS: Kernels = Kernels {
     name: "dotprod",
-    matmul_q8a: [matmul_q8a_q8_0, matmul_q8a_q4_0, matmul_q8a_q4_1],
-    isums: [isums_q8_0, isums_q4_0, isums_q4_1],
+    matmul_q8a: super::super::scalar::with_head(
+        [matmul_q8a_q8_0, matmul_q8a_q4_0, matmul_q8a_q4_1],
+        super::super::scalar::KERNELS.matmul_q8a,
+    ),
+    isums: super::super::scalar::with_head(
+        [isums_q8_0, isums_q4_0, isums_q4_1],
+        super::super::scalar::KERNELS.isums,
+    ),
     ..neon::KERNELS
 };

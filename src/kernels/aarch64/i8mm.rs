@@ -217,7 +217,13 @@ pub(super) unsafe fn tile_isums(
 /// The i8mm table: SMMLA for `n_tok >= 2`, dotprod for decode, the rest from NEON.
 pub(super) static KERNELS: Kernels = Kernels {
     name: "i8mm",
-    matmul_q8a: [matmul_q8a_q8_0, matmul_q8a_q4_0, matmul_q8a_q4_1],
-    isums: [isums_q8_0, isums_q4_0, isums_q4_1],
+    matmul_q8a: super::super::scalar::with_head(
+        [matmul_q8a_q8_0, matmul_q8a_q4_0, matmul_q8a_q4_1],
+        super::super::scalar::KERNELS.matmul_q8a,
+    ),
+    isums: super::super::scalar::with_head(
+        [isums_q8_0, isums_q4_0, isums_q4_1],
+        super::super::scalar::KERNELS.isums,
+    ),
     ..dotprod::KERNELS
 };

@@ -375,37 +375,6 @@ unsafe fn quantize_act(x: &[f32], out: &mut [BlockQ8A]) {
     }
 }
 
-#[target_feature(enable = "neon")]
-unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len();
-    let (pa, pb) = (a.as_ptr(), b.as_ptr());
-    let mut acc = [vdupq_n_f32(0.0); 4];
-    let mut i = 0;
-    while i + 16 <= n {
-        for (k, acc_k) in acc.iter_mut().enumerate() {
-            *acc_k = vfmaq_f32(
-                *acc_k,
-                vld1q_f32(pa.add(i + 4 * k)),
-                vld1q_f32(pb.add(i + 4 * k)),
-            );
-        }
-        i += 16;
-    }
-    while i + 4 <= n {
-        acc[0] = vfmaq_f32(acc[0], vld1q_f32(pa.add(i)), vld1q_f32(pb.add(i)));
-        i += 4;
-    }
-    let mut tail = 0f32;
-    while i < n {
-        tail += *pa.add(i) * *pb.add(i);
-        i += 1;
-    }
-    vaddvq_f32(vaddq_f32(
-        vaddq_f32(acc[0], acc[1]),
-        vaddq_f32(acc[2], acc[3]),
-    )) + tail
-}
-
 /// Eight F32 (`F16 = false`) or F16 weights at `p` (unaligned) as f32.
 #[inline(always)]
 unsafe fn load_f8<const F16: bool>(p: *const u8) -> [float32x4_t; 2] {
@@ -655,24 +624,31 @@ unsafe fn dequant_q4_1(w: &[u8], out: &mut [f32]) {
 pub(super) static KERNELS: Kernels = Kernels {
     name: "neon",
     quantize_act,
-    matmul_q8a: [matmul_q8a_q8_0, matmul_q8a_q4_0, matmul_q8a_q4_1],
-    isums: [isums_q8_0, isums_q4_0, isums_q4_1],
-    matmul_f32: [
-        matmul_f32_f32,
-        matmul_f32_f16,
-        matmul_f32_q8_0,
-        matmul_f32_q4_0,
-        matmul_f32_q4_1,
-    ],
-    dot_f32,
-    axpy: scalar::KERNELS.axpy,
-    dequant_row: [
-        scalar::KERNELS.dequant_row[0],
-        dequant_f16,
-        dequant_q8_0,
-        dequant_q4_0,
-        dequant_q4_1,
-    ],
+    matmul_q8a: scalar::with_head(
+        [matmul_q8a_q8_0, matmul_q8a_q4_0, matmul_q8a_q4_1],
+        scalar::KERNELS.matmul_q8a,
+    ),
+    isums: scalar::with_head([isums_q8_0, isums_q4_0, isums_q4_1], scalar::KERNELS.isums),
+    matmul_f32: scalar::with_head(
+        [
+            matmul_f32_f32,
+            matmul_f32_f16,
+            matmul_f32_q8_0,
+            matmul_f32_q4_0,
+            matmul_f32_q4_1,
+        ],
+        scalar::KERNELS.matmul_f32,
+    ),
+    dequant_row: scalar::with_head(
+        [
+            scalar::KERNELS.dequant_row[0],
+            dequant_f16,
+            dequant_q8_0,
+            dequant_q4_0,
+            dequant_q4_1,
+        ],
+        scalar::KERNELS.dequant_row,
+    ),
     // Baseline aarch64 already vectorizes the reference with NEON.
     glu: scalar::KERNELS.glu,
     wsum: scalar::KERNELS.wsum,

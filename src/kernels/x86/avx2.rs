@@ -774,60 +774,6 @@ unsafe fn quantize_act(x: &[f32], out: &mut [BlockQ8A]) {
     }
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len();
-    let (pa, pb) = (a.as_ptr(), b.as_ptr());
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut i = 0;
-    while i + 32 <= n {
-        for (k, acc_k) in acc.iter_mut().enumerate() {
-            *acc_k = _mm256_fmadd_ps(
-                _mm256_loadu_ps(pa.add(i + 8 * k)),
-                _mm256_loadu_ps(pb.add(i + 8 * k)),
-                *acc_k,
-            );
-        }
-        i += 32;
-    }
-    while i + 8 <= n {
-        acc[0] = _mm256_fmadd_ps(
-            _mm256_loadu_ps(pa.add(i)),
-            _mm256_loadu_ps(pb.add(i)),
-            acc[0],
-        );
-        i += 8;
-    }
-    let mut tail = 0f32;
-    while i < n {
-        tail += *pa.add(i) * *pb.add(i);
-        i += 1;
-    }
-    hsum(_mm256_add_ps(
-        _mm256_add_ps(acc[0], acc[1]),
-        _mm256_add_ps(acc[2], acc[3]),
-    )) + tail
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
-    let n = y.len();
-    let (px, py) = (x.as_ptr(), y.as_mut_ptr());
-    let av = _mm256_set1_ps(a);
-    let mut i = 0;
-    while i + 8 <= n {
-        _mm256_storeu_ps(
-            py.add(i),
-            _mm256_fmadd_ps(av, _mm256_loadu_ps(px.add(i)), _mm256_loadu_ps(py.add(i))),
-        );
-        i += 8;
-    }
-    while i < n {
-        *py.add(i) += a * *px.add(i);
-        i += 1;
-    }
-}
-
 /// `R` rows x `T` tokens of an F32/F16-weight matmul; 8 columns per step, scalar tail.
 #[inline(always)]
 unsafe fn tile_f<const F16: bool, const R: usize, const T: usize>(
@@ -1168,24 +1114,34 @@ unsafe fn wsum(p: &[f32], p_stride: usize, v: &[f32], out: &mut [f32], n: usize)
 pub(super) static KERNELS: Kernels = Kernels {
     name: "avx2",
     quantize_act,
-    matmul_q8a: [matmul_q8a_q8_0, matmul_q8a_q4_0, matmul_q8a_q4_1],
-    isums: [isums_q8_0, isums_q4_0, isums_q4_1],
-    matmul_f32: [
-        matmul_f32_f32,
-        matmul_f32_f16,
-        matmul_f32_q8_0,
-        matmul_f32_q4_0,
-        matmul_f32_q4_1,
-    ],
-    dot_f32,
-    axpy,
-    dequant_row: [
-        dequant_f32,
-        dequant_f16,
-        dequant_q8_0,
-        dequant_q4_0,
-        dequant_q4_1,
-    ],
+    matmul_q8a: super::join(
+        [matmul_q8a_q8_0, matmul_q8a_q4_0, matmul_q8a_q4_1],
+        super::avx2_q5_k::MATMUL_Q8A,
+    ),
+    isums: super::join(
+        [isums_q8_0, isums_q4_0, isums_q4_1],
+        super::avx2_q5_k::ISUMS,
+    ),
+    matmul_f32: scalar::with_head(
+        [
+            matmul_f32_f32,
+            matmul_f32_f16,
+            matmul_f32_q8_0,
+            matmul_f32_q4_0,
+            matmul_f32_q4_1,
+        ],
+        scalar::KERNELS.matmul_f32,
+    ),
+    dequant_row: scalar::with_head(
+        [
+            dequant_f32,
+            dequant_f16,
+            dequant_q8_0,
+            dequant_q4_0,
+            dequant_q4_1,
+        ],
+        scalar::KERNELS.dequant_row,
+    ),
     glu: [glu_silu, glu_gelu_tanh],
     wsum,
 };
@@ -1204,12 +1160,18 @@ q8a_fns! {
 #[cfg(test)]
 pub(super) static KERNELS_VNNI_EVEX: Kernels = Kernels {
     name: "avxvnni-as-evex",
-    matmul_q8a: [
-        evex_matmul_q8a_q8_0,
-        evex_matmul_q8a_q4_0,
-        evex_matmul_q8a_q4_1,
-    ],
-    isums: [evex_isums_q8_0, evex_isums_q4_0, evex_isums_q4_1],
+    matmul_q8a: super::join(
+        [
+            evex_matmul_q8a_q8_0,
+            evex_matmul_q8a_q4_0,
+            evex_matmul_q8a_q4_1,
+        ],
+        super::avx2_q5_k::MATMUL_Q8A,
+    ),
+    isums: super::join(
+        [evex_isums_q8_0, evex_isums_q4_0, evex_isums_q4_1],
+        super::avx2_q5_k::ISUMS,
+    ),
     ..KERNELS
 };
 
@@ -1217,11 +1179,17 @@ pub(super) static KERNELS_VNNI_EVEX: Kernels = Kernels {
 /// integer products.
 pub(super) static KERNELS_VNNI: Kernels = Kernels {
     name: "avxvnni",
-    matmul_q8a: [
-        vnni_matmul_q8a_q8_0,
-        vnni_matmul_q8a_q4_0,
-        vnni_matmul_q8a_q4_1,
-    ],
-    isums: [vnni_isums_q8_0, vnni_isums_q4_0, vnni_isums_q4_1],
+    matmul_q8a: super::join(
+        [
+            vnni_matmul_q8a_q8_0,
+            vnni_matmul_q8a_q4_0,
+            vnni_matmul_q8a_q4_1,
+        ],
+        super::avx2_q5_k::MATMUL_Q8A,
+    ),
+    isums: super::join(
+        [vnni_isums_q8_0, vnni_isums_q4_0, vnni_isums_q4_1],
+        super::avx2_q5_k::ISUMS,
+    ),
     ..KERNELS
 };

@@ -1310,64 +1310,6 @@ pub(super) unsafe fn quantize_act(x: &[f32], out: &mut [BlockQ8A]) {
     }
 }
 
-/// Dot product with four independent 16-lane accumulators; masked tail.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-pub(super) unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len();
-    let (pa, pb) = (a.as_ptr(), b.as_ptr());
-    let mut acc = [_mm512_setzero_ps(); 4];
-    let mut i = 0;
-    while i + 64 <= n {
-        for (k, acc_k) in acc.iter_mut().enumerate() {
-            *acc_k = _mm512_fmadd_ps(
-                _mm512_loadu_ps(pa.add(i + 16 * k)),
-                _mm512_loadu_ps(pb.add(i + 16 * k)),
-                *acc_k,
-            );
-        }
-        i += 64;
-    }
-    while i < n {
-        let m: __mmask16 = if n - i >= 16 {
-            !0
-        } else {
-            (1u16 << (n - i)) - 1
-        };
-        acc[0] = _mm512_fmadd_ps(
-            _mm512_maskz_loadu_ps(m, pa.add(i)),
-            _mm512_maskz_loadu_ps(m, pb.add(i)),
-            acc[0],
-        );
-        i += 16;
-    }
-    let s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
-    _mm512_reduce_add_ps(s)
-}
-
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
-    let n = y.len();
-    let (px, py) = (x.as_ptr(), y.as_mut_ptr());
-    let av = _mm512_set1_ps(a);
-    let mut i = 0;
-    while i + 16 <= n {
-        _mm512_storeu_ps(
-            py.add(i),
-            _mm512_fmadd_ps(av, _mm512_loadu_ps(px.add(i)), _mm512_loadu_ps(py.add(i))),
-        );
-        i += 16;
-    }
-    if i < n {
-        let m: __mmask16 = (1u16 << (n - i)) - 1;
-        let v = _mm512_fmadd_ps(
-            av,
-            _mm512_maskz_loadu_ps(m, px.add(i)),
-            _mm512_maskz_loadu_ps(m, py.add(i)),
-        );
-        _mm512_mask_storeu_ps(py.add(i), m, v);
-    }
-}
-
 /// Loads 16 weights (F32 or F16 bytes) at element `i`: all 16 when `FULL` (a plain load:
 /// masked loads that cross a page are slow on some CPUs), else the lanes in `m`.
 #[inline(always)]
@@ -1758,24 +1700,34 @@ unsafe fn wsum(p: &[f32], p_stride: usize, v: &[f32], out: &mut [f32], n: usize)
 pub(super) static KERNELS: Kernels = Kernels {
     name: "avx512",
     quantize_act,
-    matmul_q8a: [matmul_q8a_q8_0, matmul_q8a_q4_0, matmul_q8a_q4_1],
-    isums: [isums_q8_0, isums_q4_0, isums_q4_1],
-    matmul_f32: [
-        matmul_f32_f32,
-        matmul_f32_f16,
-        matmul_f32_q8_0,
-        matmul_f32_q4_0,
-        matmul_f32_q4_1,
-    ],
-    dot_f32,
-    axpy,
-    dequant_row: [
-        dequant_f32,
-        dequant_f16,
-        dequant_q8_0,
-        dequant_q4_0,
-        dequant_q4_1,
-    ],
+    matmul_q8a: super::join(
+        [matmul_q8a_q8_0, matmul_q8a_q4_0, matmul_q8a_q4_1],
+        super::avx2_q5_k::MATMUL_Q8A,
+    ),
+    isums: super::join(
+        [isums_q8_0, isums_q4_0, isums_q4_1],
+        super::avx2_q5_k::ISUMS,
+    ),
+    matmul_f32: scalar::with_head(
+        [
+            matmul_f32_f32,
+            matmul_f32_f16,
+            matmul_f32_q8_0,
+            matmul_f32_q4_0,
+            matmul_f32_q4_1,
+        ],
+        scalar::KERNELS.matmul_f32,
+    ),
+    dequant_row: scalar::with_head(
+        [
+            dequant_f32,
+            dequant_f16,
+            dequant_q8_0,
+            dequant_q4_0,
+            dequant_q4_1,
+        ],
+        scalar::KERNELS.dequant_row,
+    ),
     glu: [glu_silu, glu_gelu_tanh],
     wsum,
 };

@@ -4,6 +4,7 @@
 use super::Kernels;
 
 mod avx2;
+mod avx2_q5_k;
 mod avx512;
 mod avx512vnni;
 
@@ -42,6 +43,21 @@ pub(crate) fn available() -> Vec<&'static Kernels> {
         }
     }
     v
+}
+
+/// `a` followed by `b`, for a per-dtype table assembled from the files that hold each layout.
+pub(super) const fn join<T: Copy, const A: usize, const B: usize, const N: usize>(
+    a: [T; A],
+    b: [T; B],
+) -> [T; N] {
+    assert!(A > 0 && A + B == N, "join: lengths do not add up");
+    let mut out = [a[0]; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = if i < A { a[i] } else { b[i - A] };
+        i += 1;
+    }
+    out
 }
 
 #[cfg(test)]
