@@ -14,7 +14,7 @@ mod reader;
 mod writer;
 
 pub use error::FormatError;
-pub use metadata::{Metadata, Value};
+pub use metadata::{check_token_lengths, Metadata, Value};
 pub use reader::{PipitFile, TensorInfo};
 pub use writer::Writer;
 

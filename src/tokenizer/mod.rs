@@ -253,6 +253,7 @@ impl Tokenizer {
                 _ => Ok(()),
             }
         };
+        pipit_format::check_token_lengths(p.tokens, Some(p.token_types))?;
         check("tokenizer.bos_id", p.bos)?;
         check("tokenizer.eos_id", p.eos)?;
         check("tokenizer.unk_id", p.unk)?;
@@ -271,11 +272,28 @@ impl Tokenizer {
                 })?;
                 Algo::Bpe {
                     pre,
-                    bpe: bpe::Bpe::new(&vocab, p.merges),
+                    bpe: bpe::Bpe::new(&vocab, p.merges, p.unk),
                 }
             }
             TokenizerKind::Spm => Algo::Spm(spm::Spm::new(&vocab, p.scores.to_vec(), p.unk)),
         };
+        // Every byte of any text must become some token: refuse a vocabulary that would
+        // silently drop one (issue 13 row 11).
+        let lost = match &algo {
+            Algo::Bpe { bpe, .. } => bpe.inexpressible_byte(&vocab),
+            Algo::Spm(spm) => spm.inexpressible_byte(),
+        };
+        if let Some(b) = lost {
+            return Err(FormatError::BadValue {
+                key: "tokenizer.tokens".into(),
+                value: format!("{n} tokens"),
+                rule: format!(
+                    "no token expresses byte 0x{b:02X} and there is no unknown token \
+                     (tokenizer.unk_id), so text with it would be lost"
+                ),
+            }
+            .into());
+        }
         let specials = SpecialMatcher::new(
             p.token_types
                 .iter()
