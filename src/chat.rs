@@ -213,6 +213,9 @@ pub struct ChatArgs {
     /// Read the file into memory instead of mapping it.
     #[arg(long)]
     pub no_mmap: bool,
+    /// Skip the check of the session's memory against the machine's available memory.
+    #[arg(long)]
+    pub no_mem_check: bool,
     /// Temperature; 0 is greedy.
     #[arg(long = "temp", default_value_t = 0.8)]
     pub temperature: f32,
@@ -531,6 +534,9 @@ pub fn run(args: ChatArgs) -> Result<()> {
         n_threads: args.threads,
         ..SessionParams::default()
     };
+    if !args.no_mem_check {
+        crate::session::check_memory(&model, &params, crate::session::available_memory())?;
+    }
     let session = Session::new(Arc::clone(&model), params)?;
     let sigint = sigint::Handler::install(session.cancel_handle());
     let mut chat = Chat {

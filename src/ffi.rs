@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use crate::forward::KvType;
 use crate::model::{Model, OpenOptions};
 use crate::sampler::{Sampler, SamplerParams};
-use crate::session::{MemoryReport, Session, SessionParams};
+use crate::session::{self, MemoryReport, Session, SessionParams};
 use crate::tokenizer::Utf8Stream;
 use crate::{Error, Result};
 
@@ -56,6 +56,11 @@ pub const PIPIT_ERR_INTERNAL: pipit_status = 11;
 pub const PIPIT_OPEN_NO_MMAP: u32 = 1;
 /// `pipit_model_open_ex` flag: check every tensor checksum while opening.
 pub const PIPIT_OPEN_VERIFY: u32 = 2;
+
+/// `pipit_session_params.flags`: before allocating, check the session's KV cache and scratch
+/// against the machine's available memory (`MemAvailable`; no check where unknown) and fail
+/// with `PIPIT_ERR_OUT_OF_MEMORY` naming both figures.
+pub const PIPIT_SESSION_CHECK_MEMORY: u32 = 1;
 
 /// KV cache in IEEE half precision (the default).
 pub const PIPIT_KV_F16: u32 = 0;
@@ -648,9 +653,9 @@ fn session_params(p: &pipit_session_params) -> Result<SessionParams> {
             p.kv_type
         )));
     }
-    if p.flags != 0 {
+    if p.flags & !PIPIT_SESSION_CHECK_MEMORY != 0 {
         return Err(Error::InvalidArgument(format!(
-            "session flags are reserved and must be 0, got {:#x}",
+            "unknown session flags {:#x} (known: PIPIT_SESSION_CHECK_MEMORY)",
             p.flags
         )));
     }
@@ -804,7 +809,11 @@ pub unsafe extern "C" fn pipit_session_new(
         unsafe { put(out, "out", std::ptr::null_mut())? };
         // SAFETY: the caller's contract.
         let (m, p) = unsafe { (arg(model, "model")?, arg(params, "params")?) };
-        let session = Session::new(Arc::clone(&m.model), session_params(p)?)?;
+        let params = session_params(p)?;
+        if p.flags & PIPIT_SESSION_CHECK_MEMORY != 0 {
+            session::check_memory(&m.model, &params, session::available_memory())?;
+        }
+        let session = Session::new(Arc::clone(&m.model), params)?;
         let s = pipit_session {
             lock: Mutex::new(Lock::default()),
             cancel: session.cancel_handle(),

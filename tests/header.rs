@@ -224,6 +224,10 @@ fn constants() -> Vec<(&'static str, i64)> {
         ("PIPIT_KV_F16", PIPIT_KV_F16.into()),
         ("PIPIT_KV_F32", PIPIT_KV_F32.into()),
         ("PIPIT_KV_INT8", PIPIT_KV_INT8.into()),
+        (
+            "PIPIT_SESSION_CHECK_MEMORY",
+            PIPIT_SESSION_CHECK_MEMORY.into(),
+        ),
     ]
 }
 
