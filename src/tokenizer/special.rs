@@ -113,6 +113,7 @@ impl SpecialMatcher {
     }
 
     /// Bytes this matcher holds on the heap.
+    #[cfg(test)]
     pub(crate) fn heap_bytes(&self) -> usize {
         self.byte.capacity()
             + 4 * self.first.capacity()
