@@ -94,6 +94,8 @@ pub struct Tokenizer {
     algo: Algo,
     bos: Option<u32>,
     eos: Option<u32>,
+    /// What a byte no other token expresses becomes.
+    unk: Option<u32>,
     eot: Vec<u32>,
     add_bos: bool,
     add_space_prefix: bool,
@@ -328,6 +330,7 @@ impl Tokenizer {
             algo,
             bos: p.bos,
             eos: p.eos,
+            unk: p.unk,
             eot,
             add_bos: p.add_bos,
             add_space_prefix: p.add_space_prefix,
@@ -455,6 +458,12 @@ impl Tokenizer {
     /// Beginning-of-sequence token.
     pub fn bos(&self) -> Option<u32> {
         self.bos
+    }
+
+    /// The unknown token: [`Tokenizer::encode`] gives it for a byte of the text that no
+    /// other token expresses (so such text does not decode back to itself).
+    pub fn unk(&self) -> Option<u32> {
+        self.unk
     }
 
     /// End-of-sequence token.
