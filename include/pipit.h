@@ -32,6 +32,9 @@ enum {
 
 enum { PIPIT_OPEN_NO_MMAP = 1u, PIPIT_OPEN_VERIFY = 2u };  /* flags for pipit_model_open_ex */
 enum { PIPIT_KV_F16 = 0u, PIPIT_KV_F32 = 1u, PIPIT_KV_INT8 = 2u };
+/* pipit_session_params.flags: check KV cache + scratch against the machine's available
+   memory (MemAvailable) before allocating; PIPIT_ERR_OUT_OF_MEMORY names both figures. */
+enum { PIPIT_SESSION_CHECK_MEMORY = 1u };
 
 /* Why the last pipit_generate ended (pipit_session_stop_reason). */
 enum {
@@ -55,7 +58,7 @@ typedef struct pipit_session_params {
   uint32_t n_ctx;         /* default 2048 */
   uint32_t n_threads;     /* 0: all cores */
   uint32_t kv_type;       /* PIPIT_KV_*; default PIPIT_KV_F16 */
-  uint32_t flags;         /* reserved, 0 */
+  uint32_t flags;         /* 0 or PIPIT_SESSION_CHECK_MEMORY */
   uint64_t memory_limit;  /* bytes for KV cache + scratch; 0: no limit */
 } pipit_session_params;   /* 24 bytes, no implicit padding */
 
@@ -79,6 +82,17 @@ uint32_t     pipit_abi_version(void);
 const char  *pipit_status_string(pipit_status status);
 const char  *pipit_last_error(void);  /* detail of this thread's last failure; never NULL */
 
+/* The path must name a regular file (a directory, device, FIFO or socket is PIPIT_ERR_IO at
+   once). pipit_model_open maps the file: the model reads its weights straight from the page
+   cache, and the file must not change while the model is open. If another process truncates
+   it, touching a lost page raises SIGBUS, which kills the process (the host app too): the
+   kernel delivers it to whichever thread touched the page, and a library cannot turn it into
+   an error soundly: it would have to install a process-wide SIGBUS handler (taking over the
+   host's own handling, e.g. a crash reporter's) and jump out of Rust code mid-instruction,
+   skipping destructors and leaving locks held. An app that cannot guarantee the file (it
+   lives on removable storage, or another process may update it) passes PIPIT_OPEN_NO_MMAP to
+   pipit_model_open_ex: the file is read into memory once, checked, and never touched again,
+   so changing or deleting it afterwards cannot affect the model. */
 pipit_status pipit_model_open(const char *path, pipit_model **out);
 pipit_status pipit_model_open_ex(const char *path, uint32_t flags, pipit_model **out);
 void         pipit_model_free(pipit_model *model);  /* NULL: no-op */

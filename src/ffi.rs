@@ -19,7 +19,7 @@ use crate::constraint::Constraint;
 use crate::generate::{GenerateOptions, StopReason};
 use crate::model::{Model, OpenOptions};
 use crate::sampler::{Sampler, SamplerParams};
-use crate::session::{KvType, MemoryReport, Session, SessionParams};
+use crate::session::{self, KvType, MemoryReport, Session, SessionParams};
 use crate::{Error, Result};
 
 /// A status code; one of the `PIPIT_*` constants below.
@@ -60,6 +60,11 @@ pub const PIPIT_ERR_INCOMPLETE: pipit_status = 12;
 pub const PIPIT_OPEN_NO_MMAP: u32 = 1;
 /// `pipit_model_open_ex` flag: check every tensor checksum while opening.
 pub const PIPIT_OPEN_VERIFY: u32 = 2;
+
+/// `pipit_session_params.flags`: before allocating, check the session's KV cache and scratch
+/// against the machine's available memory (`MemAvailable`; no check where unknown) and fail
+/// with `PIPIT_ERR_OUT_OF_MEMORY` naming both figures.
+pub const PIPIT_SESSION_CHECK_MEMORY: u32 = 1;
 
 /// KV cache in IEEE half precision (the default).
 pub const PIPIT_KV_F16: u32 = 0;
@@ -686,9 +691,9 @@ fn session_params(p: &pipit_session_params) -> Result<SessionParams> {
             p.kv_type
         )));
     }
-    if p.flags != 0 {
+    if p.flags & !PIPIT_SESSION_CHECK_MEMORY != 0 {
         return Err(Error::InvalidArgument(format!(
-            "session flags are reserved and must be 0, got {:#x}",
+            "unknown session flags {:#x} (known: PIPIT_SESSION_CHECK_MEMORY)",
             p.flags
         )));
     }
@@ -846,11 +851,19 @@ pub unsafe extern "C" fn pipit_session_new(
         unsafe { put(out, "out", std::ptr::null_mut())? };
         // SAFETY: the caller's contract.
         let (m, p) = unsafe { (arg(model, "model")?, arg(params, "params")?) };
-        let session = Session::new(Arc::clone(&m.model), session_params(p)?)?;
+        let session = new_checked(m, p, session_params(p)?)?;
         // SAFETY: checked writable above.
         unsafe { out.write(new_session(session)) };
         Ok(())
     })
+}
+
+/// A session on `m` with `params`, after the memory check `p.flags` may ask for.
+fn new_checked(m: &pipit_model, p: &pipit_session_params, params: SessionParams) -> Result<Session> {
+    if p.flags & PIPIT_SESSION_CHECK_MEMORY != 0 {
+        session::check_memory(&m.model, &params, session::available_memory())?;
+    }
+    Session::new(Arc::clone(&m.model), params)
 }
 
 /// Wraps a session for the C caller.
@@ -1407,7 +1420,7 @@ pub unsafe extern "C" fn pipit_session_new_ex(
         let (m, p) = unsafe { (arg(model, "model")?, arg(params, "params")?) };
         let mut params = session_params(p)?;
         params.n_seq_max = usize_of(n_seq_max)?;
-        let session = Session::new(Arc::clone(&m.model), params)?;
+        let session = new_checked(m, p, params)?;
         // SAFETY: checked writable above.
         unsafe { out.write(new_session(session)) };
         Ok(())

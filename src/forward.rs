@@ -15,7 +15,6 @@ use crate::mem::{checked_len, zeroed};
 use crate::model::{Activation, HParams, Model, RopePairs, RopeScaling, Tensor};
 use crate::threadpool::ThreadPool;
 use crate::{Error, Result};
-use pipit_format::DType;
 
 /// How activations meet quantized weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -671,6 +671,20 @@ impl KvCache {
         }
     }
 
+    /// A 64-bit FNV-1a digest of the rows sequence 0 keeps of its first `n` positions (what
+    /// [`KvCache::export`] writes), continuing from `h`: with
+    /// [`crate::session::Session::state_digest`], how tests check that a failed call left
+    /// the context exactly as it was.
+    pub fn digest_below(&self, n: usize, mut h: u64) -> u64 {
+        let rb = self.kv_type.row_bytes(self.head_dim);
+        self.state_rows(n.min(self.seqs[0].len), |g, store, row| {
+            let grp = &self.groups[g];
+            let s = if store == 0 { &grp.k } else { &grp.v };
+            h = crate::mem::fnv1a(h, &s.bytes()[row * rb..(row + 1) * rb]);
+        });
+        h
+    }
+
     /// Appends the rows sequence 0 keeps of its first `n_past` positions to `out` (the
     /// sliding-window groups only their window).
     pub fn export(&self, n_past: usize, out: &mut Vec<u8>) {
@@ -814,13 +828,18 @@ mod tests {
             rope_theta: 10000.0,
             rope_theta_local: 10000.0,
             rope_scale: 1.0,
+            rope_scaling: crate::model::RopeScaling::None,
             rope_pairs: crate::model::RopePairs::Adjacent,
             activation: crate::model::Activation::Silu,
             tied: true,
+            qkv_bias: false,
+            qk_norm: false,
+            post_norms: false,
             sliding_window: window,
             layer_sliding: vec![false, window > 0, false],
             embed_scale: 1.0,
             attn_scale: 1.0,
+            attn_softcap: None,
             final_logit_softcap: None,
         }
     }

@@ -157,7 +157,9 @@ const _: () = {
 impl Model {
     /// Opens `path` with the default [`OpenOptions`] (mapped, tensor checksums not read).
     ///
-    /// The file must not be modified or truncated while the model is open (it is mapped).
+    /// The file must not be modified or truncated while the model is open (it is mapped; a
+    /// truncation raises SIGBUS). Where that cannot be guaranteed, open with
+    /// `OpenOptions { mmap: false, .. }`: the model then never touches the file again.
     pub fn open(path: impl AsRef<Path>) -> Result<Model> {
         Model::open_with(path, &OpenOptions::default())
     }
@@ -169,7 +171,7 @@ impl Model {
             path: path.display().to_string(),
             source,
         };
-        let mut file = std::fs::File::open(path).map_err(io)?;
+        let mut file = open_regular(path).map_err(io)?;
         let storage = if opts.mmap {
             // SAFETY: `Mmap::map` is unsafe because the mapped bytes alias the file: if
             // another process writes the file while it is mapped, memory behind the `&[u8]`
@@ -297,6 +299,45 @@ impl Model {
         assert_eq!(t.dtype, DType::F32, "Model::f32s on a {} tensor", t.dtype);
         bytemuck::cast_slice(self.data(t))
     }
+}
+
+/// Opens `path` for reading if it is a regular file. A directory, device (`/dev/null`,
+/// `/dev/urandom`), FIFO or socket gets an error naming what it is instead of a confusing
+/// OS error from `mmap`, or a hang: opening a FIFO with no writer blocks, so the file is
+/// opened non-blocking (which changes nothing for regular files) and checked again after
+/// opening, in case the path was swapped in between.
+fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    let not_regular = |md: &std::fs::Metadata| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "is {}, not a regular file (a .pipit model)",
+                pipit_format::file_kind(&md.file_type())
+            ),
+        )
+    };
+    let md = std::fs::metadata(path)?;
+    if !md.is_file() {
+        return Err(not_regular(&md));
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true);
+    #[cfg(all(
+        any(target_os = "linux", target_os = "android"),
+        any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "arm")
+    ))]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        /// `O_NONBLOCK` of Linux and Android on these architectures.
+        const O_NONBLOCK: i32 = 0o4000;
+        opts.custom_flags(O_NONBLOCK);
+    }
+    let file = opts.open(path)?;
+    let md = file.metadata()?;
+    if !md.is_file() {
+        return Err(not_regular(&md));
+    }
+    Ok(file)
 }
 
 /// Parses and validates a whole model file: format, hyper-parameters, tokenizer, weights.

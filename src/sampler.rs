@@ -56,7 +56,7 @@ impl SamplerParams {
         let bad = |what: String| Err(Error::InvalidArgument(what));
         if !self.temperature.is_finite() || self.temperature < 0.0 {
             return bad(format!(
-                "temperature must be >= 0, got {}",
+                "temperature must be a finite number >= 0, got {}",
                 self.temperature
             ));
         }
@@ -68,7 +68,7 @@ impl SamplerParams {
         }
         if !self.repeat_penalty.is_finite() || self.repeat_penalty <= 0.0 {
             return bad(format!(
-                "repeat_penalty must be > 0, got {}",
+                "repeat_penalty must be a finite number > 0, got {}",
                 self.repeat_penalty
             ));
         }

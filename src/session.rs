@@ -116,6 +116,50 @@ impl MemoryReport {
     }
 }
 
+/// Bytes of memory the machine can give new allocations without swapping: `MemAvailable`
+/// of `/proc/meminfo` (Linux, Android); `None` where that is unknown.
+pub fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    parse_mem_available(&info)
+}
+
+/// The `MemAvailable:` line of a `/proc/meminfo` text, in bytes.
+fn parse_mem_available(info: &str) -> Option<u64> {
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let mut words = line["MemAvailable:".len()..].split_whitespace();
+    let kib: u64 = words.next()?.parse().ok()?;
+    match words.next() {
+        Some("kB") => kib.checked_mul(1024),
+        _ => None,
+    }
+}
+
+/// Errors with [`Error::OutOfMemory`], naming both figures, when the KV cache and scratch of
+/// a session with `params` exceed `available` bytes (the machine's, from
+/// [`available_memory`]); a library cannot know its host's limits, so callers opt in (the
+/// CLI by default, the C ABI with `PIPIT_SESSION_CHECK_MEMORY`). Call before
+/// [`Session::new`]: nothing is allocated.
+pub fn check_memory(model: &Model, params: &SessionParams, available: Option<u64>) -> Result<()> {
+    let Some(available) = available else {
+        return Ok(());
+    };
+    let mem = MemoryReport::estimate(model, params)?;
+    let need = mem.kv_cache.saturating_add(mem.scratch);
+    if need > available {
+        const MIB: u64 = 1 << 20;
+        return Err(Error::OutOfMemory(format!(
+            "a session of n_ctx = {} needs {} MiB (KV cache {} MiB + scratch {} MiB), more than \
+             the {} MiB of memory available (MemAvailable in /proc/meminfo)",
+            params.n_ctx,
+            need.div_ceil(MIB),
+            mem.kv_cache.div_ceil(MIB),
+            mem.scratch.div_ceil(MIB),
+            available / MIB
+        )));
+    }
+    Ok(())
+}
+
 /// One conversation: its context, cache and buffers.
 pub struct Session {
     model: Arc<Model>,
@@ -263,6 +307,21 @@ impl Session {
         self.kv.truncate(0, 0);
         self.tokens.clear();
         self.has_logits = false;
+    }
+
+    /// A digest of everything a call may change: the tokens in the context (so n_past), the
+    /// KV cache below n_past and the current logits. Equal before and after a call that
+    /// failed (the session's rule); equal for two sessions that evaluated the same tokens in
+    /// any batching with the int8 path (bit-identical logits and cache).
+    pub fn state_digest(&self) -> u64 {
+        let mut h = crate::mem::FNV_OFFSET;
+        h = crate::mem::fnv1a(h, &(self.tokens.len() as u64).to_le_bytes());
+        h = crate::mem::fnv1a(h, bytemuck::cast_slice(&self.tokens));
+        h = self.kv.digest_below(self.tokens.len(), h);
+        match self.logits() {
+            Some(l) => crate::mem::fnv1a(h, bytemuck::cast_slice(l)),
+            None => crate::mem::fnv1a(h, b"no logits"),
+        }
     }
 
     /// Logits after the last token of the context, if any token was evaluated.
@@ -872,6 +931,21 @@ fn resolve_threads(n: usize) -> usize {
     match n {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_mem_available;
+
+    #[test]
+    fn mem_available_is_parsed() {
+        let info = "MemTotal:       24576000 kB\nMemFree:  100 kB\nMemAvailable:   20000000 kB\n";
+        assert_eq!(parse_mem_available(info), Some(20_000_000 * 1024));
+        assert_eq!(parse_mem_available("MemTotal: 5 kB\n"), None);
+        assert_eq!(parse_mem_available("MemAvailable: x kB\n"), None);
+        assert_eq!(parse_mem_available("MemAvailable: 5 MB\n"), None);
+        assert!(super::available_memory().is_some_and(|b| b > 0));
     }
 }
 

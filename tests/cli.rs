@@ -309,3 +309,12 @@ fn beams_follow_a_constraint() {
     ]);
     Json::parse(out.trim_end());
 }
+
+/// Issue 13 row 11, found by the tokenize fuzz target: SmolLM2 has no token for byte 0x13
+/// (nor most C0 controls); it was dropped from the text, and now becomes the unknown token
+/// (id 0, `<|endoftext|>`), as in llama.cpp's vocabularies with an unknown token.
+#[test]
+fn a_byte_without_a_token_becomes_the_unknown_token() {
+    let (out, _) = pipit(&["tokenize", "-m", MODEL, "--no-bos", "T\u{13}e"]);
+    assert_eq!(out.trim_end(), "[68, 0, 85]");
+}

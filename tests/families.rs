@@ -18,7 +18,7 @@
 //!   the short set is compared with the HF path at n_ctx 48).
 //!   tools/test-models.sh checks that the generator reproduces the recorded model bytes.
 
-use pipit::forward::Precision;
+use pipit::session::Precision;
 use pipit::model::Model;
 use pipit::session::{Session, SessionParams};
 use std::path::PathBuf;

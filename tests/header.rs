@@ -268,6 +268,10 @@ fn constants() -> Vec<(&'static str, i64)> {
         ("PIPIT_STOP_STOP_STRING", PIPIT_STOP_STOP_STRING.into()),
         ("PIPIT_STOP_CALLBACK", PIPIT_STOP_CALLBACK.into()),
         ("PIPIT_STOP_CONTEXT_FULL", PIPIT_STOP_CONTEXT_FULL.into()),
+        (
+            "PIPIT_SESSION_CHECK_MEMORY",
+            PIPIT_SESSION_CHECK_MEMORY.into(),
+        ),
     ]
 }
 

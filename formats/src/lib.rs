@@ -15,9 +15,9 @@ mod reader;
 mod writer;
 
 pub use error::FormatError;
-pub use metadata::{Metadata, Value};
+pub use metadata::{check_token_lengths, Metadata, Value};
 pub use reader::{PipitFile, TensorInfo};
-pub use writer::Writer;
+pub use writer::{file_kind, refuse_non_regular, Writer};
 
 /// The first 8 bytes of every `.pipit` file. The high-bit byte and the CR LF pair catch
 /// 7-bit and newline-translating transfers, as in PNG.

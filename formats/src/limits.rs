@@ -19,3 +19,10 @@ pub const MAX_STRING_LEN: u64 = 1 << 20;
 pub const MAX_ARRAY_LEN: u64 = 1 << 22;
 /// Largest vocabulary (`tokenizer.tokens` length).
 pub const MAX_VOCAB: u64 = 1 << 20;
+/// Longest token text (each string of `tokenizer.tokens`), in bytes.
+pub const MAX_TOKEN_LEN: u64 = 1024;
+/// Longest text of a special token (types 2 unknown, 3 control, 4 user-defined: the ones
+/// recognised inside text), in bytes. Bounds the work per text position of the matcher.
+pub const MAX_SPECIAL_TOKEN_LEN: u64 = 256;
+/// Most bytes of all special tokens' texts together. Bounds the matcher's memory.
+pub const MAX_SPECIAL_BYTES: u64 = 1 << 20;

@@ -208,6 +208,7 @@ pub(crate) fn validate_tokenizer(meta: &Metadata) -> Result<(), FormatError> {
             }
         }
     }
+    check_token_lengths(tokens.unwrap_or(&[]), meta.opt_arr_u8("tokenizer.token_types")?)?;
     for (key, id) in ids {
         if u64::try_from(id).map_or(true, |id| id >= n_vocab) {
             return Err(FormatError::BadTokenId {
@@ -218,4 +219,43 @@ pub(crate) fn validate_tokenizer(meta: &Metadata) -> Result<(), FormatError> {
         }
     }
     Ok(())
+}
+
+/// Token types whose texts are recognised inside input text (unknown, control,
+/// user-defined), as `tokenizer.token_types` codes.
+const SPECIAL_TYPES: [u8; 3] = [2, 3, 4];
+
+/// `MAX_TOKEN_LEN` for every token; `MAX_SPECIAL_TOKEN_LEN` and `MAX_SPECIAL_BYTES` for the
+/// special ones (`types[i]` is token i's type; missing entries count as normal). The reader
+/// and writer apply it; so does the runtime's tokenizer, which can be built without them.
+pub fn check_token_lengths(tokens: &[String], types: Option<&[u8]>) -> Result<(), FormatError> {
+    use crate::limits::{MAX_SPECIAL_BYTES, MAX_SPECIAL_TOKEN_LEN, MAX_TOKEN_LEN};
+    let limit = |field: String, value: usize, limit: u64| -> Result<(), FormatError> {
+        let value = u64::try_from(value).unwrap_or(u64::MAX);
+        if value > limit {
+            return Err(FormatError::LimitExceeded {
+                field,
+                value,
+                limit,
+            });
+        }
+        Ok(())
+    };
+    let mut special_bytes = 0usize;
+    for (i, t) in tokens.iter().enumerate() {
+        limit(format!("length of tokenizer.tokens[{i}]"), t.len(), MAX_TOKEN_LEN)?;
+        if types.and_then(|ty| ty.get(i)).is_some_and(|ty| SPECIAL_TYPES.contains(ty)) {
+            limit(
+                format!("length of special token tokenizer.tokens[{i}]"),
+                t.len(),
+                MAX_SPECIAL_TOKEN_LEN,
+            )?;
+            special_bytes = special_bytes.saturating_add(t.len());
+        }
+    }
+    limit(
+        "total length of the special tokens".to_string(),
+        special_bytes,
+        MAX_SPECIAL_BYTES,
+    )
 }

@@ -122,6 +122,7 @@ impl Writer {
                 format!("{}: not a file path", path.display()),
             )
         })?;
+        refuse_non_regular(path)?;
         let mut tmp_name = std::ffi::OsString::from(".");
         tmp_name.push(file_name);
         tmp_name.push(format!(".tmp{}", std::process::id()));
@@ -136,6 +137,8 @@ impl Writer {
             buf.flush()?;
             drop(buf);
             file.sync_all()?;
+            // Again just before the rename, which would replace whatever `path` names.
+            refuse_non_regular(path)?;
             std::fs::rename(&tmp, path)
         })();
         if result.is_err() {
@@ -315,4 +318,48 @@ fn put_value(out: &mut Vec<u8>, key: &str, value: &Value) -> Result<(), FormatEr
         }
     }
     Ok(())
+}
+
+/// Errors if `path` exists and is not a regular file (after following symlinks): writing a
+/// model renames a temporary file over `path`, which would replace a device node such as
+/// `/dev/null`, a FIFO, a socket or a directory with a regular file.
+pub fn refuse_non_regular(path: &Path) -> io::Result<()> {
+    match std::fs::metadata(path) {
+        Ok(md) if !md.is_file() => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} exists and is {}, not a regular file; refusing to replace it",
+                path.display(),
+                file_kind(&md.file_type())
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// What kind of file system object `t` is, for messages ("a directory", ...).
+pub fn file_kind(t: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_char_device() {
+            return "a character device";
+        }
+        if t.is_block_device() {
+            return "a block device";
+        }
+        if t.is_fifo() {
+            return "a FIFO (named pipe)";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_file() {
+        "a regular file"
+    } else {
+        "not a regular file"
+    }
 }

@@ -846,3 +846,51 @@ fn tokenizer_entries_of_wrong_type_or_length() {
         }
     });
 }
+
+/// Issue 13 rows 5 and 6: token texts are capped (`MAX_TOKEN_LEN`; special tokens
+/// `MAX_SPECIAL_TOKEN_LEN` each and `MAX_SPECIAL_BYTES` in all), so a crafted vocabulary
+/// cannot make special-token matching slow or its tables huge. The reader and the writer
+/// both refuse; control tokens of 1 MiB (within `MAX_STRING_LEN`) were accepted before.
+#[test]
+fn token_lengths_are_capped() {
+    let long = vec![b'a'; MAX_TOKEN_LEN as usize + 1];
+    let mut r = Raw::valid();
+    r.kvs[1] = kv("tokenizer.tokens", v_arr_str(&[b"<s>", &long, b"b"]));
+    rejects(&r, |e| {
+        *e == FormatError::LimitExceeded {
+            field: "length of tokenizer.tokens[1]".into(),
+            value: MAX_TOKEN_LEN + 1,
+            limit: MAX_TOKEN_LEN,
+        }
+    });
+    // A control token (type 3) longer than MAX_SPECIAL_TOKEN_LEN; as a normal one, fine.
+    let special = vec![b'c'; MAX_SPECIAL_TOKEN_LEN as usize + 1];
+    for (ty, ok) in [(3u8, false), (1, true)] {
+        let mut r = Raw::valid();
+        r.kvs[1] = kv("tokenizer.tokens", v_arr_str(&[b"<s>", b"a", &special]));
+        r.kvs.push(kv("tokenizer.token_types", v_arr(0, 3, &[3, 1, ty])));
+        if ok {
+            parse(&r).expect("a normal token may be that long");
+        } else {
+            rejects(&r, |e| {
+                matches!(e, FormatError::LimitExceeded { field, limit, .. }
+                    if field == "length of special token tokenizer.tokens[2]"
+                        && *limit == MAX_SPECIAL_TOKEN_LEN)
+            });
+        }
+    }
+    // Many special tokens within the per-token cap but over MAX_SPECIAL_BYTES together.
+    let n = (MAX_SPECIAL_BYTES / MAX_SPECIAL_TOKEN_LEN) as usize + 1;
+    let texts: Vec<String> = (0..n)
+        .map(|i| format!("{i:0width$}", width = MAX_SPECIAL_TOKEN_LEN as usize))
+        .collect();
+    let mut w = Writer::new();
+    w.set("tokenizer.tokens", Value::ArrStr(texts));
+    w.set("tokenizer.token_types", Value::ArrU8(vec![4; n]));
+    let e = w.to_bytes().unwrap_err();
+    assert!(
+        matches!(&e, FormatError::LimitExceeded { field, limit, .. }
+            if field == "total length of the special tokens" && *limit == MAX_SPECIAL_BYTES),
+        "{e}"
+    );
+}

@@ -1,6 +1,6 @@
 //! Arbitrary text through the tokenizers of the converted reference models (set
 //! PIPIT_FUZZ_MODEL to a .pipit file): encode never panics and decoding the ids of text
-//! without special tokens gives the text back.
+//! without special tokens gives the text back (unless a byte became the unknown token).
 #![no_main]
 
 use std::sync::OnceLock;
@@ -21,7 +21,9 @@ fuzz_target!(|text: &str| {
     let tok = model().tokenizer();
     let mut ids = Vec::new();
     tok.encode(text, false, &mut ids);
-    if !text.contains('<') {
+    // Text without special tokens decodes back to itself, unless some byte had no token of
+    // its own and became the unknown token (SmolLM2 has none for most C0 controls).
+    if !text.contains('<') && !tok.unk().is_some_and(|unk| ids.contains(&unk)) {
         let bytes: Vec<u8> = ids.iter().flat_map(|&id| tok.piece(id).iter().copied()).collect();
         assert_eq!(bytes, text.as_bytes());
     }

@@ -3,12 +3,15 @@
 //!
 //! # Numerics (every path follows these rules)
 //! - **Activation quantization** ([`Kernels::quantize_act`]): per block of 32,
-//!   `amax = max |x_i|`, `d = amax / 127` (one IEEE division). If `d` is not a normal f32
-//!   (zero, subnormal, infinite) the block is all zero (`d = s = 0`, `qs = 0`). Otherwise
+//!   `amax = max |x_i|`, `d = amax / 127` (one IEEE division). If `amax` is NaN or infinite
+//!   (some `x_i` is not finite) the block is `d = s = NaN`, `qs = 0`, so that the non-finite
+//!   value reaches the output (and becomes a numeric error) instead of vanishing; the max
+//!   must therefore not skip NaN (`f32::max` does: paths take an integer max of the
+//!   magnitudes' bits). Else, if `d` is not a normal f32 (zero, subnormal), the block is all
+//!   zero (`d = s = 0`, `qs = 0`). Otherwise
 //!   `id = 1 / d` and `q_i = round_ties_even(x_i * id)` (one multiply, no FMA; ties to even is
 //!   what `cvtps2dq`/`fcvtns` do in the default rounding mode), which lies in `-127..=127`;
-//!   `s = d * (sum q_i as f32)`. Every path produces bit-identical blocks for finite input;
-//!   for NaN input the quantized values are unspecified (but memory safe).
+//!   `s = d * (sum q_i as f32)`. Every path produces bit-identical blocks for any input.
 //! - **Integer block dot products**: one activation block meets one sub-block of 32 weights
 //!   (a whole block for the 32-value types, sub-block `j` of a 256-value K-quant block):
 //!   `isum = sum_i w_i * a_i`, exact in i32, where `w_i` is the integer weight: `qs[i]` for

@@ -209,26 +209,46 @@ fn f32_at(b: &[u8], off: usize) -> f32 {
     f32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
 }
 
-/// `(d, 1/d)` for a block whose largest magnitude is `amax`; `(0, 0)` when `d` is not a
-/// normal number. Shared by every path so the scale is bit-identical.
+/// `(d, 1/d)` for a block whose largest magnitude is `amax`: `(NaN, 0)` when `amax` is NaN or
+/// infinite (the block holds a non-finite value, which must reach the output), `(0, 0)` when
+/// `d` is zero or subnormal. Shared by every path so the scale is bit-identical.
 #[inline(always)]
 pub(crate) fn act_scale(amax: f32) -> (f32, f32) {
     let d = amax / 127.0;
     if d.is_normal() {
         (d, 1.0 / d)
-    } else {
+    } else if amax.is_finite() {
         (0.0, 0.0)
+    } else {
+        (f32::NAN, 0.0)
     }
 }
+
+/// `|x|` as bits: for non-negative floats the integer order is the numeric order, with every
+/// NaN above infinity, so an integer max over these never loses a NaN (`f32::max` would).
+#[inline(always)]
+pub(crate) fn abs_bits(x: f32) -> u32 {
+    x.to_bits() & 0x7fff_ffff
+}
+
+/// The block a non-finite `amax` quantizes to: NaN scale and sum, zero integers.
+pub(crate) const NON_FINITE_BLOCK: BlockQ8A = BlockQ8A {
+    d: f32::NAN,
+    s: f32::NAN,
+    qs: [0; QK],
+};
 
 /// Quantizes one block given its `amax` (the rounding rule of the module docs).
 #[inline]
 pub(crate) fn quantize_block(x: &[f32], amax: f32) -> BlockQ8A {
     let (d, id) = act_scale(amax);
+    if d.is_nan() {
+        return NON_FINITE_BLOCK;
+    }
     let mut qs = [0i8; QK];
     let mut sum = 0i32;
     for (q, &v) in qs.iter_mut().zip(x) {
-        // `as` saturates (and maps NaN to 0), so this never overflows i8.
+        // `as` saturates, so this never overflows i8 (`v` is finite here).
         *q = (v * id).round_ties_even() as i8;
         sum += i32::from(*q);
     }
@@ -242,7 +262,7 @@ pub(crate) fn quantize_block(x: &[f32], amax: f32) -> BlockQ8A {
 /// Reference activation quantizer.
 pub fn quantize_act(x: &[f32], out: &mut [BlockQ8A]) {
     for (xb, o) in x.chunks_exact(QK).zip(out.iter_mut()) {
-        let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let amax = f32::from_bits(xb.iter().map(|&v| abs_bits(v)).max().unwrap_or(0));
         *o = quantize_block(xb, amax);
     }
 }

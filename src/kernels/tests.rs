@@ -280,7 +280,7 @@ fn scalar_quantize_rule() {
     assert_eq!(q[0].d, 1.0);
     assert_eq!(&q[0].qs[..6], &[127, 2, 4, -2, -127, 0]);
     assert_eq!(q[0].s, 4.0);
-    // Zero and subnormal blocks quantize to all-zero blocks.
+    // Zero and subnormal blocks quantize to all-zero blocks (non-finite ones: see below).
     for v in [0.0, 1e-40, -1e-38] {
         scalar().quantize_act(&[v; 32], &mut q);
         assert_eq!(q[0], BlockQ8A::default(), "v = {v}");
@@ -934,4 +934,50 @@ fn wsum_bit_identical_and_independent_of_neighbours() {
 #[should_panic(expected = "wsum: p has")]
 fn wsum_checks_weights() {
     scalar().wsum(&[1.0; 5], 4, &[0.0; 8], &mut [0.0; 4], 2);
+}
+
+/// Issue 13 row 9: a NaN or infinity among a block's activations gives the block `d = s =
+/// NaN`, `qs = 0` on every path (bit for bit), so it reaches every output of a matmul instead
+/// of quantizing to zeros. Each position of the block, each non-finite value, any neighbours.
+#[test]
+fn quantize_act_non_finite_propagates_on_every_path() {
+    let mut rng = Rng::new(13);
+    for bad in [f32::NAN, -f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        for pos in 0..32 {
+            for style in [0, 1, 3, 4] {
+                // Three blocks; only the middle one holds the bad value.
+                let mut x = acts(&mut rng, 96, style);
+                x[32 + pos] = bad;
+                let mut want = vec![BlockQ8A::default(); 3];
+                scalar().quantize_act(&x, &mut want);
+                assert!(want[1].d.is_nan() && want[1].s.is_nan(), "{bad} at {pos}");
+                assert_eq!(want[1].qs, [0; 32]);
+                assert!(!want[0].d.is_nan() && !want[2].d.is_nan());
+                for k in available() {
+                    let mut got = vec![BlockQ8A::default(); 3];
+                    k.quantize_act(&x, &mut got);
+                    for (g, w) in got.iter().zip(&want) {
+                        assert_eq!(g.d.to_bits(), w.d.to_bits(), "{} {bad} at {pos}", k.name);
+                        assert_eq!(g.s.to_bits(), w.s.to_bits(), "{} {bad} at {pos}", k.name);
+                        assert_eq!(g.qs, w.qs, "{} {bad} at {pos}", k.name);
+                    }
+                }
+            }
+        }
+    }
+    // Every integer matmul output that reads the bad block is NaN, on every path and dtype.
+    for dtype in QTYPES {
+        let (rows, cols) = (3, 96);
+        let wb = weights(&mut rng, dtype, rows, cols, Scales::Normal);
+        let w = QMatrix::new(dtype, rows, cols, &wb).unwrap();
+        let mut x = acts(&mut rng, cols, 0);
+        x[40] = f32::NAN;
+        let mut xq = vec![BlockQ8A::default(); cols / 32];
+        scalar().quantize_act(&x, &mut xq);
+        for k in available() {
+            let mut out = vec![0f32; rows];
+            k.matmul_q8a(&w, &xq, 1, &mut out, rows, 0..rows);
+            assert!(out.iter().all(|v| v.is_nan()), "{} {dtype}: {out:?}", k.name);
+        }
+    }
 }

@@ -21,6 +21,8 @@ pub(crate) struct Bpe {
     /// `(left, right)` -> `(rank, merged)`.
     merges: PairMap,
     n_vocab: u32,
+    /// The unknown token: what a byte that no token expresses becomes.
+    unk: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -53,7 +55,7 @@ impl Bpe {
     /// Builds the merge table from `"left right"` strings in priority order. A string
     /// without a space after its first byte is skipped (as llama.cpp, which cannot use it);
     /// for a repeated pair the first rank counts.
-    pub(crate) fn new(vocab: &Vocab, merges: &[String]) -> Self {
+    pub(crate) fn new(vocab: &Vocab, merges: &[String], unk: Option<u32>) -> Self {
         let n_vocab = vocab.len() as u32;
         let mut extra: HashMap<String, u32> = HashMap::new();
         let mut intern = |s: &str| -> u32 {
@@ -98,7 +100,44 @@ impl Bpe {
             byte_sym,
             merges: table,
             n_vocab,
+            unk,
         }
+    }
+
+    /// The first byte that can occur in UTF-8 text and that [`Bpe::emit`] could not express
+    /// by any token: not its own symbol, not the single-byte tokens of its mapped text, and
+    /// no unknown token to stand for it.
+    pub(crate) fn inexpressible_byte(&self, vocab: &Vocab) -> Option<u8> {
+        if self.unk.is_some() {
+            return None;
+        }
+        (0..=255u8)
+            .filter(|&b| super::utf8::can_occur(b))
+            .find(|&b| self.byte_tokens(b, vocab, &mut Vec::new()).is_none())
+    }
+
+    /// Appends the tokens for raw byte `b` alone to `out`: its own symbol if that is a token,
+    /// else (as llama.cpp) the single-byte tokens of its mapped text if they all exist.
+    /// `None` (nothing appended) if neither exists.
+    fn byte_tokens(&self, b: u8, vocab: &Vocab, out: &mut Vec<u32>) -> Option<()> {
+        let sym = self.byte_sym[usize::from(b)];
+        if sym < self.n_vocab {
+            out.push(sym);
+            return Some(());
+        }
+        let mut tmp = [0u8; 4];
+        let mapped = byte_to_char(b).encode_utf8(&mut tmp).as_bytes();
+        let n = out.len();
+        for &mb in mapped {
+            match vocab.find(&[mb]) {
+                Some(t) => out.push(t),
+                None => {
+                    out.truncate(n);
+                    return None;
+                }
+            }
+        }
+        Some(())
     }
 
     /// Appends the tokens of `word` (raw bytes) to `out`.
@@ -190,19 +229,17 @@ impl Bpe {
         pair.map(|_| Reverse(u64::from(rank) << 32 | u64::from(left)))
     }
 
-    /// Appends symbol `id` standing for `bytes`. A text that is no token falls back, as in
-    /// llama.cpp, to the single-byte tokens of its mapped text's bytes, where they exist.
+    /// Appends symbol `id` standing for `bytes`. A text that is no token falls back to the
+    /// tokens of each of its bytes ([`Bpe::byte_tokens`]), else to the unknown token: no byte
+    /// is dropped (a tokenizer where some byte has neither is refused at load).
     fn emit(&self, id: u32, bytes: &[u8], vocab: &Vocab, out: &mut Vec<u32>) {
         if id < self.n_vocab {
             out.push(id);
             return;
         }
-        let mut tmp = [0u8; 4];
         for &b in bytes {
-            for &mb in byte_to_char(b).encode_utf8(&mut tmp).as_bytes() {
-                if let Some(t) = vocab.find(&[mb]) {
-                    out.push(t);
-                }
+            if self.byte_tokens(b, vocab, out).is_none() {
+                out.extend(self.unk);
             }
         }
     }

@@ -95,6 +95,8 @@ pub struct Tokenizer {
     algo: Algo,
     bos: Option<u32>,
     eos: Option<u32>,
+    /// What a byte no other token expresses becomes.
+    unk: Option<u32>,
     eot: Vec<u32>,
     add_bos: bool,
     add_space_prefix: bool,
@@ -254,6 +256,7 @@ impl Tokenizer {
                 _ => Ok(()),
             }
         };
+        pipit_format::check_token_lengths(p.tokens, Some(p.token_types))?;
         check("tokenizer.bos_id", p.bos)?;
         check("tokenizer.eos_id", p.eos)?;
         check("tokenizer.unk_id", p.unk)?;
@@ -272,11 +275,28 @@ impl Tokenizer {
                 })?;
                 Algo::Bpe {
                     pre,
-                    bpe: bpe::Bpe::new(&vocab, p.merges),
+                    bpe: bpe::Bpe::new(&vocab, p.merges, p.unk),
                 }
             }
             TokenizerKind::Spm => Algo::Spm(spm::Spm::new(&vocab, p.scores.to_vec(), p.unk)),
         };
+        // Every byte of any text must become some token: refuse a vocabulary that would
+        // silently drop one (issue 13 row 11).
+        let lost = match &algo {
+            Algo::Bpe { bpe, .. } => bpe.inexpressible_byte(&vocab),
+            Algo::Spm(spm) => spm.inexpressible_byte(),
+        };
+        if let Some(b) = lost {
+            return Err(FormatError::BadValue {
+                key: "tokenizer.tokens".into(),
+                value: format!("{n} tokens"),
+                rule: format!(
+                    "no token expresses byte 0x{b:02X} and there is no unknown token \
+                     (tokenizer.unk_id), so text with it would be lost"
+                ),
+            }
+            .into());
+        }
         let specials = SpecialMatcher::new(
             p.token_types
                 .iter()
@@ -311,6 +331,7 @@ impl Tokenizer {
             algo,
             bos: p.bos,
             eos: p.eos,
+            unk: p.unk,
             eot,
             add_bos: p.add_bos,
             add_space_prefix: p.add_space_prefix,
@@ -438,6 +459,12 @@ impl Tokenizer {
     /// Beginning-of-sequence token.
     pub fn bos(&self) -> Option<u32> {
         self.bos
+    }
+
+    /// The unknown token: [`Tokenizer::encode`] gives it for a byte of the text that no
+    /// other token expresses (so such text does not decode back to itself).
+    pub fn unk(&self) -> Option<u32> {
+        self.unk
     }
 
     /// End-of-sequence token.

@@ -24,20 +24,20 @@ pub(crate) enum Fragment {
     Special(u32),
 }
 
-#[derive(Debug, Clone)]
-struct Node {
-    /// Children `(byte, node)`, sorted by byte.
-    children: Vec<(u8, u32)>,
-    /// Token ending here, or `NONE`.
-    token: u32,
-    /// Its priority (0 = first processed: longest, then lowest id).
-    prio: u32,
-}
-
-/// A trie over the special tokens' texts.
+/// A trie over the special tokens' texts, stored flat: the children of a node are
+/// consecutive nodes, found by binary search on their bytes. About 13 bytes per node (at
+/// most one node per byte of special text, `MAX_SPECIAL_BYTES` in all), no allocation per
+/// node, and depth at most `MAX_SPECIAL_TOKEN_LEN`, which bounds the walk from any position.
 #[derive(Debug, Clone)]
 pub(crate) struct SpecialMatcher {
-    nodes: Vec<Node>,
+    /// Byte on the edge into each node (unused for the root, node 0).
+    byte: Vec<u8>,
+    /// First child of each node; its children are `first[n]..first[n] + count[n]`.
+    first: Vec<u32>,
+    /// Number of children of each node.
+    count: Vec<u16>,
+    /// Priority of the token ending at each node, or `NONE`.
+    prio: Vec<u32>,
     /// Node reached from the root by each byte, or `NONE`.
     root: Box<[u32; 256]>,
     /// (token id, its text length) by priority.
@@ -51,47 +51,85 @@ impl SpecialMatcher {
             .into_iter()
             .filter(|(_, t)| !t.is_empty())
             .collect();
+        // Priority: longest first, then lowest id (llama.cpp's order).
         list.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(&b.0)));
-        let mut nodes = vec![Node {
-            children: Vec::new(),
-            token: NONE,
-            prio: NONE,
-        }];
-        let mut by_prio = Vec::with_capacity(list.len());
-        for (prio, &(id, text)) in list.iter().enumerate() {
-            let prio = u32::try_from(prio).unwrap_or(NONE);
-            let mut node = 0usize;
-            for &b in text.as_bytes() {
-                node = match nodes[node].children.binary_search_by_key(&b, |c| c.0) {
-                    Ok(i) => nodes[node].children[i].1 as usize,
-                    Err(i) => {
-                        let child = nodes.len();
-                        nodes.push(Node {
-                            children: Vec::new(),
-                            token: NONE,
-                            prio: NONE,
-                        });
-                        nodes[node].children.insert(i, (b, child as u32));
-                        child
-                    }
-                };
-            }
-            // Texts are unique per id; for duplicate texts the first in priority order wins,
-            // as the later one never finds an unclaimed occurrence in llama.cpp either.
-            if nodes[node].token == NONE {
-                nodes[node].token = id;
-                nodes[node].prio = prio;
-            }
-            by_prio.push((id, text.len() as u32));
-        }
-        let mut root = Box::new([NONE; 256]);
-        for &(b, child) in &nodes[0].children {
-            root[usize::from(b)] = child;
-        }
-        Self {
-            nodes,
-            root,
+        let by_prio: Vec<(u32, u32)> = list.iter().map(|&(id, t)| (id, t.len() as u32)).collect();
+        // Texts in byte order (ties by priority), so that the texts below any trie node are
+        // a contiguous range of `sorted` and its children are runs of equal next bytes.
+        let mut sorted: Vec<(&[u8], u32)> = list
+            .iter()
+            .enumerate()
+            .map(|(p, &(_, t))| (t.as_bytes(), u32::try_from(p).unwrap_or(NONE)))
+            .collect();
+        sorted.sort();
+        let mut m = SpecialMatcher {
+            byte: vec![0],
+            first: vec![0],
+            count: vec![0],
+            prio: vec![NONE],
+            root: Box::new([NONE; 256]),
             by_prio,
+        };
+        // Breadth first: (node, depth, range of `sorted` below it). A node's children are
+        // appended together, so they are consecutive.
+        let mut queue = std::collections::VecDeque::from([(0usize, 0usize, 0..sorted.len())]);
+        while let Some((node, depth, range)) = queue.pop_front() {
+            let mut i = range.start;
+            // Texts ending here come first in byte order; for duplicate texts the first in
+            // priority order wins, as the later one never finds an unclaimed occurrence in
+            // llama.cpp either.
+            while i < range.end && sorted[i].0.len() == depth {
+                if m.prio[node] == NONE {
+                    m.prio[node] = sorted[i].1;
+                }
+                i += 1;
+            }
+            m.first[node] = m.byte.len() as u32;
+            while i < range.end {
+                let b = sorted[i].0[depth];
+                let mut j = i + 1;
+                while j < range.end && sorted[j].0[depth] == b {
+                    j += 1;
+                }
+                let child = m.byte.len();
+                m.byte.push(b);
+                m.first.push(0);
+                m.count.push(0);
+                m.prio.push(NONE);
+                m.count[node] += 1;
+                if node == 0 {
+                    m.root[usize::from(b)] = child as u32;
+                }
+                queue.push_back((child, depth + 1, i..j));
+                i = j;
+            }
+        }
+        for v in [&mut m.first, &mut m.prio] {
+            v.shrink_to_fit();
+        }
+        m.byte.shrink_to_fit();
+        m.count.shrink_to_fit();
+        m
+    }
+
+    /// Bytes this matcher holds on the heap.
+    #[cfg(test)]
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.byte.capacity()
+            + 4 * self.first.capacity()
+            + 2 * self.count.capacity()
+            + 4 * self.prio.capacity()
+            + 256 * 4
+            + 8 * self.by_prio.capacity()
+    }
+
+    /// The child of `node` on byte `b`, or `NONE`.
+    fn child(&self, node: usize, b: u8) -> u32 {
+        let lo = self.first[node] as usize;
+        let kids = &self.byte[lo..lo + usize::from(self.count[node])];
+        match kids.binary_search(&b) {
+            Ok(k) => (lo + k) as u32,
+            Err(_) => NONE,
         }
     }
 
@@ -109,17 +147,14 @@ impl SpecialMatcher {
         let mut best = None;
         let mut i = pos + 1;
         while node != NONE {
-            let n = &self.nodes[node as usize];
-            if n.token != NONE && i <= end {
-                best = Some((n.prio, i - pos));
+            let n = node as usize;
+            if self.prio[n] != NONE && i <= end {
+                best = Some((self.prio[n], i - pos));
             }
             if i >= end {
                 break;
             }
-            node = match n.children.binary_search_by_key(&text[i], |c| c.0) {
-                Ok(k) => n.children[k].1,
-                Err(_) => NONE,
-            };
+            node = self.child(n, text[i]);
             i += 1;
         }
         best
@@ -302,5 +337,44 @@ mod tests {
     fn no_specials() {
         let m = SpecialMatcher::new(std::iter::empty());
         assert_eq!(parts(&m, "abc"), ["'abc'"]);
+    }
+
+    /// Issue 13 row 5: a text of 1 MiB against the longest special token the format allows
+    /// (and one byte shorter) takes one trie walk of at most that length per position, not
+    /// a walk to the end of the text: this finished in hours before (quadratic).
+    #[test]
+    fn long_text_against_longest_token_is_linear() {
+        let long = "a".repeat(pipit_format::limits::MAX_SPECIAL_TOKEN_LEN as usize);
+        let m = SpecialMatcher::new([(7, long.as_str()), (8, &long[1..])]);
+        let text = "a".repeat((1 << 20) - 1);
+        let mut out = Vec::new();
+        m.partition(&text, &mut out);
+        let n = text.len() / long.len();
+        assert_eq!(out.len(), n + 1);
+        assert!(out[..n].iter().all(|f| *f == Fragment::Special(7)));
+        assert_eq!(out[n], Fragment::Special(8)); // the last 255 bytes
+    }
+
+    /// Issue 13 row 6: the trie took about 85 bytes per byte of special text (5.1 GB for
+    /// 60 MiB). Now the format caps the special text at `MAX_SPECIAL_BYTES` and the flat trie
+    /// takes at most 12 bytes per byte of it, plus fixed tables.
+    #[test]
+    fn trie_memory_is_small_per_special_byte() {
+        let max = pipit_format::limits::MAX_SPECIAL_TOKEN_LEN as usize;
+        let total = pipit_format::limits::MAX_SPECIAL_BYTES as usize;
+        // Distinct texts sharing no prefix beyond their first bytes: one node per byte.
+        let texts: Vec<String> = (0..total / max)
+            .map(|i| {
+                let mut t = format!("{i:08x}");
+                t.push_str(&"z".repeat(max - t.len()));
+                t
+            })
+            .collect();
+        let m = SpecialMatcher::new(texts.iter().enumerate().map(|(i, t)| (i as u32, t.as_str())));
+        let per_byte = m.heap_bytes() as f64 / total as f64;
+        assert!(per_byte < 12.0, "{per_byte:.1} bytes per special byte");
+        let mut out = Vec::new();
+        m.partition(&format!("x{}y", texts[5]), &mut out);
+        assert_eq!(out, [Fragment::Text(0..1), Fragment::Special(5), Fragment::Text(257..258)]);
     }
 }

@@ -84,6 +84,12 @@ impl Spm {
         }
     }
 
+    /// The first byte that can occur in UTF-8 text and that no token expresses (no `<0xNN>`,
+    /// no one-byte token, no unknown token): text holding it could not be encoded.
+    pub(crate) fn inexpressible_byte(&self) -> Option<u8> {
+        (0..=255u8).find(|&b| super::utf8::can_occur(b) && self.byte_tok[usize::from(b)] == NONE)
+    }
+
     /// Appends the tokens of `text` (already escaped: spaces as U+2581) to `out`.
     pub(crate) fn encode(&self, vocab: &Vocab, s: &mut Scratch, out: &mut Vec<u32>) {
         let Scratch { syms, heap, text } = s;

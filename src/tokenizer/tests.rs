@@ -351,6 +351,12 @@ fn from_metadata() {
         Err(Error::Format(FormatError::MissingKey { .. }))
     ));
     m.set("tokenizer.merges", Value::ArrStr(Vec::new()));
+    // One token and no unknown token: every other byte of a text would be lost.
+    assert!(matches!(
+        Tokenizer::from_metadata(&m),
+        Err(Error::Format(FormatError::BadValue { .. }))
+    ));
+    m.set("tokenizer.unk_id", Value::I32(0));
     assert_eq!(
         Tokenizer::from_metadata(&m).unwrap().kind(),
         TokenizerKind::Bpe
@@ -361,4 +367,35 @@ fn from_metadata() {
 fn send_sync() {
     fn check<T: Send + Sync>() {}
     check::<Tokenizer>();
+}
+
+/// Issue 13 row 11: a byte that no token expresses was silently dropped ("t tt x t" gave 3
+/// tokens without "x"). It now becomes the unknown token, and a vocabulary without one is
+/// refused at load, naming the byte.
+#[test]
+fn inexpressible_bytes_become_unk_or_are_refused() {
+    // BPE: the byte-level vocabulary without "x", plus "<unk>".
+    let mut p = bpe_parts(&[("<unk>", token_type::UNKNOWN), ("Ġt", token_type::NORMAL)], &["Ġ t"]);
+    let x = p.tokens.iter().position(|t| t == "x").unwrap();
+    p.tokens[x] = "<unused>".into();
+    p.unk = Some(256);
+    let t = p.build().unwrap();
+    assert_eq!(
+        texts(&t, &enc(&t, "t tt x t")),
+        ["t", "Ġt", "t", "Ġ", "<unk>", "Ġt"]
+    );
+    p.unk = None;
+    let e = p.build().unwrap_err().to_string();
+    assert!(e.contains("byte 0x78") && e.contains("unk_id"), "{e}");
+    // Bytes that never occur in UTF-8 (0xC0, 0xC1, 0xF5..) need no token.
+    let mut p = bpe_parts(&[], &[]);
+    for b in [0xC0u8, 0xC1, 0xF5, 0xFF] {
+        p.tokens[usize::from(b)] = format!("<unused{b}>");
+    }
+    assert!(p.build().is_ok());
+    // SPM: without byte tokens for "é" and without <unk>.
+    let mut p = spm_parts(&spm_vocab());
+    p.unk = None;
+    let e = p.build().unwrap_err().to_string();
+    assert!(e.contains("no token expresses byte"), "{e}");
 }

@@ -113,3 +113,8 @@ fn char_len(lead: u8) -> usize {
         _ => 4,
     }
 }
+
+/// Whether byte `b` can occur in valid UTF-8 (all but 0xC0, 0xC1 and 0xF5..=0xFF).
+pub(crate) fn can_occur(b: u8) -> bool {
+    !matches!(b, 0xC0 | 0xC1 | 0xF5..=0xFF)
+}

@@ -445,8 +445,12 @@ int main(int argc, char **argv) {
   bad.kv_type = 3;
   EXPECT(pipit_session_new(m, &bad, &s), PIPIT_ERR_INVALID_ARGUMENT);
   bad = sp;
-  bad.flags = 1;
+  bad.flags = 2; /* unknown (1 is PIPIT_SESSION_CHECK_MEMORY) */
   EXPECT(pipit_session_new(m, &bad, &s), PIPIT_ERR_INVALID_ARGUMENT);
+  bad.flags = PIPIT_SESSION_CHECK_MEMORY; /* a small session fits in any machine */
+  EXPECT(pipit_session_new(m, &bad, &s), PIPIT_OK);
+  pipit_session_free(s);
+  s = NULL;
   bad = sp;
   bad.n_ctx = 0;
   EXPECT(pipit_session_new(m, &bad, &s), PIPIT_ERR_INVALID_ARGUMENT);

@@ -300,16 +300,37 @@ impl Tiny {
 
 /// A `.pipit` file from metadata and tensors (quantized with THE rounding rule).
 pub fn assemble(metadata: &[(String, Value)], tensors: &[TinyTensor]) -> Vec<u8> {
+    try_assemble(metadata, tensors).expect("values, tensors and metadata the writer accepts")
+}
+
+/// [`assemble`], or `None` where the writer refuses the values, a tensor or the metadata
+/// (the fuzz targets mutate both).
+pub fn try_assemble(metadata: &[(String, Value)], tensors: &[TinyTensor]) -> Option<Vec<u8>> {
     let mut w = Writer::new();
     for (k, v) in metadata {
         w.set(k, v.clone());
     }
     for t in tensors {
-        let data = quantize(t.dtype, &t.values).expect("quantizable values");
-        w.add_tensor(&t.name, t.dtype, &t.shape, data)
-            .expect("consistent tensor");
+        let data = quantize(t.dtype, &t.values).ok()?;
+        w.add_tensor(&t.name, t.dtype, &t.shape, data).ok()?;
     }
-    w.to_bytes().expect("valid file")
+    w.to_bytes().ok()
+}
+
+/// Stores the header checksum of `b` (SPEC.md: bytes `0..60` and the `meta_len` bytes of the
+/// metadata/directory section, as far as the file goes), so that a mutated header or
+/// directory reaches the parser's own checks instead of the checksum.
+pub fn fix_header_crc(b: &mut [u8]) {
+    use pipit_format::crc32c::{crc32c, update};
+    if b.len() < 64 {
+        return;
+    }
+    let meta_len = u64::from_le_bytes(b[16..24].try_into().unwrap());
+    let end = 64usize
+        .saturating_add(meta_len.min(b.len() as u64) as usize)
+        .min(b.len());
+    let crc = update(crc32c(&b[..60]), &b[64..end]);
+    b[60..64].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// A tiny llama with Q8_0 matrices.

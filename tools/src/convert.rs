@@ -343,15 +343,14 @@ pub fn convert_tensor(t: &SrcTensor, dtype: DType) -> Result<(Vec<u8>, TensorRep
 }
 
 /// Fails early (before any work) when `output` cannot be created: its directory must exist
-/// and accept a new file, and `output` must not be a directory.
+/// and accept a new file, and `output`, if it exists, must be a regular file (never a
+/// directory, device, FIFO or socket, which the final rename would replace).
 pub fn check_output(output: &Path) -> Result<()> {
     let bad = |reason: String| ConvertError::OutputNotWritable {
         path: output.to_path_buf(),
         reason,
     };
-    if output.is_dir() {
-        return Err(bad("it is a directory".into()));
-    }
+    pipit_format::refuse_non_regular(output).map_err(|e| bad(e.to_string()))?;
     let name = output
         .file_name()
         .ok_or_else(|| bad("it has no file name".into()))?;

@@ -212,7 +212,7 @@ impl HfDir {
                 reason,
             };
             let (n, st) = safetensors::SafeTensors::read_metadata(map)
-                .map_err(|e| bad(format!("invalid safetensors: {e:?}")))?;
+                .map_err(|e| bad(safetensors_reason(&e)))?;
             let base = n
                 .checked_add(8)
                 .ok_or_else(|| bad("header length overflows".into()))?;
@@ -1013,4 +1013,35 @@ fn adds_space_prefix(tok: &J) -> bool {
                 ))
     });
     prepend || meta
+}
+
+/// A message for a safetensors header error (the crate's own `Display` prints the enum
+/// variant's name).
+fn safetensors_reason(e: &safetensors::SafeTensorError) -> String {
+    use safetensors::SafeTensorError as E;
+    match e {
+        E::InvalidHeader => "the header is not valid UTF-8".into(),
+        E::InvalidHeaderStart => "the header does not start with '{'".into(),
+        E::InvalidHeaderDeserialization => "the header is not valid JSON".into(),
+        E::JsonError(e) => format!("the header is not valid JSON: {e}"),
+        E::HeaderTooLarge => "the header is larger than 100 MB".into(),
+        E::HeaderTooSmall => "the file is shorter than its 8-byte header length".into(),
+        E::InvalidHeaderLength => "the header length points past the end of the file".into(),
+        E::TensorNotFound(name) => format!("tensor {name:?} is not in the file"),
+        E::TensorInvalidInfo => {
+            "a tensor's data offsets do not span its shape times its dtype size".into()
+        }
+        E::InvalidOffset(name) => format!(
+            "tensor {name:?} does not start where the previous tensor's data ends \
+             (a tensor missing from the header, or overlapping or out-of-order offsets)"
+        ),
+        E::IoError(e) => e.to_string(),
+        E::InvalidTensorView(dtype, shape, len) => {
+            format!("{len} bytes do not hold a {dtype:?} tensor of shape {shape:?}")
+        }
+        E::MetadataIncompleteBuffer => {
+            "the tensors' data does not cover the file up to its end".into()
+        }
+        E::ValidationOverflow => "a tensor's shape or size overflows".into(),
+    }
 }

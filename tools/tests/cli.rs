@@ -111,3 +111,49 @@ fn errors_exit_nonzero_with_a_message() {
         "unknown --quant value is a usage error"
     );
 }
+
+/// Issue 13 row 1: an output path that exists and is not a regular file (a device reached
+/// through a symlink, a FIFO, a directory) is refused before any work and left as it was;
+/// the final rename would otherwise replace it with a regular file.
+#[test]
+fn refuses_an_output_that_is_not_a_regular_file() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = TempDir::new("cli-nonregular");
+    tiny_llama_gguf().write(&dir.join("m.gguf"));
+    // A symlink to /dev/null: were it replaced, only the link in the temp dir would go.
+    std::os::unix::fs::symlink("/dev/null", dir.join("null")).unwrap();
+    let fifo = dir.join("fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    std::fs::create_dir(dir.join("sub")).unwrap();
+    for (name, kind) in [
+        ("null", "a character device"),
+        ("fifo", "a FIFO"),
+        ("sub", "a directory"),
+    ] {
+        let out = bin()
+            .arg(dir.join("m.gguf"))
+            .arg("-o")
+            .arg(dir.join(name))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{name}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            err.contains(kind) && err.contains("not a regular file"),
+            "{name}: {err}"
+        );
+    }
+    let null = std::fs::metadata(dir.join("null")).unwrap();
+    assert!(null.file_type().is_char_device());
+    assert!(std::fs::symlink_metadata(dir.join("null"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    assert!(std::fs::metadata(dir.join("sub")).unwrap().is_dir());
+    // The library writer refuses too (the check also runs just before its rename).
+    let e = pipit_format::Writer::new()
+        .write_file(dir.join("fifo"))
+        .unwrap_err();
+    assert!(e.to_string().contains("not a regular file"), "{e}");
+}

@@ -445,7 +445,7 @@ fn refuses_unwritable_output() {
         "{e}"
     );
     let e = convert_err(&g, Some(dir.path()));
-    assert!(e.contains("is not writable: it is a directory"), "{e}");
+    assert!(e.contains("exists and is a directory, not a regular file"), "{e}");
 }
 
 #[test]

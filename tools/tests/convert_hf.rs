@@ -653,8 +653,9 @@ fn refusals() {
     )
     .unwrap_err();
     assert!(
-        e.to_string()
-            .contains("model-00001-of-00002.safetensors: invalid safetensors"),
+        e.to_string().contains(
+            "model-00001-of-00002.safetensors: the header length points past the end"
+        ),
         "{e}"
     );
 
@@ -667,4 +668,71 @@ fn refusals() {
     )
     .unwrap_err();
     assert!(e.to_string().contains("without config.json"), "{e}");
+}
+
+/// Issue 13 row 12: safetensors errors are sentences, not the crate's enum names, and a
+/// tensor missing from a header is described as such rather than as a bad offset of
+/// another tensor.
+#[test]
+fn safetensors_errors_are_described() {
+    let d = tiny_dir(false);
+    d.write();
+    let shard = d.model_dir().join("model-00001-of-00002.safetensors");
+    let bytes = std::fs::read(&shard).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    // Drop the tensor whose data comes first: the next one no longer starts at 0.
+    let first = header
+        .iter()
+        .filter(|(k, _)| *k != "__metadata__")
+        .min_by_key(|(_, v)| v["data_offsets"][0].as_u64().unwrap())
+        .map(|(k, _)| k.clone())
+        .unwrap();
+    header.remove(&first);
+    let mut text = serde_json::to_string(&header).unwrap().into_bytes();
+    text.resize(n, b' ');
+    let mut broken = bytes.clone();
+    broken[8..8 + n].copy_from_slice(&text);
+    std::fs::write(&shard, &broken).unwrap();
+    let e = convert(
+        &d.model_dir(),
+        &d.tmp.join("out.pipit"),
+        Quant::Keep,
+        &mut std::io::sink(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("does not start where the previous tensor's data ends")
+            && e.contains("a tensor missing from the header"),
+        "{e}"
+    );
+    // A shape that does not match its byte range.
+    let mut header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let (name, _) = header
+        .iter()
+        .find(|(k, _)| *k != "__metadata__")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .unwrap();
+    header[&name]["shape"] = serde_json::json!([1, 3]);
+    let mut text = serde_json::to_string(&header).unwrap().into_bytes();
+    assert!(text.len() <= n);
+    text.resize(n, b' ');
+    let mut broken = bytes.clone();
+    broken[8..8 + n].copy_from_slice(&text);
+    std::fs::write(&shard, &broken).unwrap();
+    let e = convert(
+        &d.model_dir(),
+        &d.tmp.join("out.pipit"),
+        Quant::Keep,
+        &mut std::io::sink(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("data offsets do not span its shape") && !e.contains("TensorInvalidInfo"),
+        "{e}"
+    );
 }

@@ -57,6 +57,9 @@ pub struct ChatArgs {
     /// Read the file into memory instead of mapping it.
     #[arg(long)]
     pub no_mmap: bool,
+    /// Skip the check of the session's memory against the machine's available memory.
+    #[arg(long)]
+    pub no_mem_check: bool,
     /// Stop the reply when it ends with this text (not printed; repeatable).
     #[arg(long = "stop", value_name = "STRING")]
     pub stop: Vec<String>,
@@ -340,6 +343,9 @@ pub fn run(args: ChatArgs) -> Result<()> {
         n_threads: args.threads,
         ..SessionParams::default()
     };
+    if !args.no_mem_check {
+        pipit::session::check_memory(&model, &params, pipit::session::available_memory())?;
+    }
     let session = Session::new(Arc::clone(&model), params)?;
     let sigint = sigint::Handler::install(session.cancel_handle());
     let mut chat = Chat {

@@ -78,6 +78,9 @@ struct ModelArgs {
     /// Keep activations in f32 (slower; matches an f32 reference implementation more closely).
     #[arg(long)]
     f32: bool,
+    /// Skip the check of the session's memory against the machine's available memory.
+    #[arg(long)]
+    no_mem_check: bool,
 }
 
 impl ModelArgs {
@@ -107,8 +110,24 @@ impl ModelArgs {
             n_seq_max,
             ..SessionParams::default()
         };
-        Session::new(Arc::clone(model), params)
+        new_session(model, params, !self.no_mem_check)
     }
+}
+
+/// A session, first checking (unless `mem_check` is off) that its KV cache and scratch fit
+/// in the machine's available memory: zero-filling a cache larger than RAM would get the
+/// process killed rather than give an error.
+fn new_session(model: &Arc<Model>, params: SessionParams, mem_check: bool) -> Result<Session> {
+    if mem_check {
+        pipit::session::check_memory(model, &params, pipit::session::available_memory())
+            .map_err(|e| match e {
+                Error::OutOfMemory(what) => Error::OutOfMemory(format!(
+                    "{what}; use a smaller --ctx, or --no-mem-check to try anyway"
+                )),
+                e => e,
+            })?;
+    }
+    Session::new(Arc::clone(model), params)
 }
 
 /// Sampling flags shared by the generating commands; defaults are
@@ -294,6 +313,9 @@ struct PerplexityArgs {
     /// Keep activations in f32.
     #[arg(long)]
     f32: bool,
+    /// Skip the check of the session's memory against the machine's available memory.
+    #[arg(long)]
+    no_mem_check: bool,
 }
 
 #[derive(Args)]
@@ -316,6 +338,9 @@ struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Skip the check of the session's memory against the machine's available memory.
+    #[arg(long)]
+    no_mem_check: bool,
     /// Also time a beam search of B beams over -n tokens after the -p prompt, against greedy
     /// decoding after the same prompt, and compare their memory (sessions sized for each).
     #[arg(long, value_name = "B")]
@@ -358,6 +383,14 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `println!` that returns an error instead of panicking when stdout cannot be written
+/// (closed pipe, full disk): the command then fails with a message, no backtrace.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        out(&mut std::io::stdout().lock(), format!("{}\n", format_args!($($arg)*)).as_bytes())
+    };
 }
 
 /// Writes to stdout and flushes, naming stdout on failure (a closed pipe is an error, not
@@ -498,7 +531,7 @@ fn tokenize(a: TokenizeArgs) -> Result<()> {
     let mut ids = Vec::new();
     tok.encode(&a.text, tok.add_bos() && !a.no_bos, &mut ids);
     let list: Vec<String> = ids.iter().map(u32::to_string).collect();
-    println!("[{}]", list.join(", "));
+    outln!("[{}]", list.join(", "))?;
     Ok(())
 }
 
@@ -546,12 +579,12 @@ fn score(a: ScoreArgs) -> Result<()> {
         session.eval(&prompt)?;
     }
     let total_nll = -session.score(&ids)?;
-    println!(
+    outln!(
         "tokens={} total_nll={:.6} mean_nll={:.6}",
         ids.len(),
         total_nll,
         total_nll / scored as f64
-    );
+    )?;
     Ok(())
 }
 
@@ -590,12 +623,12 @@ fn choose(a: ChooseArgs) -> Result<()> {
     order.sort_by(|&i, &j| logprobs[j].total_cmp(&logprobs[i]));
     for i in order {
         let (n, lp) = (options[i].len(), logprobs[i]);
-        println!(
+        outln!(
             "{:?}\ttokens={n}\tlogprob={lp:.6}\tper_token={:.6}\tper_byte={:.6}",
             texts[i],
             lp / n as f64,
             lp / texts[i].len() as f64
-        );
+        )?;
     }
     Ok(())
 }
@@ -630,7 +663,7 @@ fn perplexity(a: PerplexityArgs) -> Result<()> {
         precision,
         ..SessionParams::default()
     };
-    let mut session = Session::new(Arc::clone(&model), params)?;
+    let mut session = new_session(&model, params, !a.no_mem_check)?;
     eprintln!("pipit: {} tokens, {n_chunks} chunks of {ctx}", ids.len());
 
     // llama.cpp's protocol: each chunk from an empty cache (its first token replaced by BOS
@@ -659,7 +692,7 @@ fn perplexity(a: PerplexityArgs) -> Result<()> {
         t0.elapsed().as_secs_f64(),
         (n_chunks * ctx) as f64 / t0.elapsed().as_secs_f64()
     );
-    println!("PPL = {:.4}", (nll / count as f64).exp());
+    outln!("PPL = {:.4}", (nll / count as f64).exp())?;
     Ok(())
 }
 
@@ -667,7 +700,7 @@ fn inspect(a: FileArgs) -> Result<()> {
     let t0 = Instant::now();
     let model = Model::open(&a.file)?;
     let report = inspect::report(&model, pipit::session::kernel_path()?);
-    println!("{report}");
+    outln!("{report}")?;
     eprintln!(
         "pipit: inspected in {:.1} ms",
         t0.elapsed().as_secs_f64() * 1e3
@@ -681,11 +714,11 @@ fn verify(a: FileArgs) -> Result<()> {
         ..OpenOptions::default()
     };
     let model = Model::open_with(&a.file, &opts)?;
-    println!(
+    outln!(
         "{}: OK, {} tensors, all checksums match",
         a.file.display(),
         model.file().tensors.len()
-    );
+    )?;
     Ok(())
 }
 
@@ -723,7 +756,7 @@ fn bench(a: BenchArgs) -> Result<()> {
         n_batch: a.n_prompt.clamp(1, 4096),
         ..SessionParams::default()
     };
-    let mut session = Session::new(Arc::clone(&model), params)?;
+    let mut session = new_session(&model, params, !a.no_mem_check)?;
     // Fixed, spread-out token ids: the speed does not depend on which tokens they are.
     let tokens: Vec<u32> = (0..n_ctx)
         .map(|i| ((i * 7919 + 13) % hp.n_vocab) as u32)
@@ -811,7 +844,7 @@ fn bench(a: BenchArgs) -> Result<()> {
         )
     });
     if a.json {
-        println!(
+        outln!(
             "{{\"model\": \"{}\", \"kernel\": \"{}\", \"threads\": {}, \"n_prompt\": {}, \"n_gen\": {}, \"repetitions\": {}, \"pp_tps\": {:.2}, \"tg_tps\": {:.2}, \"tg_weight_gbps\": {:.3}{extra}{}}}",
             name.replace('\\', "\\\\").replace('"', "\\\""),
             session.kernel_name(),
@@ -823,41 +856,41 @@ fn bench(a: BenchArgs) -> Result<()> {
             tg_tps,
             gbps,
             beam.as_ref().map_or_else(String::new, BeamBench::json)
-        );
+        )?;
     } else {
-        println!("| model | kernel | threads | test | t/s | weights GB/s |");
-        println!("|---|---|---|---|---|---|");
+        outln!("| model | kernel | threads | test | t/s | weights GB/s |")?;
+        outln!("|---|---|---|---|---|---|")?;
         if a.n_prompt > 0 {
-            println!(
+            outln!(
                 "| {name} | {} | {} | pp{} | {pp_tps:.2} | |",
                 session.kernel_name(),
                 session.n_threads(),
                 a.n_prompt
-            );
+            )?;
         }
         if a.n_gen > 0 {
-            println!(
+            outln!(
                 "| {name} | {} | {} | tg{} | {tg_tps:.2} | {gbps:.2} |",
                 session.kernel_name(),
                 session.n_threads(),
                 a.n_gen
-            );
+            )?;
         }
         if let Some(b) = &beam {
-            println!("{}", b.table(&name));
+            outln!("{}", b.table(&name))?;
         }
         if let Some(c) = &constrained {
-            println!(
+            outln!(
                 "| {name} | {} | {} | tg{} constrained | {:.2} | |",
                 session.kernel_name(),
                 session.n_threads(),
                 a.n_gen,
                 c.tg_tps
-            );
-            println!(
+            )?;
+            outln!(
                 "constraint: compile {:.3} ms (vocabulary index {:.3} ms); mask p50 {:.2} us, p99 {:.2} us, max {:.2} us over {} steps, {} outputs",
                 c.compile_ms, c.vocab_ms, c.p50, c.p99, c.max, c.steps, c.outputs
-            );
+            )?;
         }
     }
     Ok(())

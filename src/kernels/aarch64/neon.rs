@@ -346,15 +346,23 @@ unsafe fn quantize_act(x: &[f32], out: &mut [BlockQ8A]) {
         for (k, vk) in v.iter_mut().enumerate() {
             *vk = vld1q_f32(p.add(4 * k));
         }
-        let mut m = [vdupq_n_f32(0.0); 4];
+        // Integer max of the magnitudes' bits: a NaN is the largest (scalar::abs_bits).
+        let mut m = [vdupq_n_u32(0); 4];
         for k in 0..4 {
-            m[k] = vmaxnmq_f32(vabsq_f32(v[k]), vabsq_f32(v[k + 4]));
+            m[k] = vmaxq_u32(
+                vreinterpretq_u32_f32(vabsq_f32(v[k])),
+                vreinterpretq_u32_f32(vabsq_f32(v[k + 4])),
+            );
         }
-        let amax = vmaxnmvq_f32(vmaxnmq_f32(
-            vmaxnmq_f32(m[0], m[1]),
-            vmaxnmq_f32(m[2], m[3]),
-        ));
+        let amax = f32::from_bits(vmaxvq_u32(vmaxq_u32(
+            vmaxq_u32(m[0], m[1]),
+            vmaxq_u32(m[2], m[3]),
+        )));
         let (d, id) = scalar::act_scale(amax);
+        if d.is_nan() {
+            *o = scalar::NON_FINITE_BLOCK;
+            continue;
+        }
         let mut q = [vdup_n_s16(0); 8];
         for k in 0..8 {
             q[k] = vqmovn_s32(vcvtnq_s32_f32(vmulq_n_f32(v[k], id)));

@@ -742,13 +742,17 @@ unsafe fn quantize_act(x: &[f32], out: &mut [BlockQ8A]) {
             _mm256_loadu_ps(p.add(16)),
             _mm256_loadu_ps(p.add(24)),
         ];
-        let m01 = _mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1]));
-        let m23 = _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3]));
-        let m = _mm256_max_ps(m01, m23);
-        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
-        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-        let m = _mm_max_ss(m, _mm_movehdup_ps(m));
-        let (d, id) = scalar::act_scale(_mm_cvtss_f32(m));
+        // Integer max of the magnitudes' bits: a NaN is the largest (scalar::abs_bits).
+        let a = v.map(|vk| _mm256_castps_si256(_mm256_andnot_ps(sign, vk)));
+        let m = _mm256_max_epi32(_mm256_max_epi32(a[0], a[1]), _mm256_max_epi32(a[2], a[3]));
+        let m = _mm_max_epi32(_mm256_castsi256_si128(m), _mm256_extracti128_si256::<1>(m));
+        let m = _mm_max_epi32(m, _mm_shuffle_epi32::<0b01_00_11_10>(m));
+        let m = _mm_max_epi32(m, _mm_shuffle_epi32::<0b10_11_00_01>(m));
+        let (d, id) = scalar::act_scale(f32::from_bits(_mm_cvtsi128_si32(m) as u32));
+        if d.is_nan() {
+            *o = scalar::NON_FINITE_BLOCK;
+            continue;
+        }
         let idv = _mm256_set1_ps(id);
         let mut q = [_mm256_setzero_si256(); 4];
         for (qk, &vk) in q.iter_mut().zip(&v) {

@@ -1291,10 +1291,15 @@ pub(super) unsafe fn quantize_act(x: &[f32], out: &mut [BlockQ8A]) {
     for (xb, o) in x.chunks_exact(QK).zip(out.iter_mut()) {
         let v0 = _mm512_loadu_ps(xb.as_ptr());
         let v1 = _mm512_loadu_ps(xb.as_ptr().add(16));
-        let a0 = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v0), abs_mask));
-        let a1 = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v1), abs_mask));
-        let amax = _mm512_reduce_max_ps(_mm512_max_ps(a0, a1));
+        // Integer max of the magnitudes' bits: a NaN is the largest (scalar::abs_bits).
+        let a0 = _mm512_and_si512(_mm512_castps_si512(v0), abs_mask);
+        let a1 = _mm512_and_si512(_mm512_castps_si512(v1), abs_mask);
+        let amax = f32::from_bits(_mm512_reduce_max_epi32(_mm512_max_epi32(a0, a1)) as u32);
         let (d, id) = scalar::act_scale(amax);
+        if d.is_nan() {
+            *o = scalar::NON_FINITE_BLOCK;
+            continue;
+        }
         let idv = _mm512_set1_ps(id);
         let q0 = _mm512_cvt_roundps_epi32::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
             _mm512_mul_ps(v0, idv),
