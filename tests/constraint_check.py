@@ -1,7 +1,7 @@
 """Independent oracle for tests/constraint.rs: reads JSON lines from stdin, one sampled
 output each, and checks it with Python's own tools:
   {"kind": "regex", "pattern": P, "output": O}   re.fullmatch(P, O)
-  {"kind": "schema", "schema": S, "output": O}   jsonschema with FormatChecker
+  {"kind": "schema", "schema": S, "output": O}   jsonschema, with the draft's FormatChecker
   {"kind": "gbnf", "grammar": G, "output": O}    a GBNF recognizer written here (set-of-
                                                  positions matching, no code shared with
                                                  the Rust engine); json.loads too when
@@ -190,7 +190,10 @@ def main():
                 ok = re.fullmatch(case["pattern"], out) is not None
             elif case["kind"] == "schema":
                 v = json.loads(out)
-                jsonschema.validate(v, case["schema"], format_checker=jsonschema.FormatChecker())
+                # The schema's draft (2020-12 by default) with that draft's FormatChecker:
+                # `time` is RFC 3339 (offset required), not draft 3's "%H:%M:%S".
+                cls = jsonschema.validators.validator_for(case["schema"])
+                cls(case["schema"], format_checker=cls.FORMAT_CHECKER).validate(v)
                 ok = True
             elif case["kind"] == "gbnf":
                 ok = gbnf_accepts(parse_gbnf(case["grammar"]), out)

@@ -192,7 +192,11 @@ fn hyper_parameters_and_weights_of_tiny_llama() {
 #[test]
 fn every_matrix_dtype_loads_with_identical_bytes() {
     for dtype in DType::ALL {
-        let tiny = Tiny::llama(dtype, 11);
+        let mut tiny = Tiny::llama(dtype, 11);
+        if dtype.block_elems() > 32 {
+            // Every matrix row a whole number of 256-value blocks.
+            (tiny.d_model, tiny.head_dim, tiny.d_ff) = (256, 64, 256);
+        }
         let m = Model::from_bytes(tiny.bytes()).unwrap();
         let wq = m.weights().layers[1].wq;
         assert_eq!(wq.dtype, dtype);

@@ -61,6 +61,18 @@ for f in llama3 mistral qwen2 qwen3 phi3 gemma2; do
     || python3 "$root/tools/make_tiny_models.py" "$llama_cpp" "$tiny" "$f"
   convert "$tiny/$f.gguf" "$tiny/$f.pipit"
 done
+# The seeded generator reproduces the bytes llama.cpp's reference numbers were measured on
+# (tests/data/families.json, from tools/family_reference.py).
+python3 - "$tiny" "$root/tests/data/families.json" <<'PY'
+import hashlib, json, os, sys
+if not os.path.exists(sys.argv[2]):
+    sys.exit(f"{sys.argv[2]} is missing: run tools/family_reference.py PEER_BIN_DIR")
+ref = json.load(open(sys.argv[2]))
+for f, r in ref.items():
+    got = hashlib.sha256(open(f"{sys.argv[1]}/{f}.gguf", "rb").read()).hexdigest()
+    if got != r["sha256"]:
+        sys.exit(f"{f}.gguf: sha256 {got}, tests/data/families.json has {r['sha256']}")
+PY
 # Their Hugging Face exports (f32; Llama 3's RoPE scaling as the parameters
 # make_tiny_models.py used), converted: tests/families.rs compares the logits.
 llama3_scaling=$(python3 -c "import sys, json; sys.path.insert(0, '$root/tools'); import make_tiny_models as m; print(json.dumps(dict(rope_type='llama3', **m.LLAMA3_SCALING)))")

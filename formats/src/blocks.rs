@@ -465,7 +465,7 @@ fn fit_scale_min(x: &[f32], nmax: u8) -> (f32, f32) {
             mn = 0.0;
             scale = swqx / swqq;
         }
-        if !(scale > 0.0) {
+        if scale.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
             continue;
         }
         let err = err_of(scale, mn);

@@ -488,8 +488,7 @@ pub fn check_left_recursion(a: &Automata) -> Result<()> {
     let n_rules = a.rule_start.len();
     // left[r] = rules r can call before any byte.
     let mut left: Vec<Vec<u32>> = vec![Vec::new(); n_rules];
-    for r in 0..n_rules {
-        let s0 = a.rule_start[r];
+    for (l, &s0) in left.iter_mut().zip(&a.rule_start) {
         if s0 == DEAD {
             continue;
         }
@@ -499,8 +498,8 @@ pub fn check_left_recursion(a: &Automata) -> Result<()> {
             let s = seen[i];
             i += 1;
             for &(c, t) in a.calls_of(s) {
-                if !left[r].contains(&c) {
-                    left[r].push(c);
+                if !l.contains(&c) {
+                    l.push(c);
                 }
                 // Nullable call chains inside one rule are short; `seen` stays small.
                 if a.rule_min[c as usize] == 0 && !seen.contains(&t) && seen.len() < 4096 {

@@ -149,8 +149,7 @@ impl Parser<'_> {
 
     fn sequence(&mut self, nested: bool) -> Result<Expr> {
         let mut items: Vec<Expr> = Vec::new();
-        loop {
-            let Some(c) = self.peek() else { break };
+        while let Some(c) = self.peek() {
             let e = match c {
                 b'"' => {
                     self.i += 1;

@@ -48,7 +48,7 @@ impl Quant {
 /// of the layers, and every third layer in between (the rule of llama.cpp's
 /// `llama_tensor_get_type`, which these mixes reproduce so that sizes and quality compare).
 fn more_bits(l: u64, n: u64) -> bool {
-    l < n / 8 || l >= 7 * n / 8 || (l >= n / 8 && (l - n / 8) % 3 == 2)
+    l < n / 8 || l >= 7 * n / 8 || (l - n / 8) % 3 == 2
 }
 
 /// The layer index of a `blk.L.*` tensor name.
@@ -71,7 +71,7 @@ pub fn k_mix(base: DType, name: &str, cols: u64, n_layer: u64, tied: bool) -> DT
         && matches!(kind, "attn_v" | "ffn_down")
         && layer_of(name).is_some_and(|l| more_bits(l, n_layer));
     let dtype = if head || bumped { DType::Q6_K } else { base };
-    if cols % dtype.block_elems() as u64 == 0 {
+    if cols.is_multiple_of(dtype.block_elems() as u64) {
         return dtype;
     }
     match dtype {

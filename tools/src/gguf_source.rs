@@ -22,7 +22,8 @@
 //!   by the family's rule, soft-caps from `{arch}.attn_logit_softcapping` and
 //!   `{arch}.final_logit_softcapping`.
 //! - Tokenizer: `tokenizer.ggml.model` `gpt2` -> `bpe`, `llama` -> `spm`; `add_bos` defaults
-//!   to true for spm and false for bpe, `add_space_prefix` likewise.
+//!   to true for spm and for the Llama 3 pre-tokenizers (`llama-bpe`, ..., as llama.cpp)
+//!   and false for other bpe; `add_space_prefix` true for spm, false for bpe.
 //! - Tensor names: `.weight` dropped, `.bias` -> `_bias`; shapes reversed (GGUF dims are
 //!   innermost first).
 //!
@@ -508,9 +509,15 @@ fn tokenizer(g: &Gguf, m: &mut Metadata, n_vocab: usize) -> Result<()> {
         "tokenizer.eot_ids",
         Value::ArrI32(eot_ids(tokens, eos, &explicit)),
     );
+    // Absent, llama.cpp adds BOS for SentencePiece and for the Llama 3 pre-tokenizers.
+    let pre = g.get_str("tokenizer.ggml.pre")?.unwrap_or("default");
+    let bos_by_default = spm || matches!(pre, "llama3" | "llama-v3" | "llama-bpe" | "pixtral");
     m.set(
         "tokenizer.add_bos",
-        Value::Bool(g.get_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(spm)),
+        Value::Bool(
+            g.get_bool("tokenizer.ggml.add_bos_token")?
+                .unwrap_or(bos_by_default),
+        ),
     );
     m.set(
         "tokenizer.add_space_prefix",
