@@ -967,7 +967,9 @@ fn quantize_act_non_finite_propagates_on_every_path() {
     }
     // Every integer matmul output that reads the bad block is NaN, on every path and dtype.
     for dtype in QTYPES {
-        let (rows, cols) = (3, 96);
+        // A whole super-block for the K-quants, three blocks for the others.
+        let cols = dtype.block_elems().max(96);
+        let rows = 3;
         let wb = weights(&mut rng, dtype, rows, cols, Scales::Normal);
         let w = QMatrix::new(dtype, rows, cols, &wb).unwrap();
         let mut x = acts(&mut rng, cols, 0);
