@@ -47,10 +47,20 @@ for dt in bf16 f16; do
 done
 
 # Tiny random models of every family (tools/make_tiny_models.py) with the real vocabularies
-# of llama.cpp's source tree (the peer build fetches it; ~10 min the first time), plus its
-# tokenizer test vectors: the inputs of tests/families.rs.
-peer_bin=$(bash "${PIPIT_PEER_SCRIPT:-$root/../shared/scripts/peer-llama-cpp.sh}" | tail -1)
-llama_cpp="$(dirname "$peer_bin")/src/llama_cpp_python-0.3.36/vendor/llama.cpp"
+# of llama.cpp's source tree, plus its tokenizer test vectors: the inputs of
+# tests/families.rs. Only the source is needed (the llama-cpp-python sdist from PyPI, where
+# ../shared/scripts/peer-llama-cpp.sh also unpacks it before building the peer's tools).
+peer_src="${PEER_DIR:-$HOME/.cache/pipit-peer}/src"
+if [ ! -d "$peer_src/llama_cpp_python-0.3.36/vendor/llama.cpp" ]; then
+  mkdir -p "$peer_src"
+  # pip prepares the sdist's metadata with CMake (scikit-build-core).
+  command -v cmake >/dev/null || { apt-get update -qq && apt-get install -y -qq cmake >/dev/null; }
+  (cd "$peer_src" \
+    && { [ -f llama_cpp_python-0.3.36.tar.gz ] || python3 -m pip download -q --no-deps \
+           --no-binary :all: -d . llama-cpp-python==0.3.36; } \
+    && tar xzf llama_cpp_python-0.3.36.tar.gz)
+fi
+llama_cpp="$peer_src/llama_cpp_python-0.3.36/vendor/llama.cpp"
 tiny="$models/tiny"
 mkdir -p "$tiny"
 for v in llama-bpe qwen2 phi-3 llama-spm; do
