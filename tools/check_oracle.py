@@ -36,7 +36,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = os.path.join(ROOT, "models")
 
 MAGIC = b"\x89PIPIT\r\n"
-DTYPES = {0: "F32", 1: "F16", 2: "Q8_0", 3: "Q4_0", 4: "Q4_1"}
+DTYPES = {0: "F32", 1: "F16", 2: "Q8_0", 3: "Q4_0", 4: "Q4_1", 5: "Q5_0", 6: "Q5_1", 7: "Q4_K",
+          8: "Q5_K", 9: "Q6_K"}
 
 
 def fail(msg: str) -> None:
@@ -151,6 +152,11 @@ class Pipit:
             x = raw.view(np.float32)
         elif dtype == "F16":
             x = raw.view(np.float16).astype(np.float32)
+        elif dtype not in ("Q8_0", "Q4_0", "Q4_1"):
+            # Q5_0/Q5_1 and the K-quants keep GGUF's block layouts: the gguf package decodes them.
+            from gguf.quants import dequantize
+            from gguf.constants import GGMLQuantizationType
+            x = dequantize(raw, GGMLQuantizationType[dtype]).astype(np.float32)
         else:
             bb = {"Q8_0": 34, "Q4_0": 18, "Q4_1": 20}[dtype]
             blk = raw.reshape(-1, bb)
@@ -322,11 +328,15 @@ def check_gemma(pipit_path: str, gguf_path: str) -> None:
     for t in r.tensors:
         name = pipit_name(t.name)
         src = t.tensor_type.name
-        dtype, dims, _, _ = p.tensors[name]
+        dtype, dims, off, size = p.tensors[name]
         check(dims == [int(d) for d in reversed(t.shape)], f"{name}: shape")
         ref = gguf_values(t)
         got = p.values(name)
-        if src in ("Q8_0", "F32", "F16", "Q4_0", "Q4_1"):
+        if src in DTYPES.values():
+            # `--quant keep` copies every type pipit has, block for block.
+            check(dtype == src, f"{name}: {src} became {dtype}")
+            check(bytes(p.buf[off:off + size]) == np.asarray(t.data).tobytes(),
+                  f"{name}: copied {src} tensor's bytes differ from the GGUF")
             check(same_bits(got, ref), f"{name}: copied {src} tensor differs from the GGUF")
             err = 0.0
         else:
