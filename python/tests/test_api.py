@@ -63,7 +63,9 @@ def test_tokenize_and_detokenize(model: pipit.Model, pipit_bin: Path, model_path
 def test_memory_estimate(model: pipit.Model) -> None:
     r = model.memory_estimate()
     assert r.total == r.weights_mapped + r.kv_cache + r.scratch
-    assert model.memory_estimate(n_ctx=4096).kv_cache == 2 * r.kv_cache
+    # The cache is pages of 32 positions plus a spare page: about, not exactly, twice.
+    kv_4k = model.memory_estimate(n_ctx=4096).kv_cache
+    assert 1.9 * r.kv_cache < kv_4k <= 2 * r.kv_cache
     assert model.memory_estimate(kv_type="f32").kv_cache == 2 * r.kv_cache
     assert model.memory_estimate(kv_type="int8").kv_cache < r.kv_cache
     with pytest.raises(pipit.InvalidArgumentError):
