@@ -380,11 +380,6 @@ impl KvCache {
         self.seqs[seq].len
     }
 
-    /// Whether sequence `seq` holds no position.
-    pub fn is_empty(&self, seq: usize) -> bool {
-        self.seqs[seq].len == 0
-    }
-
     /// Whether `seq` still holds every position a token at `pos` (after a truncation to
     /// `pos`) attends to.
     pub fn can_truncate(&self, seq: usize, pos: usize) -> bool {
