@@ -409,14 +409,7 @@ fn run(a: RunArgs) -> Result<()> {
         return run_beams(a);
     }
     let model = a.model.open()?;
-    let tok = model.tokenizer();
-    let mut prompt = Vec::new();
-    tok.encode(&a.prompt, tok.add_bos(), &mut prompt);
-    if prompt.is_empty() {
-        return Err(Error::InvalidArgument(
-            "the prompt is empty and the model adds no BOS".into(),
-        ));
-    }
+    let prompt = prompt_ids(&model, &a.prompt)?;
     let mut session = a.model.session(&model, a.model.ctx)?;
     let opts = GenerateOptions {
         sampling: a.sampling.params(),
@@ -459,18 +452,26 @@ fn run(a: RunArgs) -> Result<()> {
     Ok(())
 }
 
+/// The ids of a prompt that opens a context (BOS when the model wants one); an empty prompt
+/// of a model without BOS is an error.
+fn prompt_ids(model: &Model, text: &str) -> Result<Vec<u32>> {
+    let tok = model.tokenizer();
+    let mut ids = Vec::new();
+    tok.encode(text, tok.add_bos(), &mut ids);
+    if ids.is_empty() {
+        return Err(Error::InvalidArgument(
+            "the prompt is empty and the model adds no BOS".into(),
+        ));
+    }
+    Ok(ids)
+}
+
 /// `pipit run --beams B`: the prompt, then a beam search; prints the best hypothesis (and
 /// with --beams-all every finished one) and its log-probability.
 fn run_beams(a: RunArgs) -> Result<()> {
     let model = a.model.open()?;
     let tok = model.tokenizer();
-    let mut prompt = Vec::new();
-    tok.encode(&a.prompt, tok.add_bos(), &mut prompt);
-    if prompt.is_empty() {
-        return Err(Error::InvalidArgument(
-            "the prompt is empty and the model adds no BOS".into(),
-        ));
-    }
+    let prompt = prompt_ids(&model, &a.prompt)?;
     let beams = a.beams.beams.unwrap_or(1);
     let params = BeamParams {
         beams,
@@ -591,13 +592,7 @@ fn score(a: ScoreArgs) -> Result<()> {
 fn choose(a: ChooseArgs) -> Result<()> {
     let model = a.model.open()?;
     let tok = model.tokenizer();
-    let mut prompt = Vec::new();
-    tok.encode(&a.prompt, tok.add_bos(), &mut prompt);
-    if prompt.is_empty() {
-        return Err(Error::InvalidArgument(
-            "the prompt is empty and the model adds no BOS".into(),
-        ));
-    }
+    let prompt = prompt_ids(&model, &a.prompt)?;
     let texts: Vec<&str> = a.options.split('|').collect();
     let options: Vec<Vec<u32>> = texts
         .iter()
