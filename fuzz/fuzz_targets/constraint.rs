@@ -7,7 +7,7 @@
 use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
-use pipit::constraint::vocab::VocabIndex;
+use pipit::tokenizer::vocab_index::VocabIndex;
 use pipit::constraint::{gbnf, json, regex, Constraint, TokenMask};
 
 fn vocab() -> Arc<VocabIndex> {
