@@ -934,6 +934,19 @@ fn resolve_threads(n: usize) -> usize {
     }
 }
 
+/// Errors if any logit is NaN or infinite.
+pub(crate) fn check_finite(logits: &[f32]) -> Result<()> {
+    match logits.iter().position(|l| !l.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(Error::Numeric(format!("logit {i} is {}", logits[i]))),
+    }
+}
+
+/// `log softmax(logits)[token]`, in f64 (the same log-sum-exp beam search uses).
+pub fn log_softmax_at(logits: &[f32], token: u32) -> f64 {
+    f64::from(logits[token as usize]) - beam::log_sum_exp(logits)
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_mem_available;
@@ -947,17 +960,4 @@ mod tests {
         assert_eq!(parse_mem_available("MemAvailable: 5 MB\n"), None);
         assert!(super::available_memory().is_some_and(|b| b > 0));
     }
-}
-
-/// Errors if any logit is NaN or infinite.
-pub(crate) fn check_finite(logits: &[f32]) -> Result<()> {
-    match logits.iter().position(|l| !l.is_finite()) {
-        None => Ok(()),
-        Some(i) => Err(Error::Numeric(format!("logit {i} is {}", logits[i]))),
-    }
-}
-
-/// `log softmax(logits)[token]`, in f64 (the same log-sum-exp beam search uses).
-pub fn log_softmax_at(logits: &[f32], token: u32) -> f64 {
-    f64::from(logits[token as usize]) - beam::log_sum_exp(logits)
 }
