@@ -64,7 +64,10 @@ extern "C" fn on_token(_piece: *const c_char, _len: usize, _token: i32, user: *m
 }
 
 fuzz_target!(|calls: Vec<Call>| {
-    let mut st = State { model: null_mut(), session: null_mut(), params: unsafe { std::mem::zeroed() } };
+    // SAFETY: pipit_session_params is a repr(C) struct of integers, for which all-zero
+    // bytes are a valid value.
+    let params = unsafe { std::mem::zeroed() };
+    let mut st = State { model: null_mut(), session: null_mut(), params };
     // SAFETY (every call below): pointers are NULL or valid for the call; handles are live
     // or NULL (freed ones are set to NULL).
     unsafe {
