@@ -486,21 +486,45 @@ impl Session {
             w.n_live = n_next;
         }
 
-        // 3. The best hypothesis becomes the context: the prompt's sequence, its tokens
-        //    appended (one batch), swapped into slot 0.
+        // 3. The best hypothesis becomes the context, swapped into slot 0. The live beam
+        //    sharing the most of its first tokens already holds their keys and values: the
+        //    prompt's sequence takes that beam's pages up to there, and only the rest of the
+        //    hypothesis (at least its last token, for the logits after it) is decoded.
         let mut finished = w.finished;
         finished.truncate(w.n_finished);
         finished.sort_by(|a, c| c.score.total_cmp(&a.score));
         let best = finished
             .first()
             .ok_or_else(|| Error::Internal("beam search ended without a hypothesis".into()))?;
+        let base = self.kv.len(PROMPT);
+        let mut from = None;
+        for bm in &w.live[..w.n_live] {
+            let shared = bm
+                .tokens
+                .iter()
+                .zip(&best.tokens)
+                .take_while(|(a, b)| a == b)
+                .count()
+                .min(best.tokens.len().saturating_sub(1));
+            // Positions a token at `base + shared` attends to may have left a sliding window.
+            if shared > from.map_or(0, |(_, n)| n) && self.kv.can_truncate(bm.slot, base + shared)
+            {
+                from = Some((bm.slot, shared));
+            }
+        }
+        let mut shared = 0;
+        if let Some((slot, n)) = from {
+            self.kv.fork(slot, PROMPT);
+            self.kv.truncate(PROMPT, base + n);
+            shared = n;
+        }
         for slot in PROMPT + 1..self.kv.n_slots() {
             self.kv.truncate(slot, 0);
         }
         if best.tokens.is_empty() {
             self.next_logits.copy_from_slice(&root);
         } else {
-            self.eval_seq(PROMPT, &best.tokens, false, |_, _| {})?;
+            self.eval_seq(PROMPT, &best.tokens[shared..], false, |_, _| {})?;
         }
         self.kv.swap(0, PROMPT);
         std::mem::swap(&mut self.logits, &mut self.next_logits);
