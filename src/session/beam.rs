@@ -21,9 +21,10 @@
 use std::sync::Arc;
 
 use crate::constraint::{Constraint, ConstraintState, TokenMask};
-use crate::mem::{checked_len, zeroed};
 use crate::kv::Span;
+use crate::mem::{checked_len, zeroed};
 use crate::session::{check_finite, Session};
+use crate::threadpool::ThreadPool;
 use crate::{Error, Result};
 
 /// What a beam search is asked for.
@@ -151,18 +152,37 @@ fn by_score(a: &Candidate, b: &Candidate) -> std::cmp::Ordering {
         .then(a.token.cmp(&b.token))
 }
 
-/// `log(sum(exp(row)))`, stable, summed in f64 (the same function scoring uses).
+/// `log(sum(exp(row)))`, stable (the same function scoring uses). Written so that it
+/// vectorizes: a lane-wise max, then runs of 64 exponentials summed in eight f32 lanes, and the
+/// runs in f64.
 pub(crate) fn log_sum_exp(row: &[f32]) -> f64 {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut acc = [0.0f64; 8];
+    let mut lanes = [f32::NEG_INFINITY; 8];
     let mut chunks = row.chunks_exact(8);
     for c in &mut chunks {
-        for (a, &v) in acc.iter_mut().zip(c) {
-            *a += f64::from(crate::kernels::scalar::exp(v - max));
+        for (m, &v) in lanes.iter_mut().zip(c) {
+            *m = if v > *m { v } else { *m };
         }
     }
-    for (a, &v) in acc.iter_mut().zip(chunks.remainder()) {
-        *a += f64::from(crate::kernels::scalar::exp(v - max));
+    let max = chunks
+        .remainder()
+        .iter()
+        .chain(&lanes)
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    let mut acc = [0.0f64; 8];
+    let mut e = [0.0f32; 64];
+    for run in row.chunks(64) {
+        let e = &mut e[..run.len()];
+        for (e, &v) in e.iter_mut().zip(run) {
+            *e = crate::kernels::scalar::exp(v - max);
+        }
+        let mut sum = [0.0f32; 8];
+        for (i, &x) in e.iter().enumerate() {
+            sum[i % 8] += x;
+        }
+        for (a, s) in acc.iter_mut().zip(sum) {
+            *a += f64::from(s);
+        }
     }
     let sum = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
     f64::from(max) + sum.ln()
@@ -196,6 +216,33 @@ fn top_k(logits: &[f32], k: usize, beam: usize, base: f64, lse: f64, out: &mut V
     }
 }
 
+/// One beam's ranking: the log-sum-exp of its logits and its best extensions, best first.
+struct Ranked {
+    /// The beam's log-probability so far.
+    base: f64,
+    lse: f64,
+    best: Vec<Candidate>,
+}
+
+/// `items`, each handed to its own task of `pool`: `f(i, &mut items[i])`.
+fn each_in_parallel<T: Send>(pool: &ThreadPool, items: &mut [T], f: impl Fn(usize, &mut T) + Sync) {
+    /// The items' pointer, shared by the tasks.
+    struct Items<T>(*mut T);
+    // SAFETY: task i touches only item i (each index is run exactly once by `pool.run`), and
+    // `items` stays exclusively borrowed until `pool.run` has joined every task.
+    unsafe impl<T: Send> Sync for Items<T> {}
+    impl<T> Items<T> {
+        fn get(&self) -> *mut T {
+            self.0
+        }
+    }
+    let at = Items(items.as_mut_ptr());
+    pool.run(items.len(), &|i| {
+        // SAFETY: i < items.len(), and no other task holds item i (see `Items`).
+        f(i, unsafe { &mut *at.get().add(i) });
+    });
+}
+
 /// Buffers of one search, allocated when it starts so that its steps allocate nothing.
 struct Work<S> {
     /// The live beams (the first `n_live`) and the next ones being formed; `b` each, on two
@@ -207,7 +254,9 @@ struct Work<S> {
     finished: Vec<Hypothesis>,
     n_finished: usize,
     candidates: Vec<Candidate>,
-    /// One beam's logits, masked: [n_vocab].
+    /// Each live beam's ranking.
+    ranked: Vec<Ranked>,
+    /// The first step's logits, masked: [n_vocab].
     row: Vec<f32>,
     /// Batch of one step: a token and a span per beam.
     tokens: Vec<u32>,
@@ -249,6 +298,17 @@ impl<S: Clone> Work<S> {
             .collect::<Result<Vec<_>>>()?;
         let mut candidates = Vec::new();
         candidates.try_reserve_exact(2 * b * b + 1).map_err(oom)?;
+        let ranked = (0..b)
+            .map(|_| {
+                let mut best = Vec::new();
+                best.try_reserve_exact(2 * b).map_err(oom)?;
+                Ok(Ranked {
+                    base: 0.0,
+                    lse: 0.0,
+                    best,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         let mut row = Vec::new();
         row.try_reserve_exact(n_vocab).map_err(oom)?;
         row.resize(n_vocab, 0.0);
@@ -259,6 +319,7 @@ impl<S: Clone> Work<S> {
             finished,
             n_finished: 0,
             candidates,
+            ranked,
             row,
             tokens: Vec::with_capacity(b),
             spans: Vec::with_capacity(b),
@@ -340,7 +401,9 @@ impl Session {
             )));
         }
         if p.max_tokens == 0 {
-            return Err(Error::InvalidArgument("max_tokens must be at least 1".into()));
+            return Err(Error::InvalidArgument(
+                "max_tokens must be at least 1".into(),
+            ));
         }
         if prompt.is_empty() && self.logits().is_none() {
             return Err(Error::InvalidArgument(
@@ -406,25 +469,43 @@ impl Session {
         // 2. Steps: rank the extensions of every live beam, finish or extend, decode.
         for step in 0..max_tokens {
             self.check_cancel()?;
-            w.candidates.clear();
-            for i in 0..w.n_live {
-                let logits = if step == 0 {
-                    &root[..]
-                } else {
-                    &self.all_logits[i * n_vocab..(i + 1) * n_vocab]
-                };
-                // Log-probabilities are of the model's distribution; masking only removes
-                // candidates.
-                let lse = log_sum_exp(logits);
-                w.row.copy_from_slice(logits);
+            // Rank every live beam's extensions: the log-sum-exp of its logits (the model's
+            // distribution; masking only removes candidates), its mask, then its best `2B`
+            // tokens. Beams are ranked in parallel, their masks (which may share state) one
+            // after another. The rows are masked in place: the first step's is a copy of the
+            // root's logits, the others are this step's scratch.
+            let n_live = w.n_live;
+            let rows = if step == 0 {
+                w.row.copy_from_slice(&root);
+                &mut w.row[..]
+            } else {
+                &mut self.all_logits[..n_live * n_vocab]
+            };
+            let ranked = &mut w.ranked[..n_live];
+            each_in_parallel(&self.pool, ranked, |i, r| {
+                r.lse = log_sum_exp(&rows[i * n_vocab..(i + 1) * n_vocab]);
+            });
+            for (i, (row, r)) in rows
+                .chunks_exact_mut(n_vocab)
+                .zip(ranked.iter_mut())
+                .enumerate()
+            {
+                r.base = w.live[i].logprob;
                 if p.ignore_eos {
                     for &id in tok.eog_tokens() {
-                        w.row[id as usize] = f32::NEG_INFINITY;
+                        row[id as usize] = f32::NEG_INFINITY;
                     }
                 }
-                let bm = &w.live[i];
-                restrict.mask(&bm.state, max_tokens - step, &mut w.row);
-                top_k(&w.row, 2 * b, i, bm.logprob, lse, &mut w.candidates);
+                restrict.mask(&w.live[i].state, max_tokens - step, row);
+            }
+            each_in_parallel(&self.pool, ranked, |i, r| {
+                let row = &rows[i * n_vocab..(i + 1) * n_vocab];
+                r.best.clear();
+                top_k(row, 2 * b, i, r.base, r.lse, &mut r.best);
+            });
+            w.candidates.clear();
+            for r in ranked.iter() {
+                w.candidates.extend_from_slice(&r.best);
             }
             w.candidates.sort_unstable_by(by_score);
 
@@ -442,7 +523,9 @@ impl Session {
                     continue;
                 }
                 let (parent, child) = (&w.live[c.beam], &mut w.next[n_next]);
-                child.tokens.clone_from_slice_within_capacity(&parent.tokens);
+                child
+                    .tokens
+                    .clone_from_slice_within_capacity(&parent.tokens);
                 child.tokens.push(c.token);
                 child.logprob = c.score;
                 child.state.clone_from(&parent.state);
@@ -507,8 +590,7 @@ impl Session {
                 .count()
                 .min(best.tokens.len().saturating_sub(1));
             // Positions a token at `base + shared` attends to may have left a sliding window.
-            if shared > from.map_or(0, |(_, n)| n) && self.kv.can_truncate(bm.slot, base + shared)
-            {
+            if shared > from.map_or(0, |(_, n)| n) && self.kv.can_truncate(bm.slot, base + shared) {
                 from = Some((bm.slot, shared));
             }
         }
