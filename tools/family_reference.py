@@ -30,7 +30,7 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FAMILIES = ["llama3", "mistral", "qwen2", "qwen3", "phi3", "gemma2"]
+FAMILIES = ["llama3", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "gemma3"]
 PROMPTS = ["The capital of France is", "Once upon a time, in a small village,"]
 N_PREDICT = 24
 

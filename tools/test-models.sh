@@ -66,7 +66,7 @@ mkdir -p "$tiny"
 for v in llama-bpe qwen2 phi-3 llama-spm; do
   cp "$llama_cpp/models/ggml-vocab-$v.gguf.inp" "$llama_cpp/models/ggml-vocab-$v.gguf.out" "$tiny/"
 done
-for f in llama3 mistral qwen2 qwen3 phi3 gemma2; do
+for f in llama3 mistral qwen2 qwen3 phi3 gemma2 gemma3; do
   fresh "$tiny/$f.gguf" "$root/tools/make_tiny_models.py" \
     || python3 "$root/tools/make_tiny_models.py" "$llama_cpp" "$tiny" "$f"
   convert "$tiny/$f.gguf" "$tiny/$f.pipit"
