@@ -190,6 +190,15 @@ fn hf_phi3_fused_and_longrope_convert_to_the_same_logits() {
     hf_matches_gguf("phi3");
 }
 
+#[test]
+fn hf_gemma2_norms_softcaps_and_window_convert_to_the_same_logits() {
+    hf_matches_gguf("gemma2");
+}
+
+#[test]
+fn hf_gemma3_norms_and_layer_types_convert_to_the_same_logits() {
+    hf_matches_gguf("gemma3");
+}
 
 fn pipit(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_pipit"))

@@ -84,9 +84,10 @@ for f, r in ref.items():
         sys.exit(f"{f}.gguf: sha256 {got}, tests/data/families.json has {r['sha256']}")
 PY
 # Their Hugging Face exports (f32; Llama 3's RoPE scaling as the parameters
-# make_tiny_models.py used), converted: tests/families.rs compares the logits.
+# make_tiny_models.py used; Gemma's norms as w with 1 + w applied), converted:
+# tests/families.rs compares the logits.
 llama3_scaling=$(python3 -c "import sys, json; sys.path.insert(0, '$root/tools'); import make_tiny_models as m; print(json.dumps(dict(rope_type='llama3', **m.LLAMA3_SCALING)))")
-for f in llama3 mistral qwen2 qwen3 phi3; do
+for f in llama3 mistral qwen2 qwen3 phi3 gemma2 gemma3; do
   dir="$tiny/hf-$f"
   extra=()
   [ "$f" = llama3 ] && extra=(--rope-scaling "$llama3_scaling")
