@@ -370,6 +370,15 @@ impl KvCache {
         })
     }
 
+    /// Bytes of keys and values this cache allocated: what [`KvCache::bytes_for`] gives for
+    /// its parameters.
+    pub fn bytes(&self) -> usize {
+        self.groups
+            .iter()
+            .map(|g| g.k.bytes().len() + g.v.bytes().len())
+            .sum()
+    }
+
     /// Sequence slots (1, or 2 n_seq_max + 2 for searches).
     pub fn n_slots(&self) -> usize {
         self.seqs.len()
@@ -864,6 +873,26 @@ mod tests {
         kv.truncate(0, 0);
         assert_eq!(total_refs(&kv), vec![0]);
         assert_eq!(kv.groups[0].free.len(), kv.groups[0].refs.len());
+    }
+
+    #[test]
+    fn a_cache_allocates_what_bytes_for_computes() {
+        let types = [(1, KvType::F16), (64, KvType::F32), (7, KvType::Int8)];
+        for window in [0, 1, 31, 32, 100] {
+            let hp = hp(window);
+            for n_ctx in [1, 33, 500, 4096] {
+                for n_seq in [1, 3] {
+                    for (n_batch, ty) in types {
+                        for release in [true, false] {
+                            let kv = KvCache::with_windows(&hp, n_ctx, n_seq, n_batch, ty, release)
+                                .unwrap();
+                            let want = KvCache::bytes_for(&hp, n_ctx, n_seq, n_batch, ty, release);
+                            assert_eq!(Some(kv.bytes()), want, "window {window} n_ctx {n_ctx}");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

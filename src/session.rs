@@ -267,6 +267,13 @@ impl Session {
         })
     }
 
+    /// Bytes of the KV cache this session allocated: the `kv_cache` of
+    /// [`MemoryReport::estimate`] for its parameters (sliding-window layers hold their
+    /// window, not the context).
+    pub fn kv_cache_bytes(&self) -> usize {
+        self.kv.bytes()
+    }
+
     /// The model this session runs.
     pub fn model(&self) -> &Arc<Model> {
         &self.model

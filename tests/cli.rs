@@ -160,7 +160,7 @@ fn bench_json_has_the_documented_fields() {
     let (out, _) = pipit(&[
         "bench", "-m", MODEL, "-p", "16", "-n", "4", "-r", "1", "-t", "1", "--json",
     ]);
-    for key in ["\"pp_tps\"", "\"tg_tps\"", "\"kernel\"", "\"threads\": 1"] {
+    for key in ["\"pp_tps\"", "\"tg_tps\"", "\"kernel\"", "\"threads\": 1", "\"kv_cache_bytes\""] {
         assert!(out.contains(key), "{key} missing from {out}");
     }
 }
@@ -192,9 +192,13 @@ fn inspect_summarizes_the_model() {
         "bos 1 \"<|im_start|>\"",
         "blk.1.post_ffw_norm",
         "Q4_1 15 tensors",
-        // 2 (K, V) x 2 layers x 1 kv head x 32 x 2 bytes x 1024 = 256 KiB.
-        "KV cache (F16) 0.2 MiB per 1k tokens",
-        "a session with n_ctx 2048",
+        "a session's KV cache (F16, batches of 64) and scratch:",
+        // Pages of 32 positions x 32 x 2 bytes x 2 (K, V) = 4096 bytes: the global layer
+        // holds 2048 / 32 + 1 spare = 65; the sliding one its 8-token window plus a 64-token
+        // batch, (8 + 63) / 32 rounded up + 1 = 4, a spare, and the 2 of the committed
+        // window a failed call restores (KvCache::bytes_for): 72 pages.
+        "n_ctx 2048 (trained): KV cache 0.3 MiB (294912 bytes; 55.4% of a full-size cache's \
+         0.5 MiB)",
         "kernels    scalar",
     ] {
         assert!(r.contains(needle), "missing {needle:?} in\n{r}");

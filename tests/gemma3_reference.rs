@@ -140,3 +140,50 @@ fn the_window_sized_cache_is_under_30_percent_of_a_full_one_at_8192() {
     );
     assert!(share <= 0.30, "{share}");
 }
+
+/// `pipit inspect --ctx N`'s line for a context: (KV cache bytes, its share of a full-size
+/// cache in percent).
+fn inspected_kv(n_ctx: usize) -> (usize, f64) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/models/gemma-3-270m.pipit");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pipit"))
+        .args(["inspect", path, "--ctx", &n_ctx.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = String::from_utf8(out.stdout).unwrap();
+    let head = format!("n_ctx {n_ctx}: KV cache ");
+    let line = report
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(head.as_str()))
+        .unwrap_or_else(|| panic!("no {head:?} line in\n{report}"));
+    // "41.4 MiB (43450368 bytes; 28.7% of a full-size cache's 144.6 MiB) + scratch ..."
+    let field = |after: &str, until: &str| -> f64 {
+        let rest = &line[line.find(after).unwrap() + after.len()..];
+        rest[..rest.find(until).unwrap()].parse().unwrap()
+    };
+    (field("(", " bytes") as usize, field("bytes; ", "% of a full-size"))
+}
+
+#[test]
+fn inspect_reports_the_kv_cache_a_session_allocates() {
+    let model = model();
+    let allocated = |n_ctx: usize, full_window_cache: bool| {
+        let params = SessionParams {
+            n_ctx,
+            full_window_cache,
+            ..SessionParams::default()
+        };
+        Session::new(model.clone(), params).unwrap().kv_cache_bytes()
+    };
+    // Inside one window, past it, and the 8192.
+    for n_ctx in [300, 1200, 8192] {
+        let (reported, share) = inspected_kv(n_ctx);
+        let (ring, full) = (allocated(n_ctx, false), allocated(n_ctx, true));
+        assert_eq!(reported, ring, "n_ctx {n_ctx}");
+        let real_share = 100.0 * ring as f64 / full as f64;
+        assert!((share - real_share).abs() <= 0.05, "n_ctx {n_ctx}: {share}% vs {real_share}%");
+        if n_ctx == 8192 {
+            assert!(real_share <= 30.0, "{real_share}% of a full cache at 8192");
+        }
+    }
+}

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Dequantizes a `llama`, `qwen2`, `qwen3` or `phi3` GGUF (e.g. SmolLM2-135M-Instruct, or
-the tiny family models of make_tiny_models.py) into a Hugging Face model directory: the
+"""Dequantizes a `llama`, `qwen2`, `qwen3`, `phi3`, `gemma2` or `gemma3` GGUF (e.g.
+SmolLM2-135M-Instruct, or the tiny family models of make_tiny_models.py) into a Hugging
+Face model directory: the
 realistic HF test input of pipit-convert. A SentencePiece vocabulary becomes a
 byte-fallback BPE tokenizer.json without merges (GGUF keeps scores, not merges), so only a
 byte-level BPE vocabulary round-trips exactly; Phi-3's LongRoPE factor tensors become
@@ -13,6 +14,13 @@ permuted for adjacent-pair RoPE in `llama` files, are put back in Hugging Face's
 order (qwen2/qwen3 GGUFs keep Hugging Face's order). A `rope_freqs` tensor (Llama 3 RoPE
 scaling) is not a Hugging Face tensor: pass the parameters it was made from with
 --rope-scaling JSON (config.json's rope_scaling).
+
+Gemma: Hugging Face stores each RMSNorm weight w and multiplies by (1 + w), GGUF stores
+w + 1, so 1 is subtracted from every `*norm` tensor; the four norms of a block get Gemma's
+names (input / post_attention / pre_feedforward / post_feedforward_layernorm); config.json
+gets query_pre_attn_scalar (llama.cpp's rule for a GGUF, which does not store it), the
+window, the soft-caps, and for Gemma 3 (`gemma3_text`) the RoPE base of sliding layers and
+the layers' kinds as `layer_types`.
 
 usage: gguf_to_hf.py MODEL.gguf OUT_DIR [--dtype bf16|f16|f32] [--rope-scaling JSON]
 """
@@ -49,7 +57,20 @@ def field(r: GGUFReader, key: str, default=None):
     return default if f is None else f.contents()
 
 
-def hf_name(gguf_name: str) -> str:
+# Gemma's four norms of a block (its `post_attention_layernorm` is the attention output's
+# norm, not the FFN input's as in Llama).
+GEMMA_LAYER_NAMES = dict(LAYER_NAMES, **{
+    "post_attention_norm": "post_attention_layernorm.weight",
+    "ffn_norm": "pre_feedforward_layernorm.weight",
+    "post_ffw_norm": "post_feedforward_layernorm.weight",
+})
+
+# Layers of the largest Gemma checkpoint, whose query_pre_attn_scalar llama.cpp takes as
+# d_model / n_head (head_dim for the others), by architecture.
+GEMMA_QPAS_D_OVER_HEADS_LAYERS = {"gemma2": 46, "gemma3": 62}
+
+
+def hf_name(gguf_name: str, gemma: bool = False) -> str:
     base = gguf_name.removesuffix(".weight")
     if base == "token_embd":
         return "model.embed_tokens.weight"
@@ -58,8 +79,9 @@ def hf_name(gguf_name: str) -> str:
     if base == "output":
         return "lm_head.weight"
     parts = base.split(".", 2)
-    if len(parts) == 3 and parts[0] == "blk" and parts[2] in LAYER_NAMES:
-        return f"model.layers.{parts[1]}.{LAYER_NAMES[parts[2]]}"
+    names = GEMMA_LAYER_NAMES if gemma else LAYER_NAMES
+    if len(parts) == 3 and parts[0] == "blk" and parts[2] in names:
+        return f"model.layers.{parts[1]}.{names[parts[2]]}"
     raise SystemExit(f"gguf_to_hf: unexpected tensor {gguf_name!r}")
 
 
@@ -107,7 +129,10 @@ def main() -> None:
     r = GGUFReader(a.gguf)
     arch = field(r, "general.architecture")
     hf_arch = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
-               "phi3": "Phi3ForCausalLM"}
+               "phi3": "Phi3ForCausalLM", "gemma2": "Gemma2ForCausalLM",
+               "gemma3": "Gemma3ForCausalLM"}
+    model_type = {"gemma3": "gemma3_text"}.get(arch, arch)
+    gemma = arch in ("gemma2", "gemma3")
     if arch not in hf_arch:
         raise SystemExit(f"gguf_to_hf: architecture {arch!r}: only {', '.join(hf_arch)} are supported")
     spm = field(r, "tokenizer.ggml.model") == "llama"
@@ -140,7 +165,9 @@ def main() -> None:
         if arch == "phi3" and base.endswith(".ffn_up"):
             tensors[f"model.layers.{base.split('.')[1]}.mlp.gate_up_proj.weight"] = x
             continue
-        tensors[hf_name(t.name)] = x
+        if gemma and base.endswith("norm"):
+            x = x - np.float32(1.0)
+        tensors[hf_name(t.name, gemma)] = x
     tied = "lm_head.weight" not in tensors
     n_vocab = tensors["model.embed_tokens.weight"].shape[0]
 
@@ -152,7 +179,7 @@ def main() -> None:
 
     config = {
         "architectures": [hf_arch[arch]],
-        "model_type": arch,
+        "model_type": model_type,
         "hidden_size": d_model,
         "intermediate_size": k("feed_forward_length"),
         "num_hidden_layers": k("block_count"),
@@ -173,6 +200,31 @@ def main() -> None:
         "eos_token_id": ids["eos"],
         "pad_token_id": ids["padding"],
     }
+    if gemma:
+        n_layer = k("block_count")
+        head_dim = config["head_dim"]
+        qpas_layers = GEMMA_QPAS_D_OVER_HEADS_LAYERS[arch]
+        window = k("attention.sliding_window")
+        pattern = k("attention.sliding_window_pattern")
+        if pattern is None:  # the family's: Gemma 2 every other layer, Gemma 3 five in six
+            pattern = 2 if arch == "gemma2" else 6
+        if isinstance(pattern, int):
+            sliding = [pattern == 0 or (i + 1) % pattern != 0 for i in range(n_layer)]
+        else:
+            sliding = [bool(v) for v in pattern]
+        config.update({
+            "hidden_act": "gelu_pytorch_tanh",
+            "hidden_activation": "gelu_pytorch_tanh",
+            "query_pre_attn_scalar": d_model // n_head if n_layer == qpas_layers else head_dim,
+            "sliding_window": window,
+            "attn_logit_softcapping": k("attn_logit_softcapping"),
+            "final_logit_softcapping": k("final_logit_softcapping"),
+        })
+        if arch == "gemma3":
+            config["rope_local_base_freq"] = float(k("rope.freq_base_swa", 10000.0))
+            config["layer_types"] = ["sliding_attention" if s else "full_attention" for s in sliding]
+        elif sliding != [i % 2 == 0 for i in range(n_layer)]:
+            raise SystemExit("gguf_to_hf: a gemma2 GGUF whose sliding layers are not the even ones")
     if rope_factors:
         # Phi-3 LongRoPE: the factor tensors become config.json's rope_scaling.
         config["rope_scaling"] = {"type": "longrope", "short_factor": rope_factors["short"],

@@ -6,8 +6,9 @@ F32, 2 layers of width 128, with the real vocabulary copied from the matching vo
 GGUF of llama.cpp's source tree (models/ggml-vocab-*.gguf) and weights scaled so attention
 and logits are peaked. Every feature of a family is exercised inside a 128-token context:
 Llama 3 RoPE factors that differ per pair (LLAMA3_SCALING), Phi-3 LongRoPE with an original context of 64,
-Gemma 2's 32-token window on its sliding layer and soft-caps that bite, Qwen 3's head_dim
-that is not d_model / n_head. The files are written with the `gguf` package of the same
+Gemma 2's 32-token window on its sliding layer and soft-caps that bite, Gemma 3's 32-token
+window on layer 0 (a sliding-window period of 2, so layer 1 is global) with its own RoPE
+base, Qwen 3's head_dim that is not d_model / n_head. The files are written with the `gguf` package of the same
 tree, so every key and tensor name is llama.cpp's.
 
 usage: make_tiny_models.py LLAMA_CPP_DIR OUT_DIR [FAMILY ...]
@@ -29,6 +30,7 @@ FAMILIES = {
     "qwen3": ("qwen3", "qwen2", 4, {"qk_norm": True, "head_dim": 48, "tied": True}),
     "phi3": ("phi3", "phi-3", 5, {"fused": True, "longrope": True}),
     "gemma2": ("gemma2", "llama-spm", 6, {"gemma2": True, "tied": True}),
+    "gemma3": ("gemma3", "llama-spm", 7, {"gemma3": True, "qk_norm": True, "tied": True}),
 }
 
 D_MODEL, N_LAYER, N_HEAD, N_KV_HEAD, D_FF = 128, 2, 4, 2, 256
@@ -94,7 +96,7 @@ def make(llama_cpp: str, out_dir: str, family: str) -> str:
     w.add_head_count(N_HEAD)
     w.add_head_count_kv(N_KV_HEAD)
     w.add_layer_norm_rms_eps(1e-5)
-    w.add_rope_freq_base(10000.0)
+    w.add_rope_freq_base(1e6 if o.get("gemma3") else 10000.0)
     if "head_dim" in o:
         w.add_key_length(hd)
         w.add_value_length(hd)
@@ -106,6 +108,10 @@ def make(llama_cpp: str, out_dir: str, family: str) -> str:
         w.add_sliding_window(32)
         w.add_attn_logit_softcapping(8.0)
         w.add_final_logit_softcapping(15.0)
+    if o.get("gemma3"):
+        w.add_sliding_window(32)
+        w.add_sliding_window_pattern(2)
+        w.add_rope_freq_base_swa(10000.0)
     copy_tokenizer(reader, w, gguf)
 
     def mat(rows, cols, gain=1.0):
@@ -139,7 +145,7 @@ def make(llama_cpp: str, out_dir: str, family: str) -> str:
             tensors.append((b + "attn_q_norm.weight", norm(hd)))
             tensors.append((b + "attn_k_norm.weight", norm(hd)))
         tensors.append((b + "attn_output.weight", mat(D_MODEL, q)))
-        if o.get("gemma2"):
+        if o.get("gemma2") or o.get("gemma3"):
             tensors.append((b + "post_attention_norm.weight", norm(D_MODEL)))
         tensors.append((b + "ffn_norm.weight", norm(D_MODEL)))
         gate, up = mat(D_FF, D_MODEL, 2.0), mat(D_FF, D_MODEL, 2.0)
@@ -148,7 +154,7 @@ def make(llama_cpp: str, out_dir: str, family: str) -> str:
         else:
             tensors += [(b + "ffn_gate.weight", gate), (b + "ffn_up.weight", up)]
         tensors.append((b + "ffn_down.weight", mat(D_MODEL, D_FF)))
-        if o.get("gemma2"):
+        if o.get("gemma2") or o.get("gemma3"):
             tensors.append((b + "post_ffw_norm.weight", norm(D_MODEL)))
     tensors.append(("output_norm.weight", norm(D_MODEL)))
     if not o.get("tied"):

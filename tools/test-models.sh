@@ -66,7 +66,7 @@ mkdir -p "$tiny"
 for v in llama-bpe qwen2 phi-3 llama-spm; do
   cp "$llama_cpp/models/ggml-vocab-$v.gguf.inp" "$llama_cpp/models/ggml-vocab-$v.gguf.out" "$tiny/"
 done
-for f in llama3 mistral qwen2 qwen3 phi3 gemma2; do
+for f in llama3 mistral qwen2 qwen3 phi3 gemma2 gemma3; do
   fresh "$tiny/$f.gguf" "$root/tools/make_tiny_models.py" \
     || python3 "$root/tools/make_tiny_models.py" "$llama_cpp" "$tiny" "$f"
   convert "$tiny/$f.gguf" "$tiny/$f.pipit"
@@ -84,9 +84,10 @@ for f, r in ref.items():
         sys.exit(f"{f}.gguf: sha256 {got}, tests/data/families.json has {r['sha256']}")
 PY
 # Their Hugging Face exports (f32; Llama 3's RoPE scaling as the parameters
-# make_tiny_models.py used), converted: tests/families.rs compares the logits.
+# make_tiny_models.py used; Gemma's norms as w with 1 + w applied), converted:
+# tests/families.rs compares the logits.
 llama3_scaling=$(python3 -c "import sys, json; sys.path.insert(0, '$root/tools'); import make_tiny_models as m; print(json.dumps(dict(rope_type='llama3', **m.LLAMA3_SCALING)))")
-for f in llama3 mistral qwen2 qwen3 phi3; do
+for f in llama3 mistral qwen2 qwen3 phi3 gemma2 gemma3; do
   dir="$tiny/hf-$f"
   extra=()
   [ "$f" = llama3 ] && extra=(--rope-scaling "$llama3_scaling")

@@ -1,7 +1,7 @@
 //! Hugging Face model directory -> [`Source`].
 //!
-//! Reads `config.json` (model_type `llama`, `mistral`, `qwen2`, `qwen3` or `phi3`: the
-//! families of [`pipit_format::arch::FAMILIES`] but gemma's), every `*.safetensors` file
+//! Reads `config.json` (model_type `llama`, `mistral`, `qwen2`, `qwen3`, `phi3`, `gemma2` or
+//! `gemma3_text`: the families of [`pipit_format::arch::FAMILIES`]), every `*.safetensors` file
 //! (F32, F16, BF16), `tokenizer.json` and, if present, `tokenizer_config.json` and
 //! `chat_template.jinja`.
 //!
@@ -11,7 +11,22 @@
 //!   mistral) q/k projection rows (and q/k biases) are permuted from Hugging Face's
 //!   split-half layout to the adjacent-pair layout GGUF uses (`model.rope_pairs = adjacent`);
 //!   the other families keep split halves (`half`). Fused `qkv_proj` / `gate_up_proj`
-//!   (phi3) are split; `q_norm`/`k_norm` (qwen3) are kept.
+//!   (phi3) are split; `q_norm`/`k_norm` (qwen3, gemma3) are kept.
+//! - Families with post-norms (Gemma 2 and 3) name a block's four norms
+//!   `input_layernorm`, `post_attention_layernorm` (the attention output's norm there, the
+//!   FFN input's elsewhere), `pre_feedforward_layernorm` and `post_feedforward_layernorm`.
+//!   Their checkpoints store each RMSNorm weight `w` applied as `1 + w` (the family's
+//!   `norm_plus_one`): the converter adds the 1 (in f32), as GGUF files already have it.
+//! - Activation: config.json's `hidden_activation` (else `hidden_act`) must be the family's:
+//!   `silu`, or `gelu_pytorch_tanh` for the gelu-tanh families.
+//! - Gemma: `embed_scale = sqrt(hidden_size)`, `attn_scale = 1/sqrt(query_pre_attn_scalar)`
+//!   (default head_dim), soft-caps from `attn_logit_softcapping` and
+//!   `final_logit_softcapping`, `rope_theta_local` from `rope_local_base_freq` (else the
+//!   family's).
+//! - Sliding layers: `layer_types` (`sliding_attention` / `full_attention`) when present;
+//!   else Gemma 3's `sliding_window_pattern` (a period); else, given a `sliding_window`, the
+//!   family's pattern (Gemma 2: the even layers); Mistral's `sliding_window` applies to
+//!   every layer, Qwen 2's from `max_window_layers` on when `use_sliding_window`.
 //! - RoPE scaling: linear, Llama 3 (the per-pair factors computed from config.json's
 //!   parameters) or LongRoPE (see `hf_rope_scaling`); `partial_rotary_factor` sets rope_dim.
 //! - Tokenizer kind: a BPE model with a `ByteLevel` pre-tokenizer or decoder is `bpe`; a BPE
@@ -34,13 +49,16 @@
 //!   false for bpe; `add_space_prefix` (spm) = a `Prepend("▁")` normalizer or a Metaspace
 //!   pre-tokenizer that prepends.
 
+use crate::dequant;
 use crate::error::{ConvertError, Result};
 use crate::gguf::GgmlType;
 use crate::source::{
     eot_ids, half_to_adjacent, input_error, special_id, split_rows, validate, Source, SrcTensor,
 };
 use memmap2::Mmap;
-use pipit_format::arch::{check_layer_count, Family, Feature, RopePairs};
+use pipit_format::arch::{
+    check_layer_count, Activation, Family, Feature, RopePairs, SlidingPattern,
+};
 use pipit_format::{Metadata, Value};
 use serde_json::Value as J;
 use std::borrow::Cow;
@@ -197,10 +215,21 @@ impl HfDir {
         if head_dim % 2 != 0 {
             return Err(cfg.bad("head_dim", head_dim, "must be even for RoPE"));
         }
-        let act = cfg.opt_str("hidden_act")?.unwrap_or("silu");
-        if act != "silu" {
+        let (act_key, act) = match cfg.opt_str("hidden_activation")? {
+            Some(a) => ("hidden_activation", a),
+            None => ("hidden_act", cfg.opt_str("hidden_act")?.unwrap_or("silu")),
+        };
+        let (want, act_name) = match fam.activation {
+            Activation::Silu => ("silu", "silu"),
+            Activation::GeluTanh => ("gelu_pytorch_tanh", "gelu_tanh"),
+        };
+        if act != want {
             return Err(ConvertError::Unsupported {
-                what: format!("{}: hidden_act = {act:?} (only silu)", cfg_path.display()),
+                what: format!(
+                    "{}: {act_key} = {act:?} ({} uses {want})",
+                    cfg_path.display(),
+                    fam.name
+                ),
             });
         }
 
@@ -242,7 +271,7 @@ impl HfDir {
                         ))
                     })?;
                 let shape: Vec<u64> = info.shape.iter().map(|&d| d as u64).collect();
-                let Some(pipit) = hf_name(&name) else {
+                let Some(pipit) = hf_name(&name, fam) else {
                     return Err(ConvertError::UnexpectedTensor { tensor: name });
                 };
                 let t = SrcTensor {
@@ -302,7 +331,7 @@ impl HfDir {
         // A layer count the tensors cannot hold is refused before it sizes anything.
         check_layer_count(fam, n_layer as usize, raw.len(), "num_hidden_layers")
             .map_err(input_error)?;
-        let (window, layers) = sliding(&cfg, model_type, n_layer)?;
+        let (window, layers) = sliding(&cfg, fam, model_type, n_layer)?;
         let feature = |f: Feature, present: bool| match f {
             Feature::No => false,
             Feature::Yes => true,
@@ -353,14 +382,35 @@ impl HfDir {
             "model.post_norms",
             Value::Bool(fam.post_norms == Feature::Yes),
         );
-        m.set("model.activation", Value::Str("silu".into()));
+        m.set("model.activation", Value::Str(act_name.into()));
         m.set("model.sliding_window", Value::U32(window));
         m.set("model.layer_sliding", Value::ArrU8(layers));
-        m.set("model.embed_scale", Value::F32(1.0));
-        m.set(
-            "model.attn_scale",
-            Value::F32(1.0 / (head_dim as f32).sqrt()),
-        );
+        if let Some(b) = cfg.opt_f32("rope_local_base_freq")? {
+            m.set("model.rope_theta_local", Value::F32(b));
+        } else if let Some(b) = fam.gguf_rope_theta_local {
+            m.set("model.rope_theta_local", Value::F32(b));
+        }
+        let embed_scale = if fam.embed_scale_sqrt_d {
+            (d_model as f32).sqrt()
+        } else {
+            1.0
+        };
+        m.set("model.embed_scale", Value::F32(embed_scale));
+        let qpas = match cfg.opt_f32("query_pre_attn_scalar")? {
+            Some(q) => q,
+            None => head_dim as f32,
+        };
+        m.set("model.attn_scale", Value::F32(1.0 / qpas.sqrt()));
+        for (hf, key) in [
+            ("attn_logit_softcapping", "model.attn_softcap"),
+            ("final_logit_softcapping", "model.final_logit_softcap"),
+        ] {
+            if let Some(c) = cfg.opt_f32(hf)? {
+                if c != 0.0 {
+                    m.set(key, Value::F32(c));
+                }
+            }
+        }
         self.tokenizer_meta(&mut m, &cfg, model_type, n_vocab as usize)?;
 
         let mut names: Vec<String> = raw.keys().cloned().collect();
@@ -408,6 +458,9 @@ impl HfDir {
             if let (Some(h), Some(&rows)) = (heads, t.shape.first()) {
                 let rows = usize::try_from(rows).map_err(|_| cfg.bad("rows", rows, "too large"))?;
                 t.data = Cow::Owned(half_to_adjacent(&t.data, rows, h as usize, &t.source_name)?);
+            }
+            if fam.norm_plus_one && pipit.ends_with("norm") {
+                t = plus_one(t)?;
             }
             tensors.push(t);
         }
@@ -651,24 +704,44 @@ fn arch_of(config: &J, path: &Path) -> Result<&'static Family> {
             .unwrap_or("(none)")
             .to_string(),
     };
-    match mt.and_then(Family::by_hf_type) {
-        // Gemma checkpoints store norms as `w` applied as `1 + w`: not converted from
-        // Hugging Face yet (their GGUF files are).
-        Some(f) if !f.norm_plus_one => Ok(f),
-        _ => Err(ConvertError::UnknownArchitecture {
+    mt.and_then(Family::by_hf_type)
+        .ok_or_else(|| ConvertError::UnknownArchitecture {
             found: format!("{found} (model_type in {})", path.display()),
-        }),
-    }
+        })
 }
 
-/// Maps a Hugging Face llama-family tensor name to its pipit name.
-pub fn hf_name(name: &str) -> Option<String> {
+/// A Gemma norm weight `w` (applied as `1 + w`) as the multiplier itself, in f32.
+fn plus_one(t: SrcTensor<'_>) -> Result<SrcTensor<'_>> {
+    let n = t.shape.iter().product::<u64>();
+    let n = usize::try_from(n).map_err(|_| ConvertError::BadValue {
+        key: format!("elements of {}", t.source_name),
+        value: n.to_string(),
+        reason: "too many".into(),
+    })?;
+    let mut w = vec![0f32; n];
+    dequant::dequantize(t.ggml_type, &t.data, &mut w).map_err(|e| ConvertError::BadValue {
+        key: t.source_name.clone(),
+        value: format!("{} bytes", t.data.len()),
+        reason: e.to_string(),
+    })?;
+    let bytes = w.iter().flat_map(|v| (v + 1.0).to_le_bytes()).collect();
+    Ok(SrcTensor {
+        ggml_type: GgmlType::F32,
+        data: Cow::Owned(bytes),
+        ..t
+    })
+}
+
+/// Maps a Hugging Face tensor name of a `fam` checkpoint to its pipit name.
+pub fn hf_name(name: &str, fam: &Family) -> Option<String> {
     match name {
         "model.embed_tokens.weight" => return Some("token_embd".into()),
         "model.norm.weight" => return Some("output_norm".into()),
         "lm_head.weight" => return Some("output".into()),
         _ => {}
     }
+    // Gemma's names for its four norms of a block (see the module docs).
+    let post_norms = fam.post_norms == Feature::Yes;
     let rest = name.strip_prefix("model.layers.")?;
     let (layer, rest) = rest.split_once('.')?;
     let layer: u32 = layer.parse().ok()?;
@@ -685,6 +758,9 @@ pub fn hf_name(name: &str) -> Option<String> {
         "self_attn.k_norm.weight" => "attn_k_norm",
         "self_attn.qkv_proj.weight" => "attn_qkv",
         "mlp.gate_up_proj.weight" => "ffn_up_fused",
+        "post_attention_layernorm.weight" if post_norms => "post_attention_norm",
+        "pre_feedforward_layernorm.weight" if post_norms => "ffn_norm",
+        "post_feedforward_layernorm.weight" if post_norms => "post_ffw_norm",
         "post_attention_layernorm.weight" => "ffn_norm",
         "mlp.gate_proj.weight" => "ffn_gate",
         "mlp.up_proj.weight" => "ffn_up",
@@ -879,16 +955,53 @@ fn hf_rope_scaling(cfg: &Cfg, theta: f32, rope_dim: u32, m: &mut Metadata) -> Re
     Ok(())
 }
 
-fn sliding(cfg: &Cfg, model_type: &str, n_layer: u32) -> Result<(u32, Vec<u8>)> {
+/// The window and `layer_sliding` (see the module docs).
+fn sliding(cfg: &Cfg, fam: &Family, model_type: &str, n_layer: u32) -> Result<(u32, Vec<u8>)> {
     let n = n_layer as usize;
-    let window = cfg.opt_u32("sliding_window");
+    // Read only where it is used: configs keep a window their layers do not use (Qwen 2's
+    // with use_sliding_window false).
+    let window = || cfg.opt_u32("sliding_window");
+    let need_window = || window()?.ok_or_else(|| cfg.missing("sliding_window"));
+    if let Some(types) = cfg.j.get("layer_types").filter(|v| !v.is_null()) {
+        let bad = || {
+            let rule = format!("expected {n} of \"sliding_attention\" or \"full_attention\"");
+            cfg.bad("layer_types", types, &rule)
+        };
+        let layers = types
+            .as_array()
+            .filter(|a| a.len() == n)
+            .ok_or_else(bad)?
+            .iter()
+            .map(|t| match t.as_str() {
+                Some("sliding_attention") => Ok(1),
+                Some("full_attention") => Ok(0),
+                _ => Err(bad()),
+            })
+            .collect::<Result<Vec<u8>>>()?;
+        let w = if layers.contains(&1) {
+            need_window()?
+        } else {
+            0
+        };
+        return Ok((w, layers));
+    }
+    if fam.sliding != SlidingPattern::None {
+        let Some(w) = window()? else {
+            return Ok((0, vec![0; n]));
+        };
+        let layers = match cfg.opt_u32("sliding_window_pattern")? {
+            Some(p) => (0..n_layer).map(|i| u8::from((i + 1) % p != 0)).collect(),
+            None => fam.layer_sliding(n),
+        };
+        return Ok((w, layers));
+    }
     match model_type {
-        "mistral" => match window? {
+        "mistral" => match window()? {
             Some(w) => Ok((w, vec![1; n])),
             None => Ok((0, vec![0; n])),
         },
         "qwen2" if cfg.opt_bool("use_sliding_window")? == Some(true) => {
-            let w = window?.ok_or_else(|| cfg.missing("sliding_window"))?;
+            let w = need_window()?;
             let from = cfg.opt_u32("max_window_layers")?.unwrap_or(0);
             Ok((w, (0..n_layer).map(|i| u8::from(i >= from)).collect()))
         }

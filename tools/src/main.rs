@@ -33,15 +33,16 @@ enum QuantArg {
 ///
 /// INPUT is a GGUF file (llama, qwen2, qwen3, phi3, gemma2 or gemma3; tensors F32, F16,
 /// BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K, Q8_K) or a Hugging Face directory with
-/// config.json (model_type llama, mistral, qwen2, qwen3 or phi3), tokenizer.json, optional
-/// tokenizer_config.json and *.safetensors in F32/F16/BF16.
+/// config.json (model_type llama, mistral, qwen2, qwen3, phi3, gemma2 or gemma3_text),
+/// tokenizer.json, optional tokenizer_config.json and *.safetensors in F32/F16/BF16.
 ///
 /// Norms and biases are always stored as F32; a matrix whose source type is already the
 /// target type is copied bit for bit; a matrix whose rows are not whole 32-element blocks
 /// stays F16/F32. Hugging Face q/k rows of `llama` models are permuted to the adjacent-pair
 /// RoPE layout GGUF uses (model.rope_pairs = adjacent; the other families keep split halves,
 /// as their GGUF files do), so both inputs of the same checkpoint give the same tensors.
-/// Fused tensors (phi3's qkv and gate/up) are split.
+/// Fused tensors (phi3's qkv and gate/up) are split. Gemma's Hugging Face norm weights w
+/// (applied as 1 + w) are stored as 1 + w, as in its GGUF files.
 ///
 /// Progress (one line per tensor) goes to stderr; at the end a table of every tensor's
 /// relative RMSE against the source (0 when copied unchanged) and the file size go to

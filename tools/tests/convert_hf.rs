@@ -395,7 +395,8 @@ fn hf_dir_and_equivalent_gguf_give_the_same_model() {
         .kv("tokenizer.ggml.unknown_token_id", GV::U32(0))
         .kv("tokenizer.chat_template", s("T1"));
     for t in &dir.tensors {
-        let name = pipit_convert::hf::hf_name(&t.name).unwrap();
+        let name =
+            pipit_convert::hf::hf_name(&t.name, pipit_format::arch::Arch::Llama.family()).unwrap();
         let mut v = stored(t.dtype, &t.values);
         if name.ends_with("attn_q") {
             v = to_adjacent(&v, t.shape[0], 2);
@@ -518,6 +519,118 @@ fn vocabulary_padded_to_the_embedding_rows() {
     assert_eq!(m.get_arr_u8("tokenizer.token_types").unwrap()[12..], [5, 5]);
 }
 
+/// `tiny_dir`'s llama checkpoint renamed and extended into a `gemma3_text` one: Gemma's
+/// four norms per block (post_attention_layernorm is the attention output's), q/k norms,
+/// gelu-tanh, the window and query_pre_attn_scalar.
+fn gemma3_dir() -> Dir {
+    let mut d = tiny_dir(false);
+    let mut rng = Rng(0x9e3);
+    for t in &mut d.tensors {
+        t.name = t
+            .name
+            .replace("post_attention_layernorm", "pre_feedforward_layernorm");
+    }
+    for l in 0..2 {
+        for (n, len) in [
+            ("post_attention_layernorm", 64),
+            ("post_feedforward_layernorm", 64),
+            ("self_attn.q_norm", 32),
+            ("self_attn.k_norm", 32),
+        ] {
+            d.tensors.push(HfTensor {
+                name: format!("model.layers.{l}.{n}.weight"),
+                shape: vec![len],
+                dtype: Dtype::BF16,
+                values: rng.vec(len),
+            });
+        }
+    }
+    let c = d.config.as_object_mut().unwrap();
+    c.remove("use_sliding_window");
+    c.remove("hidden_act");
+    for (k, v) in [
+        ("architectures", json!(["Gemma3ForCausalLM"])),
+        ("model_type", json!("gemma3_text")),
+        ("hidden_activation", json!("gelu_pytorch_tanh")),
+        ("head_dim", json!(32)),
+        ("query_pre_attn_scalar", json!(16)),
+        ("sliding_window", json!(8)),
+        ("sliding_window_pattern", json!(2)),
+        ("rope_local_base_freq", json!(10000.0)),
+        ("final_logit_softcapping", json!(null)),
+        ("attn_logit_softcapping", json!(null)),
+    ] {
+        c.insert(k.into(), v);
+    }
+    d
+}
+
+#[test]
+fn gemma3_dir_gets_its_norms_plus_one_and_its_layer_kinds() {
+    let d = gemma3_dir();
+    let (bytes, f) = d.convert(Quant::Keep).unwrap();
+    let m = &f.metadata;
+    assert_eq!(m.get_str("general.architecture").unwrap(), "gemma3");
+    assert_eq!(m.get_str("model.rope_pairs").unwrap(), "half");
+    assert_eq!(m.get_str("model.activation").unwrap(), "gelu_tanh");
+    assert!(m.get_bool("model.qk_norm").unwrap() && m.get_bool("model.post_norms").unwrap());
+    assert_eq!(m.get_u32("model.sliding_window").unwrap(), 8);
+    // sliding_window_pattern 2: every second layer is global.
+    assert_eq!(m.get_arr_u8("model.layer_sliding").unwrap(), &[1, 0]);
+    assert_eq!(m.get_f32("model.rope_theta_local").unwrap(), 10000.0);
+    assert_eq!(m.get_f32("model.embed_scale").unwrap(), 8.0);
+    assert_eq!(m.get_f32("model.attn_scale").unwrap(), 0.25);
+    assert!(m.get_f32("model.final_logit_softcap").is_err());
+    // Each norm is stored as the multiplier 1 + w, under its pipit name.
+    for (hf, pipit) in [
+        ("input_layernorm", "attn_norm"),
+        ("post_attention_layernorm", "post_attention_norm"),
+        ("pre_feedforward_layernorm", "ffn_norm"),
+        ("post_feedforward_layernorm", "post_ffw_norm"),
+        ("self_attn.q_norm", "attn_q_norm"),
+        ("self_attn.k_norm", "attn_k_norm"),
+    ] {
+        let t = d.tensor(&format!("model.layers.1.{hf}.weight"));
+        let want: Vec<f32> = stored(t.dtype, &t.values).iter().map(|w| w + 1.0).collect();
+        assert_eq!(values(&f, &bytes, &format!("blk.1.{pipit}")), want, "{hf}");
+    }
+    let t = d.tensor("model.norm.weight");
+    let want: Vec<f32> = stored(t.dtype, &t.values).iter().map(|w| w + 1.0).collect();
+    assert_eq!(values(&f, &bytes, "output_norm"), want);
+    // Matrices are not touched.
+    let t = d.tensor("model.layers.0.self_attn.q_proj.weight");
+    assert_eq!(
+        values(&f, &bytes, "blk.0.attn_q"),
+        stored(t.dtype, &t.values)
+    );
+
+    // layer_types, when present, decide over the pattern.
+    let mut d = gemma3_dir();
+    d.config["layer_types"] = json!(["full_attention", "sliding_attention"]);
+    let (_, f) = d.convert(Quant::Keep).unwrap();
+    assert_eq!(
+        f.metadata.get_arr_u8("model.layer_sliding").unwrap(),
+        &[0, 1]
+    );
+
+    // Gemma 2: soft-caps, and its even layers slide.
+    let mut d = gemma3_dir();
+    d.config["model_type"] = json!("gemma2");
+    for k in ["sliding_window_pattern", "rope_local_base_freq"] {
+        d.config.as_object_mut().unwrap().remove(k);
+    }
+    d.config["attn_logit_softcapping"] = json!(50.0);
+    d.config["final_logit_softcapping"] = json!(30.0);
+    d.tensors
+        .retain(|t| !t.name.contains("q_norm") && !t.name.contains("k_norm"));
+    let (_, f) = d.convert(Quant::Keep).unwrap();
+    let m = &f.metadata;
+    assert_eq!(m.get_arr_u8("model.layer_sliding").unwrap(), &[1, 0]);
+    assert_eq!(m.get_f32("model.attn_softcap").unwrap(), 50.0);
+    assert_eq!(m.get_f32("model.final_logit_softcap").unwrap(), 30.0);
+    assert!(m.get_f32("model.rope_theta_local").is_err());
+}
+
 #[test]
 fn refusals() {
     let check = |dir: &Dir, want: &str| {
@@ -530,6 +643,24 @@ fn refusals() {
     let mut d = tiny_dir(false);
     d.config["model_type"] = json!("gpt_neox");
     check(&d, "unknown architecture \"gpt_neox");
+
+    let mut d = gemma3_dir();
+    d.config["hidden_activation"] = json!("silu");
+    check(
+        &d,
+        "hidden_activation = \"silu\" (gemma3 uses gelu_pytorch_tanh)",
+    );
+
+    let mut d = gemma3_dir();
+    d.config["layer_types"] = json!(["full_attention"]);
+    check(
+        &d,
+        "expected 2 of \"sliding_attention\" or \"full_attention\"",
+    );
+
+    let mut d = tiny_dir(false);
+    d.config["hidden_act"] = json!("gelu");
+    check(&d, "hidden_act = \"gelu\" (llama uses silu)");
 
     let mut d = tiny_dir(false);
     d.tensors[3].dtype = Dtype::I32;
@@ -653,9 +784,8 @@ fn refusals() {
     )
     .unwrap_err();
     assert!(
-        e.to_string().contains(
-            "model-00001-of-00002.safetensors: the header length points past the end"
-        ),
+        e.to_string()
+            .contains("model-00001-of-00002.safetensors: the header length points past the end"),
         "{e}"
     );
 

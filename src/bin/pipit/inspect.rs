@@ -8,9 +8,63 @@ fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
+/// The contexts `pipit inspect` shows a session's memory at: the CLI's default, 8192 and the
+/// trained context (those within it), and `extra` (checked by the caller), in order.
+fn contexts(n_ctx_train: usize, extra: &[usize]) -> Vec<usize> {
+    let mut v: Vec<usize> = [SessionParams::default().n_ctx, 8192, n_ctx_train]
+        .into_iter()
+        .filter(|&n| n <= n_ctx_train)
+        .chain(extra.iter().copied())
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// One line of the memory of a session of `n_ctx` positions: its KV cache in MiB and
+/// bytes, its share of a full-size cache when sliding layers keep only their window, its
+/// scratch and the total.
+fn session_line(model: &Model, params: SessionParams, n_ctx: usize) -> String {
+    let hp = model.hparams();
+    let at = |full_window_cache| SessionParams {
+        n_ctx,
+        full_window_cache,
+        ..params
+    };
+    let trained = if n_ctx == hp.n_ctx_train {
+        " (trained)"
+    } else {
+        ""
+    };
+    let m = match MemoryReport::estimate(model, &at(false)) {
+        Ok(m) => m,
+        Err(e) => return format!("n_ctx {n_ctx}{trained}: {e}"),
+    };
+    let share = if hp.layer_sliding.contains(&true) {
+        match MemoryReport::estimate(model, &at(true)) {
+            Ok(full) => format!(
+                "; {:.1}% of a full-size cache's {}",
+                100.0 * m.kv_cache as f64 / full.kv_cache as f64,
+                mib(full.kv_cache)
+            ),
+            Err(e) => format!("; full-size cache: {e}"),
+        }
+    } else {
+        String::new()
+    };
+    format!(
+        "n_ctx {n_ctx}{trained}: KV cache {} ({} bytes{share}) + scratch {} = {}",
+        mib(m.kv_cache),
+        m.kv_cache,
+        mib(m.scratch),
+        mib(m.kv_cache + m.scratch)
+    )
+}
+
 /// The `pipit inspect` report: file and header, hyper-parameters, tokenizer summary, tensor
-/// table, and the memory a session needs. `kernels` names the kernel set in use.
-pub fn report(model: &Model, kernels: &str) -> String {
+/// table, and the memory a session needs at the default context, 8192, the trained
+/// context and each of `extra_ctx`. `kernels` names the kernel set in use.
+pub fn report(model: &Model, kernels: &str, extra_ctx: &[usize]) -> String {
     let f = model.file();
     let hp = model.hparams();
     let meta = &f.metadata;
@@ -139,30 +193,18 @@ pub fn report(model: &Model, kernels: &str) -> String {
         .collect();
     line(format!("           totals: {}", totals.join("; ")));
 
-    // What a session with the default parameters (the CLI's and the C ABI's) would take.
+    // What sessions with the default parameters (the CLI's and the C ABI's) take at a few
+    // contexts: the figures the KV cache sizes itself by (MemoryReport::estimate), so
+    // sliding-window layers count their window, not the context.
     let params = SessionParams::default();
-    let per_1k = SessionParams {
-        n_ctx: 1024,
-        ..params
-    };
-    let kv_per_1k = MemoryReport::estimate(model, &per_1k).map_or(0, |m| m.kv_cache);
-    match MemoryReport::estimate(model, &params) {
-        Ok(m) => line(format!(
-            "memory     weights {} {how}; KV cache ({:?}) {} per 1k tokens of context; a session \
-             with n_ctx {} and batches of {}: KV cache {} + scratch {} = {}",
-            mib(f.file_len),
-            params.kv_type,
-            mib(kv_per_1k),
-            params.n_ctx,
-            params.n_batch,
-            mib(m.kv_cache),
-            mib(m.scratch),
-            mib(m.kv_cache + m.scratch)
-        )),
-        Err(e) => line(format!(
-            "memory     weights {} {how}; session estimate: {e}",
-            mib(f.file_len)
-        )),
+    line(format!(
+        "memory     weights {} {how}; a session's KV cache ({:?}, batches of {}) and scratch:",
+        mib(f.file_len),
+        params.kv_type,
+        params.n_batch
+    ));
+    for n_ctx in contexts(hp.n_ctx_train, extra_ctx) {
+        line(format!("           {}", session_line(model, params, n_ctx)));
     }
     line(format!("kernels    {kernels}"));
     out

@@ -50,7 +50,7 @@ enum Command {
     /// Perplexity of a text file, following llama.cpp's protocol (comparable figures).
     Perplexity(PerplexityArgs),
     /// Show a model file: header, hyper-parameters, tokenizer, tensors and memory needs.
-    Inspect(FileArgs),
+    Inspect(InspectArgs),
     /// Recompute every checksum of a model file.
     Verify(FileArgs),
     /// Measure prompt processing and generation speed (llama-bench's method).
@@ -361,6 +361,15 @@ struct BenchArgs {
 struct FileArgs {
     /// The .pipit model file.
     file: PathBuf,
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    /// The .pipit model file.
+    file: PathBuf,
+    /// Also show a session's memory at this context (repeatable; at most the trained one).
+    #[arg(long = "ctx", value_name = "N_CTX")]
+    ctx: Vec<usize>,
 }
 
 fn main() -> ExitCode {
@@ -691,10 +700,16 @@ fn perplexity(a: PerplexityArgs) -> Result<()> {
     Ok(())
 }
 
-fn inspect(a: FileArgs) -> Result<()> {
+fn inspect(a: InspectArgs) -> Result<()> {
     let t0 = Instant::now();
     let model = Model::open(&a.file)?;
-    let report = inspect::report(&model, pipit::session::kernel_path()?);
+    let n_ctx_train = model.hparams().n_ctx_train;
+    if let Some(&n) = a.ctx.iter().find(|&&n| n == 0 || n > n_ctx_train) {
+        return Err(Error::InvalidArgument(format!(
+            "--ctx {n}: must be in 1..={n_ctx_train} (the context this model was trained for)"
+        )));
+    }
+    let report = inspect::report(&model, pipit::session::kernel_path()?, &a.ctx);
     outln!("{report}")?;
     eprintln!(
         "pipit: inspected in {:.1} ms",
@@ -840,7 +855,7 @@ fn bench(a: BenchArgs) -> Result<()> {
     });
     if a.json {
         outln!(
-            "{{\"model\": \"{}\", \"kernel\": \"{}\", \"threads\": {}, \"n_prompt\": {}, \"n_gen\": {}, \"repetitions\": {}, \"pp_tps\": {:.2}, \"tg_tps\": {:.2}, \"tg_weight_gbps\": {:.3}{extra}{}}}",
+            "{{\"model\": \"{}\", \"kernel\": \"{}\", \"threads\": {}, \"n_prompt\": {}, \"n_gen\": {}, \"repetitions\": {}, \"pp_tps\": {:.2}, \"tg_tps\": {:.2}, \"tg_weight_gbps\": {:.3}, \"n_ctx\": {}, \"kv_cache_bytes\": {}{extra}{}}}",
             name.replace('\\', "\\\\").replace('"', "\\\""),
             session.kernel_name(),
             session.n_threads(),
@@ -850,6 +865,8 @@ fn bench(a: BenchArgs) -> Result<()> {
             pp_tps,
             tg_tps,
             gbps,
+            n_ctx,
+            session.kv_cache_bytes(),
             beam.as_ref().map_or_else(String::new, BeamBench::json)
         )?;
     } else {
@@ -874,6 +891,11 @@ fn bench(a: BenchArgs) -> Result<()> {
         if let Some(b) = &beam {
             outln!("{}", b.table(&name))?;
         }
+        outln!(
+            "session: n_ctx {n_ctx}, KV cache ({:?}) {} bytes",
+            session.params().kv_type,
+            session.kv_cache_bytes()
+        )?;
         if let Some(c) = &constrained {
             outln!(
                 "| {name} | {} | {} | tg{} constrained | {:.2} | |",
