@@ -1,12 +1,87 @@
 //! x86-64 paths: AVX2+FMA+F16C and AVX-VNNI ([`avx2`]), AVX-512 F/BW/VL ([`avx512`]), AVX-512 VNNI
 //! ([`avx512vnni`]). Each table is handed out only after its features are detected here.
+//!
+//! What every x86 table shares lives here: the dtype selectors of the const-generic kernels,
+//! the entry-point macro, and the int8-activation entries of the 5-bit and K-quant layouts
+//! (AVX2 kernels in `avx2/q5.rs` and `avx2/kquant.rs`, which the AVX-512 tables reuse).
 
-use super::Kernels;
+use super::scalar::{Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES};
+use super::{IsumsFn, Kernels, MatmulQ8aFn, N_QUANT};
+
+/// Weight dtype selectors of the const-generic 32-value kernels (Q8_0, Q4_0, Q4_1).
+pub(super) const Q8_0: u8 = 0;
+pub(super) const Q4_0: u8 = 1;
+pub(super) const Q4_1: u8 = 2;
+
+/// Bytes of one block of selector `dt`.
+pub(super) const fn block_bytes(dt: u8) -> usize {
+    match dt {
+        Q8_0 => Q8_0_BYTES,
+        Q4_0 => Q4_0_BYTES,
+        _ => Q4_1_BYTES,
+    }
+}
+
+/// The `#[target_feature]` entry points of a table: each `kind name = kernel;` defines an
+/// `unsafe fn name` of the table type `kind` names (`q8a`: `MatmulQ8aFn`, `isums`:
+/// `IsumsFn`, `f32`: `MatmulF32Fn`, `dequant`: `DequantFn`, `glu`: `GluFn`, `wsum`:
+/// `WsumFn`) that calls the `#[inline(always)]` generic `kernel` with `features` enabled.
+macro_rules! entries {
+    ($features:literal; $($kind:ident $name:ident = $kernel:expr;)*) => {$(
+        entries!(@$kind $features, $name, $kernel);
+    )*};
+    (@q8a $features:literal, $name:ident, $kernel:expr) => {
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $name(w: &[u8], cols: usize, rows: std::ops::Range<usize>, xq: &[$crate::kernels::BlockQ8A], n_tok: usize, out: *mut f32, out_stride: usize) {
+            ($kernel)(w, cols, rows, xq, n_tok, out, out_stride)
+        }
+    };
+    (@isums $features:literal, $name:ident, $kernel:expr) => {
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $name(w_row: &[u8], xq: &[$crate::kernels::BlockQ8A], out: &mut [i32]) {
+            ($kernel)(w_row, xq, out)
+        }
+    };
+    (@f32 $features:literal, $name:ident, $kernel:expr) => {
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $name(w: &[u8], cols: usize, rows: std::ops::Range<usize>, x: &[f32], n_tok: usize, out: *mut f32, out_stride: usize) {
+            ($kernel)(w, cols, rows, x, n_tok, out, out_stride)
+        }
+    };
+    (@dequant $features:literal, $name:ident, $kernel:expr) => {
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $name(w: &[u8], out: &mut [f32]) {
+            ($kernel)(w, out)
+        }
+    };
+    (@glu $features:literal, $name:ident, $kernel:expr) => {
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $name(gate: &mut [f32], up: &[f32]) {
+            ($kernel)(gate, up)
+        }
+    };
+    (@wsum $features:literal, $name:ident, $kernel:expr) => {
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $name(p: &[f32], p_stride: usize, v: &[f32], out: &mut [f32], n: usize) {
+            ($kernel)(p, p_stride, v, out, n)
+        }
+    };
+}
 
 mod avx2;
-mod avx2_q5_k;
 mod avx512;
 mod avx512vnni;
+
+/// A table's `matmul_q8a` entries: its own Q8_0, Q4_0 and Q4_1 kernels, then the AVX2 kernels
+/// of the 5-bit and K-quant layouts (in [`DType::QUANTIZED`](super::DType::QUANTIZED) order).
+pub(super) const fn q8a_entries(head: [MatmulQ8aFn; 3]) -> [MatmulQ8aFn; N_QUANT] {
+    join(head, avx2::MATMUL_Q8A_Q5_AND_K)
+}
+
+/// A table's `isums` entries, in the order of [`q8a_entries`].
+pub(super) const fn isums_entries(head: [IsumsFn; 3]) -> [IsumsFn; N_QUANT] {
+    join(head, avx2::ISUMS_Q5_AND_K)
+}
 
 fn has_avx2() -> bool {
     is_x86_feature_detected!("avx2")
@@ -46,7 +121,7 @@ pub(crate) fn available() -> Vec<&'static Kernels> {
 }
 
 /// `a` followed by `b`, for a per-dtype table assembled from the files that hold each layout.
-pub(super) const fn join<T: Copy, const A: usize, const B: usize, const N: usize>(
+const fn join<T: Copy, const A: usize, const B: usize, const N: usize>(
     a: [T; A],
     b: [T; B],
 ) -> [T; N] {

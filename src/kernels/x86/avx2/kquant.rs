@@ -18,7 +18,7 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use super::super::{BlockQ8A, DType, QK};
+use super::super::super::{BlockQ8A, DType, QK};
 use pipit_format::blocks::k_scale_min;
 
 /// Tokens that share one unpacked weight sub-block.
@@ -185,9 +185,7 @@ unsafe fn hsum_i32(v: __m256i) -> i32 {
 /// The matmul of [`super::super::MatmulQ8aFn`] for `dtype`: rows one at a time, tokens in
 /// tiles of [`TOK`] that share each unpacked sub-block.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn matmul(
-    dtype: DType,
+unsafe fn matmul<const K: usize>(
     w: &[u8],
     cols: usize,
     rows: Range<usize>,
@@ -196,6 +194,7 @@ unsafe fn matmul(
     out: *mut f32,
     out_stride: usize,
 ) {
+    let dtype = TYPES[K];
     let (bb, be) = (dtype.block_bytes(), dtype.block_elems());
     let subs = be / QK;
     let (nb, nsub) = (cols / be, cols / QK);
@@ -228,7 +227,8 @@ unsafe fn matmul(
 
 /// [`super::super::IsumsFn`] for `dtype`, with the integer primitive of [`matmul`].
 #[inline(always)]
-unsafe fn isums(dtype: DType, w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
+unsafe fn isums<const K: usize>(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
+    let dtype = TYPES[K];
     let subs = dtype.block_elems() / QK;
     for ((wb, xs), os) in w_row
         .chunks_exact(dtype.block_bytes())
@@ -246,31 +246,32 @@ unsafe fn isums(dtype: DType, w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
     }
 }
 
-macro_rules! entry_points {
-    ($($mm:ident, $is:ident: $dt:ident;)*) => {$(
-        #[target_feature(enable = "avx2,fma,f16c")]
-        pub(super) unsafe fn $mm(w: &[u8], cols: usize, rows: Range<usize>, xq: &[BlockQ8A], n_tok: usize, out: *mut f32, out_stride: usize) {
-            // SAFETY: forwarded preconditions; AVX2/FMA/F16C enabled here.
-            unsafe { matmul(DType::$dt, w, cols, rows, xq, n_tok, out, out_stride) }
-        }
-        #[target_feature(enable = "avx2,fma,f16c")]
-        pub(super) unsafe fn $is(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
-            // SAFETY: forwarded preconditions; AVX2/FMA/F16C enabled here.
-            unsafe { isums(DType::$dt, w_row, xq, out) }
-        }
-    )*};
-}
-entry_points! {
-    matmul_q8a_q5_0, isums_q5_0: Q5_0;
-    matmul_q8a_q5_1, isums_q5_1: Q5_1;
-    matmul_q8a_q4_k, isums_q4_k: Q4_K;
-    matmul_q8a_q5_k, isums_q5_k: Q5_K;
-    matmul_q8a_q6_k, isums_q6_k: Q6_K;
+/// The dtypes of this file, indexed by the kernels' const parameter `K`.
+const TYPES: [DType; 5] = [
+    DType::Q5_0,
+    DType::Q5_1,
+    DType::Q4_K,
+    DType::Q5_K,
+    DType::Q6_K,
+];
+
+entries! {
+    "avx2,fma,f16c";
+    q8a matmul_q8a_q5_0 = matmul::<0>;
+    q8a matmul_q8a_q5_1 = matmul::<1>;
+    q8a matmul_q8a_q4_k = matmul::<2>;
+    q8a matmul_q8a_q5_k = matmul::<3>;
+    q8a matmul_q8a_q6_k = matmul::<4>;
+    isums isums_q5_0 = isums::<0>;
+    isums isums_q5_1 = isums::<1>;
+    isums isums_q4_k = isums::<2>;
+    isums isums_q5_k = isums::<3>;
+    isums isums_q6_k = isums::<4>;
 }
 
 /// The `matmul_q8a` entries of this file, for the quantized dtypes after Q4_1 (in
 /// [`DType::QUANTIZED`] order).
-pub(super) const MATMUL_Q8A: [super::super::MatmulQ8aFn; 5] = [
+pub(in super::super) const MATMUL_Q8A: [super::super::super::MatmulQ8aFn; 5] = [
     matmul_q8a_q5_0,
     matmul_q8a_q5_1,
     matmul_q8a_q4_k,
@@ -278,5 +279,5 @@ pub(super) const MATMUL_Q8A: [super::super::MatmulQ8aFn; 5] = [
     matmul_q8a_q6_k,
 ];
 /// The `isums` entries, in the same order.
-pub(super) const ISUMS: [super::super::IsumsFn; 5] =
+pub(in super::super) const ISUMS: [super::super::super::IsumsFn; 5] =
     [isums_q5_0, isums_q5_1, isums_q4_k, isums_q5_k, isums_q6_k];

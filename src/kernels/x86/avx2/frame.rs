@@ -1,0 +1,220 @@
+//! The AVX2 tile frame: how an int8-activation matmul walks rows and tokens, for every block
+//! layout.
+//!
+//! A layout supplies a micro-kernel ([`Micro`]): one weight block of `R` rows against `T`
+//! tokens, added into `R x T` accumulators of 8 f32 lanes. [`matmul_tiles`] walks the rows
+//! in tiles of 4 (then single rows) and the tokens in tiles of 2 (then one), block by block,
+//! and sums each accumulator's lanes once at the end ([`hsum`]). Each output sees the same
+//! operations in the same order whatever its tile, so its bits depend neither on the batch
+//! nor on the thread split.
+//!
+//! The transposed layouts of Q4 and Q8_0 ([`Layout`]) take [`matmul_grouped`] instead: the
+//! activations of up to [`GRP_TOK`] tokens are arranged once, then each row meets them group
+//! by group, and the blocks past the last whole group go through the per-block micro-kernel
+//! of the same dtype, into the same accumulators.
+//!
+//! # Safety
+//! As in `avx2/mod.rs`: the entry points' CPU features, and the slice-size preconditions of
+//! `MatmulQ8aFn` (`w` holds `rows.end` rows of `cols` values, `xq` `n_tok` rows of activation
+//! blocks, `out` writable at every `t * out_stride + r`).
+
+use std::arch::x86_64::*;
+use std::mem::MaybeUninit;
+use std::ops::Range;
+
+use super::super::super::{BlockQ8A, QK};
+use super::super::block_bytes;
+use super::block32::{ABlock, Block32};
+use super::hsum;
+
+/// A block layout's micro-kernel: `R` rows x `T` tokens of one weight block.
+pub(super) trait Micro {
+    /// Bytes of one weight block.
+    const BLOCK_BYTES: usize;
+    /// Sub-blocks of 32 values per weight block (one activation block each).
+    const SUBS: usize;
+    /// One token's activations for one weight block, prepared once for all rows of a tile.
+    type A: Copy;
+    /// The activations of the block whose first activation block is at `x`.
+    unsafe fn load_a(x: *const BlockQ8A) -> Self::A;
+    /// `acc[r][t] +=` the block at `w + r * rb` times `a[t]`, lane by lane.
+    unsafe fn block<const R: usize, const T: usize>(
+        w: *const u8,
+        rb: usize,
+        a: &[Self::A; T],
+        acc: &mut [[__m256; T]; R],
+    );
+}
+
+/// The matmul of `MatmulQ8aFn` in layout `M`: row tiles of 4 and tokens tiles of 2.
+#[inline(always)]
+pub(super) unsafe fn matmul_tiles<M: Micro>(
+    w: &[u8],
+    cols: usize,
+    rows: Range<usize>,
+    xq: &[BlockQ8A],
+    n_tok: usize,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    let nsub = cols / QK;
+    let nb = nsub / M::SUBS;
+    let rb = nb * M::BLOCK_BYTES;
+    let (wp, xp) = (w.as_ptr(), xq.as_ptr());
+    let mut r = rows.start;
+    while r < rows.end {
+        let four = r + 4 <= rows.end;
+        let wr = wp.add(r * rb);
+        let mut t = 0;
+        while t < n_tok {
+            let tn = (n_tok - t).min(2);
+            let (x, o) = (xp.add(t * nsub), out.add(t * out_stride + r));
+            match (four, tn) {
+                (true, 2) => tile::<M, 4, 2>(wr, rb, nb, x, nsub, o, out_stride),
+                (true, _) => tile::<M, 4, 1>(wr, rb, nb, x, nsub, o, out_stride),
+                (false, 2) => tile::<M, 1, 2>(wr, rb, nb, x, nsub, o, out_stride),
+                (false, _) => tile::<M, 1, 1>(wr, rb, nb, x, nsub, o, out_stride),
+            }
+            t += tn;
+        }
+        r += if four { 4 } else { 1 };
+    }
+}
+
+/// `R` rows (at `w`, `rb` bytes apart, `nb` blocks each) x `T` tokens (at `x`, `nsub`
+/// activation blocks apart), written at `out[t * out_stride + r]`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile<M: Micro, const R: usize, const T: usize>(
+    w: *const u8,
+    rb: usize,
+    nb: usize,
+    x: *const BlockQ8A,
+    nsub: usize,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    let mut acc = [[_mm256_setzero_ps(); T]; R];
+    for b in 0..nb {
+        let xb = x.add(b * M::SUBS);
+        let mut a = [M::load_a(xb); T];
+        for (t, at) in a.iter_mut().enumerate().skip(1) {
+            *at = M::load_a(xb.add(t * nsub));
+        }
+        M::block::<R, T>(w.add(b * M::BLOCK_BYTES), rb, &a, &mut acc);
+    }
+    for (r, acc_r) in acc.iter().enumerate() {
+        for (t, acc_rt) in acc_r.iter().enumerate() {
+            *out.add(t * out_stride + r) = hsum(*acc_rt);
+        }
+    }
+}
+
+/// A transposed layout: groups of `BLOCKS` blocks whose products land one block (or half a
+/// block) per i32 lane, so one conversion and scale serve the whole group.
+pub(super) trait Layout<const DT: u8, const VNNI: u8> {
+    /// Blocks per group.
+    const BLOCKS: usize;
+    /// One row's group of weights, decoded.
+    type W: Copy;
+    /// One token's group of activations, arranged.
+    type A: Copy;
+    unsafe fn load_w(p: *const u8) -> Self::W;
+    unsafe fn load_a(x: *const BlockQ8A) -> Self::A;
+    /// `acc` plus the group's product, lane by lane.
+    unsafe fn accumulate(w: &Self::W, a: &Self::A, acc: __m256) -> __m256;
+}
+
+/// Tokens per tile of the grouped path.
+pub(super) const GRP_TOK: usize = 4;
+/// Groups per row at most (4096 columns: 16 Q4 groups, 32 Q8_0 quads); wider rows take
+/// [`matmul_tiles`].
+pub(super) const GROUPS_MAX: usize = 32;
+/// Blocks past the last whole group, at most (groups have at most 8 blocks).
+const TAIL_MAX: usize = 7;
+
+/// The arranged activations of one token tile: token t's group g at `g[t * GROUPS_MAX + g]`,
+/// its tail block k at `tail[k][t]`. Only the entries of the tile's shape are written.
+struct Tiles<A> {
+    g: [MaybeUninit<A>; GRP_TOK * GROUPS_MAX],
+    tail: [[MaybeUninit<ABlock>; GRP_TOK]; TAIL_MAX],
+}
+
+/// The matmul in layout `L` for rows of at most [`GROUPS_MAX`] groups, decode and prefill
+/// alike (so an output's bits never depend on the batch): activations are arranged once per
+/// tile of up to [`GRP_TOK`] tokens, then every row meets the tile: whole groups, then single
+/// blocks.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn matmul_grouped<L: Layout<DT, VNNI>, const DT: u8, const VNNI: u8>(
+    w: *const u8,
+    rb: usize,
+    nb: usize,
+    rows: Range<usize>,
+    x: *const BlockQ8A,
+    n_tok: usize,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    let ng = nb / L::BLOCKS;
+    debug_assert!(ng <= GROUPS_MAX && nb - L::BLOCKS * ng <= TAIL_MAX);
+    let mut tiles = Tiles::<L::A> {
+        g: [const { MaybeUninit::uninit() }; GRP_TOK * GROUPS_MAX],
+        tail: [[const { MaybeUninit::uninit() }; GRP_TOK]; TAIL_MAX],
+    };
+    let mut t = 0;
+    while t < n_tok {
+        let tn = (n_tok - t).min(GRP_TOK);
+        for tt in 0..tn {
+            let xt = x.add((t + tt) * nb);
+            for gi in 0..ng {
+                tiles.g[tt * GROUPS_MAX + gi].write(L::load_a(xt.add(L::BLOCKS * gi)));
+            }
+            for b in L::BLOCKS * ng..nb {
+                let a = <Block32<DT, VNNI> as Micro>::load_a(xt.add(b));
+                tiles.tail[b - L::BLOCKS * ng][tt].write(a);
+            }
+        }
+        let ot = out.add(t * out_stride);
+        for r in rows.clone() {
+            let (wr, or) = (w.add(r * rb), ot.add(r));
+            match tn {
+                4 => tile_grouped::<L, DT, VNNI, 4>(wr, nb, &tiles, or, out_stride),
+                3 => tile_grouped::<L, DT, VNNI, 3>(wr, nb, &tiles, or, out_stride),
+                2 => tile_grouped::<L, DT, VNNI, 2>(wr, nb, &tiles, or, out_stride),
+                _ => tile_grouped::<L, DT, VNNI, 1>(wr, nb, &tiles, or, out_stride),
+            }
+        }
+        t += tn;
+    }
+}
+
+/// One row (at `w`, `nb` blocks) against the first `T` tokens of `tl`.
+#[inline(always)]
+unsafe fn tile_grouped<L: Layout<DT, VNNI>, const DT: u8, const VNNI: u8, const T: usize>(
+    w: *const u8,
+    nb: usize,
+    tl: &Tiles<L::A>,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    let bb = block_bytes(DT);
+    let ng = nb / L::BLOCKS;
+    let mut acc = [[_mm256_setzero_ps(); T]];
+    // SAFETY (the reads of `tl` below): `matmul_grouped` wrote the groups and tail blocks of
+    // the tile's first T tokens for this row width, exactly the entries read here.
+    for g in 0..ng {
+        let wg = L::load_w(w.add(L::BLOCKS * g * bb));
+        for (t, acc_t) in acc[0].iter_mut().enumerate() {
+            *acc_t = L::accumulate(&wg, tl.g[t * GROUPS_MAX + g].assume_init_ref(), *acc_t);
+        }
+    }
+    // Lanes are summed only at the end, so the tail blocks may use the per-block layout.
+    for b in L::BLOCKS * ng..nb {
+        let a = &*tl.tail[b - L::BLOCKS * ng].as_ptr().cast::<[ABlock; T]>();
+        <Block32<DT, VNNI> as Micro>::block::<1, T>(w.add(b * bb), 0, a, &mut acc);
+    }
+    for (t, acc_t) in acc[0].iter().enumerate() {
+        *out.add(t * out_stride) = hsum(*acc_t);
+    }
+}
