@@ -1,283 +1,197 @@
-//! AVX2 + FMA + F16C kernels for the 5-bit blocks (Q5_0, Q5_1) and the K-quants (Q4_K,
-//! Q5_K, Q6_K), used by the AVX2 and the AVX-512 tables.
+//! Q4_K, Q5_K and Q6_K through the frame (the micro-kernel of [`KQuant`]), for every x86
+//! table.
 //!
-//! Every layout is cut into sub-blocks of 32 weights, one per activation block. A sub-block
-//! is unpacked to 32 unsigned bytes `u` (`0..=31` or `0..=63`) and meets the signed
-//! activations through `vpmaddubsw` + `vpmaddwd` (pairs stay below `2 * 63 * 127 < 2^15`),
-//! giving 8 exact i32 lanes. Offset types (`q - 16` of Q5_0, `q - 32` of Q6_K) use the
-//! signed weights with the sign trick (`|w| * sign(a, w)`); Q6_K's two scales of 16 multiply
-//! lanes 0-3 and 4-7. The lanes are converted to f32 and accumulated with one FMA by the
-//! sub-block's f32 scale; the minimum terms (`m * s_a`, `-(dmin * m_j) * s_a`) go to a
-//! scalar sum in sub-block order. Each (row, token) output sees the same operations in the
-//! same order whatever the tile, batch or thread split, so results are batch-invariant.
+//! A super-block of 256 weights is cut into 8 sub-blocks of 32, one per activation block.
+//! A sub-block is unpacked to 32 bytes `u` (`0..=15`, `0..=31`; Q6_K: the signed `q - 32`,
+//! as `|w|` and the sign trick `|w| * sign(a, w)`), which meet the activations through
+//! `vpmaddubsw` (pairs stay below `2 * 32 * 127 < 2^15`); `vpmaddwd` then multiplies the i16
+//! pairs by the sub-block's integer scale (Q4_K/Q5_K: the 6-bit `sc_j`; Q6_K: the i8 scale
+//! of each half of 16, in the low and high 128 bits), so the 8 i32 lanes sum to the exact
+//! `isum` of the module docs of `kernels`. The lanes are converted to f32 and accumulated by
+//! one FMA with `d * d_a`. The minimum terms of Q4_K/Q5_K, `-(dmin * m_j) * s_a`, are one
+//! FMA per super-block: the 8 `dmin * m_j` in lanes against the 8 activation sums. Each
+//! output sees the same operations in the same order whatever its tile, batch or thread
+//! split.
 //!
 //! # Safety
-//! Every `unsafe fn` here requires AVX2, FMA and F16C (guaranteed by the `#[target_feature]`
-//! entry points) and the slice-size preconditions of the table types in `kernels/mod.rs`.
+//! As in `avx2/mod.rs`: AVX2, FMA and F16C, and the caller's slice-size preconditions.
+
+#![allow(clippy::needless_range_loop)] // tiles index rows and tokens in lockstep
 
 use std::arch::x86_64::*;
-use std::ops::Range;
 
-use super::super::super::{BlockQ8A, DType, QK};
-use pipit_format::blocks::k_scale_min;
+use super::super::super::scalar::{Q4_K_BYTES, Q5_K_BYTES, Q6_K_BYTES};
+use super::super::super::BlockQ8A;
+use super::frame::Micro;
+use super::{f16_lane0, hsum_i32};
 
-/// Tokens that share one unpacked weight sub-block.
-const TOK: usize = 4;
+/// Dtype selectors of [`KQuant`].
+pub(super) const Q4_K: u8 = 0;
+pub(super) const Q5_K: u8 = 1;
+pub(super) const Q6_K: u8 = 2;
 
-/// The f16 at `b[off..off + 2]` as f32.
+/// Sub-blocks of 32 per super-block.
+const SUBS: usize = 8;
+
+/// The 8 six-bit scales and the 8 six-bit minimums packed in the 12 bytes at `p` (the
+/// layout of `pipit_format::blocks::k_scale_min`), byte j of each u64 for sub-block j.
+/// Bytes 0-3 hold the low 6 bits of scales 0-3, bytes 4-7 those of minimums 0-3; bytes 8-11
+/// the low nibbles of scales 4-7 and the high nibbles of minimums 4-7, whose top 2 bits are
+/// the top 2 bits of bytes 0-3 (scales) and 4-7 (minimums).
 #[inline(always)]
-fn f16_at(b: &[u8], off: usize) -> f32 {
-    half::f16::from_le_bytes([b[off], b[off + 1]]).to_f32()
+unsafe fn scales_mins(p: *const u8) -> (u64, u64) {
+    let word = |k: usize| u32::from_le_bytes(std::ptr::read_unaligned(p.add(4 * k).cast()));
+    let (a, b, c) = (word(0), word(1), word(2));
+    let sc_hi = (c & 0x0f0f_0f0f) | (((a >> 6) & 0x0303_0303) << 4);
+    let m_hi = ((c >> 4) & 0x0f0f_0f0f) | (((b >> 6) & 0x0303_0303) << 4);
+    let sc = u64::from(a & 0x3f3f_3f3f) | (u64::from(sc_hi) << 32);
+    let m = u64::from(b & 0x3f3f_3f3f) | (u64::from(m_hi) << 32);
+    (sc, m)
 }
 
-/// 32 bytes at `b[off..off + 32]`, unaligned.
-#[inline(always)]
-unsafe fn load32(b: &[u8], off: usize) -> __m256i {
-    let s = &b[off..off + 32];
-    // SAFETY: `s` holds 32 bytes; the load is unaligned.
-    unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
-}
-
-/// The 32 bits of `bits` as bytes `0x10` (bit set) or 0, byte i for bit i.
-#[inline(always)]
-unsafe fn bits_to_0x10(bits: u32) -> __m256i {
-    // Byte i takes byte i / 8 of `bits`, then tests bit i % 8 of it.
-    let v = _mm256_set1_epi32(bits as i32);
-    let spread = _mm256_shuffle_epi8(
-        v,
-        _mm256_setr_epi8(
-            0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3,
-            3, 3, 3,
-        ),
-    );
-    let sel = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
-    let hit = _mm256_cmpeq_epi8(_mm256_and_si256(spread, sel), sel);
-    _mm256_and_si256(hit, _mm256_set1_epi8(0x10))
-}
-
-/// Nibbles of 16 bytes at `b[off..]`: low nibbles in bytes 0..16, high in 16..32.
-#[inline(always)]
-unsafe fn nibbles16(b: &[u8], off: usize) -> __m256i {
-    let s = &b[off..off + 16];
-    // SAFETY: `s` holds 16 bytes; the load is unaligned.
-    let q = unsafe { _mm_loadu_si128(s.as_ptr().cast()) };
-    let lo = _mm_and_si128(q, _mm_set1_epi8(0x0F));
-    let hi = _mm_and_si128(_mm_srli_epi16(q, 4), _mm_set1_epi8(0x0F));
-    _mm256_set_m128i(hi, lo)
-}
-
-/// One unpacked sub-block: unsigned bytes, the offset to remove, the i32 lane multipliers
-/// (Q6_K's two scales; 1 otherwise), the f32 scale `d` (times `sc_j` for Q4_K/Q5_K) and the
-/// minimum `m` that enters as `m * s_a`.
+/// Sub-block `j` of one super-block, unpacked: the unsigned operand `u`, the signed weights
+/// `w` whose signs the activations take (Q6_K only) and the i16 pair multipliers `sc`.
+#[derive(Clone, Copy)]
 struct Sub {
     u: __m256i,
-    off: i8,
-    lane_sc: Option<__m256i>,
-    d: f32,
-    m: f32,
+    w: __m256i,
+    sc: __m256i,
 }
 
-/// Sub-block `j` of the block `wb` of `dtype` (one of the five types of this file).
+/// Sub-block `j` of the super-block at `p` of selector `K`, with its scales `sc` from
+/// [`scales_mins`] (Q4_K/Q5_K; Q6_K reads its own).
 #[inline(always)]
-unsafe fn unpack(dtype: DType, wb: &[u8], j: usize) -> Sub {
-    let m15 = _mm256_set1_epi8(0x0F);
-    match dtype {
-        DType::Q5_0 | DType::Q5_1 => {
-            let one = dtype == DType::Q5_1;
-            let o = if one { 4 } else { 2 };
-            let qh = u32::from_le_bytes([wb[o], wb[o + 1], wb[o + 2], wb[o + 3]]);
-            let u = _mm256_or_si256(nibbles16(wb, o + 4), bits_to_0x10(qh));
-            Sub {
-                u,
-                off: if one { 0 } else { 16 },
-                lane_sc: None,
-                d: f16_at(wb, 0),
-                m: if one { f16_at(wb, 2) } else { 0.0 },
-            }
-        }
-        DType::Q4_K | DType::Q5_K => {
-            let five = dtype == DType::Q5_K;
-            let (sc, m) = k_scale_min(&wb[4..16], j);
-            let qs = if five { 48 } else { 16 };
-            let raw = load32(wb, qs + QK * (j / 2));
-            let shift = _mm_cvtsi32_si128(4 * (j % 2) as i32);
-            let mut u = _mm256_and_si256(_mm256_srl_epi16(raw, shift), m15);
-            if five {
-                let hb = _mm256_srl_epi16(load32(wb, 16), _mm_cvtsi32_si128(j as i32));
-                let hb = _mm256_and_si256(hb, _mm256_set1_epi8(1));
-                u = _mm256_or_si256(u, _mm256_slli_epi16(hb, 4));
-            }
-            Sub {
-                u,
-                off: 0,
-                lane_sc: None,
-                d: f16_at(wb, 0) * f32::from(sc),
-                m: -(f16_at(wb, 2) * f32::from(m)),
-            }
-        }
-        _ => {
-            // Q6_K.
-            let (h, k) = (j / 4, j % 4);
-            let ql = load32(wb, 64 * h + 32 * (k & 1));
-            let low = _mm256_and_si256(
-                _mm256_srl_epi16(ql, _mm_cvtsi32_si128(4 * (k / 2) as i32)),
-                m15,
-            );
-            let qh = load32(wb, 128 + 32 * h);
-            let high = _mm256_and_si256(
-                _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k as i32)),
-                _mm256_set1_epi8(3),
-            );
-            let u = _mm256_or_si256(low, _mm256_slli_epi16(high, 4));
-            let (s0, s1) = (
-                i32::from(wb[192 + 2 * j] as i8),
-                i32::from(wb[193 + 2 * j] as i8),
-            );
-            Sub {
-                u,
-                off: 32,
-                lane_sc: Some(_mm256_setr_epi32(s0, s0, s0, s0, s1, s1, s1, s1)),
-                d: f16_at(wb, 208),
-                m: 0.0,
-            }
-        }
+unsafe fn unpack<const K: u8>(p: *const u8, sc: u64, j: usize) -> Sub {
+    let m15 = _mm256_set1_epi8(0x0f);
+    let shift = |n: usize| _mm_cvtsi32_si128(n as i32);
+    if K == Q6_K {
+        // Values 128h..128h + 127: value 32k + l of the half has its low nibble in byte
+        // 32 (k & 1) + l of the half's 64 bytes of `ql` (shifted by 4 (k / 2)), and its top
+        // 2 bits in byte l of the half's 32 bytes of `qh` (shifted by 2k).
+        let (h, k) = (j / 4, j % 4);
+        let ql = _mm256_loadu_si256(p.add(64 * h + 32 * (k & 1)).cast());
+        let low = _mm256_and_si256(_mm256_srl_epi16(ql, shift(4 * (k / 2))), m15);
+        let qh = _mm256_loadu_si256(p.add(128 + 32 * h).cast());
+        let high = _mm256_and_si256(_mm256_srl_epi16(qh, shift(2 * k)), _mm256_set1_epi8(3));
+        let q = _mm256_or_si256(low, _mm256_slli_epi16::<4>(high));
+        let w = _mm256_sub_epi8(q, _mm256_set1_epi8(32));
+        let s = |i: usize| i16::from(*p.add(192 + i) as i8);
+        let sc = _mm256_set_m128i(_mm_set1_epi16(s(2 * j + 1)), _mm_set1_epi16(s(2 * j)));
+        return Sub {
+            u: _mm256_abs_epi8(w),
+            w,
+            sc,
+        };
+    }
+    // Q4_K/Q5_K: sub-blocks 2i and 2i + 1 are the low and high nibbles of bytes
+    // 32i..32i + 31 of `qs`; Q5_K's fifth bit of value l of sub-block j is bit j of `qh[l]`.
+    let qs = if K == Q5_K { 48 } else { 16 };
+    let raw = _mm256_loadu_si256(p.add(qs + 32 * (j / 2)).cast());
+    let mut u = _mm256_and_si256(_mm256_srl_epi16(raw, shift(4 * (j % 2))), m15);
+    if K == Q5_K {
+        let qh = _mm256_loadu_si256(p.add(16).cast());
+        let bit = _mm256_and_si256(_mm256_srl_epi16(qh, shift(j)), _mm256_set1_epi8(1));
+        u = _mm256_or_si256(u, _mm256_slli_epi16::<4>(bit));
+    }
+    Sub {
+        u,
+        w: _mm256_setzero_si256(),
+        sc: _mm256_set1_epi16(((sc >> (8 * j)) & 0xff) as i16),
     }
 }
 
-/// The exact i32 lanes of one sub-block against one activation block (lane sum = `isum`
-/// of the module docs, before the K-quants' f32 scale `sc_j`).
+/// The exact i32 lanes of one sub-block against the activation values `a` (lane sum: the
+/// sub-block's `isum`).
 #[inline(always)]
-unsafe fn lanes(s: &Sub, a: &BlockQ8A) -> __m256i {
-    // SAFETY: `a.qs` holds 32 bytes; the load is unaligned.
-    let av = unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) };
-    let ones = _mm256_set1_epi16(1);
-    let mut l = if s.off != 0 {
-        // Signed weights `u - off` (|w| <= 32): `|w| * sign(a, w)` keeps vpmaddubsw's first
-        // operand unsigned, and pairs stay below 2 * 32 * 127.
-        let w = _mm256_sub_epi8(s.u, _mm256_set1_epi8(s.off));
-        let p = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(av, w));
-        _mm256_madd_epi16(p, ones)
+unsafe fn lanes<const K: u8>(s: &Sub, a: __m256i) -> __m256i {
+    let a = if K == Q6_K {
+        _mm256_sign_epi8(a, s.w)
     } else {
-        _mm256_madd_epi16(_mm256_maddubs_epi16(s.u, av), ones)
+        a
     };
-    if let Some(sc) = s.lane_sc {
-        l = _mm256_mullo_epi32(l, sc);
+    _mm256_madd_epi16(_mm256_maddubs_epi16(s.u, a), s.sc)
+}
+
+/// The activation values of block `x`.
+#[inline(always)]
+unsafe fn act(x: *const BlockQ8A) -> __m256i {
+    _mm256_loadu_si256((*x).qs.as_ptr().cast())
+}
+
+/// One token's activations for one super-block: its 8 activation blocks at `x`, and their
+/// sums `s` in lanes 0-7 (Q4_K/Q5_K).
+#[derive(Clone, Copy)]
+pub(super) struct AK {
+    x: *const BlockQ8A,
+    s: __m256,
+}
+
+/// The super-block layouts: Q4_K, Q5_K or Q6_K by selector `K`.
+pub(super) struct KQuant<const K: u8>;
+
+impl<const K: u8> Micro for KQuant<K> {
+    const BLOCK_BYTES: usize = match K {
+        Q4_K => Q4_K_BYTES,
+        Q5_K => Q5_K_BYTES,
+        _ => Q6_K_BYTES,
+    };
+    const SUBS: usize = SUBS;
+    type A = AK;
+    #[inline(always)]
+    unsafe fn load_a(x: *const BlockQ8A) -> AK {
+        const _: () = assert!(size_of::<BlockQ8A>() == 40);
+        let s = if K == Q6_K {
+            _mm256_setzero_ps()
+        } else {
+            // `s` of block j is f32 number 10 j + 1 from `x`.
+            let ix = _mm256_setr_epi32(1, 11, 21, 31, 41, 51, 61, 71);
+            _mm256_i32gather_ps::<4>(x.cast(), ix)
+        };
+        AK { x, s }
     }
-    l
-}
-
-/// The sum of 8 f32 lanes in one fixed order.
-#[inline(always)]
-unsafe fn hsum(v: __m256) -> f32 {
-    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
-}
-
-/// The sum of 8 i32 lanes.
-#[inline(always)]
-unsafe fn hsum_i32(v: __m256i) -> i32 {
-    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
-    _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01)))
-}
-
-/// The matmul of [`super::super::MatmulQ8aFn`] for `dtype`: rows one at a time, tokens in
-/// tiles of [`TOK`] that share each unpacked sub-block.
-#[inline(always)]
-unsafe fn matmul<const K: usize>(
-    w: &[u8],
-    cols: usize,
-    rows: Range<usize>,
-    xq: &[BlockQ8A],
-    n_tok: usize,
-    out: *mut f32,
-    out_stride: usize,
-) {
-    let dtype = TYPES[K];
-    let (bb, be) = (dtype.block_bytes(), dtype.block_elems());
-    let subs = be / QK;
-    let (nb, nsub) = (cols / be, cols / QK);
-    for r in rows {
-        let row = &w[r * nb * bb..(r + 1) * nb * bb];
-        let mut t0 = 0;
-        while t0 < n_tok {
-            let nt = (n_tok - t0).min(TOK);
-            let mut acc = [_mm256_setzero_ps(); TOK];
-            let mut mins = [0f32; TOK];
-            for (b, wb) in row.chunks_exact(bb).enumerate() {
-                for j in 0..subs {
-                    let s = unpack(dtype, wb, j);
-                    for t in 0..nt {
-                        let a = &xq[(t0 + t) * nsub + b * subs + j];
-                        let l = _mm256_cvtepi32_ps(lanes(&s, a));
-                        acc[t] = _mm256_fmadd_ps(l, _mm256_set1_ps(s.d * a.d), acc[t]);
-                        mins[t] += s.m * a.s;
-                    }
+    #[inline(always)]
+    unsafe fn block<const R: usize, const T: usize>(
+        w: *const u8,
+        rb: usize,
+        a: &[AK; T],
+        acc: &mut [[__m256; T]; R],
+    ) {
+        for r in 0..R {
+            let p = w.add(r * rb);
+            let d = _mm256_broadcastss_ps(f16_lane0(p.add(if K == Q6_K { 208 } else { 0 })));
+            let mut sc = 0;
+            if K != Q6_K {
+                let (s, m) = scales_mins(p.add(4));
+                sc = s;
+                let dmin = _mm256_broadcastss_ps(f16_lane0(p.add(2)));
+                let m = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(m as i64)));
+                let dm = _mm256_mul_ps(dmin, m);
+                for t in 0..T {
+                    acc[r][t] = _mm256_fnmadd_ps(dm, a[t].s, acc[r][t]);
                 }
             }
-            for t in 0..nt {
-                // SAFETY: the caller guarantees `out` is writable at (t0 + t) * out_stride + r.
-                unsafe { *out.add((t0 + t) * out_stride + r) = hsum(acc[t]) + mins[t] };
+            for j in 0..SUBS {
+                let s = unpack::<K>(p, sc, j);
+                for t in 0..T {
+                    let xj = a[t].x.add(j);
+                    let i = _mm256_cvtepi32_ps(lanes::<K>(&s, act(xj)));
+                    let scale = _mm256_mul_ps(d, _mm256_broadcast_ss(&(*xj).d));
+                    acc[r][t] = _mm256_fmadd_ps(i, scale, acc[r][t]);
+                }
             }
-            t0 += nt;
         }
     }
 }
 
-/// [`super::super::IsumsFn`] for `dtype`, with the integer primitive of [`matmul`].
+/// Per-sub-block exact sums of one row (test hook), with the micro-kernel's primitives.
 #[inline(always)]
-unsafe fn isums<const K: usize>(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
-    let dtype = TYPES[K];
-    let subs = dtype.block_elems() / QK;
-    for ((wb, xs), os) in w_row
-        .chunks_exact(dtype.block_bytes())
-        .zip(xq.chunks_exact(subs))
-        .zip(out.chunks_exact_mut(subs))
-    {
-        for (j, (a, o)) in xs.iter().zip(os).enumerate() {
-            let s = unpack(dtype, wb, j);
-            let sc = match dtype {
-                DType::Q4_K | DType::Q5_K => i32::from(k_scale_min(&wb[4..16], j).0),
-                _ => 1,
-            };
-            *o = sc * hsum_i32(lanes(&s, a));
+pub(super) unsafe fn isums<const K: u8>(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
+    for b in 0..out.len() / SUBS {
+        let p = w_row.as_ptr().add(b * <KQuant<K> as Micro>::BLOCK_BYTES);
+        let sc = if K == Q6_K { 0 } else { scales_mins(p.add(4)).0 };
+        for j in 0..SUBS {
+            let s = unpack::<K>(p, sc, j);
+            out[b * SUBS + j] = hsum_i32(lanes::<K>(&s, act(xq.as_ptr().add(b * SUBS + j))));
         }
     }
 }
-
-/// The dtypes of this file, indexed by the kernels' const parameter `K`.
-const TYPES: [DType; 5] = [
-    DType::Q5_0,
-    DType::Q5_1,
-    DType::Q4_K,
-    DType::Q5_K,
-    DType::Q6_K,
-];
-
-entries! {
-    "avx2,fma,f16c";
-    q8a matmul_q8a_q5_0 = matmul::<0>;
-    q8a matmul_q8a_q5_1 = matmul::<1>;
-    q8a matmul_q8a_q4_k = matmul::<2>;
-    q8a matmul_q8a_q5_k = matmul::<3>;
-    q8a matmul_q8a_q6_k = matmul::<4>;
-    isums isums_q5_0 = isums::<0>;
-    isums isums_q5_1 = isums::<1>;
-    isums isums_q4_k = isums::<2>;
-    isums isums_q5_k = isums::<3>;
-    isums isums_q6_k = isums::<4>;
-}
-
-/// The `matmul_q8a` entries of this file, for the quantized dtypes after Q4_1 (in
-/// [`DType::QUANTIZED`] order).
-pub(in super::super) const MATMUL_Q8A: [super::super::super::MatmulQ8aFn; 5] = [
-    matmul_q8a_q5_0,
-    matmul_q8a_q5_1,
-    matmul_q8a_q4_k,
-    matmul_q8a_q5_k,
-    matmul_q8a_q6_k,
-];
-/// The `isums` entries, in the same order.
-pub(in super::super) const ISUMS: [super::super::super::IsumsFn; 5] =
-    [isums_q5_0, isums_q5_1, isums_q4_k, isums_q5_k, isums_q6_k];

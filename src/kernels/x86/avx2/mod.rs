@@ -3,7 +3,7 @@
 //! - [`frame`]: the tile drivers every int8-activation layout goes through;
 //! - [`block32`]: Q8_0/Q4_0/Q4_1 one block per register (wide rows, and group tails);
 //! - [`q4`], [`q8`]: the transposed Q4 groups and Q8_0 quads (rows up to 4096 columns);
-//! - [`kquant`]: Q5_0/Q5_1 and Q4_K/Q5_K/Q6_K (shared by every x86 table);
+//! - [`q5`], [`kquant`]: Q5_0/Q5_1 and Q4_K/Q5_K/Q6_K (shared by every x86 table);
 //! - [`float`]: activation quantization, f32-activation matmuls, dequantization.
 //!
 //! Integer products use `vpmaddubsw` (u8 x i8 -> i16 pairs) + `vpmaddwd` (-> i32 lanes).
@@ -29,9 +29,13 @@ mod float;
 mod frame;
 mod kquant;
 mod q4;
+mod q5;
 mod q8;
 
-pub(super) use kquant::{ISUMS as ISUMS_Q5_AND_K, MATMUL_Q8A as MATMUL_Q8A_Q5_AND_K};
+use super::super::{IsumsFn, MatmulQ8aFn};
+use frame::matmul_tiles;
+use kquant::{KQuant, Q4_K, Q5_K, Q6_K};
+use q5::Q5;
 
 /// Integer product selectors: `vpmaddubsw` + `vpmaddwd`; AVX-VNNI's VEX `vpdpbusd`; or the
 /// same 256-bit `vpdpbusd` in its AVX-512 VNNI + VL (EVEX) encoding, which only the tests
@@ -77,6 +81,14 @@ unsafe fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_movehdup_ps(s));
     _mm_cvtss_f32(s)
+}
+
+/// The sum of 8 i32 lanes.
+#[inline(always)]
+unsafe fn hsum_i32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+    _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s)))
 }
 
 /// In each 128-bit half h, the 4 x 4 transpose of the dwords of `r` (in-lane unpacks only):
@@ -191,6 +203,33 @@ entries! {
     glu glu_gelu_tanh = scalar::glu::<true>;
     wsum wsum = scalar::wsum_rows;
 }
+
+entries! {
+    "avx2,fma,f16c";
+    q8a matmul_q8a_q5_0 = matmul_tiles::<Q5<false>>;
+    q8a matmul_q8a_q5_1 = matmul_tiles::<Q5<true>>;
+    q8a matmul_q8a_q4_k = matmul_tiles::<KQuant<Q4_K>>;
+    q8a matmul_q8a_q5_k = matmul_tiles::<KQuant<Q5_K>>;
+    q8a matmul_q8a_q6_k = matmul_tiles::<KQuant<Q6_K>>;
+    isums isums_q5_0 = q5::isums::<false>;
+    isums isums_q5_1 = q5::isums::<true>;
+    isums isums_q4_k = kquant::isums::<Q4_K>;
+    isums isums_q5_k = kquant::isums::<Q5_K>;
+    isums isums_q6_k = kquant::isums::<Q6_K>;
+}
+
+/// The `matmul_q8a` entries of the quantized dtypes after Q4_1 (in `DType::QUANTIZED`
+/// order), which every x86 table takes from here.
+pub(super) const MATMUL_Q8A_Q5_AND_K: [MatmulQ8aFn; 5] = [
+    matmul_q8a_q5_0,
+    matmul_q8a_q5_1,
+    matmul_q8a_q4_k,
+    matmul_q8a_q5_k,
+    matmul_q8a_q6_k,
+];
+/// The `isums` entries, in the same order.
+pub(super) const ISUMS_Q5_AND_K: [IsumsFn; 5] =
+    [isums_q5_0, isums_q5_1, isums_q4_k, isums_q5_k, isums_q6_k];
 
 entries! {
     "avx2,fma,f16c,avxvnni";
