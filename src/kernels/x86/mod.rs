@@ -5,6 +5,8 @@
 //! the entry-point macro, and the int8-activation entries of the 5-bit and K-quant layouts
 //! (AVX2 kernels in `avx2/q5.rs` and `avx2/kquant.rs`, which the AVX-512 tables reuse).
 
+use std::ops::Range;
+
 use super::scalar::{Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES};
 use super::{IsumsFn, Kernels, MatmulQ8aFn, N_QUANT};
 
@@ -71,6 +73,84 @@ macro_rules! entries {
 mod avx2;
 mod avx512;
 mod avx512vnni;
+
+/// One matmul's tile kernel, as [`drive`] calls it.
+pub(super) trait Tiler {
+    /// The outputs of `R` rows from row `r` by `T` tokens from token `t`.
+    unsafe fn tile<const R: usize, const T: usize>(&self, r: usize, t: usize);
+}
+
+/// The tile loop of every x86 matmul: `rows` in tiles of `R` (then single rows), and for each,
+/// the tokens `0..n_tok` in tiles of `T` (then one tile of the `n_tok % T` left, `T <= 4`).
+/// Kernels compute each output with the same operations whatever its tile, so the shape
+/// chosen never changes an output's bits.
+#[inline(always)]
+pub(super) unsafe fn drive<K: Tiler, const R: usize, const T: usize>(
+    k: &K,
+    rows: Range<usize>,
+    n_tok: usize,
+) {
+    const { assert!(R >= 1 && T >= 1 && T <= 4) };
+    let mut r = rows.start;
+    while r < rows.end {
+        let full = r + R <= rows.end;
+        let mut t = 0;
+        while t < n_tok {
+            let tn = (n_tok - t).min(T);
+            if full {
+                token_tile::<K, R, T>(k, r, t, tn);
+            } else {
+                token_tile::<K, 1, T>(k, r, t, tn);
+            }
+            t += tn;
+        }
+        r += if full { R } else { 1 };
+    }
+}
+
+/// `R` rows by `tn <= T` tokens.
+#[inline(always)]
+unsafe fn token_tile<K: Tiler, const R: usize, const T: usize>(
+    k: &K,
+    r: usize,
+    t: usize,
+    tn: usize,
+) {
+    if tn == T {
+        k.tile::<R, T>(r, t)
+    } else if T > 3 && tn == 3 {
+        k.tile::<R, 3>(r, t)
+    } else if T > 2 && tn == 2 {
+        k.tile::<R, 2>(r, t)
+    } else {
+        k.tile::<R, 1>(r, t)
+    }
+}
+
+/// The operands of an f32-activation matmul (`MatmulF32Fn`), by tile: row r's weights at
+/// `w + r * rb`, token t's activations at `x + t * cols`, output (t, r) at
+/// `out + t * out_stride + r`.
+#[derive(Clone, Copy)]
+pub(super) struct FOperands {
+    pub w: *const u8,
+    pub rb: usize,
+    pub cols: usize,
+    pub x: *const f32,
+    pub out: *mut f32,
+    pub out_stride: usize,
+}
+
+impl FOperands {
+    /// The weights of row `r`, the activations of token `t` and output (t, r).
+    #[inline(always)]
+    pub(super) unsafe fn at(&self, r: usize, t: usize) -> (*const u8, *const f32, *mut f32) {
+        (
+            self.w.add(r * self.rb),
+            self.x.add(t * self.cols),
+            self.out.add(t * self.out_stride + r),
+        )
+    }
+}
 
 /// A table's `matmul_q8a` entries: its own Q8_0, Q4_0 and Q4_1 kernels, then the AVX2 kernels
 /// of the 5-bit and K-quant layouts (in [`DType::QUANTIZED`](super::DType::QUANTIZED) order).

@@ -12,7 +12,7 @@ use std::ops::Range;
 
 use super::super::super::scalar;
 use super::super::super::{BlockQ8A, QK};
-use super::super::{block_bytes, Q4_0, Q4_1, Q8_0};
+use super::super::{block_bytes, drive, FOperands, Tiler, Q4_0, Q4_1, Q8_0};
 use super::{f16_at, hsum};
 
 /// Quantizes activations, bit-identical to the scalar rule (`vroundps` to nearest-even, then
@@ -122,24 +122,25 @@ pub(super) unsafe fn matmul_f<const F16: bool>(
     out_stride: usize,
 ) {
     let rb = cols * if F16 { 2 } else { 4 };
-    let (wp, xp) = (w.as_ptr(), x.as_ptr());
-    let mut r = rows.start;
-    while r < rows.end {
-        let four = r + 4 <= rows.end;
-        let wr = wp.add(r * rb);
-        let mut t = 0;
-        while t < n_tok {
-            let tn = (n_tok - t).min(2);
-            let (xt, o) = (xp.add(t * cols), out.add(t * out_stride + r));
-            match (four, tn) {
-                (true, 2) => tile_f::<F16, 4, 2>(wr, rb, cols, xt, o, out_stride),
-                (true, _) => tile_f::<F16, 4, 1>(wr, rb, cols, xt, o, out_stride),
-                (false, 2) => tile_f::<F16, 1, 2>(wr, rb, cols, xt, o, out_stride),
-                (false, _) => tile_f::<F16, 1, 1>(wr, rb, cols, xt, o, out_stride),
-            }
-            t += tn;
-        }
-        r += if four { 4 } else { 1 };
+    let ops = FOperands {
+        w: w.as_ptr(),
+        rb,
+        cols,
+        x: x.as_ptr(),
+        out,
+        out_stride,
+    };
+    drive::<_, 4, 2>(&FTile::<F16>(ops), rows, n_tok)
+}
+
+/// [`tile_f`] as a [`Tiler`].
+struct FTile<const F16: bool>(FOperands);
+
+impl<const F16: bool> Tiler for FTile<F16> {
+    #[inline(always)]
+    unsafe fn tile<const R: usize, const T: usize>(&self, r: usize, t: usize) {
+        let (w, x, out) = self.0.at(r, t);
+        tile_f::<F16, R, T>(w, self.0.rb, self.0.cols, x, out, self.0.out_stride)
     }
 }
 
@@ -219,24 +220,25 @@ pub(super) unsafe fn matmul_fq<const DT: u8>(
     out_stride: usize,
 ) {
     let rb = cols / QK * block_bytes(DT);
-    let (wp, xp) = (w.as_ptr(), x.as_ptr());
-    let mut r = rows.start;
-    while r < rows.end {
-        let four = r + 4 <= rows.end;
-        let wr = wp.add(r * rb);
-        let mut t = 0;
-        while t < n_tok {
-            let tn = (n_tok - t).min(2);
-            let (xt, o) = (xp.add(t * cols), out.add(t * out_stride + r));
-            match (four, tn) {
-                (true, 2) => tile_fq::<DT, 4, 2>(wr, rb, cols, xt, o, out_stride),
-                (true, _) => tile_fq::<DT, 4, 1>(wr, rb, cols, xt, o, out_stride),
-                (false, 2) => tile_fq::<DT, 1, 2>(wr, rb, cols, xt, o, out_stride),
-                (false, _) => tile_fq::<DT, 1, 1>(wr, rb, cols, xt, o, out_stride),
-            }
-            t += tn;
-        }
-        r += if four { 4 } else { 1 };
+    let ops = FOperands {
+        w: w.as_ptr(),
+        rb,
+        cols,
+        x: x.as_ptr(),
+        out,
+        out_stride,
+    };
+    drive::<_, 4, 2>(&FqTile::<DT>(ops), rows, n_tok)
+}
+
+/// [`tile_fq`] as a [`Tiler`].
+struct FqTile<const DT: u8>(FOperands);
+
+impl<const DT: u8> Tiler for FqTile<DT> {
+    #[inline(always)]
+    unsafe fn tile<const R: usize, const T: usize>(&self, r: usize, t: usize) {
+        let (w, x, out) = self.0.at(r, t);
+        tile_fq::<DT, R, T>(w, self.0.rb, self.0.cols, x, out, self.0.out_stride)
     }
 }
 

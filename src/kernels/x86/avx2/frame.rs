@@ -2,9 +2,9 @@
 //! layout.
 //!
 //! A layout supplies a micro-kernel ([`Micro`]): one weight block of `R` rows against `T`
-//! tokens, added into `R x T` accumulators of 8 f32 lanes. [`matmul_tiles`] walks the rows
-//! in tiles of 4 (then single rows) and the tokens in tiles of 2 (then one), block by block,
-//! and sums each accumulator's lanes once at the end ([`hsum`]). Each output sees the same
+//! tokens, added into `R x T` accumulators of 8 f32 lanes. [`matmul_tiles`] walks the tiles
+//! (through the x86 tile loop, `drive`) and each tile's blocks in order, and sums each
+//! accumulator's lanes once at the end ([`hsum`]). Each output sees the same
 //! operations in the same order whatever its tile, so its bits depend neither on the batch
 //! nor on the thread split.
 //!
@@ -19,11 +19,12 @@
 //! blocks, `out` writable at every `t * out_stride + r`).
 
 use std::arch::x86_64::*;
+use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use super::super::super::{BlockQ8A, QK};
-use super::super::block_bytes;
+use super::super::{block_bytes, drive, Tiler};
 use super::block32::{ABlock, Block32};
 use super::hsum;
 
@@ -46,7 +47,9 @@ pub(super) trait Micro {
     );
 }
 
-/// The matmul of `MatmulQ8aFn` in layout `M`: row tiles of 4 and tokens tiles of 2.
+/// The matmul of `MatmulQ8aFn` in layout `M`: decode in tiles of 4 rows, so that each
+/// activation load serves 4 rows; batches in tiles of 2 rows by 4 tokens, so that each
+/// unpacked weight block serves 4 tokens.
 #[inline(always)]
 pub(super) unsafe fn matmul_tiles<M: Micro>(
     w: &[u8],
@@ -59,25 +62,49 @@ pub(super) unsafe fn matmul_tiles<M: Micro>(
 ) {
     let nsub = cols / QK;
     let nb = nsub / M::SUBS;
-    let rb = nb * M::BLOCK_BYTES;
-    let (wp, xp) = (w.as_ptr(), xq.as_ptr());
-    let mut r = rows.start;
-    while r < rows.end {
-        let four = r + 4 <= rows.end;
-        let wr = wp.add(r * rb);
-        let mut t = 0;
-        while t < n_tok {
-            let tn = (n_tok - t).min(2);
-            let (x, o) = (xp.add(t * nsub), out.add(t * out_stride + r));
-            match (four, tn) {
-                (true, 2) => tile::<M, 4, 2>(wr, rb, nb, x, nsub, o, out_stride),
-                (true, _) => tile::<M, 4, 1>(wr, rb, nb, x, nsub, o, out_stride),
-                (false, 2) => tile::<M, 1, 2>(wr, rb, nb, x, nsub, o, out_stride),
-                (false, _) => tile::<M, 1, 1>(wr, rb, nb, x, nsub, o, out_stride),
-            }
-            t += tn;
-        }
-        r += if four { 4 } else { 1 };
+    let tiles = MicroTiles::<M> {
+        w: w.as_ptr(),
+        rb: nb * M::BLOCK_BYTES,
+        nb,
+        x: xq.as_ptr(),
+        nsub,
+        out,
+        out_stride,
+        layout: PhantomData,
+    };
+    if n_tok == 1 {
+        drive::<_, 4, 1>(&tiles, rows, n_tok);
+    } else {
+        drive::<_, 2, 4>(&tiles, rows, n_tok);
+    }
+}
+
+/// The operands of a matmul in layout `M`, by tile: row r's weights at `w + r * rb` (`nb`
+/// blocks), token t's activations at `x + t * nsub`, output (t, r) at
+/// `out + t * out_stride + r`.
+struct MicroTiles<M> {
+    w: *const u8,
+    rb: usize,
+    nb: usize,
+    x: *const BlockQ8A,
+    nsub: usize,
+    out: *mut f32,
+    out_stride: usize,
+    layout: PhantomData<M>,
+}
+
+impl<M: Micro> Tiler for MicroTiles<M> {
+    #[inline(always)]
+    unsafe fn tile<const R: usize, const T: usize>(&self, r: usize, t: usize) {
+        tile::<M, R, T>(
+            self.w.add(r * self.rb),
+            self.rb,
+            self.nb,
+            self.x.add(t * self.nsub),
+            self.nsub,
+            self.out.add(t * self.out_stride + r),
+            self.out_stride,
+        )
     }
 }
 
