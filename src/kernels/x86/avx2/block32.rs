@@ -130,13 +130,22 @@ impl<const DT: u8, const VNNI: u8> Micro for Block32<DT, VNNI> {
         for r in 0..R {
             let wb = load_w::<DT, VNNI>(w.add(r * rb));
             for t in 0..T {
-                let i = isum_lanes::<DT, VNNI>(&wb, &a[t]);
-                let scale = _mm256_mul_ps(wb.d, a[t].d);
-                acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), scale, acc[r][t]);
-                if DT == Q4_1 {
-                    acc[r][t] = _mm256_fmadd_ps(wb.m, a[t].s, acc[r][t]);
-                }
+                acc[r][t] = Self::accumulate(&wb, &a[t], acc[r][t]);
             }
+        }
+    }
+}
+
+impl<const DT: u8, const VNNI: u8> Block32<DT, VNNI> {
+    /// `acc` plus one weight block times one activation block, lane by lane.
+    #[inline(always)]
+    pub(super) unsafe fn accumulate(wb: &WBlock, a: &ABlock, acc: __m256) -> __m256 {
+        let i = isum_lanes::<DT, VNNI>(wb, a);
+        let acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_mul_ps(wb.d, a.d), acc);
+        if DT == Q4_1 {
+            _mm256_fmadd_ps(wb.m, a.s, acc)
+        } else {
+            acc
         }
     }
 }

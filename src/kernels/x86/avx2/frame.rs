@@ -10,8 +10,9 @@
 //!
 //! The transposed layouts of Q4 and Q8_0 ([`Layout`]) take [`matmul_grouped`] instead: the
 //! activations of up to [`GRP_TOK`] tokens are arranged once, then each row meets them group
-//! by group, and the blocks past the last whole group go through the per-block micro-kernel
-//! of the same dtype, into the same accumulators.
+//! by group, and the blocks past the last whole group go through the per-block step of the
+//! same dtype (`Block32::accumulate`, the step of its micro-kernel), into the same
+//! accumulators.
 //!
 //! # Safety
 //! As in `avx2/mod.rs`: the entry points' CPU features, and the slice-size preconditions of
@@ -25,7 +26,7 @@ use std::ops::Range;
 
 use super::super::super::{BlockQ8A, QK};
 use super::super::{block_bytes, drive, Tiler};
-use super::block32::{ABlock, Block32};
+use super::block32::{load_w, ABlock, Block32};
 use super::hsum;
 
 /// A block layout's micro-kernel: `R` rows x `T` tokens of one weight block.
@@ -161,10 +162,10 @@ pub(super) const GROUPS_MAX: usize = 32;
 const TAIL_MAX: usize = 7;
 
 /// The arranged activations of one token tile: token t's group g at `g[t * GROUPS_MAX + g]`,
-/// its tail block k at `tail[k][t]`. Only the entries of the tile's shape are written.
+/// its tail block k at `tail[t * TAIL_MAX + k]`. Only the entries of the tile's shape are written.
 struct Tiles<A> {
     g: [MaybeUninit<A>; GRP_TOK * GROUPS_MAX],
-    tail: [[MaybeUninit<ABlock>; GRP_TOK]; TAIL_MAX],
+    tail: [MaybeUninit<ABlock>; GRP_TOK * TAIL_MAX],
 }
 
 /// The matmul in layout `L` for rows of at most [`GROUPS_MAX`] groups, decode and prefill
@@ -187,7 +188,7 @@ pub(super) unsafe fn matmul_grouped<L: Layout<DT, VNNI>, const DT: u8, const VNN
     debug_assert!(ng <= GROUPS_MAX && nb - L::BLOCKS * ng <= TAIL_MAX);
     let mut tiles = Tiles::<L::A> {
         g: [const { MaybeUninit::uninit() }; GRP_TOK * GROUPS_MAX],
-        tail: [[const { MaybeUninit::uninit() }; GRP_TOK]; TAIL_MAX],
+        tail: [const { MaybeUninit::uninit() }; GRP_TOK * TAIL_MAX],
     };
     let mut t = 0;
     while t < n_tok {
@@ -199,7 +200,7 @@ pub(super) unsafe fn matmul_grouped<L: Layout<DT, VNNI>, const DT: u8, const VNN
             }
             for b in L::BLOCKS * ng..nb {
                 let a = <Block32<DT, VNNI> as Micro>::load_a(xt.add(b));
-                tiles.tail[b - L::BLOCKS * ng][tt].write(a);
+                tiles.tail[tt * TAIL_MAX + b - L::BLOCKS * ng].write(a);
             }
         }
         let ot = out.add(t * out_stride);
@@ -227,21 +228,24 @@ unsafe fn tile_grouped<L: Layout<DT, VNNI>, const DT: u8, const VNNI: u8, const 
 ) {
     let bb = block_bytes(DT);
     let ng = nb / L::BLOCKS;
-    let mut acc = [[_mm256_setzero_ps(); T]];
+    let mut acc = [_mm256_setzero_ps(); T];
     // SAFETY (the reads of `tl` below): `matmul_grouped` wrote the groups and tail blocks of
     // the tile's first T tokens for this row width, exactly the entries read here.
     for g in 0..ng {
         let wg = L::load_w(w.add(L::BLOCKS * g * bb));
-        for (t, acc_t) in acc[0].iter_mut().enumerate() {
+        for (t, acc_t) in acc.iter_mut().enumerate() {
             *acc_t = L::accumulate(&wg, tl.g[t * GROUPS_MAX + g].assume_init_ref(), *acc_t);
         }
     }
     // Lanes are summed only at the end, so the tail blocks may use the per-block layout.
     for b in L::BLOCKS * ng..nb {
-        let a = &*tl.tail[b - L::BLOCKS * ng].as_ptr().cast::<[ABlock; T]>();
-        <Block32<DT, VNNI> as Micro>::block::<1, T>(w.add(b * bb), 0, a, &mut acc);
+        let wb = load_w::<DT, VNNI>(w.add(b * bb));
+        for (t, acc_t) in acc.iter_mut().enumerate() {
+            let a = tl.tail[t * TAIL_MAX + b - L::BLOCKS * ng].assume_init_ref();
+            *acc_t = <Block32<DT, VNNI>>::accumulate(&wb, a, *acc_t);
+        }
     }
-    for (t, acc_t) in acc[0].iter().enumerate() {
+    for (t, acc_t) in acc.iter().enumerate() {
         *out.add(t * out_stride) = hsum(*acc_t);
     }
 }
