@@ -31,12 +31,12 @@ fn weights(dtype: DType, rows: usize, cols: usize) -> Vec<u8> {
         DType::F16 => v
             .chunks_exact_mut(2)
             .for_each(|c| c.copy_from_slice(&scale)),
-        DType::Q4_1 | DType::Q5_1 | DType::Q4_K | DType::Q5_K => v
-            .chunks_exact_mut(dtype.block_bytes())
-            .for_each(|b| {
+        DType::Q4_1 | DType::Q5_1 | DType::Q4_K | DType::Q5_K => {
+            v.chunks_exact_mut(dtype.block_bytes()).for_each(|b| {
                 b[..2].copy_from_slice(&scale);
                 b[2..4].copy_from_slice(&scale);
-            }),
+            })
+        }
         DType::Q6_K => v
             .chunks_exact_mut(dtype.block_bytes())
             .for_each(|b| b[208..].copy_from_slice(&scale)),

@@ -188,7 +188,11 @@ impl<const K: u8> Micro for KQuant<K> {
 pub(super) unsafe fn isums<const K: u8>(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
     for b in 0..out.len() / SUBS {
         let p = w_row.as_ptr().add(b * <KQuant<K> as Micro>::BLOCK_BYTES);
-        let sc = if K == Q6_K { 0 } else { scales_mins(p.add(4)).0 };
+        let sc = if K == Q6_K {
+            0
+        } else {
+            scales_mins(p.add(4)).0
+        };
         for j in 0..SUBS {
             let s = unpack::<K>(p, sc, j);
             out[b * SUBS + j] = hsum_i32(lanes::<K>(&s, act(xq.as_ptr().add(b * SUBS + j))));
