@@ -31,10 +31,15 @@ fn weights(dtype: DType, rows: usize, cols: usize) -> Vec<u8> {
         DType::F16 => v
             .chunks_exact_mut(2)
             .for_each(|c| c.copy_from_slice(&scale)),
-        DType::Q4_1 => v.chunks_exact_mut(20).for_each(|b| {
-            b[..2].copy_from_slice(&scale);
-            b[2..4].copy_from_slice(&scale);
-        }),
+        DType::Q4_1 | DType::Q5_1 | DType::Q4_K | DType::Q5_K => {
+            v.chunks_exact_mut(dtype.block_bytes()).for_each(|b| {
+                b[..2].copy_from_slice(&scale);
+                b[2..4].copy_from_slice(&scale);
+            })
+        }
+        DType::Q6_K => v
+            .chunks_exact_mut(dtype.block_bytes())
+            .for_each(|b| b[208..].copy_from_slice(&scale)),
         _ => v
             .chunks_exact_mut(dtype.block_bytes())
             .for_each(|b| b[..2].copy_from_slice(&scale)),
@@ -87,6 +92,35 @@ fn decode(c: &mut Criterion) {
             }
         }
         g.finish();
+    }
+}
+
+/// The 5-bit and K-quant layouts at Gemma 3 270M's shapes (width 640, where llama-quantize
+/// falls back to Q5_0/Q5_1) and at a width of 1024 (real K-quant super-blocks): one token,
+/// and a 64-token batch.
+fn kquants(c: &mut Criterion) {
+    for (dtypes, rows, cols) in [
+        ([DType::Q5_0, DType::Q5_1].as_slice(), 2048, 640),
+        (&[DType::Q4_K, DType::Q5_K, DType::Q6_K], 1024, 1024),
+        (&[DType::Q4_K, DType::Q5_K, DType::Q6_K], 4096, 1024),
+    ] {
+        for n_tok in [1, 64] {
+            let mut g = c.benchmark_group(format!("kquant_{rows}x{cols}x{n_tok}"));
+            let x = acts(cols * n_tok);
+            for &dtype in dtypes {
+                let wb = weights(dtype, rows, cols);
+                let w = QMatrix::new(dtype, rows, cols, &wb).unwrap();
+                let mut xq = vec![BlockQ8A::default(); n_tok * cols / 32];
+                let mut out = vec![0f32; rows * n_tok];
+                g.throughput(Throughput::Bytes(wb.len() as u64));
+                let k = kernels::best();
+                k.quantize_act(&x, &mut xq);
+                g.bench_function(BenchmarkId::new(dtype.name(), k.name), |b| {
+                    b.iter(|| k.matmul_q8a(&w, black_box(&xq), n_tok, &mut out, rows, 0..rows))
+                });
+            }
+            g.finish();
+        }
     }
 }
 
@@ -158,6 +192,6 @@ fn small_ops(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = config();
-    targets = decode, decode_threads, prefill, small_ops
+    targets = decode, kquants, decode_threads, prefill, small_ops
 }
 criterion_main!(benches);

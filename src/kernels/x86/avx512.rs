@@ -26,21 +26,9 @@ use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
-use super::super::scalar::{self, Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES};
+use super::super::scalar::{self, Q8_0_BYTES};
 use super::super::{BlockQ8A, Kernels, QK};
-
-/// Weight dtype selectors for the const-generic kernels.
-pub(super) const Q8_0: u8 = 0;
-pub(super) const Q4_0: u8 = 1;
-pub(super) const Q4_1: u8 = 2;
-
-const fn block_bytes(dt: u8) -> usize {
-    match dt {
-        Q8_0 => Q8_0_BYTES,
-        Q4_0 => Q4_0_BYTES,
-        _ => Q4_1_BYTES,
-    }
-}
+use super::{block_bytes, drive, isums_entries, q8a_entries, FOperands, Tiler, Q4_0, Q4_1, Q8_0};
 
 /// Word-permute indices. `[qs, qs, qs', qs']` for the nibbles of a pair (then shifted by
 /// 0/4/0/4 per 128-bit lane; `qs'` comes from the second source, see `load_w`),
@@ -1280,9 +1268,6 @@ pub(super) unsafe fn isums<const DT: u8, const VNNI: bool>(
     }
 }
 
-const FEATURES: &str = "avx512f,avx512bw,avx512vl,avx2,fma,f16c";
-const _: () = assert!(!FEATURES.is_empty());
-
 /// Quantizes activations; bit-identical to the scalar rule (`vcvtps2dq` with embedded
 /// round-to-nearest-even, independent of MXCSR).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
@@ -1397,28 +1382,25 @@ unsafe fn matmul_f<const F16: bool>(
     out_stride: usize,
 ) {
     let rb = cols * if F16 { 2 } else { 4 };
-    let (wp, xp) = (w.as_ptr(), x.as_ptr());
-    let mut r = rows.start;
-    while r < rows.end {
-        let four = r + 4 <= rows.end;
-        let wr = wp.add(r * rb);
-        let mut t = 0;
-        while t < n_tok {
-            let tn = (n_tok - t).min(4);
-            let (xt, o) = (xp.add(t * cols), out.add(t * out_stride + r));
-            match (four, tn) {
-                (true, 4) => tile_f::<F16, 4, 4>(wr, rb, cols, xt, o, out_stride),
-                (true, 3) => tile_f::<F16, 4, 3>(wr, rb, cols, xt, o, out_stride),
-                (true, 2) => tile_f::<F16, 4, 2>(wr, rb, cols, xt, o, out_stride),
-                (true, _) => tile_f::<F16, 4, 1>(wr, rb, cols, xt, o, out_stride),
-                (false, 4) => tile_f::<F16, 1, 4>(wr, rb, cols, xt, o, out_stride),
-                (false, 3) => tile_f::<F16, 1, 3>(wr, rb, cols, xt, o, out_stride),
-                (false, 2) => tile_f::<F16, 1, 2>(wr, rb, cols, xt, o, out_stride),
-                (false, _) => tile_f::<F16, 1, 1>(wr, rb, cols, xt, o, out_stride),
-            }
-            t += tn;
-        }
-        r += if four { 4 } else { 1 };
+    let ops = FOperands {
+        w: w.as_ptr(),
+        rb,
+        cols,
+        x: x.as_ptr(),
+        out,
+        out_stride,
+    };
+    drive::<_, 4, 4>(&FTile::<F16>(ops), rows, n_tok)
+}
+
+/// [`tile_f`] as a [`Tiler`].
+struct FTile<const F16: bool>(FOperands);
+
+impl<const F16: bool> Tiler for FTile<F16> {
+    #[inline(always)]
+    unsafe fn tile<const R: usize, const T: usize>(&self, r: usize, t: usize) {
+        let (w, x, out) = self.0.at(r, t);
+        tile_f::<F16, R, T>(w, self.0.rb, self.0.cols, x, out, self.0.out_stride)
     }
 }
 
@@ -1502,49 +1484,32 @@ unsafe fn matmul_fq<const DT: u8>(
     out_stride: usize,
 ) {
     let rb = cols / QK * block_bytes(DT);
-    let (wp, xp) = (w.as_ptr(), x.as_ptr());
-    let mut r = rows.start;
-    while r < rows.end {
-        let four = r + 4 <= rows.end;
-        let wr = wp.add(r * rb);
-        let mut t = 0;
-        while t < n_tok {
-            let tn = (n_tok - t).min(4);
-            let (xt, o) = (xp.add(t * cols), out.add(t * out_stride + r));
-            match (four, tn) {
-                (true, 4) => tile_fq::<DT, 4, 4>(wr, rb, cols, xt, o, out_stride),
-                (true, 3) => tile_fq::<DT, 4, 3>(wr, rb, cols, xt, o, out_stride),
-                (true, 2) => tile_fq::<DT, 4, 2>(wr, rb, cols, xt, o, out_stride),
-                (true, _) => tile_fq::<DT, 4, 1>(wr, rb, cols, xt, o, out_stride),
-                (false, 4) => tile_fq::<DT, 1, 4>(wr, rb, cols, xt, o, out_stride),
-                (false, 3) => tile_fq::<DT, 1, 3>(wr, rb, cols, xt, o, out_stride),
-                (false, 2) => tile_fq::<DT, 1, 2>(wr, rb, cols, xt, o, out_stride),
-                (false, _) => tile_fq::<DT, 1, 1>(wr, rb, cols, xt, o, out_stride),
-            }
-            t += tn;
-        }
-        r += if four { 4 } else { 1 };
-    }
+    let ops = FOperands {
+        w: w.as_ptr(),
+        rb,
+        cols,
+        x: x.as_ptr(),
+        out,
+        out_stride,
+    };
+    drive::<_, 4, 4>(&FqTile::<DT>(ops), rows, n_tok)
 }
 
-macro_rules! fq_fns {
-    ($($name:ident, $dt:ident;)*) => {$(
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-        unsafe fn $name(w: &[u8], cols: usize, rows: Range<usize>, x: &[f32], n_tok: usize, out: *mut f32, out_stride: usize) {
-            matmul_fq::<$dt>(w, cols, rows, x, n_tok, out, out_stride)
-        }
-    )*};
-}
-fq_fns! {
-    matmul_f32_q8_0, Q8_0;
-    matmul_f32_q4_0, Q4_0;
-    matmul_f32_q4_1, Q4_1;
+/// [`tile_fq`] as a [`Tiler`].
+struct FqTile<const DT: u8>(FOperands);
+
+impl<const DT: u8> Tiler for FqTile<DT> {
+    #[inline(always)]
+    unsafe fn tile<const R: usize, const T: usize>(&self, r: usize, t: usize) {
+        let (w, x, out) = self.0.at(r, t);
+        tile_fq::<DT, R, T>(w, self.0.rb, self.0.cols, x, out, self.0.out_stride)
+    }
 }
 
 /// Dequantizes one row; bit-identical to the scalar rule (`d * q`, `d * (q - 8)`, `d * q + m`
 /// without FMA; exact conversions for F16).
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn dequant_f16(w: &[u8], out: &mut [f32]) {
+#[inline(always)]
+unsafe fn dequant_f16_row(w: &[u8], out: &mut [f32]) {
     let n = out.len();
     let (p, o) = (w.as_ptr(), out.as_mut_ptr());
     let mut i = 0;
@@ -1562,8 +1527,8 @@ unsafe fn dequant_f16(w: &[u8], out: &mut [f32]) {
     }
 }
 
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn dequant_f32(w: &[u8], out: &mut [f32]) {
+#[inline(always)]
+unsafe fn dequant_f32_row(w: &[u8], out: &mut [f32]) {
     std::ptr::copy_nonoverlapping(w.as_ptr(), out.as_mut_ptr().cast::<u8>(), 4 * out.len());
 }
 
@@ -1611,108 +1576,36 @@ unsafe fn dequant_q<const DT: u8>(w: &[u8], out: &mut [f32]) {
     }
 }
 
-macro_rules! dequant_fns {
-    ($($name:ident, $dt:ident;)*) => {$(
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-        unsafe fn $name(w: &[u8], out: &mut [f32]) {
-            dequant_q::<$dt>(w, out)
-        }
-    )*};
-}
-dequant_fns! {
-    dequant_q8_0, Q8_0;
-    dequant_q4_0, Q4_0;
-    dequant_q4_1, Q4_1;
-}
-
-macro_rules! entry_points {
-    ($features:literal, $vnni:literal) => {
-        #[target_feature(enable = $features)]
-        pub(super) unsafe fn matmul_q8a_q8_0(w: &[u8], cols: usize, rows: Range<usize>, xq: &[BlockQ8A], n_tok: usize, out: *mut f32, out_stride: usize) {
-            $crate::kernels::x86::avx512::matmul_q8a::<{ $crate::kernels::x86::avx512::Q8_0 }, $vnni>(w, cols, rows, xq, n_tok, out, out_stride)
-        }
-        #[target_feature(enable = $features)]
-        pub(super) unsafe fn matmul_q8a_q4_0(w: &[u8], cols: usize, rows: Range<usize>, xq: &[BlockQ8A], n_tok: usize, out: *mut f32, out_stride: usize) {
-            $crate::kernels::x86::avx512::matmul_q8a::<{ $crate::kernels::x86::avx512::Q4_0 }, $vnni>(w, cols, rows, xq, n_tok, out, out_stride)
-        }
-        #[target_feature(enable = $features)]
-        pub(super) unsafe fn matmul_q8a_q4_1(w: &[u8], cols: usize, rows: Range<usize>, xq: &[BlockQ8A], n_tok: usize, out: *mut f32, out_stride: usize) {
-            $crate::kernels::x86::avx512::matmul_q8a::<{ $crate::kernels::x86::avx512::Q4_1 }, $vnni>(w, cols, rows, xq, n_tok, out, out_stride)
-        }
-        #[target_feature(enable = $features)]
-        pub(super) unsafe fn isums_q8_0(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
-            $crate::kernels::x86::avx512::isums::<{ $crate::kernels::x86::avx512::Q8_0 }, $vnni>(w_row, xq, out)
-        }
-        #[target_feature(enable = $features)]
-        pub(super) unsafe fn isums_q4_0(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
-            $crate::kernels::x86::avx512::isums::<{ $crate::kernels::x86::avx512::Q4_0 }, $vnni>(w_row, xq, out)
-        }
-        #[target_feature(enable = $features)]
-        pub(super) unsafe fn isums_q4_1(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
-            $crate::kernels::x86::avx512::isums::<{ $crate::kernels::x86::avx512::Q4_1 }, $vnni>(w_row, xq, out)
-        }
-    };
-}
-pub(super) use entry_points;
-
-entry_points!("avx512f,avx512bw,avx512vl,avx2,fma,f16c", false);
-
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn matmul_f32_f32(
-    w: &[u8],
-    cols: usize,
-    rows: Range<usize>,
-    x: &[f32],
-    n_tok: usize,
-    out: *mut f32,
-    out_stride: usize,
-) {
-    matmul_f::<false>(w, cols, rows, x, n_tok, out, out_stride)
+entries! {
+    "avx512f,avx512bw,avx512vl,avx2,fma,f16c";
+    q8a matmul_q8a_q8_0 = matmul_q8a::<Q8_0, false>;
+    q8a matmul_q8a_q4_0 = matmul_q8a::<Q4_0, false>;
+    q8a matmul_q8a_q4_1 = matmul_q8a::<Q4_1, false>;
+    isums isums_q8_0 = isums::<Q8_0, false>;
+    isums isums_q4_0 = isums::<Q4_0, false>;
+    isums isums_q4_1 = isums::<Q4_1, false>;
+    f32 matmul_f32_f32 = matmul_f::<false>;
+    f32 matmul_f32_f16 = matmul_f::<true>;
+    f32 matmul_f32_q8_0 = matmul_fq::<Q8_0>;
+    f32 matmul_f32_q4_0 = matmul_fq::<Q4_0>;
+    f32 matmul_f32_q4_1 = matmul_fq::<Q4_1>;
+    dequant dequant_f32 = dequant_f32_row;
+    dequant dequant_f16 = dequant_f16_row;
+    dequant dequant_q8_0 = dequant_q::<Q8_0>;
+    dequant dequant_q4_0 = dequant_q::<Q4_0>;
+    dequant dequant_q4_1 = dequant_q::<Q4_1>;
+    glu glu_silu = scalar::glu::<false>;
+    glu glu_gelu_tanh = scalar::glu::<true>;
+    wsum wsum = scalar::wsum_rows;
 }
 
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn matmul_f32_f16(
-    w: &[u8],
-    cols: usize,
-    rows: Range<usize>,
-    x: &[f32],
-    n_tok: usize,
-    out: *mut f32,
-    out_stride: usize,
-) {
-    matmul_f::<true>(w, cols, rows, x, n_tok, out, out_stride)
-}
-
-/// The scalar reference's gated activations, vectorized by the compiler for this path's
-/// registers: the same IEEE operations in the same order, so the same bits.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn glu_silu(gate: &mut [f32], up: &[f32]) {
-    scalar::glu::<false>(gate, up)
-}
-
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn glu_gelu_tanh(gate: &mut [f32], up: &[f32]) {
-    scalar::glu::<true>(gate, up)
-}
-
-/// The scalar reference's weighted sum, vectorized across the output by the compiler.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn wsum(p: &[f32], p_stride: usize, v: &[f32], out: &mut [f32], n: usize) {
-    scalar::wsum_rows(p, p_stride, v, out, n)
-}
-
-/// The AVX-512 (F/BW/VL) table.
+/// The AVX-512 (F/BW/VL) table. The gated activations and the weighted sum are the scalar
+/// reference's code, vectorized by the compiler: the same operations, so the same bits.
 pub(super) static KERNELS: Kernels = Kernels {
     name: "avx512",
     quantize_act,
-    matmul_q8a: super::join(
-        [matmul_q8a_q8_0, matmul_q8a_q4_0, matmul_q8a_q4_1],
-        super::avx2_q5_k::MATMUL_Q8A,
-    ),
-    isums: super::join(
-        [isums_q8_0, isums_q4_0, isums_q4_1],
-        super::avx2_q5_k::ISUMS,
-    ),
+    matmul_q8a: q8a_entries([matmul_q8a_q8_0, matmul_q8a_q4_0, matmul_q8a_q4_1]),
+    isums: isums_entries([isums_q8_0, isums_q4_0, isums_q4_1]),
     matmul_f32: scalar::with_head(
         [
             matmul_f32_f32,

@@ -1,12 +1,167 @@
 //! x86-64 paths: AVX2+FMA+F16C and AVX-VNNI ([`avx2`]), AVX-512 F/BW/VL ([`avx512`]), AVX-512 VNNI
 //! ([`avx512vnni`]). Each table is handed out only after its features are detected here.
+//!
+//! What every x86 table shares lives here: the dtype selectors of the const-generic kernels,
+//! the entry-point macro, and the int8-activation entries of the 5-bit and K-quant layouts
+//! (AVX2 kernels in `avx2/q5.rs` and `avx2/kquant.rs`, which the AVX-512 tables reuse).
 
-use super::Kernels;
+use std::ops::Range;
+
+use super::scalar::{Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES};
+use super::{IsumsFn, Kernels, MatmulQ8aFn, N_QUANT};
+
+/// Weight dtype selectors of the const-generic 32-value kernels (Q8_0, Q4_0, Q4_1).
+pub(super) const Q8_0: u8 = 0;
+pub(super) const Q4_0: u8 = 1;
+pub(super) const Q4_1: u8 = 2;
+
+/// Bytes of one block of selector `dt`.
+pub(super) const fn block_bytes(dt: u8) -> usize {
+    match dt {
+        Q8_0 => Q8_0_BYTES,
+        Q4_0 => Q4_0_BYTES,
+        _ => Q4_1_BYTES,
+    }
+}
+
+/// The `#[target_feature]` entry points of a table: each `kind name = kernel;` defines an
+/// `unsafe fn name` of the table type `kind` names (`q8a`: `MatmulQ8aFn`, `isums`:
+/// `IsumsFn`, `f32`: `MatmulF32Fn`, `dequant`: `DequantFn`, `glu`: `GluFn`, `wsum`:
+/// `WsumFn`) that calls the `#[inline(always)]` generic `kernel` with `features` enabled.
+macro_rules! entries {
+    ($features:literal; $($kind:ident $name:ident = $kernel:expr;)*) => {$(
+        entries!(@$kind $features, $name, $kernel);
+    )*};
+    (@q8a $features:literal, $name:ident, $kernel:expr) => {
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $name(w: &[u8], cols: usize, rows: std::ops::Range<usize>, xq: &[$crate::kernels::BlockQ8A], n_tok: usize, out: *mut f32, out_stride: usize) {
+            ($kernel)(w, cols, rows, xq, n_tok, out, out_stride)
+        }
+    };
+    (@isums $features:literal, $name:ident, $kernel:expr) => {
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $name(w_row: &[u8], xq: &[$crate::kernels::BlockQ8A], out: &mut [i32]) {
+            ($kernel)(w_row, xq, out)
+        }
+    };
+    (@f32 $features:literal, $name:ident, $kernel:expr) => {
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $name(w: &[u8], cols: usize, rows: std::ops::Range<usize>, x: &[f32], n_tok: usize, out: *mut f32, out_stride: usize) {
+            ($kernel)(w, cols, rows, x, n_tok, out, out_stride)
+        }
+    };
+    (@dequant $features:literal, $name:ident, $kernel:expr) => {
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $name(w: &[u8], out: &mut [f32]) {
+            ($kernel)(w, out)
+        }
+    };
+    (@glu $features:literal, $name:ident, $kernel:expr) => {
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $name(gate: &mut [f32], up: &[f32]) {
+            ($kernel)(gate, up)
+        }
+    };
+    (@wsum $features:literal, $name:ident, $kernel:expr) => {
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $name(p: &[f32], p_stride: usize, v: &[f32], out: &mut [f32], n: usize) {
+            ($kernel)(p, p_stride, v, out, n)
+        }
+    };
+}
 
 mod avx2;
-mod avx2_q5_k;
 mod avx512;
 mod avx512vnni;
+
+/// One matmul's tile kernel, as [`drive`] calls it.
+pub(super) trait Tiler {
+    /// The outputs of `R` rows from row `r` by `T` tokens from token `t`.
+    unsafe fn tile<const R: usize, const T: usize>(&self, r: usize, t: usize);
+}
+
+/// The tile loop of every x86 matmul: `rows` in tiles of `R` (then single rows), and for each,
+/// the tokens `0..n_tok` in tiles of `T` (then one tile of the `n_tok % T` left, `T <= 4`).
+/// Kernels compute each output with the same operations whatever its tile, so the shape
+/// chosen never changes an output's bits.
+#[inline(always)]
+pub(super) unsafe fn drive<K: Tiler, const R: usize, const T: usize>(
+    k: &K,
+    rows: Range<usize>,
+    n_tok: usize,
+) {
+    const { assert!(R >= 1 && T >= 1 && T <= 4) };
+    let mut r = rows.start;
+    while r < rows.end {
+        let full = r + R <= rows.end;
+        let mut t = 0;
+        while t < n_tok {
+            let tn = (n_tok - t).min(T);
+            if full {
+                token_tile::<K, R, T>(k, r, t, tn);
+            } else {
+                token_tile::<K, 1, T>(k, r, t, tn);
+            }
+            t += tn;
+        }
+        r += if full { R } else { 1 };
+    }
+}
+
+/// `R` rows by `tn <= T` tokens.
+#[inline(always)]
+unsafe fn token_tile<K: Tiler, const R: usize, const T: usize>(
+    k: &K,
+    r: usize,
+    t: usize,
+    tn: usize,
+) {
+    if tn == T {
+        k.tile::<R, T>(r, t)
+    } else if T > 3 && tn == 3 {
+        k.tile::<R, 3>(r, t)
+    } else if T > 2 && tn == 2 {
+        k.tile::<R, 2>(r, t)
+    } else {
+        k.tile::<R, 1>(r, t)
+    }
+}
+
+/// The operands of an f32-activation matmul (`MatmulF32Fn`), by tile: row r's weights at
+/// `w + r * rb`, token t's activations at `x + t * cols`, output (t, r) at
+/// `out + t * out_stride + r`.
+#[derive(Clone, Copy)]
+pub(super) struct FOperands {
+    pub w: *const u8,
+    pub rb: usize,
+    pub cols: usize,
+    pub x: *const f32,
+    pub out: *mut f32,
+    pub out_stride: usize,
+}
+
+impl FOperands {
+    /// The weights of row `r`, the activations of token `t` and output (t, r).
+    #[inline(always)]
+    pub(super) unsafe fn at(&self, r: usize, t: usize) -> (*const u8, *const f32, *mut f32) {
+        (
+            self.w.add(r * self.rb),
+            self.x.add(t * self.cols),
+            self.out.add(t * self.out_stride + r),
+        )
+    }
+}
+
+/// A table's `matmul_q8a` entries: its own Q8_0, Q4_0 and Q4_1 kernels, then the AVX2 kernels
+/// of the 5-bit and K-quant layouts (in [`DType::QUANTIZED`](super::DType::QUANTIZED) order).
+pub(super) const fn q8a_entries(head: [MatmulQ8aFn; 3]) -> [MatmulQ8aFn; N_QUANT] {
+    join(head, avx2::MATMUL_Q8A_Q5_AND_K)
+}
+
+/// A table's `isums` entries, in the order of [`q8a_entries`].
+pub(super) const fn isums_entries(head: [IsumsFn; 3]) -> [IsumsFn; N_QUANT] {
+    join(head, avx2::ISUMS_Q5_AND_K)
+}
 
 fn has_avx2() -> bool {
     is_x86_feature_detected!("avx2")
@@ -46,7 +201,7 @@ pub(crate) fn available() -> Vec<&'static Kernels> {
 }
 
 /// `a` followed by `b`, for a per-dtype table assembled from the files that hold each layout.
-pub(super) const fn join<T: Copy, const A: usize, const B: usize, const N: usize>(
+const fn join<T: Copy, const A: usize, const B: usize, const N: usize>(
     a: [T; A],
     b: [T; B],
 ) -> [T; N] {

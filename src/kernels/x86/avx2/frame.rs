@@ -1,0 +1,251 @@
+//! The AVX2 tile frame: how an int8-activation matmul walks rows and tokens, for every block
+//! layout.
+//!
+//! A layout supplies a micro-kernel ([`Micro`]): one weight block of `R` rows against `T`
+//! tokens, added into `R x T` accumulators of 8 f32 lanes. [`matmul_tiles`] walks the tiles
+//! (through the x86 tile loop, `drive`) and each tile's blocks in order, and sums each
+//! accumulator's lanes once at the end ([`hsum`]). Each output sees the same
+//! operations in the same order whatever its tile, so its bits depend neither on the batch
+//! nor on the thread split.
+//!
+//! The transposed layouts of Q4 and Q8_0 ([`Layout`]) take [`matmul_grouped`] instead: the
+//! activations of up to [`GRP_TOK`] tokens are arranged once, then each row meets them group
+//! by group, and the blocks past the last whole group go through the per-block step of the
+//! same dtype (`Block32::accumulate`, the step of its micro-kernel), into the same
+//! accumulators.
+//!
+//! # Safety
+//! As in `avx2/mod.rs`: the entry points' CPU features, and the slice-size preconditions of
+//! `MatmulQ8aFn` (`w` holds `rows.end` rows of `cols` values, `xq` `n_tok` rows of activation
+//! blocks, `out` writable at every `t * out_stride + r`).
+
+use std::arch::x86_64::*;
+use std::marker::PhantomData;
+use std::mem::MaybeUninit;
+use std::ops::Range;
+
+use super::super::super::{BlockQ8A, QK};
+use super::super::{block_bytes, drive, Tiler};
+use super::block32::{load_w, ABlock, Block32};
+use super::hsum;
+
+/// A block layout's micro-kernel: `R` rows x `T` tokens of one weight block.
+pub(super) trait Micro {
+    /// Bytes of one weight block.
+    const BLOCK_BYTES: usize;
+    /// Sub-blocks of 32 values per weight block (one activation block each).
+    const SUBS: usize;
+    /// One token's activations for one weight block, prepared once for all rows of a tile.
+    type A: Copy;
+    /// The activations of the block whose first activation block is at `x`.
+    unsafe fn load_a(x: *const BlockQ8A) -> Self::A;
+    /// `acc[r][t] +=` the block at `w + r * rb` times `a[t]`, lane by lane.
+    unsafe fn block<const R: usize, const T: usize>(
+        w: *const u8,
+        rb: usize,
+        a: &[Self::A; T],
+        acc: &mut [[__m256; T]; R],
+    );
+}
+
+/// The matmul of `MatmulQ8aFn` in layout `M`: decode in tiles of 4 rows, so that each
+/// activation load serves 4 rows; batches in tiles of 2 rows by 4 tokens, so that each
+/// unpacked weight block serves 4 tokens.
+#[inline(always)]
+pub(super) unsafe fn matmul_tiles<M: Micro>(
+    w: &[u8],
+    cols: usize,
+    rows: Range<usize>,
+    xq: &[BlockQ8A],
+    n_tok: usize,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    let nsub = cols / QK;
+    let nb = nsub / M::SUBS;
+    let tiles = MicroTiles::<M> {
+        w: w.as_ptr(),
+        rb: nb * M::BLOCK_BYTES,
+        nb,
+        x: xq.as_ptr(),
+        nsub,
+        out,
+        out_stride,
+        layout: PhantomData,
+    };
+    if n_tok == 1 {
+        drive::<_, 4, 1>(&tiles, rows, n_tok);
+    } else {
+        drive::<_, 2, 4>(&tiles, rows, n_tok);
+    }
+}
+
+/// The operands of a matmul in layout `M`, by tile: row r's weights at `w + r * rb` (`nb`
+/// blocks), token t's activations at `x + t * nsub`, output (t, r) at
+/// `out + t * out_stride + r`.
+struct MicroTiles<M> {
+    w: *const u8,
+    rb: usize,
+    nb: usize,
+    x: *const BlockQ8A,
+    nsub: usize,
+    out: *mut f32,
+    out_stride: usize,
+    layout: PhantomData<M>,
+}
+
+impl<M: Micro> Tiler for MicroTiles<M> {
+    #[inline(always)]
+    unsafe fn tile<const R: usize, const T: usize>(&self, r: usize, t: usize) {
+        tile::<M, R, T>(
+            self.w.add(r * self.rb),
+            self.rb,
+            self.nb,
+            self.x.add(t * self.nsub),
+            self.nsub,
+            self.out.add(t * self.out_stride + r),
+            self.out_stride,
+        )
+    }
+}
+
+/// `R` rows (at `w`, `rb` bytes apart, `nb` blocks each) x `T` tokens (at `x`, `nsub`
+/// activation blocks apart), written at `out[t * out_stride + r]`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile<M: Micro, const R: usize, const T: usize>(
+    w: *const u8,
+    rb: usize,
+    nb: usize,
+    x: *const BlockQ8A,
+    nsub: usize,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    let mut acc = [[_mm256_setzero_ps(); T]; R];
+    for b in 0..nb {
+        let xb = x.add(b * M::SUBS);
+        let mut a = [M::load_a(xb); T];
+        for (t, at) in a.iter_mut().enumerate().skip(1) {
+            *at = M::load_a(xb.add(t * nsub));
+        }
+        M::block::<R, T>(w.add(b * M::BLOCK_BYTES), rb, &a, &mut acc);
+    }
+    for (r, acc_r) in acc.iter().enumerate() {
+        for (t, acc_rt) in acc_r.iter().enumerate() {
+            *out.add(t * out_stride + r) = hsum(*acc_rt);
+        }
+    }
+}
+
+/// A transposed layout: groups of `BLOCKS` blocks whose products land one block (or half a
+/// block) per i32 lane, so one conversion and scale serve the whole group.
+pub(super) trait Layout<const DT: u8, const VNNI: u8> {
+    /// Blocks per group.
+    const BLOCKS: usize;
+    /// One row's group of weights, decoded.
+    type W: Copy;
+    /// One token's group of activations, arranged.
+    type A: Copy;
+    unsafe fn load_w(p: *const u8) -> Self::W;
+    unsafe fn load_a(x: *const BlockQ8A) -> Self::A;
+    /// `acc` plus the group's product, lane by lane.
+    unsafe fn accumulate(w: &Self::W, a: &Self::A, acc: __m256) -> __m256;
+}
+
+/// Tokens per tile of the grouped path.
+pub(super) const GRP_TOK: usize = 4;
+/// Groups per row at most (4096 columns: 16 Q4 groups, 32 Q8_0 quads); wider rows take
+/// [`matmul_tiles`].
+pub(super) const GROUPS_MAX: usize = 32;
+/// Blocks past the last whole group, at most (groups have at most 8 blocks).
+const TAIL_MAX: usize = 7;
+
+/// The arranged activations of one token tile: token t's group g at `g[t * GROUPS_MAX + g]`,
+/// its tail block k at `tail[t * TAIL_MAX + k]`. Only the entries of the tile's shape are written.
+struct Tiles<A> {
+    g: [MaybeUninit<A>; GRP_TOK * GROUPS_MAX],
+    tail: [MaybeUninit<ABlock>; GRP_TOK * TAIL_MAX],
+}
+
+/// The matmul in layout `L` for rows of at most [`GROUPS_MAX`] groups, decode and prefill
+/// alike (so an output's bits never depend on the batch): activations are arranged once per
+/// tile of up to [`GRP_TOK`] tokens, then every row meets the tile: whole groups, then single
+/// blocks.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn matmul_grouped<L: Layout<DT, VNNI>, const DT: u8, const VNNI: u8>(
+    w: *const u8,
+    rb: usize,
+    nb: usize,
+    rows: Range<usize>,
+    x: *const BlockQ8A,
+    n_tok: usize,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    let ng = nb / L::BLOCKS;
+    debug_assert!(ng <= GROUPS_MAX && nb - L::BLOCKS * ng <= TAIL_MAX);
+    let mut tiles = Tiles::<L::A> {
+        g: [const { MaybeUninit::uninit() }; GRP_TOK * GROUPS_MAX],
+        tail: [const { MaybeUninit::uninit() }; GRP_TOK * TAIL_MAX],
+    };
+    let mut t = 0;
+    while t < n_tok {
+        let tn = (n_tok - t).min(GRP_TOK);
+        for tt in 0..tn {
+            let xt = x.add((t + tt) * nb);
+            for gi in 0..ng {
+                tiles.g[tt * GROUPS_MAX + gi].write(L::load_a(xt.add(L::BLOCKS * gi)));
+            }
+            for b in L::BLOCKS * ng..nb {
+                let a = <Block32<DT, VNNI> as Micro>::load_a(xt.add(b));
+                tiles.tail[tt * TAIL_MAX + b - L::BLOCKS * ng].write(a);
+            }
+        }
+        let ot = out.add(t * out_stride);
+        for r in rows.clone() {
+            let (wr, or) = (w.add(r * rb), ot.add(r));
+            match tn {
+                4 => tile_grouped::<L, DT, VNNI, 4>(wr, nb, &tiles, or, out_stride),
+                3 => tile_grouped::<L, DT, VNNI, 3>(wr, nb, &tiles, or, out_stride),
+                2 => tile_grouped::<L, DT, VNNI, 2>(wr, nb, &tiles, or, out_stride),
+                _ => tile_grouped::<L, DT, VNNI, 1>(wr, nb, &tiles, or, out_stride),
+            }
+        }
+        t += tn;
+    }
+}
+
+/// One row (at `w`, `nb` blocks) against the first `T` tokens of `tl`.
+#[inline(always)]
+unsafe fn tile_grouped<L: Layout<DT, VNNI>, const DT: u8, const VNNI: u8, const T: usize>(
+    w: *const u8,
+    nb: usize,
+    tl: &Tiles<L::A>,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    let bb = block_bytes(DT);
+    let ng = nb / L::BLOCKS;
+    let mut acc = [_mm256_setzero_ps(); T];
+    // SAFETY (the reads of `tl` below): `matmul_grouped` wrote the groups and tail blocks of
+    // the tile's first T tokens for this row width, exactly the entries read here.
+    for g in 0..ng {
+        let wg = L::load_w(w.add(L::BLOCKS * g * bb));
+        for (t, acc_t) in acc.iter_mut().enumerate() {
+            *acc_t = L::accumulate(&wg, tl.g[t * GROUPS_MAX + g].assume_init_ref(), *acc_t);
+        }
+    }
+    // Lanes are summed only at the end, so the tail blocks may use the per-block layout.
+    for b in L::BLOCKS * ng..nb {
+        let wb = load_w::<DT, VNNI>(w.add(b * bb));
+        for (t, acc_t) in acc.iter_mut().enumerate() {
+            let a = tl.tail[t * TAIL_MAX + b - L::BLOCKS * ng].assume_init_ref();
+            *acc_t = <Block32<DT, VNNI>>::accumulate(&wb, a, *acc_t);
+        }
+    }
+    for (t, acc_t) in acc.iter().enumerate() {
+        *out.add(t * out_stride) = hsum(*acc_t);
+    }
+}

@@ -1,0 +1,190 @@
+//! Q4_0/Q4_1 in the transposed group layout of AVX2: 8 blocks per group, one block per i32
+//! lane of each product, so one conversion and one scale serve 8 blocks.
+//!
+//! # Safety
+//! As in `avx2/mod.rs`: AVX2, FMA and F16C (and AVX-VNNI for `VNNI = VEX_VNNI`), and the
+//! caller's slice-size preconditions.
+
+use std::arch::x86_64::*;
+
+use super::super::super::BlockQ8A;
+use super::super::{block_bytes, Q4_0, Q4_1};
+use super::frame::Layout;
+use super::{dot_acc, transpose4, NO_VNNI};
+
+/// Blocks per group of the transposed Q4 layout: i32 lane L of a product holds one block, so
+/// one conversion and scale serve 8 blocks instead of 1.
+pub(super) const GRP: usize = 8;
+/// The block of a group that lane `l` holds: a 4 x 4 dword transpose by in-lane unpacks of
+/// four registers of two blocks each puts block `2i + b` (register i, 128-bit half b) in
+/// lane `4b + i`.
+pub(super) const fn grp_block(l: usize) -> usize {
+    2 * (l % 4) + l / 4
+}
+
+#[repr(align(32))]
+pub(super) struct Lanes([i32; 8]);
+
+/// `grp_block` of each lane.
+pub(super) static GRP_BLOCKS: Lanes = Lanes({
+    let mut b = [0; 8];
+    let mut l = 0;
+    while l < 8 {
+        b[l] = grp_block(l) as i32;
+        l += 1;
+    }
+    b
+});
+
+/// 8 Q4 weight blocks of one row, transposed: dword lanes of `dw[k]` hold nibble bytes
+/// `4k..4k + 3` of block `grp_block(L)`; `d`/`m` that block's scale / minimum.
+#[derive(Clone, Copy)]
+pub(super) struct WGroup {
+    dw: [__m256i; 4],
+    d: __m256,
+    m: __m256,
+}
+
+/// The 8 f16 at byte offsets `off + bb * grp_block(L)` from `p` (the low half of each
+/// gathered dword when `!high`, else the high half), as f32 in lane order.
+#[inline(always)]
+pub(super) unsafe fn grp_halves(p: *const u8, bb: usize, high: bool) -> __m256 {
+    let ix = _mm256_mullo_epi32(
+        _mm256_load_si256(GRP_BLOCKS.0.as_ptr().cast()),
+        _mm256_set1_epi32(bb as i32),
+    );
+    let g = _mm256_i32gather_epi32::<1>(p.cast(), ix);
+    let h = if high {
+        _mm256_srli_epi32::<16>(g)
+    } else {
+        _mm256_and_si256(g, _mm256_set1_epi32(0xffff))
+    };
+    _mm256_cvtph_ps(_mm_packus_epi32(
+        _mm256_castsi256_si128(h),
+        _mm256_extracti128_si256::<1>(h),
+    ))
+}
+
+/// The 16 bytes at `p` and the 16 at `p + bb`, as the low and high halves of one register.
+#[inline(always)]
+pub(super) unsafe fn two_blocks(p: *const u8, bb: usize) -> __m256i {
+    _mm256_loadu2_m128i(p.add(bb).cast(), p.cast())
+}
+
+#[inline(always)]
+pub(super) unsafe fn load_wg<const DT: u8>(p: *const u8) -> WGroup {
+    let bb = block_bytes(DT);
+    let off = if DT == Q4_0 { 2 } else { 4 };
+    let (p0, p1, p2, p3) = (
+        two_blocks(p.add(off), bb),
+        two_blocks(p.add(2 * bb + off), bb),
+        two_blocks(p.add(4 * bb + off), bb),
+        two_blocks(p.add(6 * bb + off), bb),
+    );
+    let dw = transpose4([p0, p1, p2, p3]);
+    // The gathered dword at a block's start is `d` (low half) and, for Q4_1, `m` (high half).
+    let d = grp_halves(p, bb, false);
+    let m = if DT == Q4_1 {
+        grp_halves(p, bb, true)
+    } else {
+        _mm256_setzero_ps()
+    };
+    WGroup { dw, d, m }
+}
+
+/// 8 activation blocks of one token, transposed like [`WGroup`]: `a[g]` lane L = dword g of
+/// block `grp_block(L)`'s values; `init` removes the Q4_0 weight offset.
+#[derive(Clone, Copy)]
+pub(super) struct AGroup {
+    a: [__m256i; 8],
+    d: __m256,
+    s: __m256,
+    init: __m256i,
+}
+
+#[inline(always)]
+pub(super) unsafe fn load_ag<const DT: u8, const VNNI: u8>(x: *const BlockQ8A) -> AGroup {
+    const _: () = assert!(size_of::<BlockQ8A>() == 40);
+    // Dword 10 j + i of the 8 blocks is dword i of block j (d, s, then 8 dwords of values).
+    let base = x.cast::<i32>();
+    let j10 = _mm256_mullo_epi32(
+        _mm256_load_si256(GRP_BLOCKS.0.as_ptr().cast()),
+        _mm256_set1_epi32(10),
+    );
+    let mut a = [_mm256_setzero_si256(); 8];
+    for (g, ag) in a.iter_mut().enumerate() {
+        let ix = _mm256_add_epi32(j10, _mm256_set1_epi32(2 + g as i32));
+        *ag = _mm256_i32gather_epi32::<4>(base, ix);
+    }
+    let d = _mm256_castsi256_ps(_mm256_i32gather_epi32::<4>(base, j10));
+    let s = if DT == Q4_1 {
+        let ix = _mm256_add_epi32(j10, _mm256_set1_epi32(1));
+        _mm256_castsi256_ps(_mm256_i32gather_epi32::<4>(base, ix))
+    } else {
+        _mm256_setzero_ps()
+    };
+    let init = if DT == Q4_0 {
+        let e = _mm256_set1_epi8(8);
+        let mut c = _mm256_setzero_si256();
+        for &ag in &a {
+            c = dot_acc::<VNNI>(c, e, ag);
+        }
+        _mm256_sub_epi32(_mm256_setzero_si256(), c)
+    } else {
+        _mm256_setzero_si256()
+    };
+    AGroup { a, d, s, init }
+}
+
+/// Exact i32 lanes of one group product: block `grp_block(L)` in lane L.
+#[inline(always)]
+pub(super) unsafe fn isum_group<const VNNI: u8>(w: &WGroup, a: &AGroup) -> __m256i {
+    let mask = _mm256_set1_epi8(0x0f);
+    if VNNI != NO_VNNI {
+        let mut i = a.init;
+        for k in 0..4 {
+            let lo = _mm256_and_si256(w.dw[k], mask);
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(w.dw[k]), mask);
+            i = dot_acc::<VNNI>(i, lo, a.a[k]);
+            i = dot_acc::<VNNI>(i, hi, a.a[k + 4]);
+        }
+        return i;
+    }
+    // Each `vpmaddubsw` lane is a nibble (<= 15) times two activations (|a| <= 127), so at
+    // most 3810 in magnitude: all 8 sum exactly in i16 (<= 30480), and one `vpmaddwd` widens.
+    let mut s16 = _mm256_setzero_si256();
+    for k in 0..4 {
+        let lo = _mm256_and_si256(w.dw[k], mask);
+        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(w.dw[k]), mask);
+        s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(lo, a.a[k]));
+        s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(hi, a.a[k + 4]));
+    }
+    _mm256_add_epi32(a.init, _mm256_madd_epi16(s16, _mm256_set1_epi16(1)))
+}
+
+/// Q4_0/Q4_1 in groups of 8 ([`WGroup`], [`AGroup`]).
+pub(super) struct Q4Groups;
+
+impl<const DT: u8, const VNNI: u8> Layout<DT, VNNI> for Q4Groups {
+    const BLOCKS: usize = GRP;
+    type W = WGroup;
+    type A = AGroup;
+    #[inline(always)]
+    unsafe fn load_w(p: *const u8) -> WGroup {
+        load_wg::<DT>(p)
+    }
+    #[inline(always)]
+    unsafe fn load_a(x: *const BlockQ8A) -> AGroup {
+        load_ag::<DT, VNNI>(x)
+    }
+    #[inline(always)]
+    unsafe fn accumulate(w: &WGroup, a: &AGroup, acc: __m256) -> __m256 {
+        let i = isum_group::<VNNI>(w, a);
+        let acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_mul_ps(w.d, a.d), acc);
+        if DT == Q4_1 {
+            _mm256_fmadd_ps(w.m, a.s, acc)
+        } else {
+            acc
+        }
+    }
+}

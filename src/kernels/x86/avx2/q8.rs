@@ -1,0 +1,133 @@
+//! Q8_0 in the transposed quad layout of AVX2: 4 blocks per quad, each block in two i32
+//! lanes of a product.
+//!
+//! # Safety
+//! As in `avx2/mod.rs`.
+
+use std::arch::x86_64::*;
+
+use super::super::super::scalar::Q8_0_BYTES;
+use super::super::super::BlockQ8A;
+use super::super::Q8_0;
+use super::frame::Layout;
+use super::{dot_acc, transpose4, NO_VNNI};
+
+/// Q8_0 blocks per quad of the transposed Q8_0 layout.
+pub(super) const Q8_QUAD: usize = 4;
+
+/// Four Q8_0 weight blocks of one row, transposed (see [`transpose4`]): `u` the unsigned
+/// operand (`|w|`, or `w + 128` with VNNI), `w` the signed weights (for the sign trick), `d`
+/// block i's scale in lanes i and 4 + i.
+#[derive(Clone, Copy)]
+pub(super) struct WQuad8 {
+    u: [__m256i; 4],
+    w: [__m256i; 4],
+    d: __m256,
+}
+
+#[inline(always)]
+pub(super) unsafe fn load_wq8<const VNNI: u8>(p: *const u8) -> WQuad8 {
+    let bb = Q8_0_BYTES;
+    let w = transpose4([
+        _mm256_loadu_si256(p.add(2).cast()),
+        _mm256_loadu_si256(p.add(bb + 2).cast()),
+        _mm256_loadu_si256(p.add(2 * bb + 2).cast()),
+        _mm256_loadu_si256(p.add(3 * bb + 2).cast()),
+    ]);
+    let mut u = [_mm256_setzero_si256(); 4];
+    for k in 0..4 {
+        u[k] = if VNNI != NO_VNNI {
+            _mm256_xor_si256(w[k], _mm256_set1_epi8(-128))
+        } else {
+            _mm256_sign_epi8(w[k], w[k])
+        };
+    }
+    let half = |i: usize| i16::from_le_bytes([*p.add(i * bb), *p.add(i * bb + 1)]);
+    let h = _mm_setr_epi16(
+        half(0),
+        half(1),
+        half(2),
+        half(3),
+        half(0),
+        half(1),
+        half(2),
+        half(3),
+    );
+    WQuad8 {
+        u,
+        w,
+        d: _mm256_cvtph_ps(h),
+    }
+}
+
+/// Four activation blocks of one token, transposed like [`WQuad8`].
+#[derive(Clone, Copy)]
+pub(super) struct AQuad8 {
+    a: [__m256i; 4],
+    d: __m256,
+    /// VNNI: minus 128 times each block's half-sums (removes the `w + 128` offset).
+    init: __m256i,
+}
+
+#[inline(always)]
+pub(super) unsafe fn load_aq8<const VNNI: u8>(x: *const BlockQ8A) -> AQuad8 {
+    let b = [&*x, &*x.add(1), &*x.add(2), &*x.add(3)];
+    let a = transpose4([
+        _mm256_loadu_si256(b[0].qs.as_ptr().cast()),
+        _mm256_loadu_si256(b[1].qs.as_ptr().cast()),
+        _mm256_loadu_si256(b[2].qs.as_ptr().cast()),
+        _mm256_loadu_si256(b[3].qs.as_ptr().cast()),
+    ]);
+    let init = if VNNI != NO_VNNI {
+        let mut c = _mm256_setzero_si256();
+        for &ak in &a {
+            c = dot_acc::<VNNI>(c, _mm256_set1_epi8(-128), ak);
+        }
+        _mm256_sub_epi32(_mm256_setzero_si256(), c)
+    } else {
+        _mm256_setzero_si256()
+    };
+    AQuad8 {
+        a,
+        d: _mm256_setr_ps(
+            b[0].d, b[1].d, b[2].d, b[3].d, b[0].d, b[1].d, b[2].d, b[3].d,
+        ),
+        init,
+    }
+}
+
+/// Exact i32 lanes of one Q8_0 quad product: block i in lanes i and 4 + i.
+#[inline(always)]
+pub(super) unsafe fn isum_q8<const VNNI: u8>(w: &WQuad8, a: &AQuad8) -> __m256i {
+    let mut i = a.init;
+    for k in 0..4 {
+        i = if VNNI != NO_VNNI {
+            dot_acc::<VNNI>(i, w.u[k], a.a[k])
+        } else {
+            dot_acc::<NO_VNNI>(i, w.u[k], _mm256_sign_epi8(a.a[k], w.w[k]))
+        };
+    }
+    i
+}
+
+/// Q8_0 in quads of 4 ([`WQuad8`], [`AQuad8`]).
+pub(super) struct Q8Quads;
+
+impl<const VNNI: u8> Layout<Q8_0, VNNI> for Q8Quads {
+    const BLOCKS: usize = Q8_QUAD;
+    type W = WQuad8;
+    type A = AQuad8;
+    #[inline(always)]
+    unsafe fn load_w(p: *const u8) -> WQuad8 {
+        load_wq8::<VNNI>(p)
+    }
+    #[inline(always)]
+    unsafe fn load_a(x: *const BlockQ8A) -> AQuad8 {
+        load_aq8::<VNNI>(x)
+    }
+    #[inline(always)]
+    unsafe fn accumulate(w: &WQuad8, a: &AQuad8, acc: __m256) -> __m256 {
+        let i = isum_q8::<VNNI>(w, a);
+        _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_mul_ps(w.d, a.d), acc)
+    }
+}
