@@ -464,11 +464,13 @@ impl Resolver<'_> {
 /// ([`HParams::tensors`]); rejects every other tensor.
 fn resolve_weights(file: &PipitFile, hp: &HParams, file_len: usize) -> Result<Weights> {
     hp.check_tensor_count(file.tensors.len())?;
-    let specs = hp.tensors();
+    let specs = hp.try_tensors()?;
+    let mut found = HashMap::new();
+    crate::mem::reserved(found.try_reserve(specs.len()), specs.len())?;
     let mut r = Resolver {
         file,
         file_len,
-        found: HashMap::with_capacity(specs.len()),
+        found,
     };
     for spec in &specs {
         r.resolve(spec)?;
@@ -499,7 +501,7 @@ fn resolve_weights(file: &PipitFile, hp: &HParams, file_len: usize) -> Result<We
     } else {
         r.take("output")?
     };
-    let mut layers = Vec::with_capacity(hp.n_layer);
+    let mut layers = crate::mem::try_vec(hp.n_layer)?;
     for l in 0..hp.n_layer {
         let n = |suffix: &str| format!("blk.{l}.{suffix}");
         layers.push(LayerWeights {
