@@ -82,7 +82,10 @@ unsafe impl GlobalAlloc for Faulty {
         // SAFETY: same contract as the caller's.
         let p = unsafe { System.realloc(ptr, layout, new_size) };
         if !p.is_null() {
-            LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+            LIVE.fetch_add(
+                new_size as isize - layout.size() as isize,
+                Ordering::Relaxed,
+            );
         }
         p
     }
@@ -119,7 +122,11 @@ fn every_failure_up_to<T>(
             Ok(v) => {
                 assert!(seen < n, "{what}: allocation {n} of {seen} failed, yet Ok");
                 drop(v);
-                assert_eq!(LIVE.load(Ordering::SeqCst), live, "{what}: leak after success");
+                assert_eq!(
+                    LIVE.load(Ordering::SeqCst),
+                    live,
+                    "{what}: leak after success"
+                );
                 return n - 1;
             }
             Err(e) => {
@@ -185,20 +192,32 @@ impl Drop for CModel {
     }
 }
 
-/// `pipit_model_open_ex(path, flags)`, its status as a `Result`: out of memory becomes
-/// `Error::OutOfMemory` with `pipit_last_error`'s text, any other failure `Error::Internal`.
-/// The thread's last error is then set to one fixed message, so that its (small) buffer is
-/// the same size after every attempt and the live-bytes check sees only real leaks.
-fn c_open(path: &std::ffi::CStr, flags: u32) -> pipit::Result<CModel> {
+/// A session created through the C ABI, freed on drop.
+struct CSession(*mut pipit::ffi::pipit_session);
+
+impl Drop for CSession {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from `pipit_session_new` and is freed once, here.
+        unsafe { pipit::ffi::pipit_session_free(self.0) }
+    }
+}
+
+/// A C call's `status` and `*out` as a `Result`: out of memory becomes `Error::OutOfMemory`
+/// with `pipit_last_error`'s text, any other failure `Error::Internal`; a failed call must
+/// leave `*out` NULL. The thread's last error is then set to one fixed message, so that its
+/// (small) buffer is the same size after every attempt and the live-bytes check sees only
+/// real leaks.
+fn c_result<P, T>(
+    status: pipit::ffi::pipit_status,
+    out: *mut P,
+    wrap: fn(*mut P) -> T,
+) -> pipit::Result<T> {
     use pipit::ffi::{pipit_last_error, pipit_model_open_ex, PIPIT_OK};
-    let mut out = std::ptr::null_mut();
-    // SAFETY: a NUL-terminated path and a writable out pointer.
-    let status = unsafe { pipit_model_open_ex(path.as_ptr(), flags, &mut out) };
     let r = if status == PIPIT_OK {
         assert!(!out.is_null());
-        Ok(CModel(out))
+        Ok(wrap(out))
     } else {
-        assert!(out.is_null(), "a failed open set *out");
+        assert!(out.is_null(), "a failed call set *out");
         // SAFETY: pipit_last_error never returns NULL; the text lives until the next call.
         let msg = unsafe { std::ffi::CStr::from_ptr(pipit_last_error()) }
             .to_string_lossy()
@@ -214,6 +233,22 @@ fn c_open(path: &std::ffi::CStr, flags: u32) -> pipit::Result<CModel> {
     let refused = unsafe { pipit_model_open_ex(std::ptr::null(), 0, &mut none) };
     assert_ne!(refused, PIPIT_OK);
     r
+}
+
+/// `pipit_model_open_ex(path, flags)`.
+fn c_open(path: &std::ffi::CStr, flags: u32) -> pipit::Result<CModel> {
+    let mut out = std::ptr::null_mut();
+    // SAFETY: a NUL-terminated path and a writable out pointer.
+    let status = unsafe { pipit::ffi::pipit_model_open_ex(path.as_ptr(), flags, &mut out) };
+    c_result(status, out, CModel)
+}
+
+/// `pipit_session_new(model, params)`.
+fn c_session(model: &CModel, params: &pipit::ffi::pipit_session_params) -> pipit::Result<CSession> {
+    let mut out = std::ptr::null_mut();
+    // SAFETY: a live model, initialised parameters and a writable out pointer.
+    let status = unsafe { pipit::ffi::pipit_session_new(model.0, params, &mut out) };
+    c_result(status, out, CSession)
 }
 
 fn main() {
@@ -245,15 +280,31 @@ fn main() {
         ..SessionParams::default()
     };
     let sessions = every_failure("session", || Session::new(Arc::clone(&model), params));
+    let c_model = c_open(&c_path, pipit::ffi::PIPIT_OPEN_NO_MMAP).unwrap();
+    // SAFETY: a plain-data struct, all zero before the library fills in its defaults.
+    let mut c_params: pipit::ffi::pipit_session_params = unsafe { std::mem::zeroed() };
+    // SAFETY: a writable struct.
+    unsafe { pipit::ffi::pipit_session_params_default(&mut c_params) };
+    c_params.n_ctx = 256;
+    c_params.n_threads = 2;
+    let c_sessions = every_failure("pipit_session_new", || c_session(&c_model, &c_params));
     assert!(
         opens_mmap > 0 && opens > opens_mmap && c_opens == opens && sessions > 0,
         "too few big allocations failed: {opens_mmap} {opens} {c_opens} {sessions}"
     );
+    assert_eq!(
+        c_sessions, sessions,
+        "the C ABI's session creation allocates as Session::new"
+    );
     // Directory, tensor list, views, layers, metadata arrays, vocabulary, trie, merges, ...
-    assert!(wide_opens >= 15, "only {wide_opens} big allocations opening the wide model");
+    assert!(
+        wide_opens >= 15,
+        "only {wide_opens} big allocations opening the wide model"
+    );
     println!(
         "faults: ok, failed {opens_mmap} model opens (mmap), {opens} (no mmap), {c_opens} \
          through pipit_model_open_ex (no mmap), {wide_opens} opening a wider model (mmap) \
-         and {sessions} session creations, each out of memory with nothing leaked"
+         and {sessions} session creations (as many through pipit_session_new), each out \
+         of memory with nothing leaked"
     );
 }
