@@ -36,7 +36,11 @@ pub fn assert_unchanged<T: std::fmt::Debug>(
         Err(e) => assert!(want(&e), "{what}: unexpected error {e}"),
     }
     assert_eq!(s.n_past(), n_past, "{what}: n_past changed");
-    assert_eq!(s.logits().map(<[f32]>::to_vec), logits, "{what}: logits changed");
+    assert_eq!(
+        s.logits().map(<[f32]>::to_vec),
+        logits,
+        "{what}: logits changed"
+    );
     assert_eq!(s.state_digest(), before, "{what}: state changed");
 }
 
@@ -55,7 +59,11 @@ fn model_with_nan_token(bad: u32) -> Arc<Model> {
     let tiny = Tiny::llama(DType::Q4_1, 9);
     let bytes = tiny.bytes();
     let file = pipit_format::PipitFile::parse(&bytes).unwrap();
-    let embd = file.tensors.iter().find(|t| t.name == "token_embd").unwrap();
+    let embd = file
+        .tensors
+        .iter()
+        .find(|t| t.name == "token_embd")
+        .unwrap();
     let row_bytes = (embd.size / embd.shape[0]) as usize;
     let off = embd.offset as usize + bad as usize * row_bytes;
     let mut bytes = bytes;
@@ -85,18 +93,28 @@ fn failed_eval_and_score_change_nothing() {
             let room = 32 - s.n_past();
             let full = vec![41u32; room + 1];
             let is_full = |e: &Error| matches!(e, Error::ContextFull { .. });
-            assert_unchanged(&mut s, &what("eval, context full"), is_full, |s| s.eval(&full));
-            assert_unchanged(&mut s, &what("score, context full"), is_full, |s| s.score(&full));
+            assert_unchanged(&mut s, &what("eval, context full"), is_full, |s| {
+                s.eval(&full)
+            });
+            assert_unchanged(&mut s, &what("score, context full"), is_full, |s| {
+                s.score(&full)
+            });
             let unknown = [40, 41, 100_000];
             let is_arg = |e: &Error| matches!(e, Error::InvalidArgument(_));
             assert_unchanged(&mut s, &what("eval, bad id"), is_arg, |s| s.eval(&unknown));
-            assert_unchanged(&mut s, &what("score, bad id"), is_arg, |s| s.score(&unknown));
+            assert_unchanged(&mut s, &what("score, bad id"), is_arg, |s| {
+                s.score(&unknown)
+            });
             let is_cancel = |e: &Error| matches!(e, Error::Cancelled);
             let cancel = s.cancel_handle();
             cancel.store(true, Ordering::SeqCst);
-            assert_unchanged(&mut s, &what("eval, cancelled"), is_cancel, |s| s.eval(&prompt[..5]));
+            assert_unchanged(&mut s, &what("eval, cancelled"), is_cancel, |s| {
+                s.eval(&prompt[..5])
+            });
             cancel.store(true, Ordering::SeqCst);
-            assert_unchanged(&mut s, &what("score, cancelled"), is_cancel, |s| s.score(&prompt[..5]));
+            assert_unchanged(&mut s, &what("score, cancelled"), is_cancel, |s| {
+                s.score(&prompt[..5])
+            });
             // The NaN token last, so that earlier batches did write the cache above n_past.
             let mut nan = prompt[..6].to_vec();
             nan.push(BAD);
@@ -204,12 +222,20 @@ fn failed_beam_search_and_choose_change_nothing() {
 
     // Beam search.
     let long = vec![41u32; 60];
-    assert_unchanged(&mut s, "beam, context full", is_full, |s| s.beam_search(&long, &p));
-    assert_unchanged(&mut s, "beam, bad id", is_arg, |s| s.beam_search(&[40, 100_000], &p));
+    assert_unchanged(&mut s, "beam, context full", is_full, |s| {
+        s.beam_search(&long, &p)
+    });
+    assert_unchanged(&mut s, "beam, bad id", is_arg, |s| {
+        s.beam_search(&[40, 100_000], &p)
+    });
     let wide = BeamParams { beams: 5, ..p };
-    assert_unchanged(&mut s, "beam, too many beams", is_arg, |s| s.beam_search(&[40], &wide));
+    assert_unchanged(&mut s, "beam, too many beams", is_arg, |s| {
+        s.beam_search(&[40], &wide)
+    });
     cancel.store(true, Ordering::SeqCst);
-    assert_unchanged(&mut s, "beam, cancelled", is_cancel, |s| s.beam_search(&[40], &p));
+    assert_unchanged(&mut s, "beam, cancelled", is_cancel, |s| {
+        s.beam_search(&[40], &p)
+    });
     assert_unchanged(&mut s, "beam, numeric prompt", is_num, |s| {
         s.beam_search(&[40, BAD], &p)
     });
@@ -222,7 +248,9 @@ fn failed_beam_search_and_choose_change_nothing() {
         s.choose(&[40], &full, &mut lp)
     });
     let bad = opts(vec![41, 100_000], vec![42]);
-    assert_unchanged(&mut s, "choose, bad id", is_arg, |s| s.choose(&[40], &bad, &mut lp));
+    assert_unchanged(&mut s, "choose, bad id", is_arg, |s| {
+        s.choose(&[40], &bad, &mut lp)
+    });
     let empty = opts(vec![41], vec![]);
     assert_unchanged(&mut s, "choose, empty option", is_arg, |s| {
         s.choose(&[40], &empty, &mut lp)
@@ -239,7 +267,10 @@ fn failed_beam_search_and_choose_change_nothing() {
     assert_unchanged(&mut s, "choose, numeric option", is_num, |s| {
         s.choose(&[40], &nan, &mut lp)
     });
-    assert!(!cancel.load(Ordering::SeqCst), "a cancel request outlived its call");
+    assert!(
+        !cancel.load(Ordering::SeqCst),
+        "a cancel request outlived its call"
+    );
 
     // Still works, and agrees with a session that never failed.
     s.eval(&prompt[8..12]).unwrap();

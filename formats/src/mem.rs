@@ -15,7 +15,8 @@ fn oom<T>(n: usize) -> FormatError {
 
 /// Makes room in `v` for `additional` more elements, exactly.
 pub fn reserve<T>(v: &mut Vec<T>, additional: usize) -> Result<(), FormatError> {
-    v.try_reserve_exact(additional).map_err(|_| oom::<T>(additional))
+    v.try_reserve_exact(additional)
+        .map_err(|_| oom::<T>(additional))
 }
 
 /// An empty vector with room for `n` elements.
@@ -49,7 +50,8 @@ pub fn try_collect<I: Iterator>(it: I) -> Result<Vec<I::Item>, FormatError> {
 /// A copy of `s`.
 pub fn try_string(s: &str) -> Result<String, FormatError> {
     let mut out = String::new();
-    out.try_reserve_exact(s.len()).map_err(|_| oom::<u8>(s.len()))?;
+    out.try_reserve_exact(s.len())
+        .map_err(|_| oom::<u8>(s.len()))?;
     out.push_str(s);
     Ok(out)
 }
@@ -66,7 +68,10 @@ mod tests {
 
     #[test]
     fn an_impossible_size_is_an_error_not_an_abort() {
-        assert!(matches!(try_vec::<u64>(usize::MAX / 4), Err(FormatError::OutOfMemory { .. })));
+        assert!(matches!(
+            try_vec::<u64>(usize::MAX / 4),
+            Err(FormatError::OutOfMemory { .. })
+        ));
         let mut v = vec![1u8];
         assert!(reserve(&mut v, usize::MAX).is_err());
         assert_eq!(v, [1]);

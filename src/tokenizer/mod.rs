@@ -279,9 +279,11 @@ impl Tokenizer {
                     bpe: bpe::Bpe::new(&vocab, p.merges, p.unk)?,
                 }
             }
-            TokenizerKind::Spm => {
-                Algo::Spm(spm::Spm::new(&vocab, crate::mem::try_copy(p.scores)?, p.unk))
-            }
+            TokenizerKind::Spm => Algo::Spm(spm::Spm::new(
+                &vocab,
+                crate::mem::try_copy(p.scores)?,
+                p.unk,
+            )),
         };
         // Every byte of any text must become some token: refuse a vocabulary that would
         // silently drop one (issue 13 row 11).

@@ -92,7 +92,8 @@ impl SpecialMatcher {
         // appended together, so they are consecutive. The queue holds parts of two levels
         // at most, each of at most one node per text.
         let mut queue = std::collections::VecDeque::new();
-        reserved(queue.try_reserve(2 * sorted.len() + 1), 2 * sorted.len() + 1)?;
+        let most = 2 * sorted.len() + 1;
+        reserved(queue.try_reserve(most), most)?;
         queue.push_back((0usize, 0usize, 0..sorted.len()));
         while let Some((node, depth, range)) = queue.pop_front() {
             let mut i = range.start;
@@ -387,8 +388,13 @@ mod tests {
                 t
             })
             .collect();
-        let m = SpecialMatcher::new(texts.iter().enumerate().map(|(i, t)| (i as u32, t.as_str())))
-            .unwrap();
+        let m = SpecialMatcher::new(
+            texts
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (i as u32, t.as_str())),
+        )
+        .unwrap();
         let per_byte = m.heap_bytes() as f64 / total as f64;
         assert!(per_byte < 12.0, "{per_byte:.1} bytes per special byte");
         let mut out = Vec::new();
