@@ -263,9 +263,23 @@ impl Model {
     }
 
     /// The vocabulary indexed for constraints (a trie over token bytes), built once.
+    ///
+    /// # Panics
+    /// Aborts if the index cannot be allocated; see [`Model::try_vocab_index`].
     pub fn vocab_index(&self) -> &Arc<crate::tokenizer::vocab_index::VocabIndex> {
-        self.vocab_index
-            .get_or_init(|| Arc::new(crate::tokenizer::vocab_index::VocabIndex::new(&self.tokenizer)))
+        self.try_vocab_index()
+            .unwrap_or_else(|_| std::alloc::handle_alloc_error(std::alloc::Layout::new::<Self>()))
+    }
+
+    /// [`Model::vocab_index`], with allocation failure an error (`OutOfMemory`); a failed
+    /// build is tried again on the next call.
+    pub fn try_vocab_index(&self) -> Result<&Arc<crate::tokenizer::vocab_index::VocabIndex>> {
+        if let Some(v) = self.vocab_index.get() {
+            return Ok(v);
+        }
+        let v = crate::tokenizer::vocab_index::VocabIndex::try_new(&self.tokenizer)?;
+        // Another thread may have set it meanwhile: either index is the same.
+        Ok(self.vocab_index.get_or_init(|| Arc::new(v)))
     }
 
     /// The tokenizer built from the file's metadata.

@@ -273,6 +273,12 @@ fn main() {
     let wide = dir.join("wide.pipit");
     std::fs::write(&wide, wide_model()).unwrap();
     let wide_opens = every_failure("wide model open (mmap)", || Model::open(&wide));
+    // The vocabulary index that constraints use, built on first use.
+    let indexes = every_failure("vocab index", || {
+        let m = Model::open(&wide)?;
+        m.try_vocab_index()?;
+        Ok(m)
+    }) - wide_opens;
     let model = Arc::new(Model::open_with(&path, &no_mmap).unwrap());
     let params = SessionParams {
         n_ctx: 256,
@@ -301,10 +307,14 @@ fn main() {
         wide_opens >= 15,
         "only {wide_opens} big allocations opening the wide model"
     );
+    assert!(
+        indexes >= 5,
+        "only {indexes} big allocations building the vocabulary index"
+    );
     println!(
         "faults: ok, failed {opens_mmap} model opens (mmap), {opens} (no mmap), {c_opens} \
-         through pipit_model_open_ex (no mmap), {wide_opens} opening a wider model (mmap) \
-         and {sessions} session creations (as many through pipit_session_new), each out \
+         through pipit_model_open_ex (no mmap), {wide_opens} opening a wider model (mmap), \
+         {indexes} building its vocabulary index and {sessions} session creations (as many through pipit_session_new), each out \
          of memory with nothing leaked"
     );
 }
