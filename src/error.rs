@@ -122,6 +122,9 @@ impl From<pipit_format::FormatError> for Error {
     fn from(e: pipit_format::FormatError) -> Self {
         match e {
             pipit_format::FormatError::UnknownChoice { .. } => Error::Unsupported(e.to_string()),
+            pipit_format::FormatError::OutOfMemory { bytes } => {
+                Error::OutOfMemory(format!("cannot allocate {bytes} bytes"))
+            }
             e => Error::Format(e),
         }
     }

@@ -406,9 +406,12 @@ impl pipit_model {
         let meta = &model.file().metadata;
         let text = |key: &str| -> Result<CString> {
             let s = meta.opt_str(key)?.unwrap_or_default();
-            // A NUL inside the text ends the C string there.
+            // A NUL inside the text ends the C string there. Room for the terminator is
+            // reserved with the text (a name may be large), so `CString::new` adds it in place.
             let end = s.find('\0').unwrap_or(s.len());
-            Ok(CString::new(&s[..end]).unwrap_or_default())
+            let mut bytes = crate::mem::try_vec(end + 1)?;
+            bytes.extend_from_slice(&s.as_bytes()[..end]);
+            Ok(CString::new(bytes).unwrap_or_default())
         };
         Ok(pipit_model {
             architecture: text("general.architecture")?,

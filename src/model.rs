@@ -263,9 +263,23 @@ impl Model {
     }
 
     /// The vocabulary indexed for constraints (a trie over token bytes), built once.
+    ///
+    /// # Panics
+    /// Aborts if the index cannot be allocated; see [`Model::try_vocab_index`].
     pub fn vocab_index(&self) -> &Arc<crate::tokenizer::vocab_index::VocabIndex> {
-        self.vocab_index
-            .get_or_init(|| Arc::new(crate::tokenizer::vocab_index::VocabIndex::new(&self.tokenizer)))
+        self.try_vocab_index()
+            .unwrap_or_else(|_| std::alloc::handle_alloc_error(std::alloc::Layout::new::<Self>()))
+    }
+
+    /// [`Model::vocab_index`], with allocation failure an error (`OutOfMemory`); a failed
+    /// build is tried again on the next call.
+    pub fn try_vocab_index(&self) -> Result<&Arc<crate::tokenizer::vocab_index::VocabIndex>> {
+        if let Some(v) = self.vocab_index.get() {
+            return Ok(v);
+        }
+        let v = crate::tokenizer::vocab_index::VocabIndex::try_new(&self.tokenizer)?;
+        // Another thread may have set it meanwhile: either index is the same.
+        Ok(self.vocab_index.get_or_init(|| Arc::new(v)))
     }
 
     /// The tokenizer built from the file's metadata.
@@ -464,11 +478,13 @@ impl Resolver<'_> {
 /// ([`HParams::tensors`]); rejects every other tensor.
 fn resolve_weights(file: &PipitFile, hp: &HParams, file_len: usize) -> Result<Weights> {
     hp.check_tensor_count(file.tensors.len())?;
-    let specs = hp.tensors();
+    let specs = hp.try_tensors()?;
+    let mut found = HashMap::new();
+    crate::mem::reserved(found.try_reserve(specs.len()), specs.len())?;
     let mut r = Resolver {
         file,
         file_len,
-        found: HashMap::with_capacity(specs.len()),
+        found,
     };
     for spec in &specs {
         r.resolve(spec)?;
@@ -499,7 +515,7 @@ fn resolve_weights(file: &PipitFile, hp: &HParams, file_len: usize) -> Result<We
     } else {
         r.take("output")?
     };
-    let mut layers = Vec::with_capacity(hp.n_layer);
+    let mut layers = crate::mem::try_vec(hp.n_layer)?;
     for l in 0..hp.n_layer {
         let n = |suffix: &str| format!("blk.{l}.{suffix}");
         layers.push(LayerWeights {

@@ -1,8 +1,8 @@
 //! Fault injection (issue 13): a global allocator that fails the N-th allocation of 4 KiB or
-//! more, for every N, while a session is created on a tiny model (KV cache, scratch, logits,
-//! token history; pool threads are started with `thread::Builder` and a pool keeps the
-//! threads it got), and the in-memory copy of a model opened without mmap (the path an app
-//! takes when it cannot trust the file). Each attempt must return
+//! more, for every N, while a tiny model is opened (mapped, read into memory, and through
+//! the C ABI's `pipit_model_open_ex`) and while a session is created on it (KV cache,
+//! scratch, logits, token history; pool threads are started with `thread::Builder` and a
+//! pool keeps the threads it got). Each attempt must return
 //! `Error::OutOfMemory` (PIPIT_ERR_OUT_OF_MEMORY), leak nothing (live bytes as before) and
 //! abort nothing (an infallible allocation that fails aborts this process, failing the test).
 //!
@@ -18,6 +18,9 @@ use pipit::ffi::{status_of, PIPIT_ERR_OUT_OF_MEMORY};
 use pipit::model::{Model, OpenOptions};
 use pipit::session::{Session, SessionParams};
 use pipit::Error;
+use pipit_format::{DType, Value};
+
+use common::Tiny;
 
 /// Allocations from this size up are counted and may be failed.
 const BIG: usize = 4096;
@@ -79,7 +82,10 @@ unsafe impl GlobalAlloc for Faulty {
         // SAFETY: same contract as the caller's.
         let p = unsafe { System.realloc(ptr, layout, new_size) };
         if !p.is_null() {
-            LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+            LIVE.fetch_add(
+                new_size as isize - layout.size() as isize,
+                Ordering::Relaxed,
+            );
         }
         p
     }
@@ -116,7 +122,11 @@ fn every_failure_up_to<T>(
             Ok(v) => {
                 assert!(seen < n, "{what}: allocation {n} of {seen} failed, yet Ok");
                 drop(v);
-                assert_eq!(LIVE.load(Ordering::SeqCst), live, "{what}: leak after success");
+                assert_eq!(
+                    LIVE.load(Ordering::SeqCst),
+                    live,
+                    "{what}: leak after success"
+                );
                 return n - 1;
             }
             Err(e) => {
@@ -137,6 +147,110 @@ fn every_failure_up_to<T>(
     last
 }
 
+/// A tiny model whose loader tables are still big: 24 layers (a directory of 219 tensors)
+/// and 2,000 more user-defined tokens with 500 merges between them (the vocabulary and its
+/// hash table, the special-token trie, the merge table and the strings it interns, the
+/// decoded pieces).
+fn wide_model() -> Vec<u8> {
+    const EXTRA: usize = 2000;
+    let tiny = Tiny {
+        n_layer: 24,
+        ..Tiny::llama(DType::Q8_0, 7)
+    };
+    let n_vocab = common::N_VOCAB + EXTRA;
+    let mut meta = tiny.metadata();
+    for (k, v) in &mut meta {
+        match (k.as_str(), v) {
+            ("model.n_vocab", v) => *v = Value::U32(n_vocab as u32),
+            ("tokenizer.tokens", Value::ArrStr(t)) => {
+                t.extend((0..EXTRA).map(|i| format!("<x{i}>")));
+            }
+            ("tokenizer.token_types", Value::ArrU8(t)) => t.resize(n_vocab, 4),
+            ("tokenizer.merges", Value::ArrStr(m)) => {
+                m.extend((0..500).map(|i| format!("<x{i}> <x{}>", i + 1)));
+            }
+            _ => {}
+        }
+    }
+    let mut tensors = tiny.tensors();
+    for t in &mut tensors {
+        if t.name == "token_embd" || t.name == "output" {
+            t.shape[0] = n_vocab as u64;
+            t.values.resize(n_vocab * tiny.d_model, 0.01);
+        }
+    }
+    common::assemble(&meta, &tensors)
+}
+
+/// A model opened through the C ABI, freed on drop.
+struct CModel(*mut pipit::ffi::pipit_model);
+
+impl Drop for CModel {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from `pipit_model_open_ex` and is freed once, here.
+        unsafe { pipit::ffi::pipit_model_free(self.0) }
+    }
+}
+
+/// A session created through the C ABI, freed on drop.
+struct CSession(*mut pipit::ffi::pipit_session);
+
+impl Drop for CSession {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from `pipit_session_new` and is freed once, here.
+        unsafe { pipit::ffi::pipit_session_free(self.0) }
+    }
+}
+
+/// A C call's `status` and `*out` as a `Result`: out of memory becomes `Error::OutOfMemory`
+/// with `pipit_last_error`'s text, any other failure `Error::Internal`; a failed call must
+/// leave `*out` NULL. The thread's last error is then set to one fixed message, so that its
+/// (small) buffer is the same size after every attempt and the live-bytes check sees only
+/// real leaks.
+fn c_result<P, T>(
+    status: pipit::ffi::pipit_status,
+    out: *mut P,
+    wrap: fn(*mut P) -> T,
+) -> pipit::Result<T> {
+    use pipit::ffi::{pipit_last_error, pipit_model_open_ex, PIPIT_OK};
+    let r = if status == PIPIT_OK {
+        assert!(!out.is_null());
+        Ok(wrap(out))
+    } else {
+        assert!(out.is_null(), "a failed call set *out");
+        // SAFETY: pipit_last_error never returns NULL; the text lives until the next call.
+        let msg = unsafe { std::ffi::CStr::from_ptr(pipit_last_error()) }
+            .to_string_lossy()
+            .into_owned();
+        Err(if status == PIPIT_ERR_OUT_OF_MEMORY {
+            Error::OutOfMemory(msg)
+        } else {
+            Error::Internal(format!("status {status}: {msg}"))
+        })
+    };
+    let mut none = std::ptr::null_mut();
+    // SAFETY: a NULL path is refused with a fixed message; `none` is writable.
+    let refused = unsafe { pipit_model_open_ex(std::ptr::null(), 0, &mut none) };
+    assert_ne!(refused, PIPIT_OK);
+    r
+}
+
+/// `pipit_model_open_ex(path, flags)`.
+fn c_open(path: &std::ffi::CStr, flags: u32) -> pipit::Result<CModel> {
+    let mut out = std::ptr::null_mut();
+    // SAFETY: a NUL-terminated path and a writable out pointer.
+    let status = unsafe { pipit::ffi::pipit_model_open_ex(path.as_ptr(), flags, &mut out) };
+    c_result(status, out, CModel)
+}
+
+/// `pipit_session_new(model, params)`.
+fn c_session(model: &CModel, params: &pipit::ffi::pipit_session_params) -> pipit::Result<CSession> {
+    let mut out = std::ptr::null_mut();
+    // SAFETY: a live model, initialised parameters and a writable out pointer.
+    let status = unsafe { pipit::ffi::pipit_session_new(model.0, params, &mut out) };
+    c_result(status, out, CSession)
+}
+
 fn main() {
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("faults");
     std::fs::create_dir_all(&dir).unwrap();
@@ -147,10 +261,24 @@ fn main() {
         ..OpenOptions::default()
     };
 
-    // Opening: only the in-memory copy of the file, the first big allocation, is fallible
-    // so far; the reader's and tokenizer's tables (metadata arrays, vocabulary, merges) are
-    // not yet (issue 13: still to do), so failing a later one would abort.
-    let opens = every_failure_up_to("model open", 1, || Model::open_with(&path, &no_mmap));
+    // Opening, mapped and read into memory: every big allocation the loader makes (the
+    // in-memory copy, the reader's metadata arrays and tables, the tensor directory, the
+    // tokenizer's vocabulary, merge table, special-token trie and pieces, the weight views).
+    let opens_mmap = every_failure("model open (mmap)", || Model::open(&path));
+    let opens = every_failure("model open (no mmap)", || Model::open_with(&path, &no_mmap));
+    let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    let c_opens = every_failure("pipit_model_open_ex (no mmap)", || {
+        c_open(&c_path, pipit::ffi::PIPIT_OPEN_NO_MMAP)
+    });
+    let wide = dir.join("wide.pipit");
+    std::fs::write(&wide, wide_model()).unwrap();
+    let wide_opens = every_failure("wide model open (mmap)", || Model::open(&wide));
+    // The vocabulary index that constraints use, built on first use.
+    let indexes = every_failure("vocab index", || {
+        let m = Model::open(&wide)?;
+        m.try_vocab_index()?;
+        Ok(m)
+    }) - wide_opens;
     let model = Arc::new(Model::open_with(&path, &no_mmap).unwrap());
     let params = SessionParams {
         n_ctx: 256,
@@ -158,9 +286,35 @@ fn main() {
         ..SessionParams::default()
     };
     let sessions = every_failure("session", || Session::new(Arc::clone(&model), params));
-    assert!(opens > 0 && sessions > 0, "no big allocation was failed");
+    let c_model = c_open(&c_path, pipit::ffi::PIPIT_OPEN_NO_MMAP).unwrap();
+    // SAFETY: a plain-data struct, all zero before the library fills in its defaults.
+    let mut c_params: pipit::ffi::pipit_session_params = unsafe { std::mem::zeroed() };
+    // SAFETY: a writable struct.
+    unsafe { pipit::ffi::pipit_session_params_default(&mut c_params) };
+    c_params.n_ctx = 256;
+    c_params.n_threads = 2;
+    let c_sessions = every_failure("pipit_session_new", || c_session(&c_model, &c_params));
+    assert!(
+        opens_mmap > 0 && opens > opens_mmap && c_opens == opens && sessions > 0,
+        "too few big allocations failed: {opens_mmap} {opens} {c_opens} {sessions}"
+    );
+    assert_eq!(
+        c_sessions, sessions,
+        "the C ABI's session creation allocates as Session::new"
+    );
+    // Directory, tensor list, views, layers, metadata arrays, vocabulary, trie, merges, ...
+    assert!(
+        wide_opens >= 15,
+        "only {wide_opens} big allocations opening the wide model"
+    );
+    assert!(
+        indexes >= 5,
+        "only {indexes} big allocations building the vocabulary index"
+    );
     println!(
-        "faults: ok, {opens} failed model open(s) and {sessions} failed session creations, \
-         each out of memory with nothing leaked"
+        "faults: ok, failed {opens_mmap} model opens (mmap), {opens} (no mmap), {c_opens} \
+         through pipit_model_open_ex (no mmap), {wide_opens} opening a wider model (mmap), \
+         {indexes} building its vocabulary index and {sessions} session creations (as many through pipit_session_new), each out \
+         of memory with nothing leaked"
     );
 }

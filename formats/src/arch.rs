@@ -427,7 +427,7 @@ fn factors(meta: &Metadata, key: &str, half: usize) -> Result<Vec<f32>, FormatEr
     for (i, &v) in f.iter().enumerate() {
         positive(&format!("{key}[{i}]"), v)?;
     }
-    Ok(f.to_vec())
+    crate::mem::try_copy(f)
 }
 
 impl HParams {
@@ -568,7 +568,7 @@ impl HParams {
                 "must be 0 or 1",
             ));
         }
-        let layer_sliding: Vec<bool> = flags.iter().map(|&f| f == 1).collect();
+        let layer_sliding = crate::mem::try_collect(flags.iter().map(|&f| f == 1))?;
         if sliding_window == 0 && layer_sliding.contains(&true) {
             return Err(bad_value(
                 "model.sliding_window",
@@ -661,7 +661,19 @@ impl HParams {
     }
 
     /// Every tensor of the file, in the order the converter writes them.
+    ///
+    /// # Panics
+    /// Aborts if the list cannot be allocated, as any infallible collection; the loader,
+    /// which must not, calls [`HParams::try_tensors`].
     pub fn tensors(&self) -> Vec<TensorSpec> {
+        match self.try_tensors() {
+            Ok(v) => v,
+            Err(_) => std::alloc::handle_alloc_error(std::alloc::Layout::new::<TensorSpec>()),
+        }
+    }
+
+    /// [`HParams::tensors`], with allocation failure an error.
+    pub fn try_tensors(&self) -> Result<Vec<TensorSpec>, FormatError> {
         let (d, q, kv, ff, hd) = (
             self.d_model,
             self.q_dim(),
@@ -669,7 +681,13 @@ impl HParams {
             self.d_ff,
             self.head_dim,
         );
-        let mut v = vec![TensorSpec::matrix("token_embd".into(), self.n_vocab, d)];
+        let per_layer = 9
+            + 3 * usize::from(self.qkv_bias)
+            + 2 * usize::from(self.qk_norm)
+            + 2 * usize::from(self.post_norms);
+        let n = per_layer.saturating_mul(self.n_layer).saturating_add(3);
+        let mut v = crate::mem::try_vec(n)?;
+        v.push(TensorSpec::matrix("token_embd".into(), self.n_vocab, d));
         for l in 0..self.n_layer {
             let p = |n: &str| format!("blk.{l}.{n}");
             v.push(TensorSpec::vector(p("attn_norm"), d));
@@ -701,7 +719,7 @@ impl HParams {
         if !self.tied {
             v.push(TensorSpec::matrix("output".into(), self.n_vocab, d));
         }
-        v
+        Ok(v)
     }
 }
 

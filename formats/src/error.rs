@@ -178,6 +178,8 @@ pub enum FormatError {
         found: DType,
         expected: &'static str,
     },
+    /// A buffer of `bytes` bytes (sized by the file's numbers) could not be allocated.
+    OutOfMemory { bytes: u64 },
 }
 
 impl fmt::Display for FormatError {
@@ -313,6 +315,7 @@ impl fmt::Display for FormatError {
             WrongDType { tensor, found, expected } => {
                 write!(f, "tensor '{tensor}' has dtype {found}, expected {expected}")
             }
+            OutOfMemory { bytes } => write!(f, "out of memory: cannot allocate {bytes} bytes"),
         }
     }
 }

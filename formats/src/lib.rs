@@ -10,6 +10,7 @@ pub mod blocks;
 pub mod crc32c;
 mod error;
 pub mod limits;
+pub mod mem;
 mod metadata;
 mod reader;
 mod writer;

@@ -97,6 +97,13 @@ impl Metadata {
         Self::default()
     }
 
+    /// An empty list with room for `n` entries (allocation failure is an error).
+    pub(crate) fn with_capacity(n: usize) -> Result<Self, FormatError> {
+        Ok(Metadata {
+            entries: crate::mem::try_vec(n)?,
+        })
+    }
+
     /// Number of entries.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -180,7 +187,8 @@ pub(crate) fn validate_tokenizer(meta: &Metadata) -> Result<(), FormatError> {
             meta.opt_arr_u8("tokenizer.token_types")?.map(<[u8]>::len),
         ),
     ];
-    let mut ids = Vec::new();
+    let eot = meta.opt_arr_i32("tokenizer.eot_ids")?.unwrap_or(&[]);
+    let mut ids = crate::mem::try_vec(SPECIAL_ID_KEYS.len() + eot.len())?;
     for key in SPECIAL_ID_KEYS {
         if let Some(id) = meta.opt_i32(key)? {
             if id != -1 {
@@ -188,7 +196,6 @@ pub(crate) fn validate_tokenizer(meta: &Metadata) -> Result<(), FormatError> {
             }
         }
     }
-    let eot = meta.opt_arr_i32("tokenizer.eot_ids")?.unwrap_or(&[]);
     ids.extend(eot.iter().map(|&id| ("tokenizer.eot_ids", id)));
     let needs_tokens = !ids.is_empty() || per_token.iter().any(|(_, len)| len.is_some());
     if tokens.is_none() && needs_tokens {

@@ -1,6 +1,7 @@
 //! The validating reader.
 
 use crate::limits::*;
+use crate::mem::{reserved, try_collect, try_copy, try_string, try_vec};
 use crate::metadata::{tag, validate_tokenizer};
 use crate::{
     align_up, crc32c, DType, FormatError, Metadata, Value, ALIGN, HEADER_LEN, MAGIC, VERSION,
@@ -143,7 +144,7 @@ impl<'a> Cursor<'a> {
         }
         let bytes = self.take(len, field)?;
         match std::str::from_utf8(bytes) {
-            Ok(s) => Ok(s.to_string()),
+            Ok(s) => try_string(s),
             Err(_) => Err(FormatError::BadUtf8 { field: field() }),
         }
     }
@@ -213,13 +214,13 @@ impl<'a> Cursor<'a> {
             cur.take(count as u64 * n, &|| format!("elements of '{key}'"))
         };
         Ok(match elem {
-            tag::U8 => Value::ArrU8(elems(1, self)?.to_vec()),
-            tag::U32 => Value::ArrU32(words(elems(4, self)?, u32::from_le_bytes)),
-            tag::I32 => Value::ArrI32(words(elems(4, self)?, i32::from_le_bytes)),
-            tag::F32 => Value::ArrF32(words(elems(4, self)?, f32::from_le_bytes)),
+            tag::U8 => Value::ArrU8(try_copy(elems(1, self)?)?),
+            tag::U32 => Value::ArrU32(words(elems(4, self)?, u32::from_le_bytes)?),
+            tag::I32 => Value::ArrI32(words(elems(4, self)?, i32::from_le_bytes)?),
+            tag::F32 => Value::ArrF32(words(elems(4, self)?, f32::from_le_bytes)?),
             tag::STR => {
                 let count = self.array_len(key, 4)?;
-                let mut v = Vec::with_capacity(count);
+                let mut v = try_vec(count)?;
                 for i in 0..count {
                     v.push(self.string(MAX_STRING_LEN, &|| format!("element {i} of '{key}'"))?);
                 }
@@ -235,10 +236,8 @@ impl<'a> Cursor<'a> {
     }
 }
 
-fn words<T>(b: &[u8], f: fn([u8; 4]) -> T) -> Vec<T> {
-    b.chunks_exact(4)
-        .map(|c| f([c[0], c[1], c[2], c[3]]))
-        .collect()
+fn words<T>(b: &[u8], f: fn([u8; 4]) -> T) -> Result<Vec<T>, FormatError> {
+    try_collect(b.chunks_exact(4).map(|c| f([c[0], c[1], c[2], c[3]])))
 }
 
 fn le_u32(b: &[u8], at: usize) -> u32 {
@@ -406,7 +405,7 @@ impl PipitFile {
         let tensors = check_layout(bytes, raw, data_offset, data_len)?;
         validate_tokenizer(&metadata)?;
 
-        let mut by_name: Vec<usize> = (0..tensors.len()).collect();
+        let mut by_name = try_collect(0..tensors.len())?;
         by_name.sort_unstable_by(|&a, &b| tensors[a].name.cmp(&tensors[b].name));
         Ok(PipitFile {
             version,
@@ -491,8 +490,11 @@ fn read_metadata(cur: &mut Cursor<'_>) -> Result<Metadata, FormatError> {
             limit: MAX_META_ENTRIES,
         });
     }
-    let mut meta = Metadata::new();
+    // count <= MAX_META_ENTRIES.
+    let count = count as usize;
+    let mut meta = Metadata::with_capacity(count)?;
     let mut seen = HashSet::new();
+    reserved(seen.try_reserve(count), count)?;
     for i in 0..count {
         let key = cur.string(MAX_KEY_LEN, &|| format!("key of metadata entry {i}"))?;
         if key.is_empty() {
@@ -514,8 +516,9 @@ fn read_directory(cur: &mut Cursor<'_>, n_tensors: u64) -> Result<Vec<RawEntry>,
     // n_tensors <= MAX_TENSORS; each entry takes at least 45 bytes, so the capacity is
     // bounded by the section size too.
     let cap = n_tensors.min(cur.remaining() / 45) as usize;
-    let mut entries = Vec::with_capacity(cap);
+    let mut entries = try_vec(cap)?;
     let mut seen = HashSet::new();
+    reserved(seen.try_reserve(cap), cap)?;
     for i in 0..n_tensors {
         let name = cur.string(MAX_NAME_LEN, &|| format!("name of tensor {i}"))?;
         if name.is_empty() {
@@ -567,7 +570,7 @@ fn check_layout(
     data_offset: u64,
     data_len: u64,
 ) -> Result<Vec<TensorInfo>, FormatError> {
-    let mut tensors: Vec<TensorInfo> = Vec::with_capacity(raw.len());
+    let mut tensors: Vec<TensorInfo> = try_vec(raw.len())?;
     let mut end = 0u64;
     for e in raw {
         let expected = expected_size(&e.name, e.dtype, &e.shape)?;

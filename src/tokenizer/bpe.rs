@@ -8,6 +8,7 @@
 
 use super::unicode::byte_to_char;
 use super::vocab::Vocab;
+use crate::Result;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
@@ -55,17 +56,18 @@ impl Bpe {
     /// Builds the merge table from `"left right"` strings in priority order. A string
     /// without a space after its first byte is skipped (as llama.cpp, which cannot use it);
     /// for a repeated pair the first rank counts.
-    pub(crate) fn new(vocab: &Vocab, merges: &[String], unk: Option<u32>) -> Self {
+    pub(crate) fn new(vocab: &Vocab, merges: &[String], unk: Option<u32>) -> Result<Self> {
         let n_vocab = vocab.len() as u32;
         let mut extra: HashMap<String, u32> = HashMap::new();
-        let mut intern = |s: &str| -> u32 {
+        let mut intern = |s: &str| -> Result<u32> {
             if let Some(id) = vocab.find(s.as_bytes()) {
-                return id;
+                return Ok(id);
             }
+            crate::mem::reserved(extra.try_reserve(1), 1)?;
             let next = n_vocab.saturating_add(extra.len() as u32);
-            *extra.entry(s.to_string()).or_insert(next)
+            Ok(*extra.entry(s.to_string()).or_insert(next))
         };
-        let mut table = PairMap::with_capacity(merges.len());
+        let mut table = PairMap::with_capacity(merges.len())?;
         let mut buf = String::new();
         for (rank, m) in merges.iter().enumerate() {
             // The first space after the first byte (llama.cpp: `find(' ', 1)`): a space is
@@ -76,12 +78,12 @@ impl Bpe {
             let (Some(left), Some(right)) = (m.get(..sp), m.get(sp + 1..)) else {
                 continue;
             };
-            let l = intern(left);
-            let r = intern(right);
+            let l = intern(left)?;
+            let r = intern(right)?;
             buf.clear();
             buf.push_str(left);
             buf.push_str(right);
-            let merged = intern(&buf);
+            let merged = intern(&buf)?;
             let Some(rank) = u32::try_from(rank).ok().filter(|&r| r != NONE) else {
                 break;
             };
@@ -96,12 +98,12 @@ impl Bpe {
                 None => extra.get(&*s).copied().unwrap_or(NONE),
             };
         }
-        Self {
+        Ok(Self {
             byte_sym,
             merges: table,
             n_vocab,
             unk,
-        }
+        })
     }
 
     /// The first byte that can occur in UTF-8 text and that [`Bpe::emit`] could not express
@@ -259,16 +261,18 @@ struct PairMap {
 const EMPTY_PAIR: u64 = u64::MAX;
 
 impl PairMap {
-    fn with_capacity(n: usize) -> Self {
+    fn with_capacity(n: usize) -> Result<Self> {
         let cap = (n.saturating_mul(2)).next_power_of_two().max(16);
         let mult =
             std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u64)
                 | 1;
-        Self {
-            slots: vec![(EMPTY_PAIR, 0, 0); cap],
+        let mut slots = crate::mem::try_vec(cap)?;
+        slots.resize(cap, (EMPTY_PAIR, 0, 0));
+        Ok(Self {
+            slots,
             shift: 64 - cap.trailing_zeros(),
             mult,
-        }
+        })
     }
 
     #[inline]

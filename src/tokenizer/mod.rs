@@ -161,8 +161,9 @@ impl Tokenizer {
             TokenizerKind::Bpe => meta.get_arr_str("tokenizer.merges")?,
             TokenizerKind::Spm => &[],
         };
-        let mut eot_ids = Vec::new();
-        for &id in meta.opt_arr_i32("tokenizer.eot_ids")?.unwrap_or(&[]) {
+        let eot_meta = meta.opt_arr_i32("tokenizer.eot_ids")?.unwrap_or(&[]);
+        let mut eot_ids = crate::mem::try_vec(eot_meta.len())?;
+        for &id in eot_meta {
             match u32::try_from(id) {
                 Ok(id) => eot_ids.push(id),
                 Err(_) => {
@@ -264,7 +265,7 @@ impl Tokenizer {
             check("tokenizer.eot_ids", Some(id))?;
         }
 
-        let vocab = Vocab::new(p.tokens);
+        let vocab = Vocab::new(p.tokens)?;
         let algo = match p.kind {
             TokenizerKind::Bpe => {
                 let pre = PreTokenizer::from_name(p.pre).ok_or_else(|| {
@@ -275,10 +276,14 @@ impl Tokenizer {
                 })?;
                 Algo::Bpe {
                     pre,
-                    bpe: bpe::Bpe::new(&vocab, p.merges, p.unk),
+                    bpe: bpe::Bpe::new(&vocab, p.merges, p.unk)?,
                 }
             }
-            TokenizerKind::Spm => Algo::Spm(spm::Spm::new(&vocab, p.scores.to_vec(), p.unk)),
+            TokenizerKind::Spm => Algo::Spm(spm::Spm::new(
+                &vocab,
+                crate::mem::try_copy(p.scores)?,
+                p.unk,
+            )),
         };
         // Every byte of any text must become some token: refuse a vocabulary that would
         // silently drop one (issue 13 row 11).
@@ -309,22 +314,24 @@ impl Tokenizer {
                     )
                 })
                 .map(|(i, (_, text))| (i as u32, text.as_str())),
-        );
+        )?;
 
-        let mut pieces = Vec::new();
-        let mut piece_offs = Vec::with_capacity(n + 1);
+        // A token decodes to at most its text, or 3 bytes (SPM's unknown token).
+        let mut pieces = crate::mem::try_vec(text_bytes as usize + 3 * n)?;
+        let mut piece_offs = crate::mem::try_vec(n + 1)?;
         piece_offs.push(0);
         for (i, text) in p.tokens.iter().enumerate() {
             decode_token(p.kind, p.token_types[i], text, &mut pieces);
             piece_offs.push(u32::try_from(pieces.len()).unwrap_or(u32::MAX));
         }
-        let mut eot = p.eot_ids.to_vec();
+        let mut eot = crate::mem::try_vec(p.eot_ids.len() + 1)?;
+        eot.extend_from_slice(p.eot_ids);
         eot.extend(p.eos);
         eot.sort_unstable();
         eot.dedup();
         Ok(Tokenizer {
             vocab,
-            types: p.token_types.to_vec(),
+            types: crate::mem::try_copy(p.token_types)?,
             pieces,
             piece_offs,
             specials,

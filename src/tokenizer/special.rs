@@ -9,6 +9,8 @@
 //! (priority, then position); a candidate overlapping a taken one is replaced by the
 //! longest shorter match at its position that still fits, or dropped.
 
+use crate::mem::{reserved, try_collect, try_vec};
+use crate::Result;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::ops::Range;
@@ -46,33 +48,53 @@ pub(crate) struct SpecialMatcher {
 
 impl SpecialMatcher {
     /// Builds the matcher from `(id, text)` of the special tokens; empty texts are ignored.
-    pub(crate) fn new<'a>(specials: impl IntoIterator<Item = (u32, &'a str)>) -> Self {
-        let mut list: Vec<(u32, &str)> = specials
-            .into_iter()
-            .filter(|(_, t)| !t.is_empty())
-            .collect();
-        // Priority: longest first, then lowest id (llama.cpp's order).
-        list.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(&b.0)));
-        let by_prio: Vec<(u32, u32)> = list.iter().map(|&(id, t)| (id, t.len() as u32)).collect();
+    /// Every table is allocated once, at its final size; failure is `OutOfMemory`.
+    pub(crate) fn new<'a>(specials: impl IntoIterator<Item = (u32, &'a str)>) -> Result<Self> {
+        let mut list: Vec<(u32, &str)> =
+            try_collect(specials.into_iter().filter(|(_, t)| !t.is_empty()))?;
+        // Priority: longest first, then lowest id (llama.cpp's order). Keys are distinct
+        // (ids are), so an unstable sort, which needs no buffer, gives the one order.
+        list.sort_unstable_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(&b.0)));
+        let by_prio = try_collect(list.iter().map(|&(id, t)| (id, t.len() as u32)))?;
         // Texts in byte order (ties by priority), so that the texts below any trie node are
         // a contiguous range of `sorted` and its children are runs of equal next bytes.
-        let mut sorted: Vec<(&[u8], u32)> = list
+        let mut sorted: Vec<(&[u8], u32)> = try_collect(
+            list.iter()
+                .enumerate()
+                .map(|(p, &(_, t))| (t.as_bytes(), u32::try_from(p).unwrap_or(NONE))),
+        )?;
+        sorted.sort_unstable();
+        // One node per distinct prefix: the root, plus each text's bytes past its longest
+        // common prefix with the text before it in byte order.
+        let n_nodes = 1 + sorted
             .iter()
             .enumerate()
-            .map(|(p, &(_, t))| (t.as_bytes(), u32::try_from(p).unwrap_or(NONE)))
-            .collect();
-        sorted.sort();
+            .map(|(i, (t, _))| {
+                let prev: &[u8] = if i == 0 { &[] } else { sorted[i - 1].0 };
+                t.len() - t.iter().zip(prev).take_while(|(a, b)| a == b).count()
+            })
+            .sum::<usize>();
+        /// A node table with room for every node, holding the root's `init`.
+        fn table<T>(n_nodes: usize, init: T) -> Result<Vec<T>> {
+            let mut v = try_vec(n_nodes)?;
+            v.push(init);
+            Ok(v)
+        }
         let mut m = SpecialMatcher {
-            byte: vec![0],
-            first: vec![0],
-            count: vec![0],
-            prio: vec![NONE],
+            byte: table(n_nodes, 0)?,
+            first: table(n_nodes, 0)?,
+            count: table(n_nodes, 0)?,
+            prio: table(n_nodes, NONE)?,
             root: Box::new([NONE; 256]),
             by_prio,
         };
         // Breadth first: (node, depth, range of `sorted` below it). A node's children are
-        // appended together, so they are consecutive.
-        let mut queue = std::collections::VecDeque::from([(0usize, 0usize, 0..sorted.len())]);
+        // appended together, so they are consecutive. The queue holds parts of two levels
+        // at most, each of at most one node per text.
+        let mut queue = std::collections::VecDeque::new();
+        let most = 2 * sorted.len() + 1;
+        reserved(queue.try_reserve(most), most)?;
+        queue.push_back((0usize, 0usize, 0..sorted.len()));
         while let Some((node, depth, range)) = queue.pop_front() {
             let mut i = range.start;
             // Texts ending here come first in byte order; for duplicate texts the first in
@@ -104,12 +126,8 @@ impl SpecialMatcher {
                 i = j;
             }
         }
-        for v in [&mut m.first, &mut m.prio] {
-            v.shrink_to_fit();
-        }
-        m.byte.shrink_to_fit();
-        m.count.shrink_to_fit();
-        m
+        debug_assert_eq!(m.byte.len(), n_nodes, "trie nodes counted exactly");
+        Ok(m)
     }
 
     /// Bytes this matcher holds on the heap.
@@ -282,7 +300,7 @@ mod tests {
             (5, "   "),
             (6, "e"),
         ];
-        let m = SpecialMatcher::new(specials.iter().copied());
+        let m = SpecialMatcher::new(specials.iter().copied()).unwrap();
         assert_eq!(parts(&m, "xabcdey"), ["'xa'", "#2", "'y'"]);
         assert_eq!(parts(&m, "abcab"), ["#1", "'ab'"]);
         assert_eq!(parts(&m, "     "), ["#5", "#4"]);
@@ -316,7 +334,7 @@ mod tests {
             (15, "aaaa"),
             (16, "abab"),
         ];
-        let m = SpecialMatcher::new(specials.iter().copied());
+        let m = SpecialMatcher::new(specials.iter().copied()).unwrap();
         let mut state = 12345u64;
         for _ in 0..3000 {
             state = state
@@ -335,7 +353,7 @@ mod tests {
 
     #[test]
     fn no_specials() {
-        let m = SpecialMatcher::new(std::iter::empty());
+        let m = SpecialMatcher::new(std::iter::empty()).unwrap();
         assert_eq!(parts(&m, "abc"), ["'abc'"]);
     }
 
@@ -345,7 +363,7 @@ mod tests {
     #[test]
     fn long_text_against_longest_token_is_linear() {
         let long = "a".repeat(pipit_format::limits::MAX_SPECIAL_TOKEN_LEN as usize);
-        let m = SpecialMatcher::new([(7, long.as_str()), (8, &long[1..])]);
+        let m = SpecialMatcher::new([(7, long.as_str()), (8, &long[1..])]).unwrap();
         let text = "a".repeat((1 << 20) - 1);
         let mut out = Vec::new();
         m.partition(&text, &mut out);
@@ -370,7 +388,13 @@ mod tests {
                 t
             })
             .collect();
-        let m = SpecialMatcher::new(texts.iter().enumerate().map(|(i, t)| (i as u32, t.as_str())));
+        let m = SpecialMatcher::new(
+            texts
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (i as u32, t.as_str())),
+        )
+        .unwrap();
         let per_byte = m.heap_bytes() as f64 / total as f64;
         assert!(per_byte < 12.0, "{per_byte:.1} bytes per special byte");
         let mut out = Vec::new();

@@ -1,5 +1,7 @@
 //! Token texts in one arena and a text -> id hash table over them.
 
+use crate::mem::try_vec;
+use crate::{Error, Result};
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 
@@ -22,26 +24,30 @@ impl Vocab {
     /// Builds the vocabulary. With duplicate texts, lookup finds the highest id (as
     /// llama.cpp's `token_to_id` map, filled in id order). The caller checks that there are
     /// fewer than `u32::MAX` tokens of at most `u32::MAX` bytes in all.
-    pub(crate) fn new(tokens: &[String]) -> Self {
+    pub(crate) fn new(tokens: &[String]) -> Result<Self> {
         let total: usize = tokens.iter().map(String::len).sum();
-        let mut text = String::with_capacity(total);
-        let mut offs = Vec::with_capacity(tokens.len() + 1);
+        let mut text = String::new();
+        text.try_reserve_exact(total)
+            .map_err(|_| Error::OutOfMemory(format!("{total} bytes of token texts")))?;
+        let mut offs = try_vec(tokens.len() + 1)?;
         offs.push(0);
         for t in tokens {
             text.push_str(t);
             offs.push(u32::try_from(text.len()).unwrap_or(u32::MAX));
         }
         let cap = (tokens.len() * 2).next_power_of_two().max(16);
+        let mut slots = try_vec(cap)?;
+        slots.resize(cap, EMPTY);
         let mut v = Self {
             text,
             offs,
-            slots: vec![EMPTY; cap],
+            slots,
             hasher: RandomState::new(),
         };
         for id in 0..tokens.len() as u32 {
             v.insert(id);
         }
-        v
+        Ok(v)
     }
 
     fn insert(&mut self, id: u32) {
@@ -103,7 +109,7 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let v = Vocab::new(&toks);
+        let v = Vocab::new(&toks).unwrap();
         assert_eq!(v.len(), 5);
         assert_eq!(v.find(b"a"), Some(4));
         assert_eq!(v.find(b"ab"), Some(2));
@@ -111,7 +117,7 @@ mod tests {
         assert_eq!(v.find(b"abc"), None);
         assert_eq!(v.get(2), "ab");
         assert_eq!(v.get(99), "");
-        let empty = Vocab::new(&[]);
+        let empty = Vocab::new(&[]).unwrap();
         assert_eq!(empty.find(b"x"), None);
     }
 }

@@ -5,6 +5,8 @@
 //! subtree ends, so a walk that finds a dead prefix skips the whole subtree with one jump.
 
 use super::Tokenizer;
+use crate::mem::{reserve, try_vec};
+use crate::Result;
 
 /// One trie node: the byte leading into it from its parent.
 #[derive(Debug, Clone, Copy)]
@@ -42,21 +44,37 @@ pub struct VocabIndex {
 
 impl VocabIndex {
     /// Indexes `tok`'s pieces. Tokens with an empty piece (control, unused) never match.
+    ///
+    /// # Panics
+    /// Aborts if the index cannot be allocated, as any infallible collection; see
+    /// [`VocabIndex::try_new`].
     pub fn new(tok: &Tokenizer) -> VocabIndex {
+        VocabIndex::try_new(tok).unwrap_or_else(|_| {
+            std::alloc::handle_alloc_error(std::alloc::Layout::new::<VocabIndex>())
+        })
+    }
+
+    /// [`VocabIndex::new`], with allocation failure an error (`OutOfMemory`).
+    pub fn try_new(tok: &Tokenizer) -> Result<VocabIndex> {
         VocabIndex::build(tok.n_vocab(), |t| tok.piece(t), |t| tok.is_eog(t))
     }
 
     /// Indexes a vocabulary given as pieces (tests, tools); `eog` lists the
     /// end-of-generation ids.
+    ///
+    /// # Panics
+    /// If the index cannot be allocated.
     pub fn from_pieces(pieces: &[&[u8]], eog: &[u32]) -> VocabIndex {
         VocabIndex::build(pieces.len(), |t| pieces[t as usize], |t| eog.contains(&t))
+            .expect("memory for a vocabulary index")
     }
 
+    /// Every buffer is allocated once, at its final size, so that failure is an error.
     fn build<'p>(
         n: usize,
         piece: impl Fn(u32) -> &'p [u8],
         is_eog: impl Fn(u32) -> bool,
-    ) -> VocabIndex {
+    ) -> Result<VocabIndex> {
         let mut id: u64 = 0xcbf2_9ce4_8422_2325;
         let mut mix = |b: u8| {
             id ^= u64::from(b);
@@ -65,11 +83,17 @@ impl VocabIndex {
         for b in (n as u64).to_le_bytes() {
             mix(b);
         }
-        let mut len = vec![0u32; n];
-        let mut order: Vec<u32> = Vec::with_capacity(n);
-        let mut eog = Vec::new();
-        let mut bytes = Vec::new();
-        let mut offs = Vec::with_capacity(n + 1);
+        let mut len = try_vec(n)?;
+        len.resize(n, 0u32);
+        let mut order: Vec<u32> = try_vec(n)?;
+        let n_eog = (0..n as u32).filter(|&t| is_eog(t)).count();
+        let mut eog = try_vec(n_eog)?;
+        let n_bytes = (0..n as u32)
+            .filter(|&t| !is_eog(t))
+            .map(|t| piece(t).len())
+            .sum();
+        let mut bytes = try_vec(n_bytes)?;
+        let mut offs = try_vec(n + 1)?;
         offs.push(0u32);
         for t in 0..n as u32 {
             let p = piece(t);
@@ -89,10 +113,22 @@ impl VocabIndex {
                 order.push(t);
             }
         }
-        order.sort_by(|&a, &b| piece(a).cmp(piece(b)).then(a.cmp(&b)));
-        let mut nodes: Vec<Node> = Vec::new();
+        // Keys are distinct (ids are): an unstable sort, which needs no buffer, is exact.
+        order.sort_unstable_by(|&a, &b| piece(a).cmp(piece(b)).then(a.cmp(&b)));
+        // One node per distinct prefix: each piece's bytes past its longest common prefix
+        // with the piece before it in byte order.
+        let mut n_nodes = 0;
+        let mut prev: &[u8] = &[];
+        for &t in &order {
+            let p = piece(t);
+            n_nodes += p.len() - p.iter().zip(prev).take_while(|(a, b)| a == b).count();
+            prev = p;
+        }
+        let mut nodes: Vec<Node> = try_vec(n_nodes)?;
         // path[d] = index of the node at depth d+1 on the current path.
         let mut path: Vec<usize> = Vec::new();
+        let max_len = len.iter().copied().max().unwrap_or(0) as usize;
+        reserve(&mut path, max_len)?;
         let mut prev: &[u8] = &[];
         for (i, &t) in order.iter().enumerate() {
             let p = piece(t);
@@ -122,8 +158,7 @@ impl VocabIndex {
         while let Some(k) = path.pop() {
             nodes[k].end = nodes.len() as u32;
         }
-        let max_len = len.iter().copied().max().unwrap_or(0) as usize;
-        VocabIndex {
+        Ok(VocabIndex {
             nodes,
             tokens: order,
             len,
@@ -133,7 +168,7 @@ impl VocabIndex {
             n_vocab: n,
             max_len,
             id,
-        }
+        })
     }
 
     /// The bytes token `t` adds to the output (empty for end-of-generation and control).

@@ -1,0 +1,90 @@
+//! Fallible allocation for buffers sized by a file's numbers (issue 13): each is reserved
+//! with `try_reserve_exact`, so a failed allocation is [`FormatError::OutOfMemory`], never
+//! an abort. The runtime uses these same helpers (`pipit`'s `mem` module re-exports them).
+
+use crate::FormatError;
+
+/// The error for `n` elements of `T` that could not be allocated.
+fn oom<T>(n: usize) -> FormatError {
+    FormatError::OutOfMemory {
+        bytes: u64::try_from(n)
+            .unwrap_or(u64::MAX)
+            .saturating_mul(std::mem::size_of::<T>() as u64),
+    }
+}
+
+/// Makes room in `v` for `additional` more elements, exactly.
+pub fn reserve<T>(v: &mut Vec<T>, additional: usize) -> Result<(), FormatError> {
+    v.try_reserve_exact(additional)
+        .map_err(|_| oom::<T>(additional))
+}
+
+/// An empty vector with room for `n` elements.
+pub fn try_vec<T>(n: usize) -> Result<Vec<T>, FormatError> {
+    let mut v = Vec::new();
+    reserve(&mut v, n)?;
+    Ok(v)
+}
+
+/// A copy of `s`.
+pub fn try_copy<T: Clone>(s: &[T]) -> Result<Vec<T>, FormatError> {
+    let mut v = try_vec(s.len())?;
+    v.extend_from_slice(s);
+    Ok(v)
+}
+
+/// The items of `it`: in one allocation when it knows its length (an `ExactSizeIterator`),
+/// else growing by doubling.
+pub fn try_collect<I: Iterator>(it: I) -> Result<Vec<I::Item>, FormatError> {
+    let mut v = try_vec(it.size_hint().0)?;
+    for x in it {
+        if v.len() == v.capacity() {
+            let more = v.len().max(4);
+            reserve(&mut v, more)?;
+        }
+        v.push(x);
+    }
+    Ok(v)
+}
+
+/// A copy of `s`.
+pub fn try_string(s: &str) -> Result<String, FormatError> {
+    let mut out = String::new();
+    out.try_reserve_exact(s.len())
+        .map_err(|_| oom::<u8>(s.len()))?;
+    out.push_str(s);
+    Ok(out)
+}
+
+/// Makes room in a hash set or map for `additional` more entries (`try_reserve` of
+/// `HashSet` and `HashMap`, whose error this maps).
+pub fn reserved<E>(r: Result<(), E>, additional: usize) -> Result<(), FormatError> {
+    r.map_err(|_| oom::<(usize, usize)>(additional))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_impossible_size_is_an_error_not_an_abort() {
+        assert!(matches!(
+            try_vec::<u64>(usize::MAX / 4),
+            Err(FormatError::OutOfMemory { .. })
+        ));
+        let mut v = vec![1u8];
+        assert!(reserve(&mut v, usize::MAX).is_err());
+        assert_eq!(v, [1]);
+    }
+
+    #[test]
+    fn helpers_copy_and_collect_exactly() {
+        assert_eq!(try_copy(&[1, 2, 3]).unwrap(), [1, 2, 3]);
+        assert!(try_copy::<u8>(&[]).unwrap().is_empty());
+        let v = try_collect((0..5).map(|i| i * 2)).unwrap();
+        assert_eq!((v.as_slice(), v.capacity()), (&[0, 2, 4, 6, 8][..], 5));
+        let odd = try_collect((0..9).filter(|i| i % 2 == 1)).unwrap();
+        assert_eq!(odd, [1, 3, 5, 7]);
+        assert_eq!(try_string("héllo").unwrap(), "héllo");
+    }
+}
