@@ -4,6 +4,7 @@
 //! Layout (as llguidance's toktrie): nodes in depth-first preorder, each knowing where its
 //! subtree ends, so a walk that finds a dead prefix skips the whole subtree with one jump.
 
+use super::vocab_slices::Slices;
 use super::Tokenizer;
 
 /// One trie node: the byte leading into it from its parent.
@@ -23,6 +24,8 @@ pub struct Node {
 #[derive(Debug)]
 pub struct VocabIndex {
     pub nodes: Vec<Node>,
+    /// The same tokens partitioned into classes, each with its own trie and bit mask.
+    pub slices: Slices,
     /// Token ids in byte-string order (the trie's tokens).
     pub tokens: Vec<u32>,
     /// Byte length of every token id (0: never produced by a constraint).
@@ -90,41 +93,12 @@ impl VocabIndex {
             }
         }
         order.sort_by(|&a, &b| piece(a).cmp(piece(b)).then(a.cmp(&b)));
-        let mut nodes: Vec<Node> = Vec::new();
-        // path[d] = index of the node at depth d+1 on the current path.
-        let mut path: Vec<usize> = Vec::new();
-        let mut prev: &[u8] = &[];
-        for (i, &t) in order.iter().enumerate() {
-            let p = piece(t);
-            let common = p.iter().zip(prev).take_while(|(a, b)| a == b).count();
-            while path.len() > common {
-                let k = path.pop().unwrap_or(0);
-                nodes[k].end = nodes.len() as u32;
-            }
-            for (d, &b) in p.iter().enumerate().skip(common) {
-                path.push(nodes.len());
-                nodes.push(Node {
-                    byte: b,
-                    depth: d as u32 + 1,
-                    end: 0,
-                    tok_lo: i as u32,
-                    tok_hi: i as u32,
-                });
-            }
-            if let Some(&k) = path.last() {
-                if nodes[k].tok_hi == nodes[k].tok_lo {
-                    nodes[k].tok_lo = i as u32;
-                }
-                nodes[k].tok_hi = i as u32 + 1;
-            }
-            prev = p;
-        }
-        while let Some(k) = path.pop() {
-            nodes[k].end = nodes.len() as u32;
-        }
+        let nodes = build_trie(&order, &piece);
         let max_len = len.iter().copied().max().unwrap_or(0) as usize;
+        let slices = Slices::new(&nodes, &order, &piece);
         VocabIndex {
             nodes,
+            slices,
             tokens: order,
             len,
             bytes,
@@ -149,4 +123,42 @@ impl VocabIndex {
         let n = &self.nodes[k];
         &self.tokens[n.tok_lo as usize..n.tok_hi as usize]
     }
+}
+
+/// The trie of the tokens `order` (sorted by their bytes): nodes in depth-first preorder,
+/// a node's tokens given as a range of positions in `order`.
+pub(crate) fn build_trie<'p>(order: &[u32], piece: impl Fn(u32) -> &'p [u8]) -> Vec<Node> {
+    let mut nodes: Vec<Node> = Vec::new();
+    // path[d] = index of the node at depth d+1 on the current path.
+    let mut path: Vec<usize> = Vec::new();
+    let mut prev: &[u8] = &[];
+    for (i, &t) in order.iter().enumerate() {
+        let p = piece(t);
+        let common = p.iter().zip(prev).take_while(|(a, b)| a == b).count();
+        while path.len() > common {
+            let k = path.pop().unwrap_or(0);
+            nodes[k].end = nodes.len() as u32;
+        }
+        for (d, &b) in p.iter().enumerate().skip(common) {
+            path.push(nodes.len());
+            nodes.push(Node {
+                byte: b,
+                depth: d as u32 + 1,
+                end: 0,
+                tok_lo: i as u32,
+                tok_hi: i as u32,
+            });
+        }
+        if let Some(&k) = path.last() {
+            if nodes[k].tok_hi == nodes[k].tok_lo {
+                nodes[k].tok_lo = i as u32;
+            }
+            nodes[k].tok_hi = i as u32 + 1;
+        }
+        prev = p;
+    }
+    while let Some(k) = path.pop() {
+        nodes[k].end = nodes.len() as u32;
+    }
+    nodes
 }
