@@ -608,16 +608,24 @@ impl Constraint {
         for (li, (lang, bytes)) in slices.langs.iter().zip(&self.lang_bytes).enumerate() {
             let (max_lo, max_hi) = (slices.lang_max_lo[li], slices.lang_max[li]);
             self.levels(s, lang, bytes, max_lo, max_hi, &mut levels);
+            // Whole slices come first (whether a slice is whole is monotone in its
+            // length): the mask of the longest one covers them all.
+            let mut upto = None;
+            let mut prefix = true;
             for slice in slices.slices.iter().filter(|x| x.lang == li) {
-                let plan = Plan::of(&levels, slice.min_len as usize, slice.max_len as usize);
-                if plan == Plan::Whole {
-                    for &(w, b) in &slice.words {
-                        bits[w as usize] |= b;
-                    }
+                let mut plan = Plan::of(&levels, slice.min_len as usize, slice.max_len as usize);
+                prefix &= plan == Plan::Whole;
+                if prefix {
+                    upto = Some(&slice.upto);
                     for l in &levels[slice.min_len as usize..=slice.max_len as usize] {
                         max_cost = max_cost.max(l.cost);
                     }
-                } else if plan == Plan::Walk {
+                    continue;
+                }
+                if plan == Plan::Whole {
+                    plan = Plan::Walk;
+                }
+                if plan == Plan::Walk {
                     lv[0] = s;
                     let mut i = 0;
                     while i < slice.nodes.len() {
@@ -643,6 +651,9 @@ impl Constraint {
                         i += 1;
                     }
                 }
+            }
+            if let Some(w) = upto {
+                w.or_into(&mut bits);
             }
         }
         escapes.sort_unstable();
@@ -695,53 +706,66 @@ impl Constraint {
         let mut cur: Vec<(u32, u8)> = vec![(s, 0)];
         let mut next = Vec::new();
         let (mut some_dead, mut some_escape) = (false, false);
+        // Once a level's pairs equal the previous level's, every further level is the
+        // same (its cost one more): no need to step them.
+        let mut steady = false;
         for k in 1..=max_hi {
-            next.clear();
-            let mut all_alive = true;
-            for &(g, q) in &cur {
-                for &b in bytes {
-                    let q2 = lang.trans[q as usize][b as usize];
-                    if q2 == NO_Q {
-                        continue;
-                    }
-                    let g2 = self.a.step(g, b);
-                    if g2 == DEAD {
-                        all_alive = false;
-                    } else {
-                        next.push((g2, q2));
+            let level = if steady {
+                let mut l = out[out.len() - 1];
+                if l.cost != 0 {
+                    l.cost += 1;
+                }
+                l
+            } else {
+                next.clear();
+                let mut all_alive = true;
+                for &(g, q) in &cur {
+                    for &b in bytes {
+                        let q2 = lang.trans[q as usize][b as usize];
+                        if q2 == NO_Q {
+                            continue;
+                        }
+                        let g2 = self.a.step(g, b);
+                        if g2 == DEAD {
+                            all_alive = false;
+                        } else {
+                            next.push((g2, q2));
+                        }
                     }
                 }
-            }
-            next.sort_unstable();
-            next.dedup();
-            if next.len() > MAX_PAIRS {
-                out.push(Level {
-                    all_alive: false,
-                    escape: true,
-                    cost: INF,
+                next.sort_unstable();
+                next.dedup();
+                if next.len() > MAX_PAIRS {
+                    out.push(Level {
+                        all_alive: false,
+                        escape: true,
+                        cost: INF,
+                        pairs: next.len(),
+                    });
+                    return;
+                }
+                let mut level = Level {
+                    all_alive,
+                    escape: false,
+                    cost: 0,
                     pairs: next.len(),
-                });
-                return;
-            }
-            let mut level = Level {
-                all_alive,
-                escape: false,
-                cost: 0,
-                pairs: next.len(),
-            };
-            for &(g, q) in &next {
-                level.escape |= self.escape[g as usize];
-                if lang.accept[q as usize] {
-                    level.cost = level.cost.max(k + self.a.dist[g as usize].min(INF));
+                };
+                for &(g, q) in &next {
+                    level.escape |= self.escape[g as usize];
+                    if lang.accept[q as usize] {
+                        level.cost = level.cost.max(k + self.a.dist[g as usize].min(INF));
+                    }
                 }
-            }
+                steady = next == cur;
+                std::mem::swap(&mut cur, &mut next);
+                level
+            };
             out.push(level);
             some_dead |= !level.all_alive;
             some_escape |= level.escape;
-            if next.is_empty() || some_escape || some_dead && k >= max_lo {
+            if level.pairs == 0 || some_escape || some_dead && k >= max_lo {
                 return;
             }
-            std::mem::swap(&mut cur, &mut next);
         }
     }
 

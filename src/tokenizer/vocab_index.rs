@@ -95,7 +95,7 @@ impl VocabIndex {
         order.sort_by(|&a, &b| piece(a).cmp(piece(b)).then(a.cmp(&b)));
         let nodes = build_trie(&order, &piece);
         let max_len = len.iter().copied().max().unwrap_or(0) as usize;
-        let slices = Slices::new(&nodes, &order, &piece);
+        let slices = Slices::new(n, &nodes, &order, &piece);
         VocabIndex {
             nodes,
             slices,

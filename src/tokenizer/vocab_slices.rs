@@ -144,7 +144,8 @@ fn langs() -> Vec<Lang> {
     ]
 }
 
-/// Token-length buckets of each language's slices (inclusive; the last is open).
+/// Token-length buckets of each language's slices (inclusive; the last is open). One
+/// length each up to 12, so that a counted repeat's bound falls between slices.
 const BUCKETS: &[(u32, u32)] = &[
     (1, 1),
     (2, 2),
@@ -152,11 +153,16 @@ const BUCKETS: &[(u32, u32)] = &[
     (4, 4),
     (5, 5),
     (6, 6),
-    (7, 8),
-    (9, 10),
-    (11, 13),
-    (14, 17),
-    (18, u32::MAX),
+    (7, 7),
+    (8, 8),
+    (9, 9),
+    (10, 10),
+    (11, 11),
+    (12, 12),
+    (13, 14),
+    (15, 16),
+    (17, 20),
+    (21, u32::MAX),
 ];
 
 /// One class of tokens: those whose first spelling language is `lang`, with lengths in
@@ -171,8 +177,40 @@ pub struct Slice {
     pub tokens: Vec<u32>,
     /// For each node, the node of the vocabulary's whole trie spelling the same bytes.
     pub full: Vec<u32>,
-    /// The slice's mask: the non-zero 64-token words, as (word index, bits).
-    pub words: Vec<(u32, u64)>,
+    /// The mask of this slice and the shorter slices of its language: the states that
+    /// take this slice whole take those too.
+    pub upto: Words,
+}
+
+/// A token mask, 64 tokens a word: all words, or the non-zero ones as (index, bits).
+#[derive(Debug)]
+pub enum Words {
+    Dense(Vec<u64>),
+    Sparse(Vec<(u32, u64)>),
+}
+
+impl Words {
+    fn new(dense: &[u64]) -> Words {
+        let nonzero = dense.iter().filter(|&&w| w != 0).count();
+        if nonzero * 2 > dense.len() {
+            Words::Dense(dense.to_vec())
+        } else {
+            let pairs = dense.iter().enumerate().filter(|(_, &w)| w != 0);
+            Words::Sparse(pairs.map(|(i, &w)| (i as u32, w)).collect())
+        }
+    }
+
+    /// `out |= self`; `out` has a word per 64 tokens of the vocabulary.
+    pub fn or_into(&self, out: &mut [u64]) {
+        match self {
+            Words::Dense(w) => out.iter_mut().zip(w).for_each(|(o, x)| *o |= x),
+            Words::Sparse(p) => {
+                for &(i, w) in p {
+                    out[i as usize] |= w;
+                }
+            }
+        }
+    }
 }
 
 impl Slice {
@@ -197,8 +235,9 @@ pub struct Slices {
 
 impl Slices {
     /// Partitions the tokens of the whole trie `nodes` (over `order`, the non-empty
-    /// tokens sorted by bytes).
+    /// tokens sorted by bytes) of a vocabulary of `n_vocab` tokens.
     pub(crate) fn new<'p>(
+        n_vocab: usize,
         nodes: &[Node],
         order: &[u32],
         piece: impl Fn(u32) -> &'p [u8],
@@ -241,6 +280,8 @@ impl Slices {
         let mut slices = Vec::new();
         let mut lang_max = vec![0u32; langs.len()];
         let mut lang_max_lo = vec![0u32; langs.len()];
+        let mut upto = vec![0u64; n_vocab.div_ceil(64)];
+        let mut upto_lang = usize::MAX;
         let mut s = 0;
         while s < keyed.len() {
             let k = keyed[s].0;
@@ -262,17 +303,14 @@ impl Slices {
                 .collect();
             let lens = tokens.iter().map(|&t| piece(t).len() as u32);
             let (min_len, max_len) = (lens.clone().min().unwrap_or(0), lens.max().unwrap_or(0));
-            let mut bits: Vec<(u32, u64)> =
-                tokens.iter().map(|&t| (t >> 6, 1u64 << (t & 63))).collect();
-            bits.sort_unstable_by_key(|x| x.0);
-            let mut words: Vec<(u32, u64)> = Vec::new();
-            for (w, b) in bits {
-                match words.last_mut() {
-                    Some(last) if last.0 == w => last.1 |= b,
-                    _ => words.push((w, b)),
-                }
-            }
             let lang = k / BUCKETS.len();
+            if lang != upto_lang {
+                upto.fill(0);
+                upto_lang = lang;
+            }
+            for &t in &tokens {
+                upto[t as usize >> 6] |= 1 << (t & 63);
+            }
             lang_max[lang] = lang_max[lang].max(max_len);
             lang_max_lo[lang] = lang_max_lo[lang].max(min_len);
             slices.push(Slice {
@@ -282,7 +320,7 @@ impl Slices {
                 nodes: snodes,
                 tokens,
                 full,
-                words,
+                upto: Words::new(&upto),
             });
             s = e;
         }
