@@ -8,12 +8,17 @@
 //! [`MAX_THREADS`] stacks. At the depth bound, calls that would nest deeper are not
 //! offered, so output is steered to close.
 //!
-//! Masks: the vocabulary is a trie ([`vocab`]) built once per model. For each DFA state the
+//! Masks: the vocabulary is a trie built once per model, its tokens also partitioned into
+//! slices (by the first of a few byte languages that spells them, and by length), each
+//! with its own trie and mask ([`crate::tokenizer::vocab_slices`]). For each DFA state the
 //! tokens it accepts without leaving its rule are computed once (lazily, then cached: a
-//! lookup per step for regular languages), with the few trie nodes where the token could
-//! continue through a call or a return ("escapes"); only those subtrees are walked with the
-//! full stacks at each step. Near the byte budget, the local tokens are taken cheapest
-//! first (token length plus shortest completion after it) up to the budget, and the escape
+//! lookup per step for regular languages): a slice whose language the state provably
+//! accepts (or rejects) up to the slice's longest token is taken (or skipped) whole, the
+//! others' tries are walked. With them come the few trie nodes where the token could
+//! continue through a call or a return ("escapes"); only those subtrees are walked with
+//! the full stacks at each step. Near the byte budget, the local tokens are taken cheapest
+//! first (token length plus shortest completion after it; that order is built on first
+//! need, by a walk of the whole trie) up to the budget, and the escape
 //! walks prune every prefix whose shortest completion no longer fits.
 
 pub mod compile;
