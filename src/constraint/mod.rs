@@ -8,12 +8,17 @@
 //! [`MAX_THREADS`] stacks. At the depth bound, calls that would nest deeper are not
 //! offered, so output is steered to close.
 //!
-//! Masks: the vocabulary is a trie ([`vocab`]) built once per model. For each DFA state the
+//! Masks: the vocabulary is a trie built once per model, its tokens also partitioned into
+//! slices (by the first of a few byte languages that spells them, and by length), each
+//! with its own trie and mask ([`crate::tokenizer::vocab_slices`]). For each DFA state the
 //! tokens it accepts without leaving its rule are computed once (lazily, then cached: a
-//! lookup per step for regular languages), with the few trie nodes where the token could
-//! continue through a call or a return ("escapes"); only those subtrees are walked with the
-//! full stacks at each step. Near the byte budget, the local tokens are taken cheapest
-//! first (token length plus shortest completion after it) up to the budget, and the escape
+//! lookup per step for regular languages): a slice whose language the state provably
+//! accepts (or rejects) up to the slice's longest token is taken (or skipped) whole, the
+//! others' tries are walked. With them come the few trie nodes where the token could
+//! continue through a call or a return ("escapes"); only those subtrees are walked with
+//! the full stacks at each step. Near the byte budget, the local tokens are taken cheapest
+//! first (token length plus shortest completion after it; that order is built on first
+//! need, by a walk of the whole trie) up to the budget, and the escape
 //! walks prune every prefix whose shortest completion no longer fits.
 
 pub mod compile;
@@ -25,10 +30,11 @@ pub mod regex;
 use std::sync::{Arc, OnceLock};
 
 use crate::model::Model;
+use crate::tokenizer::vocab_index::VocabIndex;
+use crate::tokenizer::vocab_slices::{Lang, NO_Q};
 use crate::{Error, Result};
 use compile::{Automata, DEAD, INF};
 use ir::Grammar;
-use crate::tokenizer::vocab_index::VocabIndex;
 
 /// Deepest stack of rule frames: the nesting bound of recursive rules (a JSON value nested
 /// 127 levels deep fits; `json.gbnf` uses one frame per level).
@@ -204,14 +210,15 @@ impl TokenMask {
 #[derive(Debug)]
 struct Local {
     tokens: TokSet,
-    /// Trie nodes (with children) reached in a state that can call or return: (node,
-    /// state, whether the state calls).
+    /// Trie nodes (with children) reached in a state that can call, or return to a
+    /// caller: (node, state, whether the state calls).
     escapes: Vec<(u32, u32, bool)>,
-    /// Largest (token length + shortest rest of the rule after it) over `tokens`.
+    /// At least the largest (token length + shortest rest of the rule after it) over
+    /// `tokens` (exact for walked tokens, a bound for whole slices).
     max_cost: u32,
     /// The same tokens as (cost, token), cheapest first: near the budget, the allowed
-    /// ones are a prefix.
-    by_cost: Vec<(u32, u32)>,
+    /// ones are a prefix. Built on first need (a walk of the whole trie).
+    by_cost: OnceLock<Vec<(u32, u32)>>,
 }
 
 #[derive(Debug)]
@@ -226,6 +233,12 @@ pub struct Constraint {
     a: Automata,
     vocab: Arc<VocabIndex>,
     locals: Vec<OnceLock<Local>>,
+    /// Per state: whether a token passing through it may leave the rule (the state calls,
+    /// or it accepts in a rule that is called).
+    escape: Vec<bool>,
+    /// Per slice language: one byte of each class of bytes that both the automata and the
+    /// language treat alike.
+    lang_bytes: Vec<Vec<u8>>,
     start: ConstraintState,
 }
 
@@ -281,10 +294,34 @@ impl Constraint {
         }
         compile::check_left_recursion(&a)?;
         let locals = (0..a.n_states()).map(|_| OnceLock::new()).collect();
+        let escape = escape_states(&a);
+        let lang_bytes = vocab
+            .slices
+            .langs
+            .iter()
+            .map(|l| {
+                let mut seen = Vec::new();
+                let mut bytes = Vec::new();
+                for b in 0..=255u8 {
+                    let col: Vec<u8> = l.trans.iter().map(|row| row[b as usize]).collect();
+                    if col.iter().all(|&q| q == NO_Q) {
+                        continue;
+                    }
+                    let k = (a.class_of[b as usize], col);
+                    if !seen.contains(&k) {
+                        seen.push(k);
+                        bytes.push(b);
+                    }
+                }
+                bytes
+            })
+            .collect();
         let mut c = Constraint {
             a,
             vocab,
             locals,
+            escape,
+            lang_bytes,
             start: ConstraintState::empty(),
         };
         let mut st = ConstraintState::empty();
@@ -464,7 +501,7 @@ impl Constraint {
                 Some(b) if rest + local.max_cost as usize > b => {
                     // Near the budget: the local tokens whose cost still fits.
                     let limit = b.saturating_sub(rest);
-                    for &(cost, t) in &local.by_cost {
+                    for &(cost, t) in self.by_cost(top, local) {
                         if cost as usize > limit {
                             break;
                         }
@@ -554,14 +591,196 @@ impl Constraint {
         self.locals[s as usize].get_or_init(|| self.compute_local(s))
     }
 
+    /// The local tokens of `s` as (cost, token), cheapest first.
+    fn by_cost<'l>(&self, s: u32, local: &'l Local) -> &'l [(u32, u32)] {
+        local
+            .by_cost
+            .get_or_init(|| self.walk_whole_trie(s).by_cost)
+    }
+
+    /// The local tokens of `s`, slice by slice: a slice whose language `s` provably
+    /// accepts in full (every string up to the slice's longest token stays alive and
+    /// cannot leave the rule before its end) is taken whole from its mask; one whose
+    /// language dies before the shortest token is skipped; the others' tries are walked.
     fn compute_local(&self, s: u32) -> Local {
+        let v = &self.vocab;
+        let mut bits = vec![0u64; v.n_vocab.div_ceil(64)];
+        let mut escapes = Vec::new();
+        let mut max_cost = 0u32;
+        let mut levels = Vec::new();
+        let mut lv = vec![DEAD; v.max_len + 1];
+        let slices = &v.slices;
+        for (li, (lang, bytes)) in slices.langs.iter().zip(&self.lang_bytes).enumerate() {
+            let (max_lo, max_hi) = (slices.lang_max_lo[li], slices.lang_max[li]);
+            self.levels(s, lang, bytes, max_lo, max_hi, &mut levels);
+            // Whole slices come first (whether a slice is whole is monotone in its
+            // length): the mask of the longest one covers them all.
+            let mut upto = None;
+            let mut prefix = true;
+            for slice in slices.slices.iter().filter(|x| x.lang == li) {
+                let mut plan = Plan::of(&levels, slice.min_len as usize, slice.max_len as usize);
+                prefix &= plan == Plan::Whole;
+                if prefix {
+                    upto = Some(&slice.upto);
+                    for l in &levels[slice.min_len as usize..=slice.max_len as usize] {
+                        max_cost = max_cost.max(l.cost);
+                    }
+                    continue;
+                }
+                if plan == Plan::Whole {
+                    plan = Plan::Walk;
+                }
+                if plan == Plan::Walk {
+                    lv[0] = s;
+                    let mut i = 0;
+                    while i < slice.nodes.len() {
+                        let nd = slice.nodes[i];
+                        let d = nd.depth as usize;
+                        let t = self.a.step(lv[d - 1], nd.byte);
+                        if t == DEAD {
+                            i = nd.end as usize;
+                            continue;
+                        }
+                        lv[d] = t;
+                        let toks = slice.tokens_at(i);
+                        if !toks.is_empty() {
+                            for &tok in toks {
+                                bits[tok as usize >> 6] |= 1 << (tok & 63);
+                            }
+                            max_cost = max_cost.max(nd.depth + self.a.dist[t as usize].min(INF));
+                        }
+                        let f = slice.full[i];
+                        if self.escape[t as usize] && v.nodes[f as usize].end > f + 1 {
+                            escapes.push((f, t, !self.a.calls_of(t).is_empty()));
+                        }
+                        i += 1;
+                    }
+                }
+            }
+            if let Some(w) = upto {
+                w.or_into(&mut bits);
+            }
+        }
+        escapes.sort_unstable();
+        escapes.dedup();
+        let count: usize = bits.iter().map(|w| w.count_ones() as usize).sum();
+        let tokens = if count * 32 > v.n_vocab {
+            TokSet::Bits(bits)
+        } else {
+            let mut list = Vec::with_capacity(count);
+            for (i, &w) in bits.iter().enumerate() {
+                let mut w = w;
+                while w != 0 {
+                    list.push((i * 64) as u32 + w.trailing_zeros());
+                    w &= w - 1;
+                }
+            }
+            TokSet::List(list)
+        };
+        Local {
+            tokens,
+            escapes,
+            max_cost,
+            by_cost: OnceLock::new(),
+        }
+    }
+
+    /// What the strings of `lang` do from state `s`, by length: `out[k]` for k in
+    /// `1..out.len()` describes the (automaton state, language state) pairs after k
+    /// bytes. Stops after `max_hi` levels, at the first level with no live pair, when the
+    /// pairs grow past [`MAX_PAIRS`] (the level then marked unknown), or as soon as no
+    /// further level can change a plan: some string has died or may leave the rule (no
+    /// longer slice is whole) and either one may leave the rule or `max_lo` is passed
+    /// with live pairs (no slice is skipped).
+    fn levels(
+        &self,
+        s: u32,
+        lang: &Lang,
+        bytes: &[u8],
+        max_lo: u32,
+        max_hi: u32,
+        out: &mut Vec<Level>,
+    ) {
+        out.clear();
+        out.push(Level {
+            all_alive: true,
+            escape: false,
+            cost: 0,
+            pairs: 1,
+        });
+        let mut cur: Vec<(u32, u8)> = vec![(s, 0)];
+        let mut next = Vec::new();
+        let (mut some_dead, mut some_escape) = (false, false);
+        // Once a level's pairs equal the previous level's, every further level is the
+        // same (its cost one more): no need to step them.
+        let mut steady = false;
+        for k in 1..=max_hi {
+            let level = if steady {
+                let mut l = out[out.len() - 1];
+                if l.cost != 0 {
+                    l.cost += 1;
+                }
+                l
+            } else {
+                next.clear();
+                let mut all_alive = true;
+                for &(g, q) in &cur {
+                    for &b in bytes {
+                        let q2 = lang.trans[q as usize][b as usize];
+                        if q2 == NO_Q {
+                            continue;
+                        }
+                        let g2 = self.a.step(g, b);
+                        if g2 == DEAD {
+                            all_alive = false;
+                        } else {
+                            next.push((g2, q2));
+                        }
+                    }
+                }
+                next.sort_unstable();
+                next.dedup();
+                if next.len() > MAX_PAIRS {
+                    out.push(Level {
+                        all_alive: false,
+                        escape: true,
+                        cost: INF,
+                        pairs: next.len(),
+                    });
+                    return;
+                }
+                let mut level = Level {
+                    all_alive,
+                    escape: false,
+                    cost: 0,
+                    pairs: next.len(),
+                };
+                for &(g, q) in &next {
+                    level.escape |= self.escape[g as usize];
+                    if lang.accept[q as usize] {
+                        level.cost = level.cost.max(k + self.a.dist[g as usize].min(INF));
+                    }
+                }
+                steady = next == cur;
+                std::mem::swap(&mut cur, &mut next);
+                level
+            };
+            out.push(level);
+            some_dead |= !level.all_alive;
+            some_escape |= level.escape;
+            if level.pairs == 0 || some_escape || some_dead && k >= max_lo {
+                return;
+            }
+        }
+    }
+
+    /// The local tokens of `s` by one walk of the whole trie: the reference the slices
+    /// must reproduce, and the costs near the budget.
+    fn walk_whole_trie(&self, s: u32) -> WholeWalk {
         let v = &self.vocab;
         let mut lv = vec![DEAD; v.max_len + 1];
         lv[0] = s;
-        let mut list = Vec::new();
-        let mut by_cost = Vec::new();
-        let mut escapes = Vec::new();
-        let mut max_cost = 0u32;
+        let mut out = WholeWalk::default();
         let mut i = 0;
         while i < v.nodes.len() {
             let nd = v.nodes[i];
@@ -574,34 +793,99 @@ impl Constraint {
             lv[d] = t;
             let toks = v.tokens_at(i);
             if !toks.is_empty() {
-                list.extend_from_slice(toks);
+                out.tokens.extend_from_slice(toks);
                 let cost = nd.depth + self.a.dist[t as usize].min(INF);
-                max_cost = max_cost.max(cost);
-                by_cost.extend(toks.iter().map(|&tok| (cost, tok)));
+                out.max_cost = out.max_cost.max(cost);
+                out.by_cost.extend(toks.iter().map(|&tok| (cost, tok)));
             }
-            let calls = !self.a.calls_of(t).is_empty();
-            if nd.end as usize > i + 1 && (calls || self.a.accept[t as usize]) {
-                escapes.push((i as u32, t, calls));
+            if nd.end as usize > i + 1 && self.escape[t as usize] {
+                out.escapes
+                    .push((i as u32, t, !self.a.calls_of(t).is_empty()));
             }
             i += 1;
         }
-        let tokens = if list.len() * 32 > v.n_vocab {
-            let mut w = vec![0u64; v.n_vocab.div_ceil(64)];
-            for &t in &list {
-                w[t as usize >> 6] |= 1 << (t & 63);
-            }
-            TokSet::Bits(w)
-        } else {
-            TokSet::List(list)
-        };
-        by_cost.sort_unstable();
-        Local {
-            tokens,
-            escapes,
-            max_cost,
-            by_cost,
-        }
+        out.by_cost.sort_unstable();
+        out
     }
+}
+
+/// Bound on the (automaton state, language state) pairs per level when classifying
+/// slices; past it, the slices are walked.
+const MAX_PAIRS: usize = 4096;
+
+/// One length of a slice language's strings, from one automaton state.
+#[derive(Debug, Clone, Copy)]
+struct Level {
+    /// No string of this length (of the language) dies in the automaton.
+    all_alive: bool,
+    /// A live string of this length is in a state that may leave the rule.
+    escape: bool,
+    /// Largest (length + shortest rest of the rule) over the language's words of this
+    /// length that are alive.
+    cost: u32,
+    /// Live pairs.
+    pairs: usize,
+}
+
+/// What the local tokens of a state take from one slice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    /// All its tokens: its mask.
+    Whole,
+    /// None of them.
+    Skip,
+    /// Those a walk of its trie finds.
+    Walk,
+}
+
+impl Plan {
+    /// The plan for a slice of tokens of lengths `lo..=hi`, from its language's levels.
+    fn of(levels: &[Level], lo: usize, hi: usize) -> Plan {
+        // Every string up to `hi` bytes alive, none able to leave the rule before its end.
+        if levels.len() > hi
+            && levels[1..=hi].iter().all(|l| l.all_alive)
+            && levels[1..hi].iter().all(|l| !l.escape)
+        {
+            return Plan::Whole;
+        }
+        // The language dies, with no escape on the way, by the shortest token's length.
+        if levels.len() <= lo + 1
+            && levels.last().is_some_and(|l| l.pairs == 0)
+            && levels[1..].iter().all(|l| !l.escape)
+        {
+            return Plan::Skip;
+        }
+        Plan::Walk
+    }
+}
+
+/// The results of [`Constraint::walk_whole_trie`].
+#[derive(Debug, Default)]
+struct WholeWalk {
+    tokens: Vec<u32>,
+    escapes: Vec<(u32, u32, bool)>,
+    max_cost: u32,
+    by_cost: Vec<(u32, u32)>,
+}
+
+/// Per state: whether a token may leave the state's rule there, by a call or by a return
+/// to a caller (the root rule returns to none unless it is called).
+fn escape_states(a: &Automata) -> Vec<bool> {
+    let root_rule = a.rule_start.iter().position(|&s| s == a.root);
+    let root_called = a.calls.iter().any(|&(r, _)| Some(r as usize) == root_rule);
+    let root_end = a
+        .rule_start
+        .iter()
+        .copied()
+        .filter(|&s| s != DEAD && s > a.root)
+        .min()
+        .unwrap_or(a.n_states() as u32);
+    (0..a.n_states() as u32)
+        .map(|s| {
+            let in_root = a.root <= s && s < root_end;
+            !a.calls_of(s).is_empty() || (a.accept[s as usize] && (root_called || !in_root))
+        })
+        .collect()
 }
 
 /// `levels[d]`, growing the list on first use.

@@ -1,6 +1,7 @@
 //! Engine tests on a small synthetic vocabulary: every byte, plus multi-byte tokens.
 
 use super::*;
+use ir::Grammar;
 
 /// Bytes 0..=255 as tokens 0..=255, then some longer pieces, then EOS = last id.
 fn vocab() -> Arc<VocabIndex> {
@@ -260,4 +261,207 @@ fn compilers_survive_mutated_inputs() {
         "compiling mutated inputs took {:?}",
         t0.elapsed()
     );
+}
+
+/// A vocabulary with every slice language in it: all bytes, words of every case and
+/// length up to 24, digits, spaced words, whitespace runs, JSON punctuation, UTF-8 text,
+/// partial UTF-8 sequences and control bytes; then EOS.
+fn rich_vocab() -> Arc<VocabIndex> {
+    let mut rng = crate::sampler::Rng::new(7);
+    let mut pieces: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
+    let mut pick = |set: &[u8], n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| set[(rng.next_u64() % set.len() as u64) as usize])
+            .collect()
+    };
+    let lower = b"abcdefghijklmnopqrstuvwxyz";
+    let upper = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let word = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_";
+    let punct = b"abcxyz ,.:;!?{}[]\"\\'-+/#@";
+    for len in 1..=24 {
+        for _ in 0..12 {
+            pieces.push(pick(lower, len));
+            let mut cap = pick(upper, 1);
+            cap.extend(pick(lower, len));
+            pieces.push(cap.clone());
+            pieces.push([b" ".as_slice(), &cap].concat());
+            pieces.push([b" ".as_slice(), &pick(lower, len)].concat());
+            pieces.push(pick(upper, len));
+            pieces.push(pick(b"0123456789", len));
+            pieces.push(pick(word, len));
+            pieces.push(pick(punct, len));
+            pieces.push([pick(lower, len), b",".to_vec()].concat());
+        }
+        pieces.push(vec![b' '; len]);
+        pieces.push(pick(b" \n\t\r", len));
+    }
+    for p in [
+        "é",
+        "日本",
+        "café",
+        "naïve\"",
+        "\"é",
+        " über",
+        "ü",
+        "\u{1F600}",
+        "x\u{7F}",
+        "\"",
+        "\",\"",
+        "\":",
+        "{\"",
+        "\"}",
+        "},{\"",
+        "\\n",
+        "\\\"",
+        "a\u{1}",
+        "\r\n",
+    ] {
+        pieces.push(p.as_bytes().to_vec());
+    }
+    for p in [
+        &[0xC3u8][..],
+        &[0xE6, 0x97],
+        &[0xC3, 0xA9, 0xE6],
+        &[0xED, 0xA0],
+        &[0xF4, 0x90],
+    ] {
+        pieces.push(p.to_vec());
+    }
+    pieces.push(Vec::new());
+    let refs: Vec<&[u8]> = pieces.iter().map(|p| p.as_slice()).collect();
+    let eos = refs.len() as u32 - 1;
+    Arc::new(VocabIndex::from_pieces(&refs, &[eos]))
+}
+
+/// Grammars whose states cover the slice plans: counted letter and word runs, long
+/// strings, JSON with nesting, and called rules whose letter runs may return.
+fn slice_grammars() -> Vec<Grammar> {
+    let mut gs: Vec<Grammar> = [
+        r"[0-9]{4}-[0-9]{2}-[0-9]{2}( [A-Z][a-z]+){0,20}",
+        r"[A-Z][a-z]{2,12}",
+        r"\w{1,30}",
+        r#""[^"\\\n]{0,40}""#,
+        r"[a-z ]{0,15}x",
+        r"(\s|[A-Z]){1,9}",
+        r"[^a]{3,5}é?",
+    ]
+    .iter()
+    .map(|p| regex::grammar(p).unwrap())
+    .collect();
+    for schema in [
+        "",
+        include_str!("../../tests/data/constraint/bench_schema.json"),
+        r##"{"type":"object","properties":{"a":{"type":"string","maxLength":7},"b":{"type":"array","items":{"$ref":"#"}}},"required":["a"]}"##,
+    ] {
+        gs.push(json::grammar(schema).unwrap());
+    }
+    for g in [
+        "root ::= item (\" \" item)*\nitem ::= [a-z]+ | \"(\" root \")\"\n",
+        "root ::= value\nvalue ::= \"[\" (value (\",\" value)*)? \"]\" | [a-zA-Z]+ | \"\\\"\" [^\"]* \"\\\"\"\n",
+    ] {
+        gs.push(gbnf::grammar(g).unwrap());
+    }
+    gs
+}
+
+/// The slices must give exactly the local tokens and escapes of one walk of the whole
+/// trie, in every state of every grammar, with a cost bound at least the true one.
+#[test]
+fn slices_reproduce_the_whole_trie_walk_in_every_state() {
+    let v = rich_vocab();
+    for g in slice_grammars() {
+        let c = Constraint::new(v.clone(), &g).unwrap();
+        for s in 0..c.n_states() as u32 {
+            let local = c.compute_local(s);
+            let whole = c.walk_whole_trie(s);
+            let mut expected = whole.tokens.clone();
+            expected.sort_unstable();
+            let mut got = match &local.tokens {
+                TokSet::List(l) => l.clone(),
+                TokSet::Bits(w) => (0..v.n_vocab as u32)
+                    .filter(|&t| w[t as usize >> 6] >> (t & 63) & 1 == 1)
+                    .collect(),
+            };
+            got.sort_unstable();
+            assert_eq!(got, expected, "tokens of state {s} of {:?}", g.names);
+            assert_eq!(local.escapes, whole.escapes, "escapes of state {s}");
+            assert!(local.max_cost >= whole.max_cost, "cost bound of state {s}");
+        }
+    }
+}
+
+/// The state on top of the first stack of `st`.
+fn top(st: &ConstraintState) -> u32 {
+    *st.cur.get(0).last().unwrap()
+}
+
+/// The plans of each slice in state `s`.
+fn plans(c: &Constraint, s: u32) -> Vec<(&'static str, u32, u32, Plan)> {
+    let sl = &c.vocab.slices;
+    let mut levels = Vec::new();
+    let mut out = Vec::new();
+    for (li, lang) in sl.langs.iter().enumerate() {
+        c.levels(
+            s,
+            lang,
+            &c.lang_bytes[li],
+            sl.lang_max_lo[li],
+            sl.lang_max[li],
+            &mut levels,
+        );
+        for x in sl.slices.iter().filter(|x| x.lang == li) {
+            let p = Plan::of(&levels, x.min_len as usize, x.max_len as usize);
+            out.push((lang.name, x.min_len, x.max_len, p));
+        }
+    }
+    out
+}
+
+/// The point of the slices: inside long letter runs and strings, whole slices are taken
+/// or skipped without a walk; only the counted bound's own lengths are walked.
+#[test]
+fn letter_runs_and_strings_take_whole_slices() {
+    let v = rich_vocab();
+    let c = Constraint::new(v.clone(), &regex::grammar(r"[a-z]{0,30}").unwrap()).unwrap();
+    let start = top(&c.start);
+    for (lang, lo, hi, p) in plans(&c, start) {
+        let want = match lang {
+            "[a-z]+" => Plan::Whole,
+            "[0-9]+" | "[A-Z][a-z]*" | "[A-Z]+" | " [a-z]+" | " [A-Z][a-z]*" => Plan::Skip,
+            _ => p,
+        };
+        assert_eq!(p, want, "{lang} {lo}..={hi}");
+    }
+    // After 30 - r letters, the slices of r letters or fewer are whole, those of more
+    // are skipped, and only one spanning r and r + 1 letters is walked.
+    for r in [5, 7, 8] {
+        let mut st = c.start();
+        for _ in 0..30 - r {
+            c.advance(&mut st, u32::from(b'q')).unwrap();
+        }
+        for (lang, lo, hi, p) in plans(&c, top(&st)) {
+            if lang == "[a-z]+" {
+                let want = if hi <= r {
+                    Plan::Whole
+                } else if lo > r {
+                    Plan::Skip
+                } else {
+                    Plan::Walk
+                };
+                assert_eq!(p, want, "{lang} {lo}..={hi} with {r} letters left");
+            }
+        }
+    }
+    // Inside a JSON string every text slice is whole; whitespace (control characters
+    // among it) and arbitrary bytes are walked.
+    let c = Constraint::new(v, &json::grammar(r#"{"type":"string"}"#).unwrap()).unwrap();
+    let mut st = c.start();
+    c.advance(&mut st, u32::from(b'"')).unwrap();
+    for (lang, lo, hi, p) in plans(&c, top(&st)) {
+        let want = match lang {
+            "any bytes" | "[ \\t\\n\\r]+" => Plan::Walk,
+            _ => Plan::Whole,
+        };
+        assert_eq!(p, want, "{lang} {lo}..={hi} in a string");
+    }
 }

@@ -17,6 +17,7 @@ mod unicode_tables;
 mod utf8;
 mod vocab;
 pub mod vocab_index;
+pub mod vocab_slices;
 
 pub use unicode_tables::UNICODE_VERSION;
 pub use utf8::Utf8Stream;

@@ -4,6 +4,7 @@
 //! Layout (as llguidance's toktrie): nodes in depth-first preorder, each knowing where its
 //! subtree ends, so a walk that finds a dead prefix skips the whole subtree with one jump.
 
+use super::vocab_slices::Slices;
 use super::Tokenizer;
 use crate::mem::{reserve, try_vec};
 use crate::Result;
@@ -25,6 +26,8 @@ pub struct Node {
 #[derive(Debug)]
 pub struct VocabIndex {
     pub nodes: Vec<Node>,
+    /// The same tokens partitioned into classes, each with its own trie and bit mask.
+    pub slices: Slices,
     /// Token ids in byte-string order (the trie's tokens).
     pub tokens: Vec<u32>,
     /// Byte length of every token id (0: never produced by a constraint).
@@ -115,51 +118,12 @@ impl VocabIndex {
         }
         // Keys are distinct (ids are): an unstable sort, which needs no buffer, is exact.
         order.sort_unstable_by(|&a, &b| piece(a).cmp(piece(b)).then(a.cmp(&b)));
-        // One node per distinct prefix: each piece's bytes past its longest common prefix
-        // with the piece before it in byte order.
-        let mut n_nodes = 0;
-        let mut prev: &[u8] = &[];
-        for &t in &order {
-            let p = piece(t);
-            n_nodes += p.len() - p.iter().zip(prev).take_while(|(a, b)| a == b).count();
-            prev = p;
-        }
-        let mut nodes: Vec<Node> = try_vec(n_nodes)?;
-        // path[d] = index of the node at depth d+1 on the current path.
-        let mut path: Vec<usize> = Vec::new();
+        let nodes = build_trie(&order, &piece)?;
         let max_len = len.iter().copied().max().unwrap_or(0) as usize;
-        reserve(&mut path, max_len)?;
-        let mut prev: &[u8] = &[];
-        for (i, &t) in order.iter().enumerate() {
-            let p = piece(t);
-            let common = p.iter().zip(prev).take_while(|(a, b)| a == b).count();
-            while path.len() > common {
-                let k = path.pop().unwrap_or(0);
-                nodes[k].end = nodes.len() as u32;
-            }
-            for (d, &b) in p.iter().enumerate().skip(common) {
-                path.push(nodes.len());
-                nodes.push(Node {
-                    byte: b,
-                    depth: d as u32 + 1,
-                    end: 0,
-                    tok_lo: i as u32,
-                    tok_hi: i as u32,
-                });
-            }
-            if let Some(&k) = path.last() {
-                if nodes[k].tok_hi == nodes[k].tok_lo {
-                    nodes[k].tok_lo = i as u32;
-                }
-                nodes[k].tok_hi = i as u32 + 1;
-            }
-            prev = p;
-        }
-        while let Some(k) = path.pop() {
-            nodes[k].end = nodes.len() as u32;
-        }
+        let slices = Slices::new(n, &nodes, &order, &piece)?;
         Ok(VocabIndex {
             nodes,
+            slices,
             tokens: order,
             len,
             bytes,
@@ -184,4 +148,54 @@ impl VocabIndex {
         let n = &self.nodes[k];
         &self.tokens[n.tok_lo as usize..n.tok_hi as usize]
     }
+}
+
+/// The trie of the tokens `order` (sorted by their bytes): nodes in depth-first preorder,
+/// a node's tokens given as a range of positions in `order`. One node per distinct prefix
+/// (each piece's bytes past its longest common prefix with the piece before it), counted
+/// first so that the nodes are one allocation of their final size.
+pub(crate) fn build_trie<'p>(order: &[u32], piece: impl Fn(u32) -> &'p [u8]) -> Result<Vec<Node>> {
+    let mut n_nodes = 0;
+    let mut depth = 0;
+    let mut prev: &[u8] = &[];
+    for &t in order {
+        let p = piece(t);
+        n_nodes += p.len() - p.iter().zip(prev).take_while(|(a, b)| a == b).count();
+        depth = depth.max(p.len());
+        prev = p;
+    }
+    let mut nodes: Vec<Node> = try_vec(n_nodes)?;
+    // path[d] = index of the node at depth d+1 on the current path.
+    let mut path: Vec<usize> = Vec::new();
+    reserve(&mut path, depth)?;
+    let mut prev: &[u8] = &[];
+    for (i, &t) in order.iter().enumerate() {
+        let p = piece(t);
+        let common = p.iter().zip(prev).take_while(|(a, b)| a == b).count();
+        while path.len() > common {
+            let k = path.pop().unwrap_or(0);
+            nodes[k].end = nodes.len() as u32;
+        }
+        for (d, &b) in p.iter().enumerate().skip(common) {
+            path.push(nodes.len());
+            nodes.push(Node {
+                byte: b,
+                depth: d as u32 + 1,
+                end: 0,
+                tok_lo: i as u32,
+                tok_hi: i as u32,
+            });
+        }
+        if let Some(&k) = path.last() {
+            if nodes[k].tok_hi == nodes[k].tok_lo {
+                nodes[k].tok_lo = i as u32;
+            }
+            nodes[k].tok_hi = i as u32 + 1;
+        }
+        prev = p;
+    }
+    while let Some(k) = path.pop() {
+        nodes[k].end = nodes.len() as u32;
+    }
+    Ok(nodes)
 }
