@@ -373,7 +373,7 @@ impl Session {
             self.constraint = None;
             return Ok(());
         };
-        if c.vocab_id() != self.model.vocab_index().id {
+        if c.vocab_id() != self.model.try_vocab_index()?.id {
             return Err(Error::InvalidArgument(
                 "the constraint was compiled for another model's vocabulary".into(),
             ));

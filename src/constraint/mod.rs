@@ -259,17 +259,17 @@ impl std::fmt::Debug for Constraint {
 impl Constraint {
     /// Output matching `pattern` entirely (see [`regex`] for the syntax).
     pub fn regex(model: &Model, pattern: &str) -> Result<Arc<Constraint>> {
-        Constraint::new(model.vocab_index().clone(), &regex::grammar(pattern)?)
+        Constraint::new(model.try_vocab_index()?.clone(), &regex::grammar(pattern)?)
     }
 
     /// Output valid against the JSON Schema `schema_json`; "" means any JSON value.
     pub fn json_schema(model: &Model, schema_json: &str) -> Result<Arc<Constraint>> {
-        Constraint::new(model.vocab_index().clone(), &json::grammar(schema_json)?)
+        Constraint::new(model.try_vocab_index()?.clone(), &json::grammar(schema_json)?)
     }
 
     /// Output derived from the `root` rule of the GBNF (llama.cpp syntax) `grammar`.
     pub fn gbnf(model: &Model, grammar: &str) -> Result<Arc<Constraint>> {
-        Constraint::new(model.vocab_index().clone(), &gbnf::grammar(grammar)?)
+        Constraint::new(model.try_vocab_index()?.clone(), &gbnf::grammar(grammar)?)
     }
 
     /// Output exactly one of `choices`.
@@ -280,7 +280,7 @@ impl Constraint {
         let mut g = Grammar::default();
         let alts = choices.iter().map(|c| ir::lit_str(c)).collect();
         g.root = g.add("root", ir::Expr::Alt(alts));
-        Constraint::new(model.vocab_index().clone(), &g)
+        Constraint::new(model.try_vocab_index()?.clone(), &g)
     }
 
     /// Compiles `g` for `vocab`. Errors when the grammar is too large, left-recursive, or
