@@ -465,3 +465,22 @@ fn letter_runs_and_strings_take_whole_slices() {
         assert_eq!(p, want, "{lang} {lo}..={hi} in a string");
     }
 }
+
+#[test]
+fn fuzzed_regexes_with_huge_subset_constructions_are_refused_by_the_work_bound() {
+    // Two regexes the constraint fuzz target found (session 4, kept as its seeds): their
+    // subset construction grows without end; counting the sets it builds stops it early.
+    let seeds: [&[u8]; 2] = [
+        include_bytes!("../../fuzz/seeds/constraint/slow-regex-determinize-1"),
+        include_bytes!("../../fuzz/seeds/constraint/slow-regex-determinize-2"),
+    ];
+    let mut pieces: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
+    pieces.push(Vec::new());
+    let refs: Vec<&[u8]> = pieces.iter().map(|p| p.as_slice()).collect();
+    let v = std::sync::Arc::new(VocabIndex::from_pieces(&refs, &[256]));
+    for s in seeds {
+        let g = regex::grammar(std::str::from_utf8(&s[1..]).unwrap()).unwrap();
+        let e = Constraint::new(std::sync::Arc::clone(&v), &g).err().unwrap();
+        assert!(e.to_string().contains("compile work bound"), "{e}");
+    }
+}
