@@ -1382,14 +1382,7 @@ unsafe fn matmul_f<const F16: bool>(
     out_stride: usize,
 ) {
     let rb = cols * if F16 { 2 } else { 4 };
-    let ops = FOperands {
-        w: w.as_ptr(),
-        rb,
-        cols,
-        x: x.as_ptr(),
-        out,
-        out_stride,
-    };
+    let ops = FOperands::new(w, rb, cols, x, out, out_stride);
     drive::<_, 4, 4>(&FTile::<F16>(ops), rows, n_tok)
 }
 
@@ -1484,14 +1477,7 @@ unsafe fn matmul_fq<const DT: u8>(
     out_stride: usize,
 ) {
     let rb = cols / QK * block_bytes(DT);
-    let ops = FOperands {
-        w: w.as_ptr(),
-        rb,
-        cols,
-        x: x.as_ptr(),
-        out,
-        out_stride,
-    };
+    let ops = FOperands::new(w, rb, cols, x, out, out_stride);
     drive::<_, 4, 4>(&FqTile::<DT>(ops), rows, n_tok)
 }
 

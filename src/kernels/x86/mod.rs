@@ -141,6 +141,26 @@ pub(super) struct FOperands {
 }
 
 impl FOperands {
+    /// Operands of weights `w` (rows of `rb` bytes, `cols` columns), activations `x` (a row of
+    /// `cols` per token) and the output (`out_stride` apart per token).
+    pub(super) fn new(
+        w: &[u8],
+        rb: usize,
+        cols: usize,
+        x: &[f32],
+        out: *mut f32,
+        out_stride: usize,
+    ) -> Self {
+        FOperands {
+            w: w.as_ptr(),
+            rb,
+            cols,
+            x: x.as_ptr(),
+            out,
+            out_stride,
+        }
+    }
+
     /// The weights of row `r`, the activations of token `t` and output (t, r).
     #[inline(always)]
     pub(super) unsafe fn at(&self, r: usize, t: usize) -> (*const u8, *const f32, *mut f32) {

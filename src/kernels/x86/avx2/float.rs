@@ -122,14 +122,7 @@ pub(super) unsafe fn matmul_f<const F16: bool>(
     out_stride: usize,
 ) {
     let rb = cols * if F16 { 2 } else { 4 };
-    let ops = FOperands {
-        w: w.as_ptr(),
-        rb,
-        cols,
-        x: x.as_ptr(),
-        out,
-        out_stride,
-    };
+    let ops = FOperands::new(w, rb, cols, x, out, out_stride);
     drive::<_, 4, 2>(&FTile::<F16>(ops), rows, n_tok)
 }
 
@@ -220,14 +213,7 @@ pub(super) unsafe fn matmul_fq<const DT: u8>(
     out_stride: usize,
 ) {
     let rb = cols / QK * block_bytes(DT);
-    let ops = FOperands {
-        w: w.as_ptr(),
-        rb,
-        cols,
-        x: x.as_ptr(),
-        out,
-        out_stride,
-    };
+    let ops = FOperands::new(w, rb, cols, x, out, out_stride);
     drive::<_, 4, 2>(&FqTile::<DT>(ops), rows, n_tok)
 }
 
