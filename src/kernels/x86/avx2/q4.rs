@@ -36,33 +36,41 @@ pub(super) static GRP_BLOCKS: Lanes = Lanes({
     b
 });
 
-/// 8 Q4 weight blocks of one row, transposed: dword lanes of `dw[k]` hold nibble bytes
-/// `4k..4k + 3` of block `grp_block(L)`; `d`/`m` that block's scale / minimum.
+/// 8 Q4 weight blocks of one row, transposed and unpacked: dword lanes of `lo[k]` hold
+/// values `4k..4k + 3` of block `grp_block(L)` (the low nibbles of bytes `4k..4k + 3`), of
+/// `hi[k]` values `16 + 4k..16 + 4k + 3` (their high nibbles); `d`/`m` that block's scale /
+/// minimum. Unpacked once per row and group, they serve every token of a tile.
 #[derive(Clone, Copy)]
 pub(super) struct WGroup {
-    dw: [__m256i; 4],
+    lo: [__m256i; 4],
+    hi: [__m256i; 4],
     d: __m256,
     m: __m256,
 }
 
-/// The 8 f16 at byte offsets `off + bb * grp_block(L)` from `p` (the low half of each
-/// gathered dword when `!high`, else the high half), as f32 in lane order.
+/// The dword at `p + bb * grp_block(L)` in lane L: plain loads and in-lane unpacks (a
+/// gather costs more on the CPUs we measured, and this runs once per row and group).
 #[inline(always)]
-pub(super) unsafe fn grp_halves(p: *const u8, bb: usize, high: bool) -> __m256 {
-    let ix = _mm256_mullo_epi32(
-        _mm256_load_si256(GRP_BLOCKS.0.as_ptr().cast()),
-        _mm256_set1_epi32(bb as i32),
-    );
-    let g = _mm256_i32gather_epi32::<1>(p.cast(), ix);
+pub(super) unsafe fn grp_dwords(p: *const u8, bb: usize) -> (__m128i, __m128i) {
+    let ld = |j: usize| _mm_loadu_si32(p.add(j * bb));
+    let pair = |i: usize, j: usize| _mm_unpacklo_epi32(ld(i), ld(j));
+    // Lanes 0..3 hold blocks 0, 2, 4, 6 and lanes 4..7 blocks 1, 3, 5, 7 (`grp_block`).
+    let lo = _mm_unpacklo_epi64(pair(0, 2), pair(4, 6));
+    let hi = _mm_unpacklo_epi64(pair(1, 3), pair(5, 7));
+    (lo, hi)
+}
+
+/// The f16 halves of [`grp_dwords`] as f32 in lane order: the low halves, or the high
+/// halves when `high`.
+#[inline(always)]
+pub(super) unsafe fn grp_halves((lo, hi): (__m128i, __m128i), high: bool) -> __m256 {
     let h = if high {
-        _mm256_srli_epi32::<16>(g)
+        _mm_packus_epi32(_mm_srli_epi32::<16>(lo), _mm_srli_epi32::<16>(hi))
     } else {
-        _mm256_and_si256(g, _mm256_set1_epi32(0xffff))
+        let mask = _mm_set1_epi32(0xffff);
+        _mm_packus_epi32(_mm_and_si128(lo, mask), _mm_and_si128(hi, mask))
     };
-    _mm256_cvtph_ps(_mm_packus_epi32(
-        _mm256_castsi256_si128(h),
-        _mm256_extracti128_si256::<1>(h),
-    ))
+    _mm256_cvtph_ps(h)
 }
 
 /// The 16 bytes at `p` and the 16 at `p + bb`, as the low and high halves of one register.
@@ -82,14 +90,18 @@ pub(super) unsafe fn load_wg<const DT: u8>(p: *const u8) -> WGroup {
         two_blocks(p.add(6 * bb + off), bb),
     );
     let dw = transpose4([p0, p1, p2, p3]);
+    let mask = _mm256_set1_epi8(0x0f);
+    let lo = dw.map(|v| _mm256_and_si256(v, mask));
+    let hi = dw.map(|v| _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask));
     // The gathered dword at a block's start is `d` (low half) and, for Q4_1, `m` (high half).
-    let d = grp_halves(p, bb, false);
+    let dm = grp_dwords(p, bb);
+    let d = grp_halves(dm, false);
     let m = if DT == Q4_1 {
-        grp_halves(p, bb, true)
+        grp_halves(dm, true)
     } else {
         _mm256_setzero_ps()
     };
-    WGroup { dw, d, m }
+    WGroup { lo, hi, d, m }
 }
 
 /// 8 activation blocks of one token, transposed like [`WGroup`]: `a[g]` lane L = dword g of
@@ -139,25 +151,21 @@ pub(super) unsafe fn load_ag<const DT: u8, const VNNI: u8>(x: *const BlockQ8A) -
 /// Exact i32 lanes of one group product: block `grp_block(L)` in lane L.
 #[inline(always)]
 pub(super) unsafe fn isum_group<const VNNI: u8>(w: &WGroup, a: &AGroup) -> __m256i {
-    let mask = _mm256_set1_epi8(0x0f);
     if VNNI != NO_VNNI {
         let mut i = a.init;
         for k in 0..4 {
-            let lo = _mm256_and_si256(w.dw[k], mask);
-            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(w.dw[k]), mask);
-            i = dot_acc::<VNNI>(i, lo, a.a[k]);
-            i = dot_acc::<VNNI>(i, hi, a.a[k + 4]);
+            i = dot_acc::<VNNI>(i, w.lo[k], a.a[k]);
+            i = dot_acc::<VNNI>(i, w.hi[k], a.a[k + 4]);
         }
         return i;
     }
     // Each `vpmaddubsw` lane is a nibble (<= 15) times two activations (|a| <= 127), so at
     // most 3810 in magnitude: all 8 sum exactly in i16 (<= 30480), and one `vpmaddwd` widens.
-    let mut s16 = _mm256_setzero_si256();
-    for k in 0..4 {
-        let lo = _mm256_and_si256(w.dw[k], mask);
-        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(w.dw[k]), mask);
-        s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(lo, a.a[k]));
-        s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(hi, a.a[k + 4]));
+    let mut s16 = _mm256_maddubs_epi16(w.lo[0], a.a[0]);
+    s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(w.hi[0], a.a[4]));
+    for k in 1..4 {
+        s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(w.lo[k], a.a[k]));
+        s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(w.hi[k], a.a[k + 4]));
     }
     _mm256_add_epi32(a.init, _mm256_madd_epi16(s16, _mm256_set1_epi16(1)))
 }
