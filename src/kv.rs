@@ -459,7 +459,8 @@ impl KvCache {
                     self.seqs[seq].tables[g].pages[j] = fresh;
                 } else if self.groups[g].refs[page as usize] > 1 {
                     let fresh = self.alloc(g)?;
-                    self.copy_page(g, page, fresh);
+                    // Only the rows below `pos` hold this sequence's keys and values.
+                    self.copy_page(g, page, fresh, pos.saturating_sub(j * PAGE).min(PAGE));
                     let t = &mut self.seqs[seq].tables[g];
                     t.pages[j] = fresh;
                     if j * PAGE < base {
@@ -737,13 +738,19 @@ impl KvCache {
         self.groups[g].n_layer * self.n_kv_head * PAGE
     }
 
-    fn copy_page(&mut self, g: usize, from: u32, to: u32) {
+    /// Copies the first `rows` positions of page `from` to page `to`, for every (layer, kv
+    /// head) of the group: a page is `n_layer * n_kv_head` runs of [`PAGE`] rows.
+    fn copy_page(&mut self, g: usize, from: u32, to: u32, rows: usize) {
         let rb = self.kv_type.row_bytes(self.head_dim);
         let len = self.page_rows(g) * rb;
+        let (run, used) = (PAGE * rb, rows * rb);
         let grp = &mut self.groups[g];
         for store in [&mut grp.k, &mut grp.v] {
             let bytes = store.bytes_mut();
-            bytes.copy_within(from as usize * len..(from as usize + 1) * len, to as usize * len);
+            let (src, dst) = (from as usize * len, to as usize * len);
+            for r in (0..len).step_by(run) {
+                bytes.copy_within(src + r..src + r + used, dst + r);
+            }
         }
     }
 

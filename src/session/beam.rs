@@ -550,7 +550,13 @@ impl Session {
                 break;
             }
 
-            // Decode the new beams' tokens as one batch, then they become the live beams.
+            // The old beams' sequences were needed only to fork from: dropping them first
+            // leaves a page that one new beam alone inherits to be written in place, not
+            // copied. Then the new beams' tokens are decoded as one batch and become the live
+            // beams.
+            for old in &w.live[..w.n_live] {
+                self.kv.truncate(old.slot, 0);
+            }
             w.tokens.clear();
             w.spans.clear();
             for child in &w.next[..n_next] {
@@ -562,9 +568,6 @@ impl Session {
                 });
             }
             self.decode_step(&w.tokens, &w.spans)?;
-            for old in &w.live[..w.n_live] {
-                self.kv.truncate(old.slot, 0);
-            }
             std::mem::swap(&mut w.live, &mut w.next);
             w.n_live = n_next;
         }
