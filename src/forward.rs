@@ -465,10 +465,8 @@ fn attention(ex: &Exec, kv: &KvCache, s: &mut Scratch, spans: &[Span], l: usize)
                 } else {
                     ex.kern.matmul_f32(&keys, queries, rows, out, width, 0..keys.rows);
                 }
-                for j in 0..vals.rows {
-                    let row = &mut values[(col + j) * hd..(col + j + 1) * hd];
-                    ex.kern.dequant_row(&vals, j, row);
-                }
+                ex.kern
+                    .dequant_rows(&vals, &mut values[col * hd..(col + vals.rows) * hd]);
             });
 
             // Each row keeps the positions its token may see, scaled and normalized.

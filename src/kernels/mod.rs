@@ -181,6 +181,8 @@ pub(crate) type GluFn = unsafe fn(gate: &mut [f32], up: &[f32]);
 /// Output row q: `sum_j p[q * p_stride + j] * v[j * n..]`; checked by [`Kernels::wsum`].
 pub(crate) type WsumFn =
     unsafe fn(p: &[f32], p_stride: usize, v: &[f32], out: &mut [f32], n: usize);
+/// `log(sum(exp(row)))` (any length).
+pub(crate) type LseFn = unsafe fn(row: &[f32]) -> f64;
 
 /// One set of kernels for one instruction-set level. Obtain it from [`kernels`], [`select`]
 /// or [`available`]; the table exists only for paths this CPU supports.
@@ -199,6 +201,7 @@ pub struct Kernels {
     /// Indexed by [`Glu`]: the gated activations of the feed-forward block.
     pub(crate) glu: [GluFn; 2],
     pub(crate) wsum: WsumFn,
+    pub(crate) log_sum_exp: LseFn,
 }
 
 /// The gated activation of a feed-forward block (see [`Kernels::glu`]).
@@ -365,6 +368,19 @@ impl Kernels {
         unsafe { (self.dequant_row[dindex(w.dtype)])(bytes, out) }
     }
 
+    /// Every row of `w` dequantized to f32, row after row, in one call: the values
+    /// [`Kernels::dequant_row`] gives row by row (the rows' bytes are whole blocks, so they
+    /// read as one long row). Panics unless `out.len() == w.rows * w.cols`.
+    pub fn dequant_rows(&self, w: &QMatrix, out: &mut [f32]) {
+        let rb = w.validate();
+        let n = w.rows.checked_mul(w.cols).expect("dequant_rows: size overflows");
+        assert_eq!(out.len(), n, "dequant_rows: out.len() != rows * cols");
+        let bytes = &w.data[..w.rows * rb];
+        // SAFETY: `bytes` holds exactly `rows * cols` elements in whole blocks; CPU features
+        // detected.
+        unsafe { (self.dequant_row[dindex(w.dtype)])(bytes, out) }
+    }
+
     /// `gate[i] = act(gate[i]) * up[i]`, bit-identical on every path (the scalar reference's
     /// operations, vectorized). Panics if the lengths differ.
     pub fn glu(&self, act: Glu, gate: &mut [f32], up: &[f32]) {
@@ -398,6 +414,14 @@ impl Kernels {
         }
         // SAFETY: shapes checked; CPU features detected.
         unsafe { (self.wsum)(p, p_stride, v, out, n) }
+    }
+
+    /// `log(sum(exp(row)))` in f64, stable: a lane-wise max, then runs of 64 exponentials
+    /// summed in eight f32 lanes and the runs in f64 (`scalar::log_sum_exp_row`). The same
+    /// operations in the same order on every path, so the same bits; `-inf` for an empty row.
+    pub fn log_sum_exp(&self, row: &[f32]) -> f64 {
+        // SAFETY: any slice is valid; the table's CPU features were detected.
+        unsafe { (self.log_sum_exp)(row) }
     }
 
     /// Test hook: the exact per-block integer sums of row `row` of `w` (one per 32 weights)

@@ -52,6 +52,7 @@ pub(crate) const KERNELS: Kernels = Kernels {
     ],
     glu: [glu_silu, glu_gelu_tanh],
     wsum,
+    log_sum_exp,
 };
 
 /// Bytes of one block of each quantized dtype (the format's sizes, as constants).
@@ -184,6 +185,54 @@ fn wsum_block<const M: usize>(p: &[f32], p_stride: usize, v: &[f32], out: &mut [
         }
         i0 += w;
     }
+}
+
+/// `log(sum(exp(row)))`, stable, in f64 (`-inf` for an empty row). Written so that it
+/// vectorizes with the same bits on every path: a lane-wise max, then runs of 64 exponentials summed in eight f32 lanes, and the
+/// runs in f64.
+#[inline(always)]
+pub(crate) fn log_sum_exp_row(row: &[f32]) -> f64 {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let mut chunks = row.chunks_exact(8);
+    for c in &mut chunks {
+        for (m, &v) in lanes.iter_mut().zip(c) {
+            *m = if v > *m { v } else { *m };
+        }
+    }
+    let max = chunks
+        .remainder()
+        .iter()
+        .chain(&lanes)
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    let mut acc = [0.0f64; 8];
+    let mut e = [0.0f32; 64];
+    for run in row.chunks(64) {
+        let e = &mut e[..run.len()];
+        for (e, &v) in e.iter_mut().zip(run) {
+            *e = exp(v - max);
+        }
+        // Lane l sums e[l], e[l + 8], ... in order.
+        let mut sum = [0.0f32; 8];
+        let mut eights = e.chunks_exact(8);
+        for c in &mut eights {
+            for (s, &x) in sum.iter_mut().zip(c) {
+                *s += x;
+            }
+        }
+        for (s, &x) in sum.iter_mut().zip(eights.remainder()) {
+            *s += x;
+        }
+        for (a, s) in acc.iter_mut().zip(sum) {
+            *a += f64::from(s);
+        }
+    }
+    let sum = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    f64::from(max) + sum.ln()
+}
+
+unsafe fn log_sum_exp(row: &[f32]) -> f64 {
+    log_sum_exp_row(row)
 }
 
 unsafe fn wsum(p: &[f32], p_stride: usize, v: &[f32], out: &mut [f32], n: usize) {

@@ -716,6 +716,20 @@ fn dequant_row_bit_identical() {
                         );
                         assert_eq!(gb, wb, "{} {dtype} {s:?} cols={cols}", k.name);
                     }
+                    // All rows in one call: the same bits.
+                    let mut all = vec![f32::NAN; 3 * cols];
+                    k.dequant_rows(&w, &mut all);
+                    for row in 0..3 {
+                        let mut want = vec![0f32; cols];
+                        scalar().dequant_row(&w, row, &mut want);
+                        let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(
+                            bits(&all[row * cols..(row + 1) * cols]),
+                            bits(&want),
+                            "{} {dtype} {s:?} cols={cols} all rows",
+                            k.name
+                        );
+                    }
                 }
             }
         }
@@ -925,6 +939,36 @@ fn wsum_bit_identical_and_independent_of_neighbours() {
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+#[test]
+fn log_sum_exp_bit_identical_and_exact() {
+    let mut rng = Rng::new(43);
+    for k in available() {
+        for len in [0, 1, 7, 8, 9, 63, 64, 65, 1000] {
+            // One element of offset: no alignment assumed.
+            let mut row: Vec<f32> = (0..len + 1).map(|_| rng.f() * 30.0).collect();
+            if len > 3 {
+                row[2] = f32::NEG_INFINITY;
+            }
+            let row = &row[1..];
+            let (got, want) = (k.log_sum_exp(row), scalar().log_sum_exp(row));
+            let ctx = format!("{} len={len}", k.name);
+            assert_eq!(got.to_bits(), want.to_bits(), "{ctx}");
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let exact = f64::from(max)
+                + row
+                    .iter()
+                    .map(|&x| (f64::from(x) - f64::from(max)).exp())
+                    .sum::<f64>()
+                    .ln();
+            if len == 0 {
+                assert_eq!(got, f64::NEG_INFINITY, "{ctx}");
+            } else {
+                assert!((got - exact).abs() <= 1e-5 * exact.abs().max(1.0), "{ctx}: {got} vs {exact}");
             }
         }
     }

@@ -152,40 +152,11 @@ fn by_score(a: &Candidate, b: &Candidate) -> std::cmp::Ordering {
         .then(a.token.cmp(&b.token))
 }
 
-/// `log(sum(exp(row)))`, stable (the same function scoring uses). Written so that it
-/// vectorizes: a lane-wise max, then runs of 64 exponentials summed in eight f32 lanes, and the
-/// runs in f64.
+/// `log(sum(exp(row)))`, stable (the same function scoring uses): the kernels'
+/// [`Kernels::log_sum_exp`](crate::kernels::Kernels::log_sum_exp), the same bits on every
+/// path.
 pub(crate) fn log_sum_exp(row: &[f32]) -> f64 {
-    let mut lanes = [f32::NEG_INFINITY; 8];
-    let mut chunks = row.chunks_exact(8);
-    for c in &mut chunks {
-        for (m, &v) in lanes.iter_mut().zip(c) {
-            *m = if v > *m { v } else { *m };
-        }
-    }
-    let max = chunks
-        .remainder()
-        .iter()
-        .chain(&lanes)
-        .copied()
-        .fold(f32::NEG_INFINITY, f32::max);
-    let mut acc = [0.0f64; 8];
-    let mut e = [0.0f32; 64];
-    for run in row.chunks(64) {
-        let e = &mut e[..run.len()];
-        for (e, &v) in e.iter_mut().zip(run) {
-            *e = crate::kernels::scalar::exp(v - max);
-        }
-        let mut sum = [0.0f32; 8];
-        for (i, &x) in e.iter().enumerate() {
-            sum[i % 8] += x;
-        }
-        for (a, s) in acc.iter_mut().zip(sum) {
-            *a += f64::from(s);
-        }
-    }
-    let sum = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    f64::from(max) + sum.ln()
+    crate::kernels::kernels().log_sum_exp(row)
 }
 
 /// Appends to `out` the `k` best tokens of `logits` as candidates of `beam`, whose score so
@@ -193,26 +164,36 @@ pub(crate) fn log_sum_exp(row: &[f32]) -> f64 {
 /// log-probability). Masked (-inf) entries are skipped. One pass, best first.
 fn top_k(logits: &[f32], k: usize, beam: usize, base: f64, lse: f64, out: &mut Vec<Candidate>) {
     let start = out.len();
-    for (id, &l) in logits.iter().enumerate() {
-        // Full: only a strictly larger logit gets in (ties keep the lower id).
-        if out.len() - start == k && l <= out[out.len() - 1].logit || l == f32::NEG_INFINITY {
-            continue;
-        }
+    for (c, chunk) in logits.chunks(8).enumerate() {
+        // Once full, a chunk with no logit above the worst kept one changes nothing: the
+        // comparison of 8 at a time vectorizes, and most chunks end here.
         if out.len() - start == k {
-            out.pop();
+            let worst = out[out.len() - 1].logit;
+            if !chunk.iter().fold(false, |any, &l| any | (l > worst)) {
+                continue;
+            }
         }
-        let c = Candidate {
-            score: base + (f64::from(l) - lse),
-            beam,
-            token: id as u32,
-            logit: l,
-        };
-        // Insert in order (k is small).
-        let mut at = out.len();
-        while at > start && out[at - 1].logit < l {
-            at -= 1;
+        for (j, &l) in chunk.iter().enumerate() {
+            // Full: only a strictly larger logit gets in (ties keep the lower id).
+            if out.len() - start == k && l <= out[out.len() - 1].logit || l == f32::NEG_INFINITY {
+                continue;
+            }
+            if out.len() - start == k {
+                out.pop();
+            }
+            let c = Candidate {
+                score: base + (f64::from(l) - lse),
+                beam,
+                token: (c * 8 + j) as u32,
+                logit: l,
+            };
+            // Insert in order (k is small).
+            let mut at = out.len();
+            while at > start && out[at - 1].logit < l {
+                at -= 1;
+            }
+            out.insert(at, c);
         }
-        out.insert(at, c);
     }
 }
 

@@ -660,4 +660,5 @@ pub(super) static KERNELS: Kernels = Kernels {
     // Baseline aarch64 already vectorizes the reference with NEON.
     glu: scalar::KERNELS.glu,
     wsum: scalar::KERNELS.wsum,
+    log_sum_exp: scalar::KERNELS.log_sum_exp,
 };

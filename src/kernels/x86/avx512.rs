@@ -1583,10 +1583,12 @@ entries! {
     glu glu_silu = scalar::glu::<false>;
     glu glu_gelu_tanh = scalar::glu::<true>;
     wsum wsum = scalar::wsum_rows;
+    lse log_sum_exp = scalar::log_sum_exp_row;
 }
 
-/// The AVX-512 (F/BW/VL) table. The gated activations and the weighted sum are the scalar
-/// reference's code, vectorized by the compiler: the same operations, so the same bits.
+/// The AVX-512 (F/BW/VL) table. The gated activations, the weighted sum and log-sum-exp are
+/// the scalar reference's code, vectorized by the compiler: the same operations, so the same
+/// bits.
 pub(super) static KERNELS: Kernels = Kernels {
     name: "avx512",
     quantize_act,
@@ -1614,4 +1616,5 @@ pub(super) static KERNELS: Kernels = Kernels {
     ),
     glu: [glu_silu, glu_gelu_tanh],
     wsum,
+    log_sum_exp,
 };

@@ -27,7 +27,7 @@ pub(super) const fn block_bytes(dt: u8) -> usize {
 /// The `#[target_feature]` entry points of a table: each `kind name = kernel;` defines an
 /// `unsafe fn name` of the table type `kind` names (`q8a`: `MatmulQ8aFn`, `isums`:
 /// `IsumsFn`, `f32`: `MatmulF32Fn`, `dequant`: `DequantFn`, `glu`: `GluFn`, `wsum`:
-/// `WsumFn`) that calls the `#[inline(always)]` generic `kernel` with `features` enabled.
+/// `WsumFn`, `lse`: `LseFn`) that calls the `#[inline(always)]` generic `kernel` with `features` enabled.
 macro_rules! entries {
     ($features:literal; $($kind:ident $name:ident = $kernel:expr;)*) => {$(
         entries!(@$kind $features, $name, $kernel);
@@ -60,6 +60,12 @@ macro_rules! entries {
         #[target_feature(enable = $features)]
         pub(super) unsafe fn $name(gate: &mut [f32], up: &[f32]) {
             ($kernel)(gate, up)
+        }
+    };
+    (@lse $features:literal, $name:ident, $kernel:expr) => {
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $name(row: &[f32]) -> f64 {
+            ($kernel)(row)
         }
     };
     (@wsum $features:literal, $name:ident, $kernel:expr) => {

@@ -202,6 +202,7 @@ entries! {
     glu glu_silu = scalar::glu::<false>;
     glu glu_gelu_tanh = scalar::glu::<true>;
     wsum wsum = scalar::wsum_rows;
+    lse log_sum_exp = scalar::log_sum_exp_row;
 }
 
 entries! {
@@ -252,9 +253,9 @@ entries! {
     isums evex_isums_q4_1 = isums::<Q4_1, EVEX_VNNI>;
 }
 
-/// The AVX2 table. The gated activations and the weighted sum are the scalar reference's
-/// code, vectorized by the compiler for this path's registers: the same IEEE operations in
-/// the same order, so the same bits.
+/// The AVX2 table. The gated activations, the weighted sum and log-sum-exp are the scalar
+/// reference's code, vectorized by the compiler for this path's registers: the same IEEE
+/// operations in the same order, so the same bits.
 pub(super) static KERNELS: Kernels = Kernels {
     name: "avx2",
     quantize_act: float::quantize_act,
@@ -282,6 +283,7 @@ pub(super) static KERNELS: Kernels = Kernels {
     ),
     glu: [glu_silu, glu_gelu_tanh],
     wsum,
+    log_sum_exp,
 };
 
 /// Tests only: the AVX-VNNI table's arithmetic with the EVEX encoding of the same
