@@ -2,6 +2,8 @@
 //! with `try_reserve_exact`, so a failed allocation is [`FormatError::OutOfMemory`], never
 //! an abort. The runtime uses these same helpers (`pipit`'s `mem` module re-exports them).
 
+use std::cmp::Ordering;
+
 use crate::FormatError;
 
 /// The error for `n` elements of `T` that could not be allocated.
@@ -87,4 +89,13 @@ mod tests {
         assert_eq!(odd, [1, 3, 5, 7]);
         assert_eq!(try_string("héllo").unwrap(), "héllo");
     }
+}
+
+/// Sorts `v` by `cmp`, unstably (no buffer). For cold code (model open, tokenizer and
+/// constraint building): the order comes as a `dyn`, so the standard sort is compiled once
+/// per element type instead of once per closure, each copy of which costs 5-25 KB of the
+/// library. Hot sorts (sampling, beams, per-step constraint work) call the standard sort.
+#[inline(never)]
+pub fn sort_by<T>(v: &mut [T], cmp: &mut dyn FnMut(&T, &T) -> Ordering) {
+    v.sort_unstable_by(|a, b| cmp(a, b));
 }

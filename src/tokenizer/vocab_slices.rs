@@ -9,7 +9,7 @@
 //! state inside a long string or a counted letter run cheap even on a 262k vocabulary.
 
 use super::vocab_index::{build_trie, Node};
-use crate::mem::{reserve, try_collect, try_copy, try_vec};
+use crate::mem::{reserve, sort_by, try_collect, try_copy, try_vec};
 use crate::Result;
 
 /// "No state" in a language's transition table.
@@ -278,7 +278,7 @@ impl Slices {
                 (key(lang, p.len()), i as u32)
         }))?;
         // Keys are distinct (positions are): an unstable sort, which needs no buffer.
-        keyed.sort_unstable_by_key(|&(k, i)| (k, i));
+        sort_by(&mut keyed, &mut |a, b| a.cmp(b));
         let mut slices = Vec::new();
         let mut lang_max = vec![0u32; langs.len()];
         let mut lang_max_lo = vec![0u32; langs.len()];

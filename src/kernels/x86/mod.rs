@@ -80,10 +80,12 @@ pub(super) trait Tiler {
     unsafe fn tile<const R: usize, const T: usize>(&self, r: usize, t: usize);
 }
 
-/// The tile loop of every x86 matmul: `rows` in tiles of `R` (then single rows), and for each,
-/// the tokens `0..n_tok` in tiles of `T` (then one tile of the `n_tok % T` left, `T <= 4`).
-/// Kernels compute each output with the same operations whatever its tile, so the shape
-/// chosen never changes an output's bits.
+/// The tile loop of every x86 matmul: `rows` in tiles of `R`, and for each, the tokens
+/// `0..n_tok` in tiles of `T` (`T <= 4`), then of 2 and 1 for the tokens left. Rows past the
+/// last whole tile (only when the matrix's rows are not a multiple of `R`: `split_rows`
+/// hands out multiples of 8) go one row by one token, a shape every kernel has for decode;
+/// so each kernel is instantiated for at most four shapes. Kernels compute each output with
+/// the same operations whatever its tile, so the shape chosen never changes an output's bits.
 #[inline(always)]
 pub(super) unsafe fn drive<K: Tiler, const R: usize, const T: usize>(
     k: &K,
@@ -92,38 +94,28 @@ pub(super) unsafe fn drive<K: Tiler, const R: usize, const T: usize>(
 ) {
     const { assert!(R >= 1 && T >= 1 && T <= 4) };
     let mut r = rows.start;
-    while r < rows.end {
-        let full = r + R <= rows.end;
+    while r + R <= rows.end {
         let mut t = 0;
         while t < n_tok {
-            let tn = (n_tok - t).min(T);
-            if full {
-                token_tile::<K, R, T>(k, r, t, tn);
+            let left = n_tok - t;
+            t += if left >= T {
+                k.tile::<R, T>(r, t);
+                T
+            } else if T > 2 && left >= 2 {
+                k.tile::<R, 2>(r, t);
+                2
             } else {
-                token_tile::<K, 1, T>(k, r, t, tn);
-            }
-            t += tn;
+                k.tile::<R, 1>(r, t);
+                1
+            };
         }
-        r += if full { R } else { 1 };
+        r += R;
     }
-}
-
-/// `R` rows by `tn <= T` tokens.
-#[inline(always)]
-unsafe fn token_tile<K: Tiler, const R: usize, const T: usize>(
-    k: &K,
-    r: usize,
-    t: usize,
-    tn: usize,
-) {
-    if tn == T {
-        k.tile::<R, T>(r, t)
-    } else if T > 3 && tn == 3 {
-        k.tile::<R, 3>(r, t)
-    } else if T > 2 && tn == 2 {
-        k.tile::<R, 2>(r, t)
-    } else {
-        k.tile::<R, 1>(r, t)
+    while r < rows.end {
+        for t in 0..n_tok {
+            k.tile::<1, 1>(r, t);
+        }
+        r += 1;
     }
 }
 
