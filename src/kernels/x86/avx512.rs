@@ -825,36 +825,29 @@ unsafe fn store_sums<const T: usize>(acc: &[__m512; T], out: *mut f32, out_strid
     }
 }
 
-/// All tokens for rows `r..r + R`, in token tiles of 4.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn row_tile<const DT: u8, const VNNI: bool, const R: usize>(
+/// The operands of the row-tile path (rows wider than the grouped paths take), by tile:
+/// row r's weights at `w + r * rb` (`nb` blocks), token t's blocks at `x + t * nb`, output
+/// (t, r) at `out + t * out_stride + r`.
+struct RowTiles<const DT: u8, const VNNI: bool> {
     w: *const u8,
     rb: usize,
     nb: usize,
-    xq: *const BlockQ8A,
-    n_tok: usize,
+    x: *const BlockQ8A,
     out: *mut f32,
     out_stride: usize,
-) {
-    let mut t = 0;
-    while t + 4 <= n_tok {
-        tile::<DT, VNNI, R, 4>(
-            w,
-            rb,
-            nb,
-            xq.add(t * nb),
-            out.add(t * out_stride),
-            out_stride,
-        );
-        t += 4;
-    }
-    let (x, o) = (xq.add(t * nb), out.add(t * out_stride));
-    match n_tok - t {
-        3 => tile::<DT, VNNI, R, 3>(w, rb, nb, x, o, out_stride),
-        2 => tile::<DT, VNNI, R, 2>(w, rb, nb, x, o, out_stride),
-        1 => tile::<DT, VNNI, R, 1>(w, rb, nb, x, o, out_stride),
-        _ => {}
+}
+
+impl<const DT: u8, const VNNI: bool> Tiler for RowTiles<DT, VNNI> {
+    #[inline(always)]
+    unsafe fn tile<const R: usize, const T: usize>(&self, r: usize, t: usize) {
+        tile::<DT, VNNI, R, T>(
+            self.w.add(r * self.rb),
+            self.rb,
+            self.nb,
+            self.x.add(t * self.nb),
+            self.out.add(t * self.out_stride + r),
+            self.out_stride,
+        )
     }
 }
 
@@ -1193,21 +1186,19 @@ pub(super) unsafe fn matmul_q8a<const DT: u8, const VNNI: bool>(
         matmul_tiled::<Q8Octets<VNNI>>(w, rb, nb, rows, x, n_tok, out, out_stride);
         return;
     }
-    let mut r = rows.start;
+    let tiles = RowTiles::<DT, VNNI> {
+        w,
+        rb,
+        nb,
+        x,
+        out,
+        out_stride,
+    };
     if n_tok == 1 {
         // Decode: 8 rows share each activation load.
-        while r + 8 <= rows.end {
-            tile::<DT, VNNI, 8, 1>(w.add(r * rb), rb, nb, x, out.add(r), out_stride);
-            r += 8;
-        }
-    }
-    while r + 4 <= rows.end {
-        row_tile::<DT, VNNI, 4>(w.add(r * rb), rb, nb, x, n_tok, out.add(r), out_stride);
-        r += 4;
-    }
-    while r < rows.end {
-        row_tile::<DT, VNNI, 1>(w.add(r * rb), rb, nb, x, n_tok, out.add(r), out_stride);
-        r += 1;
+        drive::<_, 8, 1>(&tiles, rows, n_tok);
+    } else {
+        drive::<_, 4, 4>(&tiles, rows, n_tok);
     }
 }
 
