@@ -406,7 +406,9 @@ impl PipitFile {
         validate_tokenizer(&metadata)?;
 
         let mut by_name = try_collect(0..tensors.len())?;
-        sort_by(&mut by_name, &mut |&a, &b| tensors[a].name.cmp(&tensors[b].name));
+        sort_by(&mut by_name, &mut |&a, &b| {
+            tensors[a].name.cmp(&tensors[b].name)
+        });
         Ok(PipitFile {
             version,
             metadata,

@@ -54,7 +54,9 @@ impl SpecialMatcher {
             try_collect(specials.into_iter().filter(|(_, t)| !t.is_empty()))?;
         // Priority: longest first, then lowest id (llama.cpp's order). Keys are distinct
         // (ids are), so an unstable sort, which needs no buffer, gives the one order.
-        sort_by(&mut list, &mut |a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(&b.0)));
+        sort_by(&mut list, &mut |a, b| {
+            b.1.len().cmp(&a.1.len()).then(a.0.cmp(&b.0))
+        });
         let by_prio = try_collect(list.iter().map(|&(id, t)| (id, t.len() as u32)))?;
         // Texts in byte order (ties by priority), so that the texts below any trie node are
         // a contiguous range of `sorted` and its children are runs of equal next bytes.

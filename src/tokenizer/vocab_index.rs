@@ -117,7 +117,9 @@ impl VocabIndex {
             }
         }
         // Keys are distinct (ids are): an unstable sort, which needs no buffer, is exact.
-        sort_by(&mut order, &mut |&a, &b| piece(a).cmp(piece(b)).then(a.cmp(&b)));
+        sort_by(&mut order, &mut |&a, &b| {
+            piece(a).cmp(piece(b)).then(a.cmp(&b))
+        });
         let nodes = build_trie(&order, &piece)?;
         let max_len = len.iter().copied().max().unwrap_or(0) as usize;
         let slices = Slices::new(n, &nodes, &order, &piece)?;
