@@ -25,7 +25,10 @@ pub struct Lang {
 }
 
 impl Lang {
-    /// One byte of each of `steps`, then any number of `tail` bytes.
+    /// One byte of each of `steps`, then any number of `tail` bytes. Not inlined: `langs`
+    /// calls it ten times with constant predicates, and each inlined copy is specialized
+    /// (about 17 KB of the library for code that runs once per model).
+    #[inline(never)]
     fn seq(name: &'static str, steps: &[fn(u8) -> bool], tail: fn(u8) -> bool) -> Lang {
         let n = steps.len();
         let mut trans = vec![[NO_Q; 256]; n + 1];
