@@ -1,6 +1,9 @@
 //! Fallible allocation for buffers sized by a file's numbers (issue 13): each is reserved
 //! with `try_reserve_exact`, so a failed allocation is [`FormatError::OutOfMemory`], never
-//! an abort. The runtime uses these same helpers (`pipit`'s `mem` module re-exports them).
+//! an abort. The runtime uses these same helpers (`pipit`'s `mem` module re-exports them),
+//! and [`sort_by`], the one sort its cold code shares.
+
+use std::cmp::Ordering;
 
 use crate::FormatError;
 
@@ -62,9 +65,29 @@ pub fn reserved<E>(r: Result<(), E>, additional: usize) -> Result<(), FormatErro
     r.map_err(|_| oom::<(usize, usize)>(additional))
 }
 
+/// Sorts `v` by `cmp`, unstably (no buffer). For cold code (model open, tokenizer and
+/// constraint building): the order comes as a `dyn`, so the standard sort is compiled once
+/// per element type instead of once per closure, each copy of which costs 5-25 KB of the
+/// library. Hot sorts (sampling, beams, per-step constraint work) call the standard sort.
+#[inline(never)]
+pub fn sort_by<T>(v: &mut [T], cmp: &mut dyn FnMut(&T, &T) -> Ordering) {
+    v.sort_unstable_by(|a, b| cmp(a, b));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sort_by_sorts_by_the_order_given() {
+        for n in [0u32, 1, 2, 7, 33, 1000] {
+            let mut v: Vec<u32> = (0..n).map(|i| i.wrapping_mul(2_654_435_761) % 97).collect();
+            let mut want = v.clone();
+            want.sort_unstable_by(|a, b| b.cmp(a));
+            sort_by(&mut v, &mut |a, b| b.cmp(a));
+            assert_eq!(v, want, "n = {n}");
+        }
+    }
 
     #[test]
     fn an_impossible_size_is_an_error_not_an_abort() {

@@ -1,7 +1,7 @@
 //! The validating reader.
 
 use crate::limits::*;
-use crate::mem::{reserved, try_collect, try_copy, try_string, try_vec};
+use crate::mem::{reserved, sort_by, try_collect, try_copy, try_string, try_vec};
 use crate::metadata::{tag, validate_tokenizer};
 use crate::{
     align_up, crc32c, DType, FormatError, Metadata, Value, ALIGN, HEADER_LEN, MAGIC, VERSION,
@@ -406,7 +406,9 @@ impl PipitFile {
         validate_tokenizer(&metadata)?;
 
         let mut by_name = try_collect(0..tensors.len())?;
-        by_name.sort_unstable_by(|&a, &b| tensors[a].name.cmp(&tensors[b].name));
+        sort_by(&mut by_name, &mut |&a, &b| {
+            tensors[a].name.cmp(&tensors[b].name)
+        });
         Ok(PipitFile {
             version,
             metadata,

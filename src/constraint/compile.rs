@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use super::ir::{ByteSet, Expr, Grammar};
+use crate::mem::sort_by;
 use crate::{Error, Result};
 
 /// Compile limits: past them the compiler stops with an error instead of growing.
@@ -275,7 +276,7 @@ impl Nfa {
             }
             i += 1;
         }
-        set.sort_unstable();
+        sort_by(set, &mut |a, b| a.cmp(b));
     }
 }
 
@@ -290,7 +291,7 @@ pub fn compile(g: &Grammar) -> Result<Automata> {
     for r in &g.rules {
         collect_sets(r, &mut sets);
     }
-    sets.sort_unstable_by_key(|s| s.0);
+    sort_by(&mut sets, &mut |a, b| a.0.cmp(&b.0));
     sets.dedup();
     let mut class_of = [0u8; 256];
     let mut n_class = 1usize;
@@ -381,7 +382,7 @@ fn determinize(nfa: &Nfa, start: u32, end: u32, rep: &[u8], a: &mut Automata) ->
                 continue;
             }
             mark += 1;
-            next.sort_unstable();
+            sort_by(&mut next, &mut |a, b| a.cmp(b));
             next.dedup();
             nfa.closure(&mut next, &mut seen, mark);
             work += next.len() as u64;
@@ -392,7 +393,7 @@ fn determinize(nfa: &Nfa, start: u32, end: u32, rep: &[u8], a: &mut Automata) ->
             .iter()
             .flat_map(|&s| nfa.calls[s as usize].iter().copied())
             .collect();
-        by_rule.sort_unstable();
+        sort_by(&mut by_rule, &mut |a, b| a.cmp(b));
         let mut calls = Vec::new();
         let mut i = 0;
         while i < by_rule.len() {
@@ -451,7 +452,7 @@ fn shortest(a: &mut Automata) {
             .filter(|(_, &s)| s != DEAD)
             .map(|(r, &s)| (s, r))
             .collect();
-        starts.sort_unstable();
+        sort_by(&mut starts, &mut |a, b| a.cmp(b));
         starts
     };
     loop {

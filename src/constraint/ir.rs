@@ -2,6 +2,7 @@
 //! expressions that may reference other rules. Regexes are one rule; JSON Schema and GBNF
 //! give several, recursion included.
 
+use crate::mem::sort_by;
 use crate::Error;
 
 /// A set of bytes, one bit per value.
@@ -104,7 +105,7 @@ pub type CharRange = (u32, u32);
 /// The ranges of scalar values not in `ranges` (surrogates excluded).
 pub fn negate(ranges: &[CharRange]) -> Vec<CharRange> {
     let mut r: Vec<CharRange> = ranges.to_vec();
-    r.sort_unstable();
+    sort_by(&mut r, &mut |a, b| a.cmp(b));
     let mut out = Vec::new();
     let mut next = 0u32;
     for (lo, hi) in r {

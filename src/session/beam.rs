@@ -88,6 +88,24 @@ impl Restrict for Free {
     fn advance(&self, _: &mut (), _: u32) {}
 }
 
+/// `None` restricts nothing, `Some(r)` as `r` does.
+impl<R: Restrict> Restrict for Option<R> {
+    type State = Option<R::State>;
+    fn start(&self) -> Self::State {
+        self.as_ref().map(R::start)
+    }
+    fn mask(&mut self, state: &Self::State, tokens_left: usize, logits: &mut [f32]) {
+        if let (Some(r), Some(s)) = (self, state) {
+            r.mask(s, tokens_left, logits)
+        }
+    }
+    fn advance(&self, state: &mut Self::State, token: u32) {
+        if let (Some(r), Some(s)) = (self, state) {
+            r.advance(s, token)
+        }
+    }
+}
+
 /// A constraint restricts beams as it restricts sampling: each beam has a state, the mask
 /// steers it to complete within the tokens left, and end-of-generation is allowed only where
 /// the output is complete.
@@ -352,13 +370,13 @@ impl Session {
     /// Under the session's constraint (if any) every beam follows it from its start, and
     /// afterwards the constraint stands after the best hypothesis.
     pub fn beam_search(&mut self, prompt: &[u32], p: &BeamParams) -> Result<Vec<Hypothesis>> {
-        let Some((c, _)) = self.constraint() else {
-            return self.beam_search_with(prompt, p, &mut Free);
-        };
-        let c = Arc::clone(c);
-        let hyps = self.beam_search_with(prompt, p, &mut Constrained::new(Arc::clone(&c)))?;
-        self.constraint_restart();
-        self.constraint_advance(&hyps[0].tokens);
+        // One restriction type for both cases (`None`: free), so the search is compiled once.
+        let c = self.constraint().map(|(c, _)| Arc::clone(c));
+        let hyps = self.beam_search_with(prompt, p, &mut c.clone().map(Constrained::new))?;
+        if c.is_some() {
+            self.constraint_restart();
+            self.constraint_advance(&hyps[0].tokens);
+        }
         Ok(hyps)
     }
 

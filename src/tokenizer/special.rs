@@ -9,7 +9,7 @@
 //! (priority, then position); a candidate overlapping a taken one is replaced by the
 //! longest shorter match at its position that still fits, or dropped.
 
-use crate::mem::{reserved, try_collect, try_vec};
+use crate::mem::{reserved, sort_by, try_collect, try_vec};
 use crate::Result;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -54,7 +54,9 @@ impl SpecialMatcher {
             try_collect(specials.into_iter().filter(|(_, t)| !t.is_empty()))?;
         // Priority: longest first, then lowest id (llama.cpp's order). Keys are distinct
         // (ids are), so an unstable sort, which needs no buffer, gives the one order.
-        list.sort_unstable_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(&b.0)));
+        sort_by(&mut list, &mut |a, b| {
+            b.1.len().cmp(&a.1.len()).then(a.0.cmp(&b.0))
+        });
         let by_prio = try_collect(list.iter().map(|&(id, t)| (id, t.len() as u32)))?;
         // Texts in byte order (ties by priority), so that the texts below any trie node are
         // a contiguous range of `sorted` and its children are runs of equal next bytes.
@@ -63,7 +65,7 @@ impl SpecialMatcher {
                 .enumerate()
                 .map(|(p, &(_, t))| (t.as_bytes(), u32::try_from(p).unwrap_or(NONE))),
         )?;
-        sorted.sort_unstable();
+        sort_by(&mut sorted, &mut |a, b| a.cmp(b));
         // One node per distinct prefix: the root, plus each text's bytes past its longest
         // common prefix with the text before it in byte order.
         let n_nodes = 1 + sorted

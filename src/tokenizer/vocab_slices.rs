@@ -9,7 +9,7 @@
 //! state inside a long string or a counted letter run cheap even on a 262k vocabulary.
 
 use super::vocab_index::{build_trie, Node};
-use crate::mem::{reserve, try_collect, try_copy, try_vec};
+use crate::mem::{reserve, sort_by, try_collect, try_copy, try_vec};
 use crate::Result;
 
 /// "No state" in a language's transition table.
@@ -25,7 +25,10 @@ pub struct Lang {
 }
 
 impl Lang {
-    /// One byte of each of `steps`, then any number of `tail` bytes.
+    /// One byte of each of `steps`, then any number of `tail` bytes. Not inlined: `langs`
+    /// calls it ten times with constant predicates, and each inlined copy is specialized
+    /// (about 17 KB of the library for code that runs once per model).
+    #[inline(never)]
     fn seq(name: &'static str, steps: &[fn(u8) -> bool], tail: fn(u8) -> bool) -> Lang {
         let n = steps.len();
         let mut trans = vec![[NO_Q; 256]; n + 1];
@@ -278,7 +281,7 @@ impl Slices {
                 (key(lang, p.len()), i as u32)
         }))?;
         // Keys are distinct (positions are): an unstable sort, which needs no buffer.
-        keyed.sort_unstable_by_key(|&(k, i)| (k, i));
+        sort_by(&mut keyed, &mut |a, b| a.cmp(b));
         let mut slices = Vec::new();
         let mut lang_max = vec![0u32; langs.len()];
         let mut lang_max_lo = vec![0u32; langs.len()];

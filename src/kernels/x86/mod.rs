@@ -1,14 +1,18 @@
-//! x86-64 paths: AVX2+FMA+F16C and AVX-VNNI ([`avx2`]), AVX-512 F/BW/VL ([`avx512`]), AVX-512 VNNI
-//! ([`avx512vnni`]). Each table is handed out only after its features are detected here.
+//! x86-64 paths: AVX2+FMA+F16C and AVX-VNNI ([`avx2`]), AVX-512 F/BW/VL and AVX-512 VNNI
+//! ([`avx512`]). Each table is handed out only after its features are detected here.
 //!
 //! What every x86 table shares lives here: the dtype selectors of the const-generic kernels,
-//! the entry-point macro, and the int8-activation entries of the 5-bit and K-quant layouts
-//! (AVX2 kernels in `avx2/q5.rs` and `avx2/kquant.rs`, which the AVX-512 tables reuse).
+//! the entry-point macros, the tile loop, the assembly of a table ([`table`]: its float
+//! entries and the int8-activation entries of the 5-bit and K-quant layouts, AVX2 kernels in
+//! `avx2/q5.rs` and `avx2/kquant.rs` that the AVX-512 tables reuse).
 
 use std::ops::Range;
 
-use super::scalar::{Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES};
-use super::{IsumsFn, Kernels, MatmulQ8aFn, N_QUANT};
+use super::scalar::{self, Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES};
+use super::{
+    DequantFn, GluFn, IsumsFn, Kernels, LseFn, MatmulF32Fn, MatmulQ8aFn, QuantizeFn, WsumFn,
+    N_QUANT,
+};
 
 /// Weight dtype selectors of the const-generic 32-value kernels (Q8_0, Q4_0, Q4_1).
 pub(super) const Q8_0: u8 = 0;
@@ -76,9 +80,91 @@ macro_rules! entries {
     };
 }
 
+/// The float entries of an x86 table, compiled with `$features`: module `$float`'s
+/// f32-activation matmuls (`matmul_f`, `matmul_fq`) and row dequantization (`dequant_f32`,
+/// `dequant_f16`, `dequant_q`) of the F32, F16, Q8_0, Q4_0 and Q4_1 dtypes, its
+/// `quantize_act`, and the scalar reference's gated activations, weighted sum and
+/// log-sum-exp (the same operations, vectorized by the compiler for these features, so the
+/// same bits). Defines the entry points and `FLOAT`, which [`table`] takes.
+macro_rules! float_entries {
+    ($features:literal, $float:ident) => {
+        entries! {
+            $features;
+            f32 matmul_f32_f32 = $float::matmul_f::<false>;
+            f32 matmul_f32_f16 = $float::matmul_f::<true>;
+            f32 matmul_f32_q8_0 = $float::matmul_fq::<{ $crate::kernels::x86::Q8_0 }>;
+            f32 matmul_f32_q4_0 = $float::matmul_fq::<{ $crate::kernels::x86::Q4_0 }>;
+            f32 matmul_f32_q4_1 = $float::matmul_fq::<{ $crate::kernels::x86::Q4_1 }>;
+            dequant dequant_f32 = $float::dequant_f32;
+            dequant dequant_f16 = $float::dequant_f16;
+            dequant dequant_q8_0 = $float::dequant_q::<{ $crate::kernels::x86::Q8_0 }>;
+            dequant dequant_q4_0 = $float::dequant_q::<{ $crate::kernels::x86::Q4_0 }>;
+            dequant dequant_q4_1 = $float::dequant_q::<{ $crate::kernels::x86::Q4_1 }>;
+            glu glu_silu = $crate::kernels::scalar::glu::<false>;
+            glu glu_gelu_tanh = $crate::kernels::scalar::glu::<true>;
+            wsum wsum = $crate::kernels::scalar::wsum_rows;
+            lse log_sum_exp = $crate::kernels::scalar::log_sum_exp_row;
+        }
+
+        /// This table's float entries (see `float_entries!`).
+        const FLOAT: $crate::kernels::x86::Float = $crate::kernels::x86::Float {
+            quantize_act: $float::quantize_act,
+            matmul_f32: [
+                matmul_f32_f32,
+                matmul_f32_f16,
+                matmul_f32_q8_0,
+                matmul_f32_q4_0,
+                matmul_f32_q4_1,
+            ],
+            dequant_row: [
+                dequant_f32,
+                dequant_f16,
+                dequant_q8_0,
+                dequant_q4_0,
+                dequant_q4_1,
+            ],
+            glu: [glu_silu, glu_gelu_tanh],
+            wsum,
+            log_sum_exp,
+        };
+    };
+}
+
 mod avx2;
 mod avx512;
-mod avx512vnni;
+
+/// The float entries of a table (`float_entries!`): F32, F16, Q8_0, Q4_0 and Q4_1 (the first
+/// five of [`DType::ALL`](super::DType::ALL)) for the matmuls and dequantization.
+pub(super) struct Float {
+    pub quantize_act: QuantizeFn,
+    pub matmul_f32: [MatmulF32Fn; 5],
+    pub dequant_row: [DequantFn; 5],
+    pub glu: [GluFn; 2],
+    pub wsum: WsumFn,
+    pub log_sum_exp: LseFn,
+}
+
+/// The x86 table `name`: its own Q8_0, Q4_0 and Q4_1 int8 kernels (`q8a`, `isums`), the AVX2
+/// kernels of the 5-bit and K-quant layouts, and the float entries `f`, with the scalar
+/// reference's for the dtypes it has none of.
+pub(super) const fn table(
+    name: &'static str,
+    q8a: [MatmulQ8aFn; 3],
+    isums: [IsumsFn; 3],
+    f: Float,
+) -> Kernels {
+    Kernels {
+        name,
+        quantize_act: f.quantize_act,
+        matmul_q8a: q8a_entries(q8a),
+        isums: isums_entries(isums),
+        matmul_f32: scalar::with_head(f.matmul_f32, scalar::KERNELS.matmul_f32),
+        dequant_row: scalar::with_head(f.dequant_row, scalar::KERNELS.dequant_row),
+        glu: f.glu,
+        wsum: f.wsum,
+        log_sum_exp: f.log_sum_exp,
+    }
+}
 
 /// One matmul's tile kernel, as [`drive`] calls it.
 pub(super) trait Tiler {
@@ -86,10 +172,12 @@ pub(super) trait Tiler {
     unsafe fn tile<const R: usize, const T: usize>(&self, r: usize, t: usize);
 }
 
-/// The tile loop of every x86 matmul: `rows` in tiles of `R` (then single rows), and for each,
-/// the tokens `0..n_tok` in tiles of `T` (then one tile of the `n_tok % T` left, `T <= 4`).
-/// Kernels compute each output with the same operations whatever its tile, so the shape
-/// chosen never changes an output's bits.
+/// The tile loop of every x86 matmul: `rows` in tiles of `R`, and for each, the tokens
+/// `0..n_tok` in tiles of `T` (`T <= 4`), then of 2 and 1 for the tokens left. Rows past the
+/// last whole tile (only when the matrix's rows are not a multiple of `R`: `split_rows`
+/// hands out multiples of 8) go one row by one token, a shape every kernel has for decode;
+/// so each kernel is instantiated for at most four shapes. Kernels compute each output with
+/// the same operations whatever its tile, so the shape chosen never changes an output's bits.
 #[inline(always)]
 pub(super) unsafe fn drive<K: Tiler, const R: usize, const T: usize>(
     k: &K,
@@ -98,38 +186,28 @@ pub(super) unsafe fn drive<K: Tiler, const R: usize, const T: usize>(
 ) {
     const { assert!(R >= 1 && T >= 1 && T <= 4) };
     let mut r = rows.start;
-    while r < rows.end {
-        let full = r + R <= rows.end;
+    while r + R <= rows.end {
         let mut t = 0;
         while t < n_tok {
-            let tn = (n_tok - t).min(T);
-            if full {
-                token_tile::<K, R, T>(k, r, t, tn);
+            let left = n_tok - t;
+            t += if left >= T {
+                k.tile::<R, T>(r, t);
+                T
+            } else if T > 2 && left >= 2 {
+                k.tile::<R, 2>(r, t);
+                2
             } else {
-                token_tile::<K, 1, T>(k, r, t, tn);
-            }
-            t += tn;
+                k.tile::<R, 1>(r, t);
+                1
+            };
         }
-        r += if full { R } else { 1 };
+        r += R;
     }
-}
-
-/// `R` rows by `tn <= T` tokens.
-#[inline(always)]
-unsafe fn token_tile<K: Tiler, const R: usize, const T: usize>(
-    k: &K,
-    r: usize,
-    t: usize,
-    tn: usize,
-) {
-    if tn == T {
-        k.tile::<R, T>(r, t)
-    } else if T > 3 && tn == 3 {
-        k.tile::<R, 3>(r, t)
-    } else if T > 2 && tn == 2 {
-        k.tile::<R, 2>(r, t)
-    } else {
-        k.tile::<R, 1>(r, t)
+    while r < rows.end {
+        for t in 0..n_tok {
+            k.tile::<1, 1>(r, t);
+        }
+        r += 1;
     }
 }
 
@@ -180,12 +258,12 @@ impl FOperands {
 
 /// A table's `matmul_q8a` entries: its own Q8_0, Q4_0 and Q4_1 kernels, then the AVX2 kernels
 /// of the 5-bit and K-quant layouts (in [`DType::QUANTIZED`](super::DType::QUANTIZED) order).
-pub(super) const fn q8a_entries(head: [MatmulQ8aFn; 3]) -> [MatmulQ8aFn; N_QUANT] {
+const fn q8a_entries(head: [MatmulQ8aFn; 3]) -> [MatmulQ8aFn; N_QUANT] {
     join(head, avx2::MATMUL_Q8A_Q5_AND_K)
 }
 
 /// A table's `isums` entries, in the order of [`q8a_entries`].
-pub(super) const fn isums_entries(head: [IsumsFn; 3]) -> [IsumsFn; N_QUANT] {
+const fn isums_entries(head: [IsumsFn; 3]) -> [IsumsFn; N_QUANT] {
     join(head, avx2::ISUMS_Q5_AND_K)
 }
 
@@ -220,7 +298,7 @@ pub(crate) fn available() -> Vec<&'static Kernels> {
     if has_avx512() {
         v.push(&avx512::KERNELS);
         if is_x86_feature_detected!("avx512vnni") {
-            v.push(&avx512vnni::KERNELS);
+            v.push(&avx512::KERNELS_VNNI);
         }
     }
     v

@@ -20,9 +20,8 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use super::super::scalar;
 use super::super::{BlockQ8A, Kernels, QK};
-use super::{block_bytes, isums_entries, q8a_entries, Q4_0, Q4_1, Q8_0};
+use super::{block_bytes, table, Q4_0, Q4_1, Q8_0};
 
 mod block32;
 mod float;
@@ -189,21 +188,9 @@ entries! {
     isums isums_q8_0 = isums::<Q8_0, NO_VNNI>;
     isums isums_q4_0 = isums::<Q4_0, NO_VNNI>;
     isums isums_q4_1 = isums::<Q4_1, NO_VNNI>;
-    f32 matmul_f32_f32 = float::matmul_f::<false>;
-    f32 matmul_f32_f16 = float::matmul_f::<true>;
-    f32 matmul_f32_q8_0 = float::matmul_fq::<Q8_0>;
-    f32 matmul_f32_q4_0 = float::matmul_fq::<Q4_0>;
-    f32 matmul_f32_q4_1 = float::matmul_fq::<Q4_1>;
-    dequant dequant_f32 = float::dequant_f32;
-    dequant dequant_f16 = float::dequant_f16;
-    dequant dequant_q8_0 = float::dequant_q::<Q8_0>;
-    dequant dequant_q4_0 = float::dequant_q::<Q4_0>;
-    dequant dequant_q4_1 = float::dequant_q::<Q4_1>;
-    glu glu_silu = scalar::glu::<false>;
-    glu glu_gelu_tanh = scalar::glu::<true>;
-    wsum wsum = scalar::wsum_rows;
-    lse log_sum_exp = scalar::log_sum_exp_row;
 }
+
+float_entries!("avx2,fma,f16c", float);
 
 entries! {
     "avx2,fma,f16c";
@@ -256,60 +243,37 @@ entries! {
 /// The AVX2 table. The gated activations, the weighted sum and log-sum-exp are the scalar
 /// reference's code, vectorized by the compiler for this path's registers: the same IEEE
 /// operations in the same order, so the same bits.
-pub(super) static KERNELS: Kernels = Kernels {
-    name: "avx2",
-    quantize_act: float::quantize_act,
-    matmul_q8a: q8a_entries([matmul_q8a_q8_0, matmul_q8a_q4_0, matmul_q8a_q4_1]),
-    isums: isums_entries([isums_q8_0, isums_q4_0, isums_q4_1]),
-    matmul_f32: scalar::with_head(
-        [
-            matmul_f32_f32,
-            matmul_f32_f16,
-            matmul_f32_q8_0,
-            matmul_f32_q4_0,
-            matmul_f32_q4_1,
-        ],
-        scalar::KERNELS.matmul_f32,
-    ),
-    dequant_row: scalar::with_head(
-        [
-            dequant_f32,
-            dequant_f16,
-            dequant_q8_0,
-            dequant_q4_0,
-            dequant_q4_1,
-        ],
-        scalar::KERNELS.dequant_row,
-    ),
-    glu: [glu_silu, glu_gelu_tanh],
-    wsum,
-    log_sum_exp,
-};
+pub(super) static KERNELS: Kernels = table(
+    "avx2",
+    [matmul_q8a_q8_0, matmul_q8a_q4_0, matmul_q8a_q4_1],
+    [isums_q8_0, isums_q4_0, isums_q4_1],
+    FLOAT,
+);
 
 /// Tests only: the AVX-VNNI table's arithmetic with the EVEX encoding of the same
 /// instruction, so a CPU with AVX-512 VNNI but no AVX-VNNI checks the `avxvnni` kernels
 /// against the scalar reference. Not selectable by name.
 #[cfg(test)]
-pub(super) static KERNELS_VNNI_EVEX: Kernels = Kernels {
-    name: "avxvnni-as-evex",
-    matmul_q8a: q8a_entries([
+pub(super) static KERNELS_VNNI_EVEX: Kernels = table(
+    "avxvnni-as-evex",
+    [
         evex_matmul_q8a_q8_0,
         evex_matmul_q8a_q4_0,
         evex_matmul_q8a_q4_1,
-    ]),
-    isums: isums_entries([evex_isums_q8_0, evex_isums_q4_0, evex_isums_q4_1]),
-    ..KERNELS
-};
+    ],
+    [evex_isums_q8_0, evex_isums_q4_0, evex_isums_q4_1],
+    FLOAT,
+);
 
 /// The AVX-VNNI table (VEX `vpdpbusd`, CPUs without AVX-512): the AVX2 table with VNNI
 /// integer products.
-pub(super) static KERNELS_VNNI: Kernels = Kernels {
-    name: "avxvnni",
-    matmul_q8a: q8a_entries([
+pub(super) static KERNELS_VNNI: Kernels = table(
+    "avxvnni",
+    [
         vnni_matmul_q8a_q8_0,
         vnni_matmul_q8a_q4_0,
         vnni_matmul_q8a_q4_1,
-    ]),
-    isums: isums_entries([vnni_isums_q8_0, vnni_isums_q4_0, vnni_isums_q4_1]),
-    ..KERNELS
-};
+    ],
+    [vnni_isums_q8_0, vnni_isums_q4_0, vnni_isums_q4_1],
+    FLOAT,
+);

@@ -1,0 +1,88 @@
+//! AVX-512 (F, BW, VL) and AVX-512 VNNI kernels: one generic code, instantiated with
+//! `VNNI = false` and `true` (the two tables at the end of this file).
+//!
+//! Integer dot products work on pairs of blocks: one 512-bit register holds two blocks of
+//! 32 bytes (lanes 0-7: block b, lanes 8-15: block b+1). Weights are turned into unsigned
+//! bytes `u` and the activations stay signed, so the product is `vpdpbusd` (VNNI) or
+//! `vpmaddubsw` + `vpmaddwd` (BW); the offset this introduces (Q8_0: `u = w + 128`, Q4_0:
+//! `u = nibble = w + 8`) is removed exactly by starting the i32 accumulator at
+//! `-offset * a` summed the same way. Without VNNI, Q8_0 uses the sign trick instead
+//! (`|w| * sign(a, w)`), because `(w + 128) * a` pairs would saturate `vpmaddubsw`.
+//! Per pair, the i32 lanes are converted to f32, scaled by `d_w * d_a` and accumulated;
+//! each output's 16 lanes are summed once at the end, in one fixed order ([`frame::hsum`]).
+//!
+//! Q4 rows are cut into groups of 16 blocks (transposed so that lane L of the products is one
+//! block), then quads, a pair and a single block; Q8_0 rows into octets (transposed so that
+//! lane L holds half a block), then pairs and a single block; the same way for decode and
+//! for every batch size. So an output's bits depend only on
+//! its row and its token's activations, never on the batch, the tile or the thread split.
+//!
+//! # Safety
+//! Every `unsafe fn` here requires AVX-512F/BW/VL (and AVX-512 VNNI when `VNNI = true`),
+//! which the callers' `#[target_feature]` entry points guarantee, plus the slice-size
+//! preconditions of the table types in `kernels/mod.rs`. Reads past a row's end use masked
+//! loads, which never touch masked-out bytes.
+//!
+//! # Files
+//! - `frame`: permute tables, lane sums, the [`frame::Layout`] trait and its tile loop, and
+//!   the q8a matmul and `isums` that choose a layout by row width;
+//! - `pair`: one or two blocks per register, which every layout ends a row with;
+//! - `q4`: Q4_0/Q4_1 groups of 16 blocks and quads; `q8`: Q8_0 octets;
+//! - `wide`: rows over 4096 columns, in `R` x `T` tiles through the shared `drive`;
+//! - `float`: activation quantization, f32-activation matmuls and row dequantization.
+
+mod float;
+mod frame;
+mod pair;
+mod q4;
+mod q8;
+mod wide;
+
+use super::super::Kernels;
+use super::{table, Q4_0, Q4_1, Q8_0};
+use frame::{isums, matmul_q8a};
+
+entries! {
+    "avx512f,avx512bw,avx512vl,avx2,fma,f16c";
+    q8a matmul_q8a_q8_0 = matmul_q8a::<Q8_0, false>;
+    q8a matmul_q8a_q4_0 = matmul_q8a::<Q4_0, false>;
+    q8a matmul_q8a_q4_1 = matmul_q8a::<Q4_1, false>;
+    isums isums_q8_0 = isums::<Q8_0, false>;
+    isums isums_q4_0 = isums::<Q4_0, false>;
+    isums isums_q4_1 = isums::<Q4_1, false>;
+}
+
+entries! {
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c";
+    q8a vnni_matmul_q8a_q8_0 = matmul_q8a::<Q8_0, true>;
+    q8a vnni_matmul_q8a_q4_0 = matmul_q8a::<Q4_0, true>;
+    q8a vnni_matmul_q8a_q4_1 = matmul_q8a::<Q4_1, true>;
+    isums vnni_isums_q8_0 = isums::<Q8_0, true>;
+    isums vnni_isums_q4_0 = isums::<Q4_0, true>;
+    isums vnni_isums_q4_1 = isums::<Q4_1, true>;
+}
+
+float_entries!("avx512f,avx512bw,avx512vl,avx2,fma,f16c", float);
+
+/// The AVX-512 (F/BW/VL) table. The gated activations, the weighted sum and log-sum-exp are
+/// the scalar reference's code, vectorized by the compiler: the same operations, so the same
+/// bits.
+pub(super) static KERNELS: Kernels = table(
+    "avx512",
+    [matmul_q8a_q8_0, matmul_q8a_q4_0, matmul_q8a_q4_1],
+    [isums_q8_0, isums_q4_0, isums_q4_1],
+    FLOAT,
+);
+
+/// The AVX-512 VNNI table: VNNI integer products (`vpdpbusd`), the rest from the AVX-512
+/// table.
+pub(super) static KERNELS_VNNI: Kernels = table(
+    "avx512vnni",
+    [
+        vnni_matmul_q8a_q8_0,
+        vnni_matmul_q8a_q4_0,
+        vnni_matmul_q8a_q4_1,
+    ],
+    [vnni_isums_q8_0, vnni_isums_q4_0, vnni_isums_q4_1],
+    FLOAT,
+);

@@ -1,0 +1,225 @@
+//! Q8_0 rows of up to 4096 columns: octets of blocks transposed by dwords so that one
+//! conversion and scale serve 8 blocks, then pairs and a single block.
+//! Safety: as in the `avx512` module documentation.
+
+use std::arch::x86_64::*;
+use std::mem::MaybeUninit;
+
+use super::super::super::scalar::Q8_0_BYTES;
+use super::super::super::BlockQ8A;
+use super::super::Q8_0;
+use super::frame::{store_sums, IdxD, Layout, GRP_TOK};
+use super::pair::{dpbusd, isum_lanes, load_a, load_w, APair};
+use super::q4::transpose4;
+
+/// Blocks per octet of the transposed Q8_0 layout: four registers of two blocks each are
+/// transposed by dwords with in-lane unpacks, so lane L holds half of block `oct_block(L)`
+/// (dwords `4 * (L / 4 % 2) + k` of it in product k), and one conversion and scale serve 8
+/// blocks instead of 2.
+pub(super) const OCT: usize = 8;
+/// Widest Q8_0 rows the octet path takes (4096 columns).
+pub(super) const OCT_MAX: usize = 16;
+
+pub(super) const fn oct_block(l: usize) -> usize {
+    2 * (l % 4) + l / 8
+}
+
+/// The dword of a block (`d`, `s`, then the 8 dwords of values) that lane L of octet product
+/// `k` reads, plus `10 * oct_block(L)`: gather indices into an array of [`BlockQ8A`].
+static OCT_ACT: [IdxD; 4] = [oct_act(0), oct_act(1), oct_act(2), oct_act(3)];
+/// `10 * oct_block(L)` (the scale of lane L's block) and `34 * oct_block(L)` (byte offset of
+/// a Q8_0 weight block).
+static OCT_ACT_D: IdxD = oct_scaled(10);
+static OCT_W_D: IdxD = oct_scaled(Q8_0_BYTES as u32);
+
+const fn oct_act(k: u32) -> IdxD {
+    let mut ix = [0; 16];
+    let mut l = 0;
+    while l < 16 {
+        ix[l] = 10 * oct_block(l) as u32 + 2 + 4 * ((l as u32 / 4) % 2) + k;
+        l += 1;
+    }
+    IdxD(ix)
+}
+
+const fn oct_scaled(m: u32) -> IdxD {
+    let mut ix = [0; 16];
+    let mut l = 0;
+    while l < 16 {
+        ix[l] = m * oct_block(l) as u32;
+        l += 1;
+    }
+    IdxD(ix)
+}
+
+/// 8 Q8_0 weight blocks of one row, transposed (see [`OCT`]): `u[k]` the unsigned operand
+/// (`w + 128` with VNNI, `|w|` without), `neg[k]` the bytes where `w < 0` (without VNNI),
+/// `d` lane L's block scale.
+#[derive(Clone, Copy)]
+pub(super) struct WOct {
+    pub(super) u: [__m512i; 4],
+    pub(super) neg: [__mmask64; 4],
+    pub(super) d: __m512,
+}
+
+#[inline(always)]
+pub(super) unsafe fn load_woct<const VNNI: bool>(p: *const u8) -> WOct {
+    let bb = Q8_0_BYTES;
+    let mut pz = [_mm512_setzero_si512(); 4];
+    for (i, pi) in pz.iter_mut().enumerate() {
+        let lo = _mm256_loadu_si256(p.add(2 * i * bb + 2).cast());
+        let hi = _mm256_loadu_si256(p.add((2 * i + 1) * bb + 2).cast());
+        *pi = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+    }
+    let w = transpose4(pz);
+    let mut u = [_mm512_setzero_si512(); 4];
+    let mut neg = [0; 4];
+    for k in 0..4 {
+        if VNNI {
+            u[k] = _mm512_xor_si512(w[k], _mm512_set1_epi8(-128));
+        } else {
+            neg[k] = _mm512_movepi8_mask(w[k]);
+            u[k] = _mm512_abs_epi8(w[k]);
+        }
+    }
+    // The dword at each block's start holds its f16 scale in the low half.
+    let g = _mm512_i32gather_epi32::<1>(_mm512_load_si512(OCT_W_D.0.as_ptr().cast()), p.cast());
+    let d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g));
+    WOct { u, neg, d }
+}
+
+/// 8 activation blocks of one token, transposed like [`WOct`]; `init` removes the VNNI
+/// weight offset (`-128` times each lane's activation sum).
+#[derive(Clone, Copy)]
+pub(super) struct AOct {
+    pub(super) a: [__m512i; 4],
+    pub(super) d: __m512,
+    pub(super) init: __m512i,
+}
+
+#[inline(always)]
+pub(super) unsafe fn load_aoct<const VNNI: bool>(x: *const BlockQ8A) -> AOct {
+    let base = x.cast::<i32>();
+    let mut a = [_mm512_setzero_si512(); 4];
+    for (k, ak) in a.iter_mut().enumerate() {
+        *ak = _mm512_i32gather_epi32::<4>(
+            _mm512_load_si512(OCT_ACT[k].0.as_ptr().cast()),
+            base.cast(),
+        );
+    }
+    let d = _mm512_castsi512_ps(_mm512_i32gather_epi32::<4>(
+        _mm512_load_si512(OCT_ACT_D.0.as_ptr().cast()),
+        base.cast(),
+    ));
+    let init = if VNNI {
+        let mut c = _mm512_setzero_si512();
+        for &ak in &a {
+            c = dpbusd::<true>(c, _mm512_set1_epi8(-128), ak);
+        }
+        _mm512_sub_epi32(_mm512_setzero_si512(), c)
+    } else {
+        _mm512_setzero_si512()
+    };
+    AOct { a, d, init }
+}
+
+/// Exact i32 lanes of one octet product: half of block `oct_block(L)` in lane L.
+#[inline(always)]
+pub(super) unsafe fn isum_oct<const VNNI: bool>(w: &WOct, a: &AOct) -> __m512i {
+    let mut i = a.init;
+    for k in 0..4 {
+        i = if VNNI {
+            dpbusd::<true>(i, w.u[k], a.a[k])
+        } else {
+            let sa = _mm512_mask_sub_epi8(a.a[k], w.neg[k], _mm512_setzero_si512(), a.a[k]);
+            dpbusd::<false>(i, w.u[k], sa)
+        };
+    }
+    i
+}
+
+/// Arranged Q8_0 activations of one token tile: token t's octet o at `o[t * OCT_MAX + o]`,
+/// its tail pairs at `p[t * 4 + k]` (the last may be a single block). Only the entries of
+/// the tile's shape are written.
+pub(super) struct OctTiles {
+    o: [MaybeUninit<AOct>; GRP_TOK * OCT_MAX],
+    p: [MaybeUninit<APair>; GRP_TOK * 4],
+}
+
+/// One Q8_0 row against the first `T` tokens of `tl`.
+#[inline(always)]
+unsafe fn tile_q8_octets<const VNNI: bool, const T: usize>(
+    w: *const u8,
+    nb: usize,
+    tl: &OctTiles,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    let bb = Q8_0_BYTES;
+    let no = nb / OCT;
+    let mut acc = [_mm512_setzero_ps(); T];
+    // SAFETY (the `assume_init_ref`s below): `Q8Octets::arrange` wrote the octets and tail
+    // pairs of the tile's first T tokens for this row width, exactly the entries read here.
+    for o in 0..no {
+        let wo = load_woct::<VNNI>(w.add(OCT * o * bb));
+        for (t, acc_t) in acc.iter_mut().enumerate() {
+            let a = tl.o[t * OCT_MAX + o].assume_init_ref();
+            let i = isum_oct::<VNNI>(&wo, a);
+            *acc_t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(wo.d, a.d), *acc_t);
+        }
+    }
+    // Lanes are summed only at the end, so the tail may use the pair layout.
+    let mut b = OCT * no;
+    let mut k = 0;
+    while b < nb {
+        let two = b + 1 < nb;
+        let wp = load_w::<Q8_0, VNNI>(w.add(b * bb), two);
+        for (t, acc_t) in acc.iter_mut().enumerate() {
+            let a = tl.p[t * 4 + k].assume_init_ref();
+            let i = isum_lanes::<Q8_0, VNNI>(&wp, a);
+            *acc_t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(wp.d, a.d), *acc_t);
+        }
+        b += 2;
+        k += 1;
+    }
+    store_sums(&acc, out, out_stride);
+}
+
+/// Q8_0 in octets, then pairs and a single block.
+pub(super) struct Q8Octets<const VNNI: bool>;
+
+impl<const VNNI: bool> Layout for Q8Octets<VNNI> {
+    type Tiles = OctTiles;
+    #[inline(always)]
+    fn tiles() -> OctTiles {
+        OctTiles {
+            o: [const { MaybeUninit::uninit() }; GRP_TOK * OCT_MAX],
+            p: [const { MaybeUninit::uninit() }; GRP_TOK * 4],
+        }
+    }
+    #[inline(always)]
+    unsafe fn arrange(tiles: &mut OctTiles, tt: usize, xt: *const BlockQ8A, nb: usize) {
+        let no = nb / OCT;
+        for oi in 0..no {
+            tiles.o[tt * OCT_MAX + oi].write(load_aoct::<VNNI>(xt.add(OCT * oi)));
+        }
+        let mut b = OCT * no;
+        let mut k = 0;
+        while b < nb {
+            let two = b + 1 < nb;
+            tiles.p[tt * 4 + k].write(load_a::<Q8_0, VNNI>(xt.add(b), two));
+            b += 2;
+            k += 1;
+        }
+    }
+    #[inline(always)]
+    unsafe fn row<const T: usize>(
+        w: *const u8,
+        nb: usize,
+        tiles: &OctTiles,
+        out: *mut f32,
+        out_stride: usize,
+    ) {
+        tile_q8_octets::<VNNI, T>(w, nb, tiles, out, out_stride)
+    }
+}
