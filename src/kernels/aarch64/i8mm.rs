@@ -4,8 +4,9 @@
 //! likewise two tokens', four SMMLAs give the exact integer sums of 2 rows x 2 tokens for one
 //! block, lanes `[r0 t0, r0 t1, r1 t0, r1 t1]`; these are scaled by `d_w * d_a` lane-wise
 //! (`[dw0, dw0, dw1, dw1] * [da0, da1, da0, da1]`) and accumulated with FMLA. Tiles are 4
-//! rows x 4 tokens (2 x 2 SMMLA tiles); a lone token, the decode case `n_tok = 1` and rows
-//! left over below 4 use the dotprod kernels. Every other entry is NEON's.
+//! rows x 4 tokens (2 x 2 SMMLA tiles) for the 32-value types (Q8_0, Q4_0, Q4_1, Q5_0,
+//! Q5_1); a lone token, the decode case `n_tok = 1`, rows left over below 4 and the K-quants
+//! use the dotprod kernels. Every other entry is NEON's.
 //!
 //! # Safety
 //! Every `unsafe fn` here requires NEON, dotprod and i8mm, which `available` checks before
@@ -19,7 +20,7 @@ use std::ops::Range;
 
 use super::super::{BlockQ8A, Kernels, QK};
 use super::dotprod::{self, Sdot};
-use super::neon::{self, block_bytes, f16x4_at, load_a, load_w, Q4_1};
+use super::neon::{self, block_bytes, f16x4_at, has_min, is_k, load_a, load_w};
 
 /// `acc` plus SMMLA of `a` (2x8, row-major) and `b` (2x8): lane `2i + j` gains
 /// `sum_k a[8i + k] * b[8j + k]`.
@@ -97,7 +98,7 @@ unsafe fn mm_tile<const DT: u8, const RP: usize, const TP: usize>(
             let x1 = &*x.add((2 * tp + 1) * nb + b);
             ai[tp] = pair(&load_a(x0), &load_a(x1));
             da[tp] = lanes(x0.d, x1.d);
-            if DT == Q4_1 {
+            if has_min(DT) {
                 sa[tp] = lanes(x0.s, x1.s);
             }
         }
@@ -106,7 +107,7 @@ unsafe fn mm_tile<const DT: u8, const RP: usize, const TP: usize>(
             let p1 = p0.add(rb);
             let wi = pair(&load_w::<DT>(p0), &load_w::<DT>(p1));
             let dw = f16x4_at([p0, p0, p1, p1], 0);
-            let mw = if DT == Q4_1 {
+            let mw = if has_min(DT) {
                 f16x4_at([p0, p0, p1, p1], 2)
             } else {
                 vdupq_n_f32(0.0)
@@ -114,7 +115,7 @@ unsafe fn mm_tile<const DT: u8, const RP: usize, const TP: usize>(
             for tp in 0..TP {
                 let i = vcvtq_f32_s32(mm(&wi, &ai[tp]));
                 acc[rp][tp] = vfmaq_f32(acc[rp][tp], i, vmulq_f32(dw, da[tp]));
-                if DT == Q4_1 {
+                if has_min(DT) {
                     acc[rp][tp] = vfmaq_f32(acc[rp][tp], mw, sa[tp]);
                 }
             }
@@ -143,7 +144,7 @@ unsafe fn matmul_q8a_mm<const DT: u8>(
     out: *mut f32,
     out_stride: usize,
 ) {
-    if n_tok < 2 {
+    if n_tok < 2 || is_k(DT) {
         return neon::matmul_q8a::<Sdot, DT>(w, cols, rows, xq, n_tok, out, out_stride);
     }
     let nb = cols / QK;
@@ -177,6 +178,9 @@ unsafe fn matmul_q8a_mm<const DT: u8>(
 /// Per-block sums through SMMLA (each block paired with itself; lane 0 is `w . a`).
 #[inline(always)]
 unsafe fn isums_mm<const DT: u8>(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
+    if is_k(DT) {
+        return neon::isums::<Sdot, DT>(w_row, xq, out);
+    }
     let bb = block_bytes(DT);
     for (b, o) in out.iter_mut().enumerate() {
         let wv = load_w::<DT>(w_row.as_ptr().add(b * bb));
@@ -210,20 +214,16 @@ pub(super) unsafe fn tile_isums(
     match dtype {
         DType::Q8_0 => go::<{ neon::Q8_0 }>(w, x0, x1),
         DType::Q4_0 => go::<{ neon::Q4_0 }>(w, x0, x1),
-        _ => go::<{ neon::Q4_1 }>(w, x0, x1),
+        DType::Q4_1 => go::<{ neon::Q4_1 }>(w, x0, x1),
+        DType::Q5_0 => go::<{ neon::Q5_0 }>(w, x0, x1),
+        _ => go::<{ neon::Q5_1 }>(w, x0, x1),
     }
 }
 
 /// The i8mm table: SMMLA for `n_tok >= 2`, dotprod for decode, the rest from NEON.
 pub(super) static KERNELS: Kernels = Kernels {
     name: "i8mm",
-    matmul_q8a: super::super::scalar::with_head(
-        [matmul_q8a_q8_0, matmul_q8a_q4_0, matmul_q8a_q4_1],
-        super::super::scalar::KERNELS.matmul_q8a,
-    ),
-    isums: super::super::scalar::with_head(
-        [isums_q8_0, isums_q4_0, isums_q4_1],
-        super::super::scalar::KERNELS.isums,
-    ),
+    matmul_q8a: Q8A_MATMULS,
+    isums: Q8A_ISUMS,
     ..dotprod::KERNELS
 };

@@ -23,7 +23,9 @@ use super::Kernels;
 
 mod dotprod;
 mod i8mm;
+mod kquant;
 mod neon;
+mod q5;
 
 fn has_neon() -> bool {
     is_aarch64_feature_detected!("neon")
