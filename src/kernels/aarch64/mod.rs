@@ -201,7 +201,13 @@ mod tests {
             return;
         }
         let mut rng = Rng::new(21);
-        for dtype in [DType::Q8_0, DType::Q4_0, DType::Q4_1] {
+        for dtype in [
+            DType::Q8_0,
+            DType::Q4_0,
+            DType::Q4_1,
+            DType::Q5_0,
+            DType::Q5_1,
+        ] {
             for round in 0..6 {
                 let mut wb = weights(&mut rng, dtype, 2, 32, Scales::Normal);
                 if round % 2 == 1 {

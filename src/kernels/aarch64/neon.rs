@@ -27,7 +27,8 @@ use std::ops::Range;
 
 use super::super::scalar::{self, Q4_0_BYTES, Q4_1_BYTES, Q5_0_BYTES, Q5_1_BYTES, Q8_0_BYTES};
 use super::super::{BlockQ8A, DType, Kernels, QK};
-use super::{f16_bits, f16_to_f32, f16x4_to_f32, f16x8_to_f32, kquant, q5};
+use super::kquant::{self, matmul_f32 as matmul_fk};
+use super::{f16_bits, f16_to_f32, f16x4_to_f32, f16x8_to_f32, q5};
 
 /// Weight dtype selectors for the const-generic kernels: the dtype's index in
 /// `DType::QUANTIZED`, the order of the `matmul_q8a`/`isums` tables.
@@ -509,6 +510,18 @@ unsafe fn matmul_f<const F16: bool>(
     }
 }
 
+/// The 16 bytes of `q` sign-extended to four i32 vectors (bytes 0-3, 4-7, 8-11, 12-15).
+#[inline(always)]
+pub(super) unsafe fn widen(q: int8x16_t) -> [int32x4_t; 4] {
+    let (lo, hi) = (vmovl_s8(vget_low_s8(q)), vmovl_high_s8(q));
+    [
+        vmovl_s16(vget_low_s16(lo)),
+        vmovl_high_s16(lo),
+        vmovl_s16(vget_low_s16(hi)),
+        vmovl_high_s16(hi),
+    ]
+}
+
 /// The 32 weights of the quantized block at `p` as f32: `d * q` (Q8_0), `d * (q - 8)`
 /// (Q4_0), `d * q + m` (Q4_1, multiply then add): bit-identical to the scalar dequantizer.
 #[inline(always)]
@@ -517,16 +530,8 @@ unsafe fn deq_block<const DT: u8>(p: *const u8) -> [float32x4_t; 8] {
     let q = load_w::<DT>(p);
     let mut v = [vdupq_n_f32(0.0); 8];
     for h in 0..2 {
-        let lo = vmovl_s8(vget_low_s8(q[h]));
-        let hi = vmovl_high_s8(q[h]);
-        let ints = [
-            vmovl_s16(vget_low_s16(lo)),
-            vmovl_high_s16(lo),
-            vmovl_s16(vget_low_s16(hi)),
-            vmovl_high_s16(hi),
-        ];
-        for k in 0..4 {
-            v[4 * h + k] = vmulq_n_f32(vcvtq_f32_s32(ints[k]), d);
+        for (k, ints) in widen(q[h]).into_iter().enumerate() {
+            v[4 * h + k] = vmulq_n_f32(vcvtq_f32_s32(ints), d);
         }
     }
     if has_min(DT) {
@@ -616,6 +621,9 @@ f32_entry_points! {
     matmul_f32_q4_1: matmul_fq, Q4_1;
     matmul_f32_q5_0: matmul_fq, Q5_0;
     matmul_f32_q5_1: matmul_fq, Q5_1;
+    matmul_f32_q4_k: matmul_fk, Q4_K;
+    matmul_f32_q5_k: matmul_fk, Q5_K;
+    matmul_f32_q6_k: matmul_fk, Q6_K;
 }
 
 #[target_feature(enable = "neon")]
@@ -666,6 +674,18 @@ unsafe fn dequant_q5_0(w: &[u8], out: &mut [f32]) {
 unsafe fn dequant_q5_1(w: &[u8], out: &mut [f32]) {
     dequant_q::<Q5_1>(w, out)
 }
+#[target_feature(enable = "neon")]
+unsafe fn dequant_q4_k(w: &[u8], out: &mut [f32]) {
+    kquant::dequant::<Q4_K>(w, out)
+}
+#[target_feature(enable = "neon")]
+unsafe fn dequant_q5_k(w: &[u8], out: &mut [f32]) {
+    kquant::dequant::<Q5_K>(w, out)
+}
+#[target_feature(enable = "neon")]
+unsafe fn dequant_q6_k(w: &[u8], out: &mut [f32]) {
+    kquant::dequant::<Q6_K>(w, out)
+}
 
 /// The NEON table.
 pub(super) static KERNELS: Kernels = Kernels {
@@ -673,30 +693,30 @@ pub(super) static KERNELS: Kernels = Kernels {
     quantize_act,
     matmul_q8a: Q8A_MATMULS,
     isums: Q8A_ISUMS,
-    matmul_f32: scalar::with_head(
-        [
-            matmul_f32_f32,
-            matmul_f32_f16,
-            matmul_f32_q8_0,
-            matmul_f32_q4_0,
-            matmul_f32_q4_1,
-            matmul_f32_q5_0,
-            matmul_f32_q5_1,
-        ],
-        scalar::KERNELS.matmul_f32,
-    ),
-    dequant_row: scalar::with_head(
-        [
-            scalar::KERNELS.dequant_row[0],
-            dequant_f16,
-            dequant_q8_0,
-            dequant_q4_0,
-            dequant_q4_1,
-            dequant_q5_0,
-            dequant_q5_1,
-        ],
-        scalar::KERNELS.dequant_row,
-    ),
+    matmul_f32: [
+        matmul_f32_f32,
+        matmul_f32_f16,
+        matmul_f32_q8_0,
+        matmul_f32_q4_0,
+        matmul_f32_q4_1,
+        matmul_f32_q5_0,
+        matmul_f32_q5_1,
+        matmul_f32_q4_k,
+        matmul_f32_q5_k,
+        matmul_f32_q6_k,
+    ],
+    dequant_row: [
+        scalar::KERNELS.dequant_row[0],
+        dequant_f16,
+        dequant_q8_0,
+        dequant_q4_0,
+        dequant_q4_1,
+        dequant_q5_0,
+        dequant_q5_1,
+        dequant_q4_k,
+        dequant_q5_k,
+        dequant_q6_k,
+    ],
     // Baseline aarch64 already vectorizes the reference with NEON.
     glu: scalar::KERNELS.glu,
     wsum: scalar::KERNELS.wsum,
