@@ -26,7 +26,9 @@ threads=${PIPIT_CROSS_THREADS:-2}
 [ -f "$model" ] || { echo "cross-isa: $model not found (tools/fetch-models.sh)" >&2; exit 1; }
 unset PIPIT_KERNELS
 
-cargo build -q --profile ci --bin pipit
+# The native build: this checkout's own target dir and toolchain (tools/test-aarch64.sh,
+# which may call this script, exports the cross build's RUSTC and CARGO_TARGET_DIR).
+env -u RUSTC -u CARGO_TARGET_DIR cargo build -q --profile ci --bin pipit
 x86="$repo/target/ci/pipit"
 arm_dir="${PIPIT_AARCH64_TARGET_DIR:-$repo/target/aarch64-cross}"
 RUSTC=/usr/bin/rustc CARGO_TARGET_DIR="$arm_dir" \
