@@ -322,3 +322,49 @@ fn a_byte_without_a_token_becomes_the_unknown_token() {
     let (out, _) = pipit(&["tokenize", "-m", MODEL, "--no-bos", "T\u{13}e"]);
     assert_eq!(out.trim_end(), "[68, 0, 85]");
 }
+
+#[test]
+fn run_dumps_the_logits_after_the_prompt() {
+    use pipit::model::Model;
+    use pipit::session::{Session, SessionParams};
+    let tiny = common::Tiny::gemma3(pipit_format::DType::Q4_1, 2);
+    let dir = std::env::temp_dir();
+    let path = dir.join(format!("pipit-cli-dump-{}.pipit", std::process::id()));
+    let dump = dir.join(format!("pipit-cli-dump-{}.f32", std::process::id()));
+    std::fs::write(&path, tiny.bytes()).unwrap();
+    let prompt = "hello world";
+    let out = Command::new(env!("CARGO_BIN_EXE_pipit"))
+        .args(["run", "-t", "1", "-n", "1", "--temp", "0", "-p", prompt, "-m"])
+        .arg(&path)
+        .arg("--dump-logits")
+        .arg(&dump)
+        .output()
+        .expect("pipit starts");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(&dump).unwrap();
+    std::fs::remove_file(&dump).unwrap();
+    // The same prompt through the library: the file is its logits, bit for bit.
+    let model = std::sync::Arc::new(Model::open(&path).unwrap());
+    std::fs::remove_file(&path).unwrap();
+    let mut ids = Vec::new();
+    let tok = model.tokenizer();
+    tok.encode(prompt, tok.add_bos(), &mut ids);
+    let params = SessionParams {
+        n_threads: 1,
+        ..SessionParams::default()
+    };
+    let mut session = Session::new(std::sync::Arc::clone(&model), params).unwrap();
+    session.eval(&ids).unwrap();
+    let want: Vec<u8> = session
+        .logits()
+        .unwrap()
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    assert_eq!(bytes.len(), 4 * model.hparams().n_vocab);
+    assert!(bytes == want, "dumped logits differ from the session's");
+}

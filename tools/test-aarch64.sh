@@ -10,7 +10,9 @@
 #
 # Toolchain: ../shared/scripts/aarch64-setup.sh beside the clone (Debian's rustc-web with
 # the aarch64 std, the cross linker, qemu-user; needs root), or the same packages installed
-# here if that script is absent. Env: PIPIT_AARCH64_TARGET_DIR (default target/aarch64-cross).
+# here if that script is absent. Env: PIPIT_AARCH64_TARGET_DIR (default target/aarch64-cross);
+# PIPIT_CROSS_ISA=1 also runs tools/cross-isa-check.sh (scalar logits bit-identical to x86's,
+# best-path greedy text equal, on models/gemma-3-270m.pipit).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo"
@@ -74,5 +76,9 @@ for spec in cortex-a53:scalar,neon cortex-a76:scalar,neon,dotprod max:scalar,neo
   fi
   rm -f "$log"
 done
+# Issue 12's cross-ISA check on the Gemma 3 model (minutes under qemu): on request only.
+if [ "${PIPIT_CROSS_ISA:-0}" = 1 ]; then
+  bash "$repo/tools/cross-isa-check.sh" || status=1
+fi
 echo "aarch64: done in $(( $(date +%s) - start )) s"
 exit $status

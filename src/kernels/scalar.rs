@@ -630,6 +630,8 @@ dequant_fns! {
 
 /// The scalar table's entries with the first `N` replaced by `head`: a SIMD table that
 /// vectorizes only the leading dtypes of a per-dtype table takes the reference for the rest.
+/// (The aarch64 tables fill every entry.)
+#[cfg(target_arch = "x86_64")]
 pub(crate) const fn with_head<T: Copy, const N: usize, const M: usize>(
     head: [T; N],
     reference: [T; M],

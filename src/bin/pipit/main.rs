@@ -237,6 +237,10 @@ struct RunArgs {
     /// The output is any JSON value (compact).
     #[arg(long, group = "constraint")]
     json: bool,
+    /// Write the logits after the prompt (the next token's, raw little-endian f32) to FILE
+    /// before generating: to compare runs bit for bit (tools/cross-isa-check.sh).
+    #[arg(long, value_name = "FILE")]
+    dump_logits: Option<PathBuf>,
 }
 
 /// Beam search flags of `run`.
@@ -432,6 +436,14 @@ fn run(a: RunArgs) -> Result<()> {
     let t0 = Instant::now();
     session.eval_prompt(&prompt)?;
     let prompt_secs = t0.elapsed().as_secs_f64();
+    if let Some(path) = &a.dump_logits {
+        let logits = session.logits().unwrap_or(&[]);
+        let bytes: Vec<u8> = logits.iter().flat_map(|v| v.to_le_bytes()).collect();
+        std::fs::write(path, bytes).map_err(|e| Error::Io {
+            path: path.display().to_string(),
+            source: e,
+        })?;
+    }
 
     let stdout = std::io::stdout();
     let mut stdout = stdout.lock();

@@ -40,6 +40,10 @@ impl Idot for Sdot {
     unsafe fn dot<const DT: u8>(w: &[int8x16_t; 2], a: &[int8x16_t; 2]) -> int32x4_t {
         sdot(sdot(vdupq_n_s32(0), w[0], a[0]), w[1], a[1])
     }
+    #[inline(always)]
+    unsafe fn dot16(w: int8x16_t, a: int8x16_t) -> int32x4_t {
+        sdot(vdupq_n_s32(0), w, a)
+    }
 }
 
 #[inline(always)]
@@ -65,13 +69,7 @@ neon::q8a_entry_points!("neon,dotprod", matmul_q8a_sdot, isums_sdot);
 /// The dotprod table: SDOT integer products, the rest from NEON.
 pub(super) static KERNELS: Kernels = Kernels {
     name: "dotprod",
-    matmul_q8a: super::super::scalar::with_head(
-        [matmul_q8a_q8_0, matmul_q8a_q4_0, matmul_q8a_q4_1],
-        super::super::scalar::KERNELS.matmul_q8a,
-    ),
-    isums: super::super::scalar::with_head(
-        [isums_q8_0, isums_q4_0, isums_q4_1],
-        super::super::scalar::KERNELS.isums,
-    ),
+    matmul_q8a: Q8A_MATMULS,
+    isums: Q8A_ISUMS,
     ..neon::KERNELS
 };

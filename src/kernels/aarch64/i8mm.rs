@@ -5,7 +5,10 @@
 //! block, lanes `[r0 t0, r0 t1, r1 t0, r1 t1]`; these are scaled by `d_w * d_a` lane-wise
 //! (`[dw0, dw0, dw1, dw1] * [da0, da1, da0, da1]`) and accumulated with FMLA. Tiles are 4
 //! rows x 4 tokens (2 x 2 SMMLA tiles); a lone token, the decode case `n_tok = 1` and rows
-//! left over below 4 use the dotprod kernels. Every other entry is NEON's.
+//! left over below 4 use the dotprod kernels. The K-quants (`kquant.rs`'s unpacking and
+//! scales) scale each sub-block's 2x2 sums by the rows' integer scales before converting
+//! them (Q6_K: each half of 16, the first two and last two SMMLAs, by its own), in the
+//! operation order of their dotprod tiles. Every other entry is NEON's.
 //!
 //! # Safety
 //! Every `unsafe fn` here requires NEON, dotprod and i8mm, which `available` checks before
@@ -19,7 +22,8 @@ use std::ops::Range;
 
 use super::super::{BlockQ8A, Kernels, QK};
 use super::dotprod::{self, Sdot};
-use super::neon::{self, block_bytes, f16x4_at, load_a, load_w, Q4_1};
+use super::kquant::{self, Scales, SUBS};
+use super::neon::{self, block_bytes, f16x4_at, has_min, is_k, load_a, load_w, Q6_K};
 
 /// `acc` plus SMMLA of `a` (2x8, row-major) and `b` (2x8): lane `2i + j` gains
 /// `sum_k a[8i + k] * b[8j + k]`.
@@ -97,7 +101,7 @@ unsafe fn mm_tile<const DT: u8, const RP: usize, const TP: usize>(
             let x1 = &*x.add((2 * tp + 1) * nb + b);
             ai[tp] = pair(&load_a(x0), &load_a(x1));
             da[tp] = lanes(x0.d, x1.d);
-            if DT == Q4_1 {
+            if has_min(DT) {
                 sa[tp] = lanes(x0.s, x1.s);
             }
         }
@@ -106,7 +110,7 @@ unsafe fn mm_tile<const DT: u8, const RP: usize, const TP: usize>(
             let p1 = p0.add(rb);
             let wi = pair(&load_w::<DT>(p0), &load_w::<DT>(p1));
             let dw = f16x4_at([p0, p0, p1, p1], 0);
-            let mw = if DT == Q4_1 {
+            let mw = if has_min(DT) {
                 f16x4_at([p0, p0, p1, p1], 2)
             } else {
                 vdupq_n_f32(0.0)
@@ -114,12 +118,23 @@ unsafe fn mm_tile<const DT: u8, const RP: usize, const TP: usize>(
             for tp in 0..TP {
                 let i = vcvtq_f32_s32(mm(&wi, &ai[tp]));
                 acc[rp][tp] = vfmaq_f32(acc[rp][tp], i, vmulq_f32(dw, da[tp]));
-                if DT == Q4_1 {
+                if has_min(DT) {
                     acc[rp][tp] = vfmaq_f32(acc[rp][tp], mw, sa[tp]);
                 }
             }
         }
     }
+    store2x2(&acc, out, out_stride);
+}
+
+/// Stores `RP x TP` SMMLA accumulators, lanes `[r0 t0, r0 t1, r1 t0, r1 t1]` of row pair
+/// `rp` and token pair `tp`, at `out[t * out_stride + r]`.
+#[inline(always)]
+unsafe fn store2x2<const RP: usize, const TP: usize>(
+    acc: &[[float32x4_t; TP]; RP],
+    out: *mut f32,
+    out_stride: usize,
+) {
     for rp in 0..RP {
         for tp in 0..TP {
             let o = out.add(2 * tp * out_stride + 2 * rp);
@@ -129,6 +144,134 @@ unsafe fn mm_tile<const DT: u8, const RP: usize, const TP: usize>(
             *o.add(1) = vgetq_lane_f32::<2>(v);
             *o.add(out_stride + 1) = vgetq_lane_f32::<3>(v);
         }
+    }
+}
+
+/// `[v0, v0, v1, v1]` (`HI = false`) or `[v2, v2, v3, v3]`: the lanes of row pair 0 or 1
+/// of a lane-per-row vector in SMMLA's `[r0 t0, r0 t1, r1 t0, r1 t1]` order.
+#[inline(always)]
+unsafe fn rows2<const HI: bool>(v: float32x4_t) -> float32x4_t {
+    if HI {
+        vzip2q_f32(v, v)
+    } else {
+        vzip1q_f32(v, v)
+    }
+}
+
+/// As [`rows2`] for i32 lanes.
+#[inline(always)]
+unsafe fn irows2<const HI: bool>(v: int32x4_t) -> int32x4_t {
+    if HI {
+        vzip2q_s32(v, v)
+    } else {
+        vzip1q_s32(v, v)
+    }
+}
+
+/// The exact 2x2 `isum`s of sub-block `j` of K-quant `K` (row pair `HI` of the 4 rows whose
+/// scales are `s`): `w` = pair(row 2 HI, row 2 HI + 1), `a` = pair(tok0, tok1).
+#[inline(always)]
+unsafe fn isum_k<const K: u8, const HI: bool>(
+    w: &[int8x16_t; 4],
+    a: &[int8x16_t; 4],
+    s: &Scales,
+    j: usize,
+) -> int32x4_t {
+    if K == Q6_K {
+        // Values 0..16 (the first two 8-byte chunks) and 16..32 have their own scales.
+        let lo = smmla(smmla(vdupq_n_s32(0), w[0], a[0]), w[1], a[1]);
+        let hi = smmla(smmla(vdupq_n_s32(0), w[2], a[2]), w[3], a[3]);
+        let lo = vmulq_s32(lo, irows2::<HI>(s[2 * j]));
+        vmlaq_s32(lo, hi, irows2::<HI>(s[2 * j + 1]))
+    } else {
+        vmulq_s32(mm(w, a), irows2::<HI>(s[j]))
+    }
+}
+
+/// 4 rows (super-blocks at `p`) x `2 * TP` tokens of K-quant `K`; the operations of each
+/// output are those of `kquant::tile` in the same order, so the two agree bit for bit.
+#[inline(always)]
+unsafe fn mm_tile_k<const K: u8, const TP: usize>(
+    p: [*const u8; 4],
+    nb: usize,
+    x: *const BlockQ8A,
+    nsub: usize,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    let bb = kquant::block_bytes(K);
+    let mut acc = [[vdupq_n_f32(0.0); TP]; 2];
+    for b in 0..nb {
+        let pb = p.map(|pr| pr.add(b * bb));
+        let xb = x.add(b * SUBS);
+        let tok = |tp: usize, k: usize, j: usize| &*xb.add((2 * tp + k) * nsub + j);
+        let d = f16x4_at(pb, if K == Q6_K { 208 } else { 0 });
+        let s = kquant::scales::<K>(pb);
+        if K != Q6_K {
+            let dmin = f16x4_at(pb, 2);
+            for j in 0..SUBS {
+                let dm = vmulq_f32(dmin, vcvtq_f32_s32(s[SUBS + j]));
+                for tp in 0..TP {
+                    let sa = lanes(tok(tp, 0, j).s, tok(tp, 1, j).s);
+                    acc[0][tp] = vfmsq_f32(acc[0][tp], rows2::<false>(dm), sa);
+                    acc[1][tp] = vfmsq_f32(acc[1][tp], rows2::<true>(dm), sa);
+                }
+            }
+        }
+        for j in 0..SUBS {
+            let w = pb.map(|pr| kquant::unpack::<K>(pr, j));
+            let (w01, w23) = (pair(&w[0], &w[1]), pair(&w[2], &w[3]));
+            for tp in 0..TP {
+                let (x0, x1) = (tok(tp, 0, j), tok(tp, 1, j));
+                let a = pair(&load_a(x0), &load_a(x1));
+                let da = lanes(x0.d, x1.d);
+                let i01 = vcvtq_f32_s32(isum_k::<K, false>(&w01, &a, &s, j));
+                let i23 = vcvtq_f32_s32(isum_k::<K, true>(&w23, &a, &s, j));
+                acc[0][tp] = vfmaq_f32(acc[0][tp], i01, vmulq_f32(rows2::<false>(d), da));
+                acc[1][tp] = vfmaq_f32(acc[1][tp], i23, vmulq_f32(rows2::<true>(d), da));
+            }
+        }
+    }
+    store2x2(&acc, out, out_stride);
+}
+
+/// The K-quant matmul: 4 rows x 4 (or 2) tokens of SMMLA tiles, dotprod for the rest.
+#[inline(always)]
+unsafe fn matmul_k<const K: u8>(
+    w: &[u8],
+    cols: usize,
+    rows: Range<usize>,
+    xq: &[BlockQ8A],
+    n_tok: usize,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    let nsub = cols / QK;
+    let nb = nsub / SUBS;
+    let rb = nb * kquant::block_bytes(K);
+    let xp = xq.as_ptr();
+    let mut r = rows.start;
+    while r + 4 <= rows.end {
+        let p = [0, 1, 2, 3].map(|k| w.as_ptr().add((r + k) * rb));
+        let mut t = 0;
+        while t + 2 <= n_tok {
+            let (x, o) = (xp.add(t * nsub), out.add(t * out_stride + r));
+            if t + 4 <= n_tok {
+                mm_tile_k::<K, 2>(p, nb, x, nsub, o, out_stride);
+                t += 4;
+            } else {
+                mm_tile_k::<K, 1>(p, nb, x, nsub, o, out_stride);
+                t += 2;
+            }
+        }
+        if t < n_tok {
+            let (x, o) = (xp.add(t * nsub), out.add(t * out_stride + r));
+            kquant::tile::<Sdot, K, 1>(p, 4, nb, x, nsub, o, out_stride);
+        }
+        r += 4;
+    }
+    if r < rows.end {
+        kquant::matmul::<Sdot, K>(w, cols, r..rows.end, xq, n_tok, out, out_stride);
     }
 }
 
@@ -145,6 +288,9 @@ unsafe fn matmul_q8a_mm<const DT: u8>(
 ) {
     if n_tok < 2 {
         return neon::matmul_q8a::<Sdot, DT>(w, cols, rows, xq, n_tok, out, out_stride);
+    }
+    if is_k(DT) {
+        return matmul_k::<DT>(w, cols, rows, xq, n_tok, out, out_stride);
     }
     let nb = cols / QK;
     let rb = nb * block_bytes(DT);
@@ -177,11 +323,31 @@ unsafe fn matmul_q8a_mm<const DT: u8>(
 /// Per-block sums through SMMLA (each block paired with itself; lane 0 is `w . a`).
 #[inline(always)]
 unsafe fn isums_mm<const DT: u8>(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
+    if is_k(DT) {
+        return isums_k::<DT>(w_row, xq, out);
+    }
     let bb = block_bytes(DT);
     for (b, o) in out.iter_mut().enumerate() {
         let wv = load_w::<DT>(w_row.as_ptr().add(b * bb));
         let a = load_a(&xq[b]);
         *o = vgetq_lane_s32::<0>(mm(&pair(&wv, &wv), &pair(&a, &a)));
+    }
+}
+
+/// Per-sub-block K-quant sums through SMMLA (the row and its activations each paired with
+/// themselves; lane 0 is the row's `isum`).
+#[inline(always)]
+unsafe fn isums_k<const K: u8>(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
+    let bb = kquant::block_bytes(K);
+    for b in 0..out.len() / SUBS {
+        let p = w_row.as_ptr().add(b * bb);
+        let s = kquant::scales::<K>([p; 4]);
+        for j in 0..SUBS {
+            let w = kquant::unpack::<K>(p, j);
+            let a = load_a(&xq[b * SUBS + j]);
+            let i = isum_k::<K, false>(&pair(&w, &w), &pair(&a, &a), &s, j);
+            out[b * SUBS + j] = vgetq_lane_s32::<0>(i);
+        }
     }
 }
 
@@ -210,20 +376,16 @@ pub(super) unsafe fn tile_isums(
     match dtype {
         DType::Q8_0 => go::<{ neon::Q8_0 }>(w, x0, x1),
         DType::Q4_0 => go::<{ neon::Q4_0 }>(w, x0, x1),
-        _ => go::<{ neon::Q4_1 }>(w, x0, x1),
+        DType::Q4_1 => go::<{ neon::Q4_1 }>(w, x0, x1),
+        DType::Q5_0 => go::<{ neon::Q5_0 }>(w, x0, x1),
+        _ => go::<{ neon::Q5_1 }>(w, x0, x1),
     }
 }
 
 /// The i8mm table: SMMLA for `n_tok >= 2`, dotprod for decode, the rest from NEON.
 pub(super) static KERNELS: Kernels = Kernels {
     name: "i8mm",
-    matmul_q8a: super::super::scalar::with_head(
-        [matmul_q8a_q8_0, matmul_q8a_q4_0, matmul_q8a_q4_1],
-        super::super::scalar::KERNELS.matmul_q8a,
-    ),
-    isums: super::super::scalar::with_head(
-        [isums_q8_0, isums_q4_0, isums_q4_1],
-        super::super::scalar::KERNELS.isums,
-    ),
+    matmul_q8a: Q8A_MATMULS,
+    isums: Q8A_ISUMS,
     ..dotprod::KERNELS
 };

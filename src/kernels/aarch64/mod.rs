@@ -23,7 +23,9 @@ use super::Kernels;
 
 mod dotprod;
 mod i8mm;
+mod kquant;
 mod neon;
+mod q5;
 
 fn has_neon() -> bool {
     is_aarch64_feature_detected!("neon")
@@ -199,7 +201,13 @@ mod tests {
             return;
         }
         let mut rng = Rng::new(21);
-        for dtype in [DType::Q8_0, DType::Q4_0, DType::Q4_1] {
+        for dtype in [
+            DType::Q8_0,
+            DType::Q4_0,
+            DType::Q4_1,
+            DType::Q5_0,
+            DType::Q5_1,
+        ] {
             for round in 0..6 {
                 let mut wb = weights(&mut rng, dtype, 2, 32, Scales::Normal);
                 if round % 2 == 1 {

@@ -2,13 +2,15 @@
 //! integer tiles the `dotprod` and `i8mm` paths instantiate with their own product.
 //!
 //! Integer products ([`Idot`]): one weight block (two 16-byte vectors of signed integers:
-//! Q8_0 `qs`, Q4_0 `nibble - 8`, Q4_1 the raw nibble; low nibbles pair with activations
-//! 0..16, high nibbles with 16..32) times one activation block, as four exact i32 lanes.
-//! NEON uses SMULL/SMLAL2 into i16 lanes and SADALP into i32: Q8_0 puts two products in an
-//! i16 lane (`2 * 128 * 127 < 2^15`), Q4 four (`4 * 15 * 127 < 2^15`). Tiles of 4 rows
-//! reduce the four rows' lanes with ADDP into one vector `[row0..row3]`, scale it by
-//! `d_w * d_a` (FCVTL converts the four f16 scales at once) and accumulate with FMLA, so a
-//! tile ends with one store per token and no horizontal sums. Block sums are below `2^24`,
+//! Q8_0 `qs`, Q4_0 `nibble - 8`, Q4_1 the raw nibble, Q5_0/Q5_1 likewise with the fifth bit
+//! (`q5.rs`); low nibbles pair with activations 0..16, high nibbles with 16..32) times one
+//! activation block, as four exact i32 lanes. NEON uses SMULL/SMLAL2 into i16 lanes and
+//! SADALP into i32: Q8_0 puts two products in an i16 lane (`2 * 128 * 127 < 2^15`), the
+//! types of at most 6 bits four (`4 * 32 * 127 < 2^15`). The K-quants have tiles of their
+//! own (`kquant.rs`) on the same products; [`matmul_q8a`] and [`isums`] dispatch to them.
+//! Tiles of 4 rows reduce the four rows' lanes with ADDP into one vector `[row0..row3]`,
+//! scale it by `d_w * d_a` (FCVTL converts the four f16 scales at once) and accumulate with
+//! FMLA, so a tile ends with one store per token and no horizontal sums. Block sums are below `2^24`,
 //! so their conversion to f32 is exact.
 //!
 //! # Safety
@@ -23,32 +25,67 @@
 use std::arch::aarch64::*;
 use std::ops::Range;
 
-use super::super::scalar::{self, Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES};
-use super::super::{BlockQ8A, Kernels, QK};
-use super::{f16_bits, f16_to_f32, f16x4_to_f32, f16x8_to_f32};
+use super::super::scalar::{self, Q4_0_BYTES, Q4_1_BYTES, Q5_0_BYTES, Q5_1_BYTES, Q8_0_BYTES};
+use super::super::{BlockQ8A, DType, Kernels, QK};
+use super::kquant::{self, matmul_f32 as matmul_fk};
+use super::{f16_bits, f16_to_f32, f16x4_to_f32, f16x8_to_f32, q5};
 
-/// Weight dtype selectors for the const-generic kernels.
+/// Weight dtype selectors for the const-generic kernels: the dtype's index in
+/// `DType::QUANTIZED`, the order of the `matmul_q8a`/`isums` tables.
 pub(super) const Q8_0: u8 = 0;
 pub(super) const Q4_0: u8 = 1;
 pub(super) const Q4_1: u8 = 2;
+pub(super) const Q5_0: u8 = 3;
+pub(super) const Q5_1: u8 = 4;
+pub(super) const Q4_K: u8 = 5;
+pub(super) const Q5_K: u8 = 6;
+pub(super) const Q6_K: u8 = 7;
+const _: () = {
+    let sel = [Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K];
+    let mut i = 0;
+    while i < sel.len() {
+        assert!(DType::QUANTIZED[sel[i] as usize].code() == DType::QUANTIZED[i].code());
+        i += 1;
+    }
+};
 
+/// Bytes of one block of a 32-value selector (the K-quants' are in `kquant`).
 pub(super) const fn block_bytes(dt: u8) -> usize {
     match dt {
         Q8_0 => Q8_0_BYTES,
         Q4_0 => Q4_0_BYTES,
-        _ => Q4_1_BYTES,
+        Q4_1 => Q4_1_BYTES,
+        Q5_0 => Q5_0_BYTES,
+        _ => Q5_1_BYTES,
     }
+}
+
+/// Whether a 32-value selector has a minimum (`m * s_a` term): Q4_1, Q5_1.
+pub(super) const fn has_min(dt: u8) -> bool {
+    dt == Q4_1 || dt == Q5_1
+}
+
+/// Whether a selector is a 256-value K-quant (served by `kquant`).
+pub(super) const fn is_k(dt: u8) -> bool {
+    dt >= Q4_K
 }
 
 /// An exact integer product of one weight block and one activation block.
 pub(super) trait Idot {
     /// Most tokens per 4-row Q8_0 tile that fit the 32 vector registers without spills.
     const Q8_0_TOKENS: usize;
-    /// Four i32 lanes whose sum is `sum_i w_i * a_i`.
+    /// Four i32 lanes whose sum is `sum_i w_i * a_i`. For `DT != Q8_0` the weights must lie
+    /// in `-32..=31` (four products share an i16 lane in `Smull`).
     ///
     /// # Safety
     /// The CPU features of the implementing path.
     unsafe fn dot<const DT: u8>(w: &[int8x16_t; 2], a: &[int8x16_t; 2]) -> int32x4_t;
+    /// Four i32 lanes whose sum is the 16-value product `sum_i w_i * a_i` (any i8 `w`,
+    /// `a` in `-127..=127`).
+    ///
+    /// # Safety
+    /// The CPU features of the implementing path.
+    unsafe fn dot16(w: int8x16_t, a: int8x16_t) -> int32x4_t;
 }
 
 /// The NEON product: SMULL/SMLAL2 to i16, SADALP to i32.
@@ -71,6 +108,14 @@ impl Idot for Smull {
             vpaddlq_s16(p)
         }
     }
+    #[inline(always)]
+    unsafe fn dot16(w: int8x16_t, a: int8x16_t) -> int32x4_t {
+        vpaddlq_s16(vmlal_high_s8(
+            vmull_s8(vget_low_s8(w), vget_low_s8(a)),
+            w,
+            a,
+        ))
+    }
 }
 
 /// The integer weights of the block at `p`.
@@ -78,6 +123,7 @@ impl Idot for Smull {
 pub(super) unsafe fn load_w<const DT: u8>(p: *const u8) -> [int8x16_t; 2] {
     match DT {
         Q8_0 => [vld1q_s8(p.add(2).cast()), vld1q_s8(p.add(18).cast())],
+        Q5_0 | Q5_1 => q5::load_w(p, DT == Q5_1),
         _ => {
             let q = vld1q_u8(p.add(if DT == Q4_0 { 2 } else { 4 }));
             let lo = vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(0x0f)));
@@ -129,7 +175,7 @@ pub(super) unsafe fn tile4<D: Idot, const DT: u8, const T: usize>(
             w.add(3 * rb + b * bb),
         ];
         let dw = f16x4_at(p, 0);
-        let mw = if DT == Q4_1 {
+        let mw = if has_min(DT) {
             f16x4_at(p, 2)
         } else {
             vdupq_n_f32(0.0)
@@ -147,7 +193,7 @@ pub(super) unsafe fn tile4<D: Idot, const DT: u8, const T: usize>(
             let i23 = vpaddq_s32(D::dot::<DT>(&wv[2], &a), D::dot::<DT>(&wv[3], &a));
             let s = vcvtq_f32_s32(vpaddq_s32(i01, i23));
             acc[t] = vfmaq_f32(acc[t], s, vmulq_n_f32(dw, xa.d));
-            if DT == Q4_1 {
+            if has_min(DT) {
                 acc[t] = vfmaq_n_f32(acc[t], mw, xa.s);
             }
         }
@@ -172,7 +218,7 @@ pub(super) unsafe fn tile1<D: Idot, const DT: u8, const T: usize>(
     for b in 0..nb {
         let p = w.add(b * bb);
         let dw = f16_to_f32(f16_bits(p));
-        let mw = if DT == Q4_1 {
+        let mw = if has_min(DT) {
             f16_to_f32(f16_bits(p.add(2)))
         } else {
             0.0
@@ -182,7 +228,7 @@ pub(super) unsafe fn tile1<D: Idot, const DT: u8, const T: usize>(
             let xa = &*x.add(t * nb + b);
             let i = vcvtq_f32_s32(D::dot::<DT>(&wv, &load_a(xa)));
             acc[t] = vfmaq_n_f32(acc[t], i, dw * xa.d);
-            if DT == Q4_1 {
+            if has_min(DT) {
                 accm[t] += mw * xa.s;
             }
         }
@@ -204,6 +250,9 @@ pub(super) unsafe fn matmul_q8a<D: Idot, const DT: u8>(
     out: *mut f32,
     out_stride: usize,
 ) {
+    if is_k(DT) {
+        return kquant::matmul::<D, DT>(w, cols, rows, xq, n_tok, out, out_stride);
+    }
     let nb = cols / QK;
     let rb = nb * block_bytes(DT);
     let (wp, xp) = (w.as_ptr(), xq.as_ptr());
@@ -246,6 +295,9 @@ pub(super) unsafe fn matmul_q8a<D: Idot, const DT: u8>(
 /// Per-block integer sums of one row with product `D` (preconditions of `IsumsFn`).
 #[inline(always)]
 pub(super) unsafe fn isums<D: Idot, const DT: u8>(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
+    if is_k(DT) {
+        return kquant::isums::<D, DT>(w_row, xq, out);
+    }
     let bb = block_bytes(DT);
     for (b, o) in out.iter_mut().enumerate() {
         let w = load_w::<DT>(w_row.as_ptr().add(b * bb));
@@ -253,65 +305,43 @@ pub(super) unsafe fn isums<D: Idot, const DT: u8>(w_row: &[u8], xq: &[BlockQ8A],
     }
 }
 
-/// Defines the `#[target_feature]` q8a entry points of a path: `matmul_q8a_*` through
-/// `$matmul` (a generic `fn<const DT: u8>` with the `MatmulQ8aFn` signature) and `isums_*`
-/// through `$isums`.
+/// Defines the `#[target_feature]` q8a entry points of a path, one pair per dtype:
+/// `matmul_q8a_*` through `$matmul` (a generic `fn<const DT: u8>` with the `MatmulQ8aFn`
+/// signature) and `isums_*` through `$isums`, and the path's two tables of them in
+/// `DType::QUANTIZED` order, `Q8A_MATMULS` and `Q8A_ISUMS`.
 macro_rules! q8a_entry_points {
     ($features:literal, $matmul:ident, $isums:ident) => {
-        #[target_feature(enable = $features)]
-        unsafe fn matmul_q8a_q8_0(
-            w: &[u8],
-            cols: usize,
-            rows: Range<usize>,
-            xq: &[BlockQ8A],
-            n_tok: usize,
-            out: *mut f32,
-            out_stride: usize,
-        ) {
-            $matmul::<{ $crate::kernels::aarch64::neon::Q8_0 }>(
-                w, cols, rows, xq, n_tok, out, out_stride,
-            )
-        }
-        #[target_feature(enable = $features)]
-        unsafe fn matmul_q8a_q4_0(
-            w: &[u8],
-            cols: usize,
-            rows: Range<usize>,
-            xq: &[BlockQ8A],
-            n_tok: usize,
-            out: *mut f32,
-            out_stride: usize,
-        ) {
-            $matmul::<{ $crate::kernels::aarch64::neon::Q4_0 }>(
-                w, cols, rows, xq, n_tok, out, out_stride,
-            )
-        }
-        #[target_feature(enable = $features)]
-        unsafe fn matmul_q8a_q4_1(
-            w: &[u8],
-            cols: usize,
-            rows: Range<usize>,
-            xq: &[BlockQ8A],
-            n_tok: usize,
-            out: *mut f32,
-            out_stride: usize,
-        ) {
-            $matmul::<{ $crate::kernels::aarch64::neon::Q4_1 }>(
-                w, cols, rows, xq, n_tok, out, out_stride,
-            )
-        }
-        #[target_feature(enable = $features)]
-        unsafe fn isums_q8_0(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
-            $isums::<{ $crate::kernels::aarch64::neon::Q8_0 }>(w_row, xq, out)
-        }
-        #[target_feature(enable = $features)]
-        unsafe fn isums_q4_0(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
-            $isums::<{ $crate::kernels::aarch64::neon::Q4_0 }>(w_row, xq, out)
-        }
-        #[target_feature(enable = $features)]
-        unsafe fn isums_q4_1(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
-            $isums::<{ $crate::kernels::aarch64::neon::Q4_1 }>(w_row, xq, out)
-        }
+        $crate::kernels::aarch64::neon::q8a_entry_points!(@each $features, $matmul, $isums;
+            q8_0: Q8_0, q4_0: Q4_0, q4_1: Q4_1, q5_0: Q5_0, q5_1: Q5_1, q4_k: Q4_K,
+            q5_k: Q5_K, q6_k: Q6_K);
+    };
+    (@each $features:literal, $matmul:ident, $isums:ident; $($dt:ident: $sel:ident),*) => {
+        /// This path's `matmul_q8a` entries, in `DType::QUANTIZED` order.
+        const Q8A_MATMULS: [$crate::kernels::MatmulQ8aFn; $crate::kernels::N_QUANT] = [$({
+            #[target_feature(enable = $features)]
+            unsafe fn $dt(
+                w: &[u8],
+                cols: usize,
+                rows: Range<usize>,
+                xq: &[BlockQ8A],
+                n_tok: usize,
+                out: *mut f32,
+                out_stride: usize,
+            ) {
+                $matmul::<{ $crate::kernels::aarch64::neon::$sel }>(
+                    w, cols, rows, xq, n_tok, out, out_stride,
+                )
+            }
+            $dt
+        }),*];
+        /// This path's `isums` entries, in `DType::QUANTIZED` order.
+        const Q8A_ISUMS: [$crate::kernels::IsumsFn; $crate::kernels::N_QUANT] = [$({
+            #[target_feature(enable = $features)]
+            unsafe fn $dt(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
+                $isums::<{ $crate::kernels::aarch64::neon::$sel }>(w_row, xq, out)
+            }
+            $dt
+        }),*];
     };
 }
 pub(super) use q8a_entry_points;
@@ -480,6 +510,18 @@ unsafe fn matmul_f<const F16: bool>(
     }
 }
 
+/// The 16 bytes of `q` sign-extended to four i32 vectors (bytes 0-3, 4-7, 8-11, 12-15).
+#[inline(always)]
+pub(super) unsafe fn widen(q: int8x16_t) -> [int32x4_t; 4] {
+    let (lo, hi) = (vmovl_s8(vget_low_s8(q)), vmovl_high_s8(q));
+    [
+        vmovl_s16(vget_low_s16(lo)),
+        vmovl_high_s16(lo),
+        vmovl_s16(vget_low_s16(hi)),
+        vmovl_high_s16(hi),
+    ]
+}
+
 /// The 32 weights of the quantized block at `p` as f32: `d * q` (Q8_0), `d * (q - 8)`
 /// (Q4_0), `d * q + m` (Q4_1, multiply then add): bit-identical to the scalar dequantizer.
 #[inline(always)]
@@ -488,19 +530,11 @@ unsafe fn deq_block<const DT: u8>(p: *const u8) -> [float32x4_t; 8] {
     let q = load_w::<DT>(p);
     let mut v = [vdupq_n_f32(0.0); 8];
     for h in 0..2 {
-        let lo = vmovl_s8(vget_low_s8(q[h]));
-        let hi = vmovl_high_s8(q[h]);
-        let ints = [
-            vmovl_s16(vget_low_s16(lo)),
-            vmovl_high_s16(lo),
-            vmovl_s16(vget_low_s16(hi)),
-            vmovl_high_s16(hi),
-        ];
-        for k in 0..4 {
-            v[4 * h + k] = vmulq_n_f32(vcvtq_f32_s32(ints[k]), d);
+        for (k, ints) in widen(q[h]).into_iter().enumerate() {
+            v[4 * h + k] = vmulq_n_f32(vcvtq_f32_s32(ints), d);
         }
     }
-    if DT == Q4_1 {
+    if has_min(DT) {
         let m = vdupq_n_f32(f16_to_f32(f16_bits(p.add(2))));
         for vk in v.iter_mut() {
             *vk = vaddq_f32(*vk, m);
@@ -585,6 +619,11 @@ f32_entry_points! {
     matmul_f32_q8_0: matmul_fq, Q8_0;
     matmul_f32_q4_0: matmul_fq, Q4_0;
     matmul_f32_q4_1: matmul_fq, Q4_1;
+    matmul_f32_q5_0: matmul_fq, Q5_0;
+    matmul_f32_q5_1: matmul_fq, Q5_1;
+    matmul_f32_q4_k: matmul_fk, Q4_K;
+    matmul_f32_q5_k: matmul_fk, Q5_K;
+    matmul_f32_q6_k: matmul_fk, Q6_K;
 }
 
 #[target_feature(enable = "neon")]
@@ -627,36 +666,57 @@ unsafe fn dequant_q4_0(w: &[u8], out: &mut [f32]) {
 unsafe fn dequant_q4_1(w: &[u8], out: &mut [f32]) {
     dequant_q::<Q4_1>(w, out)
 }
+#[target_feature(enable = "neon")]
+unsafe fn dequant_q5_0(w: &[u8], out: &mut [f32]) {
+    dequant_q::<Q5_0>(w, out)
+}
+#[target_feature(enable = "neon")]
+unsafe fn dequant_q5_1(w: &[u8], out: &mut [f32]) {
+    dequant_q::<Q5_1>(w, out)
+}
+#[target_feature(enable = "neon")]
+unsafe fn dequant_q4_k(w: &[u8], out: &mut [f32]) {
+    kquant::dequant::<Q4_K>(w, out)
+}
+#[target_feature(enable = "neon")]
+unsafe fn dequant_q5_k(w: &[u8], out: &mut [f32]) {
+    kquant::dequant::<Q5_K>(w, out)
+}
+#[target_feature(enable = "neon")]
+unsafe fn dequant_q6_k(w: &[u8], out: &mut [f32]) {
+    kquant::dequant::<Q6_K>(w, out)
+}
 
 /// The NEON table.
 pub(super) static KERNELS: Kernels = Kernels {
     name: "neon",
     quantize_act,
-    matmul_q8a: scalar::with_head(
-        [matmul_q8a_q8_0, matmul_q8a_q4_0, matmul_q8a_q4_1],
-        scalar::KERNELS.matmul_q8a,
-    ),
-    isums: scalar::with_head([isums_q8_0, isums_q4_0, isums_q4_1], scalar::KERNELS.isums),
-    matmul_f32: scalar::with_head(
-        [
-            matmul_f32_f32,
-            matmul_f32_f16,
-            matmul_f32_q8_0,
-            matmul_f32_q4_0,
-            matmul_f32_q4_1,
-        ],
-        scalar::KERNELS.matmul_f32,
-    ),
-    dequant_row: scalar::with_head(
-        [
-            scalar::KERNELS.dequant_row[0],
-            dequant_f16,
-            dequant_q8_0,
-            dequant_q4_0,
-            dequant_q4_1,
-        ],
-        scalar::KERNELS.dequant_row,
-    ),
+    matmul_q8a: Q8A_MATMULS,
+    isums: Q8A_ISUMS,
+    matmul_f32: [
+        matmul_f32_f32,
+        matmul_f32_f16,
+        matmul_f32_q8_0,
+        matmul_f32_q4_0,
+        matmul_f32_q4_1,
+        matmul_f32_q5_0,
+        matmul_f32_q5_1,
+        matmul_f32_q4_k,
+        matmul_f32_q5_k,
+        matmul_f32_q6_k,
+    ],
+    dequant_row: [
+        scalar::KERNELS.dequant_row[0],
+        dequant_f16,
+        dequant_q8_0,
+        dequant_q4_0,
+        dequant_q4_1,
+        dequant_q5_0,
+        dequant_q5_1,
+        dequant_q4_k,
+        dequant_q5_k,
+        dequant_q6_k,
+    ],
     // Baseline aarch64 already vectorizes the reference with NEON.
     glu: scalar::KERNELS.glu,
     wsum: scalar::KERNELS.wsum,
