@@ -206,6 +206,9 @@ pub(super) unsafe fn matmul_grouped<L: Layout<DT, VNNI>, const DT: u8, const VNN
         let ot = out.add(t * out_stride);
         for r in rows.clone() {
             let (wr, or) = (w.add(r * rb), ot.add(r));
+            if r + PREFETCH_ROWS < rows.end {
+                prefetch(w.add((r + PREFETCH_ROWS) * rb), rb);
+            }
             match tn {
                 4 => tile_grouped::<L, DT, VNNI, 4>(wr, nb, &tiles, or, out_stride),
                 3 => tile_grouped::<L, DT, VNNI, 3>(wr, nb, &tiles, or, out_stride),
@@ -214,6 +217,22 @@ pub(super) unsafe fn matmul_grouped<L: Layout<DT, VNNI>, const DT: u8, const VNN
             }
         }
         t += tn;
+    }
+}
+
+/// How many rows ahead [`matmul_grouped`] asks for the weights: a decode step streams every
+/// weight from memory once, and the hardware prefetchers alone leave the loads of each
+/// row's first blocks waiting (thread CPU time of a 1-thread SmolLM2 decode step: -10%).
+const PREFETCH_ROWS: usize = 8;
+
+/// Asks for the `len` bytes at `p` to be brought into the cache, one request per 64-byte
+/// line. `p..p + len` must lie within one allocation (the weights of a row).
+#[inline(always)]
+unsafe fn prefetch(p: *const u8, len: usize) {
+    let mut off = 0;
+    while off < len {
+        _mm_prefetch::<_MM_HINT_T0>(p.add(off).cast());
+        off += 64;
     }
 }
 
