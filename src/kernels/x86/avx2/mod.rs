@@ -150,7 +150,7 @@ unsafe fn isums<const DT: u8, const VNNI: u8>(w_row: &[u8], xq: &[BlockQ8A], out
             let wg = q4::load_wg::<DT>(w_row.as_ptr().add(b0 * bb));
             let ag = q4::load_ag::<DT, VNNI>(xq.as_ptr().add(b0));
             let mut lanes = [0i32; q4::GRP];
-            _mm256_storeu_si256(lanes.as_mut_ptr().cast(), q4::isum_group::<VNNI>(&wg, &ag));
+            _mm256_storeu_si256(lanes.as_mut_ptr().cast(), q4::isum_group::<DT, VNNI>(&wg, &ag));
             for (l, v) in lanes.into_iter().enumerate() {
                 out[b0 + q4::grp_block(l)] = v;
             }

@@ -150,7 +150,7 @@ pub(super) unsafe fn load_ag<const DT: u8, const VNNI: u8>(x: *const BlockQ8A) -
 
 /// Exact i32 lanes of one group product: block `grp_block(L)` in lane L.
 #[inline(always)]
-pub(super) unsafe fn isum_group<const VNNI: u8>(w: &WGroup, a: &AGroup) -> __m256i {
+pub(super) unsafe fn isum_group<const DT: u8, const VNNI: u8>(w: &WGroup, a: &AGroup) -> __m256i {
     if VNNI != NO_VNNI {
         let mut i = a.init;
         for k in 0..4 {
@@ -167,7 +167,13 @@ pub(super) unsafe fn isum_group<const VNNI: u8>(w: &WGroup, a: &AGroup) -> __m25
         s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(w.lo[k], a.a[k]));
         s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(w.hi[k], a.a[k + 4]));
     }
-    _mm256_add_epi32(a.init, _mm256_madd_epi16(s16, _mm256_set1_epi16(1)))
+    let i = _mm256_madd_epi16(s16, _mm256_set1_epi16(1));
+    // Q4_1 has no offset to remove (`init` is zero).
+    if DT == Q4_0 {
+        _mm256_add_epi32(a.init, i)
+    } else {
+        i
+    }
 }
 
 /// Q4_0/Q4_1 in groups of 8 ([`WGroup`], [`AGroup`]).
@@ -187,7 +193,7 @@ impl<const DT: u8, const VNNI: u8> Layout<DT, VNNI> for Q4Groups {
     }
     #[inline(always)]
     unsafe fn accumulate(w: &WGroup, a: &AGroup, acc: __m256) -> __m256 {
-        let i = isum_group::<VNNI>(w, a);
+        let i = isum_group::<DT, VNNI>(w, a);
         let acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_mul_ps(w.d, a.d), acc);
         if DT == Q4_1 {
             _mm256_fmadd_ps(w.m, a.s, acc)

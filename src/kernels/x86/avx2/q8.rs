@@ -99,15 +99,21 @@ pub(super) unsafe fn load_aq8<const VNNI: u8>(x: *const BlockQ8A) -> AQuad8 {
 /// Exact i32 lanes of one Q8_0 quad product: block i in lanes i and 4 + i.
 #[inline(always)]
 pub(super) unsafe fn isum_q8<const VNNI: u8>(w: &WQuad8, a: &AQuad8) -> __m256i {
-    let mut i = a.init;
-    for k in 0..4 {
-        i = if VNNI != NO_VNNI {
-            dot_acc::<VNNI>(i, w.u[k], a.a[k])
-        } else {
-            dot_acc::<NO_VNNI>(i, w.u[k], _mm256_sign_epi8(a.a[k], w.w[k]))
-        };
+    if VNNI != NO_VNNI {
+        let mut i = a.init;
+        for k in 0..4 {
+            i = dot_acc::<VNNI>(i, w.u[k], a.a[k]);
+        }
+        return i;
     }
-    i
+    // Without VNNI `init` is zero: start from the first product.
+    let prod = |k: usize| {
+        _mm256_madd_epi16(
+            _mm256_maddubs_epi16(w.u[k], _mm256_sign_epi8(a.a[k], w.w[k])),
+            _mm256_set1_epi16(1),
+        )
+    };
+    _mm256_add_epi32(_mm256_add_epi32(prod(0), prod(1)), _mm256_add_epi32(prod(2), prod(3)))
 }
 
 /// Q8_0 in quads of 4 ([`WQuad8`], [`AQuad8`]).
