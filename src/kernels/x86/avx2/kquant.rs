@@ -2,11 +2,12 @@
 //! table.
 //!
 //! A super-block of 256 weights is cut into 8 sub-blocks of 32, one per activation block.
-//! Per row, the 8 sub-blocks are unpacked once to 32 bytes `u` each (`0..=15`, `0..=31`;
-//! Q6_K: `|q - 32|`, whose signs the activations take through `vpsignb`), which meet each
-//! token's activations through `vpmaddubsw`. The i16 pair sums of the 8 sub-blocks are then
-//! reduced together by two levels of `vphaddw` into sums of 8 products (at most
-//! `8 * 31 * 127` or `8 * 32 * 127`, below `2^15`: exact), and one `vpmaddwd` per 4
+//! Per row, the 8 sub-blocks are unpacked once to 32 unsigned bytes `q` each (`0..=15`,
+//! `0..=31`, `0..=63`), which meet each token's activations `a` through `vpmaddubsw` (pairs
+//! below `2 * 63 * 127 < 2^15`); Q6_K's offset is removed pair by pair by subtracting
+//! `32 * a` summed the same way, once per token for all rows. The i16 pair sums of the 8
+//! sub-blocks are then reduced together by two levels of `vphaddw` into sums of 8 products
+//! (at most `8 * 31 * 127` or `8 * 32 * 127`, below `2^15`: exact), and one `vpmaddwd` per 4
 //! sub-blocks multiplies them by the integer scales (Q4_K/Q5_K: the 6-bit `sc_j`; Q6_K: the
 //! i8 scale of each half of 16) and adds the pairs. That leaves per 128-bit lane one i32 per
 //! sub-block and half (low lane: values 0-15, high lane: 16-31); adding the two halves gives
@@ -52,14 +53,12 @@ unsafe fn scales_mins(p: *const u8) -> (u64, u64) {
     (sc, m)
 }
 
-/// One row's super-block, unpacked: the unsigned operands `u` of its 8 sub-blocks, the
-/// signed weights `w` whose signs the activations take (Q6_K only), and the i16 multipliers
-/// `sc` of the reduced sums of sub-blocks 0-3 and 4-7 (see [`isum_lanes`]).
+/// One row's super-block, unpacked: the unsigned values `u` of its 8 sub-blocks, and the
+/// i16 multipliers `sc` of the reduced sums of sub-blocks 0-3 and 4-7 (see [`isum_lanes`]).
 #[derive(Clone, Copy)]
 struct Row {
     u: [__m256i; SUBS],
-    w: [__m256i; SUBS],
-    sc: [__m256i; 2],
+    sc: [__m256i; SUBS / 2],
 }
 
 /// The 32 bytes at `p`.
@@ -75,8 +74,7 @@ unsafe fn unpack<const K: u8>(p: *const u8, sc: u64) -> Row {
     let m15 = _mm256_set1_epi8(0x0f);
     let mut row = Row {
         u: [_mm256_setzero_si256(); SUBS],
-        w: [_mm256_setzero_si256(); SUBS],
-        sc: [_mm256_setzero_si256(); 2],
+        sc: [_mm256_setzero_si256(); SUBS / 2],
     };
     if K == Q6_K {
         // Half h holds sub-blocks 4h..4h + 3 (k = 0..3): value l of sub-block k has its low
@@ -108,25 +106,29 @@ unsafe fn unpack<const K: u8>(p: *const u8, sc: u64) -> Row {
                     _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m30),
                 ),
             ];
-            for (k, q) in q.into_iter().enumerate() {
-                let w = _mm256_sub_epi8(q, _mm256_set1_epi8(32));
-                row.w[4 * h + k] = w;
-                row.u[4 * h + k] = _mm256_abs_epi8(w);
-            }
+            row.u[4 * h..4 * h + 4].copy_from_slice(&q);
         }
-        // Scale 2j + g is that of half g (values 16g..16g + 15) of sub-block j; the reduced
-        // sums hold the halves in the low and high 128 bits.
-        let s = _mm_loadu_si128(p.add(192).cast());
-        row.sc = [
-            _mm256_cvtepi8_epi16(_mm_shuffle_epi8(
-                s,
-                _mm_setr_epi8(0, 0, 2, 2, 4, 4, 6, 6, 1, 1, 3, 3, 5, 5, 7, 7),
-            )),
-            _mm256_cvtepi8_epi16(_mm_shuffle_epi8(
-                s,
-                _mm_setr_epi8(8, 8, 10, 10, 12, 12, 14, 14, 9, 9, 11, 11, 13, 13, 15, 15),
-            )),
+        // Scale 2j + g is that of half g (values 16g..16g + 15) of sub-block j: pair i
+        // (sub-blocks 2i, 2i + 1) takes scales 4i, 4i + 2 in the low 128 bits and 4i + 1,
+        // 4i + 3 in the high, each twice, as i16 (scales 0-7 of pairs 0, 1 in `t[0]`).
+        let s = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(192).cast()));
+        let t = [
+            _mm256_permute2x128_si256::<0x00>(s, s),
+            _mm256_permute2x128_si256::<0x11>(s, s),
         ];
+        let pick = [
+            _mm256_setr_epi8(
+                0, 1, 0, 1, 4, 5, 4, 5, 0, 1, 0, 1, 4, 5, 4, 5, 2, 3, 2, 3, 6, 7, 6, 7, 2, 3, 2, 3,
+                6, 7, 6, 7,
+            ),
+            _mm256_setr_epi8(
+                8, 9, 8, 9, 12, 13, 12, 13, 8, 9, 8, 9, 12, 13, 12, 13, 10, 11, 10, 11, 14, 15, 14,
+                15, 10, 11, 10, 11, 14, 15, 14, 15,
+            ),
+        ];
+        for i in 0..SUBS / 2 {
+            row.sc[i] = _mm256_shuffle_epi8(t[i / 2], pick[i % 2]);
+        }
         return row;
     }
     // Q4_K/Q5_K: sub-blocks 2i and 2i + 1 are the low and high nibbles of bytes
@@ -149,58 +151,60 @@ unsafe fn unpack<const K: u8>(p: *const u8, sc: u64) -> Row {
             row.u[j] = _mm256_or_si256(row.u[j], _mm256_and_si256(bit, m10));
         }
     }
-    // The 6-bit scales as i16, each twice (the two sums of 8 of each half), in both halves.
+    // The 6-bit scales as i16: pair i (sub-blocks 2i, 2i + 1) takes sc_2i, sc_2i, sc_2i+1,
+    // sc_2i+1, twice, in both halves.
     let v = _mm256_broadcastsi128_si256(_mm_cvtsi64_si128(sc as i64));
-    let z = -1;
-    row.sc = [
-        _mm256_shuffle_epi8(
-            v,
-            _mm256_setr_epi8(
-                0, z, 0, z, 1, z, 1, z, 2, z, 2, z, 3, z, 3, z, 0, z, 0, z, 1, z, 1, z, 2, z, 2, z,
-                3, z, 3, z,
-            ),
-        ),
-        _mm256_shuffle_epi8(
-            v,
-            _mm256_setr_epi8(
-                4, z, 4, z, 5, z, 5, z, 6, z, 6, z, 7, z, 7, z, 4, z, 4, z, 5, z, 5, z, 6, z, 6, z,
-                7, z, 7, z,
-            ),
-        ),
-    ];
+    for i in 0..SUBS / 2 {
+        let (a, b, z) = (2 * i as i8, 2 * i as i8 + 1, -1);
+        let pick = _mm256_setr_epi8(
+            a, z, a, z, b, z, b, z, a, z, a, z, b, z, b, z, a, z, a, z, b, z, b, z, a, z, a, z, b,
+            z, b, z,
+        );
+        row.sc[i] = _mm256_shuffle_epi8(v, pick);
+    }
     row
 }
 
 /// Sub-block `j` of `row` times its activations `a`: 16 i16 sums of 2 products (values
 /// 0-15 in the low 128 bits, 16-31 in the high).
 #[inline(always)]
-unsafe fn prod<const K: u8>(row: &Row, x: *const BlockQ8A, j: usize) -> __m256i {
-    let a = _mm256_loadu_si256((*x.add(j)).qs.as_ptr().cast());
-    let a = if K == Q6_K {
-        _mm256_sign_epi8(a, row.w[j])
+unsafe fn prod<const K: u8>(row: &Row, a: &AK, j: usize) -> __m256i {
+    let p = _mm256_maddubs_epi16(
+        row.u[j],
+        _mm256_loadu_si256((*a.x.add(j)).qs.as_ptr().cast()),
+    );
+    if K == Q6_K {
+        // `q * a - 32 * a` pair by pair: exact, as each side is.
+        _mm256_sub_epi16(p, a.m32[j])
     } else {
-        a
-    };
-    _mm256_maddubs_epi16(row.u[j], a)
+        p
+    }
 }
 
-/// Two levels of pair sums of [`prod`], per 128 bits: sums of 8 products, two per
-/// sub-block, for sub-blocks `4k..4k + 3`.
+/// Sub-blocks `2i` and `2i + 1` of `row` against their activations, scaled: per 128 bits,
+/// i32 lanes 0 and 2 hold parts of sub-block `2i`, lanes 1 and 3 of sub-block `2i + 1`.
 #[inline(always)]
-unsafe fn eights<const K: u8>(row: &Row, x: *const BlockQ8A, k: usize) -> __m256i {
-    let j = 4 * k;
-    let p01 = _mm256_hadd_epi16(prod::<K>(row, x, j), prod::<K>(row, x, j + 1));
-    let p23 = _mm256_hadd_epi16(prod::<K>(row, x, j + 2), prod::<K>(row, x, j + 3));
-    _mm256_hadd_epi16(p01, p23)
+unsafe fn pair<const K: u8>(row: &Row, a: &AK, i: usize) -> __m256i {
+    let (p, q) = (prod::<K>(row, a, 2 * i), prod::<K>(row, a, 2 * i + 1));
+    // i16 pairs of one sub-block side by side, each a sum of 4 products (at most
+    // `4 * 32 * 127 < 2^15`: exact), then times the scale and summed in pairs.
+    let four = _mm256_add_epi16(_mm256_unpacklo_epi32(p, q), _mm256_unpackhi_epi32(p, q));
+    _mm256_madd_epi16(four, row.sc[i])
+}
+
+/// Two [`pair`]s summed: per 128 bits, one i32 lane per sub-block, in order.
+#[inline(always)]
+unsafe fn quad(m: __m256i, n: __m256i) -> __m256i {
+    _mm256_add_epi32(_mm256_unpacklo_epi64(m, n), _mm256_unpackhi_epi64(m, n))
 }
 
 /// The exact `isum` of each of the 8 sub-blocks of `row` against the 8 activation blocks at
-/// `x`, in lanes 0-7.
+/// `a`, in lanes 0-7.
 #[inline(always)]
-unsafe fn isum_lanes<const K: u8>(row: &Row, x: *const BlockQ8A) -> __m256i {
-    // Scaled and paired: i32 lane i of 128-bit half g is half g of sub-block 4k + i.
-    let lo = _mm256_madd_epi16(eights::<K>(row, x, 0), row.sc[0]);
-    let hi = _mm256_madd_epi16(eights::<K>(row, x, 1), row.sc[1]);
+unsafe fn isum_lanes<const K: u8>(row: &Row, a: &AK) -> __m256i {
+    // i32 lane k of 128-bit half g: half g of sub-block k (`lo`) or 4 + k (`hi`).
+    let lo = quad(pair::<K>(row, a, 0), pair::<K>(row, a, 1));
+    let hi = quad(pair::<K>(row, a, 2), pair::<K>(row, a, 3));
     _mm256_add_epi32(
         _mm256_permute2x128_si256::<0x20>(lo, hi),
         _mm256_permute2x128_si256::<0x31>(lo, hi),
@@ -214,6 +218,8 @@ pub(super) struct AK {
     x: *const BlockQ8A,
     d: __m256,
     s: __m256,
+    /// Q6_K: `32 * a` summed in pairs, as `vpmaddubsw` sums `q * a`, per block.
+    m32: [__m256i; SUBS],
 }
 
 /// `d` and `s` of the activation blocks `x` and `x + 1`: `[d0, s0, d1, s1]`.
@@ -243,7 +249,14 @@ impl<const K: u8> Micro for KQuant<K> {
         let b = _mm256_set_m128(b67, b23);
         let d = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
         let s = _mm256_shuffle_ps::<0b11_01_11_01>(a, b);
-        AK { x, d, s }
+        let mut m32 = [_mm256_setzero_si256(); SUBS];
+        if K == Q6_K {
+            for (j, m) in m32.iter_mut().enumerate() {
+                let a = _mm256_loadu_si256((*x.add(j)).qs.as_ptr().cast());
+                *m = _mm256_maddubs_epi16(_mm256_set1_epi8(32), a);
+            }
+        }
+        AK { x, d, s, m32 }
     }
     #[inline(always)]
     unsafe fn block<const R: usize, const T: usize>(
@@ -264,7 +277,7 @@ impl<const K: u8> Micro for KQuant<K> {
                 (unpack::<K>(p, sc), _mm256_mul_ps(dmin, m))
             };
             for t in 0..T {
-                let i = _mm256_cvtepi32_ps(isum_lanes::<K>(&row, a[t].x));
+                let i = _mm256_cvtepi32_ps(isum_lanes::<K>(&row, &a[t]));
                 if K != Q6_K {
                     acc[r][t] = _mm256_fnmadd_ps(dm, a[t].s, acc[r][t]);
                 }
@@ -284,7 +297,8 @@ pub(super) unsafe fn isums<const K: u8>(w_row: &[u8], xq: &[BlockQ8A], out: &mut
         } else {
             scales_mins(p.add(4)).0
         };
-        let lanes = isum_lanes::<K>(&unpack::<K>(p, sc), xq.as_ptr().add(b * SUBS));
+        let a = <KQuant<K> as Micro>::load_a(xq.as_ptr().add(b * SUBS));
+        let lanes = isum_lanes::<K>(&unpack::<K>(p, sc), &a);
         _mm256_storeu_si256(out.as_mut_ptr().add(b * SUBS).cast(), lanes);
     }
 }
