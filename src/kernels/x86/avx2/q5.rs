@@ -101,6 +101,9 @@ impl<const ONE: bool> Micro for Q5<ONE> {
     ) {
         for r in 0..R {
             let p = w.add(r * rb);
+            // The same block of the row one tile below (as in `kquant.rs`: decode would
+            // wait on DRAM). Blocks are under 64 bytes, so every line holds a block start.
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(R * rb).cast());
             let u = values::<ONE>(p);
             let d = _mm256_broadcastss_ps(f16_lane0(p));
             for t in 0..T {
