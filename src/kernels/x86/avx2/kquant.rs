@@ -239,6 +239,7 @@ impl<const K: u8> Micro for KQuant<K> {
         _ => Q6_K_BYTES,
     };
     const SUBS: usize = SUBS;
+    const BATCH_ROWS: usize = 4;
     type A = AK;
     #[inline(always)]
     unsafe fn load_a(x: *const BlockQ8A) -> AK {

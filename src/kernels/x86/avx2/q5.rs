@@ -73,6 +73,7 @@ pub(super) struct Q5<const ONE: bool>;
 impl<const ONE: bool> Micro for Q5<ONE> {
     const BLOCK_BYTES: usize = if ONE { Q5_1_BYTES } else { Q5_0_BYTES };
     const SUBS: usize = 1;
+    const BATCH_ROWS: usize = 4;
     type A = A5;
     #[inline(always)]
     unsafe fn load_a(x: *const BlockQ8A) -> A5 {
@@ -147,6 +148,7 @@ pub(super) struct Q5Pair<const ONE: bool>;
 impl<const ONE: bool> Micro for Q5Pair<ONE> {
     const BLOCK_BYTES: usize = 2 * <Q5<ONE> as Micro>::BLOCK_BYTES;
     const SUBS: usize = 2;
+    const BATCH_ROWS: usize = 4;
     type A = A5Pair;
     #[inline(always)]
     unsafe fn load_a(x: *const BlockQ8A) -> A5Pair {
@@ -223,7 +225,7 @@ pub(super) unsafe fn matmul<const ONE: bool>(
     out: *mut f32,
     out_stride: usize,
 ) {
-    if (cols / QK) % 2 == 0 {
+    if (cols / QK).is_multiple_of(2) {
         matmul_tiles::<Q5Pair<ONE>>(w, cols, rows, xq, n_tok, out, out_stride)
     } else {
         matmul_tiles::<Q5<ONE>>(w, cols, rows, xq, n_tok, out, out_stride)
@@ -235,7 +237,7 @@ pub(super) unsafe fn matmul<const ONE: bool>(
 #[inline(always)]
 pub(super) unsafe fn isums<const ONE: bool>(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
     let bb = <Q5<ONE> as Micro>::BLOCK_BYTES;
-    if out.len() % 2 == 0 {
+    if out.len().is_multiple_of(2) {
         for (k, o) in out.chunks_exact_mut(2).enumerate() {
             let p = w_row.as_ptr().add(2 * k * bb);
             let a = <Q5Pair<ONE> as Micro>::load_a(xq.as_ptr().add(2 * k));
