@@ -436,7 +436,7 @@ fn block_isums_exact() {
     }
 }
 
-/// The K-quant paths reduce 8 products in i16 lanes: the largest magnitudes (Q4_K/Q5_K's
+/// The K-quant paths sum several products in i16 lanes: the largest magnitudes (Q4_K/Q5_K's
 /// top values with scale 63, Q6_K's `q - 32 = -32` with scales -128 and 127) against
 /// activations of +-127 everywhere stay exact.
 #[test]

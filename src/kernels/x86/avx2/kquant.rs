@@ -6,15 +6,16 @@
 //! `0..=31`, `0..=63`), which meet each token's activations `a` through `vpmaddubsw` (pairs
 //! below `2 * 63 * 127 < 2^15`); Q6_K's offset is removed pair by pair by subtracting
 //! `32 * a` summed the same way, once per token for all rows. The i16 pair sums of the 8
-//! sub-blocks are then reduced together by two levels of `vphaddw` into sums of 8 products
-//! (at most `8 * 31 * 127` or `8 * 32 * 127`, below `2^15`: exact), and one `vpmaddwd` per 4
-//! sub-blocks multiplies them by the integer scales (Q4_K/Q5_K: the 6-bit `sc_j`; Q6_K: the
-//! i8 scale of each half of 16) and adds the pairs. That leaves per 128-bit lane one i32 per
-//! sub-block and half (low lane: values 0-15, high lane: 16-31); adding the two halves gives
-//! one i32 lane per sub-block, the exact `isum` of the module docs of `kernels`. The 8 lanes
-//! are converted to f32 once per super-block and accumulated by one FMA with the 8
-//! `d * d_a_j`; the minimum terms of Q4_K/Q5_K, `-(dmin * m_j) * s_a`, are one more FMA on
-//! the same lanes. Each output sees the same operations in the same order whatever its tile,
+//! sub-blocks are then reduced together: sub-blocks 2i and 2i + 1 are interleaved by
+//! `vpunpck{l,h}dq` and added (`vpaddw`) into sums of 4 products side by side (at most
+//! `4 * 32 * 127 < 2^15`: exact), one `vpmaddwd` per pair multiplies them by the integer
+//! scales (Q4_K/Q5_K: the 6-bit `sc_j`; Q6_K: the i8 scale of each half of 16) and adds
+//! them in pairs, and `vpunpck{l,h}qdq` + `vpaddd` gather the 4 pairs. That leaves per 128-bit
+//! lane one i32 per sub-block and half (low lane: values 0-15, high lane: 16-31); adding the
+//! two halves gives one i32 lane per sub-block, the exact `isum` of the module docs of
+//! `kernels`. The 8 lanes are converted to f32 once per super-block and accumulated by one
+//! FMA with the 8 `d * d_a_j`; the minimum terms of Q4_K/Q5_K, `-(dmin * m_j) * s_a`, are
+//! one more FMA on the same lanes. Each output sees the same operations in the same order whatever its tile,
 //! batch or thread split.
 //!
 //! # Safety
