@@ -436,6 +436,40 @@ fn block_isums_exact() {
     }
 }
 
+/// The K-quant paths sum several products in i16 lanes: the largest magnitudes (Q4_K/Q5_K's
+/// top values with scale 63, Q6_K's `q - 32 = -32` with scales -128 and 127) against
+/// activations of +-127 everywhere stay exact.
+#[test]
+fn kquant_isums_exact_at_the_extremes() {
+    for k in available() {
+        for dtype in [DType::Q4_K, DType::Q5_K, DType::Q6_K] {
+            let bb = dtype.block_bytes();
+            let mut wb = vec![0u8; 2 * bb];
+            for b in wb.chunks_exact_mut(bb) {
+                if dtype == DType::Q6_K {
+                    // ql and qh zero: every q is 0; scales alternate -128 and 127.
+                    for (i, sc) in b[192..208].iter_mut().enumerate() {
+                        *sc = if i % 2 == 0 { 0x80 } else { 0x7f };
+                    }
+                } else {
+                    // Scales, minimums, qh and qs all ones: q = 15 (31) with sc_j = 63.
+                    b[4..].fill(0xff);
+                }
+            }
+            let w = QMatrix::new(dtype, 1, 512, &wb).unwrap();
+            for v in [0.75f32, -0.75] {
+                let mut xq = vec![BlockQ8A::default(); 16];
+                scalar().quantize_act(&[v; 512], &mut xq);
+                assert!(xq.iter().all(|b| b.qs.iter().all(|&q| i32::from(q).abs() == 127)));
+                let (mut want, mut got) = (vec![0; 16], vec![7; 16]);
+                scalar().block_isums(&w, 0, &xq, &mut want);
+                k.block_isums(&w, 0, &xq, &mut got);
+                assert_eq!(got, want, "{} {dtype} a = {v}", k.name);
+            }
+        }
+    }
+}
+
 /// Checks one q8a matmul shape on every path against the scalar reference.
 #[allow(clippy::too_many_arguments)]
 fn check_q8a_shape(

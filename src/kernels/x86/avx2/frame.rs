@@ -35,6 +35,9 @@ pub(super) trait Micro {
     const BLOCK_BYTES: usize;
     /// Sub-blocks of 32 values per weight block (one activation block each).
     const SUBS: usize;
+    /// Rows per batch tile: 2, or 4 for layouts whose per-row unpacking is worth sharing
+    /// among more tokens than the registers then hold (measured per layout).
+    const BATCH_ROWS: usize = 2;
     /// One token's activations for one weight block, prepared once for all rows of a tile.
     type A: Copy;
     /// The activations of the block whose first activation block is at `x`.
@@ -49,8 +52,8 @@ pub(super) trait Micro {
 }
 
 /// The matmul of `MatmulQ8aFn` in layout `M`: decode in tiles of 4 rows, so that each
-/// activation load serves 4 rows; batches in tiles of 2 rows by 4 tokens, so that each
-/// unpacked weight block serves 4 tokens.
+/// activation load serves 4 rows; batches in tiles of `M::BATCH_ROWS` rows by 4 tokens, so
+/// that each unpacked weight block serves 4 tokens.
 #[inline(always)]
 pub(super) unsafe fn matmul_tiles<M: Micro>(
     w: &[u8],
@@ -73,8 +76,11 @@ pub(super) unsafe fn matmul_tiles<M: Micro>(
         out_stride,
         layout: PhantomData,
     };
+    const { assert!(M::BATCH_ROWS == 2 || M::BATCH_ROWS == 4) };
     if n_tok == 1 {
         drive::<_, 4, 1>(&tiles, rows, n_tok);
+    } else if M::BATCH_ROWS == 4 {
+        drive::<_, 4, 4>(&tiles, rows, n_tok);
     } else {
         drive::<_, 2, 4>(&tiles, rows, n_tok);
     }

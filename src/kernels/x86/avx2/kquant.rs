@@ -2,16 +2,21 @@
 //! table.
 //!
 //! A super-block of 256 weights is cut into 8 sub-blocks of 32, one per activation block.
-//! A sub-block is unpacked to 32 bytes `u` (`0..=15`, `0..=31`; Q6_K: the signed `q - 32`,
-//! as `|w|` and the sign trick `|w| * sign(a, w)`), which meet the activations through
-//! `vpmaddubsw` (pairs stay below `2 * 32 * 127 < 2^15`); `vpmaddwd` then multiplies the i16
-//! pairs by the sub-block's integer scale (Q4_K/Q5_K: the 6-bit `sc_j`; Q6_K: the i8 scale
-//! of each half of 16, in the low and high 128 bits), so the 8 i32 lanes sum to the exact
-//! `isum` of the module docs of `kernels`. The lanes are converted to f32 and accumulated by
-//! one FMA with `d * d_a`. The minimum terms of Q4_K/Q5_K, `-(dmin * m_j) * s_a`, are one
-//! FMA per super-block: the 8 `dmin * m_j` in lanes against the 8 activation sums. Each
-//! output sees the same operations in the same order whatever its tile, batch or thread
-//! split.
+//! Per row, the 8 sub-blocks are unpacked once to 32 unsigned bytes `q` each (`0..=15`,
+//! `0..=31`, `0..=63`), which meet each token's activations `a` through `vpmaddubsw` (pairs
+//! below `2 * 63 * 127 < 2^15`); Q6_K's offset is removed pair by pair by subtracting
+//! `32 * a` summed the same way, once per token for all rows. The i16 pair sums of the 8
+//! sub-blocks are then reduced together: sub-blocks 2i and 2i + 1 are interleaved by
+//! `vpunpck{l,h}dq` and added (`vpaddw`) into sums of 4 products side by side (at most
+//! `4 * 32 * 127 < 2^15`: exact), one `vpmaddwd` per pair multiplies them by the integer
+//! scales (Q4_K/Q5_K: the 6-bit `sc_j`; Q6_K: the i8 scale of each half of 16) and adds
+//! them in pairs, and `vpunpck{l,h}qdq` + `vpaddd` gather the 4 pairs. That leaves per 128-bit
+//! lane one i32 per sub-block and half (low lane: values 0-15, high lane: 16-31); adding the
+//! two halves gives one i32 lane per sub-block, the exact `isum` of the module docs of
+//! `kernels`. The 8 lanes are converted to f32 once per super-block and accumulated by one
+//! FMA with the 8 `d * d_a_j`; the minimum terms of Q4_K/Q5_K, `-(dmin * m_j) * s_a`, are
+//! one more FMA on the same lanes. Each output sees the same operations in the same order whatever its tile,
+//! batch or thread split.
 //!
 //! # Safety
 //! As in `avx2/mod.rs`: AVX2, FMA and F16C, and the caller's slice-size preconditions.
@@ -22,8 +27,8 @@ use std::arch::x86_64::*;
 
 use super::super::super::scalar::{Q4_K_BYTES, Q5_K_BYTES, Q6_K_BYTES};
 use super::super::super::BlockQ8A;
+use super::f16_lane0;
 use super::frame::Micro;
-use super::{f16_lane0, hsum_i32};
 
 /// Dtype selectors of [`KQuant`].
 pub(super) const Q4_K: u8 = 0;
@@ -49,81 +54,180 @@ unsafe fn scales_mins(p: *const u8) -> (u64, u64) {
     (sc, m)
 }
 
-/// Sub-block `j` of one super-block, unpacked: the unsigned operand `u`, the signed weights
-/// `w` whose signs the activations take (Q6_K only) and the i16 pair multipliers `sc`.
+/// One row's super-block, unpacked: the unsigned values `u` of its 8 sub-blocks, and the
+/// i16 multipliers `sc` of the reduced sums of sub-blocks 0-3 and 4-7 (see [`isum_lanes`]).
 #[derive(Clone, Copy)]
-struct Sub {
-    u: __m256i,
-    w: __m256i,
-    sc: __m256i,
+struct Row {
+    u: [__m256i; SUBS],
+    sc: [__m256i; SUBS / 2],
 }
 
-/// Sub-block `j` of the super-block at `p` of selector `K`, with its scales `sc` from
+/// The 32 bytes at `p`.
+#[inline(always)]
+unsafe fn load(p: *const u8) -> __m256i {
+    _mm256_loadu_si256(p.cast())
+}
+
+/// The super-block at `p` of selector `K`, unpacked; `sc` holds its scales from
 /// [`scales_mins`] (Q4_K/Q5_K; Q6_K reads its own).
 #[inline(always)]
-unsafe fn unpack<const K: u8>(p: *const u8, sc: u64, j: usize) -> Sub {
+unsafe fn unpack<const K: u8>(p: *const u8, sc: u64) -> Row {
     let m15 = _mm256_set1_epi8(0x0f);
-    let shift = |n: usize| _mm_cvtsi32_si128(n as i32);
+    let mut row = Row {
+        u: [_mm256_setzero_si256(); SUBS],
+        sc: [_mm256_setzero_si256(); SUBS / 2],
+    };
     if K == Q6_K {
-        // Values 128h..128h + 127: value 32k + l of the half has its low nibble in byte
-        // 32 (k & 1) + l of the half's 64 bytes of `ql` (shifted by 4 (k / 2)), and its top
-        // 2 bits in byte l of the half's 32 bytes of `qh` (shifted by 2k).
-        let (h, k) = (j / 4, j % 4);
-        let ql = _mm256_loadu_si256(p.add(64 * h + 32 * (k & 1)).cast());
-        let low = _mm256_and_si256(_mm256_srl_epi16(ql, shift(4 * (k / 2))), m15);
-        let qh = _mm256_loadu_si256(p.add(128 + 32 * h).cast());
-        let high = _mm256_and_si256(_mm256_srl_epi16(qh, shift(2 * k)), _mm256_set1_epi8(3));
-        let q = _mm256_or_si256(low, _mm256_slli_epi16::<4>(high));
-        let w = _mm256_sub_epi8(q, _mm256_set1_epi8(32));
-        let s = |i: usize| i16::from(*p.add(192 + i) as i8);
-        let sc = _mm256_set_m128i(_mm_set1_epi16(s(2 * j + 1)), _mm_set1_epi16(s(2 * j)));
-        return Sub {
-            u: _mm256_abs_epi8(w),
-            w,
-            sc,
-        };
+        // Half h holds sub-blocks 4h..4h + 3 (k = 0..3): value l of sub-block k has its low
+        // nibble in byte 32 (k & 1) + l of the half's 64 bytes of `ql` (the high nibble for
+        // k >= 2), and its top 2 bits at bits 2k, 2k + 1 of byte l of the half's 32 bytes of
+        // `qh`, moved here to bits 4 and 5 (the mask drops what the 16-bit shifts carry over).
+        let m30 = _mm256_set1_epi8(0x30);
+        for h in 0..2 {
+            let (l0, l1, qh) = (
+                load(p.add(64 * h)),
+                load(p.add(64 * h + 32)),
+                load(p.add(128 + 32 * h)),
+            );
+            let q = [
+                _mm256_or_si256(
+                    _mm256_and_si256(l0, m15),
+                    _mm256_and_si256(_mm256_slli_epi16::<4>(qh), m30),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(l1, m15),
+                    _mm256_and_si256(_mm256_slli_epi16::<2>(qh), m30),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(l0), m15),
+                    _mm256_and_si256(qh, m30),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(l1), m15),
+                    _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m30),
+                ),
+            ];
+            row.u[4 * h..4 * h + 4].copy_from_slice(&q);
+        }
+        // Scale 2j + g is that of half g (values 16g..16g + 15) of sub-block j: pair i
+        // (sub-blocks 2i, 2i + 1) takes scales 4i, 4i + 2 in the low 128 bits and 4i + 1,
+        // 4i + 3 in the high, each twice, as i16 (scales 0-7 of pairs 0, 1 in `t[0]`).
+        let s = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(192).cast()));
+        let t = [
+            _mm256_permute2x128_si256::<0x00>(s, s),
+            _mm256_permute2x128_si256::<0x11>(s, s),
+        ];
+        let pick = [
+            _mm256_setr_epi8(
+                0, 1, 0, 1, 4, 5, 4, 5, 0, 1, 0, 1, 4, 5, 4, 5, 2, 3, 2, 3, 6, 7, 6, 7, 2, 3, 2, 3,
+                6, 7, 6, 7,
+            ),
+            _mm256_setr_epi8(
+                8, 9, 8, 9, 12, 13, 12, 13, 8, 9, 8, 9, 12, 13, 12, 13, 10, 11, 10, 11, 14, 15, 14,
+                15, 10, 11, 10, 11, 14, 15, 14, 15,
+            ),
+        ];
+        for i in 0..SUBS / 2 {
+            row.sc[i] = _mm256_shuffle_epi8(t[i / 2], pick[i % 2]);
+        }
+        return row;
     }
     // Q4_K/Q5_K: sub-blocks 2i and 2i + 1 are the low and high nibbles of bytes
-    // 32i..32i + 31 of `qs`; Q5_K's fifth bit of value l of sub-block j is bit j of `qh[l]`.
+    // 32i..32i + 31 of `qs`; Q5_K's fifth bit of value l of sub-block j is bit j of `qh[l]`,
+    // moved to bit 4 (the mask drops what the 16-bit shifts carry over).
     let qs = if K == Q5_K { 48 } else { 16 };
-    let raw = _mm256_loadu_si256(p.add(qs + 32 * (j / 2)).cast());
-    let mut u = _mm256_and_si256(_mm256_srl_epi16(raw, shift(4 * (j % 2))), m15);
+    for i in 0..SUBS / 2 {
+        let raw = load(p.add(qs + 32 * i));
+        row.u[2 * i] = _mm256_and_si256(raw, m15);
+        row.u[2 * i + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), m15);
+    }
     if K == Q5_K {
-        let qh = _mm256_loadu_si256(p.add(16).cast());
-        let bit = _mm256_and_si256(_mm256_srl_epi16(qh, shift(j)), _mm256_set1_epi8(1));
-        u = _mm256_or_si256(u, _mm256_slli_epi16::<4>(bit));
+        let (qh, m10) = (load(p.add(16)), _mm256_set1_epi8(0x10));
+        for j in 0..SUBS {
+            let bit = if j <= 4 {
+                _mm256_sll_epi16(qh, _mm_cvtsi32_si128(4 - j as i32))
+            } else {
+                _mm256_srl_epi16(qh, _mm_cvtsi32_si128(j as i32 - 4))
+            };
+            row.u[j] = _mm256_or_si256(row.u[j], _mm256_and_si256(bit, m10));
+        }
     }
-    Sub {
-        u,
-        w: _mm256_setzero_si256(),
-        sc: _mm256_set1_epi16(((sc >> (8 * j)) & 0xff) as i16),
+    // The 6-bit scales as i16: pair i (sub-blocks 2i, 2i + 1) takes sc_2i, sc_2i, sc_2i+1,
+    // sc_2i+1, twice, in both halves.
+    let v = _mm256_broadcastsi128_si256(_mm_cvtsi64_si128(sc as i64));
+    for i in 0..SUBS / 2 {
+        let (a, b, z) = (2 * i as i8, 2 * i as i8 + 1, -1);
+        let pick = _mm256_setr_epi8(
+            a, z, a, z, b, z, b, z, a, z, a, z, b, z, b, z, a, z, a, z, b, z, b, z, a, z, a, z, b,
+            z, b, z,
+        );
+        row.sc[i] = _mm256_shuffle_epi8(v, pick);
     }
+    row
 }
 
-/// The exact i32 lanes of one sub-block against the activation values `a` (lane sum: the
-/// sub-block's `isum`).
+/// Sub-block `j` of `row` times its activations `a`: 16 i16 sums of 2 products (values
+/// 0-15 in the low 128 bits, 16-31 in the high).
 #[inline(always)]
-unsafe fn lanes<const K: u8>(s: &Sub, a: __m256i) -> __m256i {
-    let a = if K == Q6_K {
-        _mm256_sign_epi8(a, s.w)
+unsafe fn prod<const K: u8>(row: &Row, a: &AK, j: usize) -> __m256i {
+    let p = _mm256_maddubs_epi16(
+        row.u[j],
+        _mm256_loadu_si256((*a.x.add(j)).qs.as_ptr().cast()),
+    );
+    if K == Q6_K {
+        // `q * a - 32 * a` pair by pair: exact, as each side is.
+        _mm256_sub_epi16(p, a.m32[j])
     } else {
-        a
-    };
-    _mm256_madd_epi16(_mm256_maddubs_epi16(s.u, a), s.sc)
+        p
+    }
 }
 
-/// The activation values of block `x`.
+/// Sub-blocks `2i` and `2i + 1` of `row` against their activations, scaled: per 128 bits,
+/// i32 lanes 0 and 2 hold parts of sub-block `2i`, lanes 1 and 3 of sub-block `2i + 1`.
 #[inline(always)]
-unsafe fn act(x: *const BlockQ8A) -> __m256i {
-    _mm256_loadu_si256((*x).qs.as_ptr().cast())
+unsafe fn pair<const K: u8>(row: &Row, a: &AK, i: usize) -> __m256i {
+    let (p, q) = (prod::<K>(row, a, 2 * i), prod::<K>(row, a, 2 * i + 1));
+    // i16 pairs of one sub-block side by side, each a sum of 4 products (at most
+    // `4 * 32 * 127 < 2^15`: exact), then times the scale and summed in pairs.
+    let four = _mm256_add_epi16(_mm256_unpacklo_epi32(p, q), _mm256_unpackhi_epi32(p, q));
+    _mm256_madd_epi16(four, row.sc[i])
 }
 
-/// One token's activations for one super-block: its 8 activation blocks at `x`, and their
-/// sums `s` in lanes 0-7 (Q4_K/Q5_K).
+/// Two [`pair`]s summed: per 128 bits, one i32 lane per sub-block, in order.
+#[inline(always)]
+unsafe fn quad(m: __m256i, n: __m256i) -> __m256i {
+    _mm256_add_epi32(_mm256_unpacklo_epi64(m, n), _mm256_unpackhi_epi64(m, n))
+}
+
+/// The exact `isum` of each of the 8 sub-blocks of `row` against the 8 activation blocks at
+/// `a`, in lanes 0-7.
+#[inline(always)]
+unsafe fn isum_lanes<const K: u8>(row: &Row, a: &AK) -> __m256i {
+    // i32 lane k of 128-bit half g: half g of sub-block k (`lo`) or 4 + k (`hi`).
+    let lo = quad(pair::<K>(row, a, 0), pair::<K>(row, a, 1));
+    let hi = quad(pair::<K>(row, a, 2), pair::<K>(row, a, 3));
+    _mm256_add_epi32(
+        _mm256_permute2x128_si256::<0x20>(lo, hi),
+        _mm256_permute2x128_si256::<0x31>(lo, hi),
+    )
+}
+
+/// One token's activations for one super-block: its 8 activation blocks at `x`, their scales
+/// `d` and (Q4_K/Q5_K) sums `s`, in lanes 0-7.
 #[derive(Clone, Copy)]
 pub(super) struct AK {
     x: *const BlockQ8A,
+    d: __m256,
     s: __m256,
+    /// Q6_K: `32 * a` summed in pairs, as `vpmaddubsw` sums `q * a`, per block.
+    m32: [__m256i; SUBS],
+}
+
+/// `d` and `s` of the activation blocks `x` and `x + 1`: `[d0, s0, d1, s1]`.
+#[inline(always)]
+unsafe fn ds_pair(x: *const BlockQ8A) -> __m128 {
+    let lo = _mm_load_sd(x.cast());
+    _mm_castpd_ps(_mm_loadh_pd(lo, x.add(1).cast()))
 }
 
 /// The super-block layouts: Q4_K, Q5_K or Q6_K by selector `K`.
@@ -136,18 +240,25 @@ impl<const K: u8> Micro for KQuant<K> {
         _ => Q6_K_BYTES,
     };
     const SUBS: usize = SUBS;
+    const BATCH_ROWS: usize = 4;
     type A = AK;
     #[inline(always)]
     unsafe fn load_a(x: *const BlockQ8A) -> AK {
-        const _: () = assert!(size_of::<BlockQ8A>() == 40);
-        let s = if K == Q6_K {
-            _mm256_setzero_ps()
-        } else {
-            // `s` of block j is f32 number 10 j + 1 from `x`.
-            let ix = _mm256_setr_epi32(1, 11, 21, 31, 41, 51, 61, 71);
-            _mm256_i32gather_ps::<4>(x.cast(), ix)
-        };
-        AK { x, s }
+        // (d, s) of blocks j, j + 1 in one 128-bit lane, then the d and the s apart.
+        let (b01, b23) = (ds_pair(x), ds_pair(x.add(2)));
+        let (b45, b67) = (ds_pair(x.add(4)), ds_pair(x.add(6)));
+        let a = _mm256_set_m128(b45, b01);
+        let b = _mm256_set_m128(b67, b23);
+        let d = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
+        let s = _mm256_shuffle_ps::<0b11_01_11_01>(a, b);
+        let mut m32 = [_mm256_setzero_si256(); SUBS];
+        if K == Q6_K {
+            for (j, m) in m32.iter_mut().enumerate() {
+                let a = _mm256_loadu_si256((*x.add(j)).qs.as_ptr().cast());
+                *m = _mm256_maddubs_epi16(_mm256_set1_epi8(32), a);
+            }
+        }
+        AK { x, d, s, m32 }
     }
     #[inline(always)]
     unsafe fn block<const R: usize, const T: usize>(
@@ -158,26 +269,29 @@ impl<const K: u8> Micro for KQuant<K> {
     ) {
         for r in 0..R {
             let p = w.add(r * rb);
+            // The same super-block of the row one tile below: the tiles stream the matrix
+            // in order, and the hardware prefetcher alone leaves decode waiting on DRAM.
+            // Prefetching past the matrix is harmless (no fault, no architectural effect).
+            let ahead = p.wrapping_add(R * rb);
+            for line in (0..Self::BLOCK_BYTES).step_by(64) {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast());
+            }
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(Self::BLOCK_BYTES - 1).cast());
             let d = _mm256_broadcastss_ps(f16_lane0(p.add(if K == Q6_K { 208 } else { 0 })));
-            let mut sc = 0;
-            if K != Q6_K {
-                let (s, m) = scales_mins(p.add(4));
-                sc = s;
+            let (row, dm) = if K == Q6_K {
+                (unpack::<K>(p, 0), _mm256_setzero_ps())
+            } else {
+                let (sc, m) = scales_mins(p.add(4));
                 let dmin = _mm256_broadcastss_ps(f16_lane0(p.add(2)));
                 let m = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(m as i64)));
-                let dm = _mm256_mul_ps(dmin, m);
-                for t in 0..T {
+                (unpack::<K>(p, sc), _mm256_mul_ps(dmin, m))
+            };
+            for t in 0..T {
+                let i = _mm256_cvtepi32_ps(isum_lanes::<K>(&row, &a[t]));
+                if K != Q6_K {
                     acc[r][t] = _mm256_fnmadd_ps(dm, a[t].s, acc[r][t]);
                 }
-            }
-            for j in 0..SUBS {
-                let s = unpack::<K>(p, sc, j);
-                for t in 0..T {
-                    let xj = a[t].x.add(j);
-                    let i = _mm256_cvtepi32_ps(lanes::<K>(&s, act(xj)));
-                    let scale = _mm256_mul_ps(d, _mm256_broadcast_ss(&(*xj).d));
-                    acc[r][t] = _mm256_fmadd_ps(i, scale, acc[r][t]);
-                }
+                acc[r][t] = _mm256_fmadd_ps(i, _mm256_mul_ps(d, a[t].d), acc[r][t]);
             }
         }
     }
@@ -193,9 +307,8 @@ pub(super) unsafe fn isums<const K: u8>(w_row: &[u8], xq: &[BlockQ8A], out: &mut
         } else {
             scales_mins(p.add(4)).0
         };
-        for j in 0..SUBS {
-            let s = unpack::<K>(p, sc, j);
-            out[b * SUBS + j] = hsum_i32(lanes::<K>(&s, act(xq.as_ptr().add(b * SUBS + j))));
-        }
+        let a = <KQuant<K> as Micro>::load_a(xq.as_ptr().add(b * SUBS));
+        let lanes = isum_lanes::<K>(&unpack::<K>(p, sc), &a);
+        _mm256_storeu_si256(out.as_mut_ptr().add(b * SUBS).cast(), lanes);
     }
 }

@@ -34,7 +34,6 @@ mod q8;
 use super::super::{IsumsFn, MatmulQ8aFn};
 use frame::matmul_tiles;
 use kquant::{KQuant, Q4_K, Q5_K, Q6_K};
-use q5::Q5;
 
 /// Integer product selectors: `vpmaddubsw` + `vpmaddwd`; AVX-VNNI's VEX `vpdpbusd`; or the
 /// same 256-bit `vpdpbusd` in its AVX-512 VNNI + VL (EVEX) encoding, which only the tests
@@ -194,8 +193,8 @@ float_entries!("avx2,fma,f16c", float);
 
 entries! {
     "avx2,fma,f16c";
-    q8a matmul_q8a_q5_0 = matmul_tiles::<Q5<false>>;
-    q8a matmul_q8a_q5_1 = matmul_tiles::<Q5<true>>;
+    q8a matmul_q8a_q5_0 = q5::matmul::<false>;
+    q8a matmul_q8a_q5_1 = q5::matmul::<true>;
     q8a matmul_q8a_q4_k = matmul_tiles::<KQuant<Q4_K>>;
     q8a matmul_q8a_q5_k = matmul_tiles::<KQuant<Q5_K>>;
     q8a matmul_q8a_q6_k = matmul_tiles::<KQuant<Q6_K>>;
