@@ -188,8 +188,8 @@ fn wsum_block<const M: usize>(p: &[f32], p_stride: usize, v: &[f32], out: &mut [
 }
 
 /// `log(sum(exp(row)))`, stable, in f64 (`-inf` for an empty row). Written so that it
-/// vectorizes with the same bits on every path: a lane-wise max, then runs of 64 exponentials summed in eight f32 lanes, and the
-/// runs in f64.
+/// vectorizes with the same bits on every path: a lane-wise max, then runs of 64 exponentials
+/// summed in eight f32 lanes, and the runs in f64.
 #[inline(always)]
 pub(crate) fn log_sum_exp_row(row: &[f32]) -> f64 {
     let mut lanes = [f32::NEG_INFINITY; 8];

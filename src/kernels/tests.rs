@@ -1002,7 +1002,8 @@ fn log_sum_exp_bit_identical_and_exact() {
             if len == 0 {
                 assert_eq!(got, f64::NEG_INFINITY, "{ctx}");
             } else {
-                assert!((got - exact).abs() <= 1e-5 * exact.abs().max(1.0), "{ctx}: {got} vs {exact}");
+                let tol = 1e-5 * exact.abs().max(1.0);
+                assert!((got - exact).abs() <= tol, "{ctx}: {got} vs {exact}");
             }
         }
     }

@@ -182,7 +182,7 @@ pub(crate) fn log_sum_exp(row: &[f32]) -> f64 {
 /// log-probability). Masked (-inf) entries are skipped. One pass, best first.
 fn top_k(logits: &[f32], k: usize, beam: usize, base: f64, lse: f64, out: &mut Vec<Candidate>) {
     let start = out.len();
-    for (c, chunk) in logits.chunks(8).enumerate() {
+    for (n, chunk) in logits.chunks(8).enumerate() {
         // Once full, a chunk with no logit above the worst kept one changes nothing: the
         // comparison of 8 at a time vectorizes, and most chunks end here.
         if out.len() - start == k {
@@ -202,7 +202,7 @@ fn top_k(logits: &[f32], k: usize, beam: usize, base: f64, lse: f64, out: &mut V
             let c = Candidate {
                 score: base + (f64::from(l) - lse),
                 beam,
-                token: (c * 8 + j) as u32,
+                token: (n * 8 + j) as u32,
                 logit: l,
             };
             // Insert in order (k is small).

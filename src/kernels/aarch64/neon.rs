@@ -10,8 +10,8 @@
 //! own (`kquant.rs`) on the same products; [`matmul_q8a`] and [`isums`] dispatch to them.
 //! Tiles of 4 rows reduce the four rows' lanes with ADDP into one vector `[row0..row3]`,
 //! scale it by `d_w * d_a` (FCVTL converts the four f16 scales at once) and accumulate with
-//! FMLA, so a tile ends with one store per token and no horizontal sums. Block sums are below `2^24`,
-//! so their conversion to f32 is exact.
+//! FMLA, so a tile ends with one store per token and no horizontal sums. Block sums are below
+//! `2^24`, so their conversion to f32 is exact.
 //!
 //! # Safety
 //! Every `unsafe fn` here requires NEON (the baseline of every aarch64 Linux target; the

@@ -31,7 +31,8 @@ pub(super) const fn block_bytes(dt: u8) -> usize {
 /// The `#[target_feature]` entry points of a table: each `kind name = kernel;` defines an
 /// `unsafe fn name` of the table type `kind` names (`q8a`: `MatmulQ8aFn`, `isums`:
 /// `IsumsFn`, `f32`: `MatmulF32Fn`, `dequant`: `DequantFn`, `glu`: `GluFn`, `wsum`:
-/// `WsumFn`, `lse`: `LseFn`) that calls the `#[inline(always)]` generic `kernel` with `features` enabled.
+/// `WsumFn`, `lse`: `LseFn`) that calls the `#[inline(always)]` generic `kernel` with
+/// `features` enabled.
 macro_rules! entries {
     ($features:literal; $($kind:ident $name:ident = $kernel:expr;)*) => {$(
         entries!(@$kind $features, $name, $kernel);

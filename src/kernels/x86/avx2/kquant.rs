@@ -15,8 +15,8 @@
 //! two halves gives one i32 lane per sub-block, the exact `isum` of the module docs of
 //! `kernels`. The 8 lanes are converted to f32 once per super-block and accumulated by one
 //! FMA with the 8 `d * d_a_j`; the minimum terms of Q4_K/Q5_K, `-(dmin * m_j) * s_a`, are
-//! one more FMA on the same lanes. Each output sees the same operations in the same order whatever its tile,
-//! batch or thread split.
+//! one more FMA on the same lanes. Each output sees the same operations in the same order
+//! whatever its tile, batch or thread split.
 //!
 //! # Safety
 //! As in `avx2/mod.rs`: AVX2, FMA and F16C, and the caller's slice-size preconditions.
