@@ -27,7 +27,7 @@ use std::ops::Range;
 use super::super::super::{BlockQ8A, QK};
 use super::super::{block_bytes, drive, Tiler};
 use super::block32::{load_w, ABlock, Block32};
-use super::hsum;
+use super::{hsum, prefetch};
 
 /// A block layout's micro-kernel: `R` rows x `T` tokens of one weight block.
 pub(super) trait Micro {
@@ -213,7 +213,7 @@ pub(super) unsafe fn matmul_grouped<L: Layout<DT, VNNI>, const DT: u8, const VNN
         for r in rows.clone() {
             let (wr, or) = (w.add(r * rb), ot.add(r));
             if r + PREFETCH_ROWS < rows.end {
-                prefetch(w.add((r + PREFETCH_ROWS) * rb), rb);
+                prefetch(w.wrapping_add((r + PREFETCH_ROWS) * rb), rb);
             }
             match tn {
                 4 => tile_grouped::<L, DT, VNNI, 4>(wr, nb, &tiles, or, out_stride),
@@ -230,17 +230,6 @@ pub(super) unsafe fn matmul_grouped<L: Layout<DT, VNNI>, const DT: u8, const VNN
 /// weight from memory once, and the hardware prefetchers alone leave the loads of each
 /// row's first blocks waiting (thread CPU time of a 1-thread SmolLM2 decode step: -10%).
 const PREFETCH_ROWS: usize = 8;
-
-/// Asks for the `len` bytes at `p` to be brought into the cache, one request per 64-byte
-/// line. `p..p + len` must lie within one allocation (the weights of a row).
-#[inline(always)]
-unsafe fn prefetch(p: *const u8, len: usize) {
-    let mut off = 0;
-    while off < len {
-        _mm_prefetch::<_MM_HINT_T0>(p.add(off).cast());
-        off += 64;
-    }
-}
 
 /// One row (at `w`, `nb` blocks) against the first `T` tokens of `tl`.
 #[inline(always)]

@@ -27,7 +27,7 @@ use std::arch::x86_64::*;
 
 use super::super::super::scalar::{Q4_K_BYTES, Q5_K_BYTES, Q6_K_BYTES};
 use super::super::super::BlockQ8A;
-use super::f16_lane0;
+use super::{f16_lane0, prefetch};
 use super::frame::Micro;
 
 /// Dtype selectors of [`KQuant`].
@@ -271,12 +271,7 @@ impl<const K: u8> Micro for KQuant<K> {
             let p = w.add(r * rb);
             // The same super-block of the row one tile below: the tiles stream the matrix
             // in order, and the hardware prefetcher alone leaves decode waiting on DRAM.
-            // Prefetching past the matrix is harmless (no fault, no architectural effect).
-            let ahead = p.wrapping_add(R * rb);
-            for line in (0..Self::BLOCK_BYTES).step_by(64) {
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast());
-            }
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(Self::BLOCK_BYTES - 1).cast());
+            prefetch(p.wrapping_add(R * rb), Self::BLOCK_BYTES);
             let d = _mm256_broadcastss_ps(f16_lane0(p.add(if K == Q6_K { 208 } else { 0 })));
             let (row, dm) = if K == Q6_K {
                 (unpack::<K>(p, 0), _mm256_setzero_ps())

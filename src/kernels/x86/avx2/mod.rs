@@ -56,6 +56,17 @@ unsafe fn f16_lane0(p: *const u8) -> __m128 {
     _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits)))
 }
 
+/// Asks for the `len > 0` bytes at `p` to be brought into the cache: every 64-byte line
+/// they touch. A prefetch never faults and has no architectural effect, so `p` may point
+/// past the matrix (the row after the last).
+#[inline(always)]
+unsafe fn prefetch(p: *const u8, len: usize) {
+    for off in (0..len).step_by(64) {
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off).cast());
+    }
+    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(len - 1).cast());
+}
+
 /// `acc` + i32 lanes of `u * a` over groups of 4 bytes: `vpdpbusd` (AVX-VNNI) or
 /// `vpmaddubsw` + `vpmaddwd`, whose i16 pairs cannot saturate for the operands used here.
 #[inline(always)]
