@@ -10,7 +10,7 @@
 use crate::kernels::scalar::exp;
 use crate::kernels::{BlockQ8A, Glu, Kernels, QMatrix};
 pub use crate::kv::KvType;
-use crate::kv::{KvCache, Span};
+use crate::kv::{KvCache, Span, PAGE};
 use crate::mem::{checked_len, zeroed};
 use crate::model::{Activation, HParams, Model, RopePairs, RopeScaling, Tensor};
 use crate::threadpool::ThreadPool;
@@ -62,9 +62,13 @@ pub struct Scratch {
     inv_freq: Vec<f64>,
     /// Position of each batch token in its sequence: [n_batch].
     pos: Vec<usize>,
-    /// Attention work items of the call: runs of up to [`ATT_TOKENS`] tokens of one span,
-    /// as (span, first token, end token) batch indices; capacity n_batch.
-    att_items: Vec<(usize, usize, usize)>,
+    /// Attention's runs of the call: up to [`ATT_TOKENS`] tokens of one span, as (span, first
+    /// token, end token) batch indices; capacity n_batch.
+    att_runs: Vec<(usize, usize, usize)>,
+    /// Runs that attend together, as ranges of `att_runs`: one run of a prompt, or the
+    /// single tokens at one position of several sequences (a beam step), which read the pages
+    /// their sequences share once; capacity n_batch.
+    att_groups: Vec<(usize, usize)>,
 }
 
 impl Scratch {
@@ -139,7 +143,8 @@ impl Scratch {
             rope_sin: zeroed(checked_len(&[2, n_batch, half])?)?,
             inv_freq,
             pos: zeroed(n_batch)?,
-            att_items: Vec::with_capacity(n_batch),
+            att_runs: Vec::with_capacity(n_batch),
+            att_groups: Vec::with_capacity(n_batch),
         })
     }
 }
@@ -390,21 +395,55 @@ fn att_slab(hp: &HParams, n_ctx: usize) -> Option<(usize, usize)> {
     Some((f32s, io / 32))
 }
 
-/// Attention of the batch's tokens at layer `l`. A work item is one kv head and a run of up
-/// to [`ATT_TOKENS`] consecutive tokens of one sequence: the scores of their query heads
-/// against the keys of the run's window are a matmul per cache page (the keys of a kv head
-/// inside a page are a matrix), then causal (and sliding-window) masking and softmax per row,
-/// then each token's weighted sum of the value rows of exactly its own window
-/// ([`Kernels::wsum`], so results depend neither on how the batch was cut nor on the other
-/// sequences in it). Items are split across the thread pool, each thread with its own work
-/// space slab.
+/// Fills `s.att_groups` from `s.att_runs`: a prompt's run attends alone; a stretch of
+/// single-token spans at one position (the beams of a search step) attends together, cut
+/// into as few groups as keep the threads evenly loaded (items are kv heads x groups).
+fn group_runs(s: &mut Scratch, spans: &[Span], n_kv_head: usize) {
+    let runs = &s.att_runs;
+    let single = |r: usize| spans[runs[r].0].n == 1;
+    s.att_groups.clear();
+    let mut r = 0;
+    while r < runs.len() {
+        let mut end = r + 1;
+        if single(r) {
+            let pos = spans[runs[r].0].pos;
+            while end < runs.len() && single(end) && spans[runs[end].0].pos == pos {
+                end += 1;
+            }
+        }
+        // The fewest groups of at most ATT_TOKENS runs whose count times the kv heads is a
+        // multiple of the threads (one group per run when none is).
+        let m = end - r;
+        let parts = (m.div_ceil(ATT_TOKENS)..=m)
+            .find(|p| (p * n_kv_head).is_multiple_of(s.n_slabs))
+            .unwrap_or(m);
+        for i in 0..parts {
+            s.att_groups
+                .push((r + i * m / parts, r + (i + 1) * m / parts));
+        }
+        r = end;
+    }
+}
+
+/// Attention of the batch's tokens at layer `l`. A work item is one kv head and one group of
+/// runs ([`group_runs`]): a run of up to [`ATT_TOKENS`] consecutive tokens of one sequence,
+/// or the single tokens at one position of several sequences. Its query heads' scores
+/// against the keys of the window are a matmul per cache page (the keys of a kv head inside a
+/// page are a matrix); pages the group's sequences share are read once for all of them. Then
+/// causal (and sliding-window) masking and softmax per row, then each token's weighted sum of
+/// the value rows of exactly its own window ([`Kernels::wsum`]; the kernels give a row the
+/// same bits whatever else is in the call, so results depend neither on how the batch was cut
+/// nor on the other sequences in it). Items are split across the thread pool, each thread
+/// with its own work space slab.
 fn attention(ex: &Exec, kv: &KvCache, s: &mut Scratch, spans: &[Span], l: usize) {
     let hp = ex.model.hparams();
     let hd = hp.head_dim;
     let heads_per_kv = hp.n_head / hp.n_kv_head;
+    // One token's query heads of one kv head: a block of this many floats.
+    let token_q = heads_per_kv * hd;
     let q_dim = hp.n_head * hd;
-    let n_runs = s.att_items.len();
-    let n_items = hp.n_kv_head * n_runs;
+    let n_groups = s.att_groups.len();
+    let n_items = hp.n_kv_head * n_groups;
     let n_tasks = s.n_slabs.min(n_items);
     let per_task = n_items.div_ceil(n_tasks);
     let (f_len, q_len) = (s.att_slab_len, s.att_slab_q8);
@@ -412,10 +451,10 @@ fn attention(ex: &Exec, kv: &KvCache, s: &mut Scratch, spans: &[Span], l: usize)
     let slab_q = SharedMut(s.att_q.as_mut_ptr());
     let att_out = SharedMut(s.att_out.as_mut_ptr());
     let q = &s.q[..];
-    let runs = &s.att_items[..];
+    let (runs, groups) = (&s.att_runs[..], &s.att_groups[..]);
     let positions = &s.pos[..];
     // Query (or output) rows of one item: ATT_TOKENS tokens x the heads of one kv head.
-    let item_len = ATT_TOKENS * heads_per_kv * hd;
+    let item_len = ATT_TOKENS * token_q;
     let int8_keys = kv.kv_type == crate::kv::KvType::Int8;
 
     let task = |i: usize| {
@@ -432,46 +471,74 @@ fn attention(ex: &Exec, kv: &KvCache, s: &mut Scratch, spans: &[Span], l: usize)
         let (outputs, rest) = rest.split_at_mut(item_len);
         let (values, scores) = rest.split_at_mut(hd * kv.n_ctx);
         for item in i * per_task..((i + 1) * per_task).min(n_items) {
-            let (kv_head, run) = (item / n_runs, item % n_runs);
-            let (span, t0, t1) = runs[run];
-            let seq = spans[span].seq;
-            let pos_of = |t: usize| positions[t];
-            let (first_pos, last_pos) = (pos_of(t0), pos_of(t1 - 1));
+            let (kv_head, group) = (item / n_groups, item % n_groups);
+            let group = &runs[groups[group].0..groups[group].1];
+            // Every run of a group covers the same positions (it is one run, or single
+            // tokens at one position), so they share the window and the masks.
+            let (_, t0, t1) = group[0];
+            let seq_of = |run: &(usize, usize, usize)| spans[run.0].seq;
+            let (first_pos, last_pos) = (positions[t0], positions[t1 - 1]);
             let start = kv.window_start(l, first_pos);
             let width = last_pos + 1 - start;
-            let rows = (t1 - t0) * heads_per_kv;
+            // Score rows of one run, and of the group: one per (token, head).
+            let run_rows = (t1 - t0) * heads_per_kv;
+            let rows = group.len() * run_rows;
 
-            // The item's queries, one row per (token, head).
-            for t in t0..t1 {
-                let from = t * q_dim + kv_head * heads_per_kv * hd;
-                queries[(t - t0) * heads_per_kv * hd..(t - t0 + 1) * heads_per_kv * hd]
-                    .copy_from_slice(&q[from..from + heads_per_kv * hd]);
+            // The item's queries, run after run, token after token.
+            let mut at = 0;
+            for &(_, a, b) in group {
+                let from = a * q_dim + kv_head * token_q;
+                for t in 0..b - a {
+                    queries[at..at + token_q]
+                        .copy_from_slice(&q[from + t * q_dim..][..token_q]);
+                    at += token_q;
+                }
             }
             let (queries, scores) = (&queries[..rows * hd], &mut scores[..rows * width]);
             let queries_q8 = &mut slab_q8[..rows * hd / 32];
             if int8_keys {
                 ex.kern.quantize_act(queries, queries_q8);
             }
-
-            // Scores against every key of the window, page by page, and the window's values
-            // as f32 rows.
-            let values = &mut values[..width * hd];
-            kv.for_each_run(seq, l, kv_head, start..last_pos + 1, |p, keys, vals| {
-                let col = p - start;
-                let out = &mut scores[col..];
+            let queries_q8 = &*queries_q8;
+            let scores_of = |keys: &QMatrix, x: std::ops::Range<usize>, out: &mut [f32]| {
+                let n = x.len() / hd;
                 if int8_keys {
-                    ex.kern
-                        .matmul_q8a(&keys, queries_q8, rows, out, width, 0..keys.rows);
+                    let xq = &queries_q8[x.start / 32..x.end / 32];
+                    ex.kern.matmul_q8a(keys, xq, n, out, width, 0..keys.rows);
                 } else {
-                    ex.kern.matmul_f32(&keys, queries, rows, out, width, 0..keys.rows);
+                    ex.kern.matmul_f32(keys, &queries[x], n, out, width, 0..keys.rows);
                 }
+            };
+
+            // The pages every sequence of the group reads (the prompt under a beam search):
+            // scores of all rows at once, and the values as f32 rows, once for the group.
+            let mut shared = start;
+            while shared <= last_pos
+                && group[1..]
+                    .iter()
+                    .all(|r| kv.same_page(seq_of(&group[0]), seq_of(r), l, shared))
+            {
+                shared = (shared / PAGE + 1) * PAGE;
+            }
+            let shared = shared.min(last_pos + 1);
+            let values = &mut values[..width * hd];
+            kv.for_each_run(seq_of(&group[0]), l, kv_head, start..shared, |p, keys, vals| {
+                let col = p - start;
+                scores_of(&keys, 0..rows * hd, &mut scores[col..]);
                 ex.kern
                     .dequant_rows(&vals, &mut values[col * hd..(col + vals.rows) * hd]);
             });
+            // The rest of the window, each run against its own pages.
+            for (j, run) in group.iter().enumerate() {
+                kv.for_each_run(seq_of(run), l, kv_head, shared..last_pos + 1, |p, keys, _| {
+                    let out = &mut scores[j * run_rows * width + p - start..];
+                    scores_of(&keys, j * run_rows * hd..(j + 1) * run_rows * hd, out);
+                });
+            }
 
             // Each row keeps the positions its token may see, scaled and normalized.
             for (r, row) in scores.chunks_exact_mut(width).enumerate() {
-                let pos = first_pos + r / heads_per_kv;
+                let pos = first_pos + r % run_rows / heads_per_kv;
                 let (lo, hi) = (kv.window_start(l, pos) - start, pos + 1 - start);
                 row[..lo].fill(0.0);
                 row[hi..].fill(0.0);
@@ -486,25 +553,38 @@ fn attention(ex: &Exec, kv: &KvCache, s: &mut Scratch, spans: &[Span], l: usize)
 
             // Weighted sums of the value rows: each (token, head) row over exactly its own
             // window, in position order, so its bits do not depend on how the batch was cut.
-            // The heads of one token share its window, so they share one pass over it.
+            // The heads of one token share its window, so they share one pass over it. Each
+            // run first puts the values of its own pages after the shared ones.
             let outputs = &mut outputs[..rows * hd];
-            for (t, out) in (t0..t1).zip(outputs.chunks_exact_mut(heads_per_kv * hd)) {
-                let pos = pos_of(t);
-                let (lo, hi) = (kv.window_start(l, pos) - start, pos + 1 - start);
-                let weights = &scores[(t - t0) * heads_per_kv * width + lo..];
-                ex.kern
-                    .wsum(weights, width, &values[lo * hd..hi * hd], out, hd);
+            // Tokens of the group done so far.
+            let mut done = 0;
+            for run in group {
+                kv.for_each_run(seq_of(run), l, kv_head, shared..last_pos + 1, |p, _, vals| {
+                    let col = p - start;
+                    ex.kern
+                        .dequant_rows(&vals, &mut values[col * hd..(col + vals.rows) * hd]);
+                });
+                for t in run.1..run.2 {
+                    let pos = positions[t];
+                    let (lo, hi) = (kv.window_start(l, pos) - start, pos + 1 - start);
+                    let weights = &scores[done * heads_per_kv * width + lo..];
+                    let out = &mut outputs[done * token_q..(done + 1) * token_q];
+                    ex.kern
+                        .wsum(weights, width, &values[lo * hd..hi * hd], out, hd);
+                    done += 1;
+                }
             }
-            for t in t0..t1 {
+            let tokens = group.iter().flat_map(|&(_, a, b)| a..b);
+            for (t, out_rows) in tokens.zip(outputs.chunks_exact(token_q)) {
                 // SAFETY: the output of (token t, kv head) belongs to this item alone, and
                 // items are split into disjoint ranges across tasks.
                 let out = unsafe {
                     std::slice::from_raw_parts_mut(
-                        att_out.get().add(t * q_dim + kv_head * heads_per_kv * hd),
-                        heads_per_kv * hd,
+                        att_out.get().add(t * q_dim + kv_head * token_q),
+                        token_q,
                     )
                 };
-                out.copy_from_slice(&outputs[(t - t0) * heads_per_kv * hd..][..heads_per_kv * hd]);
+                out.copy_from_slice(out_rows);
             }
         }
     };
@@ -537,20 +617,20 @@ pub fn forward(
     let kv_dim = hp.n_kv_head * hd;
     let half = hp.rope_dim / 2;
 
-    // Each token's position, and attention's work items: runs of up to ATT_TOKENS tokens of
-    // one span.
-    s.att_items.clear();
+    // Each token's position, and attention's runs: up to ATT_TOKENS tokens of one span.
+    s.att_runs.clear();
     let mut t = 0;
     for (i, span) in spans.iter().enumerate() {
         for j in 0..span.n {
             s.pos[t + j] = span.pos + j;
         }
         for r in (0..span.n).step_by(ATT_TOKENS) {
-            s.att_items.push((i, t + r, t + (r + ATT_TOKENS).min(span.n)));
+            s.att_runs.push((i, t + r, t + (r + ATT_TOKENS).min(span.n)));
         }
         t += span.n;
     }
     debug_assert_eq!(t, n, "the spans cover the batch");
+    group_runs(s, spans, hp.n_kv_head);
 
     // Token embeddings, scaled as the architecture asks.
     let embd = QMatrix {

@@ -788,6 +788,15 @@ impl KvCache {
         self.window_from(self.layer_at[layer].0, pos)
     }
 
+    /// Whether sequences `a` and `b` read position `pos` of `layer` from the same page (one
+    /// they share since a fork, so its rows are the same for both).
+    pub fn same_page(&self, a: usize, b: usize, layer: usize, pos: usize) -> bool {
+        let g = self.layer_at[layer].0;
+        let page = |seq: usize| self.seqs[seq].tables[g].pages.get(pos / PAGE).copied();
+        let pa = page(a);
+        pa.is_some_and(|p| p != NONE) && pa == page(b)
+    }
+
     /// Calls `f(first, keys, values)` for each run of positions `first..first + rows` of
     /// `positions` in `seq` that one page holds, in position order; keys and values of
     /// (layer, kv head) as matrices of `rows` rows.

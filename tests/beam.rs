@@ -15,7 +15,7 @@ use common::Tiny;
 use json::Json;
 use pipit::model::Model;
 use pipit::sampler::argmax;
-use pipit::session::{BeamParams, Restrict, Session, SessionParams};
+use pipit::session::{BeamParams, KvType, Restrict, Session, SessionParams};
 use pipit_format::DType;
 
 fn smollm2() -> Arc<Model> {
@@ -254,6 +254,50 @@ fn a_sequence_decodes_the_same_whatever_shares_its_step() {
             alone.eval(&prompt).unwrap();
             let lp = alone.score(&h.tokens).unwrap();
             assert_eq!(lp, h.logprob, "{beams} beams: batched {} vs alone {lp}", h.logprob);
+        }
+    }
+}
+
+#[test]
+fn beams_read_their_shared_pages_once_and_still_decode_as_alone() {
+    // The beams of a step attend as groups that read the pages they share (the prompt, and
+    // generated pages of a common ancestor) once. With sliding windows (Gemma 3), every KV
+    // type and thread counts that cut the beams into different groups, each hypothesis's
+    // log-probability must still be exactly the one its tokens get alone. 45 tokens after a
+    // 20-token prompt cross two page boundaries.
+    let models = [
+        Tiny { head_dim: 32, ..Tiny::llama(DType::Q8_0, 21) },
+        Tiny::gemma3(DType::Q4_0, 22),
+    ];
+    let prompt: Vec<u32> = (0..20).map(|i| 40 + 7 * i).collect();
+    for tiny in models {
+        let model = Arc::new(Model::from_bytes(tiny.bytes()).unwrap());
+        for kv_type in [KvType::F16, KvType::F32, KvType::Int8] {
+            for n_threads in [1, 2, 3] {
+                let at = format!("{} {kv_type:?} {n_threads} threads", tiny.arch);
+                let params = |n_seq_max, n_threads| SessionParams {
+                    n_ctx: 256,
+                    n_seq_max,
+                    n_threads,
+                    kv_type,
+                    ..SessionParams::default()
+                };
+                let mut s = Session::new(Arc::clone(&model), params(4, n_threads)).unwrap();
+                let p = BeamParams {
+                    beams: 4,
+                    length_penalty: 1.0,
+                    max_tokens: 45,
+                    ignore_eos: true,
+                };
+                let hyps = s.beam_search(&prompt, &p).unwrap();
+                assert_eq!(hyps.len(), 4, "{at}");
+                for h in &hyps {
+                    let mut alone = Session::new(Arc::clone(&model), params(1, 1)).unwrap();
+                    alone.eval(&prompt).unwrap();
+                    let lp = alone.score(&h.tokens).unwrap();
+                    assert_eq!(lp, h.logprob, "{at}: batched {} vs alone {lp}", h.logprob);
+                }
+            }
         }
     }
 }
