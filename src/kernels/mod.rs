@@ -183,6 +183,8 @@ pub(crate) type WsumFn =
     unsafe fn(p: &[f32], p_stride: usize, v: &[f32], out: &mut [f32], n: usize);
 /// `log(sum(exp(row)))` (any length).
 pub(crate) type LseFn = unsafe fn(row: &[f32]) -> f64;
+/// Softmax of `scale * row` in place (any length).
+pub(crate) type SoftmaxFn = unsafe fn(row: &mut [f32], scale: f32);
 
 /// One set of kernels for one instruction-set level. Obtain it from [`kernels`], [`select`]
 /// or [`available`]; the table exists only for paths this CPU supports.
@@ -202,6 +204,7 @@ pub struct Kernels {
     pub(crate) glu: [GluFn; 2],
     pub(crate) wsum: WsumFn,
     pub(crate) log_sum_exp: LseFn,
+    pub(crate) softmax: SoftmaxFn,
 }
 
 /// The gated activation of a feed-forward block (see [`Kernels::glu`]).
@@ -422,6 +425,15 @@ impl Kernels {
     pub fn log_sum_exp(&self, row: &[f32]) -> f64 {
         // SAFETY: any slice is valid; the table's CPU features were detected.
         unsafe { (self.log_sum_exp)(row) }
+    }
+
+    /// Softmax of `scale * row`, in place: the scaled values, a lane-wise max, the
+    /// exponentials summed in eight f32 lanes, then one multiply by the inverse of the sum
+    /// (`scalar::softmax_row`). The same operations in the same order on every path, so the
+    /// same bits.
+    pub fn softmax(&self, row: &mut [f32], scale: f32) {
+        // SAFETY: any slice is valid; the table's CPU features were detected.
+        unsafe { (self.softmax)(row, scale) }
     }
 
     /// Test hook: the exact per-block integer sums of row `row` of `w` (one per 32 weights)

@@ -53,6 +53,7 @@ pub(crate) const KERNELS: Kernels = Kernels {
     glu: [glu_silu, glu_gelu_tanh],
     wsum,
     log_sum_exp,
+    softmax,
 };
 
 /// Bytes of one block of each quantized dtype (the format's sizes, as constants).
@@ -229,6 +230,46 @@ pub(crate) fn log_sum_exp_row(row: &[f32]) -> f64 {
     }
     let sum = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
     f64::from(max) + sum.ln()
+}
+
+/// Softmax of `scale * row` in place. Written so that it vectorizes with the same bits on
+/// every path: the scaled values, a lane-wise max, the exponentials, their sum in eight f32
+/// lanes (lane l sums elements l, l + 8, ... in order; lanes combined pairwise), then one
+/// multiply by the inverse of the sum.
+#[inline(always)]
+pub(crate) fn softmax_row(row: &mut [f32], scale: f32) {
+    row.iter_mut().for_each(|v| *v *= scale);
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let mut chunks = row.chunks_exact(8);
+    for c in &mut chunks {
+        for (m, &v) in lanes.iter_mut().zip(c) {
+            *m = if v > *m { v } else { *m };
+        }
+    }
+    let max = chunks
+        .remainder()
+        .iter()
+        .chain(&lanes)
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    row.iter_mut().for_each(|v| *v = exp(*v - max));
+    let mut sum = [0.0f32; 8];
+    let mut eights = row.chunks_exact(8);
+    for c in &mut eights {
+        for (s, &x) in sum.iter_mut().zip(c) {
+            *s += x;
+        }
+    }
+    for (s, &x) in sum.iter_mut().zip(eights.remainder()) {
+        *s += x;
+    }
+    let sum = ((sum[0] + sum[4]) + (sum[1] + sum[5])) + ((sum[2] + sum[6]) + (sum[3] + sum[7]));
+    let inv = 1.0 / sum;
+    row.iter_mut().for_each(|v| *v *= inv);
+}
+
+unsafe fn softmax(row: &mut [f32], scale: f32) {
+    softmax_row(row, scale)
 }
 
 unsafe fn log_sum_exp(row: &[f32]) -> f64 {

@@ -1009,6 +1009,43 @@ fn log_sum_exp_bit_identical_and_exact() {
     }
 }
 
+/// Attention's softmax gives the scalar reference's bits on every path, at lengths 0, 1,
+/// odd, tails and misaligned, with a masked (-inf) score and scores far from zero; its rows
+/// sum to one and match softmax in f64.
+#[test]
+fn softmax_bit_identical_and_exact() {
+    let mut rng = Rng::new(47);
+    for k in available() {
+        for len in [0, 1, 7, 8, 9, 63, 64, 65, 1000] {
+            for (scale, offset) in [(0.125f32, 0.0f32), (1.0, 1000.0), (0.3, -1000.0)] {
+                // One element of offset: no alignment assumed.
+                let mut row: Vec<f32> = (0..len + 1).map(|_| rng.f() * 30.0 + offset).collect();
+                if len > 3 {
+                    row[2] = f32::NEG_INFINITY;
+                }
+                let input = row[1..].to_vec();
+                let (mut got, mut want) = (row.clone(), row);
+                k.softmax(&mut got[1..], scale);
+                scalar().softmax(&mut want[1..], scale);
+                let ctx = format!("{} len={len} scale={scale} offset={offset}", k.name);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{ctx}");
+                let scaled: Vec<f64> = input.iter().map(|&x| f64::from(x * scale)).collect();
+                let max = scaled.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let sum: f64 = scaled.iter().map(|x| (x - max).exp()).sum();
+                for (&g, x) in got[1..].iter().zip(&scaled) {
+                    let exact = (x - max).exp() / sum;
+                    assert!((f64::from(g) - exact).abs() <= 1e-6, "{ctx}: {g} vs {exact}");
+                }
+                if len > 0 {
+                    let total: f64 = got[1..].iter().map(|&g| f64::from(g)).sum();
+                    assert!((total - 1.0).abs() <= 1e-5, "{ctx}: sums to {total}");
+                }
+            }
+        }
+    }
+}
+
 #[test]
 #[should_panic(expected = "wsum: p has")]
 fn wsum_checks_weights() {

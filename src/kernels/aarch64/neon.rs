@@ -721,4 +721,5 @@ pub(super) static KERNELS: Kernels = Kernels {
     glu: scalar::KERNELS.glu,
     wsum: scalar::KERNELS.wsum,
     log_sum_exp: scalar::KERNELS.log_sum_exp,
+    softmax: scalar::KERNELS.softmax,
 };

@@ -10,8 +10,8 @@ use std::ops::Range;
 
 use super::scalar::{self, Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES};
 use super::{
-    DequantFn, GluFn, IsumsFn, Kernels, LseFn, MatmulF32Fn, MatmulQ8aFn, QuantizeFn, WsumFn,
-    N_QUANT,
+    DequantFn, GluFn, IsumsFn, Kernels, LseFn, MatmulF32Fn, MatmulQ8aFn, QuantizeFn, SoftmaxFn,
+    WsumFn, N_QUANT,
 };
 
 /// Weight dtype selectors of the const-generic 32-value kernels (Q8_0, Q4_0, Q4_1).
@@ -31,7 +31,7 @@ pub(super) const fn block_bytes(dt: u8) -> usize {
 /// The `#[target_feature]` entry points of a table: each `kind name = kernel;` defines an
 /// `unsafe fn name` of the table type `kind` names (`q8a`: `MatmulQ8aFn`, `isums`:
 /// `IsumsFn`, `f32`: `MatmulF32Fn`, `dequant`: `DequantFn`, `glu`: `GluFn`, `wsum`:
-/// `WsumFn`, `lse`: `LseFn`) that calls the `#[inline(always)]` generic `kernel` with
+/// `WsumFn`, `lse`: `LseFn`, `softmax`: `SoftmaxFn`) that calls the `#[inline(always)]` generic `kernel` with
 /// `features` enabled.
 macro_rules! entries {
     ($features:literal; $($kind:ident $name:ident = $kernel:expr;)*) => {$(
@@ -73,6 +73,12 @@ macro_rules! entries {
             ($kernel)(row)
         }
     };
+    (@softmax $features:literal, $name:ident, $kernel:expr) => {
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $name(row: &mut [f32], scale: f32) {
+            ($kernel)(row, scale)
+        }
+    };
     (@wsum $features:literal, $name:ident, $kernel:expr) => {
         #[target_feature(enable = $features)]
         pub(super) unsafe fn $name(p: &[f32], p_stride: usize, v: &[f32], out: &mut [f32], n: usize) {
@@ -84,8 +90,8 @@ macro_rules! entries {
 /// The float entries of an x86 table, compiled with `$features`: module `$float`'s
 /// f32-activation matmuls (`matmul_f`, `matmul_fq`) and row dequantization (`dequant_f32`,
 /// `dequant_f16`, `dequant_q`) of the F32, F16, Q8_0, Q4_0 and Q4_1 dtypes, its
-/// `quantize_act`, and the scalar reference's gated activations, weighted sum and
-/// log-sum-exp (the same operations, vectorized by the compiler for these features, so the
+/// `quantize_act`, and the scalar reference's gated activations, weighted sum, log-sum-exp
+/// and softmax (the same operations, vectorized by the compiler for these features, so the
 /// same bits). Defines the entry points and `FLOAT`, which [`table`] takes.
 macro_rules! float_entries {
     ($features:literal, $float:ident) => {
@@ -105,6 +111,7 @@ macro_rules! float_entries {
             glu glu_gelu_tanh = $crate::kernels::scalar::glu::<true>;
             wsum wsum = $crate::kernels::scalar::wsum_rows;
             lse log_sum_exp = $crate::kernels::scalar::log_sum_exp_row;
+            softmax softmax = $crate::kernels::scalar::softmax_row;
         }
 
         /// This table's float entries (see `float_entries!`).
@@ -127,6 +134,7 @@ macro_rules! float_entries {
             glu: [glu_silu, glu_gelu_tanh],
             wsum,
             log_sum_exp,
+            softmax,
         };
     };
 }
@@ -143,6 +151,7 @@ pub(super) struct Float {
     pub glu: [GluFn; 2],
     pub wsum: WsumFn,
     pub log_sum_exp: LseFn,
+    pub softmax: SoftmaxFn,
 }
 
 /// The x86 table `name`: its own Q8_0, Q4_0 and Q4_1 int8 kernels (`q8a`, `isums`), the AVX2
@@ -164,6 +173,7 @@ pub(super) const fn table(
         glu: f.glu,
         wsum: f.wsum,
         log_sum_exp: f.log_sum_exp,
+        softmax: f.softmax,
     }
 }
 
