@@ -907,6 +907,16 @@ fn matmul_results_do_not_depend_on_batch_or_rows() {
                         "{ctx}: one token vs batch"
                     );
                 }
+                // Each row of token 0 alone (a one-row tile) gives its bits in a whole tile.
+                for r in 0..rows {
+                    if dtype.is_quantized() {
+                        k.matmul_q8a(&w, &xq[..nb], 1, &mut one, rows, r..r + 1);
+                    } else {
+                        k.matmul_f32(&w, &x[..cols], 1, &mut one, rows, r..r + 1);
+                    }
+                    let ctx = format!("{} {dtype} {rows}x{cols} row {r}", k.name);
+                    assert_eq!(one[r].to_bits(), whole[r].to_bits(), "{ctx}: row alone");
+                }
                 // Tokens 1.. as a batch of their own, rows in two ranges split where
                 // `split_rows` splits (a multiple of its row alignment).
                 let m = (rows / 2) / ROW_ALIGN * ROW_ALIGN;

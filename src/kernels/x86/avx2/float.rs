@@ -13,7 +13,7 @@ use std::ops::Range;
 use super::super::super::scalar;
 use super::super::super::{BlockQ8A, QK};
 use super::super::{block_bytes, drive, FOperands, Tiler, Q4_0, Q4_1, Q8_0};
-use super::{f16_at, hsum};
+use super::{f16_at, hsum, hsum4};
 
 /// Quantizes activations, bit-identical to the scalar rule (`vroundps` to nearest-even, then
 /// an exact conversion of the integral value).
@@ -94,19 +94,29 @@ unsafe fn tile_f<const F16: bool, const R: usize, const T: usize>(
         }
         i += 8;
     }
-    for r in 0..R {
-        let p = w.add(r * rb);
-        for t in 0..T {
-            let mut tail = 0f32;
+    for t in 0..T {
+        let mut tails = [0f32; 4];
+        for (r, tail) in tails[..R].iter_mut().enumerate() {
+            let p = w.add(r * rb);
             for j in i..cols {
                 let wj = if F16 {
                     f16_at(p.add(2 * j))
                 } else {
                     f32::from_le_bytes(std::ptr::read_unaligned(p.add(4 * j).cast::<[u8; 4]>()))
                 };
-                tail += wj * *x.add(t * cols + j);
+                *tail += wj * *x.add(t * cols + j);
             }
-            *out.add(t * out_stride + r) = hsum(acc[r][t]) + tail;
+        }
+        // Outputs (t, r..r + R) are adjacent: four rows reduce and store together, with the
+        // same bits as one at a time.
+        if R == 4 {
+            let sums = hsum4([acc[0][t], acc[1][t], acc[2][t], acc[3][t]]);
+            let v = _mm_add_ps(sums, _mm_loadu_ps(tails.as_ptr()));
+            _mm_storeu_ps(out.add(t * out_stride), v);
+        } else {
+            for r in 0..R {
+                *out.add(t * out_stride + r) = hsum(acc[r][t]) + tails[r];
+            }
         }
     }
 }
