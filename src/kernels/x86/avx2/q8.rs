@@ -42,21 +42,17 @@ pub(super) unsafe fn load_wq8<const VNNI: u8>(p: *const u8) -> WQuad8 {
             _mm256_sign_epi8(w[k], w[k])
         };
     }
-    let half = |i: usize| i16::from_le_bytes([*p.add(i * bb), *p.add(i * bb + 1)]);
-    let h = _mm_setr_epi16(
-        half(0),
-        half(1),
-        half(2),
-        half(3),
-        half(0),
-        half(1),
-        half(2),
-        half(3),
+    // The four scales (the f16 at each block's start) into lanes i and 4 + i: dword loads and
+    // in-register unpacks, once per row and quad.
+    let ld = |i: usize| _mm_loadu_si32(p.add(i * bb));
+    let h = _mm_unpacklo_epi32(
+        _mm_unpacklo_epi16(ld(0), ld(1)),
+        _mm_unpacklo_epi16(ld(2), ld(3)),
     );
     WQuad8 {
         u,
         w,
-        d: _mm256_cvtph_ps(h),
+        d: _mm256_cvtph_ps(_mm_unpacklo_epi64(h, h)),
     }
 }
 
