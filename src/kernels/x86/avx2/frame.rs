@@ -10,9 +10,9 @@
 //!
 //! The transposed layouts of Q4 and Q8_0 ([`Layout`]) take [`matmul_grouped`] instead: the
 //! activations of up to [`GRP_TOK`] tokens are arranged once, then each row meets them group
-//! by group, and the blocks past the last whole group go through the per-block step of the
-//! same dtype (`Block32::accumulate`, the step of its micro-kernel), into the same
-//! accumulators.
+//! by group. The blocks past the last whole group go, into the same accumulators, through the
+//! layout's [`Layout::Tail`] (Q4: pairs of blocks; Q8_0: single blocks), and a last block
+//! left over through the per-block step of the same dtype (`Block32::accumulate`).
 //!
 //! # Safety
 //! As in `avx2/mod.rs`: the entry points' CPU features, and the slice-size preconditions of
@@ -149,6 +149,9 @@ unsafe fn tile<M: Micro, const R: usize, const T: usize>(
 pub(super) trait Layout<const DT: u8, const VNNI: u8> {
     /// Blocks per group.
     const BLOCKS: usize;
+    /// The layout of the blocks past the last whole group, at most 2 blocks at a time (a
+    /// block left over after those takes `Block32`).
+    type Tail: Layout<DT, VNNI>;
     /// One row's group of weights, decoded.
     type W: Copy;
     /// One token's group of activations, arranged.
@@ -164,14 +167,43 @@ pub(super) const GRP_TOK: usize = 4;
 /// Groups per row at most (4096 columns: 16 Q4 groups, 32 Q8_0 quads); wider rows take
 /// [`matmul_tiles`].
 pub(super) const GROUPS_MAX: usize = 32;
-/// Blocks past the last whole group, at most (groups have at most 8 blocks).
+/// Tail groups past the last whole group, at most (groups have at most 8 blocks).
 const TAIL_MAX: usize = 7;
 
 /// The arranged activations of one token tile: token t's group g at `g[t * GROUPS_MAX + g]`,
-/// its tail block k at `tail[t * TAIL_MAX + k]`. Only the entries of the tile's shape are written.
-struct Tiles<A> {
+/// its tail group k at `tail[t * TAIL_MAX + k]`, its last single block at `last[t]`. Only the
+/// entries of the tile's shape are written.
+struct Tiles<A, P> {
     g: [MaybeUninit<A>; GRP_TOK * GROUPS_MAX],
-    tail: [MaybeUninit<ABlock>; GRP_TOK * TAIL_MAX],
+    tail: [MaybeUninit<P>; GRP_TOK * TAIL_MAX],
+    last: [MaybeUninit<ABlock>; GRP_TOK],
+}
+
+/// Where a row's blocks go: `ng` whole groups, then `nt` tail groups from block `tail0`, then
+/// the single blocks from `last` (at most one).
+#[derive(Clone, Copy)]
+struct Split {
+    ng: usize,
+    tail0: usize,
+    nt: usize,
+    last: usize,
+}
+
+impl Split {
+    #[inline(always)]
+    fn new<L: Layout<DT, VNNI>, const DT: u8, const VNNI: u8>(nb: usize) -> Split {
+        const { assert!(<L::Tail as Layout<DT, VNNI>>::BLOCKS <= 2) };
+        let tb = <L::Tail as Layout<DT, VNNI>>::BLOCKS;
+        let ng = nb / L::BLOCKS;
+        let tail0 = L::BLOCKS * ng;
+        let nt = (nb - tail0) / tb;
+        Split {
+            ng,
+            tail0,
+            nt,
+            last: tail0 + tb * nt,
+        }
+    }
 }
 
 /// The matmul in layout `L` for rows of at most [`GROUPS_MAX`] groups, decode and prefill
@@ -190,23 +222,28 @@ pub(super) unsafe fn matmul_grouped<L: Layout<DT, VNNI>, const DT: u8, const VNN
     out: *mut f32,
     out_stride: usize,
 ) {
-    let ng = nb / L::BLOCKS;
-    debug_assert!(ng <= GROUPS_MAX && nb - L::BLOCKS * ng <= TAIL_MAX);
-    let mut tiles = Tiles::<L::A> {
+    let sp = Split::new::<L, DT, VNNI>(nb);
+    let tb = <L::Tail as Layout<DT, VNNI>>::BLOCKS;
+    debug_assert!(sp.ng <= GROUPS_MAX && sp.nt <= TAIL_MAX && nb - sp.last <= 1);
+    let mut tiles = Tiles::<L::A, <L::Tail as Layout<DT, VNNI>>::A> {
         g: [const { MaybeUninit::uninit() }; GRP_TOK * GROUPS_MAX],
         tail: [const { MaybeUninit::uninit() }; GRP_TOK * TAIL_MAX],
+        last: [const { MaybeUninit::uninit() }; GRP_TOK],
     };
     let mut t = 0;
     while t < n_tok {
         let tn = (n_tok - t).min(GRP_TOK);
         for tt in 0..tn {
             let xt = x.add((t + tt) * nb);
-            for gi in 0..ng {
+            for gi in 0..sp.ng {
                 tiles.g[tt * GROUPS_MAX + gi].write(L::load_a(xt.add(L::BLOCKS * gi)));
             }
-            for b in L::BLOCKS * ng..nb {
-                let a = <Block32<DT, VNNI> as Micro>::load_a(xt.add(b));
-                tiles.tail[tt * TAIL_MAX + b - L::BLOCKS * ng].write(a);
+            for k in 0..sp.nt {
+                let a = <L::Tail as Layout<DT, VNNI>>::load_a(xt.add(sp.tail0 + tb * k));
+                tiles.tail[tt * TAIL_MAX + k].write(a);
+            }
+            if sp.last < nb {
+                tiles.last[tt].write(<Block32<DT, VNNI> as Micro>::load_a(xt.add(sp.last)));
             }
         }
         let ot = out.add(t * out_stride);
@@ -216,10 +253,10 @@ pub(super) unsafe fn matmul_grouped<L: Layout<DT, VNNI>, const DT: u8, const VNN
                 prefetch(w.wrapping_add((r + PREFETCH_ROWS) * rb), rb);
             }
             match tn {
-                4 => tile_grouped::<L, DT, VNNI, 4>(wr, nb, &tiles, or, out_stride),
-                3 => tile_grouped::<L, DT, VNNI, 3>(wr, nb, &tiles, or, out_stride),
-                2 => tile_grouped::<L, DT, VNNI, 2>(wr, nb, &tiles, or, out_stride),
-                _ => tile_grouped::<L, DT, VNNI, 1>(wr, nb, &tiles, or, out_stride),
+                4 => tile_grouped::<L, DT, VNNI, 4>(wr, nb, sp, &tiles, or, out_stride),
+                3 => tile_grouped::<L, DT, VNNI, 3>(wr, nb, sp, &tiles, or, out_stride),
+                2 => tile_grouped::<L, DT, VNNI, 2>(wr, nb, sp, &tiles, or, out_stride),
+                _ => tile_grouped::<L, DT, VNNI, 1>(wr, nb, sp, &tiles, or, out_stride),
             }
         }
         t += tn;
@@ -231,32 +268,40 @@ pub(super) unsafe fn matmul_grouped<L: Layout<DT, VNNI>, const DT: u8, const VNN
 /// row's first blocks waiting (thread CPU time of a 1-thread SmolLM2 decode step: -10%).
 const PREFETCH_ROWS: usize = 8;
 
-/// One row (at `w`, `nb` blocks) against the first `T` tokens of `tl`.
+/// One row (at `w`, `nb` blocks, split as `sp`) against the first `T` tokens of `tl`.
 #[inline(always)]
 unsafe fn tile_grouped<L: Layout<DT, VNNI>, const DT: u8, const VNNI: u8, const T: usize>(
     w: *const u8,
     nb: usize,
-    tl: &Tiles<L::A>,
+    sp: Split,
+    tl: &Tiles<L::A, <L::Tail as Layout<DT, VNNI>>::A>,
     out: *mut f32,
     out_stride: usize,
 ) {
     let bb = block_bytes(DT);
-    let ng = nb / L::BLOCKS;
+    let tb = <L::Tail as Layout<DT, VNNI>>::BLOCKS;
     let mut acc = [_mm256_setzero_ps(); T];
-    // SAFETY (the reads of `tl` below): `matmul_grouped` wrote the groups and tail blocks of
-    // the tile's first T tokens for this row width, exactly the entries read here.
-    for g in 0..ng {
+    // SAFETY (the reads of `tl` below): `matmul_grouped` wrote the groups, tail groups and
+    // last block of the tile's first T tokens for this row width, exactly the entries read
+    // here.
+    for g in 0..sp.ng {
         let wg = L::load_w(w.add(L::BLOCKS * g * bb));
         for (t, acc_t) in acc.iter_mut().enumerate() {
             *acc_t = L::accumulate(&wg, tl.g[t * GROUPS_MAX + g].assume_init_ref(), *acc_t);
         }
     }
-    // Lanes are summed only at the end, so the tail blocks may use the per-block layout.
-    for b in L::BLOCKS * ng..nb {
-        let wb = load_w::<DT, VNNI>(w.add(b * bb));
+    // Lanes are summed only at the end, so the tail may use other layouts.
+    for k in 0..sp.nt {
+        let wk = <L::Tail as Layout<DT, VNNI>>::load_w(w.add((sp.tail0 + tb * k) * bb));
         for (t, acc_t) in acc.iter_mut().enumerate() {
-            let a = tl.tail[t * TAIL_MAX + b - L::BLOCKS * ng].assume_init_ref();
-            *acc_t = <Block32<DT, VNNI>>::accumulate(&wb, a, *acc_t);
+            let a = tl.tail[t * TAIL_MAX + k].assume_init_ref();
+            *acc_t = <L::Tail as Layout<DT, VNNI>>::accumulate(&wk, a, *acc_t);
+        }
+    }
+    if sp.last < nb {
+        let wb = load_w::<DT, VNNI>(w.add(sp.last * bb));
+        for (t, acc_t) in acc.iter_mut().enumerate() {
+            *acc_t = <Block32<DT, VNNI>>::accumulate(&wb, tl.last[t].assume_init_ref(), *acc_t);
         }
     }
     for (t, acc_t) in acc.iter().enumerate() {

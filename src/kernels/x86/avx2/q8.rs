@@ -9,6 +9,7 @@ use std::arch::x86_64::*;
 use super::super::super::scalar::Q8_0_BYTES;
 use super::super::super::BlockQ8A;
 use super::super::Q8_0;
+use super::block32::Block32;
 use super::frame::Layout;
 use super::{dot_acc, transpose4, NO_VNNI};
 
@@ -117,6 +118,7 @@ pub(super) struct Q8Quads;
 
 impl<const VNNI: u8> Layout<Q8_0, VNNI> for Q8Quads {
     const BLOCKS: usize = Q8_QUAD;
+    type Tail = Block32<Q8_0, VNNI>;
     type W = WQuad8;
     type A = AQuad8;
     #[inline(always)]
