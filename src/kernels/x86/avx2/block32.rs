@@ -10,7 +10,7 @@ use std::arch::x86_64::*;
 
 use super::super::super::BlockQ8A;
 use super::super::{block_bytes, Q4_0, Q4_1, Q8_0};
-use super::frame::{Layout, Micro};
+use super::frame::Micro;
 use super::{dot_acc, f16_lane0, EVEX_VNNI, NO_VNNI, VEX_VNNI};
 
 /// One weight block of one row.
@@ -147,25 +147,5 @@ impl<const DT: u8, const VNNI: u8> Block32<DT, VNNI> {
         } else {
             acc
         }
-    }
-}
-
-/// Single blocks as a layout of one-block groups: the tail of the Q8_0 quads.
-impl<const DT: u8, const VNNI: u8> Layout<DT, VNNI> for Block32<DT, VNNI> {
-    const BLOCKS: usize = 1;
-    type Tail = Self;
-    type W = WBlock;
-    type A = ABlock;
-    #[inline(always)]
-    unsafe fn load_w(p: *const u8) -> WBlock {
-        load_w::<DT, VNNI>(p)
-    }
-    #[inline(always)]
-    unsafe fn load_a(x: *const BlockQ8A) -> ABlock {
-        load_a::<DT, VNNI>(x)
-    }
-    #[inline(always)]
-    unsafe fn accumulate(w: &WBlock, a: &ABlock, acc: __m256) -> __m256 {
-        Self::accumulate(w, a, acc)
     }
 }

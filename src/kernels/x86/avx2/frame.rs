@@ -11,8 +11,8 @@
 //! The transposed layouts of Q4 and Q8_0 ([`Layout`]) take [`matmul_grouped`] instead: the
 //! activations of up to [`GRP_TOK`] tokens are arranged once, then each row meets them group
 //! by group. The blocks past the last whole group go, into the same accumulators, through the
-//! layout's [`Layout::Tail`] (Q4: pairs of blocks; Q8_0: single blocks), and a last block
-//! left over through the per-block step of the same dtype (`Block32::accumulate`).
+//! layout's [`Layout::Tail`] (pairs of blocks), and a last block left over through the
+//! per-block step of the same dtype (`Block32::accumulate`).
 //!
 //! # Safety
 //! As in `avx2/mod.rs`: the entry points' CPU features, and the slice-size preconditions of
