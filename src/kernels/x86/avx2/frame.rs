@@ -10,9 +10,9 @@
 //!
 //! The transposed layouts of Q4 and Q8_0 ([`Layout`]) take [`matmul_grouped`] instead: the
 //! activations of up to [`GRP_TOK`] tokens are arranged once, then each row meets them group
-//! by group, and the blocks past the last whole group go through the per-block step of the
-//! same dtype (`Block32::accumulate`, the step of its micro-kernel), into the same
-//! accumulators.
+//! by group. The blocks past the last whole group go, into the same accumulators, through the
+//! layout's [`Layout::Tail`] (pairs of blocks), and a last block left over through the
+//! per-block step of the same dtype (`Block32::accumulate`).
 //!
 //! # Safety
 //! As in `avx2/mod.rs`: the entry points' CPU features, and the slice-size preconditions of
@@ -149,6 +149,9 @@ unsafe fn tile<M: Micro, const R: usize, const T: usize>(
 pub(super) trait Layout<const DT: u8, const VNNI: u8> {
     /// Blocks per group.
     const BLOCKS: usize;
+    /// The layout of the blocks past the last whole group, at most 2 blocks at a time (a
+    /// block left over after those takes `Block32`).
+    type Tail: Layout<DT, VNNI>;
     /// One row's group of weights, decoded.
     type W: Copy;
     /// One token's group of activations, arranged.
@@ -164,14 +167,43 @@ pub(super) const GRP_TOK: usize = 4;
 /// Groups per row at most (4096 columns: 16 Q4 groups, 32 Q8_0 quads); wider rows take
 /// [`matmul_tiles`].
 pub(super) const GROUPS_MAX: usize = 32;
-/// Blocks past the last whole group, at most (groups have at most 8 blocks).
+/// Tail groups past the last whole group, at most (groups have at most 8 blocks).
 const TAIL_MAX: usize = 7;
 
 /// The arranged activations of one token tile: token t's group g at `g[t * GROUPS_MAX + g]`,
-/// its tail block k at `tail[t * TAIL_MAX + k]`. Only the entries of the tile's shape are written.
-struct Tiles<A> {
+/// its tail group k at `tail[t * TAIL_MAX + k]`, its last single block at `last[t]`. Only the
+/// entries of the tile's shape are written.
+struct Tiles<A, P> {
     g: [MaybeUninit<A>; GRP_TOK * GROUPS_MAX],
-    tail: [MaybeUninit<ABlock>; GRP_TOK * TAIL_MAX],
+    tail: [MaybeUninit<P>; GRP_TOK * TAIL_MAX],
+    last: [MaybeUninit<ABlock>; GRP_TOK],
+}
+
+/// Where a row's blocks go: `ng` whole groups, then `nt` tail groups from block `tail0`, then
+/// the single blocks from `last` (at most one).
+#[derive(Clone, Copy)]
+struct Split {
+    ng: usize,
+    tail0: usize,
+    nt: usize,
+    last: usize,
+}
+
+impl Split {
+    #[inline(always)]
+    fn new<L: Layout<DT, VNNI>, const DT: u8, const VNNI: u8>(nb: usize) -> Split {
+        const { assert!(<L::Tail as Layout<DT, VNNI>>::BLOCKS <= 2) };
+        let tb = <L::Tail as Layout<DT, VNNI>>::BLOCKS;
+        let ng = nb / L::BLOCKS;
+        let tail0 = L::BLOCKS * ng;
+        let nt = (nb - tail0) / tb;
+        Split {
+            ng,
+            tail0,
+            nt,
+            last: tail0 + tb * nt,
+        }
+    }
 }
 
 /// The matmul in layout `L` for rows of at most [`GROUPS_MAX`] groups, decode and prefill
@@ -190,37 +222,36 @@ pub(super) unsafe fn matmul_grouped<L: Layout<DT, VNNI>, const DT: u8, const VNN
     out: *mut f32,
     out_stride: usize,
 ) {
-    let ng = nb / L::BLOCKS;
-    debug_assert!(ng <= GROUPS_MAX && nb - L::BLOCKS * ng <= TAIL_MAX);
-    let mut tiles = Tiles::<L::A> {
+    let sp = Split::new::<L, DT, VNNI>(nb);
+    let tb = <L::Tail as Layout<DT, VNNI>>::BLOCKS;
+    debug_assert!(sp.ng <= GROUPS_MAX && sp.nt <= TAIL_MAX && nb - sp.last <= 1);
+    let mut tiles = Tiles::<L::A, <L::Tail as Layout<DT, VNNI>>::A> {
         g: [const { MaybeUninit::uninit() }; GRP_TOK * GROUPS_MAX],
         tail: [const { MaybeUninit::uninit() }; GRP_TOK * TAIL_MAX],
+        last: [const { MaybeUninit::uninit() }; GRP_TOK],
     };
     let mut t = 0;
     while t < n_tok {
         let tn = (n_tok - t).min(GRP_TOK);
         for tt in 0..tn {
             let xt = x.add((t + tt) * nb);
-            for gi in 0..ng {
+            for gi in 0..sp.ng {
                 tiles.g[tt * GROUPS_MAX + gi].write(L::load_a(xt.add(L::BLOCKS * gi)));
             }
-            for b in L::BLOCKS * ng..nb {
-                let a = <Block32<DT, VNNI> as Micro>::load_a(xt.add(b));
-                tiles.tail[tt * TAIL_MAX + b - L::BLOCKS * ng].write(a);
+            for k in 0..sp.nt {
+                let a = <L::Tail as Layout<DT, VNNI>>::load_a(xt.add(sp.tail0 + tb * k));
+                tiles.tail[tt * TAIL_MAX + k].write(a);
+            }
+            if sp.last < nb {
+                tiles.last[tt].write(<Block32<DT, VNNI> as Micro>::load_a(xt.add(sp.last)));
             }
         }
         let ot = out.add(t * out_stride);
-        for r in rows.clone() {
-            let (wr, or) = (w.add(r * rb), ot.add(r));
-            if r + PREFETCH_ROWS < rows.end {
-                prefetch(w.wrapping_add((r + PREFETCH_ROWS) * rb), rb);
-            }
-            match tn {
-                4 => tile_grouped::<L, DT, VNNI, 4>(wr, nb, &tiles, or, out_stride),
-                3 => tile_grouped::<L, DT, VNNI, 3>(wr, nb, &tiles, or, out_stride),
-                2 => tile_grouped::<L, DT, VNNI, 2>(wr, nb, &tiles, or, out_stride),
-                _ => tile_grouped::<L, DT, VNNI, 1>(wr, nb, &tiles, or, out_stride),
-            }
+        match tn {
+            4 => rows_grouped::<L, DT, VNNI, 4>(w, rb, nb, sp, rows.clone(), &tiles, ot, out_stride),
+            3 => rows_grouped::<L, DT, VNNI, 3>(w, rb, nb, sp, rows.clone(), &tiles, ot, out_stride),
+            2 => rows_grouped::<L, DT, VNNI, 2>(w, rb, nb, sp, rows.clone(), &tiles, ot, out_stride),
+            _ => rows_grouped::<L, DT, VNNI, 1>(w, rb, nb, sp, rows.clone(), &tiles, ot, out_stride),
         }
         t += tn;
     }
@@ -231,35 +262,102 @@ pub(super) unsafe fn matmul_grouped<L: Layout<DT, VNNI>, const DT: u8, const VNN
 /// row's first blocks waiting (thread CPU time of a 1-thread SmolLM2 decode step: -10%).
 const PREFETCH_ROWS: usize = 8;
 
-/// One row (at `w`, `nb` blocks) against the first `T` tokens of `tl`.
+/// Rows `rows` (at `w`, `rb` bytes apart, `nb` blocks each, split as `sp`) against the first
+/// `T` tokens of `tl`, written at `out[t * out_stride + r]`: 8 rows at a time, whose lanes
+/// [`hsum8`] sums together.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn rows_grouped<L: Layout<DT, VNNI>, const DT: u8, const VNNI: u8, const T: usize>(
+    w: *const u8,
+    rb: usize,
+    nb: usize,
+    sp: Split,
+    rows: Range<usize>,
+    tl: &Tiles<L::A, <L::Tail as Layout<DT, VNNI>>::A>,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    let mut r0 = rows.start;
+    while r0 < rows.end {
+        let n = (rows.end - r0).min(8);
+        // acc[t][i]: row r0 + i, token t; the rows past `n` stay zero.
+        let mut acc = [[_mm256_setzero_ps(); 8]; T];
+        for i in 0..n {
+            let r = r0 + i;
+            if r + PREFETCH_ROWS < rows.end {
+                prefetch(w.wrapping_add((r + PREFETCH_ROWS) * rb), rb);
+            }
+            let a = tile_grouped::<L, DT, VNNI, T>(w.add(r * rb), nb, sp, tl);
+            for (acc_t, a_t) in acc.iter_mut().zip(a) {
+                acc_t[i] = a_t;
+            }
+        }
+        for (t, acc_t) in acc.iter().enumerate() {
+            let o = out.add(t * out_stride + r0);
+            if n == 8 {
+                _mm256_storeu_ps(o, hsum8(acc_t));
+            } else {
+                let mut s = [0f32; 8];
+                _mm256_storeu_ps(s.as_mut_ptr(), hsum8(acc_t));
+                std::ptr::copy_nonoverlapping(s.as_ptr(), o, n);
+            }
+        }
+        r0 += n;
+    }
+}
+
+/// Lane i: the sum of the 8 lanes of `v[i]`, as `((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 +
+/// l7))`. Every row goes through it, in a full set of 8 or not, so its bits never depend on
+/// its neighbours. One call replaces 8 [`hsum`]s: 9 operations instead of 48.
+#[inline(always)]
+unsafe fn hsum8(v: &[__m256; 8]) -> __m256 {
+    let h01 = _mm256_hadd_ps(v[0], v[1]);
+    let h23 = _mm256_hadd_ps(v[2], v[3]);
+    let h45 = _mm256_hadd_ps(v[4], v[5]);
+    let h67 = _mm256_hadd_ps(v[6], v[7]);
+    // Lane i (i < 4) of h03: v[i]'s lanes 0..3 summed; lane 4 + i: its lanes 4..7.
+    let h03 = _mm256_hadd_ps(h01, h23);
+    let h47 = _mm256_hadd_ps(h45, h67);
+    _mm256_add_ps(
+        _mm256_permute2f128_ps::<0x20>(h03, h47),
+        _mm256_permute2f128_ps::<0x31>(h03, h47),
+    )
+}
+
+/// One row (at `w`, `nb` blocks, split as `sp`) against the first `T` tokens of `tl`: its
+/// 8-lane accumulators, one per token.
 #[inline(always)]
 unsafe fn tile_grouped<L: Layout<DT, VNNI>, const DT: u8, const VNNI: u8, const T: usize>(
     w: *const u8,
     nb: usize,
-    tl: &Tiles<L::A>,
-    out: *mut f32,
-    out_stride: usize,
-) {
+    sp: Split,
+    tl: &Tiles<L::A, <L::Tail as Layout<DT, VNNI>>::A>,
+) -> [__m256; T] {
     let bb = block_bytes(DT);
-    let ng = nb / L::BLOCKS;
+    let tb = <L::Tail as Layout<DT, VNNI>>::BLOCKS;
     let mut acc = [_mm256_setzero_ps(); T];
-    // SAFETY (the reads of `tl` below): `matmul_grouped` wrote the groups and tail blocks of
-    // the tile's first T tokens for this row width, exactly the entries read here.
-    for g in 0..ng {
+    // SAFETY (the reads of `tl` below): `matmul_grouped` wrote the groups, tail groups and
+    // last block of the tile's first T tokens for this row width, exactly the entries read
+    // here.
+    for g in 0..sp.ng {
         let wg = L::load_w(w.add(L::BLOCKS * g * bb));
         for (t, acc_t) in acc.iter_mut().enumerate() {
             *acc_t = L::accumulate(&wg, tl.g[t * GROUPS_MAX + g].assume_init_ref(), *acc_t);
         }
     }
-    // Lanes are summed only at the end, so the tail blocks may use the per-block layout.
-    for b in L::BLOCKS * ng..nb {
-        let wb = load_w::<DT, VNNI>(w.add(b * bb));
+    // Lanes are summed only at the end, so the tail may use other layouts.
+    for k in 0..sp.nt {
+        let wk = <L::Tail as Layout<DT, VNNI>>::load_w(w.add((sp.tail0 + tb * k) * bb));
         for (t, acc_t) in acc.iter_mut().enumerate() {
-            let a = tl.tail[t * TAIL_MAX + b - L::BLOCKS * ng].assume_init_ref();
-            *acc_t = <Block32<DT, VNNI>>::accumulate(&wb, a, *acc_t);
+            let a = tl.tail[t * TAIL_MAX + k].assume_init_ref();
+            *acc_t = <L::Tail as Layout<DT, VNNI>>::accumulate(&wk, a, *acc_t);
         }
     }
-    for (t, acc_t) in acc.iter().enumerate() {
-        *out.add(t * out_stride) = hsum(*acc_t);
+    if sp.last < nb {
+        let wb = load_w::<DT, VNNI>(w.add(sp.last * bb));
+        for (t, acc_t) in acc.iter_mut().enumerate() {
+            *acc_t = <Block32<DT, VNNI>>::accumulate(&wb, tl.last[t].assume_init_ref(), *acc_t);
+        }
     }
+    acc
 }

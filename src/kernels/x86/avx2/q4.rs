@@ -1,5 +1,6 @@
 //! Q4_0/Q4_1 in the transposed group layout of AVX2: 8 blocks per group, one block per i32
-//! lane of each product, so one conversion and one scale serve 8 blocks.
+//! lane of each product, so one conversion and one scale serve 8 blocks. The blocks past the
+//! last whole group go in pairs, one block per 128-bit half.
 //!
 //! # Safety
 //! As in `avx2/mod.rs`: AVX2, FMA and F16C (and AVX-VNNI for `VNNI = VEX_VNNI`), and the
@@ -181,6 +182,7 @@ pub(super) struct Q4Groups;
 
 impl<const DT: u8, const VNNI: u8> Layout<DT, VNNI> for Q4Groups {
     const BLOCKS: usize = GRP;
+    type Tail = Q4Pairs;
     type W = WGroup;
     type A = AGroup;
     #[inline(always)]
@@ -194,6 +196,117 @@ impl<const DT: u8, const VNNI: u8> Layout<DT, VNNI> for Q4Groups {
     #[inline(always)]
     unsafe fn accumulate(w: &WGroup, a: &AGroup, acc: __m256) -> __m256 {
         let i = isum_group::<DT, VNNI>(w, a);
+        let acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_mul_ps(w.d, a.d), acc);
+        if DT == Q4_1 {
+            _mm256_fmadd_ps(w.m, a.s, acc)
+        } else {
+            acc
+        }
+    }
+}
+
+/// Two Q4 weight blocks of one row, block k in 128-bit half k: `lo` its values 0..15 (the low
+/// nibbles), `hi` its values 16..31 (the high nibbles), `d` its scale in the half's 4 lanes,
+/// `m` (Q4_1) its minimum in the half's first lane, zero elsewhere.
+#[derive(Clone, Copy)]
+pub(super) struct WPair {
+    lo: __m256i,
+    hi: __m256i,
+    d: __m256,
+    m: __m256,
+}
+
+#[inline(always)]
+unsafe fn load_wp<const DT: u8>(p: *const u8) -> WPair {
+    let bb = block_bytes(DT);
+    let off = if DT == Q4_0 { 2 } else { 4 };
+    let q = two_blocks(p.add(off), bb);
+    let mask = _mm256_set1_epi8(0x0f);
+    // Bytes 0..3 of `dm` are block 0's `d` (and Q4_1's `m`), bytes 4..7 block 1's.
+    let dm = _mm_unpacklo_epi32(_mm_loadu_si32(p), _mm_loadu_si32(p.add(bb)));
+    let d = _mm_shuffle_epi8(dm, _mm_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 4, 5, 4, 5, 4, 5, 4, 5));
+    let m = if DT == Q4_1 {
+        let z = -1;
+        let m = _mm_shuffle_epi8(dm, _mm_setr_epi8(2, 3, z, z, z, z, z, z, 6, 7, z, z, z, z, z, z));
+        _mm256_cvtph_ps(m)
+    } else {
+        _mm256_setzero_ps()
+    };
+    WPair {
+        lo: _mm256_and_si256(q, mask),
+        hi: _mm256_and_si256(_mm256_srli_epi16::<4>(q), mask),
+        d: _mm256_cvtph_ps(d),
+        m,
+    }
+}
+
+/// Two activation blocks of one token, arranged like [`WPair`]; `s` each block's sum in its
+/// half's 4 lanes; `init` removes the Q4_0 weight offset.
+#[derive(Clone, Copy)]
+pub(super) struct APair {
+    lo: __m256i,
+    hi: __m256i,
+    d: __m256,
+    s: __m256,
+    init: __m256i,
+}
+
+#[inline(always)]
+unsafe fn load_ap<const DT: u8, const VNNI: u8>(x: *const BlockQ8A) -> APair {
+    let (a, b) = (&*x, &*x.add(1));
+    let (qa, qb) = (a.qs.as_ptr(), b.qs.as_ptr());
+    let lo = _mm256_loadu2_m128i(qb.cast(), qa.cast());
+    let hi = _mm256_loadu2_m128i(qb.add(16).cast(), qa.add(16).cast());
+    let init = if DT == Q4_0 {
+        let (e, zero) = (_mm256_set1_epi8(8), _mm256_setzero_si256());
+        let c = dot_acc::<VNNI>(dot_acc::<VNNI>(zero, e, lo), e, hi);
+        _mm256_sub_epi32(zero, c)
+    } else {
+        _mm256_setzero_si256()
+    };
+    APair {
+        lo,
+        hi,
+        d: _mm256_setr_ps(a.d, a.d, a.d, a.d, b.d, b.d, b.d, b.d),
+        s: _mm256_setr_ps(a.s, a.s, a.s, a.s, b.s, b.s, b.s, b.s),
+        init,
+    }
+}
+
+/// Q4_0/Q4_1 two blocks at a time ([`WPair`], [`APair`]): the tail of [`Q4Groups`].
+pub(super) struct Q4Pairs;
+
+impl<const DT: u8, const VNNI: u8> Layout<DT, VNNI> for Q4Pairs {
+    const BLOCKS: usize = 2;
+    type Tail = Self;
+    type W = WPair;
+    type A = APair;
+    #[inline(always)]
+    unsafe fn load_w(p: *const u8) -> WPair {
+        load_wp::<DT>(p)
+    }
+    #[inline(always)]
+    unsafe fn load_a(x: *const BlockQ8A) -> APair {
+        load_ap::<DT, VNNI>(x)
+    }
+    #[inline(always)]
+    unsafe fn accumulate(w: &WPair, a: &APair, acc: __m256) -> __m256 {
+        let i = if VNNI != NO_VNNI {
+            dot_acc::<VNNI>(dot_acc::<VNNI>(a.init, w.lo, a.lo), w.hi, a.hi)
+        } else {
+            // Each `vpmaddubsw` lane is at most 2 * 15 * 127 = 3810 in magnitude, so the two
+            // sum exactly in i16, and one `vpmaddwd` widens.
+            let s16 = _mm256_add_epi16(
+                _mm256_maddubs_epi16(w.lo, a.lo),
+                _mm256_maddubs_epi16(w.hi, a.hi),
+            );
+            let i = _mm256_madd_epi16(s16, _mm256_set1_epi16(1));
+            if DT == Q4_0 {
+                _mm256_add_epi32(a.init, i)
+            } else {
+                i
+            }
+        };
         let acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_mul_ps(w.d, a.d), acc);
         if DT == Q4_1 {
             _mm256_fmadd_ps(w.m, a.s, acc)
