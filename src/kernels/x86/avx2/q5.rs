@@ -23,13 +23,13 @@
 #![allow(clippy::needless_range_loop)] // tiles index rows and tokens in lockstep
 
 use std::arch::x86_64::*;
-use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use super::super::super::scalar::{Q5_0_BYTES, Q5_1_BYTES};
 use super::super::super::{BlockQ8A, QK};
+use super::arranged::{self, Unit};
 use super::frame::{matmul_tiles, Micro};
-use super::{f16_lane0, hsum, hsum_i32, prefetch};
+use super::{f16_lane0, hsum_i32};
 
 /// The 32 bits of `bits` as bytes `0x10` (bit set) or 0, byte i for bit i.
 #[inline(always)]
@@ -220,15 +220,6 @@ impl<const ONE: bool> Micro for Q5Pair<ONE> {
 
 /// Blocks per quad: the quad layout puts each of 4 blocks in 2 i32 lanes of every register.
 const QUAD: usize = 4;
-/// Tokens whose activations are arranged at once, for every row: each unpacked quad of
-/// weights serves up to 8 tokens, whose 8 accumulators and the quad's 4 registers fit the 16
-/// ymm registers.
-const QT: usize = 8;
-/// Quads per row at most (2048 columns, so a tile's arranged activations stay in L1); wider
-/// rows take the pair and single-block tiles.
-const QUADS_MAX: usize = 16;
-/// Blocks past the last whole quad, at most.
-const TAIL_MAX: usize = QUAD - 1;
 
 /// The dwords at `p`, `p + bb`, `p + 2 bb` and `p + 3 bb` in quad lane order: lane `4h + 2c + e`
 /// holds the one of block `h + 2e`, as two halves (lanes 0-3, lanes 4-7).
@@ -259,7 +250,7 @@ unsafe fn quad_halves((lo, hi): (__m128i, __m128i), high: bool) -> __m256 {
 /// every register belongs to block `h + 2e`, and byte n of that lane of `u[k]` is the block's
 /// value `8k + 4c + n` (`0..=31`); `d` (and Q5_1's `m`) of the lane's block.
 #[derive(Clone, Copy)]
-struct WQuad {
+pub(super) struct WQuad {
     u: [__m256i; 4],
     d: __m256,
     m: __m256,
@@ -356,7 +347,7 @@ unsafe fn load_wq<const ONE: bool>(p: *const u8) -> WQuad {
 /// (Q5_0: minus 16 times the values, summed as the products are); `d` of the lane's block,
 /// and (Q5_1) `s` in the lanes with c = 0 only, so that each block's minimum term enters once.
 #[derive(Clone, Copy)]
-struct AQuad {
+pub(super) struct AQuad {
     a: [__m256i; 4],
     init: __m256i,
     d: __m256,
@@ -409,121 +400,37 @@ unsafe fn isum_quad(w: &WQuad, a: &AQuad) -> __m256i {
     _mm256_add_epi32(a.init, _mm256_madd_epi16(s16, _mm256_set1_epi16(1)))
 }
 
-/// A token tile's arranged activations: token t's quad q at `q[t * QUADS_MAX + q]`, its tail
-/// block k at `tail[t * TAIL_MAX + k]`. Only the entries of the tile's shape are written.
-struct Arranged {
-    q: [MaybeUninit<AQuad>; QT * QUADS_MAX],
-    tail: [MaybeUninit<A5>; QT * TAIL_MAX],
-}
+/// Q5_0 or Q5_1 (`ONE`) by quads ([`WQuad`], [`AQuad`]), through `arranged::matmul`.
+pub(super) struct Q5Quads<const ONE: bool>;
 
-/// How many rows ahead the quad path asks for the weights (as the grouped Q4/Q8_0 path).
-const PREFETCH_ROWS: usize = 8;
-
-/// Q5_0 or Q5_1 by quads, for rows of 1 to [`QUADS_MAX`] quads, decode and prefill alike (an
-/// output's bits never depend on the batch): activations are arranged once per tile of up
-/// to [`QT`] tokens, then every row meets the tile: whole quads, then single blocks, into
-/// the same accumulators.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn matmul_quads<const ONE: bool>(
-    w: *const u8,
-    nb: usize,
-    rows: Range<usize>,
-    x: *const BlockQ8A,
-    n_tok: usize,
-    out: *mut f32,
-    out_stride: usize,
-) {
-    let bb = <Q5<ONE> as Micro>::BLOCK_BYTES;
-    let (rb, nq) = (nb * bb, nb / QUAD);
-    debug_assert!((1..=QUADS_MAX).contains(&nq));
-    let mut ar = Arranged {
-        q: [const { MaybeUninit::uninit() }; QT * QUADS_MAX],
-        tail: [const { MaybeUninit::uninit() }; QT * TAIL_MAX],
-    };
-    let mut t = 0;
-    while t < n_tok {
-        let tn = (n_tok - t).min(QT);
-        for tt in 0..tn {
-            let xt = x.add((t + tt) * nb);
-            for q in 0..nq {
-                ar.q[tt * QUADS_MAX + q].write(load_aq::<ONE>(xt.add(QUAD * q)));
-            }
-            for b in QUAD * nq..nb {
-                let a = <Q5<ONE> as Micro>::load_a(xt.add(b));
-                ar.tail[tt * TAIL_MAX + b - QUAD * nq].write(a);
-            }
+impl<const ONE: bool> Unit for Q5Quads<ONE> {
+    const SUBS: usize = QUAD;
+    const BYTES: usize = QUAD * <Q5<ONE> as Micro>::BLOCK_BYTES;
+    type W = WQuad;
+    type A = AQuad;
+    type Tail = Q5<ONE>;
+    #[inline(always)]
+    unsafe fn load_w(p: *const u8) -> WQuad {
+        load_wq::<ONE>(p)
+    }
+    #[inline(always)]
+    unsafe fn load_a(x: *const BlockQ8A) -> AQuad {
+        load_aq::<ONE>(x)
+    }
+    #[inline(always)]
+    unsafe fn accumulate(w: &WQuad, a: &AQuad, acc: __m256) -> __m256 {
+        let i = _mm256_cvtepi32_ps(isum_quad(w, a));
+        let acc = _mm256_fmadd_ps(i, _mm256_mul_ps(w.d, a.d), acc);
+        if ONE {
+            _mm256_fmadd_ps(w.m, a.s, acc)
+        } else {
+            acc
         }
-        let ot = out.add(t * out_stride);
-        for r in rows.clone() {
-            let (wr, or) = (w.add(r * rb), ot.add(r));
-            if r + PREFETCH_ROWS < rows.end {
-                prefetch(w.wrapping_add((r + PREFETCH_ROWS) * rb), rb);
-            }
-            // Sub-tiles of 8, 4, 2 and 1 tokens: the same operations per output in each.
-            let mut s = 0;
-            while s < tn {
-                let os = or.add(s * out_stride);
-                s += match tn - s {
-                    8.. => tile_quads::<ONE, 8>(wr, nb, &ar, s, os, out_stride),
-                    4..=7 => tile_quads::<ONE, 4>(wr, nb, &ar, s, os, out_stride),
-                    2 | 3 => tile_quads::<ONE, 2>(wr, nb, &ar, s, os, out_stride),
-                    _ => tile_quads::<ONE, 1>(wr, nb, &ar, s, os, out_stride),
-                };
-            }
-        }
-        t += tn;
     }
 }
 
-/// One row (at `w`, `nb` blocks) against tokens `s..s + T` of the arranged tile `ar`, written
-/// at `out + t * out_stride` for token `s + t`; returns `T`.
-#[inline(always)]
-unsafe fn tile_quads<const ONE: bool, const T: usize>(
-    w: *const u8,
-    nb: usize,
-    ar: &Arranged,
-    s: usize,
-    out: *mut f32,
-    out_stride: usize,
-) -> usize {
-    let bb = <Q5<ONE> as Micro>::BLOCK_BYTES;
-    let nq = nb / QUAD;
-    let mut acc = [[_mm256_setzero_ps(); T]];
-    // SAFETY (the reads of `ar` below): `matmul_quads` wrote the quads and tail blocks of the
-    // tile's tokens for this row width, and `s + T` is within the tile.
-    for q in 0..nq {
-        let wq = load_wq::<ONE>(w.add(QUAD * q * bb));
-        for (t, acc_t) in acc[0].iter_mut().enumerate() {
-            let a = ar.q[(s + t) * QUADS_MAX + q].assume_init_ref();
-            let i = _mm256_cvtepi32_ps(isum_quad(&wq, a));
-            *acc_t = _mm256_fmadd_ps(i, _mm256_mul_ps(wq.d, a.d), *acc_t);
-            if ONE {
-                *acc_t = _mm256_fmadd_ps(wq.m, a.s, *acc_t);
-            }
-        }
-    }
-    // Lanes are summed only at the end, so the tail blocks may use the single-block layout.
-    for b in QUAD * nq..nb {
-        let mut a = [ar.tail[s * TAIL_MAX + b - QUAD * nq].assume_init(); T];
-        for (t, at) in a.iter_mut().enumerate().skip(1) {
-            *at = ar.tail[(s + t) * TAIL_MAX + b - QUAD * nq].assume_init();
-        }
-        <Q5<ONE> as Micro>::block::<1, T>(w.add(b * bb), 0, &a, &mut acc);
-    }
-    for (t, acc_t) in acc[0].iter().enumerate() {
-        *out.add(t * out_stride) = hsum(*acc_t);
-    }
-    T
-}
-
-/// Whether rows of `nb` blocks take the quad path: 1 to [`QUADS_MAX`] whole quads.
-fn by_quads(nb: usize) -> bool {
-    (1..=QUADS_MAX).contains(&(nb / QUAD))
-}
-
-/// The matmul of `MatmulQ8aFn` for Q5_0 (`ONE = false`) or Q5_1: by quads for rows of 4 to
-/// `4 * QUADS_MAX` blocks, else two blocks at a time when rows hold an even number of blocks,
+/// The matmul of `MatmulQ8aFn` for Q5_0 (`ONE = false`) or Q5_1: by quads for the rows
+/// `arranged` takes, else two blocks at a time when rows hold an even number of blocks,
 /// else one (every row of a matrix takes the same path, so outputs do not depend on the
 /// batch).
 ///
@@ -540,8 +447,9 @@ pub(super) unsafe fn matmul<const ONE: bool>(
     out_stride: usize,
 ) {
     let nb = cols / QK;
-    if by_quads(nb) {
-        matmul_quads::<ONE>(w.as_ptr(), nb, rows, xq.as_ptr(), n_tok, out, out_stride)
+    if arranged::fits::<Q5Quads<ONE>>(nb) {
+        let (wp, xp) = (w.as_ptr(), xq.as_ptr());
+        arranged::matmul::<Q5Quads<ONE>>(wp, nb, rows, xp, n_tok, out, out_stride)
     } else if nb.is_multiple_of(2) {
         matmul_tiles::<Q5Pair<ONE>>(w, cols, rows, xq, n_tok, out, out_stride)
     } else {
@@ -556,7 +464,7 @@ pub(super) unsafe fn isums<const ONE: bool>(w_row: &[u8], xq: &[BlockQ8A], out: 
     let bb = <Q5<ONE> as Micro>::BLOCK_BYTES;
     let nb = out.len();
     let mut b0 = 0;
-    if by_quads(nb) {
+    if arranged::fits::<Q5Quads<ONE>>(nb) {
         while b0 + QUAD <= nb {
             let wq = load_wq::<ONE>(w_row.as_ptr().add(b0 * bb));
             let aq = load_aq::<ONE>(xq.as_ptr().add(b0));
