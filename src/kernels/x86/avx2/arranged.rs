@@ -52,7 +52,8 @@ pub(super) fn fits<U: Unit>(nb: usize) -> bool {
 }
 
 /// A token tile's arranged activations: token t's unit u at `u[t * UNITS_MAX + u]`, its tail
-/// block k at `tail[t * TAIL_MAX + k]`. Only the entries of the tile's shape are written.
+/// block k at `tail[k * QT + t]` (the tile's tokens side by side, as the single-block
+/// micro-kernel takes them). Only the entries of the tile's shape are written.
 struct Tile<U: Unit> {
     u: [MaybeUninit<U::A>; QT * UNITS_MAX],
     tail: [MaybeUninit<<U::Tail as Micro>::A>; QT * TAIL_MAX],
@@ -93,7 +94,7 @@ pub(super) unsafe fn matmul<U: Unit>(
             }
             for b in U::SUBS * nu..nb {
                 let a = <U::Tail as Micro>::load_a(xt.add(b));
-                tl.tail[tt * TAIL_MAX + b - U::SUBS * nu].write(a);
+                tl.tail[(b - U::SUBS * nu) * QT + tt].write(a);
             }
         }
         let ot = out.add(t * out_stride);
@@ -142,12 +143,10 @@ unsafe fn tile<U: Unit, const T: usize>(
     // Lanes are summed only at the end, so the tail blocks may use the single-block layout.
     let wt = w.add(nu * U::BYTES);
     for k in 0..nb - U::SUBS * nu {
-        let mut a = [tl.tail[s * TAIL_MAX + k].assume_init(); T];
-        for (t, at) in a.iter_mut().enumerate().skip(1) {
-            *at = tl.tail[(s + t) * TAIL_MAX + k].assume_init();
-        }
+        // Tokens s..s + T of tail block k, side by side (`MaybeUninit<A>` has `A`'s layout).
+        let a = &*tl.tail.as_ptr().add(k * QT + s).cast::<[<U::Tail as Micro>::A; T]>();
         let bb = <U::Tail as Micro>::BLOCK_BYTES;
-        <U::Tail as Micro>::block::<1, T>(wt.add(k * bb), 0, &a, &mut acc);
+        <U::Tail as Micro>::block::<1, T>(wt.add(k * bb), 0, a, &mut acc);
     }
     for (t, acc_t) in acc[0].iter().enumerate() {
         *out.add(t * out_stride) = hsum(*acc_t);
