@@ -144,7 +144,11 @@ unsafe fn tile<U: Unit, const T: usize>(
     let wt = w.add(nu * U::BYTES);
     for k in 0..nb - U::SUBS * nu {
         // Tokens s..s + T of tail block k, side by side (`MaybeUninit<A>` has `A`'s layout).
-        let a = &*tl.tail.as_ptr().add(k * QT + s).cast::<[<U::Tail as Micro>::A; T]>();
+        let a = &*tl
+            .tail
+            .as_ptr()
+            .add(k * QT + s)
+            .cast::<[<U::Tail as Micro>::A; T]>();
         let bb = <U::Tail as Micro>::BLOCK_BYTES;
         <U::Tail as Micro>::block::<1, T>(wt.add(k * bb), 0, a, &mut acc);
     }
