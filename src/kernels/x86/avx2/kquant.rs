@@ -1,5 +1,6 @@
-//! Q4_K, Q5_K and Q6_K through the frame (the micro-kernel of [`KQuant`]), for every x86
-//! table.
+//! Q4_K, Q5_K and Q6_K for every x86 table: batches by arranged super-blocks ([`KUnit`],
+//! through `arranged`), decode and rows over 16 super-blocks through the frame (the
+//! micro-kernel of [`KQuant`]).
 //!
 //! A super-block of 256 weights is cut into 8 sub-blocks of 32, one per activation block.
 //! Per row, the 8 sub-blocks are unpacked once to 32 unsigned bytes `q` each (`0..=15`,
@@ -15,8 +16,15 @@
 //! two halves gives one i32 lane per sub-block, the exact `isum` of the module docs of
 //! `kernels`. The 8 lanes are converted to f32 once per super-block and accumulated by one
 //! FMA with the 8 `d * d_a_j`; the minimum terms of Q4_K/Q5_K, `-(dmin * m_j) * s_a`, are
-//! one more FMA on the same lanes. Each output sees the same operations in the same order
-//! whatever its tile, batch or thread split.
+//! one more FMA on the same lanes.
+//!
+//! Batches arrange the unpacked values of weights and activations alike ([`arrange`]) so that
+//! lane j of every register belongs to sub-block j, as in the reduction above: the 8
+//! products then add up vertically (`vpaddw`, exact: see [`kunit_isums`]) and one
+//! `vpmaddwd` by the lanes' scales gives the same exact `isum`s in the same lanes, without
+//! the reduction (thread CPU time at 128 tokens: Q4_K 40 -> 76, Q5_K 36 -> 68, Q6_K 32 -> 58
+//! GMAC/s). The f32 steps are the same too, so each output sees the same operations in the
+//! same order whatever its path, tile, batch or thread split.
 //!
 //! # Safety
 //! As in `avx2/mod.rs`: AVX2, FMA and F16C, and the caller's slice-size preconditions.
@@ -26,9 +34,12 @@
 use std::arch::x86_64::*;
 
 use super::super::super::scalar::{Q4_K_BYTES, Q5_K_BYTES, Q6_K_BYTES};
-use super::super::super::BlockQ8A;
-use super::{f16_lane0, prefetch};
-use super::frame::Micro;
+use std::ops::Range;
+
+use super::super::super::{BlockQ8A, QK};
+use super::arranged::{self, Unit};
+use super::frame::{matmul_tiles, Micro};
+use super::{f16_lane0, prefetch, transpose4};
 
 /// Dtype selectors of [`KQuant`].
 pub(super) const Q4_K: u8 = 0;
@@ -277,9 +288,7 @@ impl<const K: u8> Micro for KQuant<K> {
                 (unpack::<K>(p, 0), _mm256_setzero_ps())
             } else {
                 let (sc, m) = scales_mins(p.add(4));
-                let dmin = _mm256_broadcastss_ps(f16_lane0(p.add(2)));
-                let m = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(m as i64)));
-                (unpack::<K>(p, sc), _mm256_mul_ps(dmin, m))
+                (unpack::<K>(p, sc), mins(p, m))
             };
             for t in 0..T {
                 let i = _mm256_cvtepi32_ps(isum_lanes::<K>(&row, &a[t]));
@@ -292,18 +301,209 @@ impl<const K: u8> Micro for KQuant<K> {
     }
 }
 
-/// Per-sub-block exact sums of one row (test hook), with the micro-kernel's primitives.
+/// The 8 sub-blocks' values `u` (value l of sub-block j in byte l of `u[j]`) arranged for
+/// [`KUnit`]: lane `4h + i` of every register belongs to sub-block `4h + i` (the lane order of
+/// [`isum_lanes`]); byte n of that lane of `x[k]` (k < 4) is the sub-block's value
+/// `16h + 4k + n`, of `x[4 + k]` its value `16(1 - h) + 4k + n`. The same for weights and
+/// activations.
+#[inline(always)]
+unsafe fn arrange(u: &[__m256i; SUBS]) -> [__m256i; SUBS] {
+    // Lane 4h + i of `lo[k]`: dword 4h + k of sub-block i (`hi`: 4 + i).
+    let lo = transpose4([u[0], u[1], u[2], u[3]]);
+    let hi = transpose4([u[4], u[5], u[6], u[7]]);
+    let mut x = [_mm256_setzero_si256(); SUBS];
+    for k in 0..4 {
+        x[k] = _mm256_blend_epi32::<0xf0>(lo[k], hi[k]);
+        x[4 + k] = _mm256_permute2x128_si256::<0x21>(lo[k], hi[k]);
+    }
+    x
+}
+
+/// `dmin * m_j` of the Q4_K/Q5_K super-block at `p` (minimums `m` from [`scales_mins`]), in
+/// lanes 0-7.
+#[inline(always)]
+unsafe fn mins(p: *const u8, m: u64) -> __m256 {
+    let dmin = _mm256_broadcastss_ps(f16_lane0(p.add(2)));
+    let m = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(m as i64)));
+    _mm256_mul_ps(dmin, m)
+}
+
+/// One row's super-block arranged: the values `x` of [`arrange`], the i16
+/// multipliers of each lane's sums (`sc[0]` for `x[0..4]`, `sc[1]` for `x[4..8]`: Q4_K/Q5_K
+/// the lane's 6-bit scale; Q6_K the i8 scale of the half of 16 its values are in), `d`, and
+/// (Q4_K/Q5_K) `dmin * m_j` per lane.
+#[derive(Clone, Copy)]
+pub(super) struct WUnit {
+    x: [__m256i; SUBS],
+    sc: [__m256i; 2],
+    d: __m256,
+    dm: __m256,
+}
+
+/// One token's super-block of activations arranged: values `x`, and per lane the block's
+/// `d` and `s`; Q6_K: `32 * a` summed as the products of `x[0..4]` and of
+/// `x[4..8]` are (i16, wrapping).
+#[derive(Clone, Copy)]
+pub(super) struct AUnit {
+    x: [__m256i; SUBS],
+    d: __m256,
+    s: __m256,
+    m32: [__m256i; 2],
+}
+
+/// Q4_K, Q5_K or Q6_K by arranged super-blocks, through
+/// `arranged::matmul`: the 8 sub-blocks' products add up vertically, one sub-block per i32
+/// lane, so one `vpmaddwd` by the scales, one conversion and one FMA serve 256 weights.
+pub(super) struct KUnit<const K: u8>;
+
+impl<const K: u8> Unit for KUnit<K> {
+    const SUBS: usize = SUBS;
+    const BYTES: usize = <KQuant<K> as Micro>::BLOCK_BYTES;
+    type W = WUnit;
+    type A = AUnit;
+    type Tail = KQuant<K>;
+    #[inline(always)]
+    unsafe fn load_w(p: *const u8) -> WUnit {
+        let d = _mm256_broadcastss_ps(f16_lane0(p.add(if K == Q6_K { 208 } else { 0 })));
+        if K == Q6_K {
+            let row = unpack::<K>(p, 0);
+            // Lane j = 4h + i (sub-block j) takes scale 2j + h for `x[0..4]`, 2j + 1 - h for
+            // `x[4..8]`, as two i16.
+            let s8 = _mm_loadu_si128(p.add(192).cast());
+            let pick = |v: [i8; 8]| {
+                let b: [i8; 16] = std::array::from_fn(|n| v[n / 2]);
+                let idx = _mm_loadu_si128(b.as_ptr().cast());
+                _mm256_cvtepi8_epi16(_mm_shuffle_epi8(s8, idx))
+            };
+            let sc = [
+                pick([0, 2, 4, 6, 9, 11, 13, 15]),
+                pick([1, 3, 5, 7, 8, 10, 12, 14]),
+            ];
+            return WUnit {
+                x: arrange(&row.u),
+                sc,
+                d,
+                dm: _mm256_setzero_ps(),
+            };
+        }
+        let (sc, m) = scales_mins(p.add(4));
+        let row = unpack::<K>(p, sc);
+        let twice = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+        let sc = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(_mm_cvtsi64_si128(sc as i64), twice));
+        WUnit {
+            x: arrange(&row.u),
+            sc: [sc, sc],
+            d,
+            dm: mins(p, m),
+        }
+    }
+    #[inline(always)]
+    unsafe fn load_a(x: *const BlockQ8A) -> AUnit {
+        let a = <KQuant<K> as Micro>::load_a(x);
+        let u: [__m256i; SUBS] =
+            std::array::from_fn(|j| _mm256_loadu_si256((*x.add(j)).qs.as_ptr().cast()));
+        let x = arrange(&u);
+        let mut m32 = [_mm256_setzero_si256(); 2];
+        if K == Q6_K {
+            let m = _mm256_set1_epi8(32);
+            for (h, mh) in m32.iter_mut().enumerate() {
+                for xk in &x[4 * h..4 * h + 4] {
+                    *mh = _mm256_add_epi16(*mh, _mm256_maddubs_epi16(m, *xk));
+                }
+            }
+        }
+        AUnit {
+            x,
+            d: a.d,
+            s: a.s,
+            m32,
+        }
+    }
+    #[inline(always)]
+    unsafe fn accumulate(w: &WUnit, a: &AUnit, acc: __m256) -> __m256 {
+        let i = kunit_isums::<K>(w, a);
+        let acc = if K == Q6_K {
+            acc
+        } else {
+            _mm256_fnmadd_ps(w.dm, a.s, acc)
+        };
+        _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_mul_ps(w.d, a.d), acc)
+    }
+}
+
+/// The exact `isum` of each sub-block of a super-block, sub-block j in lane j.
+#[inline(always)]
+unsafe fn kunit_isums<const K: u8>(w: &WUnit, a: &AUnit) -> __m256i {
+    let half = |h: usize| {
+        let mut s = _mm256_maddubs_epi16(w.x[4 * h], a.x[4 * h]);
+        for k in 4 * h + 1..4 * h + 4 {
+            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(w.x[k], a.x[k]));
+        }
+        s
+    };
+    let (s0, s1) = (half(0), half(1));
+    match K {
+        // 8 products of a nibble and two activations per i16 lane: at most 8 * 2 * 15 * 127.
+        Q4_K => _mm256_madd_epi16(_mm256_add_epi16(s0, s1), w.sc[0]),
+        // 4 per half: at most 4 * 2 * 31 * 127.
+        Q5_K => _mm256_add_epi32(
+            _mm256_madd_epi16(s0, w.sc[0]),
+            _mm256_madd_epi16(s1, w.sc[1]),
+        ),
+        // `q * a - 32 * a` over 4 products per half: at most 4 * 2 * 32 * 127 in magnitude, so
+        // the wrapping i16 sums end exact.
+        _ => _mm256_add_epi32(
+            _mm256_madd_epi16(_mm256_sub_epi16(s0, a.m32[0]), w.sc[0]),
+            _mm256_madd_epi16(_mm256_sub_epi16(s1, a.m32[1]), w.sc[1]),
+        ),
+    }
+}
+
+/// The matmul of `MatmulQ8aFn` for Q4_K, Q5_K or Q6_K: batches by arranged super-blocks for
+/// the rows `arranged` takes, decode and wider rows through the frame's tiles, which share
+/// activation loads among 4 rows instead (thread CPU time of one token at 4096 x 1024 Q4_K:
+/// 25 GMAC/s arranged, 30 in tiles). Both compute lane j, sub-block j's, with the same
+/// operations in the same order, so an output's bits do not depend on the batch.
+///
+/// # Safety
+/// As `MatmulQ8aFn`, on a CPU with AVX2, FMA and F16C.
+#[inline(always)]
+pub(super) unsafe fn matmul<const K: u8>(
+    w: &[u8],
+    cols: usize,
+    rows: Range<usize>,
+    xq: &[BlockQ8A],
+    n_tok: usize,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    let nb = cols / QK;
+    if n_tok > 1 && arranged::fits::<KUnit<K>>(nb) {
+        let (wp, xp) = (w.as_ptr(), xq.as_ptr());
+        arranged::matmul::<KUnit<K>>(wp, nb, rows, xp, n_tok, out, out_stride)
+    } else {
+        matmul_tiles::<KQuant<K>>(w, cols, rows, xq, n_tok, out, out_stride)
+    }
+}
+
+/// Per-sub-block exact sums of one row (test hook), with the primitives of the path
+/// [`matmul`] takes for rows of this width.
 #[inline(always)]
 pub(super) unsafe fn isums<const K: u8>(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
+    let by_units = arranged::fits::<KUnit<K>>(out.len());
     for b in 0..out.len() / SUBS {
         let p = w_row.as_ptr().add(b * <KQuant<K> as Micro>::BLOCK_BYTES);
-        let sc = if K == Q6_K {
-            0
+        let x = xq.as_ptr().add(b * SUBS);
+        let i = if by_units {
+            kunit_isums::<K>(&KUnit::<K>::load_w(p), &KUnit::<K>::load_a(x))
         } else {
-            scales_mins(p.add(4)).0
+            let sc = if K == Q6_K {
+                0
+            } else {
+                scales_mins(p.add(4)).0
+            };
+            isum_lanes::<K>(&unpack::<K>(p, sc), &<KQuant<K> as Micro>::load_a(x))
         };
-        let a = <KQuant<K> as Micro>::load_a(xq.as_ptr().add(b * SUBS));
-        let lanes = isum_lanes::<K>(&unpack::<K>(p, sc), &a);
-        _mm256_storeu_si256(out.as_mut_ptr().add(b * SUBS).cast(), lanes);
+        _mm256_storeu_si256(out.as_mut_ptr().add(b * SUBS).cast(), i);
     }
 }

@@ -1,6 +1,8 @@
 //! AVX2 + FMA + F16C kernels, and the same with AVX-VNNI (`vpdpbusd` in VEX form, for CPUs
 //! without AVX-512) as the `avxvnni` table. Files by layout:
 //! - [`frame`]: the tile drivers every int8-activation layout goes through;
+//! - [`arranged`]: the driver of the Q5 quads and K-quant super-blocks (activations arranged
+//!   once per 8-token tile);
 //! - [`block32`]: Q8_0/Q4_0/Q4_1 one block per register (wide rows, and group tails);
 //! - [`q4`], [`q8`]: the transposed Q4 groups and Q8_0 quads (rows up to 4096 columns);
 //! - [`q5`], [`kquant`]: Q5_0/Q5_1 and Q4_K/Q5_K/Q6_K (shared by every x86 table);
@@ -23,6 +25,7 @@ use std::ops::Range;
 use super::super::{BlockQ8A, Kernels, QK};
 use super::{block_bytes, table, Q4_0, Q4_1, Q8_0};
 
+mod arranged;
 mod block32;
 mod float;
 mod frame;
@@ -32,8 +35,7 @@ mod q5;
 mod q8;
 
 use super::super::{IsumsFn, MatmulQ8aFn};
-use frame::matmul_tiles;
-use kquant::{KQuant, Q4_K, Q5_K, Q6_K};
+use kquant::{Q4_K, Q5_K, Q6_K};
 
 /// Integer product selectors: `vpmaddubsw` + `vpmaddwd`; AVX-VNNI's VEX `vpdpbusd`; or the
 /// same 256-bit `vpdpbusd` in its AVX-512 VNNI + VL (EVEX) encoding, which only the tests
@@ -229,9 +231,9 @@ entries! {
     "avx2,fma,f16c";
     q8a matmul_q8a_q5_0 = q5::matmul::<false>;
     q8a matmul_q8a_q5_1 = q5::matmul::<true>;
-    q8a matmul_q8a_q4_k = matmul_tiles::<KQuant<Q4_K>>;
-    q8a matmul_q8a_q5_k = matmul_tiles::<KQuant<Q5_K>>;
-    q8a matmul_q8a_q6_k = matmul_tiles::<KQuant<Q6_K>>;
+    q8a matmul_q8a_q4_k = kquant::matmul::<Q4_K>;
+    q8a matmul_q8a_q5_k = kquant::matmul::<Q5_K>;
+    q8a matmul_q8a_q6_k = kquant::matmul::<Q6_K>;
     isums isums_q5_0 = q5::isums::<false>;
     isums isums_q5_1 = q5::isums::<true>;
     isums isums_q4_k = kquant::isums::<Q4_K>;
