@@ -188,11 +188,10 @@ fn wsum_block<const M: usize>(p: &[f32], p_stride: usize, v: &[f32], out: &mut [
     }
 }
 
-/// `log(sum(exp(row)))`, stable, in f64 (`-inf` for an empty row). Written so that it
-/// vectorizes with the same bits on every path: a lane-wise max, then runs of 64 exponentials
-/// summed in eight f32 lanes, and the runs in f64.
+/// The largest element of `row` (`-inf` for an empty row), as eight lanes of running maxima
+/// (so it vectorizes) folded with the tail.
 #[inline(always)]
-pub(crate) fn log_sum_exp_row(row: &[f32]) -> f64 {
+fn lane_max(row: &[f32]) -> f32 {
     let mut lanes = [f32::NEG_INFINITY; 8];
     let mut chunks = row.chunks_exact(8);
     for c in &mut chunks {
@@ -200,12 +199,20 @@ pub(crate) fn log_sum_exp_row(row: &[f32]) -> f64 {
             *m = if v > *m { v } else { *m };
         }
     }
-    let max = chunks
+    chunks
         .remainder()
         .iter()
         .chain(&lanes)
         .copied()
-        .fold(f32::NEG_INFINITY, f32::max);
+        .fold(f32::NEG_INFINITY, f32::max)
+}
+
+/// `log(sum(exp(row)))`, stable, in f64 (`-inf` for an empty row). Written so that it
+/// vectorizes with the same bits on every path: a lane-wise max, then runs of 64 exponentials
+/// summed in eight f32 lanes, and the runs in f64.
+#[inline(always)]
+pub(crate) fn log_sum_exp_row(row: &[f32]) -> f64 {
+    let max = lane_max(row);
     let mut acc = [0.0f64; 8];
     let mut e = [0.0f32; 64];
     for run in row.chunks(64) {
@@ -239,19 +246,7 @@ pub(crate) fn log_sum_exp_row(row: &[f32]) -> f64 {
 #[inline(always)]
 pub(crate) fn softmax_row(row: &mut [f32], scale: f32) {
     row.iter_mut().for_each(|v| *v *= scale);
-    let mut lanes = [f32::NEG_INFINITY; 8];
-    let mut chunks = row.chunks_exact(8);
-    for c in &mut chunks {
-        for (m, &v) in lanes.iter_mut().zip(c) {
-            *m = if v > *m { v } else { *m };
-        }
-    }
-    let max = chunks
-        .remainder()
-        .iter()
-        .chain(&lanes)
-        .copied()
-        .fold(f32::NEG_INFINITY, f32::max);
+    let max = lane_max(row);
     row.iter_mut().for_each(|v| *v = exp(*v - max));
     let mut sum = [0.0f32; 8];
     let mut eights = row.chunks_exact(8);
