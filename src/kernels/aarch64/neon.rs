@@ -203,7 +203,9 @@ pub(super) unsafe fn tile4<D: Idot, const DT: u8, const T: usize>(
     }
 }
 
-/// 1 row x `T` tokens; arguments as in [`tile4`].
+/// 1 row x `T` tokens; arguments as in [`tile4`]. Each output takes [`tile4`]'s steps in
+/// its order (the block's exact integer sum, then the fused multiply-adds of the scale and of
+/// the min term), so a row's bits do not depend on whether it was computed alone.
 #[inline(always)]
 pub(super) unsafe fn tile1<D: Idot, const DT: u8, const T: usize>(
     w: *const u8,
@@ -213,8 +215,7 @@ pub(super) unsafe fn tile1<D: Idot, const DT: u8, const T: usize>(
     out_stride: usize,
 ) {
     let bb = block_bytes(DT);
-    let mut acc = [vdupq_n_f32(0.0); T];
-    let mut accm = [0f32; T];
+    let mut acc = [0f32; T];
     for b in 0..nb {
         let p = w.add(b * bb);
         let dw = f16_to_f32(f16_bits(p));
@@ -226,15 +227,15 @@ pub(super) unsafe fn tile1<D: Idot, const DT: u8, const T: usize>(
         let wv = load_w::<DT>(p);
         for t in 0..T {
             let xa = &*x.add(t * nb + b);
-            let i = vcvtq_f32_s32(D::dot::<DT>(&wv, &load_a(xa)));
-            acc[t] = vfmaq_n_f32(acc[t], i, dw * xa.d);
+            let s = vaddvq_s32(D::dot::<DT>(&wv, &load_a(xa))) as f32;
+            acc[t] = s.mul_add(dw * xa.d, acc[t]);
             if has_min(DT) {
-                accm[t] += mw * xa.s;
+                acc[t] = mw.mul_add(xa.s, acc[t]);
             }
         }
     }
     for t in 0..T {
-        *out.add(t * out_stride) = vaddvq_f32(acc[t]) + accm[t];
+        *out.add(t * out_stride) = acc[t];
     }
 }
 
