@@ -479,8 +479,7 @@ fn attention(ex: &Exec, kv: &KvCache, s: &mut Scratch, spans: &[Span], l: usize)
             for &(_, a, b) in group {
                 let from = a * q_dim + kv_head * token_q;
                 for t in 0..b - a {
-                    queries[at..at + token_q]
-                        .copy_from_slice(&q[from + t * q_dim..][..token_q]);
+                    queries[at..at + token_q].copy_from_slice(&q[from + t * q_dim..][..token_q]);
                     at += token_q;
                 }
             }
@@ -496,7 +495,8 @@ fn attention(ex: &Exec, kv: &KvCache, s: &mut Scratch, spans: &[Span], l: usize)
                     let xq = &queries_q8[x.start / 32..x.end / 32];
                     ex.kern.matmul_q8a(keys, xq, n, out, width, 0..keys.rows);
                 } else {
-                    ex.kern.matmul_f32(keys, &queries[x], n, out, width, 0..keys.rows);
+                    ex.kern
+                        .matmul_f32(keys, &queries[x], n, out, width, 0..keys.rows);
                 }
             };
 
@@ -512,18 +512,30 @@ fn attention(ex: &Exec, kv: &KvCache, s: &mut Scratch, spans: &[Span], l: usize)
             }
             let shared = shared.min(last_pos + 1);
             let values = &mut values[..width * hd];
-            kv.for_each_run(seq_of(&group[0]), l, kv_head, start..shared, |p, keys, vals| {
-                let col = p - start;
-                scores_of(&keys, 0..rows * hd, &mut scores[col..]);
-                ex.kern
-                    .dequant_rows(&vals, &mut values[col * hd..(col + vals.rows) * hd]);
-            });
+            kv.for_each_run(
+                seq_of(&group[0]),
+                l,
+                kv_head,
+                start..shared,
+                |p, keys, vals| {
+                    let col = p - start;
+                    scores_of(&keys, 0..rows * hd, &mut scores[col..]);
+                    ex.kern
+                        .dequant_rows(&vals, &mut values[col * hd..(col + vals.rows) * hd]);
+                },
+            );
             // The rest of the window, each run against its own pages.
             for (j, run) in group.iter().enumerate() {
-                kv.for_each_run(seq_of(run), l, kv_head, shared..last_pos + 1, |p, keys, _| {
-                    let out = &mut scores[j * run_rows * width + p - start..];
-                    scores_of(&keys, j * run_rows * hd..(j + 1) * run_rows * hd, out);
-                });
+                kv.for_each_run(
+                    seq_of(run),
+                    l,
+                    kv_head,
+                    shared..last_pos + 1,
+                    |p, keys, _| {
+                        let out = &mut scores[j * run_rows * width + p - start..];
+                        scores_of(&keys, j * run_rows * hd..(j + 1) * run_rows * hd, out);
+                    },
+                );
             }
 
             // Each row keeps the positions its token may see, scaled and normalized.
@@ -551,11 +563,17 @@ fn attention(ex: &Exec, kv: &KvCache, s: &mut Scratch, spans: &[Span], l: usize)
             // Tokens of the group done so far.
             let mut done = 0;
             for run in group {
-                kv.for_each_run(seq_of(run), l, kv_head, shared..last_pos + 1, |p, _, vals| {
-                    let col = p - start;
-                    ex.kern
-                        .dequant_rows(&vals, &mut values[col * hd..(col + vals.rows) * hd]);
-                });
+                kv.for_each_run(
+                    seq_of(run),
+                    l,
+                    kv_head,
+                    shared..last_pos + 1,
+                    |p, _, vals| {
+                        let col = p - start;
+                        ex.kern
+                            .dequant_rows(&vals, &mut values[col * hd..(col + vals.rows) * hd]);
+                    },
+                );
                 for &pos in &positions[run.1..run.2] {
                     let (lo, hi) = (kv.window_start(l, pos) - start, pos + 1 - start);
                     let weights = &scores[done * heads_per_kv * width + lo..];
@@ -616,7 +634,8 @@ pub fn forward(
             s.pos[t + j] = span.pos + j;
         }
         for r in (0..span.n).step_by(ATT_TOKENS) {
-            s.att_runs.push((i, t + r, t + (r + ATT_TOKENS).min(span.n)));
+            s.att_runs
+                .push((i, t + r, t + (r + ATT_TOKENS).min(span.n)));
         }
         t += span.n;
     }
