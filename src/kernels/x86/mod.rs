@@ -177,6 +177,24 @@ pub(super) const fn table(
     }
 }
 
+/// How many rows ahead the row loops ask for the weights ([`prefetch`]): a decode step
+/// streams every weight from memory once, and the hardware prefetchers alone leave the loads
+/// of each row's first blocks waiting (thread CPU time of a 1-thread SmolLM2 decode step:
+/// -10% with AVX2; SmolLM2 Q8_0 decode with AVX-512 VNNI on Zen 5: 180 -> 202 tokens/s).
+pub(super) const PREFETCH_ROWS: usize = 8;
+
+/// Asks for the `len > 0` bytes at `p` to be brought into the cache: every 64-byte line
+/// they touch. A prefetch never faults and has no architectural effect, so `p` may point
+/// past the matrix (the row after the last).
+#[inline(always)]
+pub(super) unsafe fn prefetch(p: *const u8, len: usize) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    for off in (0..len).step_by(64) {
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off).cast());
+    }
+    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(len - 1).cast());
+}
+
 /// One matmul's tile kernel, as [`drive`] calls it.
 pub(super) trait Tiler {
     /// The outputs of `R` rows from row `r` by `T` tokens from token `t`.

@@ -15,7 +15,7 @@ use std::ops::Range;
 
 use super::super::super::BlockQ8A;
 use super::frame::Micro;
-use super::{hsum, prefetch};
+use super::{hsum, prefetch, PREFETCH_ROWS};
 
 /// Tokens whose activations are arranged at once: a unit's unpacked weights serve up to 8
 /// tokens, whose 8 accumulators fit the 16 ymm registers beside the unit's operands.
@@ -58,9 +58,6 @@ struct Tile<U: Unit> {
     u: [MaybeUninit<U::A>; QT * UNITS_MAX],
     tail: [MaybeUninit<<U::Tail as Micro>::A>; QT * TAIL_MAX],
 }
-
-/// How many rows ahead the weights are asked for (as the grouped Q4/Q8_0 path does).
-const PREFETCH_ROWS: usize = 8;
 
 /// The matmul of `MatmulQ8aFn` in layout `U` for rows of `nb` activation blocks, which
 /// [`fits`] accepts: activations arranged once per tile of up to [`QT`] tokens, then every

@@ -27,7 +27,7 @@ use std::ops::Range;
 use super::super::super::{BlockQ8A, QK};
 use super::super::{block_bytes, drive, Tiler};
 use super::block32::{load_w, ABlock, Block32};
-use super::{hsum, prefetch};
+use super::{hsum, prefetch, PREFETCH_ROWS};
 
 /// A block layout's micro-kernel: `R` rows x `T` tokens of one weight block.
 pub(super) trait Micro {
@@ -248,19 +248,22 @@ pub(super) unsafe fn matmul_grouped<L: Layout<DT, VNNI>, const DT: u8, const VNN
         }
         let ot = out.add(t * out_stride);
         match tn {
-            4 => rows_grouped::<L, DT, VNNI, 4>(w, rb, nb, sp, rows.clone(), &tiles, ot, out_stride),
-            3 => rows_grouped::<L, DT, VNNI, 3>(w, rb, nb, sp, rows.clone(), &tiles, ot, out_stride),
-            2 => rows_grouped::<L, DT, VNNI, 2>(w, rb, nb, sp, rows.clone(), &tiles, ot, out_stride),
-            _ => rows_grouped::<L, DT, VNNI, 1>(w, rb, nb, sp, rows.clone(), &tiles, ot, out_stride),
+            4 => {
+                rows_grouped::<L, DT, VNNI, 4>(w, rb, nb, sp, rows.clone(), &tiles, ot, out_stride)
+            }
+            3 => {
+                rows_grouped::<L, DT, VNNI, 3>(w, rb, nb, sp, rows.clone(), &tiles, ot, out_stride)
+            }
+            2 => {
+                rows_grouped::<L, DT, VNNI, 2>(w, rb, nb, sp, rows.clone(), &tiles, ot, out_stride)
+            }
+            _ => {
+                rows_grouped::<L, DT, VNNI, 1>(w, rb, nb, sp, rows.clone(), &tiles, ot, out_stride)
+            }
         }
         t += tn;
     }
 }
-
-/// How many rows ahead [`matmul_grouped`] asks for the weights: a decode step streams every
-/// weight from memory once, and the hardware prefetchers alone leave the loads of each
-/// row's first blocks waiting (thread CPU time of a 1-thread SmolLM2 decode step: -10%).
-const PREFETCH_ROWS: usize = 8;
 
 /// Rows `rows` (at `w`, `rb` bytes apart, `nb` blocks each, split as `sp`) against the first
 /// `T` tokens of `tl`, written at `out[t * out_stride + r]`: 8 rows at a time, whose lanes

@@ -23,7 +23,7 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use super::super::{BlockQ8A, Kernels, QK};
-use super::{block_bytes, table, Q4_0, Q4_1, Q8_0};
+use super::{block_bytes, prefetch, table, PREFETCH_ROWS, Q4_0, Q4_1, Q8_0};
 
 mod arranged;
 mod block32;
@@ -56,17 +56,6 @@ unsafe fn f16_at(p: *const u8) -> f32 {
 unsafe fn f16_lane0(p: *const u8) -> __m128 {
     let bits = u16::from_le_bytes([*p, *p.add(1)]);
     _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits)))
-}
-
-/// Asks for the `len > 0` bytes at `p` to be brought into the cache: every 64-byte line
-/// they touch. A prefetch never faults and has no architectural effect, so `p` may point
-/// past the matrix (the row after the last).
-#[inline(always)]
-unsafe fn prefetch(p: *const u8, len: usize) {
-    for off in (0..len).step_by(64) {
-        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off).cast());
-    }
-    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(len - 1).cast());
 }
 
 /// `acc` + i32 lanes of `u * a` over groups of 4 bytes: `vpdpbusd` (AVX-VNNI) or
@@ -114,7 +103,10 @@ unsafe fn hsum4(v: [__m256; 4]) -> __m128 {
     );
     // (s0 + s2) + (s1 + s3) in lanes 0, 2, 4, 6, then gathered in order.
     let h = _mm256_add_ps(q, _mm256_shuffle_ps::<0b10_11_00_01>(q, q));
-    _mm256_castps256_ps128(_mm256_permutevar8x32_ps(h, _mm256_setr_epi32(0, 4, 2, 6, 0, 0, 0, 0)))
+    _mm256_castps256_ps128(_mm256_permutevar8x32_ps(
+        h,
+        _mm256_setr_epi32(0, 4, 2, 6, 0, 0, 0, 0),
+    ))
 }
 
 /// The sum of 8 i32 lanes.
@@ -185,7 +177,10 @@ unsafe fn isums<const DT: u8, const VNNI: u8>(w_row: &[u8], xq: &[BlockQ8A], out
             let wg = q4::load_wg::<DT>(w_row.as_ptr().add(b0 * bb));
             let ag = q4::load_ag::<DT, VNNI>(xq.as_ptr().add(b0));
             let mut lanes = [0i32; q4::GRP];
-            _mm256_storeu_si256(lanes.as_mut_ptr().cast(), q4::isum_group::<DT, VNNI>(&wg, &ag));
+            _mm256_storeu_si256(
+                lanes.as_mut_ptr().cast(),
+                q4::isum_group::<DT, VNNI>(&wg, &ag),
+            );
             for (l, v) in lanes.into_iter().enumerate() {
                 out[b0 + q4::grp_block(l)] = v;
             }

@@ -224,10 +224,16 @@ unsafe fn load_wp<const DT: u8>(p: *const u8) -> WPair {
     let mask = _mm256_set1_epi8(0x0f);
     // Bytes 0..3 of `dm` are block 0's `d` (and Q4_1's `m`), bytes 4..7 block 1's.
     let dm = _mm_unpacklo_epi32(_mm_loadu_si32(p), _mm_loadu_si32(p.add(bb)));
-    let d = _mm_shuffle_epi8(dm, _mm_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 4, 5, 4, 5, 4, 5, 4, 5));
+    let d = _mm_shuffle_epi8(
+        dm,
+        _mm_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 4, 5, 4, 5, 4, 5, 4, 5),
+    );
     let m = if DT == Q4_1 {
         let z = -1;
-        let m = _mm_shuffle_epi8(dm, _mm_setr_epi8(2, 3, z, z, z, z, z, z, 6, 7, z, z, z, z, z, z));
+        let m = _mm_shuffle_epi8(
+            dm,
+            _mm_setr_epi8(2, 3, z, z, z, z, z, z, 6, 7, z, z, z, z, z, z),
+        );
         _mm256_cvtph_ps(m)
     } else {
         _mm256_setzero_ps()

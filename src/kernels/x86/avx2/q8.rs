@@ -110,7 +110,10 @@ pub(super) unsafe fn isum_q8<const VNNI: u8>(w: &WQuad8, a: &AQuad8) -> __m256i 
             _mm256_set1_epi16(1),
         )
     };
-    _mm256_add_epi32(_mm256_add_epi32(prod(0), prod(1)), _mm256_add_epi32(prod(2), prod(3)))
+    _mm256_add_epi32(
+        _mm256_add_epi32(prod(0), prod(1)),
+        _mm256_add_epi32(prod(2), prod(3)),
+    )
 }
 
 /// Q8_0 in quads of 4 ([`WQuad8`], [`AQuad8`]).

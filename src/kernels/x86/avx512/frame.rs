@@ -7,7 +7,7 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use super::super::super::{BlockQ8A, QK};
-use super::super::{block_bytes, drive, Q8_0};
+use super::super::{block_bytes, drive, prefetch, PREFETCH_ROWS, Q8_0};
 use super::pair::{isum_lanes, load_a, load_w};
 use super::q4::{
     grp_block, isum_group, isum_lanes4, load_a4, load_ag, load_w4, load_wg, Q4Groups, GRP, GRP_MAX,
@@ -140,6 +140,9 @@ unsafe fn matmul_tiled<L: Layout>(
         }
         let ot = out.add(t * out_stride);
         for r in rows.clone() {
+            if r + PREFETCH_ROWS < rows.end {
+                prefetch(w.wrapping_add((r + PREFETCH_ROWS) * rb), rb);
+            }
             let (wr, or) = (w.add(r * rb), ot.add(r));
             match tn {
                 8 => L::row::<8>(wr, nb, &tiles, or, out_stride),
