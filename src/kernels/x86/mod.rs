@@ -183,6 +183,20 @@ pub(super) const fn table(
 /// -10% with AVX2; SmolLM2 Q8_0 decode with AVX-512 VNNI on Zen 5: 180 -> 202 tokens/s).
 pub(super) const PREFETCH_ROWS: usize = 8;
 
+/// How far ahead the block-by-block micro-kernels (Q5 and K-quant tiles) ask for the
+/// weights: the same block this many bytes of rows below, at least one tile (`r_tile` rows)
+/// down. One tile (2-4 KB on these models) was too close for DRAM at one thread: on Zen 5 the
+/// 1024-wide Q4_K_M decode went from 195 tokens/s to 270 (4 KB ahead), 300 (8 KB), 330
+/// (16 KB) and back to 305 (32 KB).
+pub(super) const PREFETCH_BYTES: usize = 16384;
+
+/// The rows ahead of [`PREFETCH_BYTES`] for rows of `rb` bytes in tiles of `r_tile` rows
+/// (a one-row tile may be handed `rb = 0`).
+#[inline(always)]
+pub(super) fn prefetch_rows(rb: usize, r_tile: usize) -> usize {
+    PREFETCH_BYTES.checked_div(rb).unwrap_or(0).max(r_tile)
+}
+
 /// Asks for the `len > 0` bytes at `p` to be brought into the cache: every 64-byte line
 /// they touch. A prefetch never faults and has no architectural effect, so `p` may point
 /// past the matrix (the row after the last).

@@ -39,7 +39,7 @@ use std::ops::Range;
 use super::super::super::{BlockQ8A, QK};
 use super::arranged::{self, Unit};
 use super::frame::{matmul_tiles, Micro};
-use super::{f16_lane0, prefetch, transpose4};
+use super::{f16_lane0, prefetch, prefetch_rows, transpose4};
 
 /// Dtype selectors of [`KQuant`].
 pub(super) const Q4_K: u8 = 0;
@@ -278,11 +278,12 @@ impl<const K: u8> Micro for KQuant<K> {
         a: &[AK; T],
         acc: &mut [[__m256; T]; R],
     ) {
+        let ahead = prefetch_rows(rb, R) * rb;
         for r in 0..R {
             let p = w.add(r * rb);
-            // The same super-block of the row one tile below: the tiles stream the matrix
-            // in order, and the hardware prefetcher alone leaves decode waiting on DRAM.
-            prefetch(p.wrapping_add(R * rb), Self::BLOCK_BYTES);
+            // The same super-block of a row further down: the tiles stream the matrix in
+            // order, and the hardware prefetcher alone leaves decode waiting on DRAM.
+            prefetch(p.wrapping_add(ahead), Self::BLOCK_BYTES);
             let d = _mm256_broadcastss_ps(f16_lane0(p.add(if K == Q6_K { 208 } else { 0 })));
             let (row, dm) = if K == Q6_K {
                 (unpack::<K>(p, 0), _mm256_setzero_ps())

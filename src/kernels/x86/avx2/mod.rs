@@ -23,7 +23,7 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use super::super::{BlockQ8A, Kernels, QK};
-use super::{block_bytes, prefetch, table, PREFETCH_ROWS, Q4_0, Q4_1, Q8_0};
+use super::{block_bytes, prefetch, prefetch_rows, table, PREFETCH_ROWS, Q4_0, Q4_1, Q8_0};
 
 mod arranged;
 mod block32;

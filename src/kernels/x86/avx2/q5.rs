@@ -29,7 +29,7 @@ use super::super::super::scalar::{Q5_0_BYTES, Q5_1_BYTES};
 use super::super::super::{BlockQ8A, QK};
 use super::arranged::{self, Unit};
 use super::frame::{matmul_tiles, Micro};
-use super::{f16_lane0, hsum_i32};
+use super::{f16_lane0, hsum_i32, prefetch_rows};
 
 /// The 32 bits of `bits` as bytes `0x10` (bit set) or 0, byte i for bit i.
 #[inline(always)]
@@ -111,11 +111,12 @@ impl<const ONE: bool> Micro for Q5<ONE> {
         a: &[A5; T],
         acc: &mut [[__m256; T]; R],
     ) {
+        let ahead = prefetch_rows(rb, R) * rb;
         for r in 0..R {
             let p = w.add(r * rb);
-            // The same block of the row one tile below (as in `kquant.rs`: decode would
-            // wait on DRAM). Blocks are under 64 bytes, so every line holds a block start.
-            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(R * rb).cast());
+            // The same block of a row further down (as in `kquant.rs`: decode would wait on
+            // DRAM). Blocks are under 64 bytes, so every line holds a block start.
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(ahead).cast());
             let u = values::<ONE>(p);
             let d = _mm256_broadcastss_ps(f16_lane0(p));
             for t in 0..T {
@@ -189,10 +190,11 @@ impl<const ONE: bool> Micro for Q5Pair<ONE> {
     ) {
         let bb = <Q5<ONE> as Micro>::BLOCK_BYTES;
         let f16s = |p: *const u8| u32::from(u16::from_le_bytes([*p, *p.add(1)]));
+        let ahead = prefetch_rows(rb, R) * rb;
         for r in 0..R {
             let p = w.add(r * rb);
-            // As in `Q5`: the same blocks of the row one tile below.
-            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(R * rb).cast());
+            // As in `Q5`: the same blocks of a row further down.
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(ahead).cast());
             let (u0, u1) = (values::<ONE>(p), values::<ONE>(p.add(bb)));
             // `d` of the two blocks alternating; Q5_1's `m` in lanes 0 and 1.
             let d2 = f16s(p) | f16s(p.add(bb)) << 16;
