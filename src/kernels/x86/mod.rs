@@ -154,19 +154,21 @@ pub(super) struct Float {
     pub softmax: SoftmaxFn,
 }
 
-/// The x86 table `name`: its own Q8_0, Q4_0 and Q4_1 int8 kernels (`q8a`, `isums`), the AVX2
-/// kernels of the 5-bit and K-quant layouts, and the float entries `f`, with the scalar
-/// reference's for the dtypes it has none of.
+/// The x86 table `name`: its own Q8_0, Q4_0 and Q4_1 int8 kernels (`q8a`, `isums`), the
+/// matmuls `q5k` of the 5-bit and K-quant layouts (AVX2's, or AVX-512's K-quant batches), the
+/// AVX2 `isums` of those, and the float entries `f`, with the scalar reference's for the
+/// dtypes it has none of.
 pub(super) const fn table(
     name: &'static str,
     q8a: [MatmulQ8aFn; 3],
     isums: [IsumsFn; 3],
+    q5k: [MatmulQ8aFn; 5],
     f: Float,
 ) -> Kernels {
     Kernels {
         name,
         quantize_act: f.quantize_act,
-        matmul_q8a: q8a_entries(q8a),
+        matmul_q8a: join(q8a, q5k),
         isums: isums_entries(isums),
         matmul_f32: scalar::with_head(f.matmul_f32, scalar::KERNELS.matmul_f32),
         dequant_row: scalar::with_head(f.dequant_row, scalar::KERNELS.dequant_row),
@@ -299,13 +301,8 @@ impl FOperands {
     }
 }
 
-/// A table's `matmul_q8a` entries: its own Q8_0, Q4_0 and Q4_1 kernels, then the AVX2 kernels
-/// of the 5-bit and K-quant layouts (in [`DType::QUANTIZED`](super::DType::QUANTIZED) order).
-const fn q8a_entries(head: [MatmulQ8aFn; 3]) -> [MatmulQ8aFn; N_QUANT] {
-    join(head, avx2::MATMUL_Q8A_Q5_AND_K)
-}
-
-/// A table's `isums` entries, in the order of [`q8a_entries`].
+/// A table's `isums` entries: its own of Q8_0, Q4_0 and Q4_1, then the AVX2 ones of the
+/// 5-bit and K-quant layouts (in [`DType::QUANTIZED`](super::DType::QUANTIZED) order).
 const fn isums_entries(head: [IsumsFn; 3]) -> [IsumsFn; N_QUANT] {
     join(head, avx2::ISUMS_Q5_AND_K)
 }

@@ -21,13 +21,13 @@ use super::{hsum, prefetch, PREFETCH_ROWS};
 /// tokens, whose 8 accumulators fit the 16 ymm registers beside the unit's operands.
 pub(super) const QT: usize = 8;
 /// Units per row at most; wider rows take the layout's frame tiles.
-pub(super) const UNITS_MAX: usize = 16;
+pub(in crate::kernels::x86) const UNITS_MAX: usize = 16;
 /// Blocks past the last whole unit, at most.
 const TAIL_MAX: usize = 3;
 
 /// A layout of units of `SUBS` activation blocks, whose products land in the 8 lanes of one
 /// f32 accumulator.
-pub(super) trait Unit {
+pub(in crate::kernels::x86) trait Unit {
     /// Activation blocks (of 32) per unit.
     const SUBS: usize;
     /// Bytes of one unit of one row.
@@ -47,7 +47,7 @@ pub(super) trait Unit {
 
 /// Whether rows of `nb` activation blocks take [`matmul`] in layout `U`: 1 to
 /// [`UNITS_MAX`] whole units, and at most `TAIL_MAX` blocks past them.
-pub(super) fn fits<U: Unit>(nb: usize) -> bool {
+pub(in crate::kernels::x86) fn fits<U: Unit>(nb: usize) -> bool {
     (1..=UNITS_MAX).contains(&(nb / U::SUBS)) && nb % U::SUBS <= TAIL_MAX
 }
 

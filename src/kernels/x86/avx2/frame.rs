@@ -30,7 +30,7 @@ use super::block32::{load_w, ABlock, Block32};
 use super::{hsum, prefetch, PREFETCH_ROWS};
 
 /// A block layout's micro-kernel: `R` rows x `T` tokens of one weight block.
-pub(super) trait Micro {
+pub(in crate::kernels::x86) trait Micro {
     /// Bytes of one weight block.
     const BLOCK_BYTES: usize;
     /// Sub-blocks of 32 values per weight block (one activation block each).

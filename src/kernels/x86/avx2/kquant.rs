@@ -42,12 +42,12 @@ use super::frame::{matmul_tiles, Micro};
 use super::{f16_lane0, prefetch, prefetch_rows, transpose4};
 
 /// Dtype selectors of [`KQuant`].
-pub(super) const Q4_K: u8 = 0;
-pub(super) const Q5_K: u8 = 1;
-pub(super) const Q6_K: u8 = 2;
+pub(in crate::kernels::x86) const Q4_K: u8 = 0;
+pub(in crate::kernels::x86) const Q5_K: u8 = 1;
+pub(in crate::kernels::x86) const Q6_K: u8 = 2;
 
 /// Sub-blocks of 32 per super-block.
-const SUBS: usize = 8;
+pub(in crate::kernels::x86) const SUBS: usize = 8;
 
 /// The 8 six-bit scales and the 8 six-bit minimums packed in the 12 bytes at `p` (the
 /// layout of `pipit_format::blocks::k_scale_min`), byte j of each u64 for sub-block j.
@@ -226,7 +226,7 @@ unsafe fn isum_lanes<const K: u8>(row: &Row, a: &AK) -> __m256i {
 /// One token's activations for one super-block: its 8 activation blocks at `x`, their scales
 /// `d` and (Q4_K/Q5_K) sums `s`, in lanes 0-7.
 #[derive(Clone, Copy)]
-pub(super) struct AK {
+pub(in crate::kernels::x86) struct AK {
     x: *const BlockQ8A,
     d: __m256,
     s: __m256,
@@ -242,7 +242,7 @@ unsafe fn ds_pair(x: *const BlockQ8A) -> __m128 {
 }
 
 /// The super-block layouts: Q4_K, Q5_K or Q6_K by selector `K`.
-pub(super) struct KQuant<const K: u8>;
+pub(in crate::kernels::x86) struct KQuant<const K: u8>;
 
 impl<const K: u8> Micro for KQuant<K> {
     const BLOCK_BYTES: usize = match K {
@@ -334,28 +334,28 @@ unsafe fn mins(p: *const u8, m: u64) -> __m256 {
 /// the lane's 6-bit scale; Q6_K the i8 scale of the half of 16 its values are in), `d`, and
 /// (Q4_K/Q5_K) `dmin * m_j` per lane.
 #[derive(Clone, Copy)]
-pub(super) struct WUnit {
-    x: [__m256i; SUBS],
-    sc: [__m256i; 2],
-    d: __m256,
-    dm: __m256,
+pub(in crate::kernels::x86) struct WUnit {
+    pub(in crate::kernels::x86) x: [__m256i; SUBS],
+    pub(in crate::kernels::x86) sc: [__m256i; 2],
+    pub(in crate::kernels::x86) d: __m256,
+    pub(in crate::kernels::x86) dm: __m256,
 }
 
 /// One token's super-block of activations arranged: values `x`, and per lane the block's
 /// `d` and `s`; Q6_K: `32 * a` summed as the products of `x[0..4]` and of
 /// `x[4..8]` are (i16, wrapping).
 #[derive(Clone, Copy)]
-pub(super) struct AUnit {
-    x: [__m256i; SUBS],
-    d: __m256,
-    s: __m256,
-    m32: [__m256i; 2],
+pub(in crate::kernels::x86) struct AUnit {
+    pub(in crate::kernels::x86) x: [__m256i; SUBS],
+    pub(in crate::kernels::x86) d: __m256,
+    pub(in crate::kernels::x86) s: __m256,
+    pub(in crate::kernels::x86) m32: [__m256i; 2],
 }
 
 /// Q4_K, Q5_K or Q6_K by arranged super-blocks, through
 /// `arranged::matmul`: the 8 sub-blocks' products add up vertically, one sub-block per i32
 /// lane, so one `vpmaddwd` by the scales, one conversion and one FMA serve 256 weights.
-pub(super) struct KUnit<const K: u8>;
+pub(in crate::kernels::x86) struct KUnit<const K: u8>;
 
 impl<const K: u8> Unit for KUnit<K> {
     const SUBS: usize = SUBS;
@@ -469,7 +469,7 @@ unsafe fn kunit_isums<const K: u8>(w: &WUnit, a: &AUnit) -> __m256i {
 /// # Safety
 /// As `MatmulQ8aFn`, on a CPU with AVX2, FMA and F16C.
 #[inline(always)]
-pub(super) unsafe fn matmul<const K: u8>(
+pub(in crate::kernels::x86) unsafe fn matmul<const K: u8>(
     w: &[u8],
     cols: usize,
     rows: Range<usize>,

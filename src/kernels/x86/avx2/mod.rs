@@ -25,11 +25,11 @@ use std::ops::Range;
 use super::super::{BlockQ8A, Kernels, QK};
 use super::{block_bytes, prefetch, prefetch_rows, table, PREFETCH_ROWS, Q4_0, Q4_1, Q8_0};
 
-mod arranged;
+pub(in crate::kernels::x86) mod arranged;
 mod block32;
 mod float;
-mod frame;
-mod kquant;
+pub(in crate::kernels::x86) mod frame;
+pub(in crate::kernels::x86) mod kquant;
 mod q4;
 mod q5;
 mod q8;
@@ -76,7 +76,7 @@ unsafe fn dot_acc<const VNNI: u8>(acc: __m256i, u: __m256i, a: __m256i) -> __m25
 
 /// The sum of 8 f32 lanes, in one fixed order.
 #[inline(always)]
-unsafe fn hsum(v: __m256) -> f32 {
+pub(in crate::kernels::x86) unsafe fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_movehdup_ps(s));
@@ -237,7 +237,7 @@ entries! {
 }
 
 /// The `matmul_q8a` entries of the quantized dtypes after Q4_1 (in `DType::QUANTIZED`
-/// order), which every x86 table takes from here.
+/// order): the AVX2 tables', and the AVX-512 tables' but for their K-quant batches.
 pub(super) const MATMUL_Q8A_Q5_AND_K: [MatmulQ8aFn; 5] = [
     matmul_q8a_q5_0,
     matmul_q8a_q5_1,
@@ -277,6 +277,7 @@ pub(super) static KERNELS: Kernels = table(
     "avx2",
     [matmul_q8a_q8_0, matmul_q8a_q4_0, matmul_q8a_q4_1],
     [isums_q8_0, isums_q4_0, isums_q4_1],
+    MATMUL_Q8A_Q5_AND_K,
     FLOAT,
 );
 
@@ -292,6 +293,7 @@ pub(super) static KERNELS_VNNI_EVEX: Kernels = table(
         evex_matmul_q8a_q4_1,
     ],
     [evex_isums_q8_0, evex_isums_q4_0, evex_isums_q4_1],
+    MATMUL_Q8A_Q5_AND_K,
     FLOAT,
 );
 
@@ -305,5 +307,6 @@ pub(super) static KERNELS_VNNI: Kernels = table(
         vnni_matmul_q8a_q4_1,
     ],
     [vnni_isums_q8_0, vnni_isums_q4_0, vnni_isums_q4_1],
+    MATMUL_Q8A_Q5_AND_K,
     FLOAT,
 );

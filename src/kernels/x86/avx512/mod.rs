@@ -33,12 +33,15 @@
 
 mod float;
 mod frame;
+mod kquant;
 mod pair;
 mod q4;
 mod q8;
 mod wide;
 
-use super::super::Kernels;
+use super::super::{Kernels, MatmulQ8aFn};
+use super::avx2::kquant::{Q4_K, Q5_K, Q6_K};
+use super::avx2::MATMUL_Q8A_Q5_AND_K as AVX2_Q5_AND_K;
 use super::{table, Q4_0, Q4_1, Q8_0};
 use frame::{isums, matmul_q8a};
 
@@ -62,6 +65,23 @@ entries! {
     isums vnni_isums_q4_1 = isums::<Q4_1, true>;
 }
 
+entries! {
+    "avx512f,avx512bw,avx512vl,avx2,fma,f16c";
+    q8a matmul_q8a_q4_k = kquant::matmul::<Q4_K>;
+    q8a matmul_q8a_q5_k = kquant::matmul::<Q5_K>;
+    q8a matmul_q8a_q6_k = kquant::matmul::<Q6_K>;
+}
+
+/// The 5-bit and K-quant matmuls of both AVX-512 tables: AVX2's Q5_0/Q5_1, and K-quants whose
+/// batches go two tokens per register (`kquant`).
+const Q5_AND_K: [MatmulQ8aFn; 5] = [
+    AVX2_Q5_AND_K[0],
+    AVX2_Q5_AND_K[1],
+    matmul_q8a_q4_k,
+    matmul_q8a_q5_k,
+    matmul_q8a_q6_k,
+];
+
 float_entries!("avx512f,avx512bw,avx512vl,avx2,fma,f16c", float);
 
 /// The AVX-512 (F/BW/VL) table. The gated activations, the weighted sum and log-sum-exp are
@@ -71,6 +91,7 @@ pub(super) static KERNELS: Kernels = table(
     "avx512",
     [matmul_q8a_q8_0, matmul_q8a_q4_0, matmul_q8a_q4_1],
     [isums_q8_0, isums_q4_0, isums_q4_1],
+    Q5_AND_K,
     FLOAT,
 );
 
@@ -84,5 +105,6 @@ pub(super) static KERNELS_VNNI: Kernels = table(
         vnni_matmul_q8a_q4_1,
     ],
     [vnni_isums_q8_0, vnni_isums_q4_0, vnni_isums_q4_1],
+    Q5_AND_K,
     FLOAT,
 );

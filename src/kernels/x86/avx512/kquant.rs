@@ -1,0 +1,198 @@
+//! Q4_K, Q5_K and Q6_K batches with AVX-512 BW: the AVX2 arranged super-blocks
+//! (`avx2/kquant.rs`), two tokens per register. A row's unpacked super-block is the same in
+//! both 256-bit halves and each half holds one token's arranged activations, so one
+//! `vpmaddubsw` / `vpaddw` / `vpmaddwd` serves two tokens and the f32 steps (conversion, the
+//! minimum term's FNMA, the scale's FMA) run on both tokens' 8 lanes at once. Every lane sees
+//! the AVX2 kernel's operations in the same order, so each output has the same bits as on
+//! the AVX2 path (and as decode, which stays on it): integer sums are exact, and the f32
+//! steps are lane-wise.
+//!
+//! # Safety
+//! As in the `avx512` module documentation: AVX-512 F/BW/VL, AVX2, FMA and F16C, and the
+//! slice-size preconditions of `MatmulQ8aFn`.
+
+use std::arch::x86_64::*;
+use std::mem::MaybeUninit;
+use std::ops::Range;
+
+use super::super::super::{BlockQ8A, QK};
+use super::super::avx2::arranged::{self, Unit};
+use super::super::avx2::hsum;
+use super::super::avx2::kquant::{self as k2, AUnit, KUnit, WUnit, Q6_K, SUBS};
+use super::super::{prefetch, PREFETCH_ROWS};
+
+/// Token pairs per tile: 8 tokens, as the AVX2 tile, in 4 accumulators.
+const PAIRS: usize = 4;
+
+/// One row's super-block for two tokens: the AVX2 [`WUnit`] in both halves.
+#[derive(Clone, Copy)]
+struct W2 {
+    x: [__m512i; SUBS],
+    sc: [__m512i; 2],
+    d: __m512,
+    dm: __m512,
+}
+
+/// Two tokens' arranged activations of one super-block: token `2p` in the low half, `2p + 1`
+/// in the high.
+#[derive(Clone, Copy)]
+struct A2 {
+    x: [__m512i; SUBS],
+    d: __m512,
+    s: __m512,
+    m32: [__m512i; 2],
+}
+
+#[inline(always)]
+unsafe fn both(v: __m256i) -> __m512i {
+    _mm512_broadcast_i64x4(v)
+}
+
+#[inline(always)]
+unsafe fn both_ps(v: __m256) -> __m512 {
+    _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(v)))
+}
+
+#[inline(always)]
+unsafe fn join(lo: __m256i, hi: __m256i) -> __m512i {
+    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+}
+
+#[inline(always)]
+unsafe fn join_ps(lo: __m256, hi: __m256) -> __m512 {
+    _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+        _mm512_castpd256_pd512(_mm256_castps_pd(lo)),
+        _mm256_castps_pd(hi),
+    ))
+}
+
+#[inline(always)]
+unsafe fn widen_w(w: &WUnit) -> W2 {
+    W2 {
+        x: std::array::from_fn(|k| both(w.x[k])),
+        sc: [both(w.sc[0]), both(w.sc[1])],
+        d: both_ps(w.d),
+        dm: both_ps(w.dm),
+    }
+}
+
+#[inline(always)]
+unsafe fn pair_a(a: &AUnit, b: &AUnit) -> A2 {
+    A2 {
+        x: std::array::from_fn(|k| join(a.x[k], b.x[k])),
+        d: join_ps(a.d, b.d),
+        s: join_ps(a.s, b.s),
+        m32: [join(a.m32[0], b.m32[0]), join(a.m32[1], b.m32[1])],
+    }
+}
+
+/// `acc` plus the super-block's product for both tokens: `avx2::kquant`'s `kunit_isums` and
+/// `KUnit::accumulate`, lane for lane.
+#[inline(always)]
+unsafe fn accumulate<const K: u8>(w: &W2, a: &A2, acc: __m512) -> __m512 {
+    let half = |h: usize| {
+        let mut s = _mm512_maddubs_epi16(w.x[4 * h], a.x[4 * h]);
+        for k in 4 * h + 1..4 * h + 4 {
+            s = _mm512_add_epi16(s, _mm512_maddubs_epi16(w.x[k], a.x[k]));
+        }
+        s
+    };
+    let (s0, s1) = (half(0), half(1));
+    let i = match K {
+        k2::Q4_K => _mm512_madd_epi16(_mm512_add_epi16(s0, s1), w.sc[0]),
+        k2::Q5_K => _mm512_add_epi32(
+            _mm512_madd_epi16(s0, w.sc[0]),
+            _mm512_madd_epi16(s1, w.sc[1]),
+        ),
+        _ => _mm512_add_epi32(
+            _mm512_madd_epi16(_mm512_sub_epi16(s0, a.m32[0]), w.sc[0]),
+            _mm512_madd_epi16(_mm512_sub_epi16(s1, a.m32[1]), w.sc[1]),
+        ),
+    };
+    let acc = if K == Q6_K {
+        acc
+    } else {
+        _mm512_fnmadd_ps(w.dm, a.s, acc)
+    };
+    _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(w.d, a.d), acc)
+}
+
+/// A tile's arranged activations: pair p's unit u at `pairs[p * UNITS_MAX + u]`; an odd last
+/// token's unit u at `last[u]`. Only the entries of the tile's shape are written.
+struct Tile {
+    pairs: [MaybeUninit<A2>; PAIRS * arranged::UNITS_MAX],
+    last: [MaybeUninit<AUnit>; arranged::UNITS_MAX],
+}
+
+/// The matmul of `MatmulQ8aFn` for Q4_K, Q5_K or Q6_K: batches of rows `arranged` takes in
+/// token pairs, decode and the rest as on the AVX2 path.
+#[inline(always)]
+pub(super) unsafe fn matmul<const K: u8>(
+    w: &[u8],
+    cols: usize,
+    rows: Range<usize>,
+    xq: &[BlockQ8A],
+    n_tok: usize,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    let nb = cols / QK;
+    if n_tok < 2 || !arranged::fits::<KUnit<K>>(nb) || nb % SUBS != 0 {
+        return k2::matmul::<K>(w, cols, rows, xq, n_tok, out, out_stride);
+    }
+    let (wp, x) = (w.as_ptr(), xq.as_ptr());
+    let nu = nb / SUBS;
+    let rb = nu * <KUnit<K> as Unit>::BYTES;
+    let mut tl = Tile {
+        pairs: [const { MaybeUninit::uninit() }; PAIRS * arranged::UNITS_MAX],
+        last: [const { MaybeUninit::uninit() }; arranged::UNITS_MAX],
+    };
+    let mut t = 0;
+    while t < n_tok {
+        let tn = (n_tok - t).min(2 * PAIRS);
+        let (np, odd) = (tn / 2, tn % 2 == 1);
+        for u in 0..nu {
+            let unit = |tt: usize| KUnit::<K>::load_a(x.add((t + tt) * nb + SUBS * u));
+            for p in 0..np {
+                let a2 = pair_a(&unit(2 * p), &unit(2 * p + 1));
+                tl.pairs[p * arranged::UNITS_MAX + u].write(a2);
+            }
+            if odd {
+                tl.last[u].write(unit(tn - 1));
+            }
+        }
+        let ot = out.add(t * out_stride);
+        for r in rows.clone() {
+            if r + PREFETCH_ROWS < rows.end {
+                prefetch(wp.wrapping_add((r + PREFETCH_ROWS) * rb), rb);
+            }
+            let wr = wp.add(r * rb);
+            let mut acc = [_mm512_setzero_ps(); PAIRS];
+            let mut acc1 = _mm256_setzero_ps();
+            // SAFETY (the reads of `tl`): the loop above wrote the pairs and the odd token
+            // of this tile for every unit of the row.
+            for u in 0..nu {
+                let wu = KUnit::<K>::load_w(wr.add(u * <KUnit<K> as Unit>::BYTES));
+                let w2 = widen_w(&wu);
+                for (p, acc_p) in acc.iter_mut().enumerate().take(np) {
+                    let a2 = tl.pairs[p * arranged::UNITS_MAX + u].assume_init_ref();
+                    *acc_p = accumulate::<K>(&w2, a2, *acc_p);
+                }
+                if odd {
+                    acc1 = KUnit::<K>::accumulate(&wu, tl.last[u].assume_init_ref(), acc1);
+                }
+            }
+            let o = ot.add(r);
+            for (p, acc_p) in acc.iter().enumerate().take(np) {
+                let lo = _mm512_castps512_ps256(*acc_p);
+                let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(*acc_p)));
+                *o.add(2 * p * out_stride) = hsum(lo);
+                *o.add((2 * p + 1) * out_stride) = hsum(hi);
+            }
+            if odd {
+                *o.add((tn - 1) * out_stride) = hsum(acc1);
+            }
+        }
+        t += tn;
+    }
+}
