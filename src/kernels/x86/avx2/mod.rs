@@ -31,7 +31,7 @@ mod float;
 pub(in crate::kernels::x86) mod frame;
 pub(in crate::kernels::x86) mod kquant;
 mod q4;
-mod q5;
+pub(in crate::kernels::x86) mod q5;
 mod q8;
 
 use super::super::{IsumsFn, MatmulQ8aFn};
@@ -224,8 +224,8 @@ float_entries!("avx2,fma,f16c", float);
 
 entries! {
     "avx2,fma,f16c";
-    q8a matmul_q8a_q5_0 = q5::matmul::<false>;
-    q8a matmul_q8a_q5_1 = q5::matmul::<true>;
+    q8a matmul_q8a_q5_0 = q5::matmul::<false, false>;
+    q8a matmul_q8a_q5_1 = q5::matmul::<true, false>;
     q8a matmul_q8a_q4_k = kquant::matmul::<Q4_K>;
     q8a matmul_q8a_q5_k = kquant::matmul::<Q5_K>;
     q8a matmul_q8a_q6_k = kquant::matmul::<Q6_K>;

@@ -258,8 +258,10 @@ pub(super) struct WQuad {
     m: __m256,
 }
 
+/// With `BW` (AVX-512 BW + VL), the fifth bits are tested and added by mask (`vptestmb`,
+/// masked `vpaddb`): the same bytes in two operations instead of four.
 #[inline(always)]
-unsafe fn load_wq<const ONE: bool>(p: *const u8) -> WQuad {
+unsafe fn load_wq<const ONE: bool, const BW: bool>(p: *const u8) -> WQuad {
     let bb = <Q5<ONE> as Micro>::BLOCK_BYTES;
     let (oh, oq) = if ONE { (4, 8) } else { (2, 6) };
     // Dword c of block h + 2e's `qs` in lane 4h + 2c + e (`lo`: dwords 0-1, `hi`: 2-3).
@@ -331,8 +333,14 @@ unsafe fn load_wq<const ONE: bool>(p: *const u8) -> WQuad {
                 b + 12,
             ),
         );
-        let hit = _mm256_cmpeq_epi8(_mm256_and_si256(spread, sel), sel);
-        *uk = _mm256_or_si256(*uk, _mm256_and_si256(hit, _mm256_set1_epi8(0x10)));
+        if BW {
+            // The nibbles are below 0x10, so adding the bit is or-ing it.
+            let hit = _mm256_test_epi8_mask(spread, sel);
+            *uk = _mm256_mask_add_epi8(*uk, hit, *uk, _mm256_set1_epi8(0x10));
+        } else {
+            let hit = _mm256_cmpeq_epi8(_mm256_and_si256(spread, sel), sel);
+            *uk = _mm256_or_si256(*uk, _mm256_and_si256(hit, _mm256_set1_epi8(0x10)));
+        }
     }
     let dm = quad_dwords(p, bb);
     let d = quad_halves(dm, false);
@@ -403,9 +411,9 @@ unsafe fn isum_quad(w: &WQuad, a: &AQuad) -> __m256i {
 }
 
 /// Q5_0 or Q5_1 (`ONE`) by quads ([`WQuad`], [`AQuad`]), through `arranged::matmul`.
-pub(super) struct Q5Quads<const ONE: bool>;
+pub(super) struct Q5Quads<const ONE: bool, const BW: bool>;
 
-impl<const ONE: bool> Unit for Q5Quads<ONE> {
+impl<const ONE: bool, const BW: bool> Unit for Q5Quads<ONE, BW> {
     const SUBS: usize = QUAD;
     const BYTES: usize = QUAD * <Q5<ONE> as Micro>::BLOCK_BYTES;
     type W = WQuad;
@@ -413,7 +421,7 @@ impl<const ONE: bool> Unit for Q5Quads<ONE> {
     type Tail = Q5<ONE>;
     #[inline(always)]
     unsafe fn load_w(p: *const u8) -> WQuad {
-        load_wq::<ONE>(p)
+        load_wq::<ONE, BW>(p)
     }
     #[inline(always)]
     unsafe fn load_a(x: *const BlockQ8A) -> AQuad {
@@ -439,7 +447,7 @@ impl<const ONE: bool> Unit for Q5Quads<ONE> {
 /// # Safety
 /// As `MatmulQ8aFn`, on a CPU with AVX2, FMA and F16C.
 #[inline(always)]
-pub(super) unsafe fn matmul<const ONE: bool>(
+pub(in crate::kernels::x86) unsafe fn matmul<const ONE: bool, const BW: bool>(
     w: &[u8],
     cols: usize,
     rows: Range<usize>,
@@ -449,9 +457,12 @@ pub(super) unsafe fn matmul<const ONE: bool>(
     out_stride: usize,
 ) {
     let nb = cols / QK;
-    if arranged::fits::<Q5Quads<ONE>>(nb) {
+    if arranged::fits::<Q5Quads<ONE, BW>>(nb) {
         let (wp, xp) = (w.as_ptr(), xq.as_ptr());
-        arranged::matmul::<Q5Quads<ONE>>(wp, nb, rows, xp, n_tok, out, out_stride)
+        arranged::matmul::<Q5Quads<ONE, BW>>(wp, nb, rows, xp, n_tok, out, out_stride)
+    } else if BW {
+        // The other layouts have no BW form: the AVX2 entry, not a second copy of them.
+        super::MATMUL_Q8A_Q5_AND_K[usize::from(ONE)](w, cols, rows, xq, n_tok, out, out_stride)
     } else if nb.is_multiple_of(2) {
         matmul_tiles::<Q5Pair<ONE>>(w, cols, rows, xq, n_tok, out, out_stride)
     } else {
@@ -466,9 +477,9 @@ pub(super) unsafe fn isums<const ONE: bool>(w_row: &[u8], xq: &[BlockQ8A], out: 
     let bb = <Q5<ONE> as Micro>::BLOCK_BYTES;
     let nb = out.len();
     let mut b0 = 0;
-    if arranged::fits::<Q5Quads<ONE>>(nb) {
+    if arranged::fits::<Q5Quads<ONE, false>>(nb) {
         while b0 + QUAD <= nb {
-            let wq = load_wq::<ONE>(w_row.as_ptr().add(b0 * bb));
+            let wq = load_wq::<ONE, false>(w_row.as_ptr().add(b0 * bb));
             let aq = load_aq::<ONE>(xq.as_ptr().add(b0));
             let mut lanes = [0i32; 8];
             _mm256_storeu_si256(lanes.as_mut_ptr().cast(), isum_quad(&wq, &aq));

@@ -41,7 +41,7 @@ mod wide;
 
 use super::super::{Kernels, MatmulQ8aFn};
 use super::avx2::kquant::{Q4_K, Q5_K, Q6_K};
-use super::avx2::MATMUL_Q8A_Q5_AND_K as AVX2_Q5_AND_K;
+use super::avx2::q5;
 use super::{table, Q4_0, Q4_1, Q8_0};
 use frame::{isums, matmul_q8a};
 
@@ -67,16 +67,18 @@ entries! {
 
 entries! {
     "avx512f,avx512bw,avx512vl,avx2,fma,f16c";
+    q8a matmul_q8a_q5_0 = q5::matmul::<false, true>;
+    q8a matmul_q8a_q5_1 = q5::matmul::<true, true>;
     q8a matmul_q8a_q4_k = kquant::matmul::<Q4_K>;
     q8a matmul_q8a_q5_k = kquant::matmul::<Q5_K>;
     q8a matmul_q8a_q6_k = kquant::matmul::<Q6_K>;
 }
 
-/// The 5-bit and K-quant matmuls of both AVX-512 tables: AVX2's Q5_0/Q5_1, and K-quants whose
-/// batches go two tokens per register (`kquant`).
+/// The 5-bit and K-quant matmuls of both AVX-512 tables: AVX2's layouts, with the Q5 fifth
+/// bits set by mask, and K-quant batches two tokens per register (`kquant`).
 const Q5_AND_K: [MatmulQ8aFn; 5] = [
-    AVX2_Q5_AND_K[0],
-    AVX2_Q5_AND_K[1],
+    matmul_q8a_q5_0,
+    matmul_q8a_q5_1,
     matmul_q8a_q4_k,
     matmul_q8a_q5_k,
     matmul_q8a_q6_k,
