@@ -2,9 +2,10 @@
 //! ([`avx512`]). Each table is handed out only after its features are detected here.
 //!
 //! What every x86 table shares lives here: the dtype selectors of the const-generic kernels,
-//! the entry-point macros, the tile loop, the assembly of a table ([`table`]: its float
-//! entries and the int8-activation entries of the 5-bit and K-quant layouts, AVX2 kernels in
-//! `avx2/q5.rs` and `avx2/kquant.rs` that the AVX-512 tables reuse).
+//! the entry-point macros, the tile loop, the weight prefetch distances, the assembly of a
+//! table ([`table`]: its float entries and the int8-activation entries of the 5-bit and
+//! K-quant layouts, kernels of `avx2/q5.rs` and `avx2/kquant.rs` that the AVX-512 tables
+//! compile with their own features, and batch K-quants two tokens per register there).
 
 use std::ops::Range;
 
@@ -155,8 +156,8 @@ pub(super) struct Float {
 }
 
 /// The x86 table `name`: its own Q8_0, Q4_0 and Q4_1 int8 kernels (`q8a`, `isums`), the
-/// matmuls `q5k` of the 5-bit and K-quant layouts (AVX2's, or AVX-512's K-quant batches), the
-/// AVX2 `isums` of those, and the float entries `f`, with the scalar reference's for the
+/// matmuls `q5k` of the 5-bit and K-quant layouts (AVX2's, or the AVX-512 tables' forms of
+/// them), the AVX2 `isums` of those, and the float entries `f`, with the scalar reference's for the
 /// dtypes it has none of.
 pub(super) const fn table(
     name: &'static str,

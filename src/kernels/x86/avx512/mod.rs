@@ -29,6 +29,8 @@
 //! - `pair`: one or two blocks per register, which every layout ends a row with;
 //! - `q4`: Q4_0/Q4_1 groups of 16 blocks and quads; `q8`: Q8_0 octets;
 //! - `wide`: rows over 4096 columns, in `R` x `T` tiles through the shared `drive`;
+//! - `kquant`: K-quant batches, AVX2's arranged super-blocks two tokens per register (Q5_0
+//!   and Q5_1 are AVX2's quads with the fifth bits set by mask, `avx2/q5.rs`);
 //! - `float`: activation quantization, f32-activation matmuls and row dequantization.
 
 mod float;
