@@ -55,7 +55,7 @@ pub(in crate::kernels::x86) trait Micro {
 /// activation load serves 4 rows; batches in tiles of `M::BATCH_ROWS` rows by 4 tokens, so
 /// that each unpacked weight block serves 4 tokens.
 #[inline(always)]
-pub(super) unsafe fn matmul_tiles<M: Micro>(
+pub(in crate::kernels::x86) unsafe fn matmul_tiles<M: Micro>(
     w: &[u8],
     cols: usize,
     rows: Range<usize>,

@@ -55,7 +55,7 @@ pub(in crate::kernels::x86) const SUBS: usize = 8;
 /// the low nibbles of scales 4-7 and the high nibbles of minimums 4-7, whose top 2 bits are
 /// the top 2 bits of bytes 0-3 (scales) and 4-7 (minimums).
 #[inline(always)]
-unsafe fn scales_mins(p: *const u8) -> (u64, u64) {
+pub(in crate::kernels::x86) unsafe fn scales_mins(p: *const u8) -> (u64, u64) {
     let word = |k: usize| u32::from_le_bytes(std::ptr::read_unaligned(p.add(4 * k).cast()));
     let (a, b, c) = (word(0), word(1), word(2));
     let sc_hi = (c & 0x0f0f_0f0f) | (((a >> 6) & 0x0303_0303) << 4);
@@ -75,7 +75,7 @@ struct Row {
 
 /// The 32 bytes at `p`.
 #[inline(always)]
-unsafe fn load(p: *const u8) -> __m256i {
+pub(in crate::kernels::x86) unsafe fn load(p: *const u8) -> __m256i {
     _mm256_loadu_si256(p.cast())
 }
 
@@ -120,27 +120,7 @@ unsafe fn unpack<const K: u8>(p: *const u8, sc: u64) -> Row {
             ];
             row.u[4 * h..4 * h + 4].copy_from_slice(&q);
         }
-        // Scale 2j + g is that of half g (values 16g..16g + 15) of sub-block j: pair i
-        // (sub-blocks 2i, 2i + 1) takes scales 4i, 4i + 2 in the low 128 bits and 4i + 1,
-        // 4i + 3 in the high, each twice, as i16 (scales 0-7 of pairs 0, 1 in `t[0]`).
-        let s = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(192).cast()));
-        let t = [
-            _mm256_permute2x128_si256::<0x00>(s, s),
-            _mm256_permute2x128_si256::<0x11>(s, s),
-        ];
-        let pick = [
-            _mm256_setr_epi8(
-                0, 1, 0, 1, 4, 5, 4, 5, 0, 1, 0, 1, 4, 5, 4, 5, 2, 3, 2, 3, 6, 7, 6, 7, 2, 3, 2, 3,
-                6, 7, 6, 7,
-            ),
-            _mm256_setr_epi8(
-                8, 9, 8, 9, 12, 13, 12, 13, 8, 9, 8, 9, 12, 13, 12, 13, 10, 11, 10, 11, 14, 15, 14,
-                15, 10, 11, 10, 11, 14, 15, 14, 15,
-            ),
-        ];
-        for i in 0..SUBS / 2 {
-            row.sc[i] = _mm256_shuffle_epi8(t[i / 2], pick[i % 2]);
-        }
+        row.sc = q6_scales(p);
         return row;
     }
     // Q4_K/Q5_K: sub-blocks 2i and 2i + 1 are the low and high nibbles of bytes
@@ -163,18 +143,47 @@ unsafe fn unpack<const K: u8>(p: *const u8, sc: u64) -> Row {
             row.u[j] = _mm256_or_si256(row.u[j], _mm256_and_si256(bit, m10));
         }
     }
-    // The 6-bit scales as i16: pair i (sub-blocks 2i, 2i + 1) takes sc_2i, sc_2i, sc_2i+1,
-    // sc_2i+1, twice, in both halves.
+    row.sc = k_scales(sc);
+    row
+}
+
+/// The i16 multipliers of the Q4_K/Q5_K scales `sc` (from [`scales_mins`]) for [`pair`]: pair
+/// i (sub-blocks 2i, 2i + 1) takes sc_2i, sc_2i, sc_2i+1, sc_2i+1, twice, in both halves.
+#[inline(always)]
+pub(in crate::kernels::x86) unsafe fn k_scales(sc: u64) -> [__m256i; SUBS / 2] {
     let v = _mm256_broadcastsi128_si256(_mm_cvtsi64_si128(sc as i64));
-    for i in 0..SUBS / 2 {
+    std::array::from_fn(|i| {
         let (a, b, z) = (2 * i as i8, 2 * i as i8 + 1, -1);
         let pick = _mm256_setr_epi8(
             a, z, a, z, b, z, b, z, a, z, a, z, b, z, b, z, a, z, a, z, b, z, b, z, a, z, a, z, b,
             z, b, z,
         );
-        row.sc[i] = _mm256_shuffle_epi8(v, pick);
-    }
-    row
+        _mm256_shuffle_epi8(v, pick)
+    })
+}
+
+/// The i16 multipliers of the Q6_K super-block at `p` for [`pair`]: scale 2j + g is that of
+/// half g (values 16g..16g + 15) of sub-block j, so pair i (sub-blocks 2i, 2i + 1) takes scales
+/// 4i, 4i + 2 in the low 128 bits and 4i + 1, 4i + 3 in the high, each twice.
+#[inline(always)]
+pub(in crate::kernels::x86) unsafe fn q6_scales(p: *const u8) -> [__m256i; SUBS / 2] {
+    // As i16, scales 0-7 of pairs 0, 1 in `t[0]`.
+    let s = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(192).cast()));
+    let t = [
+        _mm256_permute2x128_si256::<0x00>(s, s),
+        _mm256_permute2x128_si256::<0x11>(s, s),
+    ];
+    let pick = [
+        _mm256_setr_epi8(
+            0, 1, 0, 1, 4, 5, 4, 5, 0, 1, 0, 1, 4, 5, 4, 5, 2, 3, 2, 3, 6, 7, 6, 7, 2, 3, 2, 3, 6,
+            7, 6, 7,
+        ),
+        _mm256_setr_epi8(
+            8, 9, 8, 9, 12, 13, 12, 13, 8, 9, 8, 9, 12, 13, 12, 13, 10, 11, 10, 11, 14, 15, 14, 15,
+            10, 11, 10, 11, 14, 15, 14, 15,
+        ),
+    ];
+    std::array::from_fn(|i| _mm256_shuffle_epi8(t[i / 2], pick[i % 2]))
 }
 
 /// Sub-block `j` of `row` times its activations `a`: 16 i16 sums of 2 products (values
@@ -227,11 +236,11 @@ unsafe fn isum_lanes<const K: u8>(row: &Row, a: &AK) -> __m256i {
 /// `d` and (Q4_K/Q5_K) sums `s`, in lanes 0-7.
 #[derive(Clone, Copy)]
 pub(in crate::kernels::x86) struct AK {
-    x: *const BlockQ8A,
-    d: __m256,
-    s: __m256,
+    pub(in crate::kernels::x86) x: *const BlockQ8A,
+    pub(in crate::kernels::x86) d: __m256,
+    pub(in crate::kernels::x86) s: __m256,
     /// Q6_K: `32 * a` summed in pairs, as `vpmaddubsw` sums `q * a`, per block.
-    m32: [__m256i; SUBS],
+    pub(in crate::kernels::x86) m32: [__m256i; SUBS],
 }
 
 /// `d` and `s` of the activation blocks `x` and `x + 1`: `[d0, s0, d1, s1]`.
@@ -323,7 +332,7 @@ unsafe fn arrange(u: &[__m256i; SUBS]) -> [__m256i; SUBS] {
 /// `dmin * m_j` of the Q4_K/Q5_K super-block at `p` (minimums `m` from [`scales_mins`]), in
 /// lanes 0-7.
 #[inline(always)]
-unsafe fn mins(p: *const u8, m: u64) -> __m256 {
+pub(in crate::kernels::x86) unsafe fn mins(p: *const u8, m: u64) -> __m256 {
     let dmin = _mm256_broadcastss_ps(f16_lane0(p.add(2)));
     let m = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(m as i64)));
     _mm256_mul_ps(dmin, m)
@@ -469,7 +478,7 @@ unsafe fn kunit_isums<const K: u8>(w: &WUnit, a: &AUnit) -> __m256i {
 /// # Safety
 /// As `MatmulQ8aFn`, on a CPU with AVX2, FMA and F16C.
 #[inline(always)]
-pub(in crate::kernels::x86) unsafe fn matmul<const K: u8>(
+pub(super) unsafe fn matmul<const K: u8>(
     w: &[u8],
     cols: usize,
     rows: Range<usize>,

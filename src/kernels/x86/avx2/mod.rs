@@ -53,7 +53,7 @@ unsafe fn f16_at(p: *const u8) -> f32 {
 
 /// The f16 at `p` (unaligned) in lane 0 of an f32 vector, zero elsewhere.
 #[inline(always)]
-unsafe fn f16_lane0(p: *const u8) -> __m128 {
+pub(in crate::kernels::x86) unsafe fn f16_lane0(p: *const u8) -> __m128 {
     let bits = u16::from_le_bytes([*p, *p.add(1)]);
     _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits)))
 }

@@ -17,9 +17,10 @@ use std::ops::Range;
 
 use super::super::super::{BlockQ8A, QK};
 use super::super::avx2::arranged::{self, Unit};
-use super::super::avx2::hsum;
-use super::super::avx2::kquant::{self as k2, AUnit, KUnit, WUnit, Q6_K, SUBS};
-use super::super::{prefetch, PREFETCH_ROWS};
+use super::super::avx2::frame::{matmul_tiles, Micro};
+use super::super::avx2::kquant::{self as k2, AUnit, KQuant, KUnit, WUnit, AK, Q5_K, Q6_K, SUBS};
+use super::super::avx2::{f16_lane0, hsum};
+use super::super::{prefetch, prefetch_rows, PREFETCH_ROWS};
 
 /// Token pairs per tile: 16 tokens in 8 accumulators, beside a unit's 12 weight registers
 /// (32 in all), so each unpacked super-block serves twice the AVX2 tile's 8 tokens
@@ -141,10 +142,7 @@ pub(super) unsafe fn matmul<const K: u8>(
 ) {
     let nb = cols / QK;
     if n_tok < 2 || !arranged::fits::<KUnit<K>>(nb) || nb % SUBS != 0 {
-        // Decode and the rest: the AVX2 kernel's code, compiled here with AVX-512 VL's 32
-        // registers (1-thread width-1024 Q4_K_M decode on Zen 5: 4% faster than calling the
-        // AVX2 entry, for about 60 KB of library).
-        return k2::matmul::<K>(w, cols, rows, xq, n_tok, out, out_stride);
+        return matmul_tiles::<KQuantBw<K>>(w, cols, rows, xq, n_tok, out, out_stride);
     }
     let (wp, x) = (w.as_ptr(), xq.as_ptr());
     let nu = nb / SUBS;
@@ -200,5 +198,154 @@ pub(super) unsafe fn matmul<const K: u8>(
             }
         }
         t += tn;
+    }
+}
+
+/// One row's super-block for [`KQuantBw`]: `u[k]` holds sub-block k's values in its low 256
+/// bits and sub-block 4 + k's in its high; `sc[0]` the multipliers of `avx2::kquant`'s pairs 0
+/// and 2 side by side, `sc[1]` those of pairs 1 and 3.
+#[derive(Clone, Copy)]
+struct RowBw {
+    u: [__m512i; 4],
+    sc: [__m512i; 2],
+}
+
+/// The super-block at `p` unpacked as `avx2::kquant`'s `unpack` does, two sub-blocks per
+/// register (`sc`: Q4_K/Q5_K's scales from `scales_mins`).
+#[inline(always)]
+unsafe fn unpack_bw<const K: u8>(p: *const u8, sc: u64) -> RowBw {
+    let (and, or) = (_mm512_and_si512, _mm512_or_si512);
+    let m15 = _mm512_set1_epi8(0x0f);
+    let at = |o: usize| k2::load(p.add(o));
+    let (u, s) = if K == Q6_K {
+        // Half h of the super-block (sub-blocks 4h..4h + 3) in 256-bit half h.
+        let m30 = _mm512_set1_epi8(0x30);
+        let (l0, l1) = (join(at(0), at(64)), join(at(32), at(96)));
+        let qh = _mm512_loadu_si512(p.add(128).cast());
+        let u = [
+            or(and(l0, m15), and(_mm512_slli_epi16::<4>(qh), m30)),
+            or(and(l1, m15), and(_mm512_slli_epi16::<2>(qh), m30)),
+            or(and(_mm512_srli_epi16::<4>(l0), m15), and(qh, m30)),
+            or(
+                and(_mm512_srli_epi16::<4>(l1), m15),
+                and(_mm512_srli_epi16::<2>(qh), m30),
+            ),
+        ];
+        (u, k2::q6_scales(p))
+    } else {
+        // Bytes 32i.. of `qs` hold sub-blocks 2i (low nibbles) and 2i + 1 (high).
+        let qs = if K == Q5_K { 48 } else { 16 };
+        let (r02, r13) = (join(at(qs), at(qs + 64)), join(at(qs + 32), at(qs + 96)));
+        let mut u = [
+            and(r02, m15),
+            and(_mm512_srli_epi16::<4>(r02), m15),
+            and(r13, m15),
+            and(_mm512_srli_epi16::<4>(r13), m15),
+        ];
+        if K == Q5_K {
+            // Sub-block j's fifth bits: `qh` shifted left by 4 - j (j <= 4) or right by
+            // j - 4, as `unpack` does, for j = k (low half) and 4 + k (high half).
+            let qh = _mm512_broadcast_i64x4(at(16));
+            let m10 = _mm512_set1_epi8(0x10);
+            for (k, uk) in u.iter_mut().enumerate() {
+                let left = join(_mm256_set1_epi16(4 - k as i16), _mm256_setzero_si256());
+                let right = join(_mm256_setzero_si256(), _mm256_set1_epi16(k as i16));
+                let bit = _mm512_srlv_epi16(_mm512_sllv_epi16(qh, left), right);
+                *uk = or(*uk, and(bit, m10));
+            }
+        }
+        (u, k2::k_scales(sc))
+    };
+    RowBw {
+        u,
+        sc: [join(s[0], s[2]), join(s[1], s[3])],
+    }
+}
+
+/// One token's activations of one super-block for [`KQuantBw`]: the AVX2 ones (`k`), and the
+/// values (`x`) and Q6_K's `32 * a` pair sums (`m32`) of sub-blocks k and 4 + k side by side.
+#[derive(Clone, Copy)]
+pub(super) struct AKBw {
+    k: AK,
+    x: [__m512i; 4],
+    m32: [__m512i; 4],
+}
+
+/// `avx2::kquant`'s `isum_lanes` on the paired registers: the exact `isum` of sub-block j in
+/// lane j. Pairs 0 and 2, then 1 and 3, are formed side by side, and their quads (sub-blocks
+/// 0-3 and 4-7) too, so the one cross-lane step adds the two 128-bit halves of each.
+#[inline(always)]
+unsafe fn isum_bw<const K: u8>(row: &RowBw, a: &AKBw) -> __m256i {
+    let prod = |k: usize| {
+        let p = _mm512_maddubs_epi16(row.u[k], a.x[k]);
+        if K == Q6_K {
+            _mm512_sub_epi16(p, a.m32[k])
+        } else {
+            p
+        }
+    };
+    let pair = |i: usize| {
+        let (p, q) = (prod(2 * i), prod(2 * i + 1));
+        let four = _mm512_add_epi16(_mm512_unpacklo_epi32(p, q), _mm512_unpackhi_epi32(p, q));
+        _mm512_madd_epi16(four, row.sc[i])
+    };
+    let (m, n) = (pair(0), pair(1));
+    // 128-bit chunks: quad of sub-blocks 0-3 (halves 0, 1), then of 4-7 (halves 0, 1).
+    let z = _mm512_add_epi32(_mm512_unpacklo_epi64(m, n), _mm512_unpackhi_epi64(m, n));
+    let s = _mm512_add_epi32(
+        _mm512_shuffle_i64x2::<0b00_00_10_00>(z, z),
+        _mm512_shuffle_i64x2::<0b00_00_11_01>(z, z),
+    );
+    _mm512_castsi512_si256(s)
+}
+
+/// K-quant decode (and rows too wide for the batch tiles) with AVX-512 BW: `avx2::kquant`'s
+/// micro-kernel `KQuant` with two sub-blocks per register ([`unpack_bw`], [`isum_bw`]):
+/// half the instructions for the values and their products, the same exact integer sums, then
+/// the same f32 steps, so each output keeps its bits.
+pub(super) struct KQuantBw<const K: u8>;
+
+impl<const K: u8> Micro for KQuantBw<K> {
+    const BLOCK_BYTES: usize = <KQuant<K> as Micro>::BLOCK_BYTES;
+    const SUBS: usize = SUBS;
+    const BATCH_ROWS: usize = 4;
+    type A = AKBw;
+    #[inline(always)]
+    unsafe fn load_a(x: *const BlockQ8A) -> AKBw {
+        let k = <KQuant<K> as Micro>::load_a(x);
+        let qs = |j: usize| k2::load((*x.add(j)).qs.as_ptr().cast());
+        AKBw {
+            k,
+            x: std::array::from_fn(|j| join(qs(j), qs(j + 4))),
+            m32: std::array::from_fn(|j| join(k.m32[j], k.m32[j + 4])),
+        }
+    }
+    #[inline(always)]
+    unsafe fn block<const R: usize, const T: usize>(
+        w: *const u8,
+        rb: usize,
+        a: &[AKBw; T],
+        acc: &mut [[__m256; T]; R],
+    ) {
+        let ahead = prefetch_rows(rb, R) * rb;
+        for r in 0..R {
+            let p = w.add(r * rb);
+            // As `KQuant`: the same super-block of a row further down.
+            prefetch(p.wrapping_add(ahead), Self::BLOCK_BYTES);
+            let d = _mm256_broadcastss_ps(f16_lane0(p.add(if K == Q6_K { 208 } else { 0 })));
+            let (row, dm) = if K == Q6_K {
+                (unpack_bw::<K>(p, 0), _mm256_setzero_ps())
+            } else {
+                let (sc, m) = k2::scales_mins(p.add(4));
+                (unpack_bw::<K>(p, sc), k2::mins(p, m))
+            };
+            for t in 0..T {
+                let i = _mm256_cvtepi32_ps(isum_bw::<K>(&row, &a[t]));
+                if K != Q6_K {
+                    acc[r][t] = _mm256_fnmadd_ps(dm, a[t].k.s, acc[r][t]);
+                }
+                acc[r][t] = _mm256_fmadd_ps(i, _mm256_mul_ps(d, a[t].k.d), acc[r][t]);
+            }
+        }
     }
 }
