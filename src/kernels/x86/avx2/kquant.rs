@@ -151,15 +151,19 @@ unsafe fn unpack<const K: u8>(p: *const u8, sc: u64) -> Row {
 /// i (sub-blocks 2i, 2i + 1) takes sc_2i, sc_2i, sc_2i+1, sc_2i+1, twice, in both halves.
 #[inline(always)]
 pub(in crate::kernels::x86) unsafe fn k_scales(sc: u64) -> [__m256i; SUBS / 2] {
+    // A loop, not `array::from_fn`: a closure called from there is compiled without the
+    // caller's CPU features, and its intrinsics would become calls.
     let v = _mm256_broadcastsi128_si256(_mm_cvtsi64_si128(sc as i64));
-    std::array::from_fn(|i| {
+    let mut out = [_mm256_setzero_si256(); SUBS / 2];
+    for (i, o) in out.iter_mut().enumerate() {
         let (a, b, z) = (2 * i as i8, 2 * i as i8 + 1, -1);
         let pick = _mm256_setr_epi8(
             a, z, a, z, b, z, b, z, a, z, a, z, b, z, b, z, a, z, a, z, b, z, b, z, a, z, a, z, b,
             z, b, z,
         );
-        _mm256_shuffle_epi8(v, pick)
-    })
+        *o = _mm256_shuffle_epi8(v, pick);
+    }
+    out
 }
 
 /// The i16 multipliers of the Q6_K super-block at `p` for [`pair`]: scale 2j + g is that of
@@ -183,7 +187,11 @@ pub(in crate::kernels::x86) unsafe fn q6_scales(p: *const u8) -> [__m256i; SUBS 
             10, 11, 10, 11, 14, 15, 14, 15,
         ),
     ];
-    std::array::from_fn(|i| _mm256_shuffle_epi8(t[i / 2], pick[i % 2]))
+    let mut out = [_mm256_setzero_si256(); SUBS / 2];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = _mm256_shuffle_epi8(t[i / 2], pick[i % 2]);
+    }
+    out
 }
 
 /// Sub-block `j` of `row` times its activations `a`: 16 i16 sums of 2 products (values
@@ -287,26 +295,73 @@ impl<const K: u8> Micro for KQuant<K> {
         a: &[AK; T],
         acc: &mut [[__m256; T]; R],
     ) {
-        let ahead = prefetch_rows(rb, R) * rb;
-        for r in 0..R {
-            let p = w.add(r * rb);
-            // The same super-block of a row further down: the tiles stream the matrix in
-            // order, and the hardware prefetcher alone leaves decode waiting on DRAM.
-            prefetch(p.wrapping_add(ahead), Self::BLOCK_BYTES);
-            let d = _mm256_broadcastss_ps(f16_lane0(p.add(if K == Q6_K { 208 } else { 0 })));
-            let (row, dm) = if K == Q6_K {
-                (unpack::<K>(p, 0), _mm256_setzero_ps())
-            } else {
-                let (sc, m) = scales_mins(p.add(4));
-                (unpack::<K>(p, sc), mins(p, m))
-            };
-            for t in 0..T {
-                let i = _mm256_cvtepi32_ps(isum_lanes::<K>(&row, &a[t]));
-                if K != Q6_K {
-                    acc[r][t] = _mm256_fnmadd_ps(dm, a[t].s, acc[r][t]);
-                }
-                acc[r][t] = _mm256_fmadd_ps(i, _mm256_mul_ps(d, a[t].d), acc[r][t]);
+        block_steps::<K, Row, R, T>(w, rb, a, acc);
+    }
+}
+
+/// A form of one row's unpacked super-block for [`block_steps`]: the AVX2 [`Row`], or the
+/// AVX-512 one with two sub-blocks per register.
+pub(in crate::kernels::x86) trait KRow<const K: u8>: Sized {
+    /// One token's activations for one super-block.
+    type A: Copy;
+    /// The super-block at `p` (`sc`: Q4_K/Q5_K's scales from [`scales_mins`]).
+    unsafe fn unpack(p: *const u8, sc: u64) -> Self;
+    /// The exact `isum` of sub-block j against `a` in lane j.
+    unsafe fn isum(&self, a: &Self::A) -> __m256i;
+    /// The AVX2 activations within `a` (for `d` and `s`).
+    fn ak(a: &Self::A) -> &AK;
+}
+
+impl<const K: u8> KRow<K> for Row {
+    type A = AK;
+    #[inline(always)]
+    unsafe fn unpack(p: *const u8, sc: u64) -> Row {
+        unpack::<K>(p, sc)
+    }
+    #[inline(always)]
+    unsafe fn isum(&self, a: &AK) -> __m256i {
+        isum_lanes::<K>(self, a)
+    }
+    #[inline(always)]
+    fn ak(a: &AK) -> &AK {
+        a
+    }
+}
+
+/// [`KQuant`]'s `Micro::block` for the row form `U`: the f32 steps are these whatever the
+/// form, so outputs keep their bits.
+#[inline(always)]
+pub(in crate::kernels::x86) unsafe fn block_steps<
+    const K: u8,
+    U: KRow<K>,
+    const R: usize,
+    const T: usize,
+>(
+    w: *const u8,
+    rb: usize,
+    a: &[U::A; T],
+    acc: &mut [[__m256; T]; R],
+) {
+    let ahead = prefetch_rows(rb, R) * rb;
+    for r in 0..R {
+        let p = w.add(r * rb);
+        // The same super-block of a row further down: the tiles stream the matrix in
+        // order, and the hardware prefetcher alone leaves decode waiting on DRAM.
+        prefetch(p.wrapping_add(ahead), <KQuant<K> as Micro>::BLOCK_BYTES);
+        let d = _mm256_broadcastss_ps(f16_lane0(p.add(if K == Q6_K { 208 } else { 0 })));
+        let (row, dm) = if K == Q6_K {
+            (U::unpack(p, 0), _mm256_setzero_ps())
+        } else {
+            let (sc, m) = scales_mins(p.add(4));
+            (U::unpack(p, sc), mins(p, m))
+        };
+        for t in 0..T {
+            let i = _mm256_cvtepi32_ps(row.isum(&a[t]));
+            let ak = U::ak(&a[t]);
+            if K != Q6_K {
+                acc[r][t] = _mm256_fnmadd_ps(dm, ak.s, acc[r][t]);
             }
+            acc[r][t] = _mm256_fmadd_ps(i, _mm256_mul_ps(d, ak.d), acc[r][t]);
         }
     }
 }
@@ -410,8 +465,12 @@ impl<const K: u8> Unit for KUnit<K> {
     #[inline(always)]
     unsafe fn load_a(x: *const BlockQ8A) -> AUnit {
         let a = <KQuant<K> as Micro>::load_a(x);
-        let u: [__m256i; SUBS] =
-            std::array::from_fn(|j| _mm256_loadu_si256((*x.add(j)).qs.as_ptr().cast()));
+        // Loops, not `array::from_fn` or `map`: a closure called from there is compiled
+        // without the entry point's CPU features, and its intrinsics would become calls.
+        let mut u = [_mm256_setzero_si256(); SUBS];
+        for (j, uj) in u.iter_mut().enumerate() {
+            *uj = _mm256_loadu_si256((*x.add(j)).qs.as_ptr().cast());
+        }
         let x = arrange(&u);
         let mut m32 = [_mm256_setzero_si256(); 2];
         if K == Q6_K {

@@ -18,9 +18,11 @@ use std::ops::Range;
 use super::super::super::{BlockQ8A, QK};
 use super::super::avx2::arranged::{self, Unit};
 use super::super::avx2::frame::{matmul_tiles, Micro};
-use super::super::avx2::kquant::{self as k2, AUnit, KQuant, KUnit, WUnit, AK, Q5_K, Q6_K, SUBS};
-use super::super::avx2::{f16_lane0, hsum};
-use super::super::{prefetch, prefetch_rows, PREFETCH_ROWS};
+use super::super::avx2::hsum;
+use super::super::avx2::kquant::{
+    self as k2, AUnit, KQuant, KRow, KUnit, WUnit, AK, Q5_K, Q6_K, SUBS,
+};
+use super::super::{prefetch, PREFETCH_ROWS};
 
 /// Token pairs per tile: 16 tokens in 8 accumulators, beside a unit's 12 weight registers
 /// (32 in all), so each unpacked super-block serves twice the AVX2 tile's 8 tokens
@@ -72,8 +74,13 @@ unsafe fn join_ps(lo: __m256, hi: __m256) -> __m512 {
 
 #[inline(always)]
 unsafe fn widen_w(w: &WUnit) -> W2 {
+    // Loops here, not `array::from_fn` or `map`: see `KUnit::load_a` in `avx2/kquant.rs`.
+    let mut x = [_mm512_setzero_si512(); SUBS];
+    for (xk, &wk) in x.iter_mut().zip(&w.x) {
+        *xk = both(wk);
+    }
     W2 {
-        x: std::array::from_fn(|k| both(w.x[k])),
+        x,
         sc: [both(w.sc[0]), both(w.sc[1])],
         d: both_ps(w.d),
         dm: both_ps(w.dm),
@@ -82,8 +89,12 @@ unsafe fn widen_w(w: &WUnit) -> W2 {
 
 #[inline(always)]
 unsafe fn pair_a(a: &AUnit, b: &AUnit) -> A2 {
+    let mut x = [_mm512_setzero_si512(); SUBS];
+    for (k, xk) in x.iter_mut().enumerate() {
+        *xk = join(a.x[k], b.x[k]);
+    }
     A2 {
-        x: std::array::from_fn(|k| join(a.x[k], b.x[k])),
+        x,
         d: join_ps(a.d, b.d),
         s: join_ps(a.s, b.s),
         m32: [join(a.m32[0], b.m32[0]), join(a.m32[1], b.m32[1])],
@@ -262,6 +273,22 @@ unsafe fn unpack_bw<const K: u8>(p: *const u8, sc: u64) -> RowBw {
     }
 }
 
+impl<const K: u8> KRow<K> for RowBw {
+    type A = AKBw;
+    #[inline(always)]
+    unsafe fn unpack(p: *const u8, sc: u64) -> RowBw {
+        unpack_bw::<K>(p, sc)
+    }
+    #[inline(always)]
+    unsafe fn isum(&self, a: &AKBw) -> __m256i {
+        isum_bw::<K>(self, a)
+    }
+    #[inline(always)]
+    fn ak(a: &AKBw) -> &AK {
+        &a.k
+    }
+}
+
 /// One token's activations of one super-block for [`KQuantBw`]: the AVX2 ones (`k`), and the
 /// values (`x`) and Q6_K's `32 * a` pair sums (`m32`) of sub-blocks k and 4 + k side by side.
 #[derive(Clone, Copy)]
@@ -314,11 +341,12 @@ impl<const K: u8> Micro for KQuantBw<K> {
     unsafe fn load_a(x: *const BlockQ8A) -> AKBw {
         let k = <KQuant<K> as Micro>::load_a(x);
         let qs = |j: usize| k2::load((*x.add(j)).qs.as_ptr().cast());
-        AKBw {
-            k,
-            x: std::array::from_fn(|j| join(qs(j), qs(j + 4))),
-            m32: std::array::from_fn(|j| join(k.m32[j], k.m32[j + 4])),
+        let (mut xz, mut m32) = ([_mm512_setzero_si512(); 4], [_mm512_setzero_si512(); 4]);
+        for j in 0..4 {
+            xz[j] = join(qs(j), qs(j + 4));
+            m32[j] = join(k.m32[j], k.m32[j + 4]);
         }
+        AKBw { k, x: xz, m32 }
     }
     #[inline(always)]
     unsafe fn block<const R: usize, const T: usize>(
@@ -327,25 +355,6 @@ impl<const K: u8> Micro for KQuantBw<K> {
         a: &[AKBw; T],
         acc: &mut [[__m256; T]; R],
     ) {
-        let ahead = prefetch_rows(rb, R) * rb;
-        for r in 0..R {
-            let p = w.add(r * rb);
-            // As `KQuant`: the same super-block of a row further down.
-            prefetch(p.wrapping_add(ahead), Self::BLOCK_BYTES);
-            let d = _mm256_broadcastss_ps(f16_lane0(p.add(if K == Q6_K { 208 } else { 0 })));
-            let (row, dm) = if K == Q6_K {
-                (unpack_bw::<K>(p, 0), _mm256_setzero_ps())
-            } else {
-                let (sc, m) = k2::scales_mins(p.add(4));
-                (unpack_bw::<K>(p, sc), k2::mins(p, m))
-            };
-            for t in 0..T {
-                let i = _mm256_cvtepi32_ps(isum_bw::<K>(&row, &a[t]));
-                if K != Q6_K {
-                    acc[r][t] = _mm256_fnmadd_ps(dm, a[t].k.s, acc[r][t]);
-                }
-                acc[r][t] = _mm256_fmadd_ps(i, _mm256_mul_ps(d, a[t].k.d), acc[r][t]);
-            }
-        }
+        k2::block_steps::<K, RowBw, R, T>(w, rb, a, acc);
     }
 }
