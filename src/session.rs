@@ -294,6 +294,40 @@ impl Session {
         self.pool.n_threads()
     }
 
+    /// The memory read bandwidth this session's threads reach, in GB/s (1e9 bytes per
+    /// second): the best of `passes` timed reads of a `bytes`-long buffer, in 1 MiB pieces
+    /// spread over the thread pool as the matmuls spread their rows. A decode step reads
+    /// every weight once, so with a buffer well past the last-level cache this is its DRAM
+    /// roofline. The buffer is written first: untouched pages would all map the one zero
+    /// page and be read from cache.
+    pub fn read_bandwidth(&self, bytes: usize, passes: usize) -> Result<f64> {
+        const PIECE: usize = (1 << 20) / 8;
+        let n_words = bytes / 8;
+        if n_words == 0 || passes == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "read_bandwidth: {bytes} bytes, {passes} passes: both must be nonzero"
+            )));
+        }
+        let mut words = zeroed::<u64>(n_words)?;
+        words.fill(1);
+        let n_pieces = n_words.div_ceil(PIECE);
+        let mut best = f64::INFINITY;
+        for _ in 0..passes {
+            let total = std::sync::atomic::AtomicU64::new(0);
+            let t = std::time::Instant::now();
+            self.pool.run(n_pieces, &|i| {
+                let piece = &words[i * PIECE..((i + 1) * PIECE).min(n_words)];
+                total.fetch_add(sum_words(piece), Ordering::Relaxed);
+            });
+            best = best.min(t.elapsed().as_secs_f64());
+            // Every word is 1: a wrong sum means pieces were skipped or read twice.
+            if total.into_inner() != n_words as u64 {
+                return Err(Error::Internal("read_bandwidth: the sum is wrong".into()));
+            }
+        }
+        Ok((n_words * 8) as f64 / best / 1e9)
+    }
+
     /// Tokens in the context.
     pub fn n_past(&self) -> usize {
         self.tokens.len()
@@ -916,6 +950,20 @@ fn kv_code(t: KvType) -> u32 {
     }
 }
 
+/// The wrapping sum of `words`, in eight independent lanes so that loads, not the adds'
+/// latency, bound it (the compiler turns the lanes into vector adds).
+fn sum_words(words: &[u64]) -> u64 {
+    let mut lanes = [0u64; 8];
+    let mut groups = words.chunks_exact(8);
+    for g in &mut groups {
+        for (lane, &w) in lanes.iter_mut().zip(g) {
+            *lane = lane.wrapping_add(w);
+        }
+    }
+    let tail = groups.remainder().iter().fold(0u64, |s, &w| s.wrapping_add(w));
+    lanes.iter().fold(tail, |s, &l| s.wrapping_add(l))
+}
+
 /// The name of the kernel path sessions use: `PIPIT_KERNELS` if set, else the best this
 /// CPU has; an error for an unknown or unavailable `PIPIT_KERNELS`.
 pub fn kernel_path() -> Result<&'static str> {
@@ -960,7 +1008,19 @@ pub fn log_softmax_at(logits: &[f32], token: u32) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_mem_available;
+    use super::{parse_mem_available, sum_words};
+
+    #[test]
+    fn sum_words_adds_every_word_at_any_length_and_alignment() {
+        let words: Vec<u64> = (0..40u64).map(|i| i * i + 1).collect();
+        for start in [0, 1, 3] {
+            for len in [0, 1, 7, 8, 9, 16, 17, 37 - start] {
+                let s = &words[start..start + len];
+                assert_eq!(sum_words(s), s.iter().sum::<u64>(), "start {start} len {len}");
+            }
+        }
+        assert_eq!(sum_words(&[u64::MAX, 2]), 1, "the sum wraps");
+    }
 
     #[test]
     fn mem_available_is_parsed() {

@@ -166,6 +166,32 @@ fn bench_json_has_the_documented_fields() {
 }
 
 #[test]
+fn bench_compares_decode_with_the_memory_roofline() {
+    let field = |out: &str, key: &str| -> f64 {
+        let at = out.find(&format!("\"{key}\": ")).unwrap_or_else(|| panic!("{key} missing from {out}"));
+        let rest = &out[at + key.len() + 4..];
+        let end = rest.find([',', '}']).unwrap();
+        rest[..end].trim_matches('"').parse().unwrap_or(f64::NAN)
+    };
+    let args = ["bench", "-m", MODEL, "-p", "0", "-n", "4", "-r", "1", "-t", "1", "--json"];
+    let (given, _) = pipit(&[&args[..], &["--roofline", "20"]].concat());
+    assert!(given.contains("\"roofline\": \"given\""), "{given}");
+    assert_eq!(field(&given, "roofline_gbps"), 20.0);
+    let pct = field(&given, "tg_roofline_pct");
+    assert!((pct - 5.0 * field(&given, "tg_weight_gbps")).abs() < 0.1, "{given}");
+    let (measured, _) = pipit(&[&args[..], &["--roofline"]].concat());
+    assert!(measured.contains("\"roofline\": \"measured\""), "{measured}");
+    let r = field(&measured, "roofline_gbps");
+    assert!(r > 0.1 && r < 10_000.0, "a read bandwidth of {r} GB/s: {measured}");
+    let out = Command::new(env!("CARGO_BIN_EXE_pipit"))
+        .args([&args[..], &["--roofline", "NaN"]].concat())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--roofline NaN"));
+}
+
+#[test]
 fn inspect_summarizes_the_model() {
     let tiny = common::Tiny::gemma3(pipit_format::DType::Q4_1, 1);
     let path = std::env::temp_dir().join(format!("pipit-cli-inspect-{}.pipit", std::process::id()));

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side speed of pipit and llama.cpp (the peer) on the same GGUF files, each converted
 # losslessly (--quant keep) to .pipit. Prints a markdown table of pp and tg tokens/s, the
-# ratios and pipit's effective weight bandwidth. Two sets of files (SET, default smollm2):
+# ratios, pipit's effective weight bandwidth in decode and the share of the memory's read
+# bandwidth that is (`pipit bench --roofline`, measured in every round with the same threads). Two sets of files (SET, default smollm2):
 # - smollm2: SmolLM2-135M's Q4_1 GGUF from PyPI, and Q4_0 / Q8_0 made from it by the peer's
 #   llama-quantize;
 # - kquants: Gemma 3 270M's Q4_K_M from PyPI; SmolLM2 requantized to Q4_K_M by llama-quantize;
@@ -51,7 +52,7 @@ for f in $files; do
   out="$f.keep.pipit"
   [ "$out" -nt "$f.gguf" ] || "$bin/pipit-convert" "$f.gguf" --quant keep -o "$out" >/dev/null 2>&1
   for _ in $(seq "$rounds"); do
-    ours=$("$bin/pipit" bench -m "$out" -p 128 -n 64 -r "$reps" -t "$threads" --json)
+    ours=$("$bin/pipit" bench -m "$out" -p 128 -n 64 -r "$reps" -t "$threads" --json --roofline)
     theirs=$("${PEER_BENCH:-$peer/llama-bench}" -m "$f.gguf" -p 128 -n 64 -r "$reps" -t "$threads" -o csv 2>/dev/null)
     python3 - "$q" "$ours" "$theirs" >>"$log" <<'PY'
 import csv, io, json, sys
@@ -59,6 +60,7 @@ q, ours, peer = sys.argv[1], json.loads(sys.argv[2]), list(csv.DictReader(io.Str
 pp = next(float(r["avg_ts"]) for r in peer if r["n_prompt"] == "128" and r["n_gen"] == "0")
 tg = next(float(r["avg_ts"]) for r in peer if r["n_gen"] == "64" and r["n_prompt"] == "0")
 print(json.dumps({"q": q, "pp": ours["pp_tps"], "tg": ours["tg_tps"], "gbps": ours["tg_weight_gbps"],
+                  "roof": ours["roofline_gbps"],
                   "peer_pp": pp, "peer_tg": tg, "kernel": ours["kernel"]}))
 PY
   done
@@ -68,11 +70,11 @@ import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 files = list(dict.fromkeys(r["q"] for r in rows))
 med = lambda q, k: statistics.median(r[k] for r in rows if r["q"] == q)
-print("| file | pipit pp128 | llama.cpp pp128 | ratio | pipit tg64 | llama.cpp tg64 | ratio | pipit weights GB/s |")
-print("|---|---|---|---|---|---|---|---|")
+print("| file | pipit pp128 | llama.cpp pp128 | ratio | pipit tg64 | llama.cpp tg64 | ratio | pipit weights GB/s | roofline GB/s | % of roofline |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for q in files:
     pp, ppp, tg, ptg = med(q, "pp"), med(q, "peer_pp"), med(q, "tg"), med(q, "peer_tg")
-    print(f"| {q} | {pp:.1f} | {ppp:.1f} | {pp/ppp:.2f}x | {tg:.1f} | {ptg:.1f} | {tg/ptg:.2f}x | {med(q, 'gbps'):.1f} |")
+    print(f"| {q} | {pp:.1f} | {ppp:.1f} | {pp/ppp:.2f}x | {tg:.1f} | {ptg:.1f} | {tg/ptg:.2f}x | {med(q, 'gbps'):.1f} | {med(q, 'roof'):.1f} | {100 * med(q, 'gbps') / med(q, 'roof'):.0f}% |")
 print(f"\npipit kernel path: {rows[0]['kernel']}, threads: {sys.argv[2]}, repetitions: {sys.argv[3]}, "
       f"rounds: {sys.argv[4]} (medians over rounds)\n\nper round (pipit pp / llama.cpp pp, pipit tg / llama.cpp tg):")
 for q in files:

@@ -359,6 +359,12 @@ struct BenchArgs {
     /// Seed of the constrained generation test.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Compare the generation test's weight traffic with the memory's read bandwidth (its
+    /// roofline). Alone, measures it with the same threads: the best of 5 reads of a 256 MiB
+    /// buffer (a quarter of the available memory if that is less). With a figure, uses that
+    /// one, in GB/s.
+    #[arg(long, value_name = "GBPS", num_args = 0..=1, default_missing_value = "0")]
+    roofline: Option<f64>,
 }
 
 #[derive(Args)]
@@ -761,6 +767,13 @@ fn bench(a: BenchArgs) -> Result<()> {
             "--repetitions must be at least 1".into(),
         ));
     }
+    if let Some(g) = a.roofline {
+        if !(g >= 0.0 && g.is_finite()) {
+            return Err(Error::InvalidArgument(format!(
+                "--roofline {g}: must be a bandwidth in GB/s (or nothing, to measure it)"
+            )));
+        }
+    }
     let model = Arc::new(Model::open(&a.model)?);
     let hp = model.hparams();
     let with_constraint = a.constraint.regex.is_some()
@@ -842,6 +855,15 @@ fn bench(a: BenchArgs) -> Result<()> {
         + w.output.len
         + embd_row;
     let gbps = tg_tps * per_token as f64 / 1e9;
+    let roofline = match a.roofline {
+        None => None,
+        Some(g) if g > 0.0 => Some((g, "given")),
+        Some(_) => {
+            let bytes = pipit::session::available_memory()
+                .map_or(ROOFLINE_BYTES, |m| ROOFLINE_BYTES.min(m as usize / 4));
+            Some((session.read_bandwidth(bytes, 5)?, "measured"))
+        }
+    };
     let beam = match a.beams {
         Some(b) => Some(bench_beams(&a, &model, &tokens, b)?),
         None => None,
@@ -880,6 +902,10 @@ fn bench(a: BenchArgs) -> Result<()> {
             n_ctx,
             session.kv_cache_bytes(),
             beam.as_ref().map_or_else(String::new, BeamBench::json)
+                + &roofline.map_or_else(String::new, |(r, how)| format!(
+                    ", \"roofline_gbps\": {r:.3}, \"roofline\": \"{how}\", \"tg_roofline_pct\": {:.1}",
+                    100.0 * gbps / r
+                ))
         )?;
     } else {
         outln!("| model | kernel | threads | test | t/s | weights GB/s |")?;
@@ -898,6 +924,12 @@ fn bench(a: BenchArgs) -> Result<()> {
                 session.kernel_name(),
                 session.n_threads(),
                 a.n_gen
+            )?;
+        }
+        if let Some((r, how)) = roofline {
+            outln!(
+                "roofline: memory reads {r:.2} GB/s ({how}); generation reads its weights at {:.1}% of it",
+                100.0 * gbps / r
             )?;
         }
         if let Some(b) = &beam {
@@ -924,6 +956,10 @@ fn bench(a: BenchArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// The buffer `bench --roofline` reads: far past the last-level caches of the CPUs pipit
+/// targets (32 MiB on a Zen 5 CCD, 2 MiB or less on a Raspberry Pi).
+const ROOFLINE_BYTES: usize = 256 << 20;
 
 /// What `bench --beams` measures.
 struct BeamBench {
