@@ -438,7 +438,7 @@ fn block_isums_exact() {
 
 /// The K-quant paths sum several products in i16 lanes: the largest magnitudes (Q4_K/Q5_K's
 /// top values with scale 63, Q6_K's `q - 32 = -32` with scales -128 and 127) against
-/// activations of +-127 everywhere stay exact.
+/// activations of +-127 everywhere stay exact, in decode and in batches.
 #[test]
 fn kquant_isums_exact_at_the_extremes() {
     for k in available() {
@@ -455,6 +455,9 @@ fn kquant_isums_exact_at_the_extremes() {
                     // Scales, minimums, qh and qs all ones: q = 15 (31) with sc_j = 63.
                     b[4..].fill(0xff);
                 }
+                // d = 1 (f16), so that the matmuls below see the sums.
+                let d = if dtype == DType::Q6_K { 208 } else { 0 };
+                b[d..d + 2].copy_from_slice(&0x3c00u16.to_le_bytes());
             }
             let w = QMatrix::new(dtype, 1, 512, &wb).unwrap();
             for v in [0.75f32, -0.75] {
@@ -465,6 +468,12 @@ fn kquant_isums_exact_at_the_extremes() {
                 scalar().block_isums(&w, 0, &xq, &mut want);
                 k.block_isums(&w, 0, &xq, &mut got);
                 assert_eq!(got, want, "{} {dtype} a = {v}", k.name);
+                // The batch kernels sum their products another way (arranged super-blocks,
+                // VNNI): five copies of the token give decode's bits in every slot.
+                let (mut one, mut five) = ([0f32; 1], [0f32; 5]);
+                k.matmul_q8a(&w, &xq, 1, &mut one, 1, 0..1);
+                k.matmul_q8a(&w, &xq.repeat(5), 5, &mut five, 1, 0..1);
+                assert!(five.iter().all(|o| o.to_bits() == one[0].to_bits()), "{} {dtype}", k.name);
             }
         }
     }

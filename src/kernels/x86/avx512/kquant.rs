@@ -30,7 +30,8 @@ use super::super::{prefetch, PREFETCH_ROWS};
 /// take 104 KB of stack.
 const PAIRS: usize = 8;
 
-/// One row's super-block for two tokens: the AVX2 [`WUnit`] in both halves.
+/// One row's super-block for two tokens: the AVX2 [`WUnit`] in both halves. With VNNI the
+/// multipliers `sc` are i32 (each i32 lane of `WUnit::sc` holds its scale twice, as i16).
 #[derive(Clone, Copy)]
 struct W2 {
     x: [__m512i; SUBS],
@@ -40,7 +41,7 @@ struct W2 {
 }
 
 /// Two tokens' arranged activations of one super-block: token `2p` in the low half, `2p + 1`
-/// in the high.
+/// in the high. With VNNI, Q6_K's `m32` are i32 sums of 16 products `32 * a` per lane.
 #[derive(Clone, Copy)]
 struct A2 {
     x: [__m512i; SUBS],
@@ -73,38 +74,96 @@ unsafe fn join_ps(lo: __m256, hi: __m256) -> __m512 {
 }
 
 #[inline(always)]
-unsafe fn widen_w(w: &WUnit) -> W2 {
+unsafe fn widen_w<const V: bool>(w: &WUnit) -> W2 {
     // Loops here, not `array::from_fn` or `map`: see `KUnit::load_a` in `avx2/kquant.rs`.
     let mut x = [_mm512_setzero_si512(); SUBS];
     for (xk, &wk) in x.iter_mut().zip(&w.x) {
         *xk = both(wk);
     }
+    let mut sc = [both(w.sc[0]), both(w.sc[1])];
+    if V {
+        for s in &mut sc {
+            *s = _mm512_srai_epi32::<16>(*s);
+        }
+    }
     W2 {
         x,
-        sc: [both(w.sc[0]), both(w.sc[1])],
+        sc,
         d: both_ps(w.d),
         dm: both_ps(w.dm),
     }
 }
 
 #[inline(always)]
-unsafe fn pair_a(a: &AUnit, b: &AUnit) -> A2 {
+unsafe fn pair_a<const K: u8, const V: bool>(a: &AUnit, b: &AUnit) -> A2 {
     let mut x = [_mm512_setzero_si512(); SUBS];
     for (k, xk) in x.iter_mut().enumerate() {
         *xk = join(a.x[k], b.x[k]);
+    }
+    let mut m32 = [join(a.m32[0], b.m32[0]), join(a.m32[1], b.m32[1])];
+    if V && K == Q6_K {
+        let m = _mm512_set1_epi8(32);
+        for (h, mh) in m32.iter_mut().enumerate() {
+            *mh = _mm512_setzero_si512();
+            for xk in &x[4 * h..4 * h + 4] {
+                *mh = _mm512_dpbusd_epi32(*mh, m, *xk);
+            }
+        }
     }
     A2 {
         x,
         d: join_ps(a.d, b.d),
         s: join_ps(a.s, b.s),
-        m32: [join(a.m32[0], b.m32[0]), join(a.m32[1], b.m32[1])],
+        m32,
     }
 }
 
 /// `acc` plus the super-block's product for both tokens: `avx2::kquant`'s `kunit_isums` and
-/// `KUnit::accumulate`, lane for lane.
+/// `KUnit::accumulate`, lane for lane. With VNNI (`V`) the integer sums come from
+/// `vpdpbusd`, which adds the 4 products of an i32 lane (one sub-block's, `WUnit`'s
+/// arrangement) without the i16 steps, and `vpmulld` by the lane's scale: the same exact
+/// integers as `vpmaddubsw` / `vpaddw` / `vpmaddwd` give, so the outputs keep their bits.
 #[inline(always)]
-unsafe fn accumulate<const K: u8>(w: &W2, a: &A2, acc: __m512) -> __m512 {
+unsafe fn accumulate<const K: u8, const V: bool>(w: &W2, a: &A2, acc: __m512) -> __m512 {
+    let i = if V { isums_vnni::<K>(w, a) } else { isums::<K>(w, a) };
+    let acc = if K == Q6_K {
+        acc
+    } else {
+        _mm512_fnmadd_ps(w.dm, a.s, acc)
+    };
+    _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(w.d, a.d), acc)
+}
+
+/// The exact `isum` of each sub-block for both tokens through `vpdpbusd`: per i32 lane at
+/// most 16 products of 63 and 127 per half, far inside i32, and Q6_K's `32 * a` removed
+/// from each half's sum before its scale multiplies it, as in [`isums`].
+#[inline(always)]
+unsafe fn isums_vnni<const K: u8>(w: &W2, a: &A2) -> __m512i {
+    let half = |h: usize| {
+        let mut s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w.x[4 * h], a.x[4 * h]);
+        for k in 4 * h + 1..4 * h + 4 {
+            s = _mm512_dpbusd_epi32(s, w.x[k], a.x[k]);
+        }
+        s
+    };
+    let (s0, s1) = (half(0), half(1));
+    match K {
+        k2::Q4_K => _mm512_mullo_epi32(_mm512_add_epi32(s0, s1), w.sc[0]),
+        k2::Q5_K => _mm512_add_epi32(
+            _mm512_mullo_epi32(s0, w.sc[0]),
+            _mm512_mullo_epi32(s1, w.sc[1]),
+        ),
+        _ => _mm512_add_epi32(
+            _mm512_mullo_epi32(_mm512_sub_epi32(s0, a.m32[0]), w.sc[0]),
+            _mm512_mullo_epi32(_mm512_sub_epi32(s1, a.m32[1]), w.sc[1]),
+        ),
+    }
+}
+
+/// The exact `isum` of each sub-block for both tokens: `avx2::kquant`'s `kunit_isums` on
+/// 512-bit registers.
+#[inline(always)]
+unsafe fn isums<const K: u8>(w: &W2, a: &A2) -> __m512i {
     let half = |h: usize| {
         let mut s = _mm512_maddubs_epi16(w.x[4 * h], a.x[4 * h]);
         for k in 4 * h + 1..4 * h + 4 {
@@ -113,7 +172,7 @@ unsafe fn accumulate<const K: u8>(w: &W2, a: &A2, acc: __m512) -> __m512 {
         s
     };
     let (s0, s1) = (half(0), half(1));
-    let i = match K {
+    match K {
         k2::Q4_K => _mm512_madd_epi16(_mm512_add_epi16(s0, s1), w.sc[0]),
         k2::Q5_K => _mm512_add_epi32(
             _mm512_madd_epi16(s0, w.sc[0]),
@@ -123,13 +182,7 @@ unsafe fn accumulate<const K: u8>(w: &W2, a: &A2, acc: __m512) -> __m512 {
             _mm512_madd_epi16(_mm512_sub_epi16(s0, a.m32[0]), w.sc[0]),
             _mm512_madd_epi16(_mm512_sub_epi16(s1, a.m32[1]), w.sc[1]),
         ),
-    };
-    let acc = if K == Q6_K {
-        acc
-    } else {
-        _mm512_fnmadd_ps(w.dm, a.s, acc)
-    };
-    _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(w.d, a.d), acc)
+    }
 }
 
 /// A tile's arranged activations: pair p's unit u at `pairs[p * UNITS_MAX + u]`; an odd last
@@ -140,9 +193,11 @@ struct Tile {
 }
 
 /// The matmul of `MatmulQ8aFn` for Q4_K, Q5_K or Q6_K: batches of rows `arranged` takes in
-/// token pairs, decode and the rest as on the AVX2 path.
+/// token pairs (with VNNI products if `V`), decode and the rest through [`KQuantBw`]; the
+/// VNNI entry leaves those to the AVX-512 BW entry (decode is bound by memory, and its code
+/// is then compiled once).
 #[inline(always)]
-pub(super) unsafe fn matmul<const K: u8>(
+pub(super) unsafe fn matmul<const K: u8, const V: bool>(
     w: &[u8],
     cols: usize,
     rows: Range<usize>,
@@ -153,6 +208,10 @@ pub(super) unsafe fn matmul<const K: u8>(
 ) {
     let nb = cols / QK;
     if n_tok < 2 || !arranged::fits::<KUnit<K>>(nb) || nb % SUBS != 0 {
+        if V {
+            let bw = [super::matmul_q8a_q4_k, super::matmul_q8a_q5_k, super::matmul_q8a_q6_k];
+            return bw[usize::from(K)](w, cols, rows, xq, n_tok, out, out_stride);
+        }
         return matmul_tiles::<KQuantBw<K>>(w, cols, rows, xq, n_tok, out, out_stride);
     }
     let (wp, x) = (w.as_ptr(), xq.as_ptr());
@@ -169,7 +228,7 @@ pub(super) unsafe fn matmul<const K: u8>(
         for u in 0..nu {
             let unit = |tt: usize| KUnit::<K>::load_a(x.add((t + tt) * nb + SUBS * u));
             for p in 0..np {
-                let a2 = pair_a(&unit(2 * p), &unit(2 * p + 1));
+                let a2 = pair_a::<K, V>(&unit(2 * p), &unit(2 * p + 1));
                 tl.pairs[p * arranged::UNITS_MAX + u].write(a2);
             }
             if odd {
@@ -188,10 +247,10 @@ pub(super) unsafe fn matmul<const K: u8>(
             // of this tile for every unit of the row.
             for u in 0..nu {
                 let wu = KUnit::<K>::load_w(wr.add(u * <KUnit<K> as Unit>::BYTES));
-                let w2 = widen_w(&wu);
+                let w2 = widen_w::<V>(&wu);
                 for (p, acc_p) in acc.iter_mut().enumerate().take(np) {
                     let a2 = tl.pairs[p * arranged::UNITS_MAX + u].assume_init_ref();
-                    *acc_p = accumulate::<K>(&w2, a2, *acc_p);
+                    *acc_p = accumulate::<K, V>(&w2, a2, *acc_p);
                 }
                 if odd {
                     acc1 = KUnit::<K>::accumulate(&wu, tl.last[u].assume_init_ref(), acc1);

@@ -29,8 +29,9 @@
 //! - `pair`: one or two blocks per register, which every layout ends a row with;
 //! - `q4`: Q4_0/Q4_1 groups of 16 blocks and quads; `q8`: Q8_0 octets;
 //! - `wide`: rows over 4096 columns, in `R` x `T` tiles through the shared `drive`;
-//! - `kquant`: K-quant batches, AVX2's arranged super-blocks two tokens per register (Q5_0
-//!   and Q5_1 are AVX2's quads with the fifth bits set by mask, `avx2/q5.rs`);
+//! - `kquant`: K-quant batches, AVX2's arranged super-blocks two tokens per register, with
+//!   `vpdpbusd` products in the VNNI table (Q5_0 and Q5_1 are AVX2's quads with the fifth
+//!   bits set by mask, `avx2/q5.rs`);
 //! - `float`: activation quantization, f32-activation matmuls and row dequantization.
 
 mod float;
@@ -41,7 +42,7 @@ mod q4;
 mod q8;
 mod wide;
 
-use super::super::{Kernels, MatmulQ8aFn};
+use super::super::Kernels;
 use super::avx2::kquant::{Q4_K, Q5_K, Q6_K};
 use super::avx2::q5;
 use super::{table, Q4_0, Q4_1, Q8_0};
@@ -71,20 +72,18 @@ entries! {
     "avx512f,avx512bw,avx512vl,avx2,fma,f16c";
     q8a matmul_q8a_q5_0 = q5::matmul::<false, true>;
     q8a matmul_q8a_q5_1 = q5::matmul::<true, true>;
-    q8a matmul_q8a_q4_k = kquant::matmul::<Q4_K>;
-    q8a matmul_q8a_q5_k = kquant::matmul::<Q5_K>;
-    q8a matmul_q8a_q6_k = kquant::matmul::<Q6_K>;
+    q8a matmul_q8a_q4_k = kquant::matmul::<Q4_K, false>;
+    q8a matmul_q8a_q5_k = kquant::matmul::<Q5_K, false>;
+    q8a matmul_q8a_q6_k = kquant::matmul::<Q6_K, false>;
 }
 
-/// The 5-bit and K-quant matmuls of both AVX-512 tables: AVX2's layouts, with the Q5 fifth
-/// bits set by mask, and K-quant batches two tokens per register (`kquant`).
-const Q5_AND_K: [MatmulQ8aFn; 5] = [
-    matmul_q8a_q5_0,
-    matmul_q8a_q5_1,
-    matmul_q8a_q4_k,
-    matmul_q8a_q5_k,
-    matmul_q8a_q6_k,
-];
+entries! {
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c";
+    q8a vnni_matmul_q8a_q4_k = kquant::matmul::<Q4_K, true>;
+    q8a vnni_matmul_q8a_q5_k = kquant::matmul::<Q5_K, true>;
+    q8a vnni_matmul_q8a_q6_k = kquant::matmul::<Q6_K, true>;
+}
+
 
 float_entries!("avx512f,avx512bw,avx512vl,avx2,fma,f16c", float);
 
@@ -95,7 +94,13 @@ pub(super) static KERNELS: Kernels = table(
     "avx512",
     [matmul_q8a_q8_0, matmul_q8a_q4_0, matmul_q8a_q4_1],
     [isums_q8_0, isums_q4_0, isums_q4_1],
-    Q5_AND_K,
+    [
+        matmul_q8a_q5_0,
+        matmul_q8a_q5_1,
+        matmul_q8a_q4_k,
+        matmul_q8a_q5_k,
+        matmul_q8a_q6_k,
+    ],
     FLOAT,
 );
 
@@ -109,6 +114,12 @@ pub(super) static KERNELS_VNNI: Kernels = table(
         vnni_matmul_q8a_q4_1,
     ],
     [vnni_isums_q8_0, vnni_isums_q4_0, vnni_isums_q4_1],
-    Q5_AND_K,
+    [
+        matmul_q8a_q5_0,
+        matmul_q8a_q5_1,
+        vnni_matmul_q8a_q4_k,
+        vnni_matmul_q8a_q5_k,
+        vnni_matmul_q8a_q6_k,
+    ],
     FLOAT,
 );
