@@ -30,6 +30,13 @@ use super::super::{prefetch, PREFETCH_ROWS};
 /// take 104 KB of stack.
 const PAIRS: usize = 8;
 
+/// Most bytes of arranged activations a tile holds, so that every row reads them from L1
+/// (48 KB on Zen 5; 32 KB on earlier cores, where wide rows then reach into L2). Rows of
+/// 1024 columns (4 units) take 8 pairs, of 2816 (11 units, a 1024-wide model's FFN down
+/// projection) 4: 16 tokens there read 67 KB per row, and width-1024 Q4_K_M pp128 on
+/// Zen 5 was 10% slower at 1 thread.
+const TILE_BYTES: usize = 40 << 10;
+
 /// One row's super-block for two tokens: the AVX2 [`WUnit`] in both halves. With VNNI the
 /// multipliers `sc` are i32 (each i32 lane of `WUnit::sc` holds its scale twice, as i16).
 #[derive(Clone, Copy)]
@@ -221,9 +228,11 @@ pub(super) unsafe fn matmul<const K: u8, const V: bool>(
         pairs: [const { MaybeUninit::uninit() }; PAIRS * arranged::UNITS_MAX],
         last: [const { MaybeUninit::uninit() }; arranged::UNITS_MAX],
     };
+    // Token pairs per tile: at most PAIRS, and no more than fit in TILE_BYTES.
+    let pairs = (TILE_BYTES / (nu * std::mem::size_of::<A2>())).clamp(1, PAIRS);
     let mut t = 0;
     while t < n_tok {
-        let tn = (n_tok - t).min(2 * PAIRS);
+        let tn = (n_tok - t).min(2 * pairs);
         let (np, odd) = (tn / 2, tn % 2 == 1);
         for u in 0..nu {
             let unit = |tt: usize| KUnit::<K>::load_a(x.add((t + tt) * nb + SUBS * u));
