@@ -10,7 +10,7 @@
 use crate::kernels::{BlockQ8A, Glu, Kernels, QMatrix};
 pub use crate::kv::KvType;
 use crate::kv::{KvCache, Span, PAGE};
-use crate::mem::{checked_len, zeroed};
+use crate::mem::{checked_len, try_vec, zeroed};
 use crate::model::{Activation, HParams, Model, RopePairs, RopeScaling, Tensor};
 use crate::threadpool::ThreadPool;
 use crate::{Error, Result};
@@ -77,16 +77,41 @@ impl Scratch {
         let q_dim = hp.n_head.checked_mul(hp.head_dim)?;
         let kv_dim = hp.n_kv_head.checked_mul(hp.head_dim)?;
         let widest = hp.d_model.max(q_dim).max(hp.d_ff);
-        let per_token = (2 * hp.d_model + 2 * q_dim + 2 * kv_dim + 2 * hp.d_ff + 2 * hp.rope_dim)
-            * 4
-            + widest / 32 * std::mem::size_of::<BlockQ8A>();
+        let half = hp.rope_dim / 2;
+        // x, xb, q, k, v, att_out, gate, up, rope_cos, rope_sin; xq; pos, att_runs and
+        // att_groups.
+        let per_token = (2 * hp.d_model + 2 * q_dim + 2 * kv_dim + 2 * hp.d_ff + 4 * half)
+            * size_of::<f32>()
+            + widest / 32 * size_of::<BlockQ8A>()
+            + size_of::<usize>()
+            + size_of::<(usize, usize, usize)>()
+            + size_of::<(usize, usize)>();
         let (f32s, q8s) = att_slab(hp, n_ctx)?;
         let slab = f32s
-            .checked_mul(4)?
-            .checked_add(q8s.checked_mul(std::mem::size_of::<BlockQ8A>())?)?;
+            .checked_mul(size_of::<f32>())?
+            .checked_add(q8s.checked_mul(size_of::<BlockQ8A>())?)?;
         per_token
             .checked_mul(n_batch)?
-            .checked_add(slab.checked_mul(n_slabs)?)
+            .checked_add(slab.checked_mul(n_slabs)?)?
+            .checked_add(2 * half * size_of::<f64>())
+    }
+
+    /// Bytes these buffers allocated: what [`Scratch::bytes_for`] gives for their sizes.
+    pub fn bytes(&self) -> usize {
+        fn b<T>(v: &Vec<T>) -> usize {
+            v.capacity() * size_of::<T>()
+        }
+        [&self.x, &self.xb, &self.q, &self.k, &self.v, &self.att_out, &self.att]
+            .iter()
+            .chain([&self.gate, &self.up, &self.rope_cos, &self.rope_sin].iter())
+            .map(|v| b(v))
+            .sum::<usize>()
+            + b(&self.xq)
+            + b(&self.att_q)
+            + b(&self.inv_freq)
+            + b(&self.pos)
+            + b(&self.att_runs)
+            + b(&self.att_groups)
     }
 
     /// Buffers for batches of up to `n_batch` tokens over a context of `n_ctx`, with
@@ -114,7 +139,7 @@ impl Scratch {
             } => Some(if n_ctx > *ctx_orig { long } else { short }),
             RopeScaling::None | RopeScaling::Linear => None,
         };
-        let mut inv_freq = Vec::with_capacity(2 * half);
+        let mut inv_freq = try_vec(2 * half)?;
         for theta in [hp.rope_theta, hp.rope_theta_local] {
             let theta = f64::from(theta);
             inv_freq.extend((0..half).map(|i| {
@@ -142,8 +167,8 @@ impl Scratch {
             rope_sin: zeroed(checked_len(&[2, n_batch, half])?)?,
             inv_freq,
             pos: zeroed(n_batch)?,
-            att_runs: Vec::with_capacity(n_batch),
-            att_groups: Vec::with_capacity(n_batch),
+            att_runs: try_vec(n_batch)?,
+            att_groups: try_vec(n_batch)?,
         })
     }
 }
@@ -803,6 +828,18 @@ pub fn forward(
 mod tests {
     use super::*;
     use crate::kernels::scalar::{exp, gelu_tanh, silu};
+
+    #[test]
+    fn scratch_allocates_what_bytes_for_computes() {
+        for window in [0, 100] {
+            let hp = crate::kv::tests::hp(window);
+            for (n_batch, n_ctx, n_slabs) in [(1, 1, 1), (7, 33, 2), (64, 4096, 3)] {
+                let s = Scratch::new(&hp, n_batch, n_ctx, n_slabs).unwrap();
+                let want = Scratch::bytes_for(&hp, n_batch, n_ctx, n_slabs);
+                assert_eq!(Some(s.bytes()), want, "n_batch {n_batch} n_ctx {n_ctx}");
+            }
+        }
+    }
 
     #[test]
     fn rope_conventions_rotate_the_right_pairs() {

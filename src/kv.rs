@@ -828,11 +828,11 @@ impl KvCache {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Hyper-parameters of a tiny model: 3 layers, the middle one sliding over `window`.
-    fn hp(window: usize) -> HParams {
+    pub(crate) fn hp(window: usize) -> HParams {
         HParams {
             arch: crate::model::Arch::Llama,
             n_layer: 3,
