@@ -62,11 +62,11 @@ unsafe fn values<const ONE: bool>(p: *const u8) -> __m256i {
 /// One activation block of one token: values, `d` and `s` in every lane, and the initial i32
 /// lanes (Q5_0: minus 16 times the values, summed as the product is).
 #[derive(Clone, Copy)]
-pub(super) struct A5 {
+pub(in crate::kernels::x86) struct A5 {
     a: __m256i,
-    d: __m256,
-    s: __m256,
-    init: __m256i,
+    pub(in crate::kernels::x86) d: __m256,
+    pub(in crate::kernels::x86) s: __m256,
+    pub(in crate::kernels::x86) init: __m256i,
 }
 
 /// The exact i32 lanes of the block's values `u` times `a` (lane sum: the block's `isum`).
@@ -77,7 +77,7 @@ unsafe fn lanes(u: __m256i, a: &A5) -> __m256i {
 }
 
 /// Q5_0 (`ONE = false`) or Q5_1 (`ONE = true`).
-pub(super) struct Q5<const ONE: bool>;
+pub(in crate::kernels::x86) struct Q5<const ONE: bool>;
 
 impl<const ONE: bool> Micro for Q5<ONE> {
     const BLOCK_BYTES: usize = if ONE { Q5_1_BYTES } else { Q5_0_BYTES };
@@ -221,7 +221,7 @@ impl<const ONE: bool> Micro for Q5Pair<ONE> {
 }
 
 /// Blocks per quad: the quad layout puts each of 4 blocks in 2 i32 lanes of every register.
-const QUAD: usize = 4;
+pub(in crate::kernels::x86) const QUAD: usize = 4;
 
 /// The dwords at `p`, `p + bb`, `p + 2 bb` and `p + 3 bb` in quad lane order: lane `4h + 2c + e`
 /// holds the one of block `h + 2e`, as two halves (lanes 0-3, lanes 4-7).
@@ -252,7 +252,7 @@ unsafe fn quad_halves((lo, hi): (__m128i, __m128i), high: bool) -> __m256 {
 /// every register belongs to block `h + 2e`, and byte n of that lane of `u[k]` is the block's
 /// value `8k + 4c + n` (`0..=31`); `d` (and Q5_1's `m`) of the lane's block.
 #[derive(Clone, Copy)]
-pub(super) struct WQuad {
+pub(in crate::kernels::x86) struct WQuad {
     u: [__m256i; 4],
     d: __m256,
     m: __m256,
@@ -357,15 +357,15 @@ unsafe fn load_wq<const ONE: bool, const BW: bool>(p: *const u8) -> WQuad {
 /// (Q5_0: minus 16 times the values, summed as the products are); `d` of the lane's block,
 /// and (Q5_1) `s` in the lanes with c = 0 only, so that each block's minimum term enters once.
 #[derive(Clone, Copy)]
-pub(super) struct AQuad {
+pub(in crate::kernels::x86) struct AQuad {
     a: [__m256i; 4],
-    init: __m256i,
-    d: __m256,
-    s: __m256,
+    pub(in crate::kernels::x86) init: __m256i,
+    pub(in crate::kernels::x86) d: __m256,
+    pub(in crate::kernels::x86) s: __m256,
 }
 
 #[inline(always)]
-unsafe fn load_aq<const ONE: bool>(x: *const BlockQ8A) -> AQuad {
+pub(in crate::kernels::x86) unsafe fn load_aq<const ONE: bool>(x: *const BlockQ8A) -> AQuad {
     let b = |j: usize| &*x.add(j);
     let half = |j: usize, o: usize| b(j).qs.as_ptr().add(o);
     let two = |j: usize, o: usize| _mm256_loadu2_m128i(half(j + 1, o).cast(), half(j, o).cast());
@@ -411,7 +411,7 @@ unsafe fn isum_quad(w: &WQuad, a: &AQuad) -> __m256i {
 }
 
 /// Q5_0 or Q5_1 (`ONE`) by quads ([`WQuad`], [`AQuad`]), through `arranged::matmul`.
-pub(super) struct Q5Quads<const ONE: bool, const BW: bool>;
+pub(in crate::kernels::x86) struct Q5Quads<const ONE: bool, const BW: bool>;
 
 impl<const ONE: bool, const BW: bool> Unit for Q5Quads<ONE, BW> {
     const SUBS: usize = QUAD;

@@ -30,7 +30,8 @@
 //! - `q4`: Q4_0/Q4_1 groups of 16 blocks and quads; `q8`: Q8_0 octets;
 //! - `wide`: rows over 4096 columns, in `R` x `T` tiles through the shared `drive`;
 //! - `kquant`: K-quant batches, AVX2's arranged super-blocks two tokens per register, with
-//!   `vpdpbusd` products in the VNNI table (Q5_0 and Q5_1 are AVX2's quads with the fifth
+//!   `vpdpbusd` products in the VNNI table;
+//! - `q5`: Q5_0/Q5_1 decode two blocks per register (batches: AVX2's quads with the fifth
 //!   bits set by mask, `avx2/q5.rs`);
 //! - `float`: activation quantization, f32-activation matmuls and row dequantization.
 
@@ -39,12 +40,12 @@ mod frame;
 mod kquant;
 mod pair;
 mod q4;
+mod q5;
 mod q8;
 mod wide;
 
 use super::super::Kernels;
 use super::avx2::kquant::{Q4_K, Q5_K, Q6_K};
-use super::avx2::q5;
 use super::{table, Q4_0, Q4_1, Q8_0};
 use frame::{isums, matmul_q8a};
 
@@ -70,8 +71,8 @@ entries! {
 
 entries! {
     "avx512f,avx512bw,avx512vl,avx2,fma,f16c";
-    q8a matmul_q8a_q5_0 = q5::matmul::<false, true>;
-    q8a matmul_q8a_q5_1 = q5::matmul::<true, true>;
+    q8a matmul_q8a_q5_0 = q5::matmul::<false>;
+    q8a matmul_q8a_q5_1 = q5::matmul::<true>;
     q8a matmul_q8a_q4_k = kquant::matmul::<Q4_K, false>;
     q8a matmul_q8a_q5_k = kquant::matmul::<Q5_K, false>;
     q8a matmul_q8a_q6_k = kquant::matmul::<Q6_K, false>;
