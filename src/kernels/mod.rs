@@ -172,7 +172,9 @@ pub(crate) type MatmulF32Fn = unsafe fn(
     out: *mut f32,
     out_stride: usize,
 );
-/// Per-block integer sums of one row: `out.len() == xq.len()` blocks, `w_row` that many blocks.
+/// Per-block integer sums of one row: `out.len() == xq.len()` blocks, `w_row` that many blocks
+/// (test hooks: compiled in test builds only).
+#[cfg(test)]
 pub(crate) type IsumsFn = unsafe fn(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]);
 /// One row: `w_row` holds exactly `out.len()` elements.
 pub(crate) type DequantFn = unsafe fn(w_row: &[u8], out: &mut [f32]);
@@ -194,7 +196,8 @@ pub struct Kernels {
     pub(crate) quantize_act: QuantizeFn,
     /// Indexed by [`qindex`]: the order of [`DType::QUANTIZED`].
     pub(crate) matmul_q8a: [MatmulQ8aFn; N_QUANT],
-    /// Indexed by [`qindex`].
+    /// Indexed by [`qindex`]; test builds only.
+    #[cfg(test)]
     pub(crate) isums: [IsumsFn; N_QUANT],
     /// Indexed by `DType::code()`: the order of [`DType::ALL`].
     pub(crate) matmul_f32: [MatmulF32Fn; N_DTYPE],
@@ -438,7 +441,7 @@ impl Kernels {
 
     /// Test hook: the exact per-block integer sums of row `row` of `w` (one per 32 weights)
     /// against `xq`, computed with the same integer primitive as this path's matmul.
-    #[doc(hidden)]
+    #[cfg(test)]
     pub fn block_isums(&self, w: &QMatrix, row: usize, xq: &[BlockQ8A], out: &mut [i32]) {
         let f = self.isums[qindex(w.dtype)];
         let rb = w.validate();

@@ -22,6 +22,7 @@ pub(crate) const KERNELS: Kernels = Kernels {
         matmul_q8a_q5_k,
         matmul_q8a_q6_k,
     ],
+    #[cfg(test)]
     isums: [
         isums_q8_0, isums_q4_0, isums_q4_1, isums_q5_0, isums_q5_1, isums_q4_k, isums_q5_k,
         isums_q6_k,
@@ -520,6 +521,7 @@ macro_rules! matmul_q8a_fns {
                     D.block_elems() / QK, |wb, j, a| term(D, wb, j, a))
             }
         }
+        #[cfg(test)]
         fn $isums(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
             const D: DType = DType::$dtype;
             let subs = D.block_elems() / QK;

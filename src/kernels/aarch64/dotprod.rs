@@ -60,6 +60,7 @@ unsafe fn matmul_q8a_sdot<const DT: u8>(
 }
 
 #[inline(always)]
+#[cfg(test)]
 unsafe fn isums_sdot<const DT: u8>(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
     neon::isums::<Sdot, DT>(w_row, xq, out)
 }
@@ -70,6 +71,7 @@ neon::q8a_entry_points!("neon,dotprod", matmul_q8a_sdot, isums_sdot);
 pub(super) static KERNELS: Kernels = Kernels {
     name: "dotprod",
     matmul_q8a: Q8A_MATMULS,
+    #[cfg(test)]
     isums: Q8A_ISUMS,
     ..neon::KERNELS
 };

@@ -322,6 +322,7 @@ unsafe fn matmul_q8a_mm<const DT: u8>(
 
 /// Per-block sums through SMMLA (each block paired with itself; lane 0 is `w . a`).
 #[inline(always)]
+#[cfg(test)]
 unsafe fn isums_mm<const DT: u8>(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
     if is_k(DT) {
         return isums_k::<DT>(w_row, xq, out);
@@ -337,6 +338,7 @@ unsafe fn isums_mm<const DT: u8>(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32])
 /// Per-sub-block K-quant sums through SMMLA (the row and its activations each paired with
 /// themselves; lane 0 is the row's `isum`).
 #[inline(always)]
+#[cfg(test)]
 unsafe fn isums_k<const K: u8>(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
     let bb = kquant::block_bytes(K);
     for b in 0..out.len() / SUBS {
@@ -386,6 +388,7 @@ pub(super) unsafe fn tile_isums(
 pub(super) static KERNELS: Kernels = Kernels {
     name: "i8mm",
     matmul_q8a: Q8A_MATMULS,
+    #[cfg(test)]
     isums: Q8A_ISUMS,
     ..dotprod::KERNELS
 };

@@ -263,6 +263,7 @@ pub(super) unsafe fn matmul<D: Idot, const K: u8>(
 
 /// Per-sub-block exact sums of one row (test hook), through the tile's [`isum4`].
 #[inline(always)]
+#[cfg(test)]
 pub(super) unsafe fn isums<D: Idot, const K: u8>(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
     let bb = block_bytes(K);
     for b in 0..out.len() / SUBS {

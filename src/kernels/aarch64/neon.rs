@@ -295,6 +295,7 @@ pub(super) unsafe fn matmul_q8a<D: Idot, const DT: u8>(
 
 /// Per-block integer sums of one row with product `D` (preconditions of `IsumsFn`).
 #[inline(always)]
+#[cfg(test)]
 pub(super) unsafe fn isums<D: Idot, const DT: u8>(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
     if is_k(DT) {
         return kquant::isums::<D, DT>(w_row, xq, out);
@@ -335,7 +336,8 @@ macro_rules! q8a_entry_points {
             }
             $dt
         }),*];
-        /// This path's `isums` entries, in `DType::QUANTIZED` order.
+        /// This path's `isums` entries (test hooks), in `DType::QUANTIZED` order.
+        #[cfg(test)]
         const Q8A_ISUMS: [$crate::kernels::IsumsFn; $crate::kernels::N_QUANT] = [$({
             #[target_feature(enable = $features)]
             unsafe fn $dt(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
@@ -361,6 +363,7 @@ unsafe fn matmul_q8a_smull<const DT: u8>(
 }
 
 #[inline(always)]
+#[cfg(test)]
 unsafe fn isums_smull<const DT: u8>(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
     isums::<Smull, DT>(w_row, xq, out)
 }
@@ -693,6 +696,7 @@ pub(super) static KERNELS: Kernels = Kernels {
     name: "neon",
     quantize_act,
     matmul_q8a: Q8A_MATMULS,
+    #[cfg(test)]
     isums: Q8A_ISUMS,
     matmul_f32: [
         matmul_f32_f32,

@@ -11,8 +11,8 @@ use std::ops::Range;
 
 use super::scalar::{self, Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES};
 use super::{
-    DequantFn, GluFn, IsumsFn, Kernels, LseFn, MatmulF32Fn, MatmulQ8aFn, QuantizeFn, SoftmaxFn,
-    WsumFn, N_QUANT,
+    DequantFn, GluFn, Kernels, LseFn, MatmulF32Fn, MatmulQ8aFn, QuantizeFn, SoftmaxFn,
+    WsumFn,
 };
 
 /// Weight dtype selectors of the const-generic 32-value kernels (Q8_0, Q4_0, Q4_1).
@@ -45,6 +45,7 @@ macro_rules! entries {
         }
     };
     (@isums $features:literal, $name:ident, $kernel:expr) => {
+        #[cfg(test)]
         #[target_feature(enable = $features)]
         pub(super) unsafe fn $name(w_row: &[u8], xq: &[$crate::kernels::BlockQ8A], out: &mut [i32]) {
             ($kernel)(w_row, xq, out)
@@ -162,14 +163,17 @@ pub(super) struct Float {
 pub(super) const fn table(
     name: &'static str,
     q8a: [MatmulQ8aFn; 3],
-    isums: [IsumsFn; 3],
+    isums: Isums3,
     q5k: [MatmulQ8aFn; 5],
     f: Float,
 ) -> Kernels {
+    #[cfg(not(test))]
+    let () = isums;
     Kernels {
         name,
         quantize_act: f.quantize_act,
         matmul_q8a: join(q8a, q5k),
+        #[cfg(test)]
         isums: isums_entries(isums),
         matmul_f32: scalar::with_head(f.matmul_f32, scalar::KERNELS.matmul_f32),
         dequant_row: scalar::with_head(f.dequant_row, scalar::KERNELS.dequant_row),
@@ -302,9 +306,28 @@ impl FOperands {
     }
 }
 
+/// A table's own `isums` test hooks (Q8_0, Q4_0, Q4_1): [`isums3`] builds them, as `()` in
+/// builds without tests, which compile no `isums`.
+#[cfg(test)]
+pub(super) type Isums3 = [super::IsumsFn; 3];
+#[cfg(not(test))]
+pub(super) type Isums3 = ();
+
+/// The [`Isums3`] of three `isums` entries.
+#[cfg(test)]
+macro_rules! isums3 {
+    ($($f:expr),*) => { [$($f),*] };
+}
+#[cfg(not(test))]
+macro_rules! isums3 {
+    ($($f:expr),*) => { () };
+}
+pub(super) use isums3;
+
 /// A table's `isums` entries: its own of Q8_0, Q4_0 and Q4_1, then the AVX2 ones of the
 /// 5-bit and K-quant layouts (in [`DType::QUANTIZED`](super::DType::QUANTIZED) order).
-const fn isums_entries(head: [IsumsFn; 3]) -> [IsumsFn; N_QUANT] {
+#[cfg(test)]
+const fn isums_entries(head: Isums3) -> [super::IsumsFn; super::N_QUANT] {
     join(head, avx2::ISUMS_Q5_AND_K)
 }
 

@@ -558,6 +558,7 @@ pub(super) unsafe fn matmul<const K: u8>(
 /// Per-sub-block exact sums of one row (test hook), with the primitives of the path
 /// [`matmul`] takes for rows of this width.
 #[inline(always)]
+#[cfg(test)]
 pub(super) unsafe fn isums<const K: u8>(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
     let by_units = arranged::fits::<KUnit<K>>(out.len());
     for b in 0..out.len() / SUBS {

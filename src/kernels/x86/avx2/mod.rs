@@ -34,7 +34,10 @@ mod q4;
 pub(in crate::kernels::x86) mod q5;
 mod q8;
 
-use super::super::{IsumsFn, MatmulQ8aFn};
+#[cfg(test)]
+use super::super::IsumsFn;
+use super::super::MatmulQ8aFn;
+use super::isums3;
 use kquant::{Q4_K, Q5_K, Q6_K};
 
 /// Integer product selectors: `vpmaddubsw` + `vpmaddwd`; AVX-VNNI's VEX `vpdpbusd`; or the
@@ -111,6 +114,7 @@ unsafe fn hsum4(v: [__m256; 4]) -> __m128 {
 
 /// The sum of 8 i32 lanes.
 #[inline(always)]
+#[cfg(test)]
 unsafe fn hsum_i32(v: __m256i) -> i32 {
     let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
     let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
@@ -169,6 +173,7 @@ unsafe fn matmul_q8a<const DT: u8, const VNNI: u8>(
 }
 
 #[inline(always)]
+#[cfg(test)]
 unsafe fn isums<const DT: u8, const VNNI: u8>(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
     let bb = block_bytes(DT);
     let mut b0 = 0;
@@ -246,6 +251,7 @@ pub(super) const MATMUL_Q8A_Q5_AND_K: [MatmulQ8aFn; 5] = [
     matmul_q8a_q6_k,
 ];
 /// The `isums` entries, in the same order.
+#[cfg(test)]
 pub(super) const ISUMS_Q5_AND_K: [IsumsFn; 5] =
     [isums_q5_0, isums_q5_1, isums_q4_k, isums_q5_k, isums_q6_k];
 
@@ -276,7 +282,7 @@ entries! {
 pub(super) static KERNELS: Kernels = table(
     "avx2",
     [matmul_q8a_q8_0, matmul_q8a_q4_0, matmul_q8a_q4_1],
-    [isums_q8_0, isums_q4_0, isums_q4_1],
+    isums3!(isums_q8_0, isums_q4_0, isums_q4_1),
     MATMUL_Q8A_Q5_AND_K,
     FLOAT,
 );
@@ -292,7 +298,7 @@ pub(super) static KERNELS_VNNI_EVEX: Kernels = table(
         evex_matmul_q8a_q4_0,
         evex_matmul_q8a_q4_1,
     ],
-    [evex_isums_q8_0, evex_isums_q4_0, evex_isums_q4_1],
+    isums3!(evex_isums_q8_0, evex_isums_q4_0, evex_isums_q4_1),
     MATMUL_Q8A_Q5_AND_K,
     FLOAT,
 );
@@ -306,7 +312,7 @@ pub(super) static KERNELS_VNNI: Kernels = table(
         vnni_matmul_q8a_q4_0,
         vnni_matmul_q8a_q4_1,
     ],
-    [vnni_isums_q8_0, vnni_isums_q4_0, vnni_isums_q4_1],
+    isums3!(vnni_isums_q8_0, vnni_isums_q4_0, vnni_isums_q4_1),
     MATMUL_Q8A_Q5_AND_K,
     FLOAT,
 );

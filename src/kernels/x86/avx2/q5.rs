@@ -29,7 +29,7 @@ use super::super::super::scalar::{Q5_0_BYTES, Q5_1_BYTES};
 use super::super::super::{BlockQ8A, QK};
 use super::arranged::{self, Unit};
 use super::frame::{matmul_tiles, Micro};
-use super::{f16_lane0, hsum_i32, prefetch_rows};
+use super::{f16_lane0, prefetch_rows};
 
 /// The 32 bits of `bits` as bytes `0x10` (bit set) or 0, byte i for bit i.
 #[inline(always)]
@@ -473,6 +473,7 @@ pub(in crate::kernels::x86) unsafe fn matmul<const ONE: bool, const BW: bool>(
 /// Per-block exact sums of one row (test hook), with the micro-kernels' primitives: quads
 /// and single tail blocks, pairs, or single blocks, as [`matmul`] takes them.
 #[inline(always)]
+#[cfg(test)]
 pub(super) unsafe fn isums<const ONE: bool>(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
     let bb = <Q5<ONE> as Micro>::BLOCK_BYTES;
     let nb = out.len();
@@ -506,6 +507,6 @@ pub(super) unsafe fn isums<const ONE: bool>(w_row: &[u8], xq: &[BlockQ8A], out: 
     }
     for (b, o) in out.iter_mut().enumerate().skip(b0) {
         let u = values::<ONE>(w_row.as_ptr().add(b * bb));
-        *o = hsum_i32(lanes(u, &<Q5<ONE> as Micro>::load_a(xq.as_ptr().add(b))));
+        *o = super::hsum_i32(lanes(u, &<Q5<ONE> as Micro>::load_a(xq.as_ptr().add(b))));
     }
 }

@@ -8,11 +8,8 @@ use std::ops::Range;
 
 use super::super::super::{BlockQ8A, QK};
 use super::super::{block_bytes, drive, prefetch, PREFETCH_ROWS, Q8_0};
-use super::pair::{isum_lanes, load_a, load_w};
-use super::q4::{
-    grp_block, isum_group, isum_lanes4, load_a4, load_ag, load_w4, load_wg, Q4Groups, GRP, GRP_MAX,
-};
-use super::q8::{isum_oct, load_aoct, load_woct, oct_block, Q8Octets, OCT, OCT_MAX};
+use super::q4::{Q4Groups, GRP, GRP_MAX};
+use super::q8::{Q8Octets, OCT, OCT_MAX};
 use super::wide::RowTiles;
 
 /// Word-permute indices (`vpermw`), 64-byte aligned for one load.
@@ -196,11 +193,15 @@ pub(super) unsafe fn matmul_q8a<const DT: u8, const VNNI: bool>(
 
 /// Per-block exact sums of one row (test hook), with the matmul's own primitives.
 #[inline(always)]
+#[cfg(test)]
 pub(super) unsafe fn isums<const DT: u8, const VNNI: bool>(
     w_row: &[u8],
     xq: &[BlockQ8A],
     out: &mut [i32],
 ) {
+    use super::pair::{isum_lanes, load_a, load_w};
+    use super::q4::{grp_block, isum_group, isum_lanes4, load_a4, load_ag, load_w4, load_wg};
+    use super::q8::{isum_oct, load_aoct, load_woct, oct_block};
     let nb = xq.len();
     let bb = block_bytes(DT);
     let mut b = 0;

@@ -214,7 +214,7 @@ pub(super) unsafe fn matmul<const K: u8, const V: bool>(
     out_stride: usize,
 ) {
     let nb = cols / QK;
-    if n_tok < 2 || !arranged::fits::<KUnit<K>>(nb) || nb % SUBS != 0 {
+    if n_tok < 2 || !arranged::fits::<KUnit<K>>(nb) || !nb.is_multiple_of(SUBS) {
         if V {
             let bw = [super::matmul_q8a_q4_k, super::matmul_q8a_q5_k, super::matmul_q8a_q6_k];
             return bw[usize::from(K)](w, cols, rows, xq, n_tok, out, out_stride);

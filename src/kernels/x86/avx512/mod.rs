@@ -46,8 +46,10 @@ mod wide;
 
 use super::super::Kernels;
 use super::avx2::kquant::{Q4_K, Q5_K, Q6_K};
-use super::{table, Q4_0, Q4_1, Q8_0};
-use frame::{isums, matmul_q8a};
+use super::{isums3, table, Q4_0, Q4_1, Q8_0};
+#[cfg(test)]
+use frame::isums;
+use frame::matmul_q8a;
 
 entries! {
     "avx512f,avx512bw,avx512vl,avx2,fma,f16c";
@@ -94,7 +96,7 @@ float_entries!("avx512f,avx512bw,avx512vl,avx2,fma,f16c", float);
 pub(super) static KERNELS: Kernels = table(
     "avx512",
     [matmul_q8a_q8_0, matmul_q8a_q4_0, matmul_q8a_q4_1],
-    [isums_q8_0, isums_q4_0, isums_q4_1],
+    isums3!(isums_q8_0, isums_q4_0, isums_q4_1),
     [
         matmul_q8a_q5_0,
         matmul_q8a_q5_1,
@@ -114,7 +116,7 @@ pub(super) static KERNELS_VNNI: Kernels = table(
         vnni_matmul_q8a_q4_0,
         vnni_matmul_q8a_q4_1,
     ],
-    [vnni_isums_q8_0, vnni_isums_q4_0, vnni_isums_q4_1],
+    isums3!(vnni_isums_q8_0, vnni_isums_q4_0, vnni_isums_q4_1),
     [
         matmul_q8a_q5_0,
         matmul_q8a_q5_1,
