@@ -859,8 +859,9 @@ fn bench(a: BenchArgs) -> Result<()> {
         None => None,
         Some(g) if g > 0.0 => Some((g, "given")),
         Some(_) => {
+            let quarter = |m: u64| usize::try_from(m / 4).unwrap_or(usize::MAX);
             let bytes = pipit::session::available_memory()
-                .map_or(ROOFLINE_BYTES, |m| ROOFLINE_BYTES.min(m as usize / 4));
+                .map_or(ROOFLINE_BYTES, |m| ROOFLINE_BYTES.min(quarter(m)));
             Some((session.read_bandwidth(bytes, 5)?, "measured"))
         }
     };

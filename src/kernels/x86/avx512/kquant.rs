@@ -1,15 +1,16 @@
 //! Q4_K, Q5_K and Q6_K batches with AVX-512 BW: the AVX2 arranged super-blocks
 //! (`avx2/kquant.rs`), two tokens per register. A row's unpacked super-block is the same in
 //! both 256-bit halves and each half holds one token's arranged activations, so one
-//! `vpmaddubsw` / `vpaddw` / `vpmaddwd` serves two tokens and the f32 steps (conversion, the
-//! minimum term's FNMA, the scale's FMA) run on both tokens' 8 lanes at once. Every lane sees
-//! the AVX2 kernel's operations in the same order, so each output has the same bits as on
-//! the AVX2 path (and as decode, which stays on it): integer sums are exact, and the f32
-//! steps are lane-wise.
+//! `vpmaddubsw` / `vpaddw` / `vpmaddwd` (with VNNI: one `vpdpbusd`, see [`isums`]) serves two
+//! tokens and the f32 steps (conversion, the minimum term's FNMA, the scale's FMA) run on
+//! both tokens' 8 lanes at once. Every lane sees the AVX2 kernel's operations in the same
+//! order, so each output has the same bits as on the AVX2 path: integer sums are exact, and
+//! the f32 steps are lane-wise. Decode takes [`KQuantBw`], the AVX2 micro-kernel two
+//! sub-blocks per register, with the same integer sums and f32 steps.
 //!
 //! # Safety
-//! As in the `avx512` module documentation: AVX-512 F/BW/VL, AVX2, FMA and F16C, and the
-//! slice-size preconditions of `MatmulQ8aFn`.
+//! As in the `avx512` module documentation: AVX-512 F/BW/VL (and VNNI for the VNNI forms),
+//! AVX2, FMA and F16C, and the slice-size preconditions of `MatmulQ8aFn`.
 
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
@@ -126,13 +127,10 @@ unsafe fn pair_a<const K: u8, const V: bool>(a: &AUnit, b: &AUnit) -> A2 {
 }
 
 /// `acc` plus the super-block's product for both tokens: `avx2::kquant`'s `kunit_isums` and
-/// `KUnit::accumulate`, lane for lane. With VNNI (`V`) the integer sums come from
-/// `vpdpbusd`, which adds the 4 products of an i32 lane (one sub-block's, `WUnit`'s
-/// arrangement) without the i16 steps, and `vpmulld` by the lane's scale: the same exact
-/// integers as `vpmaddubsw` / `vpaddw` / `vpmaddwd` give, so the outputs keep their bits.
+/// `KUnit::accumulate`, lane for lane.
 #[inline(always)]
 unsafe fn accumulate<const K: u8, const V: bool>(w: &W2, a: &A2, acc: __m512) -> __m512 {
-    let i = if V { isums_vnni::<K>(w, a) } else { isums::<K>(w, a) };
+    let i = isums::<K, V>(w, a);
     let acc = if K == Q6_K {
         acc
     } else {
@@ -141,53 +139,36 @@ unsafe fn accumulate<const K: u8, const V: bool>(w: &W2, a: &A2, acc: __m512) ->
     _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(w.d, a.d), acc)
 }
 
-/// The exact `isum` of each sub-block for both tokens through `vpdpbusd`: per i32 lane at
-/// most 16 products of 63 and 127 per half, far inside i32, and Q6_K's `32 * a` removed
-/// from each half's sum before its scale multiplies it, as in [`isums`].
+/// The exact `isum` of each sub-block for both tokens, sub-block j in lane j of each half:
+/// per half of the super-block, the products of its 4 registers summed per lane, Q6_K's
+/// `32 * a` removed, then multiplied by the lanes' scales. Without VNNI that is
+/// `avx2::kquant`'s `kunit_isums` on 512-bit registers (i16 sums: `vpmaddubsw`, `vpaddw`,
+/// then `vpmaddwd` by the scales). With VNNI (`V`) `vpdpbusd` adds each i32 lane's 4
+/// products directly (at most 16 products of 63 and 127 per half, far inside i32) and
+/// `vpmulld` applies the scale: the same exact integers, so the outputs keep their bits.
 #[inline(always)]
-unsafe fn isums_vnni<const K: u8>(w: &W2, a: &A2) -> __m512i {
+unsafe fn isums<const K: u8, const V: bool>(w: &W2, a: &A2) -> __m512i {
     let half = |h: usize| {
-        let mut s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w.x[4 * h], a.x[4 * h]);
-        for k in 4 * h + 1..4 * h + 4 {
-            s = _mm512_dpbusd_epi32(s, w.x[k], a.x[k]);
+        let mut s = _mm512_setzero_si512();
+        for k in 4 * h..4 * h + 4 {
+            s = if V {
+                _mm512_dpbusd_epi32(s, w.x[k], a.x[k])
+            } else {
+                _mm512_add_epi16(s, _mm512_maddubs_epi16(w.x[k], a.x[k]))
+            };
         }
         s
     };
+    let add = |x, y| if V { _mm512_add_epi32(x, y) } else { _mm512_add_epi16(x, y) };
+    let sub = |x, y| if V { _mm512_sub_epi32(x, y) } else { _mm512_sub_epi16(x, y) };
+    let scale = |x, sc| if V { _mm512_mullo_epi32(x, sc) } else { _mm512_madd_epi16(x, sc) };
     let (s0, s1) = (half(0), half(1));
     match K {
-        k2::Q4_K => _mm512_mullo_epi32(_mm512_add_epi32(s0, s1), w.sc[0]),
-        k2::Q5_K => _mm512_add_epi32(
-            _mm512_mullo_epi32(s0, w.sc[0]),
-            _mm512_mullo_epi32(s1, w.sc[1]),
-        ),
+        k2::Q4_K => scale(add(s0, s1), w.sc[0]),
+        k2::Q5_K => _mm512_add_epi32(scale(s0, w.sc[0]), scale(s1, w.sc[1])),
         _ => _mm512_add_epi32(
-            _mm512_mullo_epi32(_mm512_sub_epi32(s0, a.m32[0]), w.sc[0]),
-            _mm512_mullo_epi32(_mm512_sub_epi32(s1, a.m32[1]), w.sc[1]),
-        ),
-    }
-}
-
-/// The exact `isum` of each sub-block for both tokens: `avx2::kquant`'s `kunit_isums` on
-/// 512-bit registers.
-#[inline(always)]
-unsafe fn isums<const K: u8>(w: &W2, a: &A2) -> __m512i {
-    let half = |h: usize| {
-        let mut s = _mm512_maddubs_epi16(w.x[4 * h], a.x[4 * h]);
-        for k in 4 * h + 1..4 * h + 4 {
-            s = _mm512_add_epi16(s, _mm512_maddubs_epi16(w.x[k], a.x[k]));
-        }
-        s
-    };
-    let (s0, s1) = (half(0), half(1));
-    match K {
-        k2::Q4_K => _mm512_madd_epi16(_mm512_add_epi16(s0, s1), w.sc[0]),
-        k2::Q5_K => _mm512_add_epi32(
-            _mm512_madd_epi16(s0, w.sc[0]),
-            _mm512_madd_epi16(s1, w.sc[1]),
-        ),
-        _ => _mm512_add_epi32(
-            _mm512_madd_epi16(_mm512_sub_epi16(s0, a.m32[0]), w.sc[0]),
-            _mm512_madd_epi16(_mm512_sub_epi16(s1, a.m32[1]), w.sc[1]),
+            scale(sub(s0, a.m32[0]), w.sc[0]),
+            scale(sub(s1, a.m32[1]), w.sc[1]),
         ),
     }
 }
