@@ -69,11 +69,45 @@ pub(in crate::kernels::x86) struct A5 {
     pub(in crate::kernels::x86) init: __m256i,
 }
 
+/// The block at `p`'s `d` in every lane, and Q5_1's `m` in lane 0 (zero elsewhere: the
+/// minimum term enters once per block).
+#[inline(always)]
+pub(in crate::kernels::x86) unsafe fn block_dm<const ONE: bool>(p: *const u8) -> (__m256, __m256) {
+    let d = _mm256_broadcastss_ps(f16_lane0(p));
+    let m = if ONE {
+        _mm256_zextps128_ps256(f16_lane0(p.add(2)))
+    } else {
+        _mm256_setzero_ps()
+    };
+    (d, m)
+}
+
 /// The exact i32 lanes of the block's values `u` times `a` (lane sum: the block's `isum`).
 #[inline(always)]
 unsafe fn lanes(u: __m256i, a: &A5) -> __m256i {
     let p = _mm256_maddubs_epi16(u, a.a);
     _mm256_add_epi32(a.init, _mm256_madd_epi16(p, _mm256_set1_epi16(1)))
+}
+
+/// The f32 steps of every Q5 layout (and of the AVX-512 decode), per register of exact i32
+/// lanes `i`, initial lanes included: converted, scaled lane by lane by the weights' `d`
+/// times the activations' `a_d`, and accumulated; then Q5_1's minimum term, `m * a_s`
+/// (zero in the lanes that must not add it).
+#[inline(always)]
+pub(in crate::kernels::x86) unsafe fn steps<const ONE: bool>(
+    i: __m256i,
+    d: __m256,
+    a_d: __m256,
+    m: __m256,
+    a_s: __m256,
+    acc: __m256,
+) -> __m256 {
+    let acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_mul_ps(d, a_d), acc);
+    if ONE {
+        _mm256_fmadd_ps(m, a_s, acc)
+    } else {
+        acc
+    }
 }
 
 /// Q5_0 (`ONE = false`) or Q5_1 (`ONE = true`).
@@ -118,14 +152,10 @@ impl<const ONE: bool> Micro for Q5<ONE> {
             // DRAM). Blocks are under 64 bytes, so every line holds a block start.
             _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(ahead).cast());
             let u = values::<ONE>(p);
-            let d = _mm256_broadcastss_ps(f16_lane0(p));
+            let (d, m) = block_dm::<ONE>(p);
             for t in 0..T {
-                let i = _mm256_cvtepi32_ps(lanes(u, &a[t]));
-                acc[r][t] = _mm256_fmadd_ps(i, _mm256_mul_ps(d, a[t].d), acc[r][t]);
-                if ONE {
-                    let m = _mm256_zextps128_ps256(f16_lane0(p.add(2)));
-                    acc[r][t] = _mm256_fmadd_ps(m, a[t].s, acc[r][t]);
-                }
+                let at = &a[t];
+                acc[r][t] = steps::<ONE>(lanes(u, at), d, at.d, m, at.s, acc[r][t]);
             }
         }
     }
@@ -210,11 +240,8 @@ impl<const ONE: bool> Micro for Q5Pair<ONE> {
                     _mm256_maddubs_epi16(u0, a[t].a[0]),
                     _mm256_maddubs_epi16(u1, a[t].a[1]),
                 );
-                let i = _mm256_cvtepi32_ps(_mm256_add_epi32(a[t].init, i));
-                acc[r][t] = _mm256_fmadd_ps(i, _mm256_mul_ps(d, a[t].d), acc[r][t]);
-                if ONE {
-                    acc[r][t] = _mm256_fmadd_ps(m, a[t].s, acc[r][t]);
-                }
+                let i = _mm256_add_epi32(a[t].init, i);
+                acc[r][t] = steps::<ONE>(i, d, a[t].d, m, a[t].s, acc[r][t]);
             }
         }
     }
@@ -429,13 +456,7 @@ impl<const ONE: bool, const BW: bool> Unit for Q5Quads<ONE, BW> {
     }
     #[inline(always)]
     unsafe fn accumulate(w: &WQuad, a: &AQuad, acc: __m256) -> __m256 {
-        let i = _mm256_cvtepi32_ps(isum_quad(w, a));
-        let acc = _mm256_fmadd_ps(i, _mm256_mul_ps(w.d, a.d), acc);
-        if ONE {
-            _mm256_fmadd_ps(w.m, a.s, acc)
-        } else {
-            acc
-        }
+        steps::<ONE>(isum_quad(w, a), w.d, a.d, w.m, a.s, acc)
     }
 }
 

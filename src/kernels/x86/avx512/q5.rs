@@ -23,8 +23,10 @@ use std::ops::Range;
 use super::super::super::{BlockQ8A, QK};
 use super::super::avx2::arranged::{self, UNITS_MAX};
 use super::super::avx2::frame::Micro;
-use super::super::avx2::{f16_lane0, hsum};
-use super::super::avx2::q5::{self as q5_avx2, load_aq, AQuad, Q5Quads, A5, Q5, QUAD};
+use super::super::avx2::hsum;
+use super::super::avx2::q5::{
+    self as q5_avx2, block_dm, load_aq, steps, AQuad, Q5Quads, A5, Q5, QUAD,
+};
 use super::super::{prefetch, prefetch_rows};
 
 /// Blocks past the last whole quad, at most (`arranged::fits`).
@@ -133,15 +135,12 @@ pub(super) unsafe fn matmul<const ONE: bool>(
                 _mm256_unpackhi_epi32(a01, a23),
             );
             let aq_q = aq[q].assume_init_ref();
-            let i = _mm256_cvtepi32_ps(_mm256_add_epi32(aq_q.init, lanes));
+            let i = _mm256_add_epi32(aq_q.init, lanes);
             let (d, m) = quad_dm(pq, bb);
-            acc = _mm256_fmadd_ps(i, _mm256_mul_ps(d, aq_q.d), acc);
-            if ONE {
-                acc = _mm256_fmadd_ps(m, aq_q.s, acc);
-            }
+            acc = steps::<ONE>(i, d, aq_q.d, m, aq_q.s, acc);
         }
-        // Tail blocks two at a time (a lone last one twice), then `Q5::block`'s steps for
-        // each, in order.
+        // Tail blocks two at a time (a lone last one twice), then each one's steps, in order,
+        // as `Q5::block` takes them.
         for k in (0..n_tail).step_by(2) {
             let b = QUAD * nq + k;
             let (p0, p1) = (p.add(b * bb), p.add((b + 1).min(nb - 1) * bb));
@@ -149,14 +148,8 @@ pub(super) unsafe fn matmul<const ONE: bool>(
             let halves = [_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64::<1>(s)];
             for (j, &h) in halves.iter().enumerate().take(n_tail - k) {
                 let t = tail[k + j].assume_init_ref();
-                let pb = p.add((b + j) * bb);
-                let i = _mm256_cvtepi32_ps(_mm256_add_epi32(t.init, h));
-                let d = _mm256_broadcastss_ps(f16_lane0(pb));
-                acc = _mm256_fmadd_ps(i, _mm256_mul_ps(d, t.d), acc);
-                if ONE {
-                    let m = _mm256_zextps128_ps256(f16_lane0(pb.add(2)));
-                    acc = _mm256_fmadd_ps(m, t.s, acc);
-                }
+                let (d, m) = block_dm::<ONE>(p.add((b + j) * bb));
+                acc = steps::<ONE>(_mm256_add_epi32(t.init, h), d, t.d, m, t.s, acc);
             }
         }
         *out.add(r) = hsum(acc);
