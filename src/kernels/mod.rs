@@ -191,7 +191,7 @@ pub(crate) type SoftmaxFn = unsafe fn(row: &mut [f32], scale: f32);
 /// One set of kernels for one instruction-set level. Obtain it from [`kernels`], [`select`]
 /// or [`available`]; the table exists only for paths this CPU supports.
 pub struct Kernels {
-    /// Path name as accepted by `PIPIT_KERNELS` (`scalar`, `avx2`, `avx512`, ...).
+    /// Path name as accepted by `PIPIT_KERNELS` (`scalar`, `avx2`, `avx512vnni`, ...).
     pub name: &'static str,
     pub(crate) quantize_act: QuantizeFn,
     /// Indexed by [`qindex`]: the order of [`DType::QUANTIZED`].
@@ -548,11 +548,10 @@ pub fn available() -> Vec<&'static Kernels> {
 }
 
 /// Names `PIPIT_KERNELS` accepts.
-pub const PATH_NAMES: [&str; 8] = [
+pub const PATH_NAMES: [&str; 7] = [
     "scalar",
     "avx2",
     "avxvnni",
-    "avx512",
     "avx512vnni",
     "neon",
     "dotprod",

@@ -1,10 +1,10 @@
-//! x86-64 paths: AVX2+FMA+F16C and AVX-VNNI ([`avx2`]), AVX-512 F/BW/VL and AVX-512 VNNI
+//! x86-64 paths: AVX2+FMA+F16C and AVX-VNNI ([`avx2`]), AVX-512 F/BW/VL with VNNI
 //! ([`avx512`]). Each table is handed out only after its features are detected here.
 //!
 //! What every x86 table shares lives here: the dtype selectors of the const-generic kernels,
 //! the entry-point macros, the tile loop, the weight prefetch distances, the assembly of a
 //! table ([`table`]: its float entries and the int8-activation entries of the 5-bit and
-//! K-quant layouts, kernels of `avx2/q5.rs` and `avx2/kquant.rs` that the AVX-512 tables
+//! K-quant layouts, kernels of `avx2/q5.rs` and `avx2/kquant.rs` that the AVX-512 table
 //! compile with their own features, and batch K-quants two tokens per register there).
 
 use std::ops::Range;
@@ -157,7 +157,7 @@ pub(super) struct Float {
 }
 
 /// The x86 table `name`: its own Q8_0, Q4_0 and Q4_1 int8 kernels (`q8a`, `isums`), the
-/// matmuls `q5k` of the 5-bit and K-quant layouts (AVX2's, or the AVX-512 tables' forms of
+/// matmuls `q5k` of the 5-bit and K-quant layouts (AVX2's, or the AVX-512 table's forms of
 /// them), the AVX2 `isums` of those, and the float entries `f`, with the scalar reference's for the
 /// dtypes it has none of.
 pub(super) const fn table(
@@ -337,10 +337,11 @@ fn has_avx2() -> bool {
         && is_x86_feature_detected!("f16c")
 }
 
-fn has_avx512() -> bool {
+fn has_avx512_vnni() -> bool {
     is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512bw")
         && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx512vnni")
         && is_x86_feature_detected!("avx2")
         && is_x86_feature_detected!("fma")
         && is_x86_feature_detected!("f16c")
@@ -355,15 +356,12 @@ pub(crate) fn available() -> Vec<&'static Kernels> {
             v.push(&avx2::KERNELS_VNNI);
         }
         #[cfg(test)]
-        if has_avx512() && is_x86_feature_detected!("avx512vnni") {
+        if has_avx512_vnni() {
             v.push(&avx2::KERNELS_VNNI_EVEX);
         }
     }
-    if has_avx512() {
+    if has_avx512_vnni() {
         v.push(&avx512::KERNELS);
-        if is_x86_feature_detected!("avx512vnni") {
-            v.push(&avx512::KERNELS_VNNI);
-        }
     }
     v
 }
@@ -390,7 +388,7 @@ mod tests {
     #[test]
     fn avxvnni_arithmetic_is_under_test_where_possible() {
         let names: Vec<_> = super::super::available().iter().map(|k| k.name).collect();
-        if super::has_avx512() && is_x86_feature_detected!("avx512vnni") {
+        if super::has_avx512_vnni() {
             assert!(names.contains(&"avxvnni-as-evex"), "{names:?}");
         }
         if is_x86_feature_detected!("avxvnni") && super::has_avx2() {

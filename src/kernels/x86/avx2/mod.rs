@@ -242,7 +242,8 @@ entries! {
 }
 
 /// The `matmul_q8a` entries of the quantized dtypes after Q4_1 (in `DType::QUANTIZED`
-/// order): the AVX2 tables', and the AVX-512 tables' but for their K-quant batches.
+/// order): the AVX2 tables', and those the AVX-512 table's Q5 entries hand the rows its
+/// quads do not take.
 pub(super) const MATMUL_Q8A_Q5_AND_K: [MatmulQ8aFn; 5] = [
     matmul_q8a_q5_0,
     matmul_q8a_q5_1,

@@ -155,7 +155,7 @@ unsafe fn matmul_tiled<L: Layout>(
 /// The q8a matmul (see `MatmulQ8aFn`): rows of up to 4096 columns by the grouped (Q4) or
 /// octet (Q8_0) path; wider rows by row tiles of 8 (decode) or 4, over tokens in tiles of 4.
 #[inline(always)]
-pub(super) unsafe fn matmul_q8a<const DT: u8, const VNNI: bool>(
+pub(super) unsafe fn matmul_q8a<const DT: u8>(
     w: &[u8],
     cols: usize,
     rows: Range<usize>,
@@ -168,14 +168,14 @@ pub(super) unsafe fn matmul_q8a<const DT: u8, const VNNI: bool>(
     let rb = nb * block_bytes(DT);
     let (w, x) = (w.as_ptr(), xq.as_ptr());
     if DT != Q8_0 && nb / GRP <= GRP_MAX {
-        matmul_tiled::<Q4Groups<DT, VNNI>>(w, rb, nb, rows, x, n_tok, out, out_stride);
+        matmul_tiled::<Q4Groups<DT>>(w, rb, nb, rows, x, n_tok, out, out_stride);
         return;
     }
     if DT == Q8_0 && nb / OCT <= OCT_MAX {
-        matmul_tiled::<Q8Octets<VNNI>>(w, rb, nb, rows, x, n_tok, out, out_stride);
+        matmul_tiled::<Q8Octets>(w, rb, nb, rows, x, n_tok, out, out_stride);
         return;
     }
-    let tiles = RowTiles::<DT, VNNI> {
+    let tiles = RowTiles::<DT> {
         w,
         rb,
         nb,
@@ -194,11 +194,7 @@ pub(super) unsafe fn matmul_q8a<const DT: u8, const VNNI: bool>(
 /// Per-block exact sums of one row (test hook), with the matmul's own primitives.
 #[inline(always)]
 #[cfg(test)]
-pub(super) unsafe fn isums<const DT: u8, const VNNI: bool>(
-    w_row: &[u8],
-    xq: &[BlockQ8A],
-    out: &mut [i32],
-) {
+pub(super) unsafe fn isums<const DT: u8>(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
     use super::pair::{isum_lanes, load_a, load_w};
     use super::q4::{grp_block, isum_group, isum_lanes4, load_a4, load_ag, load_w4, load_wg};
     use super::q8::{isum_oct, load_aoct, load_woct, oct_block};
@@ -207,10 +203,10 @@ pub(super) unsafe fn isums<const DT: u8, const VNNI: bool>(
     let mut b = 0;
     if DT == Q8_0 {
         while b + OCT <= nb {
-            let wo = load_woct::<VNNI>(w_row.as_ptr().add(b * bb));
-            let ao = load_aoct::<VNNI>(xq.as_ptr().add(b));
+            let wo = load_woct(w_row.as_ptr().add(b * bb));
+            let ao = load_aoct(xq.as_ptr().add(b));
             let mut lanes = [0i32; 16];
-            _mm512_storeu_si512(lanes.as_mut_ptr().cast(), isum_oct::<VNNI>(&wo, &ao));
+            _mm512_storeu_si512(lanes.as_mut_ptr().cast(), isum_oct(&wo, &ao));
             out[b..b + OCT].fill(0);
             for (l, v) in lanes.into_iter().enumerate() {
                 out[b + oct_block(l)] += v;
@@ -221,9 +217,9 @@ pub(super) unsafe fn isums<const DT: u8, const VNNI: bool>(
     if DT != Q8_0 {
         while b + GRP <= nb {
             let wg = load_wg::<DT>(w_row.as_ptr().add(b * bb));
-            let ag = load_ag::<DT, VNNI>(xq.as_ptr().add(b));
+            let ag = load_ag::<DT>(xq.as_ptr().add(b));
             let mut lanes = [0i32; GRP];
-            _mm512_storeu_si512(lanes.as_mut_ptr().cast(), isum_group::<VNNI>(&wg, &ag));
+            _mm512_storeu_si512(lanes.as_mut_ptr().cast(), isum_group(&wg, &ag));
             for (l, v) in lanes.into_iter().enumerate() {
                 out[b + grp_block(l)] = v;
             }
@@ -231,8 +227,8 @@ pub(super) unsafe fn isums<const DT: u8, const VNNI: bool>(
         }
         while b + 4 <= nb {
             let wq = load_w4::<DT>(w_row.as_ptr().add(b * bb));
-            let aq = load_a4::<DT, VNNI>(xq.as_ptr().add(b));
-            let i = isum_lanes4::<VNNI>(&wq, &aq);
+            let aq = load_a4::<DT>(xq.as_ptr().add(b));
+            let i = isum_lanes4(&wq, &aq);
             for k in 0..4 {
                 out[b + k] = _mm512_mask_reduce_add_epi32(0xf << (4 * k), i);
             }
@@ -241,9 +237,9 @@ pub(super) unsafe fn isums<const DT: u8, const VNNI: bool>(
     }
     while b < nb {
         let two = b + 1 < nb;
-        let wp = load_w::<DT, VNNI>(w_row.as_ptr().add(b * bb), two);
-        let ap = load_a::<DT, VNNI>(xq.as_ptr().add(b), two);
-        let i = isum_lanes::<DT, VNNI>(&wp, &ap);
+        let wp = load_w::<DT>(w_row.as_ptr().add(b * bb), two);
+        let ap = load_a::<DT>(xq.as_ptr().add(b), two);
+        let i = isum_lanes::<DT>(&wp, &ap);
         out[b] = _mm512_mask_reduce_add_epi32(0x00ff, i);
         if two {
             out[b + 1] = _mm512_mask_reduce_add_epi32(0xff00, i);

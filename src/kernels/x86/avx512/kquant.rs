@@ -1,16 +1,15 @@
-//! Q4_K, Q5_K and Q6_K batches with AVX-512 BW: the AVX2 arranged super-blocks
+//! Q4_K, Q5_K and Q6_K batches with AVX-512 VNNI: the AVX2 arranged super-blocks
 //! (`avx2/kquant.rs`), two tokens per register. A row's unpacked super-block is the same in
 //! both 256-bit halves and each half holds one token's arranged activations, so one
-//! `vpmaddubsw` / `vpaddw` / `vpmaddwd` (with VNNI: one `vpdpbusd`, see [`isums`]) serves two
-//! tokens and the f32 steps (conversion, the minimum term's FNMA, the scale's FMA) run on
+//! `vpdpbusd` (see [`isums`]) serves two tokens and the f32 steps (conversion, the minimum term's FNMA, the scale's FMA) run on
 //! both tokens' 8 lanes at once. Every lane sees the AVX2 kernel's operations in the same
 //! order, so each output has the same bits as on the AVX2 path: integer sums are exact, and
 //! the f32 steps are lane-wise. Decode takes [`KQuantBw`], the AVX2 micro-kernel two
 //! sub-blocks per register, with the same integer sums and f32 steps.
 //!
 //! # Safety
-//! As in the `avx512` module documentation: AVX-512 F/BW/VL (and VNNI for the VNNI forms),
-//! AVX2, FMA and F16C, and the slice-size preconditions of `MatmulQ8aFn`.
+//! As in the `avx512` module documentation: AVX-512 F/BW/VL and VNNI, AVX2, FMA and F16C,
+//! and the slice-size preconditions of `MatmulQ8aFn`.
 
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
@@ -38,8 +37,8 @@ const PAIRS: usize = 8;
 /// Zen 5 was 10% slower at 1 thread.
 const TILE_BYTES: usize = 40 << 10;
 
-/// One row's super-block for two tokens: the AVX2 [`WUnit`] in both halves. With VNNI the
-/// multipliers `sc` are i32 (each i32 lane of `WUnit::sc` holds its scale twice, as i16).
+/// One row's super-block for two tokens: the AVX2 [`WUnit`] in both halves, with the
+/// multipliers `sc` as i32 (each i32 lane of `WUnit::sc` holds its scale twice, as i16).
 #[derive(Clone, Copy)]
 struct W2 {
     x: [__m512i; SUBS],
@@ -49,7 +48,7 @@ struct W2 {
 }
 
 /// Two tokens' arranged activations of one super-block: token `2p` in the low half, `2p + 1`
-/// in the high. With VNNI, Q6_K's `m32` are i32 sums of 16 products `32 * a` per lane.
+/// in the high. Q6_K's `m32` are i32 sums of 16 products `32 * a` per lane.
 #[derive(Clone, Copy)]
 struct A2 {
     x: [__m512i; SUBS],
@@ -82,18 +81,16 @@ unsafe fn join_ps(lo: __m256, hi: __m256) -> __m512 {
 }
 
 #[inline(always)]
-unsafe fn widen_w<const V: bool>(w: &WUnit) -> W2 {
+unsafe fn widen_w(w: &WUnit) -> W2 {
     // Loops here, not `array::from_fn` or `map`: see `KUnit::load_a` in `avx2/kquant.rs`.
     let mut x = [_mm512_setzero_si512(); SUBS];
     for (xk, &wk) in x.iter_mut().zip(&w.x) {
         *xk = both(wk);
     }
-    let mut sc = [both(w.sc[0]), both(w.sc[1])];
-    if V {
-        for s in &mut sc {
-            *s = _mm512_srai_epi32::<16>(*s);
-        }
-    }
+    let sc = [
+        _mm512_srai_epi32::<16>(both(w.sc[0])),
+        _mm512_srai_epi32::<16>(both(w.sc[1])),
+    ];
     W2 {
         x,
         sc,
@@ -103,13 +100,13 @@ unsafe fn widen_w<const V: bool>(w: &WUnit) -> W2 {
 }
 
 #[inline(always)]
-unsafe fn pair_a<const K: u8, const V: bool>(a: &AUnit, b: &AUnit) -> A2 {
+unsafe fn pair_a<const K: u8>(a: &AUnit, b: &AUnit) -> A2 {
     let mut x = [_mm512_setzero_si512(); SUBS];
     for (k, xk) in x.iter_mut().enumerate() {
         *xk = join(a.x[k], b.x[k]);
     }
     let mut m32 = [join(a.m32[0], b.m32[0]), join(a.m32[1], b.m32[1])];
-    if V && K == Q6_K {
+    if K == Q6_K {
         let m = _mm512_set1_epi8(32);
         for (h, mh) in m32.iter_mut().enumerate() {
             *mh = _mm512_setzero_si512();
@@ -129,8 +126,8 @@ unsafe fn pair_a<const K: u8, const V: bool>(a: &AUnit, b: &AUnit) -> A2 {
 /// `acc` plus the super-block's product for both tokens: `avx2::kquant`'s `kunit_isums` and
 /// `KUnit::accumulate`, lane for lane.
 #[inline(always)]
-unsafe fn accumulate<const K: u8, const V: bool>(w: &W2, a: &A2, acc: __m512) -> __m512 {
-    let i = isums::<K, V>(w, a);
+unsafe fn accumulate<const K: u8>(w: &W2, a: &A2, acc: __m512) -> __m512 {
+    let i = isums::<K>(w, a);
     let acc = if K == Q6_K {
         acc
     } else {
@@ -141,34 +138,30 @@ unsafe fn accumulate<const K: u8, const V: bool>(w: &W2, a: &A2, acc: __m512) ->
 
 /// The exact `isum` of each sub-block for both tokens, sub-block j in lane j of each half:
 /// per half of the super-block, the products of its 4 registers summed per lane, Q6_K's
-/// `32 * a` removed, then multiplied by the lanes' scales. Without VNNI that is
-/// `avx2::kquant`'s `kunit_isums` on 512-bit registers (i16 sums: `vpmaddubsw`, `vpaddw`,
-/// then `vpmaddwd` by the scales). With VNNI (`V`) `vpdpbusd` adds each i32 lane's 4
-/// products directly (at most 16 products of 63 and 127 per half, far inside i32) and
-/// `vpmulld` applies the scale: the same exact integers, so the outputs keep their bits.
+/// `32 * a` removed, then multiplied by the lanes' scales. Where `avx2::kquant`'s
+/// `kunit_isums` sums in i16 (`vpmaddubsw`, `vpaddw`, then `vpmaddwd` by the scales),
+/// `vpdpbusd` adds each i32 lane's 4 products directly (at most 16 products of 63 and 127 per
+/// half, far inside i32) and `vpmulld` applies the scale: the same exact integers, so the
+/// outputs keep their bits.
 #[inline(always)]
-unsafe fn isums<const K: u8, const V: bool>(w: &W2, a: &A2) -> __m512i {
+unsafe fn isums<const K: u8>(w: &W2, a: &A2) -> __m512i {
     let half = |h: usize| {
         let mut s = _mm512_setzero_si512();
         for k in 4 * h..4 * h + 4 {
-            s = if V {
-                _mm512_dpbusd_epi32(s, w.x[k], a.x[k])
-            } else {
-                _mm512_add_epi16(s, _mm512_maddubs_epi16(w.x[k], a.x[k]))
-            };
+            s = _mm512_dpbusd_epi32(s, w.x[k], a.x[k]);
         }
         s
     };
-    let add = |x, y| if V { _mm512_add_epi32(x, y) } else { _mm512_add_epi16(x, y) };
-    let sub = |x, y| if V { _mm512_sub_epi32(x, y) } else { _mm512_sub_epi16(x, y) };
-    let scale = |x, sc| if V { _mm512_mullo_epi32(x, sc) } else { _mm512_madd_epi16(x, sc) };
     let (s0, s1) = (half(0), half(1));
     match K {
-        k2::Q4_K => scale(add(s0, s1), w.sc[0]),
-        k2::Q5_K => _mm512_add_epi32(scale(s0, w.sc[0]), scale(s1, w.sc[1])),
+        k2::Q4_K => _mm512_mullo_epi32(_mm512_add_epi32(s0, s1), w.sc[0]),
+        k2::Q5_K => _mm512_add_epi32(
+            _mm512_mullo_epi32(s0, w.sc[0]),
+            _mm512_mullo_epi32(s1, w.sc[1]),
+        ),
         _ => _mm512_add_epi32(
-            scale(sub(s0, a.m32[0]), w.sc[0]),
-            scale(sub(s1, a.m32[1]), w.sc[1]),
+            _mm512_mullo_epi32(_mm512_sub_epi32(s0, a.m32[0]), w.sc[0]),
+            _mm512_mullo_epi32(_mm512_sub_epi32(s1, a.m32[1]), w.sc[1]),
         ),
     }
 }
@@ -181,11 +174,9 @@ struct Tile {
 }
 
 /// The matmul of `MatmulQ8aFn` for Q4_K, Q5_K or Q6_K: batches of rows `arranged` takes in
-/// token pairs (with VNNI products if `V`), decode and the rest through [`KQuantBw`]; the
-/// VNNI entry leaves those to the AVX-512 BW entry (decode is bound by memory, and its code
-/// is then compiled once).
+/// token pairs, decode and the rest through [`KQuantBw`].
 #[inline(always)]
-pub(super) unsafe fn matmul<const K: u8, const V: bool>(
+pub(super) unsafe fn matmul<const K: u8>(
     w: &[u8],
     cols: usize,
     rows: Range<usize>,
@@ -196,10 +187,6 @@ pub(super) unsafe fn matmul<const K: u8, const V: bool>(
 ) {
     let nb = cols / QK;
     if n_tok < 2 || !arranged::fits::<KUnit<K>>(nb) || !nb.is_multiple_of(SUBS) {
-        if V {
-            let bw = [super::matmul_q8a_q4_k, super::matmul_q8a_q5_k, super::matmul_q8a_q6_k];
-            return bw[usize::from(K)](w, cols, rows, xq, n_tok, out, out_stride);
-        }
         return matmul_tiles::<KQuantBw<K>>(w, cols, rows, xq, n_tok, out, out_stride);
     }
     let (wp, x) = (w.as_ptr(), xq.as_ptr());
@@ -218,7 +205,7 @@ pub(super) unsafe fn matmul<const K: u8, const V: bool>(
         for u in 0..nu {
             let unit = |tt: usize| KUnit::<K>::load_a(x.add((t + tt) * nb + SUBS * u));
             for p in 0..np {
-                let a2 = pair_a::<K, V>(&unit(2 * p), &unit(2 * p + 1));
+                let a2 = pair_a::<K>(&unit(2 * p), &unit(2 * p + 1));
                 tl.pairs[p * arranged::UNITS_MAX + u].write(a2);
             }
             if odd {
@@ -237,10 +224,10 @@ pub(super) unsafe fn matmul<const K: u8, const V: bool>(
             // of this tile for every unit of the row.
             for u in 0..nu {
                 let wu = KUnit::<K>::load_w(wr.add(u * <KUnit<K> as Unit>::BYTES));
-                let w2 = widen_w::<V>(&wu);
+                let w2 = widen_w(&wu);
                 for (p, acc_p) in acc.iter_mut().enumerate().take(np) {
                     let a2 = tl.pairs[p * arranged::UNITS_MAX + u].assume_init_ref();
-                    *acc_p = accumulate::<K, V>(&w2, a2, *acc_p);
+                    *acc_p = accumulate::<K>(&w2, a2, *acc_p);
                 }
                 if odd {
                     acc1 = KUnit::<K>::accumulate(&wu, tl.last[u].assume_init_ref(), acc1);
@@ -375,7 +362,8 @@ unsafe fn isum_bw<const K: u8>(row: &RowBw, a: &AKBw) -> __m256i {
     _mm512_castsi512_si256(s)
 }
 
-/// K-quant decode (and rows too wide for the batch tiles) with AVX-512 BW: `avx2::kquant`'s
+/// K-quant decode (and rows too wide for the batch tiles) with AVX-512 BW's byte products
+/// (`vpmaddubsw`, as on AVX2): `avx2::kquant`'s
 /// micro-kernel `KQuant` with two sub-blocks per register ([`unpack_bw`], [`isum_bw`]):
 /// half the instructions for the values and their products, the same exact integer sums, then
 /// the same f32 steps, so each output keeps its bits.

@@ -1,13 +1,10 @@
-//! AVX-512 (F, BW, VL) and AVX-512 VNNI kernels: one generic code, instantiated with
-//! `VNNI = false` and `true` (the two tables at the end of this file).
+//! AVX-512 VNNI kernels (AVX-512 F, BW, VL and VNNI): the `avx512vnni` table.
 //!
 //! Integer dot products work on pairs of blocks: one 512-bit register holds two blocks of
 //! 32 bytes (lanes 0-7: block b, lanes 8-15: block b+1). Weights are turned into unsigned
-//! bytes `u` and the activations stay signed, so the product is `vpdpbusd` (VNNI) or
-//! `vpmaddubsw` + `vpmaddwd` (BW); the offset this introduces (Q8_0: `u = w + 128`, Q4_0:
-//! `u = nibble = w + 8`) is removed exactly by starting the i32 accumulator at
-//! `-offset * a` summed the same way. Without VNNI, Q8_0 uses the sign trick instead
-//! (`|w| * sign(a, w)`), because `(w + 128) * a` pairs would saturate `vpmaddubsw`.
+//! bytes `u` and the activations stay signed, so the product is `vpdpbusd`; the offset this
+//! introduces (Q8_0: `u = w + 128`, Q4_0: `u = nibble = w + 8`) is removed exactly by
+//! starting the i32 accumulator at `-offset * a` summed the same way.
 //! Per pair, the i32 lanes are converted to f32, scaled by `d_w * d_a` and accumulated;
 //! each output's 16 lanes are summed once at the end, in one fixed order ([`frame::hsum`]).
 //!
@@ -17,9 +14,14 @@
 //! for every batch size. So an output's bits depend only on
 //! its row and its token's activations, never on the batch, the tile or the thread split.
 //!
+//! There is no table for AVX-512 without VNNI: every AVX-512 CPU of the devices pipit is for
+//! (Intel since Ice Lake and Cascade Lake, AMD since Zen 4) has VNNI, and the few without it
+//! (Skylake-SP/X servers) take the AVX2 table. One AVX-512 table instead of two keeps about
+//! 130 KB out of the library.
+//!
 //! # Safety
-//! Every `unsafe fn` here requires AVX-512F/BW/VL (and AVX-512 VNNI when `VNNI = true`),
-//! which the callers' `#[target_feature]` entry points guarantee, plus the slice-size
+//! Every `unsafe fn` here requires AVX-512F/BW/VL and AVX-512 VNNI, which the callers'
+//! `#[target_feature]` entry points guarantee, plus the slice-size
 //! preconditions of the table types in `kernels/mod.rs`. Reads past a row's end use masked
 //! loads, which never touch masked-out bytes.
 //!
@@ -30,7 +32,7 @@
 //! - `q4`: Q4_0/Q4_1 groups of 16 blocks and quads; `q8`: Q8_0 octets;
 //! - `wide`: rows over 4096 columns, in `R` x `T` tiles through the shared `drive`;
 //! - `kquant`: K-quant batches, AVX2's arranged super-blocks two tokens per register, with
-//!   `vpdpbusd` products in the VNNI table;
+//!   `vpdpbusd` products;
 //! - `q5`: Q5_0/Q5_1 decode two blocks per register (batches: AVX2's quads with the fifth
 //!   bits set by mask, `avx2/q5.rs`);
 //! - `float`: activation quantization, f32-activation matmuls and row dequantization.
@@ -52,49 +54,27 @@ use frame::isums;
 use frame::matmul_q8a;
 
 entries! {
-    "avx512f,avx512bw,avx512vl,avx2,fma,f16c";
-    q8a matmul_q8a_q8_0 = matmul_q8a::<Q8_0, false>;
-    q8a matmul_q8a_q4_0 = matmul_q8a::<Q4_0, false>;
-    q8a matmul_q8a_q4_1 = matmul_q8a::<Q4_1, false>;
-    isums isums_q8_0 = isums::<Q8_0, false>;
-    isums isums_q4_0 = isums::<Q4_0, false>;
-    isums isums_q4_1 = isums::<Q4_1, false>;
-}
-
-entries! {
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c";
-    q8a vnni_matmul_q8a_q8_0 = matmul_q8a::<Q8_0, true>;
-    q8a vnni_matmul_q8a_q4_0 = matmul_q8a::<Q4_0, true>;
-    q8a vnni_matmul_q8a_q4_1 = matmul_q8a::<Q4_1, true>;
-    isums vnni_isums_q8_0 = isums::<Q8_0, true>;
-    isums vnni_isums_q4_0 = isums::<Q4_0, true>;
-    isums vnni_isums_q4_1 = isums::<Q4_1, true>;
-}
-
-entries! {
-    "avx512f,avx512bw,avx512vl,avx2,fma,f16c";
+    q8a matmul_q8a_q8_0 = matmul_q8a::<Q8_0>;
+    q8a matmul_q8a_q4_0 = matmul_q8a::<Q4_0>;
+    q8a matmul_q8a_q4_1 = matmul_q8a::<Q4_1>;
+    isums isums_q8_0 = isums::<Q8_0>;
+    isums isums_q4_0 = isums::<Q4_0>;
+    isums isums_q4_1 = isums::<Q4_1>;
     q8a matmul_q8a_q5_0 = q5::matmul::<false>;
     q8a matmul_q8a_q5_1 = q5::matmul::<true>;
-    q8a matmul_q8a_q4_k = kquant::matmul::<Q4_K, false>;
-    q8a matmul_q8a_q5_k = kquant::matmul::<Q5_K, false>;
-    q8a matmul_q8a_q6_k = kquant::matmul::<Q6_K, false>;
+    q8a matmul_q8a_q4_k = kquant::matmul::<Q4_K>;
+    q8a matmul_q8a_q5_k = kquant::matmul::<Q5_K>;
+    q8a matmul_q8a_q6_k = kquant::matmul::<Q6_K>;
 }
 
-entries! {
-    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c";
-    q8a vnni_matmul_q8a_q4_k = kquant::matmul::<Q4_K, true>;
-    q8a vnni_matmul_q8a_q5_k = kquant::matmul::<Q5_K, true>;
-    q8a vnni_matmul_q8a_q6_k = kquant::matmul::<Q6_K, true>;
-}
+float_entries!("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c", float);
 
-
-float_entries!("avx512f,avx512bw,avx512vl,avx2,fma,f16c", float);
-
-/// The AVX-512 (F/BW/VL) table. The gated activations, the weighted sum and log-sum-exp are
-/// the scalar reference's code, vectorized by the compiler: the same operations, so the same
+/// The AVX-512 VNNI table. The gated activations, the weighted sum and log-sum-exp are the
+/// scalar reference's code, vectorized by the compiler: the same operations, so the same
 /// bits.
 pub(super) static KERNELS: Kernels = table(
-    "avx512",
+    "avx512vnni",
     [matmul_q8a_q8_0, matmul_q8a_q4_0, matmul_q8a_q4_1],
     isums3!(isums_q8_0, isums_q4_0, isums_q4_1),
     [
@@ -103,26 +83,6 @@ pub(super) static KERNELS: Kernels = table(
         matmul_q8a_q4_k,
         matmul_q8a_q5_k,
         matmul_q8a_q6_k,
-    ],
-    FLOAT,
-);
-
-/// The AVX-512 VNNI table: VNNI integer products (`vpdpbusd`), the rest from the AVX-512
-/// table.
-pub(super) static KERNELS_VNNI: Kernels = table(
-    "avx512vnni",
-    [
-        vnni_matmul_q8a_q8_0,
-        vnni_matmul_q8a_q4_0,
-        vnni_matmul_q8a_q4_1,
-    ],
-    isums3!(vnni_isums_q8_0, vnni_isums_q4_0, vnni_isums_q4_1),
-    [
-        matmul_q8a_q5_0,
-        matmul_q8a_q5_1,
-        vnni_matmul_q8a_q4_k,
-        vnni_matmul_q8a_q5_k,
-        vnni_matmul_q8a_q6_k,
     ],
     FLOAT,
 );

@@ -53,10 +53,8 @@ fn bytes_mask(n: usize) -> __mmask64 {
 /// One pair of weight blocks of one row, ready for the integer product.
 #[derive(Clone, Copy)]
 pub(super) struct WPair {
-    /// Unsigned bytes (VNNI, or Q4 on BW), or `|w|` (Q8_0 on BW).
+    /// Unsigned bytes: `w + 128` (Q8_0) or the nibbles (Q4).
     pub(super) u: __m512i,
-    /// Q8_0 on BW: lanes where `w < 0`.
-    pub(super) neg: __mmask64,
     /// `[d x8, d' x8]`.
     pub(super) d: __m512,
     /// Q4_1: `[m, 0 x7, m', 0 x7]`.
@@ -65,7 +63,7 @@ pub(super) struct WPair {
 
 /// Loads the pair of blocks at `p` (the second only when `two`).
 #[inline(always)]
-pub(super) unsafe fn load_w<const DT: u8, const VNNI: bool>(p: *const u8, two: bool) -> WPair {
+pub(super) unsafe fn load_w<const DT: u8>(p: *const u8, two: bool) -> WPair {
     let bb = block_bytes(DT);
     let n = if two { 2 * bb } else { bb };
     match DT {
@@ -87,22 +85,10 @@ pub(super) unsafe fn load_w<const DT: u8, const VNNI: bool>(p: *const u8, two: b
                 idx(&Q8_0_D),
                 z,
             )));
-            if VNNI {
-                let u = _mm512_xor_si512(w, _mm512_set1_epi8(-128));
-                WPair {
-                    u,
-                    neg: 0,
-                    d,
-                    m: _mm512_setzero_ps(),
-                }
-            } else {
-                let neg = _mm512_movepi8_mask(w);
-                WPair {
-                    u: _mm512_abs_epi8(w),
-                    neg,
-                    d,
-                    m: _mm512_setzero_ps(),
-                }
+            WPair {
+                u: _mm512_xor_si512(w, _mm512_set1_epi8(-128)),
+                d,
+                m: _mm512_setzero_ps(),
             }
         }
         _ => {
@@ -136,7 +122,7 @@ pub(super) unsafe fn load_w<const DT: u8, const VNNI: bool>(p: *const u8, two: b
             } else {
                 _mm512_setzero_ps()
             };
-            WPair { u, neg: 0, d, m }
+            WPair { u, d, m }
         }
     }
 }
@@ -159,15 +145,12 @@ pub(super) struct APair {
     pub(super) d: __m512,
     /// Q4_1: `[s, 0 x7, s', 0 x7]`.
     pub(super) s: __m512,
-    /// Initial i32 accumulator removing the weight offset (VNNI Q8_0, Q4_0).
+    /// Initial i32 accumulator removing the weight offset (Q8_0, Q4_0).
     pub(super) init: __m512i,
 }
 
 #[inline(always)]
-pub(super) unsafe fn load_a<const DT: u8, const VNNI: bool>(
-    x: *const BlockQ8A,
-    two: bool,
-) -> APair {
+pub(super) unsafe fn load_a<const DT: u8>(x: *const BlockQ8A, two: bool) -> APair {
     let x0 = &*x;
     let lo = _mm256_loadu_si256(x0.qs.as_ptr().cast());
     let (hi, d1, s1) = if two {
@@ -183,40 +166,23 @@ pub(super) unsafe fn load_a<const DT: u8, const VNNI: bool>(
     } else {
         _mm512_setzero_ps()
     };
-    let off = match (DT, VNNI) {
-        (Q8_0, true) => Some(-128i8),
-        (Q4_0, _) => Some(8),
+    let off = match DT {
+        Q8_0 => Some(-128i8),
+        Q4_0 => Some(8),
         _ => None,
     };
     let init = match off {
         Some(o) => _mm512_sub_epi32(
             _mm512_setzero_si512(),
-            dpbusd::<VNNI>(_mm512_setzero_si512(), _mm512_set1_epi8(o), a),
+            _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(o), a),
         ),
         None => _mm512_setzero_si512(),
     };
     APair { a, d, s, init }
 }
 
-/// `acc + sum of 4 adjacent u8*i8 products` per i32 lane. Without VNNI the i16 pair sums must
-/// not saturate: `|u| * |a|` pairs stay below 2^15 for the operands used here.
-#[inline(always)]
-pub(super) unsafe fn dpbusd<const VNNI: bool>(acc: __m512i, u: __m512i, a: __m512i) -> __m512i {
-    if VNNI {
-        _mm512_dpbusd_epi32(acc, u, a)
-    } else {
-        let p16 = _mm512_maddubs_epi16(u, a);
-        _mm512_add_epi32(acc, _mm512_madd_epi16(p16, _mm512_set1_epi16(1)))
-    }
-}
-
 /// Exact i32 lanes of one (row pair, token pair) product; block b in lanes 0-7, b+1 in 8-15.
 #[inline(always)]
-pub(super) unsafe fn isum_lanes<const DT: u8, const VNNI: bool>(w: &WPair, a: &APair) -> __m512i {
-    if DT == Q8_0 && !VNNI {
-        let sa = _mm512_mask_sub_epi8(a.a, w.neg, _mm512_setzero_si512(), a.a);
-        dpbusd::<false>(_mm512_setzero_si512(), w.u, sa)
-    } else {
-        dpbusd::<VNNI>(a.init, w.u, a.a)
-    }
+pub(super) unsafe fn isum_lanes<const DT: u8>(w: &WPair, a: &APair) -> __m512i {
+    _mm512_dpbusd_epi32(a.init, w.u, a.a)
 }

@@ -9,7 +9,7 @@ use std::mem::MaybeUninit;
 use super::super::super::BlockQ8A;
 use super::super::{block_bytes, Q4_0, Q4_1};
 use super::frame::{idx, store_sums, Idx, IdxD, Layout, GRP_TOK};
-use super::pair::{dpbusd, isum_lanes, load_a, load_w, APair};
+use super::pair::{isum_lanes, load_a, load_w, APair};
 
 /// Word indices for quads of Q4 blocks: the 4 x 16 nibble bytes (second source = the 16
 /// bytes at `QUAD_TAIL_OFF`), and the scale / minimum of block k into lanes 4k..4k+3 / 4k.
@@ -110,7 +110,7 @@ pub(super) struct AQuad {
 }
 
 #[inline(always)]
-pub(super) unsafe fn load_a4<const DT: u8, const VNNI: bool>(x: *const BlockQ8A) -> AQuad {
+pub(super) unsafe fn load_a4<const DT: u8>(x: *const BlockQ8A) -> AQuad {
     let (x0, x1, x2, x3) = (&*x, &*x.add(1), &*x.add(2), &*x.add(3));
     let y = [x0, x1, x2, x3].map(|b| b.qs.as_ptr());
     let u01 = _mm512_inserti64x4::<1>(
@@ -140,7 +140,7 @@ pub(super) unsafe fn load_a4<const DT: u8, const VNNI: bool>(x: *const BlockQ8A)
     };
     let init = if DT == Q4_0 {
         let e = _mm512_set1_epi8(8);
-        let c = dpbusd::<VNNI>(dpbusd::<VNNI>(_mm512_setzero_si512(), e, lo), e, hi);
+        let c = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), e, lo), e, hi);
         _mm512_sub_epi32(_mm512_setzero_si512(), c)
     } else {
         _mm512_setzero_si512()
@@ -150,8 +150,8 @@ pub(super) unsafe fn load_a4<const DT: u8, const VNNI: bool>(x: *const BlockQ8A)
 
 /// Exact i32 lanes of one quad product: block k in lanes 4k..4k+3.
 #[inline(always)]
-pub(super) unsafe fn isum_lanes4<const VNNI: bool>(w: &WQuad, a: &AQuad) -> __m512i {
-    dpbusd::<VNNI>(dpbusd::<VNNI>(a.init, w.lo, a.lo), w.hi, a.hi)
+pub(super) unsafe fn isum_lanes4(w: &WQuad, a: &AQuad) -> __m512i {
+    _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(a.init, w.lo, a.lo), w.hi, a.hi)
 }
 
 /// Blocks per group of the transposed Q4 layout: i32 lane j of a product vector holds block j
@@ -274,7 +274,7 @@ pub(super) struct AGroup {
 }
 
 #[inline(always)]
-pub(super) unsafe fn load_ag<const DT: u8, const VNNI: bool>(x: *const BlockQ8A) -> AGroup {
+pub(super) unsafe fn load_ag<const DT: u8>(x: *const BlockQ8A) -> AGroup {
     const _: () = assert!(size_of::<BlockQ8A>() == 40);
     // Dword j * 10 + i of the 16 blocks is dword i of block j (d, s, then 8 dwords of qs);
     // lane L gathers block grp_block(L).
@@ -299,7 +299,7 @@ pub(super) unsafe fn load_ag<const DT: u8, const VNNI: bool>(x: *const BlockQ8A)
         let e = _mm512_set1_epi8(8);
         let mut c = _mm512_setzero_si512();
         for &ag in &a {
-            c = dpbusd::<VNNI>(c, e, ag);
+            c = _mm512_dpbusd_epi32(c, e, ag);
         }
         _mm512_sub_epi32(_mm512_setzero_si512(), c)
     } else {
@@ -310,21 +310,12 @@ pub(super) unsafe fn load_ag<const DT: u8, const VNNI: bool>(x: *const BlockQ8A)
 
 /// Exact i32 lanes of one group product: block `grp_block(L)` in lane L.
 #[inline(always)]
-pub(super) unsafe fn isum_group<const VNNI: bool>(w: &WGroup, a: &AGroup) -> __m512i {
-    if VNNI {
-        let mut i = a.init;
-        for g in 0..8 {
-            i = dpbusd::<true>(i, w.q[g], a.a[g]);
-        }
-        return i;
-    }
-    // Each `vpmaddubsw` lane is a nibble (<= 15) times two activations (|a| <= 127), so at
-    // most 3810 in magnitude: all 8 sum exactly in i16 (<= 30480), and one `vpmaddwd` widens.
-    let mut s16 = _mm512_setzero_si512();
+pub(super) unsafe fn isum_group(w: &WGroup, a: &AGroup) -> __m512i {
+    let mut i = a.init;
     for g in 0..8 {
-        s16 = _mm512_add_epi16(s16, _mm512_maddubs_epi16(w.q[g], a.a[g]));
+        i = _mm512_dpbusd_epi32(i, w.q[g], a.a[g]);
     }
-    _mm512_add_epi32(a.init, _mm512_madd_epi16(s16, _mm512_set1_epi16(1)))
+    i
 }
 
 /// How a row of `nb` blocks splits: `ng` groups of 16, then `nq` (at most 3) quads, then a
@@ -371,7 +362,7 @@ pub(super) struct Tiles {
 /// output's lanes see the same sequence of block products and are summed by [`hsum`]'s order,
 /// whatever `T`.
 #[inline(always)]
-unsafe fn tile_grouped<const DT: u8, const VNNI: bool, const T: usize>(
+unsafe fn tile_grouped<const DT: u8, const T: usize>(
     w: *const u8,
     sh: Shape,
     tl: &Tiles,
@@ -386,7 +377,7 @@ unsafe fn tile_grouped<const DT: u8, const VNNI: bool, const T: usize>(
         let wg = load_wg::<DT>(w.add(GRP * g * bb));
         for (t, acc_t) in acc.iter_mut().enumerate() {
             let a = tl.g[t * sh.ng + g].assume_init_ref();
-            let i = isum_group::<VNNI>(&wg, a);
+            let i = isum_group(&wg, a);
             *acc_t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(wg.d, a.d), *acc_t);
             if DT == Q4_1 {
                 *acc_t = _mm512_fmadd_ps(wg.m, a.s, *acc_t);
@@ -398,7 +389,7 @@ unsafe fn tile_grouped<const DT: u8, const VNNI: bool, const T: usize>(
         let wq = load_w4::<DT>(w.add((sh.quads() + 4 * qi) * bb));
         for (t, acc_t) in acc.iter_mut().enumerate() {
             let a = tl.q[t * 3 + qi].assume_init_ref();
-            let i = isum_lanes4::<VNNI>(&wq, a);
+            let i = isum_lanes4(&wq, a);
             *acc_t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(wq.d, a.d), *acc_t);
             if DT == Q4_1 {
                 *acc_t = _mm512_fmadd_ps(wq.m, a.s, *acc_t);
@@ -411,10 +402,10 @@ unsafe fn tile_grouped<const DT: u8, const VNNI: bool, const T: usize>(
     ];
     for (used, two, k, b) in tail {
         if used {
-            let wp = load_w::<DT, VNNI>(w.add(b * bb), two);
+            let wp = load_w::<DT>(w.add(b * bb), two);
             for (t, acc_t) in acc.iter_mut().enumerate() {
                 let a = tl.p[t * 2 + k].assume_init_ref();
-                let i = isum_lanes::<DT, VNNI>(&wp, a);
+                let i = isum_lanes::<DT>(&wp, a);
                 *acc_t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(wp.d, a.d), *acc_t);
                 if DT == Q4_1 {
                     *acc_t = _mm512_fmadd_ps(wp.m, a.s, *acc_t);
@@ -426,9 +417,9 @@ unsafe fn tile_grouped<const DT: u8, const VNNI: bool, const T: usize>(
 }
 
 /// Q4_0/Q4_1 in groups of 16, then quads, a pair and a single block.
-pub(super) struct Q4Groups<const DT: u8, const VNNI: bool>;
+pub(super) struct Q4Groups<const DT: u8>;
 
-impl<const DT: u8, const VNNI: bool> Layout for Q4Groups<DT, VNNI> {
+impl<const DT: u8> Layout for Q4Groups<DT> {
     type Tiles = Tiles;
     #[inline(always)]
     fn tiles() -> Tiles {
@@ -442,16 +433,16 @@ impl<const DT: u8, const VNNI: bool> Layout for Q4Groups<DT, VNNI> {
     unsafe fn arrange(tiles: &mut Tiles, tt: usize, xt: *const BlockQ8A, nb: usize) {
         let sh = Shape::new(nb);
         for gi in 0..sh.ng {
-            tiles.g[tt * sh.ng + gi].write(load_ag::<DT, VNNI>(xt.add(GRP * gi)));
+            tiles.g[tt * sh.ng + gi].write(load_ag::<DT>(xt.add(GRP * gi)));
         }
         for qi in 0..sh.nq {
-            tiles.q[tt * 3 + qi].write(load_a4::<DT, VNNI>(xt.add(sh.quads() + 4 * qi)));
+            tiles.q[tt * 3 + qi].write(load_a4::<DT>(xt.add(sh.quads() + 4 * qi)));
         }
         if sh.pair {
-            tiles.p[tt * 2].write(load_a::<DT, VNNI>(xt.add(sh.pairs()), true));
+            tiles.p[tt * 2].write(load_a::<DT>(xt.add(sh.pairs()), true));
         }
         if sh.single {
-            tiles.p[tt * 2 + 1].write(load_a::<DT, VNNI>(xt.add(nb - 1), false));
+            tiles.p[tt * 2 + 1].write(load_a::<DT>(xt.add(nb - 1), false));
         }
     }
     #[inline(always)]
@@ -462,6 +453,6 @@ impl<const DT: u8, const VNNI: bool> Layout for Q4Groups<DT, VNNI> {
         out: *mut f32,
         out_stride: usize,
     ) {
-        tile_grouped::<DT, VNNI, T>(w, Shape::new(nb), tiles, out, out_stride)
+        tile_grouped::<DT, T>(w, Shape::new(nb), tiles, out, out_stride)
     }
 }

@@ -9,7 +9,7 @@ use super::super::super::scalar::Q8_0_BYTES;
 use super::super::super::BlockQ8A;
 use super::super::Q8_0;
 use super::frame::{store_sums, IdxD, Layout, GRP_TOK};
-use super::pair::{dpbusd, isum_lanes, load_a, load_w, APair};
+use super::pair::{isum_lanes, load_a, load_w, APair};
 use super::q4::transpose4;
 
 /// Blocks per octet of the transposed Q8_0 layout: four registers of two blocks each are
@@ -53,17 +53,15 @@ const fn oct_scaled(m: u32) -> IdxD {
 }
 
 /// 8 Q8_0 weight blocks of one row, transposed (see [`OCT`]): `u[k]` the unsigned operand
-/// (`w + 128` with VNNI, `|w|` without), `neg[k]` the bytes where `w < 0` (without VNNI),
-/// `d` lane L's block scale.
+/// `w + 128`, `d` lane L's block scale.
 #[derive(Clone, Copy)]
 pub(super) struct WOct {
     pub(super) u: [__m512i; 4],
-    pub(super) neg: [__mmask64; 4],
     pub(super) d: __m512,
 }
 
 #[inline(always)]
-pub(super) unsafe fn load_woct<const VNNI: bool>(p: *const u8) -> WOct {
+pub(super) unsafe fn load_woct(p: *const u8) -> WOct {
     let bb = Q8_0_BYTES;
     let mut pz = [_mm512_setzero_si512(); 4];
     for (i, pi) in pz.iter_mut().enumerate() {
@@ -73,14 +71,8 @@ pub(super) unsafe fn load_woct<const VNNI: bool>(p: *const u8) -> WOct {
     }
     let w = transpose4(pz);
     let mut u = [_mm512_setzero_si512(); 4];
-    let mut neg = [0; 4];
     for k in 0..4 {
-        if VNNI {
-            u[k] = _mm512_xor_si512(w[k], _mm512_set1_epi8(-128));
-        } else {
-            neg[k] = _mm512_movepi8_mask(w[k]);
-            u[k] = _mm512_abs_epi8(w[k]);
-        }
+        u[k] = _mm512_xor_si512(w[k], _mm512_set1_epi8(-128));
     }
     // The 8 blocks' f16 scales side by side, as f32, then spread to their lanes: a gather
     // costs more than these 8 loads on the CPUs we measured (Zen 5: T=1 1.3x slower).
@@ -99,10 +91,10 @@ pub(super) unsafe fn load_woct<const VNNI: bool>(p: *const u8) -> WOct {
         _mm512_load_si512(OCT_LANE_BLOCK.0.as_ptr().cast()),
         _mm512_castps256_ps512(d8),
     );
-    WOct { u, neg, d }
+    WOct { u, d }
 }
 
-/// 8 activation blocks of one token, transposed like [`WOct`]; `init` removes the VNNI
+/// 8 activation blocks of one token, transposed like [`WOct`]; `init` removes the
 /// weight offset (`-128` times each lane's activation sum).
 #[derive(Clone, Copy)]
 pub(super) struct AOct {
@@ -112,7 +104,7 @@ pub(super) struct AOct {
 }
 
 #[inline(always)]
-pub(super) unsafe fn load_aoct<const VNNI: bool>(x: *const BlockQ8A) -> AOct {
+pub(super) unsafe fn load_aoct(x: *const BlockQ8A) -> AOct {
     let base = x.cast::<i32>();
     let mut a = [_mm512_setzero_si512(); 4];
     for (k, ak) in a.iter_mut().enumerate() {
@@ -125,29 +117,20 @@ pub(super) unsafe fn load_aoct<const VNNI: bool>(x: *const BlockQ8A) -> AOct {
         _mm512_load_si512(OCT_ACT_D.0.as_ptr().cast()),
         base.cast(),
     ));
-    let init = if VNNI {
-        let mut c = _mm512_setzero_si512();
-        for &ak in &a {
-            c = dpbusd::<true>(c, _mm512_set1_epi8(-128), ak);
-        }
-        _mm512_sub_epi32(_mm512_setzero_si512(), c)
-    } else {
-        _mm512_setzero_si512()
-    };
+    let mut c = _mm512_setzero_si512();
+    for &ak in &a {
+        c = _mm512_dpbusd_epi32(c, _mm512_set1_epi8(-128), ak);
+    }
+    let init = _mm512_sub_epi32(_mm512_setzero_si512(), c);
     AOct { a, d, init }
 }
 
 /// Exact i32 lanes of one octet product: half of block `oct_block(L)` in lane L.
 #[inline(always)]
-pub(super) unsafe fn isum_oct<const VNNI: bool>(w: &WOct, a: &AOct) -> __m512i {
+pub(super) unsafe fn isum_oct(w: &WOct, a: &AOct) -> __m512i {
     let mut i = a.init;
     for k in 0..4 {
-        i = if VNNI {
-            dpbusd::<true>(i, w.u[k], a.a[k])
-        } else {
-            let sa = _mm512_mask_sub_epi8(a.a[k], w.neg[k], _mm512_setzero_si512(), a.a[k]);
-            dpbusd::<false>(i, w.u[k], sa)
-        };
+        i = _mm512_dpbusd_epi32(i, w.u[k], a.a[k]);
     }
     i
 }
@@ -162,7 +145,7 @@ pub(super) struct OctTiles {
 
 /// One Q8_0 row against the first `T` tokens of `tl`.
 #[inline(always)]
-unsafe fn tile_q8_octets<const VNNI: bool, const T: usize>(
+unsafe fn tile_q8_octets<const T: usize>(
     w: *const u8,
     nb: usize,
     tl: &OctTiles,
@@ -175,10 +158,10 @@ unsafe fn tile_q8_octets<const VNNI: bool, const T: usize>(
     // SAFETY (the `assume_init_ref`s below): `Q8Octets::arrange` wrote the octets and tail
     // pairs of the tile's first T tokens for this row width, exactly the entries read here.
     for o in 0..no {
-        let wo = load_woct::<VNNI>(w.add(OCT * o * bb));
+        let wo = load_woct(w.add(OCT * o * bb));
         for (t, acc_t) in acc.iter_mut().enumerate() {
             let a = tl.o[t * OCT_MAX + o].assume_init_ref();
-            let i = isum_oct::<VNNI>(&wo, a);
+            let i = isum_oct(&wo, a);
             *acc_t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(wo.d, a.d), *acc_t);
         }
     }
@@ -187,10 +170,10 @@ unsafe fn tile_q8_octets<const VNNI: bool, const T: usize>(
     let mut k = 0;
     while b < nb {
         let two = b + 1 < nb;
-        let wp = load_w::<Q8_0, VNNI>(w.add(b * bb), two);
+        let wp = load_w::<Q8_0>(w.add(b * bb), two);
         for (t, acc_t) in acc.iter_mut().enumerate() {
             let a = tl.p[t * 4 + k].assume_init_ref();
-            let i = isum_lanes::<Q8_0, VNNI>(&wp, a);
+            let i = isum_lanes::<Q8_0>(&wp, a);
             *acc_t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(wp.d, a.d), *acc_t);
         }
         b += 2;
@@ -200,9 +183,9 @@ unsafe fn tile_q8_octets<const VNNI: bool, const T: usize>(
 }
 
 /// Q8_0 in octets, then pairs and a single block.
-pub(super) struct Q8Octets<const VNNI: bool>;
+pub(super) struct Q8Octets;
 
-impl<const VNNI: bool> Layout for Q8Octets<VNNI> {
+impl Layout for Q8Octets {
     type Tiles = OctTiles;
     #[inline(always)]
     fn tiles() -> OctTiles {
@@ -215,13 +198,13 @@ impl<const VNNI: bool> Layout for Q8Octets<VNNI> {
     unsafe fn arrange(tiles: &mut OctTiles, tt: usize, xt: *const BlockQ8A, nb: usize) {
         let no = nb / OCT;
         for oi in 0..no {
-            tiles.o[tt * OCT_MAX + oi].write(load_aoct::<VNNI>(xt.add(OCT * oi)));
+            tiles.o[tt * OCT_MAX + oi].write(load_aoct(xt.add(OCT * oi)));
         }
         let mut b = OCT * no;
         let mut k = 0;
         while b < nb {
             let two = b + 1 < nb;
-            tiles.p[tt * 4 + k].write(load_a::<Q8_0, VNNI>(xt.add(b), two));
+            tiles.p[tt * 4 + k].write(load_a::<Q8_0>(xt.add(b), two));
             b += 2;
             k += 1;
         }
@@ -234,6 +217,6 @@ impl<const VNNI: bool> Layout for Q8Octets<VNNI> {
         out: *mut f32,
         out_stride: usize,
     ) {
-        tile_q8_octets::<VNNI, T>(w, nb, tiles, out, out_stride)
+        tile_q8_octets::<T>(w, nb, tiles, out, out_stride)
     }
 }

@@ -12,7 +12,7 @@ use super::q4::{isum_lanes4, load_a4, load_w4, AQuad};
 
 /// Four blocks (`b..b + 4`) of an `R` x `T` tile (Q4_0/Q4_1).
 #[inline(always)]
-unsafe fn step4<const DT: u8, const VNNI: bool, const R: usize, const T: usize>(
+unsafe fn step4<const DT: u8, const R: usize, const T: usize>(
     w: *const u8,
     rb: usize,
     nb: usize,
@@ -31,12 +31,12 @@ unsafe fn step4<const DT: u8, const VNNI: bool, const R: usize, const T: usize>(
         init: z,
     }; T];
     for (t, a) in aq.iter_mut().enumerate() {
-        *a = load_a4::<DT, VNNI>(x.add(t * nb + b));
+        *a = load_a4::<DT>(x.add(t * nb + b));
     }
     for (r, acc_r) in acc.iter_mut().enumerate() {
         let wq = load_w4::<DT>(w.add(r * rb + b * bb));
         for (a, acc_rt) in aq.iter().zip(acc_r.iter_mut()) {
-            let i = isum_lanes4::<VNNI>(&wq, a);
+            let i = isum_lanes4(&wq, a);
             *acc_rt = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(wq.d, a.d), *acc_rt);
             if DT == Q4_1 {
                 *acc_rt = _mm512_fmadd_ps(wq.m, a.s, *acc_rt);
@@ -48,7 +48,7 @@ unsafe fn step4<const DT: u8, const VNNI: bool, const R: usize, const T: usize>(
 /// One pair of blocks (`b`, and `b + 1` when `two`) of an `R` x `T` tile.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn step<const DT: u8, const VNNI: bool, const R: usize, const T: usize>(
+unsafe fn step<const DT: u8, const R: usize, const T: usize>(
     w: *const u8,
     rb: usize,
     nb: usize,
@@ -66,12 +66,12 @@ unsafe fn step<const DT: u8, const VNNI: bool, const R: usize, const T: usize>(
     };
     let mut ap = [zero; T];
     for (t, a) in ap.iter_mut().enumerate() {
-        *a = load_a::<DT, VNNI>(x.add(t * nb + b), two);
+        *a = load_a::<DT>(x.add(t * nb + b), two);
     }
     for (r, acc_r) in acc.iter_mut().enumerate() {
-        let wp = load_w::<DT, VNNI>(w.add(r * rb + b * bb), two);
+        let wp = load_w::<DT>(w.add(r * rb + b * bb), two);
         for (a, acc_rt) in ap.iter().zip(acc_r.iter_mut()) {
-            let i = isum_lanes::<DT, VNNI>(&wp, a);
+            let i = isum_lanes::<DT>(&wp, a);
             let scale = _mm512_mul_ps(wp.d, a.d);
             *acc_rt = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), scale, *acc_rt);
             if DT == Q4_1 {
@@ -84,7 +84,7 @@ unsafe fn step<const DT: u8, const VNNI: bool, const R: usize, const T: usize>(
 /// `R` rows x `T` tokens: `w` points at row 0 (rows `rb` bytes apart), `x` at token 0's
 /// blocks (tokens `nb` blocks apart), `out` at (token 0, row 0).
 #[inline(always)]
-pub(super) unsafe fn tile<const DT: u8, const VNNI: bool, const R: usize, const T: usize>(
+pub(super) unsafe fn tile<const DT: u8, const R: usize, const T: usize>(
     w: *const u8,
     rb: usize,
     nb: usize,
@@ -96,16 +96,16 @@ pub(super) unsafe fn tile<const DT: u8, const VNNI: bool, const R: usize, const 
     let mut b = 0;
     if DT != Q8_0 {
         while b + 4 <= nb {
-            step4::<DT, VNNI, R, T>(w, rb, nb, x, b, &mut acc);
+            step4::<DT, R, T>(w, rb, nb, x, b, &mut acc);
             b += 4;
         }
     }
     while b + 2 <= nb {
-        step::<DT, VNNI, R, T>(w, rb, nb, x, b, true, &mut acc);
+        step::<DT, R, T>(w, rb, nb, x, b, true, &mut acc);
         b += 2;
     }
     if b < nb {
-        step::<DT, VNNI, R, T>(w, rb, nb, x, b, false, &mut acc);
+        step::<DT, R, T>(w, rb, nb, x, b, false, &mut acc);
     }
     for (r, acc_r) in acc.iter().enumerate() {
         for (t, acc_rt) in acc_r.iter().enumerate() {
@@ -117,7 +117,7 @@ pub(super) unsafe fn tile<const DT: u8, const VNNI: bool, const R: usize, const 
 /// The operands of the row-tile path (rows wider than the grouped paths take), by tile:
 /// row r's weights at `w + r * rb` (`nb` blocks), token t's blocks at `x + t * nb`, output
 /// (t, r) at `out + t * out_stride + r`.
-pub(super) struct RowTiles<const DT: u8, const VNNI: bool> {
+pub(super) struct RowTiles<const DT: u8> {
     pub(super) w: *const u8,
     pub(super) rb: usize,
     pub(super) nb: usize,
@@ -126,10 +126,10 @@ pub(super) struct RowTiles<const DT: u8, const VNNI: bool> {
     pub(super) out_stride: usize,
 }
 
-impl<const DT: u8, const VNNI: bool> Tiler for RowTiles<DT, VNNI> {
+impl<const DT: u8> Tiler for RowTiles<DT> {
     #[inline(always)]
     unsafe fn tile<const R: usize, const T: usize>(&self, r: usize, t: usize) {
-        tile::<DT, VNNI, R, T>(
+        tile::<DT, R, T>(
             self.w.add(r * self.rb),
             self.rb,
             self.nb,
