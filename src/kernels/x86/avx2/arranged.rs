@@ -1,21 +1,24 @@
-//! The tile driver of the arranged layouts (Q5_0/Q5_1 quads, K-quant super-blocks): the
-//! activations of up to [`QT`] tokens are arranged once into the layout's lane order, then
-//! every row meets them unit by unit, each unpacked unit of weights serving up to 8 tokens,
-//! and the blocks past the last whole unit go through the layout's single-block
-//! micro-kernel, into the same accumulators. Decode and prefill take the same operations
-//! per output, so its bits depend neither on the batch nor on the rows.
+//! The AVX2 arranged layouts (Q5_0/Q5_1 quads, K-quant super-blocks) in the x86 tile loop of
+//! arranged layouts (`drive_arranged`): the activations of up to [`QT`] tokens are arranged
+//! once into the layout's lane order, then every row meets them unit by unit, each unpacked
+//! unit of weights serving up to 8 tokens, and the blocks past the last whole unit go
+//! through the layout's single-block micro-kernel, into the same accumulators. Decode and
+//! prefill take the same operations per output, so its bits depend neither on the batch nor
+//! on the rows.
 //!
 //! # Safety
 //! As in `avx2/mod.rs`: the entry points' CPU features, and the slice-size preconditions of
 //! `MatmulQ8aFn`.
 
 use std::arch::x86_64::*;
+use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use super::super::super::BlockQ8A;
+use super::super::{drive_arranged, Ahead, Arranged};
 use super::frame::Micro;
-use super::{hsum, prefetch, PREFETCH_ROWS};
+use super::hsum;
 
 /// Tokens whose activations are arranged at once: a unit's unpacked weights serve up to 8
 /// tokens, whose 8 accumulators fit the 16 ymm registers beside the unit's operands.
@@ -60,8 +63,8 @@ struct Tile<U: Unit> {
 }
 
 /// The matmul of `MatmulQ8aFn` in layout `U` for rows of `nb` activation blocks, which
-/// [`fits`] accepts: activations arranged once per tile of up to [`QT`] tokens, then every
-/// row meets the tile.
+/// [`fits`] accepts, through `drive_arranged`: activations arranged once per tile of up to
+/// [`QT`] tokens, then every row meets the tile.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn matmul<U: Unit>(
@@ -73,19 +76,61 @@ pub(super) unsafe fn matmul<U: Unit>(
     out: *mut f32,
     out_stride: usize,
 ) {
-    let bb = <U::Tail as Micro>::BLOCK_BYTES;
-    let nu = nb / U::SUBS;
-    let rb = nu * U::BYTES + (nb - nu * U::SUBS) * bb;
     debug_assert!(fits::<U>(nb));
-    let mut tl = Tile::<U> {
-        u: [const { MaybeUninit::uninit() }; QT * UNITS_MAX],
-        tail: [const { MaybeUninit::uninit() }; QT * TAIL_MAX],
+    let nu = nb / U::SUBS;
+    let l = Units::<U> {
+        w,
+        rb: nu * U::BYTES + (nb - nu * U::SUBS) * <U::Tail as Micro>::BLOCK_BYTES,
+        nb,
+        x,
+        out,
+        out_stride,
+        layout: PhantomData,
     };
-    let mut t = 0;
-    while t < n_tok {
-        let tn = (n_tok - t).min(QT);
+    drive_arranged(l, rows, n_tok)
+}
+
+/// A matmul in layout `U`: row r's weights at `w + r * rb` (`nb` activation blocks), token
+/// t's activations at `x + t * nb`, output (t, r) at `out + t * out_stride + r`.
+struct Units<U> {
+    w: *const u8,
+    rb: usize,
+    nb: usize,
+    x: *const BlockQ8A,
+    out: *mut f32,
+    out_stride: usize,
+    layout: PhantomData<U>,
+}
+
+impl<U> Clone for Units<U> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<U> Copy for Units<U> {}
+
+impl<U: Unit> Arranged for Units<U> {
+    type Tiles = Tile<U>;
+    #[inline(always)]
+    fn tiles(&self) -> Tile<U> {
+        Tile {
+            u: [const { MaybeUninit::uninit() }; QT * UNITS_MAX],
+            tail: [const { MaybeUninit::uninit() }; QT * TAIL_MAX],
+        }
+    }
+    #[inline(always)]
+    fn tile_tokens(&self, left: usize) -> usize {
+        left.min(QT)
+    }
+    #[inline(always)]
+    fn weights(&self) -> (*const u8, usize) {
+        (self.w, self.rb)
+    }
+    #[inline(always)]
+    unsafe fn arrange(&self, tl: &mut Tile<U>, t: usize, tn: usize) {
+        let (nb, nu) = (self.nb, self.nb / U::SUBS);
         for tt in 0..tn {
-            let xt = x.add((t + tt) * nb);
+            let xt = self.x.add((t + tt) * nb);
             for u in 0..nu {
                 tl.u[tt * UNITS_MAX + u].write(U::load_a(xt.add(U::SUBS * u)));
             }
@@ -94,25 +139,23 @@ pub(super) unsafe fn matmul<U: Unit>(
                 tl.tail[(b - U::SUBS * nu) * QT + tt].write(a);
             }
         }
-        let ot = out.add(t * out_stride);
-        for r in rows.clone() {
-            let (wr, or) = (w.add(r * rb), ot.add(r));
-            if r + PREFETCH_ROWS < rows.end {
-                prefetch(w.wrapping_add((r + PREFETCH_ROWS) * rb), rb);
-            }
-            // Sub-tiles of 8, 4, 2 and 1 tokens: the same operations per output in each.
-            let mut s = 0;
-            while s < tn {
-                let os = or.add(s * out_stride);
-                s += match tn - s {
-                    8.. => tile::<U, 8>(wr, nb, &tl, s, os, out_stride),
-                    4..=7 => tile::<U, 4>(wr, nb, &tl, s, os, out_stride),
-                    2 | 3 => tile::<U, 2>(wr, nb, &tl, s, os, out_stride),
-                    _ => tile::<U, 1>(wr, nb, &tl, s, os, out_stride),
-                };
-            }
+    }
+    #[inline(always)]
+    unsafe fn rows(&self, tl: &Tile<U>, r: usize, _n: usize, t: usize, tn: usize, pf: &Ahead) {
+        pf.row(r);
+        let (wr, os) = (self.w.add(r * self.rb), self.out_stride);
+        let or = self.out.add(t * os + r);
+        // Sub-tiles of 8, 4, 2 and 1 tokens: the same operations per output in each.
+        let mut s = 0;
+        while s < tn {
+            let o = or.add(s * os);
+            s += match tn - s {
+                8.. => tile::<U, 8>(wr, self.nb, tl, s, o, os),
+                4..=7 => tile::<U, 4>(wr, self.nb, tl, s, o, os),
+                2 | 3 => tile::<U, 2>(wr, self.nb, tl, s, o, os),
+                _ => tile::<U, 1>(wr, self.nb, tl, s, o, os),
+            };
         }
-        t += tn;
     }
 }
 

@@ -8,11 +8,12 @@
 //! operations in the same order whatever its tile, so its bits depend neither on the batch
 //! nor on the thread split.
 //!
-//! The transposed layouts of Q4 and Q8_0 ([`Layout`]) take [`matmul_grouped`] instead: the
-//! activations of up to [`GRP_TOK`] tokens are arranged once, then each row meets them group
-//! by group. The blocks past the last whole group go, into the same accumulators, through the
-//! layout's [`Layout::Tail`] (pairs of blocks), and a last block left over through the
-//! per-block step of the same dtype (`Block32::accumulate`).
+//! The transposed layouts of Q4 and Q8_0 ([`Layout`]) take [`matmul_grouped`] instead, through the
+//! x86 tile loop of arranged layouts (`drive_arranged`): the activations of up to [`GRP_TOK`]
+//! tokens are arranged once, then each row meets them group by group. The blocks past the last
+//! whole group go, into the same accumulators, through the layout's [`Layout::Tail`] (pairs of
+//! blocks), and a last block left over through the per-block step of the same dtype
+//! (`Block32::accumulate`).
 //!
 //! # Safety
 //! As in `avx2/mod.rs`: the entry points' CPU features, and the slice-size preconditions of
@@ -25,9 +26,9 @@ use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use super::super::super::{BlockQ8A, QK};
-use super::super::{block_bytes, drive, Tiler};
+use super::super::{block_bytes, drive, drive_arranged, Ahead, Arranged, Tiler};
 use super::block32::{load_w, ABlock, Block32};
-use super::{hsum, prefetch, PREFETCH_ROWS};
+use super::hsum;
 
 /// A block layout's micro-kernel: `R` rows x `T` tokens of one weight block.
 pub(in crate::kernels::x86) trait Micro {
@@ -206,10 +207,10 @@ impl Split {
     }
 }
 
-/// The matmul in layout `L` for rows of at most [`GROUPS_MAX`] groups, decode and prefill
-/// alike (so an output's bits never depend on the batch): activations are arranged once per
-/// tile of up to [`GRP_TOK`] tokens, then every row meets the tile: whole groups, then single
-/// blocks.
+/// The matmul in layout `L` for rows of at most [`GROUPS_MAX`] groups, through
+/// `drive_arranged`, decode and prefill alike (so an output's bits never depend on the
+/// batch): activations are arranged once per tile of up to [`GRP_TOK`] tokens, then every
+/// row meets the tile: whole groups, then single blocks.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn matmul_grouped<L: Layout<DT, VNNI>, const DT: u8, const VNNI: u8>(
@@ -223,18 +224,70 @@ pub(super) unsafe fn matmul_grouped<L: Layout<DT, VNNI>, const DT: u8, const VNN
     out_stride: usize,
 ) {
     let sp = Split::new::<L, DT, VNNI>(nb);
-    let tb = <L::Tail as Layout<DT, VNNI>>::BLOCKS;
     debug_assert!(sp.ng <= GROUPS_MAX && sp.nt <= TAIL_MAX && nb - sp.last <= 1);
-    let mut tiles = Tiles::<L::A, <L::Tail as Layout<DT, VNNI>>::A> {
-        g: [const { MaybeUninit::uninit() }; GRP_TOK * GROUPS_MAX],
-        tail: [const { MaybeUninit::uninit() }; GRP_TOK * TAIL_MAX],
-        last: [const { MaybeUninit::uninit() }; GRP_TOK],
+    let l = Grouped::<L, DT, VNNI> {
+        w,
+        rb,
+        nb,
+        sp,
+        x,
+        out,
+        out_stride,
+        layout: PhantomData,
     };
-    let mut t = 0;
-    while t < n_tok {
-        let tn = (n_tok - t).min(GRP_TOK);
+    drive_arranged(l, rows, n_tok)
+}
+
+/// A matmul in layout `L`: row r's weights at `w + r * rb` (`nb` blocks, split as `sp`),
+/// token t's activations at `x + t * nb`, output (t, r) at `out + t * out_stride + r`.
+struct Grouped<L, const DT: u8, const VNNI: u8> {
+    w: *const u8,
+    rb: usize,
+    nb: usize,
+    sp: Split,
+    x: *const BlockQ8A,
+    out: *mut f32,
+    out_stride: usize,
+    layout: PhantomData<L>,
+}
+
+impl<L, const DT: u8, const VNNI: u8> Clone for Grouped<L, DT, VNNI> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<L, const DT: u8, const VNNI: u8> Copy for Grouped<L, DT, VNNI> {}
+
+/// The tiles of layout `L`.
+type TilesOf<L, const DT: u8, const VNNI: u8> =
+    Tiles<<L as Layout<DT, VNNI>>::A, <<L as Layout<DT, VNNI>>::Tail as Layout<DT, VNNI>>::A>;
+
+impl<L: Layout<DT, VNNI>, const DT: u8, const VNNI: u8> Arranged for Grouped<L, DT, VNNI> {
+    type Tiles = TilesOf<L, DT, VNNI>;
+    /// 8 rows at a time, whose lanes [`hsum8`] sums together.
+    const ROWS: usize = 8;
+    #[inline(always)]
+    fn tiles(&self) -> Self::Tiles {
+        Tiles {
+            g: [const { MaybeUninit::uninit() }; GRP_TOK * GROUPS_MAX],
+            tail: [const { MaybeUninit::uninit() }; GRP_TOK * TAIL_MAX],
+            last: [const { MaybeUninit::uninit() }; GRP_TOK],
+        }
+    }
+    #[inline(always)]
+    fn tile_tokens(&self, left: usize) -> usize {
+        left.min(GRP_TOK)
+    }
+    #[inline(always)]
+    fn weights(&self) -> (*const u8, usize) {
+        (self.w, self.rb)
+    }
+    #[inline(always)]
+    unsafe fn arrange(&self, tiles: &mut Self::Tiles, t: usize, tn: usize) {
+        let (sp, nb) = (self.sp, self.nb);
+        let tb = <L::Tail as Layout<DT, VNNI>>::BLOCKS;
         for tt in 0..tn {
-            let xt = x.add((t + tt) * nb);
+            let xt = self.x.add((t + tt) * nb);
             for gi in 0..sp.ng {
                 tiles.g[tt * GROUPS_MAX + gi].write(L::load_a(xt.add(L::BLOCKS * gi)));
             }
@@ -246,57 +299,42 @@ pub(super) unsafe fn matmul_grouped<L: Layout<DT, VNNI>, const DT: u8, const VNN
                 tiles.last[tt].write(<Block32<DT, VNNI> as Micro>::load_a(xt.add(sp.last)));
             }
         }
-        let ot = out.add(t * out_stride);
+    }
+    #[inline(always)]
+    unsafe fn rows(&self, tl: &Self::Tiles, r: usize, n: usize, t: usize, tn: usize, pf: &Ahead) {
         match tn {
-            4 => {
-                rows_grouped::<L, DT, VNNI, 4>(w, rb, nb, sp, rows.clone(), &tiles, ot, out_stride)
-            }
-            3 => {
-                rows_grouped::<L, DT, VNNI, 3>(w, rb, nb, sp, rows.clone(), &tiles, ot, out_stride)
-            }
-            2 => {
-                rows_grouped::<L, DT, VNNI, 2>(w, rb, nb, sp, rows.clone(), &tiles, ot, out_stride)
-            }
-            _ => {
-                rows_grouped::<L, DT, VNNI, 1>(w, rb, nb, sp, rows.clone(), &tiles, ot, out_stride)
-            }
+            4 => self.rows_t::<4>(tl, r, n, t, pf),
+            3 => self.rows_t::<3>(tl, r, n, t, pf),
+            2 => self.rows_t::<2>(tl, r, n, t, pf),
+            _ => self.rows_t::<1>(tl, r, n, t, pf),
         }
-        t += tn;
     }
 }
 
-/// Rows `rows` (at `w`, `rb` bytes apart, `nb` blocks each, split as `sp`) against the first
-/// `T` tokens of `tl`, written at `out[t * out_stride + r]`: 8 rows at a time, whose lanes
-/// [`hsum8`] sums together.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn rows_grouped<L: Layout<DT, VNNI>, const DT: u8, const VNNI: u8, const T: usize>(
-    w: *const u8,
-    rb: usize,
-    nb: usize,
-    sp: Split,
-    rows: Range<usize>,
-    tl: &Tiles<L::A, <L::Tail as Layout<DT, VNNI>>::A>,
-    out: *mut f32,
-    out_stride: usize,
-) {
-    let mut r0 = rows.start;
-    while r0 < rows.end {
-        let n = (rows.end - r0).min(8);
+impl<L: Layout<DT, VNNI>, const DT: u8, const VNNI: u8> Grouped<L, DT, VNNI> {
+    /// Rows `r0..r0 + n` (`n <= 8`) against the first `T` tokens of `tl`, which start at
+    /// token `t`.
+    #[inline(always)]
+    unsafe fn rows_t<const T: usize>(
+        &self,
+        tl: &TilesOf<L, DT, VNNI>,
+        r0: usize,
+        n: usize,
+        t: usize,
+        pf: &Ahead,
+    ) {
         // acc[t][i]: row r0 + i, token t; the rows past `n` stay zero.
         let mut acc = [[_mm256_setzero_ps(); 8]; T];
         for i in 0..n {
-            let r = r0 + i;
-            if r + PREFETCH_ROWS < rows.end {
-                prefetch(w.wrapping_add((r + PREFETCH_ROWS) * rb), rb);
-            }
-            let a = tile_grouped::<L, DT, VNNI, T>(w.add(r * rb), nb, sp, tl);
+            pf.row(r0 + i);
+            let w = self.w.add((r0 + i) * self.rb);
+            let a = tile_grouped::<L, DT, VNNI, T>(w, self.nb, self.sp, tl);
             for (acc_t, a_t) in acc.iter_mut().zip(a) {
                 acc_t[i] = a_t;
             }
         }
-        for (t, acc_t) in acc.iter().enumerate() {
-            let o = out.add(t * out_stride + r0);
+        for (tt, acc_t) in acc.iter().enumerate() {
+            let o = self.out.add((t + tt) * self.out_stride + r0);
             if n == 8 {
                 _mm256_storeu_ps(o, hsum8(acc_t));
             } else {
@@ -305,7 +343,6 @@ unsafe fn rows_grouped<L: Layout<DT, VNNI>, const DT: u8, const VNNI: u8, const 
                 std::ptr::copy_nonoverlapping(s.as_ptr(), o, n);
             }
         }
-        r0 += n;
     }
 }
 

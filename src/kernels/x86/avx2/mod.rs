@@ -1,8 +1,9 @@
 //! AVX2 + FMA + F16C kernels, and the same with AVX-VNNI (`vpdpbusd` in VEX form, for CPUs
 //! without AVX-512) as the `avxvnni` table. Files by layout:
-//! - [`frame`]: the tile drivers every int8-activation layout goes through;
-//! - [`arranged`]: the driver of the Q5 quads and K-quant super-blocks (activations arranged
-//!   once per 8-token tile);
+//! - [`frame`]: the micro-kernel trait of the register tiles, and the transposed Q4/Q8_0
+//!   layouts' form for the arranged tile loop;
+//! - [`arranged`]: the Q5 quads and K-quant super-blocks in the arranged tile loop
+//!   (activations arranged once per 8-token tile);
 //! - [`block32`]: Q8_0/Q4_0/Q4_1 one block per register (wide rows, and group tails);
 //! - [`q4`], [`q8`]: the transposed Q4 groups and Q8_0 quads (rows up to 4096 columns);
 //! - [`q5`], [`kquant`]: Q5_0/Q5_1 and Q4_K/Q5_K/Q6_K (shared by every x86 table);
@@ -23,7 +24,7 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use super::super::{BlockQ8A, Kernels, QK};
-use super::{block_bytes, prefetch, prefetch_rows, table, PREFETCH_ROWS, Q4_0, Q4_1, Q8_0};
+use super::{block_bytes, prefetch, prefetch_rows, table, Q4_0, Q4_1, Q8_0};
 
 pub(in crate::kernels::x86) mod arranged;
 mod block32;

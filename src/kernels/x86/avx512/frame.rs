@@ -1,13 +1,15 @@
 //! What every AVX-512 layout shares: permute-index tables, the fixed-order lane sums, the
-//! [`Layout`] trait of the transposed row layouts and the tile loop that serves them
-//! ([`matmul_tiled`]), and the q8a matmul and `isums` entries that pick a layout by row width.
+//! [`Layout`] trait of the transposed row layouts and their [`Arranged`] form for the x86
+//! tile loop of arranged layouts (`drive_arranged`), and the q8a matmul and `isums` entries
+//! that pick a layout by row width.
 //! Safety: as in the `avx512` module documentation.
 
 use std::arch::x86_64::*;
+use std::marker::PhantomData;
 use std::ops::Range;
 
 use super::super::super::{BlockQ8A, QK};
-use super::super::{block_bytes, drive, prefetch, PREFETCH_ROWS, Q8_0};
+use super::super::{block_bytes, drive, drive_arranged, Ahead, Arranged, Q8_0};
 use super::q4::{Q4Groups, GRP, GRP_MAX};
 use super::q8::{Q8Octets, OCT, OCT_MAX};
 use super::wide::RowTiles;
@@ -108,47 +110,62 @@ pub(super) trait Layout {
     );
 }
 
-/// The matmul in layout `L`, decode and prefill alike (so an output's bits never depend on
-/// the batch): activations are arranged once per tile of up to [`GRP_TOK`] tokens (8, 4, 2
-/// or 1), then every row of `rows` meets the tile.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn matmul_tiled<L: Layout>(
+/// A matmul in the transposed layout `L`, for [`drive_arranged`]: activations are arranged
+/// once per tile of up to [`GRP_TOK`] tokens (8, 4, 2 or 1), decode and prefill alike (so an
+/// output's bits never depend on the batch), then every row meets the tile.
+struct Grouped<L> {
     w: *const u8,
     rb: usize,
     nb: usize,
-    rows: Range<usize>,
     x: *const BlockQ8A,
-    n_tok: usize,
     out: *mut f32,
     out_stride: usize,
-) {
-    let mut tiles = L::tiles();
-    let mut t = 0;
-    while t < n_tok {
-        let tn = match n_tok - t {
+    layout: PhantomData<L>,
+}
+
+impl<L> Clone for Grouped<L> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<L> Copy for Grouped<L> {}
+
+impl<L: Layout> Arranged for Grouped<L> {
+    type Tiles = L::Tiles;
+    #[inline(always)]
+    fn tiles(&self) -> L::Tiles {
+        L::tiles()
+    }
+    #[inline(always)]
+    fn tile_tokens(&self, left: usize) -> usize {
+        match left {
             8.. => 8,
             4..=7 => 4,
             2..=3 => 2,
             _ => 1,
-        };
+        }
+    }
+    #[inline(always)]
+    fn weights(&self) -> (*const u8, usize) {
+        (self.w, self.rb)
+    }
+    #[inline(always)]
+    unsafe fn arrange(&self, tiles: &mut L::Tiles, t: usize, tn: usize) {
         for tt in 0..tn {
-            L::arrange(&mut tiles, tt, x.add((t + tt) * nb), nb);
+            L::arrange(tiles, tt, self.x.add((t + tt) * self.nb), self.nb);
         }
-        let ot = out.add(t * out_stride);
-        for r in rows.clone() {
-            if r + PREFETCH_ROWS < rows.end {
-                prefetch(w.wrapping_add((r + PREFETCH_ROWS) * rb), rb);
-            }
-            let (wr, or) = (w.add(r * rb), ot.add(r));
-            match tn {
-                8 => L::row::<8>(wr, nb, &tiles, or, out_stride),
-                4 => L::row::<4>(wr, nb, &tiles, or, out_stride),
-                2 => L::row::<2>(wr, nb, &tiles, or, out_stride),
-                _ => L::row::<1>(wr, nb, &tiles, or, out_stride),
-            }
+    }
+    #[inline(always)]
+    unsafe fn rows(&self, tiles: &L::Tiles, r: usize, _n: usize, t: usize, tn: usize, pf: &Ahead) {
+        pf.row(r);
+        let (w, nb, os) = (self.w.add(r * self.rb), self.nb, self.out_stride);
+        let o = self.out.add(t * os + r);
+        match tn {
+            8 => L::row::<8>(w, nb, tiles, o, os),
+            4 => L::row::<4>(w, nb, tiles, o, os),
+            2 => L::row::<2>(w, nb, tiles, o, os),
+            _ => L::row::<1>(w, nb, tiles, o, os),
         }
-        t += tn;
     }
 }
 
@@ -168,12 +185,28 @@ pub(super) unsafe fn matmul_q8a<const DT: u8>(
     let rb = nb * block_bytes(DT);
     let (w, x) = (w.as_ptr(), xq.as_ptr());
     if DT != Q8_0 && nb / GRP <= GRP_MAX {
-        matmul_tiled::<Q4Groups<DT>>(w, rb, nb, rows, x, n_tok, out, out_stride);
-        return;
+        let l = Grouped::<Q4Groups<DT>> {
+            w,
+            rb,
+            nb,
+            x,
+            out,
+            out_stride,
+            layout: PhantomData,
+        };
+        return drive_arranged(l, rows, n_tok);
     }
     if DT == Q8_0 && nb / OCT <= OCT_MAX {
-        matmul_tiled::<Q8Octets>(w, rb, nb, rows, x, n_tok, out, out_stride);
-        return;
+        let l = Grouped::<Q8Octets> {
+            w,
+            rb,
+            nb,
+            x,
+            out,
+            out_stride,
+            layout: PhantomData,
+        };
+        return drive_arranged(l, rows, n_tok);
     }
     let tiles = RowTiles::<DT> {
         w,

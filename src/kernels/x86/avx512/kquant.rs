@@ -1,11 +1,11 @@
 //! Q4_K, Q5_K and Q6_K batches with AVX-512 VNNI: the AVX2 arranged super-blocks
-//! (`avx2/kquant.rs`), two tokens per register. A row's unpacked super-block is the same in
-//! both 256-bit halves and each half holds one token's arranged activations, so one
-//! `vpdpbusd` (see [`isums`]) serves two tokens and the f32 steps (conversion, the minimum term's FNMA, the scale's FMA) run on
-//! both tokens' 8 lanes at once. Every lane sees the AVX2 kernel's operations in the same
-//! order, so each output has the same bits as on the AVX2 path: integer sums are exact, and
-//! the f32 steps are lane-wise. Decode takes [`KQuantBw`], the AVX2 micro-kernel two
-//! sub-blocks per register, with the same integer sums and f32 steps.
+//! (`avx2/kquant.rs`), two tokens per register. A row's unpacked super-block is the same in both
+//! 256-bit halves and each half holds one token's arranged activations, so one `vpdpbusd` (see
+//! [`isums`]) serves two tokens and the f32 steps (conversion, the minimum term's FNMA, the scale's
+//! FMA) run on both tokens' 8 lanes at once. Every lane sees the AVX2 kernel's operations in the
+//! same order, so each output has the same bits as on the AVX2 path: integer sums are exact, and
+//! the f32 steps are lane-wise. Decode takes [`KQuantBw`], the AVX2 micro-kernel two sub-blocks per
+//! register, with the same integer sums and f32 steps.
 //!
 //! # Safety
 //! As in the `avx512` module documentation: AVX-512 F/BW/VL and VNNI, AVX2, FMA and F16C,
@@ -22,7 +22,7 @@ use super::super::avx2::hsum;
 use super::super::avx2::kquant::{
     self as k2, AUnit, KQuant, KRow, KUnit, WUnit, AK, Q5_K, Q6_K, SUBS,
 };
-use super::super::{prefetch, PREFETCH_ROWS};
+use super::super::{drive_arranged, Ahead, Arranged};
 
 /// Token pairs per tile: 16 tokens in 8 accumulators, beside a unit's 12 weight registers
 /// (32 in all), so each unpacked super-block serves twice the AVX2 tile's 8 tokens
@@ -174,7 +174,7 @@ struct Tile {
 }
 
 /// The matmul of `MatmulQ8aFn` for Q4_K, Q5_K or Q6_K: batches of rows `arranged` takes in
-/// token pairs, decode and the rest through [`KQuantBw`].
+/// token pairs (through `drive_arranged`), decode and the rest through [`KQuantBw`].
 #[inline(always)]
 pub(super) unsafe fn matmul<const K: u8>(
     w: &[u8],
@@ -189,62 +189,96 @@ pub(super) unsafe fn matmul<const K: u8>(
     if n_tok < 2 || !arranged::fits::<KUnit<K>>(nb) || !nb.is_multiple_of(SUBS) {
         return matmul_tiles::<KQuantBw<K>>(w, cols, rows, xq, n_tok, out, out_stride);
     }
-    let (wp, x) = (w.as_ptr(), xq.as_ptr());
     let nu = nb / SUBS;
-    let rb = nu * <KUnit<K> as Unit>::BYTES;
-    let mut tl = Tile {
-        pairs: [const { MaybeUninit::uninit() }; PAIRS * arranged::UNITS_MAX],
-        last: [const { MaybeUninit::uninit() }; arranged::UNITS_MAX],
+    let l = Pairs::<K> {
+        w: w.as_ptr(),
+        rb: nu * <KUnit<K> as Unit>::BYTES,
+        nu,
+        // Token pairs per tile: at most PAIRS, and no more than fit in TILE_BYTES.
+        pairs: (TILE_BYTES / (nu * std::mem::size_of::<A2>())).clamp(1, PAIRS),
+        x: xq.as_ptr(),
+        out,
+        out_stride,
     };
-    // Token pairs per tile: at most PAIRS, and no more than fit in TILE_BYTES.
-    let pairs = (TILE_BYTES / (nu * std::mem::size_of::<A2>())).clamp(1, PAIRS);
-    let mut t = 0;
-    while t < n_tok {
-        let tn = (n_tok - t).min(2 * pairs);
-        let (np, odd) = (tn / 2, tn % 2 == 1);
-        for u in 0..nu {
-            let unit = |tt: usize| KUnit::<K>::load_a(x.add((t + tt) * nb + SUBS * u));
-            for p in 0..np {
+    drive_arranged(l, rows, n_tok)
+}
+
+/// A K-quant batch in token pairs: row r's `nu` super-blocks at `w + r * rb`, token t's
+/// activations at `x + t * nu * SUBS`, output (t, r) at `out + t * out_stride + r`; tiles of
+/// `pairs` token pairs.
+#[derive(Clone, Copy)]
+struct Pairs<const K: u8> {
+    w: *const u8,
+    rb: usize,
+    nu: usize,
+    pairs: usize,
+    x: *const BlockQ8A,
+    out: *mut f32,
+    out_stride: usize,
+}
+
+impl<const K: u8> Arranged for Pairs<K> {
+    type Tiles = Tile;
+    #[inline(always)]
+    fn tiles(&self) -> Tile {
+        Tile {
+            pairs: [const { MaybeUninit::uninit() }; PAIRS * arranged::UNITS_MAX],
+            last: [const { MaybeUninit::uninit() }; arranged::UNITS_MAX],
+        }
+    }
+    #[inline(always)]
+    fn tile_tokens(&self, left: usize) -> usize {
+        left.min(2 * self.pairs)
+    }
+    #[inline(always)]
+    fn weights(&self) -> (*const u8, usize) {
+        (self.w, self.rb)
+    }
+    #[inline(always)]
+    unsafe fn arrange(&self, tl: &mut Tile, t: usize, tn: usize) {
+        let nb = self.nu * SUBS;
+        for u in 0..self.nu {
+            let unit = |tt: usize| KUnit::<K>::load_a(self.x.add((t + tt) * nb + SUBS * u));
+            for p in 0..tn / 2 {
                 let a2 = pair_a::<K>(&unit(2 * p), &unit(2 * p + 1));
                 tl.pairs[p * arranged::UNITS_MAX + u].write(a2);
             }
-            if odd {
+            if tn % 2 == 1 {
                 tl.last[u].write(unit(tn - 1));
             }
         }
-        let ot = out.add(t * out_stride);
-        for r in rows.clone() {
-            if r + PREFETCH_ROWS < rows.end {
-                prefetch(wp.wrapping_add((r + PREFETCH_ROWS) * rb), rb);
-            }
-            let wr = wp.add(r * rb);
-            let mut acc = [_mm512_setzero_ps(); PAIRS];
-            let mut acc1 = _mm256_setzero_ps();
-            // SAFETY (the reads of `tl`): the loop above wrote the pairs and the odd token
-            // of this tile for every unit of the row.
-            for u in 0..nu {
-                let wu = KUnit::<K>::load_w(wr.add(u * <KUnit<K> as Unit>::BYTES));
-                let w2 = widen_w(&wu);
-                for (p, acc_p) in acc.iter_mut().enumerate().take(np) {
-                    let a2 = tl.pairs[p * arranged::UNITS_MAX + u].assume_init_ref();
-                    *acc_p = accumulate::<K>(&w2, a2, *acc_p);
-                }
-                if odd {
-                    acc1 = KUnit::<K>::accumulate(&wu, tl.last[u].assume_init_ref(), acc1);
-                }
-            }
-            let o = ot.add(r);
-            for (p, acc_p) in acc.iter().enumerate().take(np) {
-                let lo = _mm512_castps512_ps256(*acc_p);
-                let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(*acc_p)));
-                *o.add(2 * p * out_stride) = hsum(lo);
-                *o.add((2 * p + 1) * out_stride) = hsum(hi);
+    }
+    #[inline(always)]
+    unsafe fn rows(&self, tl: &Tile, r: usize, _n: usize, t: usize, tn: usize, pf: &Ahead) {
+        pf.row(r);
+        let (np, odd) = (tn / 2, tn % 2 == 1);
+        let wr = self.w.add(r * self.rb);
+        let mut acc = [_mm512_setzero_ps(); PAIRS];
+        let mut acc1 = _mm256_setzero_ps();
+        // SAFETY (the reads of `tl`): `arrange` wrote the pairs and the odd token of this
+        // tile for every unit of the row.
+        for u in 0..self.nu {
+            let wu = KUnit::<K>::load_w(wr.add(u * <KUnit<K> as Unit>::BYTES));
+            let w2 = widen_w(&wu);
+            for (p, acc_p) in acc.iter_mut().enumerate().take(np) {
+                let a2 = tl.pairs[p * arranged::UNITS_MAX + u].assume_init_ref();
+                *acc_p = accumulate::<K>(&w2, a2, *acc_p);
             }
             if odd {
-                *o.add((tn - 1) * out_stride) = hsum(acc1);
+                acc1 = KUnit::<K>::accumulate(&wu, tl.last[u].assume_init_ref(), acc1);
             }
         }
-        t += tn;
+        let os = self.out_stride;
+        let o = self.out.add(t * os + r);
+        for (p, acc_p) in acc.iter().enumerate().take(np) {
+            let lo = _mm512_castps512_ps256(*acc_p);
+            let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(*acc_p)));
+            *o.add(2 * p * os) = hsum(lo);
+            *o.add((2 * p + 1) * os) = hsum(hi);
+        }
+        if odd {
+            *o.add((tn - 1) * os) = hsum(acc1);
+        }
     }
 }
 

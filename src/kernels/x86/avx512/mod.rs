@@ -26,7 +26,7 @@
 //! loads, which never touch masked-out bytes.
 //!
 //! # Files
-//! - `frame`: permute tables, lane sums, the [`frame::Layout`] trait and its tile loop, and
+//! - `frame`: permute tables, lane sums, the [`frame::Layout`] trait in the arranged tile loop, and
 //!   the q8a matmul and `isums` that choose a layout by row width;
 //! - `pair`: one or two blocks per register, which every layout ends a row with;
 //! - `q4`: Q4_0/Q4_1 groups of 16 blocks and quads; `q8`: Q8_0 octets;

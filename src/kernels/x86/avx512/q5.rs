@@ -27,7 +27,7 @@ use super::super::avx2::hsum;
 use super::super::avx2::q5::{
     self as q5_avx2, block_dm, load_aq, steps, AQuad, Q5Quads, A5, Q5, QUAD,
 };
-use super::super::{prefetch, prefetch_rows};
+use super::super::{drive_arranged, prefetch_rows, Ahead, Arranged};
 
 /// Blocks past the last whole quad, at most (`arranged::fits`).
 const TAIL_MAX: usize = QUAD - 1;
@@ -50,7 +50,9 @@ unsafe fn block_lanes<const ONE: bool>(p0: *const u8, p1: *const u8, a: __m512i)
     let nibbles = _mm512_and_si512(_mm512_srlv_epi16(twice, shift), _mm512_set1_epi8(0x0f));
     // Bit i of `qh` is value i's fifth bit: byte i of the block's half of the register.
     let qh = |p: *const u8| {
-        u64::from(u32::from_le_bytes(std::ptr::read_unaligned(p.add(oh).cast())))
+        u64::from(u32::from_le_bytes(std::ptr::read_unaligned(
+            p.add(oh).cast(),
+        )))
     };
     let bits = qh(p0) | qh(p1) << 32;
     // The nibbles are below 0x10, so adding the bit is or-ing it.
@@ -83,7 +85,8 @@ unsafe fn quad_dm(p: *const u8, bb: usize) -> (__m256, __m256) {
 }
 
 /// The matmul of `MatmulQ8aFn` for Q5_0 (`ONE = false`) or Q5_1: one token over rows the
-/// quad layout takes as described above, the rest through AVX2's `q5::matmul`.
+/// quad layout takes as described above (through `drive_arranged`), the rest through AVX2's
+/// `q5::matmul`.
 #[inline(always)]
 pub(super) unsafe fn matmul<const ONE: bool>(
     w: &[u8],
@@ -98,43 +101,92 @@ pub(super) unsafe fn matmul<const ONE: bool>(
     if n_tok != 1 || !arranged::fits::<Q5Quads<ONE, true>>(nb) {
         return q5_avx2::matmul::<ONE, true>(w, cols, rows, xq, n_tok, out, out_stride);
     }
-    let bb = <Q5<ONE> as Micro>::BLOCK_BYTES;
-    let (nq, rb, x) = (nb / QUAD, nb * bb, xq.as_ptr());
-    // The token's activations: blocks 2i and 2i + 1 side by side (a lone last block twice),
-    // each quad's initial lanes, `d` and `s` as the quad layout has them, and the tail
-    // blocks' as the single-block micro-kernel has them.
-    let mut a = [_mm512_setzero_si512(); PAIRS_MAX];
-    let mut aq = [const { MaybeUninit::<AQuad>::uninit() }; UNITS_MAX];
-    let mut tail = [const { MaybeUninit::<A5>::uninit() }; TAIL_MAX];
-    for (i, ai) in a.iter_mut().enumerate().take(nb.div_ceil(2)) {
-        let qs = |b: usize| _mm256_loadu_si256((*x.add(b.min(nb - 1))).qs.as_ptr().cast());
-        *ai = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(qs(2 * i)), qs(2 * i + 1));
+    let l = Decode::<ONE> {
+        w: w.as_ptr(),
+        nb,
+        x: xq.as_ptr(),
+        out,
+    };
+    drive_arranged(l, rows, 1)
+}
+
+/// One token's Q5 decode: rows of `nb` blocks at `w`, the token's activations at `x`, row
+/// r's output at `out + r`.
+#[derive(Clone, Copy)]
+struct Decode<const ONE: bool> {
+    w: *const u8,
+    nb: usize,
+    x: *const BlockQ8A,
+    out: *mut f32,
+}
+
+/// The token's activations: blocks 2i and 2i + 1 side by side (a lone last block twice),
+/// each quad's initial lanes, `d` and `s` as the quad layout has them, and the tail blocks'
+/// as the single-block micro-kernel has them.
+struct Token {
+    a: [__m512i; PAIRS_MAX],
+    aq: [MaybeUninit<AQuad>; UNITS_MAX],
+    tail: [MaybeUninit<A5>; TAIL_MAX],
+}
+
+impl<const ONE: bool> Arranged for Decode<ONE> {
+    type Tiles = Token;
+    #[inline(always)]
+    fn tiles(&self) -> Token {
+        Token {
+            // SAFETY: all-zero bits are a valid `__m512i` (the zero vector).
+            a: unsafe { std::mem::zeroed() },
+            aq: [const { MaybeUninit::uninit() }; UNITS_MAX],
+            tail: [const { MaybeUninit::uninit() }; TAIL_MAX],
+        }
     }
-    for (q, aq_q) in aq.iter_mut().enumerate().take(nq) {
-        aq_q.write(load_aq::<ONE>(x.add(q * QUAD)));
+    #[inline(always)]
+    fn tile_tokens(&self, _left: usize) -> usize {
+        1
     }
-    let n_tail = nb - QUAD * nq;
-    for (k, t) in tail.iter_mut().enumerate().take(n_tail) {
-        t.write(<Q5<ONE> as Micro>::load_a(x.add(QUAD * nq + k)));
+    #[inline(always)]
+    fn weights(&self) -> (*const u8, usize) {
+        (self.w, self.nb * <Q5<ONE> as Micro>::BLOCK_BYTES)
     }
-    let ahead = prefetch_rows(rb, 1) * rb;
-    let wp = w.as_ptr();
-    for r in rows {
-        let p = wp.add(r * rb);
-        prefetch(p.wrapping_add(ahead), rb);
+    #[inline(always)]
+    fn ahead(&self) -> usize {
+        prefetch_rows(self.weights().1, 1)
+    }
+    #[inline(always)]
+    unsafe fn arrange(&self, tk: &mut Token, _t: usize, _tn: usize) {
+        let (nb, x) = (self.nb, self.x);
+        let nq = nb / QUAD;
+        for (i, ai) in tk.a.iter_mut().enumerate().take(nb.div_ceil(2)) {
+            let qs = |b: usize| _mm256_loadu_si256((*x.add(b.min(nb - 1))).qs.as_ptr().cast());
+            *ai = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(qs(2 * i)), qs(2 * i + 1));
+        }
+        for (q, aq_q) in tk.aq.iter_mut().enumerate().take(nq) {
+            aq_q.write(load_aq::<ONE>(x.add(q * QUAD)));
+        }
+        for (k, t) in tk.tail.iter_mut().enumerate().take(nb - QUAD * nq) {
+            t.write(<Q5<ONE> as Micro>::load_a(x.add(QUAD * nq + k)));
+        }
+    }
+    #[inline(always)]
+    unsafe fn rows(&self, tk: &Token, r: usize, _n: usize, _t: usize, _tn: usize, pf: &Ahead) {
+        pf.row(r);
+        let bb = <Q5<ONE> as Micro>::BLOCK_BYTES;
+        let (nb, nq) = (self.nb, self.nb / QUAD);
+        let n_tail = nb - QUAD * nq;
+        let p = self.w.add(r * nb * bb);
         let mut acc = _mm256_setzero_ps();
-        // SAFETY (the reads of `aq` and `tail`): written above for this row width.
+        // SAFETY (the reads of `aq` and `tail`): `arrange` wrote them for this row width.
         for q in 0..nq {
             let pq = p.add(q * QUAD * bb);
-            let a01 = pair_sums::<ONE>(pq, pq.add(bb), a[2 * q]);
-            let a23 = pair_sums::<ONE>(pq.add(2 * bb), pq.add(3 * bb), a[2 * q + 1]);
+            let a01 = pair_sums::<ONE>(pq, pq.add(bb), tk.a[2 * q]);
+            let a23 = pair_sums::<ONE>(pq.add(2 * bb), pq.add(3 * bb), tk.a[2 * q + 1]);
             // Lane 4h + 2c + e: block h + 2e's values 8k + 4c + n (k, n in 0..4), the
             // quad layout's lane.
             let lanes = _mm256_add_epi32(
                 _mm256_unpacklo_epi32(a01, a23),
                 _mm256_unpackhi_epi32(a01, a23),
             );
-            let aq_q = aq[q].assume_init_ref();
+            let aq_q = tk.aq[q].assume_init_ref();
             let i = _mm256_add_epi32(aq_q.init, lanes);
             let (d, m) = quad_dm(pq, bb);
             acc = steps::<ONE>(i, d, aq_q.d, m, aq_q.s, acc);
@@ -144,14 +196,14 @@ pub(super) unsafe fn matmul<const ONE: bool>(
         for k in (0..n_tail).step_by(2) {
             let b = QUAD * nq + k;
             let (p0, p1) = (p.add(b * bb), p.add((b + 1).min(nb - 1) * bb));
-            let s = block_lanes::<ONE>(p0, p1, a[b / 2]);
+            let s = block_lanes::<ONE>(p0, p1, tk.a[b / 2]);
             let halves = [_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64::<1>(s)];
             for (j, &h) in halves.iter().enumerate().take(n_tail - k) {
-                let t = tail[k + j].assume_init_ref();
+                let t = tk.tail[k + j].assume_init_ref();
                 let (d, m) = block_dm::<ONE>(p.add((b + j) * bb));
                 acc = steps::<ONE>(_mm256_add_epi32(t.init, h), d, t.d, m, t.s, acc);
             }
         }
-        *out.add(r) = hsum(acc);
+        *self.out.add(r) = hsum(acc);
     }
 }
