@@ -340,34 +340,46 @@ pub(super) unsafe fn drive_arranged<L: Arranged>(l: L, rows: Range<usize>, n_tok
     }
 }
 
-/// The operands of an f32-activation matmul (`MatmulF32Fn`), by tile: row r's weights at
-/// `w + r * rb`, token t's activations at `x + t * cols`, output (t, r) at
-/// `out + t * out_stride + r`.
-#[derive(Clone, Copy)]
-pub(super) struct FOperands {
+/// The operands of a matmul, by tile: row r's weights at `w + r * rb`, token t's
+/// activations at `x + t * n` (`n` values of type `X`: f32 values, or int8 blocks),
+/// output (t, r) at `out + t * out_stride + r`.
+pub(super) struct Operands<X> {
     pub w: *const u8,
     pub rb: usize,
-    pub cols: usize,
-    pub x: *const f32,
+    pub n: usize,
+    pub x: *const X,
     pub out: *mut f32,
     pub out_stride: usize,
 }
 
-impl FOperands {
-    /// Operands of weights `w` (rows of `rb` bytes, `cols` columns), activations `x` (a row of
-    /// `cols` per token) and the output (`out_stride` apart per token).
+impl<X> Clone for Operands<X> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<X> Copy for Operands<X> {}
+
+/// The operands of an f32-activation matmul (`MatmulF32Fn`): `n` is the columns.
+pub(super) type FOperands = Operands<f32>;
+/// The operands of an int8-activation matmul (`MatmulQ8aFn`): `n` is the activation blocks
+/// of a row.
+pub(super) type QOperands = Operands<super::BlockQ8A>;
+
+impl<X> Operands<X> {
+    /// Operands of weights `w` (rows of `rb` bytes), activations `x` (`n` per token) and the
+    /// output (`out_stride` apart per token).
     pub(super) fn new(
         w: &[u8],
         rb: usize,
-        cols: usize,
-        x: &[f32],
+        n: usize,
+        x: &[X],
         out: *mut f32,
         out_stride: usize,
     ) -> Self {
-        FOperands {
+        Operands {
             w: w.as_ptr(),
             rb,
-            cols,
+            n,
             x: x.as_ptr(),
             out,
             out_stride,
@@ -376,10 +388,10 @@ impl FOperands {
 
     /// The weights of row `r`, the activations of token `t` and output (t, r).
     #[inline(always)]
-    pub(super) unsafe fn at(&self, r: usize, t: usize) -> (*const u8, *const f32, *mut f32) {
+    pub(super) unsafe fn at(&self, r: usize, t: usize) -> (*const u8, *const X, *mut f32) {
         (
             self.w.add(r * self.rb),
-            self.x.add(t * self.cols),
+            self.x.add(t * self.n),
             self.out.add(t * self.out_stride + r),
         )
     }

@@ -16,7 +16,7 @@ use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use super::super::super::BlockQ8A;
-use super::super::{drive_arranged, Ahead, Arranged};
+use super::super::{drive_arranged, Ahead, Arranged, QOperands};
 use super::frame::Micro;
 use super::hsum;
 
@@ -79,26 +79,22 @@ pub(super) unsafe fn matmul<U: Unit>(
     debug_assert!(fits::<U>(nb));
     let nu = nb / U::SUBS;
     let l = Units::<U> {
-        w,
-        rb: nu * U::BYTES + (nb - nu * U::SUBS) * <U::Tail as Micro>::BLOCK_BYTES,
-        nb,
-        x,
-        out,
-        out_stride,
+        o: QOperands {
+            w,
+            rb: nu * U::BYTES + (nb - nu * U::SUBS) * <U::Tail as Micro>::BLOCK_BYTES,
+            n: nb,
+            x,
+            out,
+            out_stride,
+        },
         layout: PhantomData,
     };
     drive_arranged(l, rows, n_tok)
 }
 
-/// A matmul in layout `U`: row r's weights at `w + r * rb` (`nb` activation blocks), token
-/// t's activations at `x + t * nb`, output (t, r) at `out + t * out_stride + r`.
+/// A matmul in layout `U` (its rows of `o.n` activation blocks).
 struct Units<U> {
-    w: *const u8,
-    rb: usize,
-    nb: usize,
-    x: *const BlockQ8A,
-    out: *mut f32,
-    out_stride: usize,
+    o: QOperands,
     layout: PhantomData<U>,
 }
 
@@ -124,13 +120,13 @@ impl<U: Unit> Arranged for Units<U> {
     }
     #[inline(always)]
     fn weights(&self) -> (*const u8, usize) {
-        (self.w, self.rb)
+        (self.o.w, self.o.rb)
     }
     #[inline(always)]
     unsafe fn arrange(&self, tl: &mut Tile<U>, t: usize, tn: usize) {
-        let (nb, nu) = (self.nb, self.nb / U::SUBS);
+        let (nb, nu) = (self.o.n, self.o.n / U::SUBS);
         for tt in 0..tn {
-            let xt = self.x.add((t + tt) * nb);
+            let xt = self.o.x.add((t + tt) * nb);
             for u in 0..nu {
                 tl.u[tt * UNITS_MAX + u].write(U::load_a(xt.add(U::SUBS * u)));
             }
@@ -143,17 +139,17 @@ impl<U: Unit> Arranged for Units<U> {
     #[inline(always)]
     unsafe fn rows(&self, tl: &Tile<U>, r: usize, _n: usize, t: usize, tn: usize, pf: &Ahead) {
         pf.row(r);
-        let (wr, os) = (self.w.add(r * self.rb), self.out_stride);
-        let or = self.out.add(t * os + r);
+        let (wr, os) = (self.o.w.add(r * self.o.rb), self.o.out_stride);
+        let or = self.o.out.add(t * os + r);
         // Sub-tiles of 8, 4, 2 and 1 tokens: the same operations per output in each.
         let mut s = 0;
         while s < tn {
             let o = or.add(s * os);
             s += match tn - s {
-                8.. => tile::<U, 8>(wr, self.nb, tl, s, o, os),
-                4..=7 => tile::<U, 4>(wr, self.nb, tl, s, o, os),
-                2 | 3 => tile::<U, 2>(wr, self.nb, tl, s, o, os),
-                _ => tile::<U, 1>(wr, self.nb, tl, s, o, os),
+                8.. => tile::<U, 8>(wr, self.o.n, tl, s, o, os),
+                4..=7 => tile::<U, 4>(wr, self.o.n, tl, s, o, os),
+                2 | 3 => tile::<U, 2>(wr, self.o.n, tl, s, o, os),
+                _ => tile::<U, 1>(wr, self.o.n, tl, s, o, os),
             };
         }
     }

@@ -26,7 +26,7 @@ use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use super::super::super::{BlockQ8A, QK};
-use super::super::{block_bytes, drive, drive_arranged, Ahead, Arranged, Tiler};
+use super::super::{block_bytes, drive, drive_arranged, Ahead, Arranged, QOperands, Tiler};
 use super::block32::{load_w, ABlock, Block32};
 use super::hsum;
 
@@ -68,13 +68,8 @@ pub(in crate::kernels::x86) unsafe fn matmul_tiles<M: Micro>(
     let nsub = cols / QK;
     let nb = nsub / M::SUBS;
     let tiles = MicroTiles::<M> {
-        w: w.as_ptr(),
-        rb: nb * M::BLOCK_BYTES,
+        o: QOperands::new(w, nb * M::BLOCK_BYTES, nsub, xq, out, out_stride),
         nb,
-        x: xq.as_ptr(),
-        nsub,
-        out,
-        out_stride,
         layout: PhantomData,
     };
     const { assert!(M::BATCH_ROWS == 2 || M::BATCH_ROWS == 4) };
@@ -87,32 +82,18 @@ pub(in crate::kernels::x86) unsafe fn matmul_tiles<M: Micro>(
     }
 }
 
-/// The operands of a matmul in layout `M`, by tile: row r's weights at `w + r * rb` (`nb`
-/// blocks), token t's activations at `x + t * nsub`, output (t, r) at
-/// `out + t * out_stride + r`.
+/// A matmul in layout `M`: rows of `nb` weight blocks (`o.n` activation blocks).
 struct MicroTiles<M> {
-    w: *const u8,
-    rb: usize,
+    o: QOperands,
     nb: usize,
-    x: *const BlockQ8A,
-    nsub: usize,
-    out: *mut f32,
-    out_stride: usize,
     layout: PhantomData<M>,
 }
 
 impl<M: Micro> Tiler for MicroTiles<M> {
     #[inline(always)]
     unsafe fn tile<const R: usize, const T: usize>(&self, r: usize, t: usize) {
-        tile::<M, R, T>(
-            self.w.add(r * self.rb),
-            self.rb,
-            self.nb,
-            self.x.add(t * self.nsub),
-            self.nsub,
-            self.out.add(t * self.out_stride + r),
-            self.out_stride,
-        )
+        let (w, x, out) = self.o.at(r, t);
+        tile::<M, R, T>(w, self.o.rb, self.nb, x, self.o.n, out, self.o.out_stride)
     }
 }
 
@@ -226,28 +207,24 @@ pub(super) unsafe fn matmul_grouped<L: Layout<DT, VNNI>, const DT: u8, const VNN
     let sp = Split::new::<L, DT, VNNI>(nb);
     debug_assert!(sp.ng <= GROUPS_MAX && sp.nt <= TAIL_MAX && nb - sp.last <= 1);
     let l = Grouped::<L, DT, VNNI> {
-        w,
-        rb,
-        nb,
+        o: QOperands {
+            w,
+            rb,
+            n: nb,
+            x,
+            out,
+            out_stride,
+        },
         sp,
-        x,
-        out,
-        out_stride,
         layout: PhantomData,
     };
     drive_arranged(l, rows, n_tok)
 }
 
-/// A matmul in layout `L`: row r's weights at `w + r * rb` (`nb` blocks, split as `sp`),
-/// token t's activations at `x + t * nb`, output (t, r) at `out + t * out_stride + r`.
+/// A matmul in layout `L` (its rows of `o.n` blocks split as `sp`).
 struct Grouped<L, const DT: u8, const VNNI: u8> {
-    w: *const u8,
-    rb: usize,
-    nb: usize,
+    o: QOperands,
     sp: Split,
-    x: *const BlockQ8A,
-    out: *mut f32,
-    out_stride: usize,
     layout: PhantomData<L>,
 }
 
@@ -280,14 +257,14 @@ impl<L: Layout<DT, VNNI>, const DT: u8, const VNNI: u8> Arranged for Grouped<L, 
     }
     #[inline(always)]
     fn weights(&self) -> (*const u8, usize) {
-        (self.w, self.rb)
+        (self.o.w, self.o.rb)
     }
     #[inline(always)]
     unsafe fn arrange(&self, tiles: &mut Self::Tiles, t: usize, tn: usize) {
-        let (sp, nb) = (self.sp, self.nb);
+        let (sp, nb) = (self.sp, self.o.n);
         let tb = <L::Tail as Layout<DT, VNNI>>::BLOCKS;
         for tt in 0..tn {
-            let xt = self.x.add((t + tt) * nb);
+            let xt = self.o.x.add((t + tt) * nb);
             for gi in 0..sp.ng {
                 tiles.g[tt * GROUPS_MAX + gi].write(L::load_a(xt.add(L::BLOCKS * gi)));
             }
@@ -327,14 +304,14 @@ impl<L: Layout<DT, VNNI>, const DT: u8, const VNNI: u8> Grouped<L, DT, VNNI> {
         let mut acc = [[_mm256_setzero_ps(); 8]; T];
         for i in 0..n {
             pf.row(r0 + i);
-            let w = self.w.add((r0 + i) * self.rb);
-            let a = tile_grouped::<L, DT, VNNI, T>(w, self.nb, self.sp, tl);
+            let w = self.o.w.add((r0 + i) * self.o.rb);
+            let a = tile_grouped::<L, DT, VNNI, T>(w, self.o.n, self.sp, tl);
             for (acc_t, a_t) in acc.iter_mut().zip(a) {
                 acc_t[i] = a_t;
             }
         }
         for (tt, acc_t) in acc.iter().enumerate() {
-            let o = self.out.add((t + tt) * self.out_stride + r0);
+            let o = self.o.out.add((t + tt) * self.o.out_stride + r0);
             if n == 8 {
                 _mm256_storeu_ps(o, hsum8(acc_t));
             } else {

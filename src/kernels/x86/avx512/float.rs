@@ -135,7 +135,7 @@ impl<const F16: bool> Tiler for FTile<F16> {
     #[inline(always)]
     unsafe fn tile<const R: usize, const T: usize>(&self, r: usize, t: usize) {
         let (w, x, out) = self.0.at(r, t);
-        tile_f::<F16, R, T>(w, self.0.rb, self.0.cols, x, out, self.0.out_stride)
+        tile_f::<F16, R, T>(w, self.0.rb, self.0.n, x, out, self.0.out_stride)
     }
 }
 
@@ -230,7 +230,7 @@ impl<const DT: u8> Tiler for FqTile<DT> {
     #[inline(always)]
     unsafe fn tile<const R: usize, const T: usize>(&self, r: usize, t: usize) {
         let (w, x, out) = self.0.at(r, t);
-        tile_fq::<DT, R, T>(w, self.0.rb, self.0.cols, x, out, self.0.out_stride)
+        tile_fq::<DT, R, T>(w, self.0.rb, self.0.n, x, out, self.0.out_stride)
     }
 }
 

@@ -9,7 +9,7 @@ use std::marker::PhantomData;
 use std::ops::Range;
 
 use super::super::super::{BlockQ8A, QK};
-use super::super::{block_bytes, drive, drive_arranged, Ahead, Arranged, Q8_0};
+use super::super::{block_bytes, drive, drive_arranged, Ahead, Arranged, QOperands, Q8_0};
 use super::q4::{Q4Groups, GRP, GRP_MAX};
 use super::q8::{Q8Octets, OCT, OCT_MAX};
 use super::wide::RowTiles;
@@ -114,12 +114,7 @@ pub(super) trait Layout {
 /// once per tile of up to [`GRP_TOK`] tokens (8, 4, 2 or 1), decode and prefill alike (so an
 /// output's bits never depend on the batch), then every row meets the tile.
 struct Grouped<L> {
-    w: *const u8,
-    rb: usize,
-    nb: usize,
-    x: *const BlockQ8A,
-    out: *mut f32,
-    out_stride: usize,
+    o: QOperands,
     layout: PhantomData<L>,
 }
 
@@ -147,19 +142,19 @@ impl<L: Layout> Arranged for Grouped<L> {
     }
     #[inline(always)]
     fn weights(&self) -> (*const u8, usize) {
-        (self.w, self.rb)
+        (self.o.w, self.o.rb)
     }
     #[inline(always)]
     unsafe fn arrange(&self, tiles: &mut L::Tiles, t: usize, tn: usize) {
         for tt in 0..tn {
-            L::arrange(tiles, tt, self.x.add((t + tt) * self.nb), self.nb);
+            L::arrange(tiles, tt, self.o.x.add((t + tt) * self.o.n), self.o.n);
         }
     }
     #[inline(always)]
     unsafe fn rows(&self, tiles: &L::Tiles, r: usize, _n: usize, t: usize, tn: usize, pf: &Ahead) {
         pf.row(r);
-        let (w, nb, os) = (self.w.add(r * self.rb), self.nb, self.out_stride);
-        let o = self.out.add(t * os + r);
+        let (w, nb, os) = (self.o.w.add(r * self.o.rb), self.o.n, self.o.out_stride);
+        let o = self.o.out.add(t * os + r);
         match tn {
             8 => L::row::<8>(w, nb, tiles, o, os),
             4 => L::row::<4>(w, nb, tiles, o, os),
@@ -182,40 +177,22 @@ pub(super) unsafe fn matmul_q8a<const DT: u8>(
     out_stride: usize,
 ) {
     let nb = cols / QK;
-    let rb = nb * block_bytes(DT);
-    let (w, x) = (w.as_ptr(), xq.as_ptr());
+    let o = QOperands::new(w, nb * block_bytes(DT), nb, xq, out, out_stride);
     if DT != Q8_0 && nb / GRP <= GRP_MAX {
         let l = Grouped::<Q4Groups<DT>> {
-            w,
-            rb,
-            nb,
-            x,
-            out,
-            out_stride,
+            o,
             layout: PhantomData,
         };
         return drive_arranged(l, rows, n_tok);
     }
     if DT == Q8_0 && nb / OCT <= OCT_MAX {
         let l = Grouped::<Q8Octets> {
-            w,
-            rb,
-            nb,
-            x,
-            out,
-            out_stride,
+            o,
             layout: PhantomData,
         };
         return drive_arranged(l, rows, n_tok);
     }
-    let tiles = RowTiles::<DT> {
-        w,
-        rb,
-        nb,
-        x,
-        out,
-        out_stride,
-    };
+    let tiles = RowTiles::<DT>(o);
     if n_tok == 1 {
         // Decode: 8 rows share each activation load.
         drive::<_, 8, 1>(&tiles, rows, n_tok);

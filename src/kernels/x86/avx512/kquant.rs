@@ -22,7 +22,7 @@ use super::super::avx2::hsum;
 use super::super::avx2::kquant::{
     self as k2, AUnit, KQuant, KRow, KUnit, WUnit, AK, Q5_K, Q6_K, SUBS,
 };
-use super::super::{drive_arranged, Ahead, Arranged};
+use super::super::{drive_arranged, Ahead, Arranged, QOperands};
 
 /// Token pairs per tile: 16 tokens in 8 accumulators, beside a unit's 12 weight registers
 /// (32 in all), so each unpacked super-block serves twice the AVX2 tile's 8 tokens
@@ -191,30 +191,21 @@ pub(super) unsafe fn matmul<const K: u8>(
     }
     let nu = nb / SUBS;
     let l = Pairs::<K> {
-        w: w.as_ptr(),
-        rb: nu * <KUnit<K> as Unit>::BYTES,
+        o: QOperands::new(w, nu * <KUnit<K> as Unit>::BYTES, nb, xq, out, out_stride),
         nu,
         // Token pairs per tile: at most PAIRS, and no more than fit in TILE_BYTES.
         pairs: (TILE_BYTES / (nu * std::mem::size_of::<A2>())).clamp(1, PAIRS),
-        x: xq.as_ptr(),
-        out,
-        out_stride,
     };
     drive_arranged(l, rows, n_tok)
 }
 
-/// A K-quant batch in token pairs: row r's `nu` super-blocks at `w + r * rb`, token t's
-/// activations at `x + t * nu * SUBS`, output (t, r) at `out + t * out_stride + r`; tiles of
-/// `pairs` token pairs.
+/// A K-quant batch in token pairs: rows of `nu` super-blocks (`o.n` activation blocks), in
+/// tiles of `pairs` token pairs.
 #[derive(Clone, Copy)]
 struct Pairs<const K: u8> {
-    w: *const u8,
-    rb: usize,
+    o: QOperands,
     nu: usize,
     pairs: usize,
-    x: *const BlockQ8A,
-    out: *mut f32,
-    out_stride: usize,
 }
 
 impl<const K: u8> Arranged for Pairs<K> {
@@ -232,13 +223,13 @@ impl<const K: u8> Arranged for Pairs<K> {
     }
     #[inline(always)]
     fn weights(&self) -> (*const u8, usize) {
-        (self.w, self.rb)
+        (self.o.w, self.o.rb)
     }
     #[inline(always)]
     unsafe fn arrange(&self, tl: &mut Tile, t: usize, tn: usize) {
-        let nb = self.nu * SUBS;
+        let nb = self.o.n;
         for u in 0..self.nu {
-            let unit = |tt: usize| KUnit::<K>::load_a(self.x.add((t + tt) * nb + SUBS * u));
+            let unit = |tt: usize| KUnit::<K>::load_a(self.o.x.add((t + tt) * nb + SUBS * u));
             for p in 0..tn / 2 {
                 let a2 = pair_a::<K>(&unit(2 * p), &unit(2 * p + 1));
                 tl.pairs[p * arranged::UNITS_MAX + u].write(a2);
@@ -252,7 +243,7 @@ impl<const K: u8> Arranged for Pairs<K> {
     unsafe fn rows(&self, tl: &Tile, r: usize, _n: usize, t: usize, tn: usize, pf: &Ahead) {
         pf.row(r);
         let (np, odd) = (tn / 2, tn % 2 == 1);
-        let wr = self.w.add(r * self.rb);
+        let wr = self.o.w.add(r * self.o.rb);
         let mut acc = [_mm512_setzero_ps(); PAIRS];
         let mut acc1 = _mm256_setzero_ps();
         // SAFETY (the reads of `tl`): `arrange` wrote the pairs and the odd token of this
@@ -268,8 +259,8 @@ impl<const K: u8> Arranged for Pairs<K> {
                 acc1 = KUnit::<K>::accumulate(&wu, tl.last[u].assume_init_ref(), acc1);
             }
         }
-        let os = self.out_stride;
-        let o = self.out.add(t * os + r);
+        let os = self.o.out_stride;
+        let o = self.o.out.add(t * os + r);
         for (p, acc_p) in acc.iter().enumerate().take(np) {
             let lo = _mm512_castps512_ps256(*acc_p);
             let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(*acc_p)));

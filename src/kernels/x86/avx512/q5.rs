@@ -27,7 +27,7 @@ use super::super::avx2::hsum;
 use super::super::avx2::q5::{
     self as q5_avx2, block_dm, load_aq, steps, AQuad, Q5Quads, A5, Q5, QUAD,
 };
-use super::super::{drive_arranged, prefetch_rows, Ahead, Arranged};
+use super::super::{drive_arranged, prefetch_rows, Ahead, Arranged, QOperands};
 
 /// Blocks past the last whole quad, at most (`arranged::fits`).
 const TAIL_MAX: usize = QUAD - 1;
@@ -101,24 +101,14 @@ pub(super) unsafe fn matmul<const ONE: bool>(
     if n_tok != 1 || !arranged::fits::<Q5Quads<ONE, true>>(nb) {
         return q5_avx2::matmul::<ONE, true>(w, cols, rows, xq, n_tok, out, out_stride);
     }
-    let l = Decode::<ONE> {
-        w: w.as_ptr(),
-        nb,
-        x: xq.as_ptr(),
-        out,
-    };
+    let rb = nb * <Q5<ONE> as Micro>::BLOCK_BYTES;
+    let l = Decode::<ONE>(QOperands::new(w, rb, nb, xq, out, out_stride));
     drive_arranged(l, rows, 1)
 }
 
-/// One token's Q5 decode: rows of `nb` blocks at `w`, the token's activations at `x`, row
-/// r's output at `out + r`.
+/// One token's Q5 decode over its operands.
 #[derive(Clone, Copy)]
-struct Decode<const ONE: bool> {
-    w: *const u8,
-    nb: usize,
-    x: *const BlockQ8A,
-    out: *mut f32,
-}
+struct Decode<const ONE: bool>(QOperands);
 
 /// The token's activations: blocks 2i and 2i + 1 side by side (a lone last block twice),
 /// each quad's initial lanes, `d` and `s` as the quad layout has them, and the tail blocks'
@@ -146,7 +136,7 @@ impl<const ONE: bool> Arranged for Decode<ONE> {
     }
     #[inline(always)]
     fn weights(&self) -> (*const u8, usize) {
-        (self.w, self.nb * <Q5<ONE> as Micro>::BLOCK_BYTES)
+        (self.0.w, self.0.rb)
     }
     #[inline(always)]
     fn ahead(&self) -> usize {
@@ -154,7 +144,7 @@ impl<const ONE: bool> Arranged for Decode<ONE> {
     }
     #[inline(always)]
     unsafe fn arrange(&self, tk: &mut Token, _t: usize, _tn: usize) {
-        let (nb, x) = (self.nb, self.x);
+        let (nb, x) = (self.0.n, self.0.x);
         let nq = nb / QUAD;
         for (i, ai) in tk.a.iter_mut().enumerate().take(nb.div_ceil(2)) {
             let qs = |b: usize| _mm256_loadu_si256((*x.add(b.min(nb - 1))).qs.as_ptr().cast());
@@ -171,9 +161,9 @@ impl<const ONE: bool> Arranged for Decode<ONE> {
     unsafe fn rows(&self, tk: &Token, r: usize, _n: usize, _t: usize, _tn: usize, pf: &Ahead) {
         pf.row(r);
         let bb = <Q5<ONE> as Micro>::BLOCK_BYTES;
-        let (nb, nq) = (self.nb, self.nb / QUAD);
+        let (nb, nq) = (self.0.n, self.0.n / QUAD);
         let n_tail = nb - QUAD * nq;
-        let p = self.w.add(r * nb * bb);
+        let p = self.0.w.add(r * self.0.rb);
         let mut acc = _mm256_setzero_ps();
         // SAFETY (the reads of `aq` and `tail`): `arrange` wrote them for this row width.
         for q in 0..nq {
@@ -204,6 +194,6 @@ impl<const ONE: bool> Arranged for Decode<ONE> {
                 acc = steps::<ONE>(_mm256_add_epi32(t.init, h), d, t.d, m, t.s, acc);
             }
         }
-        *self.out.add(r) = hsum(acc);
+        *self.0.out.add(r) = hsum(acc);
     }
 }

@@ -5,7 +5,7 @@
 use std::arch::x86_64::*;
 
 use super::super::super::BlockQ8A;
-use super::super::{block_bytes, Tiler, Q4_1, Q8_0};
+use super::super::{block_bytes, QOperands, Tiler, Q4_1, Q8_0};
 use super::frame::hsum;
 use super::pair::{isum_lanes, load_a, load_w, APair};
 use super::q4::{isum_lanes4, load_a4, load_w4, AQuad};
@@ -114,28 +114,13 @@ pub(super) unsafe fn tile<const DT: u8, const R: usize, const T: usize>(
     }
 }
 
-/// The operands of the row-tile path (rows wider than the grouped paths take), by tile:
-/// row r's weights at `w + r * rb` (`nb` blocks), token t's blocks at `x + t * nb`, output
-/// (t, r) at `out + t * out_stride + r`.
-pub(super) struct RowTiles<const DT: u8> {
-    pub(super) w: *const u8,
-    pub(super) rb: usize,
-    pub(super) nb: usize,
-    pub(super) x: *const BlockQ8A,
-    pub(super) out: *mut f32,
-    pub(super) out_stride: usize,
-}
+/// The row-tile path (rows wider than the grouped paths take) over its operands.
+pub(super) struct RowTiles<const DT: u8>(pub(super) QOperands);
 
 impl<const DT: u8> Tiler for RowTiles<DT> {
     #[inline(always)]
     unsafe fn tile<const R: usize, const T: usize>(&self, r: usize, t: usize) {
-        tile::<DT, R, T>(
-            self.w.add(r * self.rb),
-            self.rb,
-            self.nb,
-            self.x.add(t * self.nb),
-            self.out.add(t * self.out_stride + r),
-            self.out_stride,
-        )
+        let (w, x, out) = self.0.at(r, t);
+        tile::<DT, R, T>(w, self.0.rb, self.0.n, x, out, self.0.out_stride)
     }
 }
