@@ -52,6 +52,67 @@ pub use pipit_format::DType;
 use crate::threadpool::ThreadPool;
 use crate::{Error, Result};
 
+/// The `#[target_feature]` entry points of every SIMD table (x86 and aarch64): each
+/// `kind name = kernel;` defines an `unsafe fn name` of the table type `kind` names (`q8a`:
+/// `MatmulQ8aFn`, `isums`: `IsumsFn` (test builds only), `f32`: `MatmulF32Fn`, `dequant`:
+/// `DequantFn`, `glu`: `GluFn`, `wsum`: `WsumFn`, `lse`: `LseFn`, `softmax`: `SoftmaxFn`)
+/// that calls the `#[inline(always)]` generic `kernel` with `features` enabled.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+macro_rules! entries {
+    ($features:literal; $($kind:ident $name:ident = $kernel:expr;)*) => {$(
+        entries!(@$kind $features, $name, $kernel);
+    )*};
+    (@q8a $features:literal, $name:ident, $kernel:expr) => {
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $name(w: &[u8], cols: usize, rows: std::ops::Range<usize>, xq: &[$crate::kernels::BlockQ8A], n_tok: usize, out: *mut f32, out_stride: usize) {
+            ($kernel)(w, cols, rows, xq, n_tok, out, out_stride)
+        }
+    };
+    (@isums $features:literal, $name:ident, $kernel:expr) => {
+        #[cfg(test)]
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $name(w_row: &[u8], xq: &[$crate::kernels::BlockQ8A], out: &mut [i32]) {
+            ($kernel)(w_row, xq, out)
+        }
+    };
+    (@f32 $features:literal, $name:ident, $kernel:expr) => {
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $name(w: &[u8], cols: usize, rows: std::ops::Range<usize>, x: &[f32], n_tok: usize, out: *mut f32, out_stride: usize) {
+            ($kernel)(w, cols, rows, x, n_tok, out, out_stride)
+        }
+    };
+    (@dequant $features:literal, $name:ident, $kernel:expr) => {
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $name(w: &[u8], out: &mut [f32]) {
+            ($kernel)(w, out)
+        }
+    };
+    (@glu $features:literal, $name:ident, $kernel:expr) => {
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $name(gate: &mut [f32], up: &[f32]) {
+            ($kernel)(gate, up)
+        }
+    };
+    (@lse $features:literal, $name:ident, $kernel:expr) => {
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $name(row: &[f32]) -> f64 {
+            ($kernel)(row)
+        }
+    };
+    (@softmax $features:literal, $name:ident, $kernel:expr) => {
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $name(row: &mut [f32], scale: f32) {
+            ($kernel)(row, scale)
+        }
+    };
+    (@wsum $features:literal, $name:ident, $kernel:expr) => {
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $name(p: &[f32], p_stride: usize, v: &[f32], out: &mut [f32], n: usize) {
+            ($kernel)(p, p_stride, v, out, n)
+        }
+    };
+}
+
 #[cfg(target_arch = "aarch64")]
 mod aarch64;
 pub mod scalar;
@@ -231,6 +292,41 @@ impl std::fmt::Debug for Kernels {
 pub(crate) const N_DTYPE: usize = DType::ALL.len();
 /// Number of quantized dtypes (entries of the int8-activation tables).
 pub(crate) const N_QUANT: usize = DType::QUANTIZED.len();
+
+/// Weight dtype selectors of the const-generic kernels, on every path: the dtype's index in
+/// [`DType::QUANTIZED`], the order of the `matmul_q8a`/`isums` tables.
+const Q8_0: u8 = 0;
+const Q4_0: u8 = 1;
+const Q4_1: u8 = 2;
+const Q5_0: u8 = 3;
+const Q5_1: u8 = 4;
+const Q4_K: u8 = 5;
+const Q5_K: u8 = 6;
+const Q6_K: u8 = 7;
+const _: () = {
+    let sel = [Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K];
+    let dt = [
+        DType::Q8_0,
+        DType::Q4_0,
+        DType::Q4_1,
+        DType::Q5_0,
+        DType::Q5_1,
+        DType::Q4_K,
+        DType::Q5_K,
+        DType::Q6_K,
+    ];
+    assert!(sel.len() == N_QUANT);
+    let mut i = 0;
+    while i < sel.len() {
+        assert!(DType::QUANTIZED[sel[i] as usize].code() == dt[i].code());
+        i += 1;
+    }
+};
+
+/// Bytes of one block of selector `dt`.
+const fn block_bytes(dt: u8) -> usize {
+    DType::QUANTIZED[dt as usize].block_bytes()
+}
 
 /// Index of a quantized dtype in the `matmul_q8a`/`isums` tables; panics for float dtypes.
 fn qindex(dtype: DType) -> usize {

@@ -23,7 +23,8 @@ use std::ops::Range;
 use super::super::{BlockQ8A, Kernels, QK};
 use super::dotprod::{self, Sdot};
 use super::kquant::{self, Scales, SUBS};
-use super::neon::{self, block_bytes, f16x4_at, has_min, is_k, load_a, load_w, Q6_K};
+use super::super::{block_bytes, Q6_K};
+use super::neon::{self, f16x4_at, has_min, is_k, load_a, load_w};
 
 /// `acc` plus SMMLA of `a` (2x8, row-major) and `b` (2x8): lane `2i + j` gains
 /// `sum_k a[8i + k] * b[8j + k]`.
@@ -199,7 +200,7 @@ unsafe fn mm_tile_k<const K: u8, const TP: usize>(
     out: *mut f32,
     out_stride: usize,
 ) {
-    let bb = kquant::block_bytes(K);
+    let bb = block_bytes(K);
     let mut acc = [[vdupq_n_f32(0.0); TP]; 2];
     for b in 0..nb {
         let pb = p.map(|pr| pr.add(b * bb));
@@ -248,7 +249,7 @@ unsafe fn matmul_k<const K: u8>(
 ) {
     let nsub = cols / QK;
     let nb = nsub / SUBS;
-    let rb = nb * kquant::block_bytes(K);
+    let rb = nb * block_bytes(K);
     let xp = xq.as_ptr();
     let mut r = rows.start;
     while r + 4 <= rows.end {
@@ -340,7 +341,7 @@ unsafe fn isums_mm<const DT: u8>(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32])
 #[inline(always)]
 #[cfg(test)]
 unsafe fn isums_k<const K: u8>(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
-    let bb = kquant::block_bytes(K);
+    let bb = block_bytes(K);
     for b in 0..out.len() / SUBS {
         let p = w_row.as_ptr().add(b * bb);
         let s = kquant::scales::<K>([p; 4]);
@@ -365,7 +366,7 @@ pub(super) unsafe fn tile_isums(
     x0: &BlockQ8A,
     x1: &BlockQ8A,
 ) -> [i32; 4] {
-    use super::super::DType;
+    use super::super::{DType, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0};
     unsafe fn go<const DT: u8>(w: &[u8], x0: &BlockQ8A, x1: &BlockQ8A) -> [i32; 4] {
         let bb = block_bytes(DT);
         assert!(w.len() >= 2 * bb);
@@ -376,11 +377,11 @@ pub(super) unsafe fn tile_isums(
         o
     }
     match dtype {
-        DType::Q8_0 => go::<{ neon::Q8_0 }>(w, x0, x1),
-        DType::Q4_0 => go::<{ neon::Q4_0 }>(w, x0, x1),
-        DType::Q4_1 => go::<{ neon::Q4_1 }>(w, x0, x1),
-        DType::Q5_0 => go::<{ neon::Q5_0 }>(w, x0, x1),
-        _ => go::<{ neon::Q5_1 }>(w, x0, x1),
+        DType::Q8_0 => go::<{ Q8_0 }>(w, x0, x1),
+        DType::Q4_0 => go::<{ Q4_0 }>(w, x0, x1),
+        DType::Q4_1 => go::<{ Q4_1 }>(w, x0, x1),
+        DType::Q5_0 => go::<{ Q5_0 }>(w, x0, x1),
+        _ => go::<{ Q5_1 }>(w, x0, x1),
     }
 }
 

@@ -28,21 +28,13 @@
 use std::arch::aarch64::*;
 use std::ops::Range;
 
-use super::super::scalar::{Q4_K_BYTES, Q5_K_BYTES, Q6_K_BYTES};
 use super::super::{BlockQ8A, QK};
-use super::neon::{f16x4_at, load_a, widen, Idot, Q4_1, Q4_K, Q5_K, Q6_K};
+use super::super::{block_bytes, Q4_1, Q5_K, Q6_K};
+use super::neon::{f16x4_at, load_a, widen, Idot};
 use super::{f16_bits, f16_to_f32};
 
 /// Sub-blocks of 32 per super-block.
 pub(super) const SUBS: usize = 8;
-
-pub(super) const fn block_bytes(k: u8) -> usize {
-    match k {
-        Q4_K => Q4_K_BYTES,
-        Q5_K => Q5_K_BYTES,
-        _ => Q6_K_BYTES,
-    }
-}
 
 /// The integer scales of 4 rows' super-blocks, lane k for row k: Q4_K/Q5_K `sc_j` in
 /// vector j and `m_j` in vector 8 + j for sub-block j; Q6_K the i8 scale of half h of

@@ -25,40 +25,11 @@
 use std::arch::aarch64::*;
 use std::ops::Range;
 
-use super::super::scalar::{self, Q4_0_BYTES, Q4_1_BYTES, Q5_0_BYTES, Q5_1_BYTES, Q8_0_BYTES};
-use super::super::{BlockQ8A, DType, Kernels, QK};
+use super::super::scalar;
+use super::super::{block_bytes, BlockQ8A, Kernels, QK};
+use super::super::{Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0};
 use super::kquant::{self, matmul_f32 as matmul_fk};
 use super::{f16_bits, f16_to_f32, f16x4_to_f32, f16x8_to_f32, q5};
-
-/// Weight dtype selectors for the const-generic kernels: the dtype's index in
-/// `DType::QUANTIZED`, the order of the `matmul_q8a`/`isums` tables.
-pub(super) const Q8_0: u8 = 0;
-pub(super) const Q4_0: u8 = 1;
-pub(super) const Q4_1: u8 = 2;
-pub(super) const Q5_0: u8 = 3;
-pub(super) const Q5_1: u8 = 4;
-pub(super) const Q4_K: u8 = 5;
-pub(super) const Q5_K: u8 = 6;
-pub(super) const Q6_K: u8 = 7;
-const _: () = {
-    let sel = [Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K];
-    let mut i = 0;
-    while i < sel.len() {
-        assert!(DType::QUANTIZED[sel[i] as usize].code() == DType::QUANTIZED[i].code());
-        i += 1;
-    }
-};
-
-/// Bytes of one block of a 32-value selector (the K-quants' are in `kquant`).
-pub(super) const fn block_bytes(dt: u8) -> usize {
-    match dt {
-        Q8_0 => Q8_0_BYTES,
-        Q4_0 => Q4_0_BYTES,
-        Q4_1 => Q4_1_BYTES,
-        Q5_0 => Q5_0_BYTES,
-        _ => Q5_1_BYTES,
-    }
-}
 
 /// Whether a 32-value selector has a minimum (`m * s_a` term): Q4_1, Q5_1.
 pub(super) const fn has_min(dt: u8) -> bool {
@@ -307,44 +278,48 @@ pub(super) unsafe fn isums<D: Idot, const DT: u8>(w_row: &[u8], xq: &[BlockQ8A],
     }
 }
 
-/// Defines the `#[target_feature]` q8a entry points of a path, one pair per dtype:
-/// `matmul_q8a_*` through `$matmul` (a generic `fn<const DT: u8>` with the `MatmulQ8aFn`
-/// signature) and `isums_*` through `$isums`, and the path's two tables of them in
-/// `DType::QUANTIZED` order, `Q8A_MATMULS` and `Q8A_ISUMS`.
+/// The q8a entry points of a path (`entries!`), one pair per dtype: `matmul_q8a_*` through
+/// `$matmul` (a generic `fn<const DT: u8>` with the `MatmulQ8aFn` signature) and `isums_*`
+/// through `$isums`, and the path's two tables of them in `DType::QUANTIZED` order,
+/// `Q8A_MATMULS` and `Q8A_ISUMS`.
 macro_rules! q8a_entry_points {
     ($features:literal, $matmul:ident, $isums:ident) => {
-        $crate::kernels::aarch64::neon::q8a_entry_points!(@each $features, $matmul, $isums;
-            q8_0: Q8_0, q4_0: Q4_0, q4_1: Q4_1, q5_0: Q5_0, q5_1: Q5_1, q4_k: Q4_K,
-            q5_k: Q5_K, q6_k: Q6_K);
-    };
-    (@each $features:literal, $matmul:ident, $isums:ident; $($dt:ident: $sel:ident),*) => {
+        entries! {
+            $features;
+            q8a matmul_q8a_q8_0 = $matmul::<{ $crate::kernels::Q8_0 }>;
+            q8a matmul_q8a_q4_0 = $matmul::<{ $crate::kernels::Q4_0 }>;
+            q8a matmul_q8a_q4_1 = $matmul::<{ $crate::kernels::Q4_1 }>;
+            q8a matmul_q8a_q5_0 = $matmul::<{ $crate::kernels::Q5_0 }>;
+            q8a matmul_q8a_q5_1 = $matmul::<{ $crate::kernels::Q5_1 }>;
+            q8a matmul_q8a_q4_k = $matmul::<{ $crate::kernels::Q4_K }>;
+            q8a matmul_q8a_q5_k = $matmul::<{ $crate::kernels::Q5_K }>;
+            q8a matmul_q8a_q6_k = $matmul::<{ $crate::kernels::Q6_K }>;
+            isums isums_q8_0 = $isums::<{ $crate::kernels::Q8_0 }>;
+            isums isums_q4_0 = $isums::<{ $crate::kernels::Q4_0 }>;
+            isums isums_q4_1 = $isums::<{ $crate::kernels::Q4_1 }>;
+            isums isums_q5_0 = $isums::<{ $crate::kernels::Q5_0 }>;
+            isums isums_q5_1 = $isums::<{ $crate::kernels::Q5_1 }>;
+            isums isums_q4_k = $isums::<{ $crate::kernels::Q4_K }>;
+            isums isums_q5_k = $isums::<{ $crate::kernels::Q5_K }>;
+            isums isums_q6_k = $isums::<{ $crate::kernels::Q6_K }>;
+        }
         /// This path's `matmul_q8a` entries, in `DType::QUANTIZED` order.
-        const Q8A_MATMULS: [$crate::kernels::MatmulQ8aFn; $crate::kernels::N_QUANT] = [$({
-            #[target_feature(enable = $features)]
-            unsafe fn $dt(
-                w: &[u8],
-                cols: usize,
-                rows: Range<usize>,
-                xq: &[BlockQ8A],
-                n_tok: usize,
-                out: *mut f32,
-                out_stride: usize,
-            ) {
-                $matmul::<{ $crate::kernels::aarch64::neon::$sel }>(
-                    w, cols, rows, xq, n_tok, out, out_stride,
-                )
-            }
-            $dt
-        }),*];
+        const Q8A_MATMULS: [$crate::kernels::MatmulQ8aFn; $crate::kernels::N_QUANT] = [
+            matmul_q8a_q8_0,
+            matmul_q8a_q4_0,
+            matmul_q8a_q4_1,
+            matmul_q8a_q5_0,
+            matmul_q8a_q5_1,
+            matmul_q8a_q4_k,
+            matmul_q8a_q5_k,
+            matmul_q8a_q6_k,
+        ];
         /// This path's `isums` entries (test hooks), in `DType::QUANTIZED` order.
         #[cfg(test)]
-        const Q8A_ISUMS: [$crate::kernels::IsumsFn; $crate::kernels::N_QUANT] = [$({
-            #[target_feature(enable = $features)]
-            unsafe fn $dt(w_row: &[u8], xq: &[BlockQ8A], out: &mut [i32]) {
-                $isums::<{ $crate::kernels::aarch64::neon::$sel }>(w_row, xq, out)
-            }
-            $dt
-        }),*];
+        const Q8A_ISUMS: [$crate::kernels::IsumsFn; $crate::kernels::N_QUANT] = [
+            isums_q8_0, isums_q4_0, isums_q4_1, isums_q5_0, isums_q5_1, isums_q4_k, isums_q5_k,
+            isums_q6_k,
+        ];
     };
 }
 pub(super) use q8a_entry_points;
@@ -609,25 +584,18 @@ unsafe fn matmul_fq<const DT: u8>(
     }
 }
 
-macro_rules! f32_entry_points {
-    ($($name:ident: $inner:ident, $arg:expr;)*) => {$(
-        #[target_feature(enable = "neon")]
-        unsafe fn $name(w: &[u8], cols: usize, rows: Range<usize>, x: &[f32], n_tok: usize, out: *mut f32, out_stride: usize) {
-            $inner::<{ $arg }>(w, cols, rows, x, n_tok, out, out_stride)
-        }
-    )*};
-}
-f32_entry_points! {
-    matmul_f32_f32: matmul_f, false;
-    matmul_f32_f16: matmul_f, true;
-    matmul_f32_q8_0: matmul_fq, Q8_0;
-    matmul_f32_q4_0: matmul_fq, Q4_0;
-    matmul_f32_q4_1: matmul_fq, Q4_1;
-    matmul_f32_q5_0: matmul_fq, Q5_0;
-    matmul_f32_q5_1: matmul_fq, Q5_1;
-    matmul_f32_q4_k: matmul_fk, Q4_K;
-    matmul_f32_q5_k: matmul_fk, Q5_K;
-    matmul_f32_q6_k: matmul_fk, Q6_K;
+entries! {
+    "neon";
+    f32 matmul_f32_f32 = matmul_f::<false>;
+    f32 matmul_f32_f16 = matmul_f::<true>;
+    f32 matmul_f32_q8_0 = matmul_fq::<Q8_0>;
+    f32 matmul_f32_q4_0 = matmul_fq::<Q4_0>;
+    f32 matmul_f32_q4_1 = matmul_fq::<Q4_1>;
+    f32 matmul_f32_q5_0 = matmul_fq::<Q5_0>;
+    f32 matmul_f32_q5_1 = matmul_fq::<Q5_1>;
+    f32 matmul_f32_q4_k = matmul_fk::<Q4_K>;
+    f32 matmul_f32_q5_k = matmul_fk::<Q5_K>;
+    f32 matmul_f32_q6_k = matmul_fk::<Q6_K>;
 }
 
 #[target_feature(enable = "neon")]

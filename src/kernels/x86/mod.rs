@@ -2,7 +2,7 @@
 //! ([`avx512`]). Each table is handed out only after its features are detected here.
 //!
 //! What every x86 table shares lives here: the dtype selectors of the const-generic kernels,
-//! the entry-point macros, the two tile loops every x86 layout goes through ([`drive`]:
+//! the float entries' macro, the two tile loops every x86 layout goes through ([`drive`]:
 //! register tiles of `R` rows by `T` tokens; [`drive_arranged`]: tiles of tokens arranged
 //! once, then met by every row), the weight prefetch distances, and the assembly of a table
 //! ([`table`]: its float entries and the int8-activation entries of the 5-bit and K-quant
@@ -11,85 +11,13 @@
 
 use std::ops::Range;
 
-use super::scalar::{self, Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES};
+use super::scalar;
 use super::{
     DequantFn, GluFn, Kernels, LseFn, MatmulF32Fn, MatmulQ8aFn, QuantizeFn, SoftmaxFn,
     WsumFn,
 };
-
-/// Weight dtype selectors of the const-generic 32-value kernels (Q8_0, Q4_0, Q4_1).
-pub(super) const Q8_0: u8 = 0;
-pub(super) const Q4_0: u8 = 1;
-pub(super) const Q4_1: u8 = 2;
-
-/// Bytes of one block of selector `dt`.
-pub(super) const fn block_bytes(dt: u8) -> usize {
-    match dt {
-        Q8_0 => Q8_0_BYTES,
-        Q4_0 => Q4_0_BYTES,
-        _ => Q4_1_BYTES,
-    }
-}
-
-/// The `#[target_feature]` entry points of a table: each `kind name = kernel;` defines an
-/// `unsafe fn name` of the table type `kind` names (`q8a`: `MatmulQ8aFn`, `isums`:
-/// `IsumsFn`, `f32`: `MatmulF32Fn`, `dequant`: `DequantFn`, `glu`: `GluFn`, `wsum`:
-/// `WsumFn`, `lse`: `LseFn`, `softmax`: `SoftmaxFn`) that calls the `#[inline(always)]` generic `kernel` with
-/// `features` enabled.
-macro_rules! entries {
-    ($features:literal; $($kind:ident $name:ident = $kernel:expr;)*) => {$(
-        entries!(@$kind $features, $name, $kernel);
-    )*};
-    (@q8a $features:literal, $name:ident, $kernel:expr) => {
-        #[target_feature(enable = $features)]
-        pub(super) unsafe fn $name(w: &[u8], cols: usize, rows: std::ops::Range<usize>, xq: &[$crate::kernels::BlockQ8A], n_tok: usize, out: *mut f32, out_stride: usize) {
-            ($kernel)(w, cols, rows, xq, n_tok, out, out_stride)
-        }
-    };
-    (@isums $features:literal, $name:ident, $kernel:expr) => {
-        #[cfg(test)]
-        #[target_feature(enable = $features)]
-        pub(super) unsafe fn $name(w_row: &[u8], xq: &[$crate::kernels::BlockQ8A], out: &mut [i32]) {
-            ($kernel)(w_row, xq, out)
-        }
-    };
-    (@f32 $features:literal, $name:ident, $kernel:expr) => {
-        #[target_feature(enable = $features)]
-        pub(super) unsafe fn $name(w: &[u8], cols: usize, rows: std::ops::Range<usize>, x: &[f32], n_tok: usize, out: *mut f32, out_stride: usize) {
-            ($kernel)(w, cols, rows, x, n_tok, out, out_stride)
-        }
-    };
-    (@dequant $features:literal, $name:ident, $kernel:expr) => {
-        #[target_feature(enable = $features)]
-        pub(super) unsafe fn $name(w: &[u8], out: &mut [f32]) {
-            ($kernel)(w, out)
-        }
-    };
-    (@glu $features:literal, $name:ident, $kernel:expr) => {
-        #[target_feature(enable = $features)]
-        pub(super) unsafe fn $name(gate: &mut [f32], up: &[f32]) {
-            ($kernel)(gate, up)
-        }
-    };
-    (@lse $features:literal, $name:ident, $kernel:expr) => {
-        #[target_feature(enable = $features)]
-        pub(super) unsafe fn $name(row: &[f32]) -> f64 {
-            ($kernel)(row)
-        }
-    };
-    (@softmax $features:literal, $name:ident, $kernel:expr) => {
-        #[target_feature(enable = $features)]
-        pub(super) unsafe fn $name(row: &mut [f32], scale: f32) {
-            ($kernel)(row, scale)
-        }
-    };
-    (@wsum $features:literal, $name:ident, $kernel:expr) => {
-        #[target_feature(enable = $features)]
-        pub(super) unsafe fn $name(p: &[f32], p_stride: usize, v: &[f32], out: &mut [f32], n: usize) {
-            ($kernel)(p, p_stride, v, out, n)
-        }
-    };
-}
+// The weight dtype selectors and their block sizes, for every x86 kernel file.
+use super::{block_bytes, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K, Q8_0};
 
 /// The float entries of an x86 table, compiled with `$features`: module `$float`'s
 /// f32-activation matmuls (`matmul_f`, `matmul_fq`) and row dequantization (`dequant_f32`,
@@ -103,14 +31,14 @@ macro_rules! float_entries {
             $features;
             f32 matmul_f32_f32 = $float::matmul_f::<false>;
             f32 matmul_f32_f16 = $float::matmul_f::<true>;
-            f32 matmul_f32_q8_0 = $float::matmul_fq::<{ $crate::kernels::x86::Q8_0 }>;
-            f32 matmul_f32_q4_0 = $float::matmul_fq::<{ $crate::kernels::x86::Q4_0 }>;
-            f32 matmul_f32_q4_1 = $float::matmul_fq::<{ $crate::kernels::x86::Q4_1 }>;
+            f32 matmul_f32_q8_0 = $float::matmul_fq::<{ $crate::kernels::Q8_0 }>;
+            f32 matmul_f32_q4_0 = $float::matmul_fq::<{ $crate::kernels::Q4_0 }>;
+            f32 matmul_f32_q4_1 = $float::matmul_fq::<{ $crate::kernels::Q4_1 }>;
             dequant dequant_f32 = $float::dequant_f32;
             dequant dequant_f16 = $float::dequant_f16;
-            dequant dequant_q8_0 = $float::dequant_q::<{ $crate::kernels::x86::Q8_0 }>;
-            dequant dequant_q4_0 = $float::dequant_q::<{ $crate::kernels::x86::Q4_0 }>;
-            dequant dequant_q4_1 = $float::dequant_q::<{ $crate::kernels::x86::Q4_1 }>;
+            dequant dequant_q8_0 = $float::dequant_q::<{ $crate::kernels::Q8_0 }>;
+            dequant dequant_q4_0 = $float::dequant_q::<{ $crate::kernels::Q4_0 }>;
+            dequant dequant_q4_1 = $float::dequant_q::<{ $crate::kernels::Q4_1 }>;
             glu glu_silu = $crate::kernels::scalar::glu::<false>;
             glu glu_gelu_tanh = $crate::kernels::scalar::glu::<true>;
             wsum wsum = $crate::kernels::scalar::wsum_rows;

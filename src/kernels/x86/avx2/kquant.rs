@@ -33,18 +33,13 @@
 
 use std::arch::x86_64::*;
 
-use super::super::super::scalar::{Q4_K_BYTES, Q5_K_BYTES, Q6_K_BYTES};
 use std::ops::Range;
 
 use super::super::super::{BlockQ8A, QK};
 use super::arranged::{self, Unit};
 use super::frame::{matmul_tiles, Micro};
+use super::super::{block_bytes, Q4_K, Q5_K, Q6_K};
 use super::{f16_lane0, prefetch, prefetch_rows, transpose4};
-
-/// Dtype selectors of [`KQuant`].
-pub(in crate::kernels::x86) const Q4_K: u8 = 0;
-pub(in crate::kernels::x86) const Q5_K: u8 = 1;
-pub(in crate::kernels::x86) const Q6_K: u8 = 2;
 
 /// Sub-blocks of 32 per super-block.
 pub(in crate::kernels::x86) const SUBS: usize = 8;
@@ -262,11 +257,7 @@ unsafe fn ds_pair(x: *const BlockQ8A) -> __m128 {
 pub(in crate::kernels::x86) struct KQuant<const K: u8>;
 
 impl<const K: u8> Micro for KQuant<K> {
-    const BLOCK_BYTES: usize = match K {
-        Q4_K => Q4_K_BYTES,
-        Q5_K => Q5_K_BYTES,
-        _ => Q6_K_BYTES,
-    };
+    const BLOCK_BYTES: usize = block_bytes(K);
     const SUBS: usize = SUBS;
     const BATCH_ROWS: usize = 4;
     type A = AK;

@@ -24,7 +24,7 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use super::super::{BlockQ8A, Kernels, QK};
-use super::{block_bytes, prefetch, prefetch_rows, table, Q4_0, Q4_1, Q8_0};
+use super::{block_bytes, prefetch, prefetch_rows, table, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K, Q8_0};
 
 pub(in crate::kernels::x86) mod arranged;
 mod block32;
@@ -39,7 +39,6 @@ mod q8;
 use super::super::IsumsFn;
 use super::super::MatmulQ8aFn;
 use super::isums3;
-use kquant::{Q4_K, Q5_K, Q6_K};
 
 /// Integer product selectors: `vpmaddubsw` + `vpmaddwd`; AVX-VNNI's VEX `vpdpbusd`; or the
 /// same 256-bit `vpdpbusd` in its AVX-512 VNNI + VL (EVEX) encoding, which only the tests

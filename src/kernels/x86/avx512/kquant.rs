@@ -19,10 +19,8 @@ use super::super::super::{BlockQ8A, QK};
 use super::super::avx2::arranged::{self, Unit};
 use super::super::avx2::frame::{matmul_tiles, Micro};
 use super::super::avx2::hsum;
-use super::super::avx2::kquant::{
-    self as k2, AUnit, KQuant, KRow, KUnit, WUnit, AK, Q5_K, Q6_K, SUBS,
-};
-use super::super::{drive_arranged, Ahead, Arranged, QOperands};
+use super::super::avx2::kquant::{self as k2, AUnit, KQuant, KRow, KUnit, WUnit, AK, SUBS};
+use super::super::{drive_arranged, Ahead, Arranged, QOperands, Q4_K, Q5_K, Q6_K};
 
 /// Token pairs per tile: 16 tokens in 8 accumulators, beside a unit's 12 weight registers
 /// (32 in all), so each unpacked super-block serves twice the AVX2 tile's 8 tokens
@@ -154,8 +152,8 @@ unsafe fn isums<const K: u8>(w: &W2, a: &A2) -> __m512i {
     };
     let (s0, s1) = (half(0), half(1));
     match K {
-        k2::Q4_K => _mm512_mullo_epi32(_mm512_add_epi32(s0, s1), w.sc[0]),
-        k2::Q5_K => _mm512_add_epi32(
+        Q4_K => _mm512_mullo_epi32(_mm512_add_epi32(s0, s1), w.sc[0]),
+        Q5_K => _mm512_add_epi32(
             _mm512_mullo_epi32(s0, w.sc[0]),
             _mm512_mullo_epi32(s1, w.sc[1]),
         ),

@@ -47,8 +47,7 @@ mod q8;
 mod wide;
 
 use super::super::Kernels;
-use super::avx2::kquant::{Q4_K, Q5_K, Q6_K};
-use super::{isums3, table, Q4_0, Q4_1, Q8_0};
+use super::{isums3, table, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K, Q8_0};
 #[cfg(test)]
 use frame::isums;
 use frame::matmul_q8a;
