@@ -323,9 +323,21 @@ const _: () = {
     }
 };
 
+/// Bytes of one block of each selector.
+const BLOCK_BYTES: [usize; N_QUANT] = {
+    let mut b = [0; N_QUANT];
+    let mut i = 0;
+    while i < N_QUANT {
+        b[i] = DType::QUANTIZED[i].block_bytes();
+        i += 1;
+    }
+    b
+};
+
 /// Bytes of one block of selector `dt`.
+#[inline(always)]
 const fn block_bytes(dt: u8) -> usize {
-    DType::QUANTIZED[dt as usize].block_bytes()
+    BLOCK_BYTES[dt as usize]
 }
 
 /// Index of a quantized dtype in the `matmul_q8a`/`isums` tables; panics for float dtypes.
