@@ -116,6 +116,8 @@ macro_rules! entries {
 #[cfg(target_arch = "aarch64")]
 mod aarch64;
 pub mod scalar;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+mod tiles;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 

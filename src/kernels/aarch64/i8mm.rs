@@ -20,10 +20,11 @@ use std::arch::aarch64::*;
 use std::arch::asm;
 use std::ops::Range;
 
+use super::super::tiles::{drive, QOperands, Tiler};
+use super::super::{block_bytes, Q6_K};
 use super::super::{BlockQ8A, Kernels, QK};
 use super::dotprod::{self, Sdot};
 use super::kquant::{self, Scales, SUBS};
-use super::super::{block_bytes, Q6_K};
 use super::neon::{self, f16x4_at, has_min, is_k, load_a, load_w};
 
 /// `acc` plus SMMLA of `a` (2x8, row-major) and `b` (2x8): lane `2i + j` gains
@@ -236,7 +237,8 @@ unsafe fn mm_tile_k<const K: u8, const TP: usize>(
     store2x2(&acc, out, out_stride);
 }
 
-/// The K-quant matmul: 4 rows x 4 (or 2) tokens of SMMLA tiles, dotprod for the rest.
+/// The K-quant matmul, through the shared register-tile loop: 4 rows x 4 (or 2) tokens of
+/// SMMLA tiles, dotprod for a last token and for single rows.
 #[inline(always)]
 unsafe fn matmul_k<const K: u8>(
     w: &[u8],
@@ -247,36 +249,33 @@ unsafe fn matmul_k<const K: u8>(
     out: *mut f32,
     out_stride: usize,
 ) {
-    let nsub = cols / QK;
-    let nb = nsub / SUBS;
-    let rb = nb * block_bytes(K);
-    let xp = xq.as_ptr();
-    let mut r = rows.start;
-    while r + 4 <= rows.end {
-        let p = [0, 1, 2, 3].map(|k| w.as_ptr().add((r + k) * rb));
-        let mut t = 0;
-        while t + 2 <= n_tok {
-            let (x, o) = (xp.add(t * nsub), out.add(t * out_stride + r));
-            if t + 4 <= n_tok {
-                mm_tile_k::<K, 2>(p, nb, x, nsub, o, out_stride);
-                t += 4;
+    let tiles = MmK::<K>(kquant::KTiles::new(w, cols, xq, out, out_stride));
+    drive::<_, 4, 4>(&tiles, rows, n_tok)
+}
+
+/// The K-quant matmul's tiles: SMMLA for 4 rows by 4 or 2 tokens, the dotprod tiles for the
+/// other shapes.
+struct MmK<const K: u8>(kquant::KTiles<Sdot, K>);
+
+impl<const K: u8> Tiler for MmK<K> {
+    #[inline(always)]
+    unsafe fn tile<const R: usize, const T: usize>(&self, r: usize, t: usize) {
+        if R == 4 && (T == 4 || T == 2) {
+            let (p, x, out) = self.0.at::<R>(r, t);
+            let (nb, nsub, os) = self.0.dims();
+            if T == 4 {
+                mm_tile_k::<K, 2>(p, nb, x, nsub, out, os);
             } else {
-                mm_tile_k::<K, 1>(p, nb, x, nsub, o, out_stride);
-                t += 2;
+                mm_tile_k::<K, 1>(p, nb, x, nsub, out, os);
             }
+        } else {
+            self.0.tile::<R, T>(r, t);
         }
-        if t < n_tok {
-            let (x, o) = (xp.add(t * nsub), out.add(t * out_stride + r));
-            kquant::tile::<Sdot, K, 1>(p, 4, nb, x, nsub, o, out_stride);
-        }
-        r += 4;
-    }
-    if r < rows.end {
-        kquant::matmul::<Sdot, K>(w, cols, r..rows.end, xq, n_tok, out, out_stride);
     }
 }
 
-/// The q8a matmul: 4x4 SMMLA tiles, a 4x2 tile for a token pair, dotprod for the rest.
+/// The q8a matmul, through the shared register-tile loop: 4x4 SMMLA tiles, a 4x2 tile for a
+/// token pair, dotprod for the rest.
 #[inline(always)]
 unsafe fn matmul_q8a_mm<const DT: u8>(
     w: &[u8],
@@ -294,30 +293,25 @@ unsafe fn matmul_q8a_mm<const DT: u8>(
         return matmul_k::<DT>(w, cols, rows, xq, n_tok, out, out_stride);
     }
     let nb = cols / QK;
-    let rb = nb * block_bytes(DT);
-    let (wp, xp) = (w.as_ptr(), xq.as_ptr());
-    let mut r = rows.start;
-    while r + 4 <= rows.end {
-        let wr = wp.add(r * rb);
-        let mut t = 0;
-        while t + 4 <= n_tok {
-            let (x, o) = (xp.add(t * nb), out.add(t * out_stride + r));
-            mm_tile::<DT, 2, 2>(wr, rb, nb, x, o, out_stride);
-            t += 4;
+    let o = QOperands::new(w, nb * block_bytes(DT), nb, xq, out, out_stride);
+    drive::<_, 4, 4>(&Mm::<DT>(o), rows, n_tok)
+}
+
+/// The q8a matmul's tiles: SMMLA for 4 rows by 4 or 2 tokens, the dotprod tiles for the
+/// other shapes.
+struct Mm<const DT: u8>(QOperands);
+
+impl<const DT: u8> Tiler for Mm<DT> {
+    #[inline(always)]
+    unsafe fn tile<const R: usize, const T: usize>(&self, r: usize, t: usize) {
+        let (w, x, out) = self.0.at(r, t);
+        let (rb, nb, os) = (self.0.rb, self.0.n, self.0.out_stride);
+        match (R, T) {
+            (4, 4) => mm_tile::<DT, 2, 2>(w, rb, nb, x, out, os),
+            (4, 2) => mm_tile::<DT, 2, 1>(w, rb, nb, x, out, os),
+            (4, _) => neon::tile4::<Sdot, DT, T>(w, rb, nb, x, out, os),
+            _ => neon::tile1::<Sdot, DT, T>(w, nb, x, out, os),
         }
-        if t + 2 <= n_tok {
-            let (x, o) = (xp.add(t * nb), out.add(t * out_stride + r));
-            mm_tile::<DT, 2, 1>(wr, rb, nb, x, o, out_stride);
-            t += 2;
-        }
-        if t < n_tok {
-            let (x, o) = (xp.add(t * nb), out.add(t * out_stride + r));
-            neon::tile4::<Sdot, DT, 1>(wr, rb, nb, x, o, out_stride);
-        }
-        r += 4;
-    }
-    if r < rows.end {
-        neon::matmul_q8a::<Sdot, DT>(w, cols, r..rows.end, xq, n_tok, out, out_stride);
     }
 }
 

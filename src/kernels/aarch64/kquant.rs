@@ -26,10 +26,12 @@
 #![allow(clippy::needless_range_loop)] // tiles index rows and tokens in lockstep
 
 use std::arch::aarch64::*;
+use std::marker::PhantomData;
 use std::ops::Range;
 
-use super::super::{BlockQ8A, QK};
+use super::super::tiles::{drive, FOperands, QOperands, Tiler};
 use super::super::{block_bytes, Q4_1, Q5_K, Q6_K};
+use super::super::{BlockQ8A, QK};
 use super::neon::{f16x4_at, load_a, widen, Idot};
 use super::{f16_bits, f16_to_f32};
 
@@ -217,8 +219,9 @@ pub(super) unsafe fn tile<D: Idot, const K: u8, const T: usize>(
     }
 }
 
-/// The q8a matmul of selector `K` (preconditions of `MatmulQ8aFn`) with product `D`: tiles
-/// of 4 rows (fewer at the end of `rows`) by up to 4 tokens.
+/// The q8a matmul of selector `K` (preconditions of `MatmulQ8aFn`) with product `D`, through
+/// the shared register-tile loop: tiles of 4 rows by up to 4 tokens, single rows past the
+/// last whole tile.
 #[inline(always)]
 pub(super) unsafe fn matmul<D: Idot, const K: u8>(
     w: &[u8],
@@ -229,27 +232,64 @@ pub(super) unsafe fn matmul<D: Idot, const K: u8>(
     out: *mut f32,
     out_stride: usize,
 ) {
-    let nsub = cols / QK;
-    let nb = nsub / SUBS;
-    let rb = nb * block_bytes(K);
-    let mut r = rows.start;
-    while r < rows.end {
-        let n = (rows.end - r).min(4);
-        // Lanes past the range read the tile's last row again (never stored).
-        let p = [0, 1, 2, 3].map(|k: usize| w.as_ptr().add((r + k.min(n - 1)) * rb));
-        let mut t = 0;
-        while t < n_tok {
-            let tn = (n_tok - t).min(4);
-            let (x, o) = (xq.as_ptr().add(t * nsub), out.add(t * out_stride + r));
-            match tn {
-                4 => tile::<D, K, 4>(p, n, nb, x, nsub, o, out_stride),
-                3 => tile::<D, K, 3>(p, n, nb, x, nsub, o, out_stride),
-                2 => tile::<D, K, 2>(p, n, nb, x, nsub, o, out_stride),
-                _ => tile::<D, K, 1>(p, n, nb, x, nsub, o, out_stride),
-            }
-            t += tn;
+    drive::<_, 4, 4>(
+        &KTiles::<D, K>::new(w, cols, xq, out, out_stride),
+        rows,
+        n_tok,
+    )
+}
+
+/// The K-quant q8a matmul's tiles with product `D`: `o.n` activation blocks (`nb`
+/// super-blocks) per row.
+pub(super) struct KTiles<D, const K: u8> {
+    o: QOperands,
+    nb: usize,
+    product: PhantomData<D>,
+}
+
+impl<D: Idot, const K: u8> KTiles<D, K> {
+    #[inline(always)]
+    pub(super) fn new(
+        w: &[u8],
+        cols: usize,
+        xq: &[BlockQ8A],
+        out: *mut f32,
+        out_stride: usize,
+    ) -> Self {
+        let nsub = cols / QK;
+        let nb = nsub / SUBS;
+        KTiles {
+            o: QOperands::new(w, nb * block_bytes(K), nsub, xq, out, out_stride),
+            nb,
+            product: PhantomData,
         }
-        r += n;
+    }
+
+    /// The weights of the `R`-row tile from row `r` (`R` is 4 or 1; one row fills all four
+    /// lanes, of which only the first is stored) and its activations and output at token `t`.
+    #[inline(always)]
+    pub(super) unsafe fn at<const R: usize>(
+        &self,
+        r: usize,
+        t: usize,
+    ) -> ([*const u8; 4], *const BlockQ8A, *mut f32) {
+        let (w, x, out) = self.o.at(r, t);
+        let rows = [0, 1, 2, 3].map(|k: usize| w.add(k.min(R - 1) * self.o.rb));
+        (rows, x, out)
+    }
+
+    /// Super-blocks per row, activation blocks per token, and the output stride.
+    #[inline(always)]
+    pub(super) fn dims(&self) -> (usize, usize, usize) {
+        (self.nb, self.o.n, self.o.out_stride)
+    }
+}
+
+impl<D: Idot, const K: u8> Tiler for KTiles<D, K> {
+    #[inline(always)]
+    unsafe fn tile<const R: usize, const T: usize>(&self, r: usize, t: usize) {
+        let (p, x, out) = self.at::<R>(r, t);
+        tile::<D, K, T>(p, R, self.nb, x, self.o.n, out, self.o.out_stride)
     }
 }
 
@@ -341,8 +381,8 @@ unsafe fn tile_f32<const K: u8, const T: usize>(
     }
 }
 
-/// The f32-activation matmul of K-quant `K` (preconditions of `MatmulF32Fn`): one row by up
-/// to 4 tokens at a time.
+/// The f32-activation matmul of K-quant `K` (preconditions of `MatmulF32Fn`), through the
+/// shared register-tile loop: one row by up to 4 tokens at a time.
 #[inline(always)]
 pub(super) unsafe fn matmul_f32<const K: u8>(
     w: &[u8],
@@ -353,21 +393,20 @@ pub(super) unsafe fn matmul_f32<const K: u8>(
     out: *mut f32,
     out_stride: usize,
 ) {
-    let nb = cols / (SUBS * QK);
-    let rb = nb * block_bytes(K);
-    for r in rows {
-        let p = w.as_ptr().add(r * rb);
-        let mut t = 0;
-        while t < n_tok {
-            let tn = (n_tok - t).min(4);
-            let (xt, o) = (x.as_ptr().add(t * cols), out.add(t * out_stride + r));
-            match tn {
-                4 => tile_f32::<K, 4>(p, nb, xt, cols, o, out_stride),
-                3 => tile_f32::<K, 3>(p, nb, xt, cols, o, out_stride),
-                2 => tile_f32::<K, 2>(p, nb, xt, cols, o, out_stride),
-                _ => tile_f32::<K, 1>(p, nb, xt, cols, o, out_stride),
-            }
-            t += tn;
-        }
+    let rb = cols / (SUBS * QK) * block_bytes(K);
+    let tiles = FTiles::<K>(FOperands::new(w, rb, cols, x, out, out_stride));
+    drive::<_, 1, 4>(&tiles, rows, n_tok)
+}
+
+/// The f32-activation matmul's tiles (one row each).
+struct FTiles<const K: u8>(FOperands);
+
+impl<const K: u8> Tiler for FTiles<K> {
+    #[inline(always)]
+    unsafe fn tile<const R: usize, const T: usize>(&self, r: usize, t: usize) {
+        const { assert!(R == 1) };
+        let (w, x, out) = self.0.at(r, t);
+        let nb = self.0.n / (SUBS * QK);
+        tile_f32::<K, T>(w, nb, x, self.0.n, out, self.0.out_stride)
     }
 }

@@ -23,9 +23,11 @@
 #![allow(clippy::needless_range_loop)] // tiles index rows and tokens in lockstep
 
 use std::arch::aarch64::*;
+use std::marker::PhantomData;
 use std::ops::Range;
 
 use super::super::scalar;
+use super::super::tiles::{drive, FOperands, QOperands, Tiler};
 use super::super::{block_bytes, BlockQ8A, Kernels, QK};
 use super::super::{Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0};
 use super::kquant::{self, matmul_f32 as matmul_fk};
@@ -210,8 +212,9 @@ pub(super) unsafe fn tile1<D: Idot, const DT: u8, const T: usize>(
     }
 }
 
-/// The q8a matmul (preconditions of `MatmulQ8aFn`), with product `D`: tiles of 4 rows, then
-/// single rows; tokens in chunks of up to 4.
+/// The q8a matmul (preconditions of `MatmulQ8aFn`), with product `D`, through the shared
+/// register-tile loop: tiles of 4 rows ([`tile4`]) by up to 4 tokens (Q8_0: up to
+/// `D::Q8_0_TOKENS`), single rows ([`tile1`]) past the last whole tile.
 #[inline(always)]
 pub(super) unsafe fn matmul_q8a<D: Idot, const DT: u8>(
     w: &[u8],
@@ -226,41 +229,33 @@ pub(super) unsafe fn matmul_q8a<D: Idot, const DT: u8>(
         return kquant::matmul::<D, DT>(w, cols, rows, xq, n_tok, out, out_stride);
     }
     let nb = cols / QK;
-    let rb = nb * block_bytes(DT);
-    let (wp, xp) = (w.as_ptr(), xq.as_ptr());
-    let max_t = if DT == Q8_0 { D::Q8_0_TOKENS } else { 4 };
-    let mut r = rows.start;
-    while r + 4 <= rows.end {
-        let wr = wp.add(r * rb);
-        let mut t = 0;
-        while t < n_tok {
-            let tn = (n_tok - t).min(max_t);
-            let (x, o) = (xp.add(t * nb), out.add(t * out_stride + r));
-            match tn {
-                4 => tile4::<D, DT, 4>(wr, rb, nb, x, o, out_stride),
-                3 => tile4::<D, DT, 3>(wr, rb, nb, x, o, out_stride),
-                2 => tile4::<D, DT, 2>(wr, rb, nb, x, o, out_stride),
-                _ => tile4::<D, DT, 1>(wr, rb, nb, x, o, out_stride),
-            }
-            t += tn;
-        }
-        r += 4;
+    let tiles = Q8aTiles::<D, DT> {
+        o: QOperands::new(w, nb * block_bytes(DT), nb, xq, out, out_stride),
+        product: PhantomData,
+    };
+    if DT == Q8_0 && D::Q8_0_TOKENS == 2 {
+        drive::<_, 4, 2>(&tiles, rows, n_tok);
+    } else {
+        drive::<_, 4, 4>(&tiles, rows, n_tok);
     }
-    while r < rows.end {
-        let wr = wp.add(r * rb);
-        let mut t = 0;
-        while t < n_tok {
-            let tn = (n_tok - t).min(4);
-            let (x, o) = (xp.add(t * nb), out.add(t * out_stride + r));
-            match tn {
-                4 => tile1::<D, DT, 4>(wr, nb, x, o, out_stride),
-                3 => tile1::<D, DT, 3>(wr, nb, x, o, out_stride),
-                2 => tile1::<D, DT, 2>(wr, nb, x, o, out_stride),
-                _ => tile1::<D, DT, 1>(wr, nb, x, o, out_stride),
-            }
-            t += tn;
+}
+
+/// The q8a matmul's tiles with product `D`.
+struct Q8aTiles<D, const DT: u8> {
+    o: QOperands,
+    product: PhantomData<D>,
+}
+
+impl<D: Idot, const DT: u8> Tiler for Q8aTiles<D, DT> {
+    #[inline(always)]
+    unsafe fn tile<const R: usize, const T: usize>(&self, r: usize, t: usize) {
+        let (w, x, out) = self.o.at(r, t);
+        let (rb, nb, os) = (self.o.rb, self.o.n, self.o.out_stride);
+        if R == 4 {
+            tile4::<D, DT, T>(w, rb, nb, x, out, os)
+        } else {
+            tile1::<D, DT, T>(w, nb, x, out, os)
         }
-        r += 1;
     }
 }
 
@@ -468,24 +463,21 @@ unsafe fn matmul_f<const F16: bool>(
     out_stride: usize,
 ) {
     let rb = cols * if F16 { 2 } else { 4 };
-    let (wp, xp) = (w.as_ptr(), x.as_ptr());
-    let mut r = rows.start;
-    while r < rows.end {
-        let four = r + 4 <= rows.end;
-        let wr = wp.add(r * rb);
-        let mut t = 0;
-        while t < n_tok {
-            let two = t + 2 <= n_tok;
-            let (x, o) = (xp.add(t * cols), out.add(t * out_stride + r));
-            match (four, two) {
-                (true, true) => tile_f::<F16, 4, 2>(wr, rb, cols, x, o, out_stride),
-                (true, false) => tile_f::<F16, 4, 1>(wr, rb, cols, x, o, out_stride),
-                (false, true) => tile_f::<F16, 1, 2>(wr, rb, cols, x, o, out_stride),
-                (false, false) => tile_f::<F16, 1, 1>(wr, rb, cols, x, o, out_stride),
-            }
-            t += if two { 2 } else { 1 };
-        }
-        r += if four { 4 } else { 1 };
+    drive::<_, 4, 2>(
+        &FTiles::<F16>(FOperands::new(w, rb, cols, x, out, out_stride)),
+        rows,
+        n_tok,
+    )
+}
+
+/// The tiles of an F32 or F16 (`F16`) weight matmul with f32 activations.
+struct FTiles<const F16: bool>(FOperands);
+
+impl<const F16: bool> Tiler for FTiles<F16> {
+    #[inline(always)]
+    unsafe fn tile<const R: usize, const T: usize>(&self, r: usize, t: usize) {
+        let (w, x, out) = self.0.at(r, t);
+        tile_f::<F16, R, T>(w, self.0.rb, self.0.n, x, out, self.0.out_stride)
     }
 }
 
@@ -563,24 +555,18 @@ unsafe fn matmul_fq<const DT: u8>(
     out_stride: usize,
 ) {
     let rb = cols / QK * block_bytes(DT);
-    let (wp, xp) = (w.as_ptr(), x.as_ptr());
-    let mut r = rows.start;
-    while r < rows.end {
-        let four = r + 4 <= rows.end;
-        let wr = wp.add(r * rb);
-        let mut t = 0;
-        while t < n_tok {
-            let two = t + 2 <= n_tok;
-            let (x, o) = (xp.add(t * cols), out.add(t * out_stride + r));
-            match (four, two) {
-                (true, true) => tile_fq::<DT, 4, 2>(wr, rb, cols, x, o, out_stride),
-                (true, false) => tile_fq::<DT, 4, 1>(wr, rb, cols, x, o, out_stride),
-                (false, true) => tile_fq::<DT, 1, 2>(wr, rb, cols, x, o, out_stride),
-                (false, false) => tile_fq::<DT, 1, 1>(wr, rb, cols, x, o, out_stride),
-            }
-            t += if two { 2 } else { 1 };
-        }
-        r += if four { 4 } else { 1 };
+    let tiles = FqTiles::<DT>(FOperands::new(w, rb, cols, x, out, out_stride));
+    drive::<_, 4, 2>(&tiles, rows, n_tok)
+}
+
+/// The tiles of a quantized-weight matmul with f32 activations.
+struct FqTiles<const DT: u8>(FOperands);
+
+impl<const DT: u8> Tiler for FqTiles<DT> {
+    #[inline(always)]
+    unsafe fn tile<const R: usize, const T: usize>(&self, r: usize, t: usize) {
+        let (w, x, out) = self.0.at(r, t);
+        tile_fq::<DT, R, T>(w, self.0.rb, self.0.n, x, out, self.0.out_stride)
     }
 }
 

@@ -2,9 +2,9 @@
 //! ([`avx512`]). Each table is handed out only after its features are detected here.
 //!
 //! What every x86 table shares lives here: the dtype selectors of the const-generic kernels,
-//! the float entries' macro, the two tile loops every x86 layout goes through ([`drive`]:
-//! register tiles of `R` rows by `T` tokens; [`drive_arranged`]: tiles of tokens arranged
-//! once, then met by every row), the weight prefetch distances, and the assembly of a table
+//! the float entries' macro, the tile loop of the arranged layouts ([`drive_arranged`]: tiles
+//! of tokens arranged once, then met by every row; register tiles go through the loop every
+//! path shares, `tiles::drive`), the weight prefetch distances, and the assembly of a table
 //! ([`table`]: its float entries and the int8-activation entries of the 5-bit and K-quant
 //! layouts, kernels of `avx2/q5.rs` and `avx2/kquant.rs` that the AVX-512 table compiles
 //! with its own features, and batches K-quants two tokens per register there).
@@ -16,7 +16,9 @@ use super::{
     DequantFn, GluFn, Kernels, LseFn, MatmulF32Fn, MatmulQ8aFn, QuantizeFn, SoftmaxFn,
     WsumFn,
 };
-// The weight dtype selectors and their block sizes, for every x86 kernel file.
+// The weight dtype selectors and their block sizes, the operands and the register-tile loop,
+// for every x86 kernel file.
+use super::tiles::{drive, FOperands, QOperands, Tiler};
 use super::{block_bytes, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K, Q8_0};
 
 /// The float entries of an x86 table, compiled with `$features`: module `$float`'s
@@ -146,51 +148,6 @@ pub(super) unsafe fn prefetch(p: *const u8, len: usize) {
     _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(len - 1).cast());
 }
 
-/// One matmul's tile kernel, as [`drive`] calls it.
-pub(super) trait Tiler {
-    /// The outputs of `R` rows from row `r` by `T` tokens from token `t`.
-    unsafe fn tile<const R: usize, const T: usize>(&self, r: usize, t: usize);
-}
-
-/// The register-tile loop of the x86 matmuls: `rows` in tiles of `R`, and for each, the tokens
-/// `0..n_tok` in tiles of `T` (`T <= 4`), then of 2 and 1 for the tokens left. Rows past the
-/// last whole tile (only when the matrix's rows are not a multiple of `R`: `split_rows`
-/// hands out multiples of 8) go one row by one token, a shape every kernel has for decode;
-/// so each kernel is instantiated for at most four shapes. Kernels compute each output with
-/// the same operations whatever its tile, so the shape chosen never changes an output's bits.
-#[inline(always)]
-pub(super) unsafe fn drive<K: Tiler, const R: usize, const T: usize>(
-    k: &K,
-    rows: Range<usize>,
-    n_tok: usize,
-) {
-    const { assert!(R >= 1 && T >= 1 && T <= 4) };
-    let mut r = rows.start;
-    while r + R <= rows.end {
-        let mut t = 0;
-        while t < n_tok {
-            let left = n_tok - t;
-            t += if left >= T {
-                k.tile::<R, T>(r, t);
-                T
-            } else if T > 2 && left >= 2 {
-                k.tile::<R, 2>(r, t);
-                2
-            } else {
-                k.tile::<R, 1>(r, t);
-                1
-            };
-        }
-        r += R;
-    }
-    while r < rows.end {
-        for t in 0..n_tok {
-            k.tile::<1, 1>(r, t);
-        }
-        r += 1;
-    }
-}
-
 /// One matmul in a layout whose activations are arranged once per tile of tokens and then
 /// met by every row, as [`drive_arranged`] calls it: the transposed Q4/Q8_0 groups, the
 /// Q5 quads and K-quant super-blocks. The layout holds the operands; the driver walks them.
@@ -265,63 +222,6 @@ pub(super) unsafe fn drive_arranged<L: Arranged>(l: L, rows: Range<usize>, n_tok
             r += n;
         }
         t += tn;
-    }
-}
-
-/// The operands of a matmul, by tile: row r's weights at `w + r * rb`, token t's
-/// activations at `x + t * n` (`n` values of type `X`: f32 values, or int8 blocks),
-/// output (t, r) at `out + t * out_stride + r`.
-pub(super) struct Operands<X> {
-    pub w: *const u8,
-    pub rb: usize,
-    pub n: usize,
-    pub x: *const X,
-    pub out: *mut f32,
-    pub out_stride: usize,
-}
-
-impl<X> Clone for Operands<X> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<X> Copy for Operands<X> {}
-
-/// The operands of an f32-activation matmul (`MatmulF32Fn`): `n` is the columns.
-pub(super) type FOperands = Operands<f32>;
-/// The operands of an int8-activation matmul (`MatmulQ8aFn`): `n` is the activation blocks
-/// of a row.
-pub(super) type QOperands = Operands<super::BlockQ8A>;
-
-impl<X> Operands<X> {
-    /// Operands of weights `w` (rows of `rb` bytes), activations `x` (`n` per token) and the
-    /// output (`out_stride` apart per token).
-    pub(super) fn new(
-        w: &[u8],
-        rb: usize,
-        n: usize,
-        x: &[X],
-        out: *mut f32,
-        out_stride: usize,
-    ) -> Self {
-        Operands {
-            w: w.as_ptr(),
-            rb,
-            n,
-            x: x.as_ptr(),
-            out,
-            out_stride,
-        }
-    }
-
-    /// The weights of row `r`, the activations of token `t` and output (t, r).
-    #[inline(always)]
-    pub(super) unsafe fn at(&self, r: usize, t: usize) -> (*const u8, *const X, *mut f32) {
-        (
-            self.w.add(r * self.rb),
-            self.x.add(t * self.n),
-            self.out.add(t * self.out_stride + r),
-        )
     }
 }
 
