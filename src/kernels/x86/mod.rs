@@ -1,13 +1,14 @@
 //! x86-64 paths: AVX2+FMA+F16C and AVX-VNNI ([`avx2`]), AVX-512 F/BW/VL with VNNI
 //! ([`avx512`]). Each table is handed out only after its features are detected here.
 //!
-//! What every x86 table shares lives here: the dtype selectors of the const-generic kernels,
-//! the float entries' macro, the tile loop of the arranged layouts ([`drive_arranged`]: tiles
-//! of tokens arranged once, then met by every row; register tiles go through the loop every
-//! path shares, `tiles::drive`), the weight prefetch distances, and the assembly of a table
-//! ([`table`]: its float entries and the int8-activation entries of the 5-bit and K-quant
-//! layouts, kernels of `avx2/q5.rs` and `avx2/kquant.rs` that the AVX-512 table compiles
-//! with its own features, and batches K-quants two tokens per register there).
+//! What every x86 table shares lives here (the dtype selectors, the entry-point macro and the
+//! register-tile loop are the kernels' own, shared with aarch64): the float entries' macro, the
+//! tile loop of the arranged layouts ([`drive_arranged`]: tiles of tokens arranged once, then met
+//! by every row; register tiles go through the loop every path shares, `tiles::drive`), the weight
+//! prefetch distances, and the assembly of a table ([`table`]: its float entries and the
+//! int8-activation entries of the 5-bit and K-quant layouts, kernels of `avx2/q5.rs` and
+//! `avx2/kquant.rs` that the AVX-512 table compiles with its own features, and batches K-quants two
+//! tokens per register there).
 
 use std::ops::Range;
 
