@@ -65,6 +65,11 @@ impl<X> Operands<X> {
 /// One matmul's tile kernel, as [`drive`] calls it.
 pub(crate) trait Tiler {
     /// The outputs of `R` rows from row `r` by `T` tokens from token `t`.
+    ///
+    /// # Safety
+    /// The implementor's operands meet the preconditions of its table type (`MatmulQ8aFn` or
+    /// `MatmulF32Fn`) for the rows and tokens it is driven over, which [`drive`] keeps the
+    /// tiles within, and the CPU has the features its kernels were compiled for.
     unsafe fn tile<const R: usize, const T: usize>(&self, r: usize, t: usize);
 }
 

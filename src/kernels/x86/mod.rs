@@ -152,6 +152,12 @@ pub(super) unsafe fn prefetch(p: *const u8, len: usize) {
 /// One matmul in a layout whose activations are arranged once per tile of tokens and then
 /// met by every row, as [`drive_arranged`] calls it: the transposed Q4/Q8_0 groups, the
 /// Q5 quads and K-quant super-blocks. The layout holds the operands; the driver walks them.
+///
+/// # Safety
+/// For `arrange` and `rows`: the layout's operands meet the preconditions of `MatmulQ8aFn`
+/// for the rows and tokens driven, the CPU has the features its kernels were compiled for,
+/// and `rows` reads only a tile `arrange` wrote for the same tokens ([`drive_arranged`]
+/// calls them so).
 pub(super) trait Arranged: Copy {
     /// One token tile's arranged activations, uninitialised until [`Arranged::arrange`].
     type Tiles;
