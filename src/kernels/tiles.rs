@@ -111,3 +111,74 @@ pub(crate) unsafe fn drive<K: Tiler, const R: usize, const T: usize>(
         r += 1;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    /// Counts how often each (token, row) output is computed, and checks each tile's shape.
+    struct Count<'a> {
+        seen: &'a RefCell<Vec<u32>>,
+        rows: usize,
+        shapes: &'a RefCell<Vec<(usize, usize)>>,
+    }
+
+    impl Tiler for Count<'_> {
+        unsafe fn tile<const R: usize, const T: usize>(&self, r: usize, t: usize) {
+            self.shapes.borrow_mut().push((R, T));
+            let mut seen = self.seen.borrow_mut();
+            for tt in t..t + T {
+                for rr in r..r + R {
+                    seen[tt * self.rows + rr] += 1;
+                }
+            }
+        }
+    }
+
+    /// Every output of the range is computed exactly once, by at most four tile shapes.
+    fn check<const R: usize, const T: usize>() {
+        for rows in 0..=11 {
+            for start in 0..=rows.min(3) {
+                for n_tok in 0..=9 {
+                    let seen = RefCell::new(vec![0u32; rows * n_tok]);
+                    let shapes = RefCell::new(Vec::new());
+                    let k = Count {
+                        seen: &seen,
+                        rows,
+                        shapes: &shapes,
+                    };
+                    // SAFETY: `Count::tile` only counts, for indices `drive` keeps in range.
+                    unsafe { drive::<_, R, T>(&k, start..rows, n_tok) };
+                    for t in 0..n_tok {
+                        for r in 0..rows {
+                            let want = u32::from(r >= start);
+                            assert_eq!(
+                                seen.borrow()[t * rows + r],
+                                want,
+                                "R={R} T={T} rows={start}..{rows} n_tok={n_tok} t={t} r={r}"
+                            );
+                        }
+                    }
+                    let mut kinds = shapes.into_inner();
+                    kinds.sort_unstable();
+                    kinds.dedup();
+                    assert!(kinds.len() <= 4, "R={R} T={T}: {kinds:?}");
+                    assert!(kinds
+                        .iter()
+                        .all(|&(r, t)| (r == R || (r, t) == (1, 1)) && t <= T));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn drive_computes_every_output_once() {
+        check::<4, 4>();
+        check::<4, 2>();
+        check::<8, 1>();
+        check::<2, 4>();
+        check::<1, 4>();
+        check::<4, 3>();
+    }
+}

@@ -309,6 +309,88 @@ const fn join<T: Copy, const A: usize, const B: usize, const N: usize>(
 
 #[cfg(test)]
 mod tests {
+    use super::{drive_arranged, Ahead, Arranged};
+    use std::cell::RefCell;
+
+    /// Counts how often each (token, row) output is computed, and checks that every `rows`
+    /// call meets the tile `arrange` wrote for its tokens.
+    struct Count<'a, const ROWS: usize> {
+        seen: &'a RefCell<Vec<u32>>,
+        rows: usize,
+        tile_max: usize,
+        w: *const u8,
+    }
+
+    impl<const ROWS: usize> Clone for Count<'_, ROWS> {
+        fn clone(&self) -> Self {
+            *self
+        }
+    }
+    impl<const ROWS: usize> Copy for Count<'_, ROWS> {}
+
+    impl<const ROWS: usize> Arranged for Count<'_, ROWS> {
+        type Tiles = Vec<usize>;
+        const ROWS: usize = ROWS;
+        fn tiles(&self) -> Vec<usize> {
+            Vec::new()
+        }
+        fn tile_tokens(&self, left: usize) -> usize {
+            left.min(self.tile_max)
+        }
+        fn weights(&self) -> (*const u8, usize) {
+            (self.w, 1)
+        }
+        unsafe fn arrange(&self, tiles: &mut Vec<usize>, t: usize, tn: usize) {
+            *tiles = (t..t + tn).collect();
+        }
+        unsafe fn rows(&self, tl: &Vec<usize>, r: usize, n: usize, t: usize, k: usize, pf: &Ahead) {
+            assert_eq!(*tl, (t..t + k).collect::<Vec<_>>());
+            assert!((1..=ROWS).contains(&n) && (1..=self.tile_max).contains(&k));
+            let mut seen = self.seen.borrow_mut();
+            for i in r..r + n {
+                pf.row(i);
+                for tt in t..t + k {
+                    seen[tt * self.rows + i] += 1;
+                }
+            }
+        }
+    }
+
+    fn check<const ROWS: usize>(tile_max: usize) {
+        let w = [0u8; 64];
+        for rows in 0..=19 {
+            for start in 0..=rows.min(3) {
+                for n_tok in 0..=17 {
+                    let seen = RefCell::new(vec![0u32; rows * n_tok]);
+                    let l = Count::<ROWS> {
+                        seen: &seen,
+                        rows,
+                        tile_max,
+                        w: w.as_ptr(),
+                    };
+                    // SAFETY: `Count` only counts; the prefetches it asks for never fault.
+                    unsafe { drive_arranged(l, start..rows, n_tok) };
+                    for t in 0..n_tok {
+                        for r in 0..rows {
+                            let want = u32::from(r >= start);
+                            let got = seen.borrow()[t * rows + r];
+                            let at = format!("rows {start}..{rows}, {n_tok} tokens, t={t} r={r}");
+                            assert_eq!(got, want, "ROWS={ROWS}, tiles of {tile_max}: {at}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn drive_arranged_computes_every_output_once() {
+        check::<1>(8);
+        check::<1>(1);
+        check::<8>(4);
+        check::<8>(16);
+    }
+
     /// The `avxvnni` kernels cannot run on a CPU without AVX-VNNI; with AVX-512 VNNI the
     /// tests still run their arithmetic (EVEX encoding) against the scalar reference.
     #[test]
