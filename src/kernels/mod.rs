@@ -18,8 +18,8 @@
 //!   Q8_0, `q - 8` for Q4_0, `q - 16` for Q5_0, the raw `q` for Q4_1 and Q5_1, `sc_j * q` for
 //!   Q4_K/Q5_K (`sc_j` the sub-block's 6-bit scale), and `sc_g * (q - 32)` for Q6_K (`sc_g`
 //!   the i8 scale of the half of 16 the value is in). Identical on every path (tested
-//!   through [`Kernels::block_isums`]). Activation blocks must hold `qs` in `-127..=127`
-//!   (as [`Kernels::quantize_act`] produces).
+//!   through the test hook `Kernels::block_isums`). Activation blocks must hold `qs` in
+//!   `-127..=127` (as [`Kernels::quantize_act`] produces).
 //! - **f32 combination** (scalar reference, `scalar::term`): per output, `acc = 0.0`, then for
 //!   each sub-block in order `acc += (d_w * d_a) * isum as f32`, plus `m_w * s_a` for
 //!   Q4_1/Q5_1, minus `(dmin * m_j) * s_a` for Q4_K/Q5_K (`d_w` is the block's f16 scale, the

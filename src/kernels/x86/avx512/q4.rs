@@ -359,7 +359,7 @@ pub(super) struct Tiles {
 }
 
 /// One row (at `w`) against the first `T` tokens of `tl`, arranged for shape `sh`. Every
-/// output's lanes see the same sequence of block products and are summed by [`hsum`]'s order,
+/// output's lanes see the same sequence of block products and are summed by `frame::hsum`'s order,
 /// whatever `T`.
 #[inline(always)]
 unsafe fn tile_grouped<const DT: u8, const T: usize>(
