@@ -297,33 +297,27 @@ pub(crate) const N_QUANT: usize = DType::QUANTIZED.len();
 
 /// Weight dtype selectors of the const-generic kernels, on every path: the dtype's index in
 /// [`DType::QUANTIZED`], the order of the `matmul_q8a`/`isums` tables.
-const Q8_0: u8 = 0;
-const Q4_0: u8 = 1;
-const Q4_1: u8 = 2;
-const Q5_0: u8 = 3;
-const Q5_1: u8 = 4;
-const Q4_K: u8 = 5;
-const Q5_K: u8 = 6;
-const Q6_K: u8 = 7;
-const _: () = {
-    let sel = [Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K];
-    let dt = [
-        DType::Q8_0,
-        DType::Q4_0,
-        DType::Q4_1,
-        DType::Q5_0,
-        DType::Q5_1,
-        DType::Q4_K,
-        DType::Q5_K,
-        DType::Q6_K,
-    ];
-    assert!(sel.len() == N_QUANT);
+const Q8_0: u8 = selector(DType::Q8_0);
+const Q4_0: u8 = selector(DType::Q4_0);
+const Q4_1: u8 = selector(DType::Q4_1);
+// x86's Q5 kernels take a bool (Q5_1 or not) instead; aarch64's take these.
+#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+const Q5_0: u8 = selector(DType::Q5_0);
+#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+const Q5_1: u8 = selector(DType::Q5_1);
+const Q4_K: u8 = selector(DType::Q4_K);
+const Q5_K: u8 = selector(DType::Q5_K);
+const Q6_K: u8 = selector(DType::Q6_K);
+
+/// The selector of quantized dtype `d`: its index in [`DType::QUANTIZED`] (a compile error
+/// for a float dtype).
+const fn selector(d: DType) -> u8 {
     let mut i = 0;
-    while i < sel.len() {
-        assert!(DType::QUANTIZED[sel[i] as usize].code() == dt[i].code());
+    while DType::QUANTIZED[i].code() != d.code() {
         i += 1;
     }
-};
+    i as u8
+}
 
 /// Bytes of one block of each selector.
 const BLOCK_BYTES: [usize; N_QUANT] = {

@@ -8,6 +8,7 @@ use std::ops::Range;
 /// The operands of a matmul, by tile: row r's weights at `w + r * rb`, token t's
 /// activations at `x + t * n` (`n` values of type `X`: f32 values, or int8 blocks),
 /// output (t, r) at `out + t * out_stride + r`.
+#[derive(Clone, Copy)]
 pub(crate) struct Operands<X> {
     pub w: *const u8,
     pub rb: usize,
@@ -16,13 +17,6 @@ pub(crate) struct Operands<X> {
     pub out: *mut f32,
     pub out_stride: usize,
 }
-
-impl<X> Clone for Operands<X> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<X> Copy for Operands<X> {}
 
 /// The operands of an f32-activation matmul (`MatmulF32Fn`): `n` is the columns.
 pub(crate) type FOperands = Operands<f32>;
