@@ -2,12 +2,14 @@
 # Hardening checks after the test suite (issue 13), run by .ci/run:
 #   1. AddressSanitizer over the unsafe-heavy tests: kernels (SIMD against scalar), model
 #      mapping and loading, the C ABI called from Rust, the thread pool, the forward pass.
-#      Nightly, its own target dir; doctests skipped (no rust-src for -Zbuild-std here). The
+#      Nightly, its own target dir; doctests skipped (ASan doctests need -Zbuild-std). The
 #      C programs of tests/ffi.rs are not built with ASan (they link the plain library).
 #   2. Each cargo-fuzz target for FUZZ_SECONDS (default 60) from the seeds in fuzz/seeds,
 #      new inputs kept outside the tree; a crash fails CI and leaves its input in
 #      target/fuzz-artifacts/TARGET/ (make it a regression test, see fuzz/README.md).
-# Needs the nightly toolchain; installs cargo-fuzz from crates.io when missing.
+#   3. The small library (tools/build-small.sh: std rebuilt without its backtrace
+#      symbolizer) through the Python package's tests, which call the whole C ABI.
+# Needs the nightly toolchain; installs cargo-fuzz and nightly's rust-src when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
@@ -38,4 +40,9 @@ for target in parse model mutate tokenize capi constraint; do
     -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 -timeout=20 \
     -artifact_prefix="$artifacts" -print_final_stats=1 2>&1 | tail -n 12
 done
+step "small library: tools/build-small.sh, then the Python package's tests over it"
+tools/build-small.sh
+PIPIT_LIB=target/small/x86_64-unknown-linux-gnu/libpipit.so PIPIT_BIN=target/ci/pipit \
+  python3 -m pytest -q python/tests
+
 echo "CI: hardening checks in $(( $(date +%s) - t0 )) s (ASan $(( t1 - t0 )) s)" >&2
