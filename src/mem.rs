@@ -5,7 +5,9 @@ use crate::{Error, Result};
 /// Fallible allocation of buffers sized by a file's numbers: the format crate's helpers,
 /// one place for both crates. Their `FormatError::OutOfMemory` converts to
 /// [`Error::OutOfMemory`].
-pub(crate) use pipit_format::mem::{reserve, reserved, sort_by, try_collect, try_copy, try_vec};
+pub(crate) use pipit_format::mem::{
+    reserve, reserved, sort_by, sort_u32_by, try_collect, try_copy, try_vec,
+};
 
 /// The product of `dims`, or an error naming the overflow.
 pub(crate) fn checked_len(dims: &[usize]) -> Result<usize> {

@@ -65,71 +65,42 @@ pub fn reserved<E>(r: Result<(), E>, additional: usize) -> Result<(), FormatErro
     r.map_err(|_| oom::<(usize, usize)>(additional))
 }
 
-/// Sorts `v` by `cmp`, unstably and without a buffer. For cold code (model open, tokenizer and
-/// constraint building): one heapsort over a `dyn` view of the slice is compiled for every
-/// element type and order, where the standard sort costs 3-7 KB of the library per element
-/// type. Hot sorts (sampling, beams, per-step constraint work) call the standard sort.
-pub fn sort_by<T>(v: &mut [T], cmp: &mut dyn FnMut(&T, &T) -> Ordering) {
-    heapsort(&mut Slice { v, cmp });
+/// Sorts `v` by `cmp`, unstably. For cold code (model open, tokenizer and constraint
+/// building): the standard sort is compiled once, for `u32` indices under a `dyn` order,
+/// instead of once per element type (3-7 KB of the library each), and the elements are then
+/// moved into place. Needs 4 bytes per element. Hot sorts (sampling, beams, per-step
+/// constraint work) call the standard sort.
+pub fn sort_by<T>(v: &mut [T], cmp: &mut dyn FnMut(&T, &T) -> Ordering) -> Result<(), FormatError> {
+    let n = u32::try_from(v.len()).map_err(|_| oom::<u32>(v.len()))?;
+    let mut order = try_vec::<u32>(v.len())?;
+    order.extend(0..n);
+    sort_u32_by(&mut order, &mut |i, j| cmp(&v[i as usize], &v[j as usize]));
+    permute(v, &mut order);
+    Ok(())
 }
 
-/// A sequence seen through its order and its swaps.
-trait Seq {
-    fn len(&self) -> usize;
-    /// Whether element `i` comes before element `j`.
-    fn less(&mut self, i: usize, j: usize) -> bool;
-    fn swap(&mut self, i: usize, j: usize);
-}
-
-struct Slice<'a, T> {
-    v: &'a mut [T],
-    cmp: &'a mut dyn FnMut(&T, &T) -> Ordering,
-}
-
-impl<T> Seq for Slice<'_, T> {
-    fn len(&self) -> usize {
-        self.v.len()
-    }
-    fn less(&mut self, i: usize, j: usize) -> bool {
-        (self.cmp)(&self.v[i], &self.v[j]) == Ordering::Less
-    }
-    fn swap(&mut self, i: usize, j: usize) {
-        self.v.swap(i, j);
-    }
-}
-
-/// Heapsort: a max-heap of the whole sequence, then its largest element moved to the end,
-/// one at a time. O(n log n) comparisons whatever the input, no recursion.
+/// The standard unstable sort of `v` by `cmp`: the one copy every [`sort_by`] shares, and
+/// what a list of ids sorted by what they stand for calls directly (no buffer).
 #[inline(never)]
-fn heapsort(s: &mut dyn Seq) {
-    let n = s.len();
-    for start in (0..n / 2).rev() {
-        sift_down(s, start, n);
-    }
-    for end in (1..n).rev() {
-        s.swap(0, end);
-        sift_down(s, 0, end);
-    }
+pub fn sort_u32_by(v: &mut [u32], cmp: &mut dyn FnMut(u32, u32) -> Ordering) {
+    v.sort_unstable_by(|&i, &j| cmp(i, j));
 }
 
-/// Restores the heap below `root` within the first `end` elements.
-fn sift_down(s: &mut dyn Seq, mut root: usize, end: usize) {
-    loop {
-        // `root` is below `end`, a slice's length, so this overflows only for zero-sized types.
-        let Some(mut child) = root.checked_mul(2).and_then(|c| c.checked_add(1)) else {
-            return;
-        };
-        if child >= end {
-            return;
+/// Moves element `order[i]` of `v` to place `i`, for every `i`, by following each cycle of
+/// the permutation once (`order` is left as the identity, which marks the places done).
+fn permute<T>(v: &mut [T], order: &mut [u32]) {
+    for start in 0..v.len() {
+        let mut at = start;
+        loop {
+            let from = order[at] as usize;
+            order[at] = at as u32;
+            if from == start {
+                break;
+            }
+            // `at` still holds the cycle's first element; place `at` takes `from`'s.
+            v.swap(at, from);
+            at = from;
         }
-        if child + 1 < end && s.less(child, child + 1) {
-            child += 1;
-        }
-        if !s.less(root, child) {
-            return;
-        }
-        s.swap(root, child);
-        root = child;
     }
 }
 
@@ -139,7 +110,7 @@ mod tests {
 
     #[test]
     fn sort_by_sorts_by_the_order_given() {
-        for n in [0u32, 1, 2, 3, 7, 33, 1000] {
+        for n in [0u32, 1, 2, 3, 7, 16, 17, 33, 1000, 5000] {
             let inputs: [Vec<u32>; 4] = [
                 (0..n).map(|i| i.wrapping_mul(2_654_435_761) % 97).collect(),
                 (0..n).collect(),
@@ -150,17 +121,31 @@ mod tests {
                 let mut v = input.clone();
                 let mut want = input.clone();
                 want.sort_unstable_by(|a, b| b.cmp(a));
-                sort_by(&mut v, &mut |a, b| b.cmp(a));
+                sort_by(&mut v, &mut |a, b| b.cmp(a)).unwrap();
                 assert_eq!(v, want, "n = {n}, input {input:?}");
                 // By a key that ties: sorted by the key, and the same elements.
                 let mut v = input.clone();
-                sort_by(&mut v, &mut |a, b| (a % 5).cmp(&(b % 5)));
+                sort_by(&mut v, &mut |a, b| (a % 5).cmp(&(b % 5))).unwrap();
                 assert!(v.windows(2).all(|w| w[0] % 5 <= w[1] % 5), "n = {n}");
                 let (mut got, mut all) = (v, input);
                 got.sort_unstable();
                 all.sort_unstable();
                 assert_eq!(got, all, "n = {n}");
             }
+        }
+    }
+
+    #[test]
+    fn permute_moves_each_element_to_its_place() {
+        for n in [0usize, 1, 2, 3, 10, 257] {
+            // A permutation with cycles of several lengths and fixed points.
+            let order: Vec<u32> = (0..n).map(|i| ((i * 7 + 3) % n.max(1)) as u32).collect();
+            let mut v: Vec<usize> = (100..100 + n).collect();
+            let want: Vec<usize> = order.iter().map(|&i| 100 + i as usize).collect();
+            let mut o = order.clone();
+            permute(&mut v, &mut o);
+            assert_eq!(v, want, "n = {n}");
+            assert!(o.iter().enumerate().all(|(i, &j)| i == j as usize));
         }
     }
 

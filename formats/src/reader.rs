@@ -408,7 +408,7 @@ impl PipitFile {
         let mut by_name = try_collect(0..tensors.len())?;
         sort_by(&mut by_name, &mut |&a, &b| {
             tensors[a].name.cmp(&tensors[b].name)
-        });
+        })?;
         Ok(PipitFile {
             version,
             metadata,

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use super::ir::{ByteSet, Expr, Grammar};
-use crate::mem::sort_by;
+use crate::mem::{sort_by, sort_u32_by};
 use crate::{Error, Result};
 
 /// Compile limits: past them the compiler stops with an error instead of growing.
@@ -276,7 +276,7 @@ impl Nfa {
             }
             i += 1;
         }
-        sort_by(set, &mut |a, b| a.cmp(b));
+        sort_u32_by(set, &mut |a, b| a.cmp(&b));
     }
 }
 
@@ -291,7 +291,7 @@ pub fn compile(g: &Grammar) -> Result<Automata> {
     for r in &g.rules {
         collect_sets(r, &mut sets);
     }
-    sort_by(&mut sets, &mut |a, b| a.0.cmp(&b.0));
+    sort_by(&mut sets, &mut |a, b| a.0.cmp(&b.0))?;
     sets.dedup();
     let mut class_of = [0u8; 256];
     let mut n_class = 1usize;
@@ -341,7 +341,7 @@ pub fn compile(g: &Grammar) -> Result<Automata> {
         determinize(&nfa, start, end, &rep, &mut a)?;
     }
     a.root = a.rule_start[g.root];
-    shortest(&mut a);
+    shortest(&mut a)?;
     Ok(a)
 }
 
@@ -382,7 +382,7 @@ fn determinize(nfa: &Nfa, start: u32, end: u32, rep: &[u8], a: &mut Automata) ->
                 continue;
             }
             mark += 1;
-            sort_by(&mut next, &mut |a, b| a.cmp(b));
+            sort_u32_by(&mut next, &mut |a, b| a.cmp(&b));
             next.dedup();
             nfa.closure(&mut next, &mut seen, mark);
             work += next.len() as u64;
@@ -393,7 +393,8 @@ fn determinize(nfa: &Nfa, start: u32, end: u32, rep: &[u8], a: &mut Automata) ->
             .iter()
             .flat_map(|&s| nfa.calls[s as usize].iter().copied())
             .collect();
-        sort_by(&mut by_rule, &mut |a, b| a.cmp(b));
+        // The standard sort of `(u32, u32)`, which the mask computation compiles anyway.
+        by_rule.sort_unstable();
         let mut calls = Vec::new();
         let mut i = 0;
         while i < by_rule.len() {
@@ -436,7 +437,7 @@ fn intern(
 
 /// Fewest bytes to each rule's end (a byte costs 1, a call its rule's minimum): relaxation
 /// to a fixed point, sweeping states backwards (Thompson order makes that quick).
-fn shortest(a: &mut Automata) {
+fn shortest(a: &mut Automata) -> Result<()> {
     let n = a.n_states();
     for s in 0..n {
         if a.accept[s] {
@@ -452,7 +453,7 @@ fn shortest(a: &mut Automata) {
             .filter(|(_, &s)| s != DEAD)
             .map(|(r, &s)| (s, r))
             .collect();
-        sort_by(&mut starts, &mut |a, b| a.cmp(b));
+        sort_by(&mut starts, &mut |a, b| a.cmp(b))?;
         starts
     };
     loop {
@@ -482,7 +483,7 @@ fn shortest(a: &mut Automata) {
             }
         }
         if !changed {
-            break;
+            return Ok(());
         }
     }
 }

@@ -328,7 +328,7 @@ impl Tokenizer {
         let mut eot = crate::mem::try_vec(p.eot_ids.len() + 1)?;
         eot.extend_from_slice(p.eot_ids);
         eot.extend(p.eos);
-        crate::mem::sort_by(&mut eot, &mut |a, b| a.cmp(b));
+        crate::mem::sort_u32_by(&mut eot, &mut |a, b| a.cmp(&b));
         eot.dedup();
         Ok(Tokenizer {
             vocab,

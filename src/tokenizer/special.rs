@@ -53,10 +53,10 @@ impl SpecialMatcher {
         let mut list: Vec<(u32, &str)> =
             try_collect(specials.into_iter().filter(|(_, t)| !t.is_empty()))?;
         // Priority: longest first, then lowest id (llama.cpp's order). Keys are distinct
-        // (ids are), so an unstable sort, which needs no buffer, gives the one order.
+        // (ids are), so an unstable sort gives the one order.
         sort_by(&mut list, &mut |a, b| {
             b.1.len().cmp(&a.1.len()).then(a.0.cmp(&b.0))
-        });
+        })?;
         let by_prio = try_collect(list.iter().map(|&(id, t)| (id, t.len() as u32)))?;
         // Texts in byte order (ties by priority), so that the texts below any trie node are
         // a contiguous range of `sorted` and its children are runs of equal next bytes.
@@ -65,7 +65,7 @@ impl SpecialMatcher {
                 .enumerate()
                 .map(|(p, &(_, t))| (t.as_bytes(), u32::try_from(p).unwrap_or(NONE))),
         )?;
-        sort_by(&mut sorted, &mut |a, b| a.cmp(b));
+        sort_by(&mut sorted, &mut |a, b| a.cmp(b))?;
         // One node per distinct prefix: the root, plus each text's bytes past its longest
         // common prefix with the text before it in byte order.
         let n_nodes = 1 + sorted

@@ -6,7 +6,7 @@
 
 use super::vocab_slices::Slices;
 use super::Tokenizer;
-use crate::mem::{reserve, sort_by, try_vec};
+use crate::mem::{reserve, sort_u32_by, try_vec};
 use crate::Result;
 
 /// One trie node: the byte leading into it from its parent.
@@ -116,10 +116,8 @@ impl VocabIndex {
                 order.push(t);
             }
         }
-        // Keys are distinct (ids are): an unstable sort, which needs no buffer, is exact.
-        sort_by(&mut order, &mut |&a, &b| {
-            piece(a).cmp(piece(b)).then(a.cmp(&b))
-        });
+        // Keys are distinct (ids are): an unstable sort is exact.
+        sort_u32_by(&mut order, &mut |a, b| piece(a).cmp(piece(b)).then(a.cmp(&b)));
         let nodes = build_trie(&order, &piece)?;
         let max_len = len.iter().copied().max().unwrap_or(0) as usize;
         let slices = Slices::new(n, &nodes, &order, &piece)?;

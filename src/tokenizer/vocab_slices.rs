@@ -9,7 +9,7 @@
 //! state inside a long string or a counted letter run cheap even on a 262k vocabulary.
 
 use super::vocab_index::{build_trie, Node};
-use crate::mem::{reserve, sort_by, try_collect, try_copy, try_vec};
+use crate::mem::{reserve, try_collect, try_copy, try_vec};
 use crate::Result;
 
 /// "No state" in a language's transition table.
@@ -264,15 +264,16 @@ impl Slices {
                 *e = i as u32;
             }
         }
-        // (slice key, position in `order`): grouping by key keeps byte order inside.
-        let key = |lang: usize, len: usize| {
+        // (slice key, position in `order`): grouping by key keeps byte order inside. Keys are
+        // below langs x buckets, a few dozen.
+        let key = |lang: usize, len: usize| -> u32 {
             let b = BUCKETS
                 .iter()
                 .position(|&(lo, hi)| lo as usize <= len && len <= hi as usize)
                 .unwrap_or(BUCKETS.len() - 1);
-            lang * BUCKETS.len() + b
+            (lang * BUCKETS.len() + b) as u32
         };
-        let mut keyed: Vec<(usize, u32)> = try_collect(order.iter().enumerate().map(|(i, &t)| {
+        let mut keyed: Vec<(u32, u32)> = try_collect(order.iter().enumerate().map(|(i, &t)| {
                 let p = piece(t);
                 let lang = langs
                     .iter()
@@ -280,8 +281,10 @@ impl Slices {
                     .unwrap_or(langs.len() - 1);
                 (key(lang, p.len()), i as u32)
         }))?;
-        // Keys are distinct (positions are): an unstable sort, which needs no buffer.
-        sort_by(&mut keyed, &mut |a, b| a.cmp(b));
+        // Keys are distinct (positions are): an unstable sort is exact. A whole vocabulary
+        // (262,144 entries for Gemma 3): the standard sort of `(u32, u32)`, which the mask
+        // computation compiles anyway, is 2-3x faster than `sort_by`.
+        keyed.sort_unstable();
         let mut slices = Vec::new();
         let mut lang_max = vec![0u32; langs.len()];
         let mut lang_max_lo = vec![0u32; langs.len()];
@@ -306,7 +309,7 @@ impl Slices {
             }))?;
             let lens = tokens.iter().map(|&t| piece(t).len() as u32);
             let (min_len, max_len) = (lens.clone().min().unwrap_or(0), lens.max().unwrap_or(0));
-            let lang = k / BUCKETS.len();
+            let lang = k as usize / BUCKETS.len();
             if lang != upto_lang {
                 upto.fill(0);
                 upto_lang = lang;
