@@ -168,8 +168,15 @@ impl DType {
 
     /// Position in [`DType::QUANTIZED`] (the index of a quantized dtype in kernel tables),
     /// `None` for the float types.
-    pub fn quant_index(self) -> Option<usize> {
-        DType::QUANTIZED.iter().position(|&d| d == self)
+    pub const fn quant_index(self) -> Option<usize> {
+        let mut i = 0;
+        while i < DType::QUANTIZED.len() {
+            if DType::QUANTIZED[i].code() == self.code() {
+                return Some(i);
+            }
+            i += 1;
+        }
+        None
     }
 }
 

@@ -312,11 +312,10 @@ const Q6_K: u8 = selector(DType::Q6_K);
 /// The selector of quantized dtype `d`: its index in [`DType::QUANTIZED`] (a compile error
 /// for a float dtype).
 const fn selector(d: DType) -> u8 {
-    let mut i = 0;
-    while DType::QUANTIZED[i].code() != d.code() {
-        i += 1;
+    match d.quant_index() {
+        Some(i) => i as u8,
+        None => panic!("a float dtype has no selector"),
     }
-    i as u8
 }
 
 /// Bytes of one block of each selector.
